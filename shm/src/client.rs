@@ -1,0 +1,1053 @@
+//! The agent client library: connect to the daemon, register, and exchange frames over the
+//! segment's ring pair.
+//!
+//! ```no_run
+//! use agentwire_shm::client::Agent;
+//! use std::time::Duration;
+//! let mut agent = Agent::builder("summarizer")
+//!     .socket("/run/agentwire/agentwire.sock")
+//!     .capability("summarize", "1.2.0")
+//!     .topic("news")
+//!     .connect()?;
+//! agent.publish("news", b"payload")?;
+//! if let Some(msg) = agent.recv(Some(Duration::from_millis(10)))? {
+//!     println!("{} bytes from agent {}", msg.payload().len(), msg.header().source());
+//! }
+//! # Ok::<(), agentwire_shm::client::ClientError>(())
+//! ```
+
+use crate::control::{
+    AgentInfo, CapabilitySpec, ClientMsg, ControlConn, ControlError, NackBody, RefuseReason,
+    Registration, ServerMsg, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use crate::idle::{Doorbell, IdleStrategy, Idler};
+use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
+use crate::segment::{state, Segment, SegmentError};
+use crate::wire::{FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, HEADER_BYTES};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Control requests wait at most this long for the daemon's answer.
+pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default socket path: `/run/agentwire/agentwire.sock` for root, else
+/// `$XDG_RUNTIME_DIR/agentwire/agentwire.sock`, else `/tmp/agentwire-$UID/agentwire.sock`.
+/// `AGENTWIRE_SOCKET` overrides all of them.
+///
+/// ```
+/// let p = agentwire_shm::client::default_socket_path();
+/// assert!(p.ends_with("agentwire.sock"));
+/// ```
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("AGENTWIRE_SOCKET") {
+        return PathBuf::from(p);
+    }
+    let uid = rustix::process::getuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/agentwire/agentwire.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("agentwire/agentwire.sock"),
+        None => PathBuf::from(format!("/tmp/agentwire-{uid}/agentwire.sock")),
+    }
+}
+
+/// Errors an agent sees. Each carries what it needs to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon refused the connection.
+    #[error("daemon refused the connection ({reason:?}): {detail}")]
+    Refused {
+        /// Reason class.
+        reason: RefuseReason,
+        /// The daemon's explanation.
+        detail: String,
+    },
+    /// The daemon is gone (socket closed or segment marked closed); call `reconnect`.
+    #[error("disconnected from the daemon; call reconnect()")]
+    Disconnected,
+    /// Every reconnect attempt failed.
+    #[error("reconnect failed after {attempts} attempts: {last}")]
+    ReconnectFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Box<ClientError>,
+    },
+    /// The tx ring stayed full past the send timeout (the daemon is not draining).
+    #[error("backpressure: tx ring full for {0:?}")]
+    Backpressure(Duration),
+    /// The frame can never fit the ring.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    /// No response within the timeout.
+    #[error("no response to request {correlation_id} within {timeout:?}")]
+    Timeout {
+        /// The request's correlation id.
+        correlation_id: u64,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Too many frames arrived while waiting for a response; they stay queued.
+    #[error("request stash full ({0} frames) while waiting for a response")]
+    StashFull(usize),
+    /// The daemon nacked a request.
+    #[error("request nacked: {0:?}")]
+    Nacked(NackBody),
+    /// The control socket failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The segment could not be mapped or failed its layout checks.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The rx ring broke its protocol (daemon bug or memory corruption).
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// A received frame failed validation.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The daemon answered something unexpected.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Options for one outgoing frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Priority class 0 (most urgent) to 3.
+    pub priority: u8,
+    /// Ask the daemon for an ack once delivered.
+    pub ack: bool,
+    /// Feature id (0: none).
+    pub feature_id: u32,
+    /// Correlation id (0: none).
+    pub correlation_id: u64,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self { priority: 2, ack: false, feature_id: 0, correlation_id: 0 }
+    }
+}
+
+/// Builds and connects an [`Agent`].
+#[derive(Debug, Clone)]
+pub struct AgentBuilder {
+    socket: PathBuf,
+    registration: Registration,
+    versions: (u16, u16),
+    idle: IdleStrategy,
+    reconnect_attempts_max: u32,
+    reconnect_backoff_initial: Duration,
+    send_timeout: Duration,
+    request_stash_frames_max: usize,
+}
+
+impl AgentBuilder {
+    /// Sets the daemon socket (default: [`default_socket_path`]).
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").socket("/tmp/x.sock");
+    /// ```
+    pub fn socket(mut self, path: impl AsRef<Path>) -> Self {
+        self.socket = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Offers a capability at a semver version.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").capability("ocr", "2.1.0");
+    /// ```
+    pub fn capability(mut self, name: &str, version: &str) -> Self {
+        self.registration.capabilities.push(CapabilitySpec { name: name.into(), version: version.into() });
+        self
+    }
+
+    /// Subscribes to a topic at registration.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").topic("alerts");
+    /// ```
+    pub fn topic(mut self, topic: &str) -> Self {
+        self.registration.topics.push(topic.into());
+        self
+    }
+
+    /// Serves a feature id.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").feature(12);
+    /// ```
+    pub fn feature(mut self, feature_id: u32) -> Self {
+        self.registration.features.push(feature_id);
+        self
+    }
+
+    /// Offers a protocol version range (default: all this build speaks).
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").protocol_versions(1, 1);
+    /// ```
+    pub fn protocol_versions(mut self, min: u16, max: u16) -> Self {
+        self.versions = (min, max);
+        self
+    }
+
+    /// How blocking receives wait (default: spin then park).
+    ///
+    /// ```
+    /// use agentwire_shm::idle::IdleStrategy;
+    /// let b = agentwire_shm::client::Agent::builder("a").idle(IdleStrategy::Spin);
+    /// ```
+    pub fn idle(mut self, idle: IdleStrategy) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Reconnect attempts before giving up (default 10), with backoff doubling from
+    /// `initial` up to 1 s.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a")
+    ///     .reconnect(5, std::time::Duration::from_millis(20));
+    /// ```
+    pub fn reconnect(mut self, attempts_max: u32, initial: Duration) -> Self {
+        self.reconnect_attempts_max = attempts_max.max(1);
+        self.reconnect_backoff_initial = initial;
+        self
+    }
+
+    /// How long `send` waits for room in a full tx ring (default 1 s).
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").send_timeout(std::time::Duration::from_millis(50));
+    /// ```
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Most frames kept aside while a request waits for its response (default 4096).
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").request_stash_frames_max(64);
+    /// ```
+    pub fn request_stash_frames_max(mut self, frames_max: usize) -> Self {
+        self.request_stash_frames_max = frames_max;
+        self
+    }
+
+    /// Connects, negotiates, registers and maps the segment.
+    ///
+    /// ```no_run
+    /// let agent = agentwire_shm::client::Agent::builder("a").connect()?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn connect(self) -> Result<Agent, ClientError> {
+        let link = Link::establish(&self)?;
+        Ok(Agent {
+            idler: Idler::new(self.idle),
+            builder: self,
+            link,
+            next_correlation_id: 1,
+            stash: VecDeque::new(),
+            topic_ids: HashMap::new(),
+            idle_polls: 0,
+        })
+    }
+}
+
+/// Everything that belongs to one connection; replaced whole on reconnect.
+#[derive(Debug)]
+struct Link {
+    conn: ControlConn,
+    segment: Segment,
+    tx: Producer,
+    rx: Consumer,
+    agent_id: u32,
+    version: u16,
+}
+
+fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
+    match conn.recv::<ServerMsg>(Some(CONTROL_REPLY_TIMEOUT)) {
+        Ok((ServerMsg::Refused { reason, detail }, _)) => Err(ClientError::Refused { reason, detail }),
+        Ok(reply) => Ok(reply),
+        Err(ControlError::Closed) => Err(ClientError::Disconnected),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Link {
+    fn establish(b: &AgentBuilder) -> Result<Self, ClientError> {
+        let conn = ControlConn::connect(&b.socket)?;
+        let hello = ClientMsg::Hello {
+            version_min: b.versions.0,
+            version_max: b.versions.1,
+            client: format!("agentwire-shm {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id()),
+        };
+        // A refused peer may find the socket closed before Hello goes out; read the refusal.
+        if let Err(e) = conn.send(&hello, &[]) {
+            return match expect_reply(&conn) {
+                Err(refused @ ClientError::Refused { .. }) => Err(refused),
+                _ => Err(e.into()),
+            };
+        }
+        let version = match expect_reply(&conn)? {
+            (ServerMsg::Welcome { version, .. }, _) => version,
+            (other, _) => return Err(ClientError::Protocol(format!("expected Welcome, got {other:?}"))),
+        };
+        conn.send(&ClientMsg::Register(b.registration.clone()), &[])?;
+        let (agent_id, fds) = match expect_reply(&conn)? {
+            (ServerMsg::Registered { agent_id, .. }, fds) => (agent_id, fds),
+            (other, _) => return Err(ClientError::Protocol(format!("expected Registered, got {other:?}"))),
+        };
+        let [segment_fd, tx_bell, rx_bell]: [rustix::fd::OwnedFd; 3] = fds
+            .try_into()
+            .map_err(|v: Vec<_>| ClientError::Protocol(format!("Registered carried {} fds, expected 3", v.len())))?;
+        let segment = Segment::open(segment_fd)?;
+        if segment.agent_id() != agent_id {
+            return Err(ClientError::Protocol(format!(
+                "segment belongs to agent {}, registration says {agent_id}",
+                segment.agent_id()
+            )));
+        }
+        segment.control().agent_pid.store(std::process::id(), Ordering::Relaxed);
+        let tx = Producer::new(segment.tx_memory(), Some(Doorbell::from_fd(tx_bell)));
+        let rx = Consumer::new(segment.rx_memory(), Some(Doorbell::from_fd(rx_bell)));
+        Ok(Self { conn, segment, tx, rx, agent_id, version })
+    }
+}
+
+/// A connected agent.
+#[derive(Debug)]
+pub struct Agent {
+    builder: AgentBuilder,
+    link: Link,
+    idler: Idler,
+    next_correlation_id: u64,
+    stash: VecDeque<OwnedMessage>,
+    topic_ids: HashMap<String, u32>,
+    idle_polls: u32,
+}
+
+/// Idle polls between liveness checks of the control socket (a syscall).
+const LIVENESS_CHECK_POLLS: u32 = 4096;
+
+impl Agent {
+    /// Starts building an agent named `name`.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("planner");
+    /// ```
+    pub fn builder(name: &str) -> AgentBuilder {
+        AgentBuilder {
+            socket: default_socket_path(),
+            registration: Registration { name: name.into(), ..Default::default() },
+            versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX),
+            idle: IdleStrategy::default(),
+            reconnect_attempts_max: 10,
+            reconnect_backoff_initial: Duration::from_millis(10),
+            send_timeout: Duration::from_secs(1),
+            request_stash_frames_max: 4096,
+        }
+    }
+
+    /// This agent's id.
+    ///
+    /// ```no_run
+    /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// println!("I am agent {}", agent.id());
+    /// ```
+    pub fn id(&self) -> u32 {
+        self.link.agent_id
+    }
+
+    /// The negotiated protocol version.
+    ///
+    /// ```no_run
+    /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// assert_eq!(agent.protocol_version(), 1);
+    /// ```
+    pub fn protocol_version(&self) -> u16 {
+        self.link.version
+    }
+
+    /// The mapped segment (for its control block and stats).
+    ///
+    /// ```no_run
+    /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let rejected = agent.segment().control().frames_rejected.load(std::sync::atomic::Ordering::Relaxed);
+    /// ```
+    pub fn segment(&self) -> &Segment {
+        &self.link.segment
+    }
+
+    fn check_alive(&mut self) -> Result<(), ClientError> {
+        if self.link.segment.control().state.0.load(Ordering::Acquire) == state::CLOSED
+            || self.link.conn.peer_closed()
+        {
+            return Err(ClientError::Disconnected);
+        }
+        Ok(())
+    }
+
+    fn control_request(&mut self, msg: &ClientMsg) -> Result<ServerMsg, ClientError> {
+        self.link.conn.send(msg, &[]).map_err(|e| match e {
+            ControlError::Closed => ClientError::Disconnected,
+            e => e.into(),
+        })?;
+        match expect_reply(&self.link.conn)? {
+            (ServerMsg::Error { detail }, _) => Err(ClientError::Protocol(detail)),
+            (reply, _) => Ok(reply),
+        }
+    }
+
+    /// Claims room for a frame with a `payload_len_bytes` payload; write the payload into
+    /// [`FrameClaim::payload_mut`] and commit. The zero-copy path.
+    ///
+    /// ```no_run
+    /// use agentwire_shm::wire::FrameKind;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let mut claim = agent.claim(FrameKind::Send, 2, 8, Default::default())?;
+    /// claim.payload_mut().copy_from_slice(&42u64.to_le_bytes());
+    /// claim.commit();
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn claim(
+        &mut self,
+        kind: FrameKind,
+        destination: u32,
+        payload_len_bytes: usize,
+        options: SendOptions,
+    ) -> Result<FrameClaim<'_>, ClientError> {
+        let flags = if options.ack { FLAG_ACK_REQUESTED } else { 0 };
+        self.claim_with_flags(kind, destination, payload_len_bytes, options, flags)
+    }
+
+    fn claim_with_flags(
+        &mut self,
+        kind: FrameKind,
+        destination: u32,
+        payload_len_bytes: usize,
+        options: SendOptions,
+        flags: u32,
+    ) -> Result<FrameClaim<'_>, ClientError> {
+        let header = FrameHeader::new(kind, self.link.agent_id, destination, payload_len_bytes as u32)
+            .with_priority(options.priority)
+            .with_correlation(options.correlation_id)
+            .with_feature(options.feature_id)
+            .with_flags(flags);
+        let frame_len = HEADER_BYTES + payload_len_bytes;
+        let deadline = Instant::now() + self.builder.send_timeout;
+        let mut spins = 0u32;
+        // Poll for room; the daemon drains continuously, so a full ring is transient unless
+        // the daemon is gone or overloaded.
+        loop {
+            // Re-borrow each pass: a successful claim ends the loop with the borrow.
+            match self.link.tx.claim(frame_len) {
+                Ok(_) => break,
+                Err(ClaimError::Full { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            spins += 1;
+            if spins % 1024 == 0 {
+                self.check_alive()?;
+                if Instant::now() >= deadline {
+                    return Err(ClientError::Backpressure(self.builder.send_timeout));
+                }
+                std::thread::yield_now();
+            }
+            core::hint::spin_loop();
+        }
+        let mut claim = self.link.tx.claim(frame_len)?;
+        header.write_to(claim.bytes_mut());
+        Ok(FrameClaim { claim })
+    }
+
+    /// Sends `payload` (an rkyv archive, or any bytes) to an agent.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send(2, b"hello")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send(&mut self, to_agent: u32, payload: &[u8]) -> Result<(), ClientError> {
+        self.send_with(FrameKind::Send, to_agent, payload, SendOptions::default())
+    }
+
+    /// Sends with explicit kind and options.
+    ///
+    /// ```no_run
+    /// use agentwire_shm::{client::SendOptions, wire::FrameKind};
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send_with(FrameKind::Send, 2, b"urgent", SendOptions { priority: 0, ack: true, ..Default::default() })?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send_with(
+        &mut self,
+        kind: FrameKind,
+        destination: u32,
+        payload: &[u8],
+        options: SendOptions,
+    ) -> Result<(), ClientError> {
+        let mut claim = self.claim(kind, destination, payload.len(), options)?;
+        claim.payload_mut().copy_from_slice(payload);
+        claim.commit();
+        Ok(())
+    }
+
+    /// Writes a complete frame, header included, without validating it: for tools that
+    /// forward frames, and for tests of the daemon's validation (a hostile agent can write
+    /// anything into its own tx ring; the daemon must cope).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send_raw(&[0u8; 48])?; // the daemon nacks this: length 0 is malformed
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send_raw(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+        let mut claim = self.link.tx.claim(frame.len())?;
+        claim.bytes_mut().copy_from_slice(frame);
+        claim.commit();
+        Ok(())
+    }
+
+    /// Sends a batch of frames to one agent with a single publish (one release store).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send_batch(2, [&b"a"[..], &b"b"[..]])?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send_batch<'p>(
+        &mut self,
+        to_agent: u32,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+    ) -> Result<usize, ClientError> {
+        let mut sent = 0;
+        for payload in payloads {
+            let mut claim = self.claim(FrameKind::Send, to_agent, payload.len(), SendOptions::default())?;
+            claim.payload_mut().copy_from_slice(payload);
+            claim.commit_deferred();
+            sent += 1;
+        }
+        self.link.tx.publish();
+        Ok(sent)
+    }
+
+    /// Publishes committed-but-deferred frames (see [`FrameClaim::commit_deferred`]).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.flush();
+    /// ```
+    pub fn flush(&mut self) {
+        self.link.tx.publish();
+    }
+
+    /// Resolves (and caches) a topic id.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let id = agent.topic_id("news")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn topic_id(&mut self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(&id) = self.topic_ids.get(topic) {
+            return Ok(id);
+        }
+        match self.control_request(&ClientMsg::ResolveTopic { topic: topic.into() })? {
+            ServerMsg::TopicId { topic_id } => {
+                self.topic_ids.insert(topic.into(), topic_id);
+                Ok(topic_id)
+            }
+            other => Err(ClientError::Protocol(format!("expected TopicId, got {other:?}"))),
+        }
+    }
+
+    /// Publishes `payload` to every subscriber of `topic`.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.publish("alerts", b"disk full")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), ClientError> {
+        let topic_id = self.topic_id(topic)?;
+        self.send_with(FrameKind::Publish, topic_id, payload, SendOptions::default())
+    }
+
+    /// Sends to one live agent offering `capability` at a version satisfying `requirement`.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.anycast("ocr", "^2", b"image bytes")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn anycast(&mut self, capability: &str, requirement: &str, payload: &[u8]) -> Result<(), ClientError> {
+        let route_id = self.capability_route(capability, requirement)?;
+        let mut claim = self.claim_with_flags(FrameKind::Send, route_id, payload.len(), SendOptions::default(), FLAG_ANYCAST)?;
+        claim.payload_mut().copy_from_slice(payload);
+        claim.commit();
+        Ok(())
+    }
+
+    fn capability_route(&mut self, capability: &str, requirement: &str) -> Result<u32, ClientError> {
+        let key = format!("\u{1}cap:{capability}@{requirement}");
+        if let Some(&id) = self.topic_ids.get(&key) {
+            return Ok(id);
+        }
+        let msg = ClientMsg::ResolveCapability { capability: capability.into(), requirement: requirement.into() };
+        match self.control_request(&msg)? {
+            ServerMsg::CapabilityRoute { route_id } => {
+                self.topic_ids.insert(key, route_id);
+                Ok(route_id)
+            }
+            other => Err(ClientError::Protocol(format!("expected CapabilityRoute, got {other:?}"))),
+        }
+    }
+
+    /// Subscribes to a topic (kept across reconnects).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.subscribe("alerts")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn subscribe(&mut self, topic: &str) -> Result<u32, ClientError> {
+        match self.control_request(&ClientMsg::Subscribe { topic: topic.into() })? {
+            ServerMsg::TopicId { topic_id } => {
+                if !self.builder.registration.topics.iter().any(|t| t == topic) {
+                    self.builder.registration.topics.push(topic.into());
+                }
+                self.topic_ids.insert(topic.into(), topic_id);
+                Ok(topic_id)
+            }
+            other => Err(ClientError::Protocol(format!("expected TopicId, got {other:?}"))),
+        }
+    }
+
+    /// Unsubscribes from a topic.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.unsubscribe("alerts")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn unsubscribe(&mut self, topic: &str) -> Result<(), ClientError> {
+        self.control_request(&ClientMsg::Unsubscribe { topic: topic.into() })?;
+        self.builder.registration.topics.retain(|t| t != topic);
+        Ok(())
+    }
+
+    /// Lists live agents offering `capability` at a version satisfying `requirement`.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// for a in agent.discover("ocr", ">=2.0, <3")? { println!("{} {}", a.name, a.version); }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn discover(&mut self, capability: &str, requirement: &str) -> Result<Vec<AgentInfo>, ClientError> {
+        let msg = ClientMsg::Discover { capability: capability.into(), requirement: requirement.into() };
+        match self.control_request(&msg)? {
+            ServerMsg::Agents { agents } => Ok(agents),
+            other => Err(ClientError::Protocol(format!("expected Agents, got {other:?}"))),
+        }
+    }
+
+    /// Sends a request and waits for the response with the same correlation id. Frames that
+    /// arrive meanwhile are kept (up to the stash limit) and returned by later receives.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let reply = agent.request(2, b"ping", std::time::Duration::from_millis(100))?;
+    /// println!("{:?}", reply.payload());
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn request(&mut self, to_agent: u32, payload: &[u8], timeout: Duration) -> Result<OwnedMessage, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let options = SendOptions { correlation_id, ..Default::default() };
+        self.send_with(FrameKind::Request, to_agent, payload, options)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut found = None;
+            let stash_max = self.builder.request_stash_frames_max;
+            let stash = &mut self.stash;
+            let mut overflow = false;
+            let read = self.link.rx.read(64, |frame| {
+                let Ok(header) = FrameHeader::validate(frame) else {
+                    return core::ops::ControlFlow::Continue(()); // daemon-validated; skip garbage
+                };
+                let is_reply = header.correlation() == correlation_id
+                    && matches!(header.kind(), FrameKind::Response | FrameKind::Nack);
+                if is_reply {
+                    found = Some(OwnedMessage::from_frame(frame));
+                    return core::ops::ControlFlow::Break(());
+                }
+                if stash.len() >= stash_max {
+                    overflow = true;
+                    return core::ops::ControlFlow::Break(());
+                }
+                stash.push_back(OwnedMessage::from_frame(frame));
+                core::ops::ControlFlow::Continue(())
+            })?;
+            if let Some(reply) = found {
+                // Release the reply frame itself (the read stopped before consuming it).
+                drop(self.link.rx.peek()?);
+                if reply.header().kind() == FrameKind::Nack {
+                    return Err(ClientError::Nacked(reply.nack_body().unwrap_or(NackBody { reason: 0, detail: "unreadable nack".into() })));
+                }
+                return Ok(reply);
+            }
+            if overflow {
+                return Err(ClientError::StashFull(stash_max));
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout { correlation_id, timeout });
+            }
+            self.idle_once(read)?;
+        }
+    }
+
+    /// Answers a request: a response to its source with its correlation id.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let request = agent.recv(None)?.map(|m| m.to_owned());
+    /// if let Some(req) = request {
+    ///     agent.respond(req.header(), b"pong")?;
+    /// }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn respond(&mut self, request: &FrameHeader, payload: &[u8]) -> Result<(), ClientError> {
+        let options = SendOptions { correlation_id: request.correlation(), priority: request.priority(), ..Default::default() };
+        self.send_with(FrameKind::Response, request.source(), payload, options)
+    }
+
+    fn idle_once(&mut self, work: usize) -> Result<(), ClientError> {
+        if work > 0 {
+            self.idle_polls = 0;
+            self.idler.reset();
+            return Ok(());
+        }
+        self.idle_polls += 1;
+        if self.idle_polls % LIVENESS_CHECK_POLLS == 0 {
+            self.link.segment.control().agent_heartbeat.0.fetch_add(1, Ordering::Relaxed);
+            self.check_alive()?;
+        }
+        self.idler.idle(0, &mut self.link.rx);
+        Ok(())
+    }
+
+    /// Receives one frame if one is ready.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// while let Some(msg) = agent.try_recv()? { println!("{}", msg.payload().len()); }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>, ClientError> {
+        if let Some(owned) = self.stash.pop_front() {
+            return Ok(Some(Message::Owned(owned)));
+        }
+        match self.link.rx.peek()? {
+            Some(frame) => {
+                FrameHeader::validate(frame.bytes())?;
+                Ok(Some(Message::InRing(frame)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Receives one frame, waiting up to `timeout` (`None`: until one arrives or the daemon
+    /// goes away) with the builder's idle strategy.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let msg = agent.recv(Some(std::time::Duration::from_secs(1)))?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>, ClientError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if !self.stash.is_empty() || !self.link.rx.is_empty() {
+                return self.try_recv();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            self.idle_once(0)?;
+        }
+    }
+
+    /// Receives up to `frames_max` ready frames, calling `on_message` for each in place; one
+    /// release store for the whole batch. Returns how many were handled.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let n = agent.recv_batch(32, |header, payload| { let _ = (header.source(), payload.len()); })?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn recv_batch<F>(&mut self, frames_max: usize, mut on_message: F) -> Result<usize, ClientError>
+    where
+        F: FnMut(&FrameHeader, &[u8]),
+    {
+        let mut handled = 0;
+        while handled < frames_max {
+            let Some(owned) = self.stash.pop_front() else { break };
+            on_message(owned.header(), owned.payload());
+            handled += 1;
+        }
+        let mut bad = None;
+        handled += self.link.rx.read(frames_max - handled, |frame| match FrameHeader::validate(frame) {
+            Ok(header) => {
+                on_message(header, &frame[HEADER_BYTES..]);
+                core::ops::ControlFlow::Continue(())
+            }
+            Err(e) => {
+                bad = Some(e);
+                core::ops::ControlFlow::Continue(())
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e.into()),
+            None => Ok(handled),
+        }
+    }
+
+    /// Drops the current link and connects again with bounded retries and backoff,
+    /// re-registering with the same name, capabilities, topics and features.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let got = agent.recv(None).map(|m| m.is_some());
+    /// if let Err(agentwire_shm::client::ClientError::Disconnected) = got {
+    ///     agent.reconnect()?;
+    /// }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        let mut backoff = self.builder.reconnect_backoff_initial;
+        let mut last = ClientError::Disconnected;
+        for attempt in 1..=self.builder.reconnect_attempts_max {
+            match Link::establish(&self.builder) {
+                Ok(link) => {
+                    tracing::info!(attempt, agent_id = link.agent_id, "reconnected to the daemon");
+                    self.link = link;
+                    self.topic_ids.clear();
+                    self.idler.reset();
+                    return Ok(());
+                }
+                Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        Err(ClientError::ReconnectFailed { attempts: self.builder.reconnect_attempts_max, last: Box::new(last) })
+    }
+
+    /// Leaves cleanly: tells the daemon, which reclaims the segment.
+    ///
+    /// ```no_run
+    /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.close();
+    /// ```
+    pub fn close(self) {
+        let _ = self.link.conn.send(&ClientMsg::Goodbye, &[]);
+    }
+}
+
+/// A claimed outgoing frame: header written, payload to fill, then commit (or drop to abort).
+#[derive(Debug)]
+pub struct FrameClaim<'a> {
+    claim: crate::ring::Claim<'a>,
+}
+
+impl FrameClaim<'_> {
+    /// The payload area, in the ring.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::wire::FrameKind;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let mut c = agent.claim(FrameKind::Send, 2, 4, Default::default())?;
+    /// c.payload_mut().copy_from_slice(b"data");
+    /// c.commit();
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.claim.bytes_mut()[HEADER_BYTES..]
+    }
+
+    /// Commits and publishes.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::wire::FrameKind;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.claim(FrameKind::Send, 2, 0, Default::default())?.commit();
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn commit(self) {
+        self.claim.commit();
+    }
+
+    /// Commits; visible at the next [`Agent::flush`].
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::wire::FrameKind;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.claim(FrameKind::Send, 2, 0, Default::default())?.commit_deferred();
+    /// agent.flush();
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn commit_deferred(self) {
+        self.claim.commit_deferred();
+    }
+}
+
+/// A received frame: in the ring (zero-copy, released on drop) or kept aside.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// Read in place from the rx ring.
+    InRing(FrameRef<'a>),
+    /// Copied aside while a request waited.
+    Owned(OwnedMessage),
+}
+
+impl Message<'_> {
+    fn frame(&self) -> &[u8] {
+        match self {
+            Message::InRing(f) => f.bytes(),
+            Message::Owned(o) => &o.frame,
+        }
+    }
+
+    /// The frame header, read in place.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// if let Some(m) = agent.try_recv()? { println!("from {}", m.header().source()); }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn header(&self) -> &FrameHeader {
+        FrameHeader::validate(self.frame()).expect("validated on receipt")
+    }
+
+    /// The payload bytes.
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// if let Some(m) = agent.try_recv()? { println!("{} bytes", m.payload().len()); }
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn payload(&self) -> &[u8] {
+        &self.frame()[HEADER_BYTES..]
+    }
+
+    /// Reads the payload as an rkyv archive of `T`, checked with bytecheck (frames come from
+    /// other processes and are untrusted).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// if let Some(m) = agent.try_recv()? {
+    ///     let text: &rkyv::Archived<String> = m.access::<String>()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn access<T>(&self) -> Result<&T::Archived, rkyv::rancor::Error>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>,
+    {
+        rkyv::access::<T::Archived, rkyv::rancor::Error>(self.payload())
+    }
+
+    /// Copies the frame out of the ring (releasing it).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let kept = agent.try_recv()?.map(|m| m.to_owned());
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn to_owned(&self) -> OwnedMessage {
+        OwnedMessage::from_frame(self.frame())
+    }
+}
+
+/// A frame copied out of the ring, 16-byte aligned for rkyv.
+#[derive(Debug, Clone)]
+pub struct OwnedMessage {
+    frame: rkyv::util::AlignedVec<16>,
+}
+
+impl OwnedMessage {
+    /// Copies a validated frame.
+    ///
+    /// ```
+    /// use agentwire_shm::{client::OwnedMessage, wire::{FrameHeader, FrameKind, HEADER_BYTES}};
+    /// let mut f = vec![0u8; HEADER_BYTES];
+    /// FrameHeader::new(FrameKind::Send, 1, 2, 0).write_to(&mut f);
+    /// assert_eq!(OwnedMessage::from_frame(&f).header().destination(), 2);
+    /// ```
+    pub fn from_frame(frame: &[u8]) -> Self {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(frame.len());
+        aligned.extend_from_slice(frame);
+        Self { frame: aligned }
+    }
+
+    /// The header.
+    ///
+    /// ```
+    /// # use agentwire_shm::{client::OwnedMessage, wire::{FrameHeader, FrameKind, HEADER_BYTES}};
+    /// # let mut f = vec![0u8; HEADER_BYTES];
+    /// # FrameHeader::new(FrameKind::Send, 1, 2, 0).write_to(&mut f);
+    /// assert_eq!(OwnedMessage::from_frame(&f).header().source(), 1);
+    /// ```
+    pub fn header(&self) -> &FrameHeader {
+        FrameHeader::validate(&self.frame).expect("validated on receipt")
+    }
+
+    /// The payload.
+    ///
+    /// ```
+    /// # use agentwire_shm::{client::OwnedMessage, wire::{FrameHeader, FrameKind, HEADER_BYTES}};
+    /// # let mut f = vec![0u8; HEADER_BYTES + 1];
+    /// # FrameHeader::new(FrameKind::Send, 1, 2, 1).write_to(&mut f);
+    /// assert_eq!(OwnedMessage::from_frame(&f).payload().len(), 1);
+    /// ```
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[HEADER_BYTES..]
+    }
+
+    /// The nack body, for a nack frame.
+    ///
+    /// ```
+    /// # use agentwire_shm::{client::OwnedMessage, wire::{FrameHeader, FrameKind, HEADER_BYTES}};
+    /// # let mut f = vec![0u8; HEADER_BYTES];
+    /// # FrameHeader::new(FrameKind::Send, 1, 2, 0).write_to(&mut f);
+    /// assert!(OwnedMessage::from_frame(&f).nack_body().is_none());
+    /// ```
+    pub fn nack_body(&self) -> Option<NackBody> {
+        if self.header().kind() != FrameKind::Nack {
+            return None;
+        }
+        decode_nack(self.payload())
+    }
+}
+
+/// Decodes a nack payload (bytecheck-validated).
+///
+/// ```
+/// let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(
+///     &agentwire_shm::control::NackBody { reason: 1, detail: "x".into() }).unwrap();
+/// assert_eq!(agentwire_shm::client::decode_nack(&bytes).unwrap().reason, 1);
+/// ```
+pub fn decode_nack(payload: &[u8]) -> Option<NackBody> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<NackBody, rkyv::rancor::Error>(&aligned).ok()
+}

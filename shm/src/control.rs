@@ -1,0 +1,483 @@
+//! The control protocol between agents and the daemon: a `SOCK_SEQPACKET` Unix socket
+//! (message boundaries kept, descriptors attached to the message they belong to), rkyv
+//! messages validated with bytecheck on receipt, descriptors passed with SCM_RIGHTS.
+//!
+//! The handshake: the client sends [`ClientMsg::Hello`] with the protocol range it speaks;
+//! the daemon checks the peer's credentials (SO_PEERCRED) against its allow-list, picks the
+//! highest common version or refuses with both ranges named, then takes
+//! [`ClientMsg::Register`] and answers [`ServerMsg::Registered`] with three descriptors: the
+//! segment memfd, the tx doorbell and the rx doorbell.
+//!
+//! ```
+//! use agentwire_shm::control::{ClientMsg, ControlConn};
+//! let (a, b) = ControlConn::pair().unwrap();
+//! a.send(&ClientMsg::Goodbye, &[]).unwrap();
+//! let (msg, fds) = b.recv::<ClientMsg>(Some(std::time::Duration::from_secs(1))).unwrap();
+//! assert!(matches!(msg, ClientMsg::Goodbye) && fds.is_empty());
+//! ```
+
+// rkyv's derive generates resolver types whose fields carry no docs; every source type here
+// is documented, so the lint is relaxed for this module only.
+#![allow(missing_docs)]
+
+use rkyv::{Archive, Deserialize, Serialize};
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::time::Duration;
+
+/// Oldest control/wire protocol version this build speaks.
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
+/// Newest control/wire protocol version this build speaks.
+pub const PROTOCOL_VERSION_MAX: u16 = 1;
+/// Largest control message in bytes; larger ones are refused.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Most descriptors one control message carries.
+pub const CONTROL_FDS_MAX: usize = 4;
+/// Longest agent name in bytes.
+pub const AGENT_NAME_BYTES_MAX: usize = 64;
+
+/// A capability an agent offers, with its semver version.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CapabilitySpec {
+    /// Capability name, e.g. `summarize`.
+    pub name: String,
+    /// Semver version, e.g. `1.4.2`.
+    pub version: String,
+}
+
+/// What an agent tells the daemon about itself.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registration {
+    /// Agent name (1 to 64 bytes).
+    pub name: String,
+    /// Capabilities offered.
+    pub capabilities: Vec<CapabilitySpec>,
+    /// Topics subscribed at registration.
+    pub topics: Vec<String>,
+    /// Feature ids this agent serves.
+    pub features: Vec<u32>,
+}
+
+/// Messages from an agent to the daemon.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub enum ClientMsg {
+    /// Opens the handshake with the protocol range the client speaks.
+    Hello {
+        /// Oldest version offered.
+        version_min: u16,
+        /// Newest version offered.
+        version_max: u16,
+        /// Free-form client description for logs.
+        client: String,
+    },
+    /// Registers the agent; answered with `Registered` and the segment descriptors.
+    Register(Registration),
+    /// Subscribes to a topic; answered with `TopicId`.
+    Subscribe {
+        /// Topic name.
+        topic: String,
+    },
+    /// Unsubscribes from a topic; answered with `Done`.
+    Unsubscribe {
+        /// Topic name.
+        topic: String,
+    },
+    /// Looks up (or creates) a topic id for publishing; answered with `TopicId`.
+    ResolveTopic {
+        /// Topic name.
+        topic: String,
+    },
+    /// Looks up (or creates) an anycast route for a capability and a semver requirement;
+    /// answered with `CapabilityRoute`.
+    ResolveCapability {
+        /// Capability name.
+        capability: String,
+        /// Semver requirement, e.g. `^1.2`.
+        requirement: String,
+    },
+    /// Lists live agents offering a capability that satisfies a requirement; answered with
+    /// `Agents`.
+    Discover {
+        /// Capability name.
+        capability: String,
+        /// Semver requirement.
+        requirement: String,
+    },
+    /// Leaves cleanly.
+    Goodbye,
+}
+
+/// Why the daemon refused a connection.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The peer's uid/gid is not on the allow-list.
+    NotPermitted,
+    /// No protocol version in common.
+    VersionUnsupported,
+    /// The request was malformed or out of order.
+    BadRequest,
+    /// The daemon is at its agent limit.
+    Full,
+}
+
+/// A live agent offering a capability.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Agent id.
+    pub agent_id: u32,
+    /// Agent name.
+    pub name: String,
+    /// Matching capability version.
+    pub version: String,
+}
+
+/// Messages from the daemon to an agent.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub enum ServerMsg {
+    /// The handshake succeeded at this version.
+    Welcome {
+        /// Negotiated version.
+        version: u16,
+        /// Daemon description.
+        daemon: String,
+    },
+    /// The daemon refuses; the connection closes after this.
+    Refused {
+        /// Reason class.
+        reason: RefuseReason,
+        /// Human-readable detail naming the values involved.
+        detail: String,
+    },
+    /// Registration accepted; carries 3 fds: segment, tx doorbell, rx doorbell.
+    Registered {
+        /// The agent's id.
+        agent_id: u32,
+        /// Ids of the topics subscribed at registration, in order.
+        topic_ids: Vec<u32>,
+    },
+    /// A topic's id.
+    TopicId {
+        /// Topic id.
+        topic_id: u32,
+    },
+    /// An anycast route id.
+    CapabilityRoute {
+        /// Route id (the frame destination with `FLAG_ANYCAST`).
+        route_id: u32,
+    },
+    /// Discovery results.
+    Agents {
+        /// Matching live agents.
+        agents: Vec<AgentInfo>,
+    },
+    /// Generic success.
+    Done,
+    /// A request failed.
+    Error {
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Why the daemon refused a frame (the payload of a nack, and the reject counter's code).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NackReason {
+    /// No live agent with that id (or no agent for that capability route).
+    NoSuchAgent = 1,
+    /// Nobody subscribes to that topic.
+    NoSubscriber = 2,
+    /// The destination stayed full past the deadline.
+    DestinationFull = 3,
+    /// The frame failed validation.
+    Malformed = 4,
+    /// The sender may not send this kind of frame.
+    NotPermitted = 5,
+}
+
+impl NackReason {
+    /// Decodes a reason code.
+    ///
+    /// ```
+    /// use agentwire_shm::control::NackReason;
+    /// assert_eq!(NackReason::from_u32(4), Some(NackReason::Malformed));
+    /// ```
+    pub fn from_u32(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => Self::NoSuchAgent,
+            2 => Self::NoSubscriber,
+            3 => Self::DestinationFull,
+            4 => Self::Malformed,
+            5 => Self::NotPermitted,
+            _ => return None,
+        })
+    }
+}
+
+/// The payload of a nack frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NackBody {
+    /// A [`NackReason`] code.
+    pub reason: u32,
+    /// Detail, e.g. the validation error.
+    pub detail: String,
+}
+
+/// Errors on the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// A socket call failed.
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("control connection closed by peer")]
+    Closed,
+    /// No message arrived in time.
+    #[error("no control message within {0:?}")]
+    Timeout(Duration),
+    /// The message failed bytecheck validation or was too large.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+}
+
+impl From<rustix::io::Errno> for ControlError {
+    fn from(e: rustix::io::Errno) -> Self {
+        Self::Io(e.into())
+    }
+}
+
+/// One end of a control connection.
+#[derive(Debug)]
+pub struct ControlConn {
+    fd: OwnedFd,
+}
+
+fn seqpacket() -> Result<OwnedFd, ControlError> {
+    Ok(rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?)
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, ControlError> {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let ts = timeout.map(|t| rustix::time::Timespec { tv_sec: t.as_secs() as i64, tv_nsec: t.subsec_nanos() as i64 });
+    loop {
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl ControlConn {
+    /// Connects to a daemon's socket at `path`.
+    ///
+    /// ```no_run
+    /// let conn = agentwire_shm::control::ControlConn::connect("/run/agentwire/agentwire.sock".as_ref());
+    /// ```
+    pub fn connect(path: &Path) -> Result<Self, ControlError> {
+        let fd = seqpacket()?;
+        let addr = rustix::net::SocketAddrUnix::new(path)?;
+        rustix::net::connect(&fd, &addr)?;
+        Ok(Self { fd })
+    }
+
+    /// A connected pair, for tests and in-process use.
+    ///
+    /// ```
+    /// let (_a, _b) = agentwire_shm::control::ControlConn::pair().unwrap();
+    /// ```
+    pub fn pair() -> Result<(Self, Self), ControlError> {
+        let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+        Ok((Self { fd: a }, Self { fd: b }))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Sends one message with optional descriptors attached.
+    ///
+    /// ```
+    /// # use agentwire_shm::control::{ControlConn, ServerMsg};
+    /// let (a, _b) = ControlConn::pair().unwrap();
+    /// a.send(&ServerMsg::Done, &[]).unwrap();
+    /// ```
+    pub fn send<M>(&self, msg: &M, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError>
+    where
+        M: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
+    {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        if bytes.len() > CONTROL_MESSAGE_BYTES_MAX {
+            return Err(ControlError::Malformed(format!("{} bytes exceeds {CONTROL_MESSAGE_BYTES_MAX}", bytes.len())));
+        }
+        assert!(fds.len() <= CONTROL_FDS_MAX, "at most {CONTROL_FDS_MAX} fds per message");
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(CONTROL_FDS_MAX))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            control.push(SendAncillaryMessage::ScmRights(fds));
+        }
+        loop {
+            match rustix::net::sendmsg(&self.fd, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => return Err(ControlError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Receives one message (validated with bytecheck) and the descriptors attached to it.
+    ///
+    /// ```
+    /// # use agentwire_shm::control::{ControlConn, ControlError, ServerMsg};
+    /// let (a, b) = ControlConn::pair().unwrap();
+    /// let r = b.recv::<ServerMsg>(Some(std::time::Duration::from_millis(1)));
+    /// assert!(matches!(r, Err(ControlError::Timeout(_))));
+    /// ```
+    pub fn recv<M>(&self, timeout: Option<Duration>) -> Result<(M, Vec<OwnedFd>), ControlError>
+    where
+        M: Archive,
+        M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+            + Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        if !wait_readable(self.fd.as_fd(), timeout)? {
+            return Err(ControlError::Timeout(timeout.unwrap_or_default()));
+        }
+        let mut buf = vec![0u8; CONTROL_MESSAGE_BYTES_MAX];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(CONTROL_FDS_MAX))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let received = loop {
+            match rustix::net::recvmsg(&self.fd, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+                Ok(r) => break r,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::CONNRESET) => return Err(ControlError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut fds = Vec::new();
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+                fds.extend(received_fds);
+            }
+        }
+        if received.bytes == 0 {
+            return Err(ControlError::Closed);
+        }
+        if received.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+            return Err(ControlError::Malformed(format!("message larger than {CONTROL_MESSAGE_BYTES_MAX} bytes")));
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(received.bytes);
+        aligned.extend_from_slice(&buf[..received.bytes]);
+        let msg = rkyv::from_bytes::<M, rkyv::rancor::Error>(&aligned).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        Ok((msg, fds))
+    }
+
+    /// True when the peer has closed (a non-blocking peek).
+    ///
+    /// ```
+    /// # use agentwire_shm::control::ControlConn;
+    /// let (a, b) = ControlConn::pair().unwrap();
+    /// assert!(!a.peer_closed());
+    /// drop(b);
+    /// assert!(a.peer_closed());
+    /// ```
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match rustix::net::recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => true,
+            Ok(_) => false,
+            Err(rustix::io::Errno::AGAIN) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// The peer's credentials (SO_PEERCRED).
+    ///
+    /// ```
+    /// # use agentwire_shm::control::ControlConn;
+    /// let (a, _b) = ControlConn::pair().unwrap();
+    /// assert_eq!(a.peer_credentials().unwrap().pid, std::process::id());
+    /// ```
+    pub fn peer_credentials(&self) -> Result<PeerCredentials, ControlError> {
+        let cred = rustix::net::sockopt::socket_peercred(&self.fd)?;
+        Ok(PeerCredentials {
+            pid: cred.pid.as_raw_nonzero().get() as u32,
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+        })
+    }
+}
+
+impl AsFd for ControlConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A peer process's identity as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Picks the highest version both sides speak, or `None`.
+///
+/// ```
+/// use agentwire_shm::control::negotiate;
+/// assert_eq!(negotiate((1, 3), (2, 5)), Some(3));
+/// assert_eq!(negotiate((1, 1), (2, 5)), None);
+/// ```
+pub fn negotiate(client: (u16, u16), daemon: (u16, u16)) -> Option<u16> {
+    let high = client.1.min(daemon.1);
+    let low = client.0.max(daemon.0);
+    (client.0 <= client.1 && low <= high).then_some(high)
+}
+
+/// Creates a listening SEQPACKET socket at `path`.
+pub(crate) fn listen(path: &Path, backlog: i32) -> Result<OwnedFd, ControlError> {
+    let fd = seqpacket()?;
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_travel_with_their_message() {
+        let (a, b) = ControlConn::pair().unwrap();
+        let bell = crate::idle::Doorbell::new().unwrap();
+        a.send(&ServerMsg::Registered { agent_id: 4, topic_ids: vec![1, 2] }, &[bell.as_fd()]).unwrap();
+        let (msg, fds) = b.recv::<ServerMsg>(Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(msg, ServerMsg::Registered { agent_id: 4, topic_ids: vec![1, 2] });
+        assert_eq!(fds.len(), 1);
+        // The received fd is the same eventfd.
+        crate::idle::Doorbell::from_fd(fds.into_iter().next().unwrap()).ring();
+        bell.wait(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rejects_garbage_control_message() {
+        let (a, b) = ControlConn::pair().unwrap();
+        rustix::net::send(&a.fd, &[0xff; 7], SendFlags::empty()).unwrap();
+        assert!(matches!(b.recv::<ClientMsg>(Some(Duration::from_secs(1))), Err(ControlError::Malformed(_))));
+    }
+}

@@ -1,0 +1,232 @@
+//! Idle strategies for ring consumers, and the eventfd doorbell a parked consumer sleeps on.
+//!
+//! One duty-cycle contract (Aeron's agent idle strategies): a loop calls
+//! [`Idler::idle`] with the work it just did; zero work advances the idle state (spin, then
+//! park), any work resets it. On the 2-core VMs we develop on a cross-core wakeup of a parked
+//! thread costs ~46 µs while a busy-polled hand-off costs ~230 ns, so latency-critical loops
+//! and every benchmark use [`IdleStrategy::Spin`].
+//!
+//! ```
+//! use agentwire_shm::idle::{IdleStrategy, Idler};
+//! let (_tx, mut rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+//! let mut idler = Idler::new(IdleStrategy::SpinThenPark { spins_max: 100, park_timeout_ns: 1_000_000 });
+//! let work = rx.read(32, |_| std::ops::ControlFlow::Continue(())).unwrap();
+//! idler.idle(work, &mut rx);
+//! ```
+
+use crate::ring::Consumer;
+use rustix::event::{eventfd, EventfdFlags, PollFd, PollFlags};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+/// How a consumer waits when its ring is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Busy-poll: lowest latency, burns the core. What benchmarks use.
+    Spin,
+    /// Busy-poll `spins_max` empty polls, then park on the doorbell for at most
+    /// `park_timeout_ns` at a time.
+    SpinThenPark {
+        /// Empty polls before parking.
+        spins_max: u32,
+        /// Longest single park in ns (bounds the cost of any missed wakeup).
+        park_timeout_ns: u64,
+    },
+    /// Park at once on every empty poll.
+    Park {
+        /// Longest single park in ns.
+        park_timeout_ns: u64,
+    },
+}
+
+impl Default for IdleStrategy {
+    /// Spin 10,000 empty polls (a few µs), then park for at most 1 ms at a time.
+    fn default() -> Self {
+        Self::SpinThenPark { spins_max: 10_000, park_timeout_ns: 1_000_000 }
+    }
+}
+
+impl std::str::FromStr for IdleStrategy {
+    type Err = String;
+
+    /// Parses `spin`, `park` or `spin-then-park` (default bounds).
+    ///
+    /// ```
+    /// use agentwire_shm::idle::IdleStrategy;
+    /// assert_eq!("spin".parse::<IdleStrategy>().unwrap(), IdleStrategy::Spin);
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "spin" => Ok(Self::Spin),
+            "park" => Ok(Self::Park { park_timeout_ns: 1_000_000 }),
+            "spin-then-park" => Ok(Self::default()),
+            other => Err(format!("unknown idle strategy {other:?}: use spin, spin-then-park or park")),
+        }
+    }
+}
+
+/// The state of one consumer loop's idle strategy.
+#[derive(Debug, Clone)]
+pub struct Idler {
+    strategy: IdleStrategy,
+    empty_polls: u32,
+    parks: u64,
+}
+
+impl Idler {
+    /// A fresh idler.
+    ///
+    /// ```
+    /// let idler = agentwire_shm::idle::Idler::new(agentwire_shm::idle::IdleStrategy::Spin);
+    /// assert_eq!(idler.parks(), 0);
+    /// ```
+    pub fn new(strategy: IdleStrategy) -> Self {
+        Self { strategy, empty_polls: 0, parks: 0 }
+    }
+
+    /// The strategy in force.
+    ///
+    /// ```
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// assert_eq!(Idler::new(IdleStrategy::Spin).strategy(), IdleStrategy::Spin);
+    /// ```
+    pub fn strategy(&self) -> IdleStrategy {
+        self.strategy
+    }
+
+    /// How many times this idler parked.
+    ///
+    /// ```
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// assert_eq!(Idler::new(IdleStrategy::Spin).parks(), 0);
+    /// ```
+    pub fn parks(&self) -> u64 {
+        self.parks
+    }
+
+    /// Called after each poll with the frames it handled; idles when there were none.
+    ///
+    /// ```
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// let (_tx, mut rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+    /// Idler::new(IdleStrategy::Park { park_timeout_ns: 1000 }).idle(0, &mut rx);
+    /// ```
+    #[inline]
+    pub fn idle(&mut self, work_count: usize, consumer: &mut Consumer) {
+        if work_count > 0 {
+            self.empty_polls = 0;
+            return;
+        }
+        match self.strategy {
+            IdleStrategy::Spin => core::hint::spin_loop(),
+            IdleStrategy::SpinThenPark { spins_max, park_timeout_ns } => {
+                if self.empty_polls < spins_max {
+                    self.empty_polls += 1;
+                    core::hint::spin_loop();
+                } else {
+                    self.parks += 1;
+                    consumer.park(Duration::from_nanos(park_timeout_ns));
+                }
+            }
+            IdleStrategy::Park { park_timeout_ns } => {
+                self.parks += 1;
+                consumer.park(Duration::from_nanos(park_timeout_ns));
+            }
+        }
+    }
+
+    /// Forgets accumulated idleness (after work arrived some other way).
+    ///
+    /// ```
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// Idler::new(IdleStrategy::Spin).reset();
+    /// ```
+    pub fn reset(&mut self) {
+        self.empty_polls = 0;
+    }
+}
+
+/// An eventfd a parked consumer sleeps on and its producer rings. It can be passed to
+/// another process (SCM_RIGHTS) and polled by a reactor.
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: OwnedFd,
+}
+
+impl Doorbell {
+    /// A new non-blocking, close-on-exec eventfd.
+    ///
+    /// ```
+    /// let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// bell.ring();
+    /// bell.wait(std::time::Duration::from_millis(10));
+    /// ```
+    pub fn new() -> std::io::Result<Self> {
+        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+        Ok(Self { fd })
+    }
+
+    /// Wraps an eventfd received from another process.
+    ///
+    /// ```
+    /// let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// let same = agentwire_shm::idle::Doorbell::from_fd(bell.try_clone().unwrap().into_fd());
+    /// same.ring();
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Duplicates the descriptor (both refer to the same eventfd).
+    ///
+    /// ```
+    /// let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// let _other = bell.try_clone().unwrap();
+    /// ```
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self { fd: self.fd.try_clone()? })
+    }
+
+    /// Gives up the descriptor.
+    ///
+    /// ```
+    /// let fd = agentwire_shm::idle::Doorbell::new().unwrap().into_fd();
+    /// drop(fd);
+    /// ```
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Wakes the consumer. Errors are impossible for a valid eventfd short of counter
+    /// overflow (2^64 - 2 rings without a wait), which would still leave it readable.
+    ///
+    /// ```
+    /// agentwire_shm::idle::Doorbell::new().unwrap().ring();
+    /// ```
+    pub fn ring(&self) {
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Waits until rung or `timeout` passes, then drains the counter.
+    ///
+    /// ```
+    /// let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// bell.wait(std::time::Duration::from_micros(10)); // times out
+    /// ```
+    pub fn wait(&self, timeout: Duration) {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let timespec = rustix::time::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos() as i64,
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&timespec));
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut counter);
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
