@@ -23,7 +23,9 @@ use crate::control::{
 use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
 use crate::segment::{state, Segment, SegmentError};
-use crate::wire::{FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, HEADER_BYTES};
+use crate::wire::{
+    FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, HEADER_BYTES,
+};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -128,7 +130,12 @@ pub struct SendOptions {
 
 impl Default for SendOptions {
     fn default() -> Self {
-        Self { priority: 2, ack: false, feature_id: 0, correlation_id: 0 }
+        Self {
+            priority: 2,
+            ack: false,
+            feature_id: 0,
+            correlation_id: 0,
+        }
     }
 }
 
@@ -162,7 +169,10 @@ impl AgentBuilder {
     /// let b = agentwire_shm::client::Agent::builder("a").capability("ocr", "2.1.0");
     /// ```
     pub fn capability(mut self, name: &str, version: &str) -> Self {
-        self.registration.capabilities.push(CapabilitySpec { name: name.into(), version: version.into() });
+        self.registration.capabilities.push(CapabilitySpec {
+            name: name.into(),
+            version: version.into(),
+        });
         self
     }
 
@@ -273,7 +283,9 @@ struct Link {
 
 fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
     match conn.recv::<ServerMsg>(Some(CONTROL_REPLY_TIMEOUT)) {
-        Ok((ServerMsg::Refused { reason, detail }, _)) => Err(ClientError::Refused { reason, detail }),
+        Ok((ServerMsg::Refused { reason, detail }, _)) => {
+            Err(ClientError::Refused { reason, detail })
+        }
         Ok(reply) => Ok(reply),
         Err(ControlError::Closed) => Err(ClientError::Disconnected),
         Err(e) => Err(e.into()),
@@ -286,7 +298,11 @@ impl Link {
         let hello = ClientMsg::Hello {
             version_min: b.versions.0,
             version_max: b.versions.1,
-            client: format!("agentwire-shm {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id()),
+            client: format!(
+                "agentwire-shm {} pid {}",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            ),
         };
         // A refused peer may find the socket closed before Hello goes out; read the refusal.
         if let Err(e) = conn.send(&hello, &[]) {
@@ -297,16 +313,25 @@ impl Link {
         }
         let version = match expect_reply(&conn)? {
             (ServerMsg::Welcome { version, .. }, _) => version,
-            (other, _) => return Err(ClientError::Protocol(format!("expected Welcome, got {other:?}"))),
+            (other, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
         };
         conn.send(&ClientMsg::Register(b.registration.clone()), &[])?;
         let (agent_id, fds) = match expect_reply(&conn)? {
             (ServerMsg::Registered { agent_id, .. }, fds) => (agent_id, fds),
-            (other, _) => return Err(ClientError::Protocol(format!("expected Registered, got {other:?}"))),
+            (other, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Registered, got {other:?}"
+                )))
+            }
         };
-        let [segment_fd, tx_bell, rx_bell]: [rustix::fd::OwnedFd; 3] = fds
-            .try_into()
-            .map_err(|v: Vec<_>| ClientError::Protocol(format!("Registered carried {} fds, expected 3", v.len())))?;
+        let [segment_fd, tx_bell, rx_bell]: [rustix::fd::OwnedFd; 3] =
+            fds.try_into().map_err(|v: Vec<_>| {
+                ClientError::Protocol(format!("Registered carried {} fds, expected 3", v.len()))
+            })?;
         let segment = Segment::open(segment_fd)?;
         if segment.agent_id() != agent_id {
             return Err(ClientError::Protocol(format!(
@@ -314,10 +339,20 @@ impl Link {
                 segment.agent_id()
             )));
         }
-        segment.control().agent_pid.store(std::process::id(), Ordering::Relaxed);
+        segment
+            .control()
+            .agent_pid
+            .store(std::process::id(), Ordering::Relaxed);
         let tx = Producer::new(segment.tx_memory(), Some(Doorbell::from_fd(tx_bell)));
         let rx = Consumer::new(segment.rx_memory(), Some(Doorbell::from_fd(rx_bell)));
-        Ok(Self { conn, segment, tx, rx, agent_id, version })
+        Ok(Self {
+            conn,
+            segment,
+            tx,
+            rx,
+            agent_id,
+            version,
+        })
     }
 }
 
@@ -345,7 +380,10 @@ impl Agent {
     pub fn builder(name: &str) -> AgentBuilder {
         AgentBuilder {
             socket: default_socket_path(),
-            registration: Registration { name: name.into(), ..Default::default() },
+            registration: Registration {
+                name: name.into(),
+                ..Default::default()
+            },
             versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX),
             idle: IdleStrategy::default(),
             reconnect_attempts_max: 10,
@@ -435,11 +473,16 @@ impl Agent {
         options: SendOptions,
         flags: u32,
     ) -> Result<FrameClaim<'_>, ClientError> {
-        let header = FrameHeader::new(kind, self.link.agent_id, destination, payload_len_bytes as u32)
-            .with_priority(options.priority)
-            .with_correlation(options.correlation_id)
-            .with_feature(options.feature_id)
-            .with_flags(flags);
+        let header = FrameHeader::new(
+            kind,
+            self.link.agent_id,
+            destination,
+            payload_len_bytes as u32,
+        )
+        .with_priority(options.priority)
+        .with_correlation(options.correlation_id)
+        .with_feature(options.feature_id)
+        .with_flags(flags);
         let frame_len = HEADER_BYTES + payload_len_bytes;
         let deadline = Instant::now() + self.builder.send_timeout;
         let mut spins = 0u32;
@@ -529,7 +572,12 @@ impl Agent {
     ) -> Result<usize, ClientError> {
         let mut sent = 0;
         for payload in payloads {
-            let mut claim = self.claim(FrameKind::Send, to_agent, payload.len(), SendOptions::default())?;
+            let mut claim = self.claim(
+                FrameKind::Send,
+                to_agent,
+                payload.len(),
+                SendOptions::default(),
+            )?;
             claim.payload_mut().copy_from_slice(payload);
             claim.commit_deferred();
             sent += 1;
@@ -559,12 +607,16 @@ impl Agent {
         if let Some(&id) = self.topic_ids.get(topic) {
             return Ok(id);
         }
-        match self.control_request(&ClientMsg::ResolveTopic { topic: topic.into() })? {
+        match self.control_request(&ClientMsg::ResolveTopic {
+            topic: topic.into(),
+        })? {
             ServerMsg::TopicId { topic_id } => {
                 self.topic_ids.insert(topic.into(), topic_id);
                 Ok(topic_id)
             }
-            other => Err(ClientError::Protocol(format!("expected TopicId, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected TopicId, got {other:?}"
+            ))),
         }
     }
 
@@ -577,7 +629,12 @@ impl Agent {
     /// ```
     pub fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), ClientError> {
         let topic_id = self.topic_id(topic)?;
-        self.send_with(FrameKind::Publish, topic_id, payload, SendOptions::default())
+        self.send_with(
+            FrameKind::Publish,
+            topic_id,
+            payload,
+            SendOptions::default(),
+        )
     }
 
     /// Sends to one live agent offering `capability` at a version satisfying `requirement`.
@@ -587,26 +644,46 @@ impl Agent {
     /// agent.anycast("ocr", "^2", b"image bytes")?;
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
-    pub fn anycast(&mut self, capability: &str, requirement: &str, payload: &[u8]) -> Result<(), ClientError> {
+    pub fn anycast(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
         let route_id = self.capability_route(capability, requirement)?;
-        let mut claim = self.claim_with_flags(FrameKind::Send, route_id, payload.len(), SendOptions::default(), FLAG_ANYCAST)?;
+        let mut claim = self.claim_with_flags(
+            FrameKind::Send,
+            route_id,
+            payload.len(),
+            SendOptions::default(),
+            FLAG_ANYCAST,
+        )?;
         claim.payload_mut().copy_from_slice(payload);
         claim.commit();
         Ok(())
     }
 
-    fn capability_route(&mut self, capability: &str, requirement: &str) -> Result<u32, ClientError> {
+    fn capability_route(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+    ) -> Result<u32, ClientError> {
         let key = format!("\u{1}cap:{capability}@{requirement}");
         if let Some(&id) = self.topic_ids.get(&key) {
             return Ok(id);
         }
-        let msg = ClientMsg::ResolveCapability { capability: capability.into(), requirement: requirement.into() };
+        let msg = ClientMsg::ResolveCapability {
+            capability: capability.into(),
+            requirement: requirement.into(),
+        };
         match self.control_request(&msg)? {
             ServerMsg::CapabilityRoute { route_id } => {
                 self.topic_ids.insert(key, route_id);
                 Ok(route_id)
             }
-            other => Err(ClientError::Protocol(format!("expected CapabilityRoute, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected CapabilityRoute, got {other:?}"
+            ))),
         }
     }
 
@@ -618,7 +695,9 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn subscribe(&mut self, topic: &str) -> Result<u32, ClientError> {
-        match self.control_request(&ClientMsg::Subscribe { topic: topic.into() })? {
+        match self.control_request(&ClientMsg::Subscribe {
+            topic: topic.into(),
+        })? {
             ServerMsg::TopicId { topic_id } => {
                 if !self.builder.registration.topics.iter().any(|t| t == topic) {
                     self.builder.registration.topics.push(topic.into());
@@ -626,7 +705,9 @@ impl Agent {
                 self.topic_ids.insert(topic.into(), topic_id);
                 Ok(topic_id)
             }
-            other => Err(ClientError::Protocol(format!("expected TopicId, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected TopicId, got {other:?}"
+            ))),
         }
     }
 
@@ -638,7 +719,9 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn unsubscribe(&mut self, topic: &str) -> Result<(), ClientError> {
-        self.control_request(&ClientMsg::Unsubscribe { topic: topic.into() })?;
+        self.control_request(&ClientMsg::Unsubscribe {
+            topic: topic.into(),
+        })?;
         self.builder.registration.topics.retain(|t| t != topic);
         Ok(())
     }
@@ -650,11 +733,20 @@ impl Agent {
     /// for a in agent.discover("ocr", ">=2.0, <3")? { println!("{} {}", a.name, a.version); }
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
-    pub fn discover(&mut self, capability: &str, requirement: &str) -> Result<Vec<AgentInfo>, ClientError> {
-        let msg = ClientMsg::Discover { capability: capability.into(), requirement: requirement.into() };
+    pub fn discover(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+    ) -> Result<Vec<AgentInfo>, ClientError> {
+        let msg = ClientMsg::Discover {
+            capability: capability.into(),
+            requirement: requirement.into(),
+        };
         match self.control_request(&msg)? {
             ServerMsg::Agents { agents } => Ok(agents),
-            other => Err(ClientError::Protocol(format!("expected Agents, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected Agents, got {other:?}"
+            ))),
         }
     }
 
@@ -667,10 +759,18 @@ impl Agent {
     /// println!("{:?}", reply.payload());
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
-    pub fn request(&mut self, to_agent: u32, payload: &[u8], timeout: Duration) -> Result<OwnedMessage, ClientError> {
+    pub fn request(
+        &mut self,
+        to_agent: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<OwnedMessage, ClientError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let options = SendOptions { correlation_id, ..Default::default() };
+        let options = SendOptions {
+            correlation_id,
+            ..Default::default()
+        };
         self.send_with(FrameKind::Request, to_agent, payload, options)?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -699,7 +799,10 @@ impl Agent {
                 // Release the reply frame itself (the read stopped before consuming it).
                 drop(self.link.rx.peek()?);
                 if reply.header().kind() == FrameKind::Nack {
-                    return Err(ClientError::Nacked(reply.nack_body().unwrap_or(NackBody { reason: 0, detail: "unreadable nack".into() })));
+                    return Err(ClientError::Nacked(reply.nack_body().unwrap_or(NackBody {
+                        reason: 0,
+                        detail: "unreadable nack".into(),
+                    })));
                 }
                 return Ok(reply);
             }
@@ -707,7 +810,10 @@ impl Agent {
                 return Err(ClientError::StashFull(stash_max));
             }
             if Instant::now() >= deadline {
-                return Err(ClientError::Timeout { correlation_id, timeout });
+                return Err(ClientError::Timeout {
+                    correlation_id,
+                    timeout,
+                });
             }
             self.idle_once(read)?;
         }
@@ -724,7 +830,11 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn respond(&mut self, request: &FrameHeader, payload: &[u8]) -> Result<(), ClientError> {
-        let options = SendOptions { correlation_id: request.correlation(), priority: request.priority(), ..Default::default() };
+        let options = SendOptions {
+            correlation_id: request.correlation(),
+            priority: request.priority(),
+            ..Default::default()
+        };
         self.send_with(FrameKind::Response, request.source(), payload, options)
     }
 
@@ -736,7 +846,12 @@ impl Agent {
         }
         self.idle_polls += 1;
         if self.idle_polls % LIVENESS_CHECK_POLLS == 0 {
-            self.link.segment.control().agent_heartbeat.0.fetch_add(1, Ordering::Relaxed);
+            self.link
+                .segment
+                .control()
+                .agent_heartbeat
+                .0
+                .fetch_add(1, Ordering::Relaxed);
             self.check_alive()?;
         }
         self.idler.idle(0, &mut self.link.rx);
@@ -792,27 +907,36 @@ impl Agent {
     /// let n = agent.recv_batch(32, |header, payload| { let _ = (header.source(), payload.len()); })?;
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
-    pub fn recv_batch<F>(&mut self, frames_max: usize, mut on_message: F) -> Result<usize, ClientError>
+    pub fn recv_batch<F>(
+        &mut self,
+        frames_max: usize,
+        mut on_message: F,
+    ) -> Result<usize, ClientError>
     where
         F: FnMut(&FrameHeader, &[u8]),
     {
         let mut handled = 0;
         while handled < frames_max {
-            let Some(owned) = self.stash.pop_front() else { break };
+            let Some(owned) = self.stash.pop_front() else {
+                break;
+            };
             on_message(owned.header(), owned.payload());
             handled += 1;
         }
         let mut bad = None;
-        handled += self.link.rx.read(frames_max - handled, |frame| match FrameHeader::validate(frame) {
-            Ok(header) => {
-                on_message(header, &frame[HEADER_BYTES..]);
-                core::ops::ControlFlow::Continue(())
-            }
-            Err(e) => {
-                bad = Some(e);
-                core::ops::ControlFlow::Continue(())
-            }
-        })?;
+        handled +=
+            self.link.rx.read(frames_max - handled, |frame| {
+                match FrameHeader::validate(frame) {
+                    Ok(header) => {
+                        on_message(header, &frame[HEADER_BYTES..]);
+                        core::ops::ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        core::ops::ControlFlow::Continue(())
+                    }
+                }
+            })?;
         match bad {
             Some(e) => Err(e.into()),
             None => Ok(handled),
@@ -836,7 +960,11 @@ impl Agent {
         for attempt in 1..=self.builder.reconnect_attempts_max {
             match Link::establish(&self.builder) {
                 Ok(link) => {
-                    tracing::info!(attempt, agent_id = link.agent_id, "reconnected to the daemon");
+                    tracing::info!(
+                        attempt,
+                        agent_id = link.agent_id,
+                        "reconnected to the daemon"
+                    );
                     self.link = link;
                     self.topic_ids.clear();
                     self.idler.reset();
@@ -848,7 +976,10 @@ impl Agent {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        Err(ClientError::ReconnectFailed { attempts: self.builder.reconnect_attempts_max, last: Box::new(last) })
+        Err(ClientError::ReconnectFailed {
+            attempts: self.builder.reconnect_attempts_max,
+            last: Box::new(last),
+        })
     }
 
     /// Leaves cleanly: tells the daemon, which reclaims the segment.
@@ -961,7 +1092,9 @@ impl Message<'_> {
     pub fn access<T>(&self) -> Result<&T::Archived, rkyv::rancor::Error>
     where
         T: rkyv::Archive,
-        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>,
+        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>,
+        >,
     {
         rkyv::access::<T::Archived, rkyv::rancor::Error>(self.payload())
     }

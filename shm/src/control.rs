@@ -262,13 +262,24 @@ pub struct ControlConn {
 }
 
 fn seqpacket() -> Result<OwnedFd, ControlError> {
-    Ok(rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?)
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
-pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, ControlError> {
+pub(crate) fn wait_readable(
+    fd: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+) -> Result<bool, ControlError> {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let ts = timeout.map(|t| rustix::time::Timespec { tv_sec: t.as_secs() as i64, tv_nsec: t.subsec_nanos() as i64 });
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: t.subsec_nanos() as i64,
+    });
     loop {
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(n) => return Ok(n > 0),
@@ -297,7 +308,12 @@ impl ControlConn {
     /// let (_a, _b) = agentwire_shm::control::ControlConn::pair().unwrap();
     /// ```
     pub fn pair() -> Result<(Self, Self), ControlError> {
-        let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
         Ok((Self { fd: a }, Self { fd: b }))
     }
 
@@ -314,23 +330,43 @@ impl ControlConn {
     /// ```
     pub fn send<M>(&self, msg: &M, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError>
     where
-        M: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
+        M: for<'a> Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
     {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg)
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
         if bytes.len() > CONTROL_MESSAGE_BYTES_MAX {
-            return Err(ControlError::Malformed(format!("{} bytes exceeds {CONTROL_MESSAGE_BYTES_MAX}", bytes.len())));
+            return Err(ControlError::Malformed(format!(
+                "{} bytes exceeds {CONTROL_MESSAGE_BYTES_MAX}",
+                bytes.len()
+            )));
         }
-        assert!(fds.len() <= CONTROL_FDS_MAX, "at most {CONTROL_FDS_MAX} fds per message");
+        assert!(
+            fds.len() <= CONTROL_FDS_MAX,
+            "at most {CONTROL_FDS_MAX} fds per message"
+        );
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(CONTROL_FDS_MAX))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
             control.push(SendAncillaryMessage::ScmRights(fds));
         }
         loop {
-            match rustix::net::sendmsg(&self.fd, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
+            match rustix::net::sendmsg(
+                &self.fd,
+                &[IoSlice::new(&bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => return Err(ControlError::Closed),
+                Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => {
+                    return Err(ControlError::Closed)
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -347,8 +383,9 @@ impl ControlConn {
     pub fn recv<M>(&self, timeout: Option<Duration>) -> Result<(M, Vec<OwnedFd>), ControlError>
     where
         M: Archive,
-        M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
-            + Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        M::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
     {
         if !wait_readable(self.fd.as_fd(), timeout)? {
             return Err(ControlError::Timeout(timeout.unwrap_or_default()));
@@ -357,7 +394,12 @@ impl ControlConn {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(CONTROL_FDS_MAX))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let received = loop {
-            match rustix::net::recvmsg(&self.fd, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+            match rustix::net::recvmsg(
+                &self.fd,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            ) {
                 Ok(r) => break r,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::CONNRESET) => return Err(ControlError::Closed),
@@ -374,11 +416,14 @@ impl ControlConn {
             return Err(ControlError::Closed);
         }
         if received.flags.contains(rustix::net::ReturnFlags::TRUNC) {
-            return Err(ControlError::Malformed(format!("message larger than {CONTROL_MESSAGE_BYTES_MAX} bytes")));
+            return Err(ControlError::Malformed(format!(
+                "message larger than {CONTROL_MESSAGE_BYTES_MAX} bytes"
+            )));
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(received.bytes);
         aligned.extend_from_slice(&buf[..received.bytes]);
-        let msg = rkyv::from_bytes::<M, rkyv::rancor::Error>(&aligned).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        let msg = rkyv::from_bytes::<M, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
         Ok((msg, fds))
     }
 
@@ -465,9 +510,22 @@ mod tests {
     fn descriptors_travel_with_their_message() {
         let (a, b) = ControlConn::pair().unwrap();
         let bell = crate::idle::Doorbell::new().unwrap();
-        a.send(&ServerMsg::Registered { agent_id: 4, topic_ids: vec![1, 2] }, &[bell.as_fd()]).unwrap();
+        a.send(
+            &ServerMsg::Registered {
+                agent_id: 4,
+                topic_ids: vec![1, 2],
+            },
+            &[bell.as_fd()],
+        )
+        .unwrap();
         let (msg, fds) = b.recv::<ServerMsg>(Some(Duration::from_secs(1))).unwrap();
-        assert_eq!(msg, ServerMsg::Registered { agent_id: 4, topic_ids: vec![1, 2] });
+        assert_eq!(
+            msg,
+            ServerMsg::Registered {
+                agent_id: 4,
+                topic_ids: vec![1, 2]
+            }
+        );
         assert_eq!(fds.len(), 1);
         // The received fd is the same eventfd.
         crate::idle::Doorbell::from_fd(fds.into_iter().next().unwrap()).ring();
@@ -478,6 +536,9 @@ mod tests {
     fn rejects_garbage_control_message() {
         let (a, b) = ControlConn::pair().unwrap();
         rustix::net::send(&a.fd, &[0xff; 7], SendFlags::empty()).unwrap();
-        assert!(matches!(b.recv::<ClientMsg>(Some(Duration::from_secs(1))), Err(ControlError::Malformed(_))));
+        assert!(matches!(
+            b.recv::<ClientMsg>(Some(Duration::from_secs(1))),
+            Err(ControlError::Malformed(_))
+        ));
     }
 }

@@ -42,7 +42,10 @@ pub enum IdleStrategy {
 impl Default for IdleStrategy {
     /// Spin 10,000 empty polls (a few µs), then park for at most 1 ms at a time.
     fn default() -> Self {
-        Self::SpinThenPark { spins_max: 10_000, park_timeout_ns: 1_000_000 }
+        Self::SpinThenPark {
+            spins_max: 10_000,
+            park_timeout_ns: 1_000_000,
+        }
     }
 }
 
@@ -58,9 +61,13 @@ impl std::str::FromStr for IdleStrategy {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "spin" => Ok(Self::Spin),
-            "park" => Ok(Self::Park { park_timeout_ns: 1_000_000 }),
+            "park" => Ok(Self::Park {
+                park_timeout_ns: 1_000_000,
+            }),
             "spin-then-park" => Ok(Self::default()),
-            other => Err(format!("unknown idle strategy {other:?}: use spin, spin-then-park or park")),
+            other => Err(format!(
+                "unknown idle strategy {other:?}: use spin, spin-then-park or park"
+            )),
         }
     }
 }
@@ -81,7 +88,11 @@ impl Idler {
     /// assert_eq!(idler.parks(), 0);
     /// ```
     pub fn new(strategy: IdleStrategy) -> Self {
-        Self { strategy, empty_polls: 0, parks: 0 }
+        Self {
+            strategy,
+            empty_polls: 0,
+            parks: 0,
+        }
     }
 
     /// The strategy in force.
@@ -119,7 +130,10 @@ impl Idler {
         }
         match self.strategy {
             IdleStrategy::Spin => core::hint::spin_loop(),
-            IdleStrategy::SpinThenPark { spins_max, park_timeout_ns } => {
+            IdleStrategy::SpinThenPark {
+                spins_max,
+                park_timeout_ns,
+            } => {
                 if self.empty_polls < spins_max {
                     self.empty_polls += 1;
                     core::hint::spin_loop();
@@ -184,7 +198,9 @@ impl Doorbell {
     /// let _other = bell.try_clone().unwrap();
     /// ```
     pub fn try_clone(&self) -> std::io::Result<Self> {
-        Ok(Self { fd: self.fd.try_clone()? })
+        Ok(Self {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// Gives up the descriptor.

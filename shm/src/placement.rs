@@ -97,7 +97,9 @@ mod numa {
                 Ok(t) => Some(t),
                 Err(e) => {
                     log_once(&NUMA_UNAVAILABLE_LOGGED, || {
-                        format!("hwloc topology discovery failed ({e}): segments are not NUMA-placed")
+                        format!(
+                            "hwloc topology discovery failed ({e}): segments are not NUMA-placed"
+                        )
                     });
                     None
                 }
@@ -138,7 +140,9 @@ mod numa {
             Ok(()) => node,
             Err(e) => {
                 log_once(&NUMA_UNAVAILABLE_LOGGED, || {
-                    format!("binding segment memory to NUMA node {node:?} failed ({e}); left unbound")
+                    format!(
+                        "binding segment memory to NUMA node {node:?} failed ({e}); left unbound"
+                    )
                 });
                 None
             }

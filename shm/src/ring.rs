@@ -155,7 +155,9 @@ unsafe impl Send for RingMemory {}
 
 impl std::fmt::Debug for RingMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingMemory").field("capacity_bytes", &self.capacity_bytes).finish()
+        f.debug_struct("RingMemory")
+            .field("capacity_bytes", &self.capacity_bytes)
+            .finish()
     }
 }
 
@@ -182,13 +184,20 @@ impl RingMemory {
     ) -> Result<Self, RingConfigError> {
         check_capacity(capacity_bytes)?;
         if base as usize % 128 != 0 {
-            return Err(RingConfigError::Misaligned { address: base as usize });
+            return Err(RingConfigError::Misaligned {
+                address: base as usize,
+            });
         }
         let control = NonNull::new(base.cast::<RingControl>())
             .ok_or(RingConfigError::Misaligned { address: 0 })?;
         // SAFETY: the caller guarantees `ring_bytes(capacity)` bytes at `base`.
         let data = unsafe { NonNull::new_unchecked(base.add(RING_CONTROL_BYTES)) };
-        Ok(Self { control, data, capacity_bytes, _keepalive: keepalive })
+        Ok(Self {
+            control,
+            data,
+            capacity_bytes,
+            _keepalive: keepalive,
+        })
     }
 
     /// Data capacity in bytes.
@@ -274,10 +283,16 @@ pub fn ring_pair(
         None
     };
     let consumer_bell = match &bell {
-        Some(b) => Some(b.try_clone().map_err(|e| RingConfigError::Map(e.to_string()))?),
+        Some(b) => Some(
+            b.try_clone()
+                .map_err(|e| RingConfigError::Map(e.to_string()))?,
+        ),
         None => None,
     };
-    Ok((Producer::new(memory.clone(), bell), Consumer::new(memory, consumer_bell)))
+    Ok((
+        Producer::new(memory.clone(), bell),
+        Consumer::new(memory, consumer_bell),
+    ))
 }
 
 /// Why a claim failed. The producer keeps everything it had.
@@ -397,18 +412,29 @@ impl Producer {
     #[inline]
     pub fn claim(&mut self, len_bytes: usize) -> Result<Claim<'_>, ClaimError> {
         if len_bytes > self.frame_bytes_max {
-            return Err(ClaimError::TooLarge { len_bytes, max_bytes: self.frame_bytes_max });
+            return Err(ClaimError::TooLarge {
+                len_bytes,
+                max_bytes: self.frame_bytes_max,
+            });
         }
         let record_bytes = align8(RECORD_HEADER_BYTES + len_bytes) as u64;
         let capacity = self.memory.capacity_bytes as u64;
         let index = self.tail_position & self.mask;
         let to_end = capacity - index;
-        let needed = if record_bytes <= to_end { record_bytes } else { to_end + record_bytes };
+        let needed = if record_bytes <= to_end {
+            record_bytes
+        } else {
+            to_end + record_bytes
+        };
         if self.tail_position + needed - self.cached_head_position > capacity {
             // SYNC POINT: head (pairs with the consumer's release; the bytes below the new head
             // are no longer read, so we may overwrite them).
-            self.cached_head_position =
-                self.memory.control().head_position.0.load(Ordering::Acquire);
+            self.cached_head_position = self
+                .memory
+                .control()
+                .head_position
+                .0
+                .load(Ordering::Acquire);
             if self.tail_position + needed - self.cached_head_position > capacity {
                 return Err(ClaimError::Full {
                     needed_bytes: needed as usize,
@@ -420,11 +446,16 @@ impl Producer {
         let mut index = index as usize;
         if record_bytes > to_end {
             // The record would cross the end: pad to the end and start at index 0.
-            self.memory.write_record_header(index, to_end as u32, RECORD_PADDING);
+            self.memory
+                .write_record_header(index, to_end as u32, RECORD_PADDING);
             self.tail_position += to_end;
             index = 0;
         }
-        Ok(Claim { producer: self, index, len_bytes })
+        Ok(Claim {
+            producer: self,
+            index,
+            len_bytes,
+        })
     }
 
     /// Whether a frame of `len_bytes` could be claimed now (reloads the head if needed).
@@ -442,12 +473,21 @@ impl Producer {
         let record_bytes = align8(RECORD_HEADER_BYTES + len_bytes) as u64;
         let capacity = self.memory.capacity_bytes as u64;
         let to_end = capacity - (self.tail_position & self.mask);
-        let needed = if record_bytes <= to_end { record_bytes } else { to_end + record_bytes };
+        let needed = if record_bytes <= to_end {
+            record_bytes
+        } else {
+            to_end + record_bytes
+        };
         if self.tail_position + needed - self.cached_head_position <= capacity {
             return true;
         }
         // SYNC POINT: head
-        self.cached_head_position = self.memory.control().head_position.0.load(Ordering::Acquire);
+        self.cached_head_position = self
+            .memory
+            .control()
+            .head_position
+            .0
+            .load(Ordering::Acquire);
         self.tail_position + needed - self.cached_head_position <= capacity
     }
 
@@ -486,7 +526,10 @@ impl Producer {
             None => {
                 // SYNC POINT: tail. Release is enough: the consumer acquires the tail before it
                 // reads any record below it.
-                control.tail_position.0.store(self.tail_position, Ordering::Release);
+                control
+                    .tail_position
+                    .0
+                    .store(self.tail_position, Ordering::Release);
             }
             Some(bell) => {
                 // SYNC POINT: tail + park. A parking consumer stores its flag then loads the
@@ -495,7 +538,10 @@ impl Producer {
                 // consumer would sleep on a published frame. The SeqCst swap is that barrier
                 // (one locked instruction on x86), and the one atomic load of the flag below
                 // is all the fast path pays when nobody is parked.
-                control.tail_position.0.swap(self.tail_position, Ordering::SeqCst);
+                control
+                    .tail_position
+                    .0
+                    .swap(self.tail_position, Ordering::SeqCst);
                 if control.consumer_parked.0.load(Ordering::SeqCst) != 0 {
                     self.wakeups += 1;
                     bell.ring();
@@ -609,9 +655,13 @@ impl<'a> Claim<'a> {
     #[inline]
     fn commit_inner(self, len_bytes: usize) -> &'a mut Producer {
         // `Claim` has no `Drop` (dropping aborts by doing nothing), so it can be taken apart.
-        let Claim { producer, index, .. } = self;
+        let Claim {
+            producer, index, ..
+        } = self;
         let length = (RECORD_HEADER_BYTES + len_bytes) as u32;
-        producer.memory.write_record_header(index, length, RECORD_DATA);
+        producer
+            .memory
+            .write_record_header(index, length, RECORD_DATA);
         producer.tail_position += align8(length as usize) as u64;
         producer
     }
@@ -692,7 +742,12 @@ impl Consumer {
     /// ```
     pub fn occupied_bytes(&self) -> usize {
         // SYNC POINT: tail
-        let tail = self.memory.control().tail_position.0.load(Ordering::Acquire);
+        let tail = self
+            .memory
+            .control()
+            .tail_position
+            .0
+            .load(Ordering::Acquire);
         tail.saturating_sub(self.head_position) as usize
     }
 
@@ -705,7 +760,12 @@ impl Consumer {
         }
         // SYNC POINT: tail (pairs with the producer's publish: all records below it are
         // fully written).
-        let tail = self.memory.control().tail_position.0.load(Ordering::Acquire);
+        let tail = self
+            .memory
+            .control()
+            .tail_position
+            .0
+            .load(Ordering::Acquire);
         if tail < self.head_position
             || tail - self.head_position > self.memory.capacity_bytes as u64
         {
@@ -812,7 +872,11 @@ impl Consumer {
         }
         if self.head_position != start {
             // SYNC POINT: head (the producer may now overwrite everything below it).
-            self.memory.control().head_position.0.store(self.head_position, Ordering::Release);
+            self.memory
+                .control()
+                .head_position
+                .0
+                .store(self.head_position, Ordering::Release);
         }
         result.map(|()| frames)
     }
@@ -840,7 +904,11 @@ impl Consumer {
                 self.head_position += length as u64;
                 continue;
             }
-            return Ok(Some(FrameRef { consumer: self, index, length }));
+            return Ok(Some(FrameRef {
+                consumer: self,
+                index,
+                length,
+            }));
         }
     }
 

@@ -30,7 +30,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use std::sync::Arc;
 
 /// "AWSEG" + layout version 1, little-endian; written last by the creator.
-pub const SEGMENT_MAGIC: u64 = 0x0001_4745_5357_41;
+pub const SEGMENT_MAGIC: u64 = 0x0000_0147_4553_5741;
 /// Layout version of [`SegmentHeader`] and [`ControlBlock`]. Any change bumps it.
 pub const SEGMENT_LAYOUT_VERSION: u32 = 1;
 /// Page size the layout is aligned to.
@@ -230,7 +230,10 @@ pub enum SegmentError {
 }
 
 fn io_error(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> SegmentError {
-    move |e| SegmentError::Io { what, source: e.into() }
+    move |e| SegmentError::Io {
+        what,
+        source: e.into(),
+    }
 }
 
 /// The mapping that keeps a segment alive; rings hold clones of it.
@@ -301,9 +304,16 @@ impl Segment {
             Some(made) => made,
             None => (Self::create_backing(&name, total, false)?, false),
         };
-        let numa_node = config.numa_cpu.and_then(|cpu| placement::bind_to_cpu_node(&map[..], cpu));
+        let numa_node = config
+            .numa_cpu
+            .and_then(|cpu| placement::bind_to_cpu_node(&map[..], cpu));
 
-        let segment = Self { mapping: Arc::new(Mapping { map }), fd: Arc::new(fd), huge_pages, numa_node };
+        let segment = Self {
+            mapping: Arc::new(Mapping { map }),
+            fd: Arc::new(fd),
+            huge_pages,
+            numa_node,
+        };
         let header = segment.header_ptr();
         // SAFETY: the mapping is at least one page, page-aligned, and nobody else has the fd
         // yet, so these plain writes race with nothing; the magic is published last below.
@@ -321,9 +331,16 @@ impl Segment {
         }
         segment.tx_memory().reset();
         segment.rx_memory().reset();
-        segment.control().state.0.store(state::ACTIVE, Ordering::Relaxed);
+        segment
+            .control()
+            .state
+            .0
+            .store(state::ACTIVE, Ordering::Relaxed);
         // SYNC POINT: magic (publishes every field above to any opener).
-        segment.header().magic.store(SEGMENT_MAGIC, Ordering::Release);
+        segment
+            .header()
+            .magic
+            .store(SEGMENT_MAGIC, Ordering::Release);
         Ok(segment)
     }
 
@@ -343,12 +360,21 @@ impl Segment {
         };
         rustix::fs::ftruncate(&fd, bytes as u64).map_err(io_error("sizing the segment"))?;
         // Seals fail on the /dev/shm fallback; that path is for kernels without memfd.
-        let _ = rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL);
-        let file = std::fs::File::from(fd.try_clone().map_err(|e| SegmentError::Io { what: "dup", source: e })?);
+        let _ =
+            rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL);
+        let file = std::fs::File::from(fd.try_clone().map_err(|e| SegmentError::Io {
+            what: "dup",
+            source: e,
+        })?);
         // SAFETY: the file is ours, sealed against resizing, and mapped shared; all access
         // to its contents goes through the ring and control-block protocols.
-        let map = unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(&file) }
-            .map_err(|e| SegmentError::Io { what: "mapping the segment", source: e })?;
+        let map =
+            unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(&file) }.map_err(|e| {
+                SegmentError::Io {
+                    what: "mapping the segment",
+                    source: e,
+                }
+            })?;
         if huge {
             // Touch one byte per huge page now: with no page left the fault happens here, at
             // creation, and surfaces as a failed mapping on kernels that reserve lazily.
@@ -382,13 +408,26 @@ impl Segment {
         let stat = rustix::fs::fstat(&fd).map_err(io_error("fstat on segment"))?;
         let file_bytes = stat.st_size as u64;
         if file_bytes < (TX_OFFSET as u64) {
-            return Err(SegmentError::SizeMismatch { expected_bytes: TX_OFFSET as u64, found_bytes: file_bytes });
+            return Err(SegmentError::SizeMismatch {
+                expected_bytes: TX_OFFSET as u64,
+                found_bytes: file_bytes,
+            });
         }
-        let file = std::fs::File::from(fd.try_clone().map_err(|e| SegmentError::Io { what: "dup", source: e })?);
+        let file = std::fs::File::from(fd.try_clone().map_err(|e| SegmentError::Io {
+            what: "dup",
+            source: e,
+        })?);
         // SAFETY: shared mapping of a sealed memfd from the daemon; its size is what fstat
         // says and the daemon sealed it against shrinking.
-        let map = unsafe { memmap2::MmapOptions::new().len(file_bytes as usize).map_mut(&file) }
-            .map_err(|e| SegmentError::Io { what: "mapping the segment", source: e })?;
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(file_bytes as usize)
+                .map_mut(&file)
+        }
+        .map_err(|e| SegmentError::Io {
+            what: "mapping the segment",
+            source: e,
+        })?;
         let segment = Self {
             mapping: Arc::new(Mapping { map }),
             fd: Arc::new(fd),
@@ -402,12 +441,26 @@ impl Segment {
         }
         let h = segment.header();
         if h.layout_version != SEGMENT_LAYOUT_VERSION {
-            return Err(SegmentError::VersionMismatch { found: h.layout_version });
+            return Err(SegmentError::VersionMismatch {
+                found: h.layout_version,
+            });
         }
         let check = |field, expected: u64, found: u64| {
-            if expected == found { Ok(()) } else { Err(SegmentError::LayoutMismatch { field, expected, found }) }
+            if expected == found {
+                Ok(())
+            } else {
+                Err(SegmentError::LayoutMismatch {
+                    field,
+                    expected,
+                    found,
+                })
+            }
         };
-        check("header_bytes", size_of::<SegmentHeader>() as u64, u64::from(h.header_bytes))?;
+        check(
+            "header_bytes",
+            size_of::<SegmentHeader>() as u64,
+            u64::from(h.header_bytes),
+        )?;
         check("segment_bytes", file_bytes, h.segment_bytes)?;
         check("control_offset", CONTROL_OFFSET as u64, h.control_offset)?;
         check("tx_offset", TX_OFFSET as u64, h.tx_offset)?;
@@ -416,10 +469,16 @@ impl Segment {
         let (rx_offset, total) = layout(h.tx_capacity_bytes as usize, h.rx_capacity_bytes as usize);
         check("rx_offset", rx_offset as u64, h.rx_offset)?;
         if total as u64 > file_bytes {
-            return Err(SegmentError::SizeMismatch { expected_bytes: total as u64, found_bytes: file_bytes });
+            return Err(SegmentError::SizeMismatch {
+                expected_bytes: total as u64,
+                found_bytes: file_bytes,
+            });
         }
         let huge = h.flags & 1 != 0;
-        Ok(Self { huge_pages: huge, ..segment })
+        Ok(Self {
+            huge_pages: huge,
+            ..segment
+        })
     }
 
     fn header_ptr(&self) -> *mut SegmentHeader {
@@ -536,27 +595,46 @@ mod tests {
     use super::*;
 
     fn small() -> Segment {
-        Segment::create(&SegmentConfig::new(5).with_capacity(4096, 8192).huge_pages(HugePages::Never)).unwrap()
+        Segment::create(
+            &SegmentConfig::new(5)
+                .with_capacity(4096, 8192)
+                .huge_pages(HugePages::Never),
+        )
+        .unwrap()
     }
 
     #[test]
     fn rejects_bad_ring_capacity_instead_of_rounding() {
         let err = Segment::create(&SegmentConfig::new(1).with_capacity(5000, 4096)).unwrap_err();
-        assert!(matches!(err, SegmentError::Ring(RingConfigError::BadCapacity { capacity_bytes: 5000 })));
+        assert!(matches!(
+            err,
+            SegmentError::Ring(RingConfigError::BadCapacity {
+                capacity_bytes: 5000
+            })
+        ));
     }
 
     #[test]
     fn open_rejects_uninitialised_file() {
         let fd = rustix::fs::memfd_create("blank", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, 64 * 1024).unwrap();
-        assert!(matches!(Segment::open(fd), Err(SegmentError::BadMagic { found: 0 })));
+        assert!(matches!(
+            Segment::open(fd),
+            Err(SegmentError::BadMagic { found: 0 })
+        ));
     }
 
     #[test]
     fn open_rejects_tiny_file() {
         let fd = rustix::fs::memfd_create("tiny", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, 100).unwrap();
-        assert!(matches!(Segment::open(fd), Err(SegmentError::SizeMismatch { found_bytes: 100, .. })));
+        assert!(matches!(
+            Segment::open(fd),
+            Err(SegmentError::SizeMismatch {
+                found_bytes: 100,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -565,7 +643,10 @@ mod tests {
         // SAFETY: test-only corruption of a segment nobody else maps.
         unsafe { (*seg.header_ptr()).layout_version = 9 };
         let err = Segment::open(seg.try_clone_fd().unwrap()).unwrap_err();
-        assert!(matches!(err, SegmentError::VersionMismatch { found: 9 }), "{err}");
+        assert!(
+            matches!(err, SegmentError::VersionMismatch { found: 9 }),
+            "{err}"
+        );
 
         let seg = small();
         // SAFETY: as above.

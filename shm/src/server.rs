@@ -46,7 +46,10 @@ impl AllowList {
         if uid != 0 {
             uids.push(uid);
         }
-        Self { uids, gids: Vec::new() }
+        Self {
+            uids,
+            gids: Vec::new(),
+        }
     }
 
     /// Nobody; used by tests of refusal.
@@ -127,7 +130,12 @@ impl ControlListener {
             std::fs::create_dir_all(parent)?;
         }
         let fd = control::listen(path, 128)?;
-        Ok(Self { fd, path: path.to_path_buf(), allow, versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX) })
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+            allow,
+            versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX),
+        })
     }
 
     /// Narrows the protocol versions this listener accepts (for tests and staged rollouts).
@@ -177,7 +185,10 @@ impl ControlListener {
     ///     println!("{} wants in", pending.registration().name);
     /// }
     /// ```
-    pub fn accept(&self, timeout: Option<Duration>) -> Result<Option<PendingAgent>, HandshakeError> {
+    pub fn accept(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<PendingAgent>, HandshakeError> {
         if !control::wait_readable(self.fd.as_fd(), timeout)? {
             return Ok(None);
         }
@@ -199,7 +210,12 @@ impl ControlListener {
             refuse(RefuseReason::NotPermitted, error.to_string());
             return Err(error);
         }
-        let ClientMsg::Hello { version_min, version_max, .. } = hello else {
+        let ClientMsg::Hello {
+            version_min,
+            version_max,
+            ..
+        } = hello
+        else {
             refuse(RefuseReason::BadRequest, "expected Hello first".into());
             return Err(HandshakeError::BadRequest("expected Hello first".into()));
         };
@@ -209,19 +225,38 @@ impl ControlListener {
                 self.versions.0, self.versions.1
             );
             refuse(RefuseReason::VersionUnsupported, detail);
-            return Err(HandshakeError::VersionUnsupported { client_min: version_min, client_max: version_max });
+            return Err(HandshakeError::VersionUnsupported {
+                client_min: version_min,
+                client_max: version_max,
+            });
         };
-        conn.send(&ServerMsg::Welcome { version, daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")) }, &[])?;
+        conn.send(
+            &ServerMsg::Welcome {
+                version,
+                daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
+            },
+            &[],
+        )?;
         let (register, _) = conn.recv::<ClientMsg>(Some(HANDSHAKE_STEP_TIMEOUT))?;
         let ClientMsg::Register(registration) = register else {
-            refuse(RefuseReason::BadRequest, "expected Register after Hello".into());
-            return Err(HandshakeError::BadRequest("expected Register after Hello".into()));
+            refuse(
+                RefuseReason::BadRequest,
+                "expected Register after Hello".into(),
+            );
+            return Err(HandshakeError::BadRequest(
+                "expected Register after Hello".into(),
+            ));
         };
         if let Err(detail) = validate_registration(&registration) {
             refuse(RefuseReason::BadRequest, detail.clone());
             return Err(HandshakeError::BadRequest(detail));
         }
-        Ok(Some(PendingAgent { conn, registration, peer, version }))
+        Ok(Some(PendingAgent {
+            conn,
+            registration,
+            peer,
+            version,
+        }))
     }
 }
 
@@ -243,11 +278,18 @@ impl Drop for ControlListener {
 /// ```
 pub fn validate_registration(r: &Registration) -> Result<(), String> {
     if r.name.is_empty() || r.name.len() > AGENT_NAME_BYTES_MAX {
-        return Err(format!("agent name must be 1 to {AGENT_NAME_BYTES_MAX} bytes, got {}", r.name.len()));
+        return Err(format!(
+            "agent name must be 1 to {AGENT_NAME_BYTES_MAX} bytes, got {}",
+            r.name.len()
+        ));
     }
     for c in &r.capabilities {
-        semver::Version::parse(&c.version)
-            .map_err(|e| format!("capability {} version {:?} is not semver: {e}", c.name, c.version))?;
+        semver::Version::parse(&c.version).map_err(|e| {
+            format!(
+                "capability {} version {:?} is not semver: {e}",
+                c.name, c.version
+            )
+        })?;
     }
     Ok(())
 }
@@ -319,7 +361,10 @@ impl PendingAgent {
     ) -> Result<ControlConn, ControlError> {
         let segment_fd = segment.try_clone_fd()?;
         self.conn.send(
-            &ServerMsg::Registered { agent_id, topic_ids },
+            &ServerMsg::Registered {
+                agent_id,
+                topic_ids,
+            },
             &[segment_fd.as_fd(), tx_doorbell.as_fd(), rx_doorbell.as_fd()],
         )?;
         Ok(self.conn)

@@ -22,7 +22,9 @@
 //! assert_eq!(msg.payload(), b"hi");
 //! ```
 
-use crate::control::{AgentInfo, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg};
+use crate::control::{
+    AgentInfo, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg,
+};
 use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{Consumer, Producer};
 use crate::segment::{state, HugePages, Segment, SegmentConfig};
@@ -68,9 +70,15 @@ impl TestRouterConfig {
         Self {
             socket,
             allow: AllowList::current_user(),
-            versions: (crate::control::PROTOCOL_VERSION_MIN, crate::control::PROTOCOL_VERSION_MAX),
+            versions: (
+                crate::control::PROTOCOL_VERSION_MIN,
+                crate::control::PROTOCOL_VERSION_MAX,
+            ),
             ring_capacity_bytes: 256 * 1024,
-            idle: IdleStrategy::SpinThenPark { spins_max: 20_000, park_timeout_ns: 200_000 },
+            idle: IdleStrategy::SpinThenPark {
+                spins_max: 20_000,
+                park_timeout_ns: 200_000,
+            },
         }
     }
 }
@@ -127,7 +135,11 @@ impl Registry {
                 rec.capabilities
                     .iter()
                     .find(|(name, version)| name == capability && requirement.matches(version))
-                    .map(|(_, version)| AgentInfo { agent_id: id, name: rec.name.clone(), version: version.to_string() })
+                    .map(|(_, version)| AgentInfo {
+                        agent_id: id,
+                        name: rec.name.clone(),
+                        version: version.to_string(),
+                    })
             })
             .collect();
         out.sort_by_key(|a| a.agent_id);
@@ -144,8 +156,15 @@ struct RoutingTable {
 }
 
 enum RouterCmd {
-    Add { agent_id: u32, tx: Consumer, rx: Producer, segment: Segment },
+    Add(Box<NewAgent>),
     Remove { agent_id: u32 },
+}
+
+struct NewAgent {
+    agent_id: u32,
+    tx: Consumer,
+    rx: Producer,
+    segment: Segment,
 }
 
 struct Shared {
@@ -164,7 +183,9 @@ pub struct TestRouter {
 
 impl std::fmt::Debug for TestRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRouter").field("socket", &self.socket).finish()
+        f.debug_struct("TestRouter")
+            .field("socket", &self.socket)
+            .finish()
     }
 }
 
@@ -202,7 +223,11 @@ impl TestRouter {
                 .spawn(move || route_loop(shared, cmd_rx, config.idle))
                 .map_err(ControlError::Io)?
         };
-        Ok(Self { socket: config.socket, shared, threads: vec![accept, route] })
+        Ok(Self {
+            socket: config.socket,
+            shared,
+            threads: vec![accept, route],
+        })
     }
 
     /// The socket agents connect to.
@@ -238,7 +263,12 @@ impl TestRouter {
     /// assert_eq!(r.agent_count(), 0);
     /// ```
     pub fn agent_count(&self) -> usize {
-        self.shared.registry.lock().expect("registry lock").agents.len()
+        self.shared
+            .registry
+            .lock()
+            .expect("registry lock")
+            .agents
+            .len()
     }
 
     /// Stops the router: marks every segment closed, closes every control connection, joins
@@ -267,7 +297,12 @@ impl Drop for TestRouter {
     }
 }
 
-fn accept_loop(listener: ControlListener, shared: Arc<Shared>, cmds: SyncSender<RouterCmd>, config: TestRouterConfig) {
+fn accept_loop(
+    listener: ControlListener,
+    shared: Arc<Shared>,
+    cmds: SyncSender<RouterCmd>,
+    config: TestRouterConfig,
+) {
     let mut next_agent_id = 1u32;
     let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
     while !shared.shutdown.load(Ordering::Acquire) {
@@ -279,14 +314,20 @@ fn accept_loop(listener: ControlListener, shared: Arc<Shared>, cmds: SyncSender<
                 continue;
             }
             Err(e) => {
-                shared.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!("refused: {e}");
                 continue;
             }
         };
         control_threads.retain(|t| !t.is_finished());
         if control_threads.len() >= TEST_ROUTER_AGENTS_MAX {
-            pending.refuse(crate::control::RefuseReason::Full, format!("{TEST_ROUTER_AGENTS_MAX} agents max"));
+            pending.refuse(
+                crate::control::RefuseReason::Full,
+                format!("{TEST_ROUTER_AGENTS_MAX} agents max"),
+            );
             continue;
         }
         let agent_id = next_agent_id;
@@ -302,21 +343,34 @@ fn accept_loop(listener: ControlListener, shared: Arc<Shared>, cmds: SyncSender<
             let registration = pending.registration().clone();
             let topic_ids = {
                 let mut reg = shared.registry.lock().expect("registry lock");
-                let topic_ids: Vec<u32> = registration.topics.iter().map(|t| reg.topic_id(t)).collect();
+                let topic_ids: Vec<u32> = registration
+                    .topics
+                    .iter()
+                    .map(|t| reg.topic_id(t))
+                    .collect();
                 let capabilities = registration
                     .capabilities
                     .iter()
-                    .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
+                    .filter_map(|c| {
+                        Some((c.name.clone(), semver::Version::parse(&c.version).ok()?))
+                    })
                     .collect();
-                reg.agents.insert(agent_id, AgentRecord { name: registration.name.clone(), capabilities, topics: topic_ids.clone() });
+                reg.agents.insert(
+                    agent_id,
+                    AgentRecord {
+                        name: registration.name.clone(),
+                        capabilities,
+                        topics: topic_ids.clone(),
+                    },
+                );
                 topic_ids
             };
-            let cmd = RouterCmd::Add {
+            let cmd = RouterCmd::Add(Box::new(NewAgent {
                 agent_id,
                 tx: Consumer::new(segment.tx_memory(), Some(tx_bell.try_clone()?)),
                 rx: Producer::new(segment.rx_memory(), Some(rx_bell.try_clone()?)),
                 segment: segment.clone(),
-            };
+            }));
             // Queue the agent for the router before it learns its id, so any frame naming
             // this id is written after the router could know it.
             cmds.send(cmd).map_err(|_| "router stopped")?;
@@ -342,7 +396,12 @@ fn accept_loop(listener: ControlListener, shared: Arc<Shared>, cmds: SyncSender<
                 }
             }
             Err(e) => {
-                shared.registry.lock().expect("registry lock").agents.remove(&agent_id);
+                shared
+                    .registry
+                    .lock()
+                    .expect("registry lock")
+                    .agents
+                    .remove(&agent_id);
                 tracing::warn!(agent_id, "admitting agent failed: {e}");
             }
         }
@@ -358,7 +417,12 @@ fn bump(shared: &Shared) {
     shared.generation.store(reg.generation, Ordering::Release);
 }
 
-fn control_loop(agent_id: u32, conn: ControlConn, shared: Arc<Shared>, cmds: SyncSender<RouterCmd>) {
+fn control_loop(
+    agent_id: u32,
+    conn: ControlConn,
+    shared: Arc<Shared>,
+    cmds: SyncSender<RouterCmd>,
+) {
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
             break;
@@ -392,23 +456,44 @@ fn control_loop(agent_id: u32, conn: ControlConn, shared: Arc<Shared>, cmds: Syn
                     }
                     ServerMsg::Done
                 }
-                ClientMsg::ResolveTopic { topic } => ServerMsg::TopicId { topic_id: reg.topic_id(&topic) },
-                ClientMsg::ResolveCapability { capability, requirement } => match semver::VersionReq::parse(&requirement) {
+                ClientMsg::ResolveTopic { topic } => ServerMsg::TopicId {
+                    topic_id: reg.topic_id(&topic),
+                },
+                ClientMsg::ResolveCapability {
+                    capability,
+                    requirement,
+                } => match semver::VersionReq::parse(&requirement) {
                     Ok(req) => {
-                        let existing = reg.capability_routes.iter().position(|(c, r)| *c == capability && *r == req);
+                        let existing = reg
+                            .capability_routes
+                            .iter()
+                            .position(|(c, r)| *c == capability && *r == req);
                         let route_id = existing.unwrap_or_else(|| {
                             reg.capability_routes.push((capability, req));
                             reg.capability_routes.len() - 1
                         });
-                        ServerMsg::CapabilityRoute { route_id: route_id as u32 }
+                        ServerMsg::CapabilityRoute {
+                            route_id: route_id as u32,
+                        }
                     }
-                    Err(e) => ServerMsg::Error { detail: format!("requirement {requirement:?}: {e}") },
+                    Err(e) => ServerMsg::Error {
+                        detail: format!("requirement {requirement:?}: {e}"),
+                    },
                 },
-                ClientMsg::Discover { capability, requirement } => match semver::VersionReq::parse(&requirement) {
-                    Ok(req) => ServerMsg::Agents { agents: reg.matching(&capability, &req) },
-                    Err(e) => ServerMsg::Error { detail: format!("requirement {requirement:?}: {e}") },
+                ClientMsg::Discover {
+                    capability,
+                    requirement,
+                } => match semver::VersionReq::parse(&requirement) {
+                    Ok(req) => ServerMsg::Agents {
+                        agents: reg.matching(&capability, &req),
+                    },
+                    Err(e) => ServerMsg::Error {
+                        detail: format!("requirement {requirement:?}: {e}"),
+                    },
                 },
-                ClientMsg::Hello { .. } | ClientMsg::Register(_) => ServerMsg::Error { detail: "already registered".into() },
+                ClientMsg::Hello { .. } | ClientMsg::Register(_) => ServerMsg::Error {
+                    detail: "already registered".into(),
+                },
             }
         };
         bump(&shared);
@@ -416,7 +501,12 @@ fn control_loop(agent_id: u32, conn: ControlConn, shared: Arc<Shared>, cmds: Syn
             break;
         }
     }
-    shared.registry.lock().expect("registry lock").agents.remove(&agent_id);
+    shared
+        .registry
+        .lock()
+        .expect("registry lock")
+        .agents
+        .remove(&agent_id);
     bump(&shared);
     let _ = cmds.send(RouterCmd::Remove { agent_id });
 }
@@ -445,7 +535,12 @@ fn rebuild_table(shared: &Shared, producers: &HashMap<u32, Producer>) -> Routing
         subs.sort_unstable();
     }
     for (capability, req) in &reg.capability_routes {
-        let ids = reg.matching(capability, req).into_iter().map(|a| a.agent_id).filter(|id| producers.contains_key(id)).collect();
+        let ids = reg
+            .matching(capability, req)
+            .into_iter()
+            .map(|a| a.agent_id)
+            .filter(|id| producers.contains_key(id))
+            .collect();
         table.capability_routes.push(ids);
     }
     table.round_robin = vec![0; table.capability_routes.len()];
@@ -463,15 +558,31 @@ fn route_loop(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, idle: IdleStrategy
     while !shared.shutdown.load(Ordering::Acquire) {
         loop {
             match cmds.try_recv() {
-                Ok(RouterCmd::Add { agent_id, tx, rx, segment }) => {
+                Ok(RouterCmd::Add(new)) => {
+                    let NewAgent {
+                        agent_id,
+                        tx,
+                        rx,
+                        segment,
+                    } = *new;
                     producers.insert(agent_id, rx);
-                    agents.push(DataAgent { agent_id, tx, segment, leaving: false });
+                    agents.push(DataAgent {
+                        agent_id,
+                        tx,
+                        segment,
+                        leaving: false,
+                    });
                 }
                 Ok(RouterCmd::Remove { agent_id }) => {
                     producers.remove(&agent_id);
                     if let Some(agent) = agents.iter_mut().find(|a| a.agent_id == agent_id) {
                         agent.leaving = true;
-                        agent.segment.control().state.0.store(state::CLOSED, Ordering::Release);
+                        agent
+                            .segment
+                            .control()
+                            .state
+                            .0
+                            .store(state::CLOSED, Ordering::Release);
                     }
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -503,7 +614,9 @@ fn route_loop(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, idle: IdleStrategy
                 generation: &shared.generation,
                 table_generation: seen_generation,
             };
-            let result = agent.tx.read(ROUTER_BATCH_FRAMES_MAX, |frame| route_frame(source, frame, &mut ctx, control));
+            let result = agent.tx.read(ROUTER_BATCH_FRAMES_MAX, |frame| {
+                route_frame(source, frame, &mut ctx, control)
+            });
             needs_refresh |= ctx.needs_refresh;
             match result {
                 Ok(n) => work += n,
@@ -521,7 +634,10 @@ fn route_loop(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, idle: IdleStrategy
         // Reclaim departed agents once their tx ring is drained.
         let before = agents.len();
         agents.retain_mut(|a| !(a.leaving && a.tx.is_empty()));
-        shared.stats.agents_removed.fetch_add((before - agents.len()) as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .agents_removed
+            .fetch_add((before - agents.len()) as u64, Ordering::Relaxed);
         if needs_refresh {
             continue;
         }
@@ -537,7 +653,12 @@ fn route_loop(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, idle: IdleStrategy
         }
     }
     for agent in &agents {
-        agent.segment.control().state.0.store(state::CLOSED, Ordering::Release);
+        agent
+            .segment
+            .control()
+            .state
+            .0
+            .store(state::CLOSED, Ordering::Release);
     }
 }
 
@@ -558,18 +679,43 @@ struct RouteContext<'a> {
 
 /// Routes one frame from `source`. `Break` leaves it in the source ring (destination full,
 /// or destination unknown and tables not yet re-read).
-fn route_frame(source: u32, frame: &[u8], ctx: &mut RouteContext<'_>, source_control: &crate::segment::ControlBlock) -> ControlFlow<()> {
-    if matches!(FrameHeader::validate(frame).map(|h| h.destination_kind()), Ok(Destination::Topic(_) | Destination::Capability(_)))
-        && ctx.generation.load(Ordering::Acquire) != ctx.table_generation
+fn route_frame(
+    source: u32,
+    frame: &[u8],
+    ctx: &mut RouteContext<'_>,
+    source_control: &crate::segment::ControlBlock,
+) -> ControlFlow<()> {
+    if matches!(
+        FrameHeader::validate(frame).map(|h| h.destination_kind()),
+        Ok(Destination::Topic(_) | Destination::Capability(_))
+    ) && ctx.generation.load(Ordering::Acquire) != ctx.table_generation
     {
         ctx.needs_refresh = true;
         return ControlFlow::Break(());
     }
-    let RouteContext { producers, table, stats, fresh, needs_refresh, .. } = ctx;
+    let RouteContext {
+        producers,
+        table,
+        stats,
+        fresh,
+        needs_refresh,
+        ..
+    } = ctx;
     let (producers, table, stats) = (&mut **producers, &mut **table, *stats);
-    let mut unknown = |what: String, reason: NackReason, correlation: u64, producers: &mut HashMap<u32, Producer>| {
+    let mut unknown = |what: String,
+                       reason: NackReason,
+                       correlation: u64,
+                       producers: &mut HashMap<u32, Producer>| {
         if *fresh {
-            nack(source, correlation, reason, &what, producers, stats, source_control);
+            nack(
+                source,
+                correlation,
+                reason,
+                &what,
+                producers,
+                stats,
+                source_control,
+            );
             ControlFlow::Continue(())
         } else {
             *needs_refresh = true;
@@ -580,28 +726,61 @@ fn route_frame(source: u32, frame: &[u8], ctx: &mut RouteContext<'_>, source_con
         Ok(h) => *h,
         Err(e) => {
             stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
-            let correlation = FrameHeader::validate(frame).map(|h| h.correlation()).unwrap_or_else(|_| {
-                // Read the correlation id if the bytes are there, even from a bad header.
-                frame.get(16..24).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
-            });
-            nack(source, correlation, NackReason::Malformed, &e.to_string(), producers, stats, source_control);
+            let correlation = FrameHeader::validate(frame)
+                .map(|h| h.correlation())
+                .unwrap_or_else(|_| {
+                    // Read the correlation id if the bytes are there, even from a bad header.
+                    frame
+                        .get(16..24)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                        .unwrap_or(0)
+                });
+            nack(
+                source,
+                correlation,
+                NackReason::Malformed,
+                &e.to_string(),
+                producers,
+                stats,
+                source_control,
+            );
             return ControlFlow::Continue(());
         }
     };
     if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {
-        nack(source, header.correlation(), NackReason::NotPermitted, "agents may not send acks or nacks", producers, stats, source_control);
+        nack(
+            source,
+            header.correlation(),
+            NackReason::NotPermitted,
+            "agents may not send acks or nacks",
+            producers,
+            stats,
+            source_control,
+        );
         return ControlFlow::Continue(());
     }
     let targets: smallvec_like::Targets = match header.destination_kind() {
         Destination::Agent(id) => {
             if !producers.contains_key(&id) || id == DAEMON_AGENT_ID {
-                return unknown(format!("no agent {id}"), NackReason::NoSuchAgent, header.correlation(), producers);
+                return unknown(
+                    format!("no agent {id}"),
+                    NackReason::NoSuchAgent,
+                    header.correlation(),
+                    producers,
+                );
             }
             smallvec_like::Targets::One(id)
         }
         Destination::Topic(topic) => match table.subscribers.get(&topic) {
             Some(subs) if !subs.is_empty() => smallvec_like::Targets::Many(subs.clone()),
-            _ => return unknown(format!("no subscriber to topic {topic}"), NackReason::NoSubscriber, header.correlation(), producers),
+            _ => {
+                return unknown(
+                    format!("no subscriber to topic {topic}"),
+                    NackReason::NoSubscriber,
+                    header.correlation(),
+                    producers,
+                )
+            }
         },
         Destination::Capability(route) => {
             let route = route as usize;
@@ -611,13 +790,23 @@ fn route_frame(source: u32, frame: &[u8], ctx: &mut RouteContext<'_>, source_con
                     table.round_robin[route] += 1;
                     smallvec_like::Targets::One(pick)
                 }
-                _ => return unknown(format!("no live agent for capability route {route}"), NackReason::NoSuchAgent, header.correlation(), producers),
+                _ => {
+                    return unknown(
+                        format!("no live agent for capability route {route}"),
+                        NackReason::NoSuchAgent,
+                        header.correlation(),
+                        producers,
+                    )
+                }
             }
         }
     };
     // All or nothing: wait (leave the frame in the source ring) until every target has room.
     for &id in targets.as_slice() {
-        if !producers.get_mut(&id).is_some_and(|p| p.can_claim(frame.len())) {
+        if !producers
+            .get_mut(&id)
+            .is_some_and(|p| p.can_claim(frame.len()))
+        {
             return ControlFlow::Break(());
         }
     }
@@ -632,7 +821,14 @@ fn route_frame(source: u32, frame: &[u8], ctx: &mut RouteContext<'_>, source_con
         stats.frames_delivered.fetch_add(1, Ordering::Relaxed);
     }
     if header.ack_requested() {
-        reply(source, FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0).with_correlation(header.correlation()), &[], producers, stats);
+        reply(
+            source,
+            FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0)
+                .with_correlation(header.correlation()),
+            &[],
+            producers,
+            stats,
+        );
         stats.acks_sent.fetch_add(1, Ordering::Relaxed);
     }
     ControlFlow::Continue(())
@@ -648,16 +844,38 @@ fn nack(
     source_control: &crate::segment::ControlBlock,
 ) {
     stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
-    source_control.frames_rejected.fetch_add(1, Ordering::Relaxed);
-    source_control.last_reject_reason.store(reason as u32, Ordering::Relaxed);
-    let body = NackBody { reason: reason as u32, detail: detail.chars().take(200).collect() };
+    source_control
+        .frames_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    source_control
+        .last_reject_reason
+        .store(reason as u32, Ordering::Relaxed);
+    let body = NackBody {
+        reason: reason as u32,
+        detail: detail.chars().take(200).collect(),
+    };
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&body).expect("nack body serializes");
-    let header = FrameHeader::new(FrameKind::Nack, DAEMON_AGENT_ID, source, payload.len() as u32).with_correlation(correlation).with_priority(0);
+    let header = FrameHeader::new(
+        FrameKind::Nack,
+        DAEMON_AGENT_ID,
+        source,
+        payload.len() as u32,
+    )
+    .with_correlation(correlation)
+    .with_priority(0);
     reply(source, header, &payload, producers, stats);
 }
 
-fn reply(source: u32, header: FrameHeader, payload: &[u8], producers: &mut HashMap<u32, Producer>, stats: &RouterStats) {
-    let Some(producer) = producers.get_mut(&source) else { return };
+fn reply(
+    source: u32,
+    header: FrameHeader,
+    payload: &[u8],
+    producers: &mut HashMap<u32, Producer>,
+    stats: &RouterStats,
+) {
+    let Some(producer) = producers.get_mut(&source) else {
+        return;
+    };
     match producer.claim(HEADER_BYTES + payload.len()) {
         Ok(mut claim) => {
             let out = claim.bytes_mut();

@@ -154,7 +154,9 @@ pub enum FrameError {
         record_bytes: usize,
     },
     /// `payload_len_bytes` disagrees with `frame_len_bytes`.
-    #[error("payload length {payload_bytes} + header {HEADER_BYTES} != frame length {frame_bytes}")]
+    #[error(
+        "payload length {payload_bytes} + header {HEADER_BYTES} != frame length {frame_bytes}"
+    )]
     PayloadMismatch {
         /// Payload length field.
         payload_bytes: u32,
@@ -168,7 +170,9 @@ pub enum FrameError {
         frame_bytes: u32,
     },
     /// A major version this reader does not speak.
-    #[error("wire version {found_major}.x is not supported (this reader speaks {VERSION_MAJOR}.x)")]
+    #[error(
+        "wire version {found_major}.x is not supported (this reader speaks {VERSION_MAJOR}.x)"
+    )]
     UnsupportedVersion {
         /// Major version found.
         found_major: u8,
@@ -195,7 +199,12 @@ impl FrameHeader {
     /// let h = FrameHeader::new(FrameKind::Send, 1, 2, 10);
     /// assert_eq!(h.frame_len_bytes.get() as usize, HEADER_BYTES + 10);
     /// ```
-    pub fn new(kind: FrameKind, source_agent: u32, destination: u32, payload_len_bytes: u32) -> Self {
+    pub fn new(
+        kind: FrameKind,
+        source_agent: u32,
+        destination: u32,
+        payload_len_bytes: u32,
+    ) -> Self {
         Self {
             frame_len_bytes: U32::new(HEADER_BYTES as u32 + payload_len_bytes),
             version_major: VERSION_MAJOR,
@@ -282,8 +291,10 @@ impl FrameHeader {
     /// assert!(matches!(FrameHeader::validate(&[0u8; 8]), Err(FrameError::TooShort { .. })));
     /// ```
     pub fn validate(frame: &[u8]) -> Result<&FrameHeader, FrameError> {
-        let (header, _) = FrameHeader::ref_from_prefix(frame)
-            .map_err(|_| FrameError::TooShort { found_bytes: frame.len() })?;
+        let (header, _) =
+            FrameHeader::ref_from_prefix(frame).map_err(|_| FrameError::TooShort {
+                found_bytes: frame.len(),
+            })?;
         let frame_bytes = header.frame_len_bytes.get();
         if frame_bytes as usize > FRAME_BYTES_MAX {
             return Err(FrameError::TooLarge { frame_bytes });
@@ -296,16 +307,23 @@ impl FrameHeader {
         }
         let payload_bytes = header.payload_len_bytes.get();
         if payload_bytes as u64 + HEADER_BYTES as u64 != frame_bytes as u64 {
-            return Err(FrameError::PayloadMismatch { payload_bytes, frame_bytes });
+            return Err(FrameError::PayloadMismatch {
+                payload_bytes,
+                frame_bytes,
+            });
         }
         if header.version_major != VERSION_MAJOR {
-            return Err(FrameError::UnsupportedVersion { found_major: header.version_major });
+            return Err(FrameError::UnsupportedVersion {
+                found_major: header.version_major,
+            });
         }
         if FrameKind::from_u8(header.kind).is_none() {
             return Err(FrameError::UnknownKind { found: header.kind });
         }
         if header.priority >= PRIORITY_CLASSES {
-            return Err(FrameError::BadPriority { found: header.priority });
+            return Err(FrameError::BadPriority {
+                found: header.priority,
+            });
         }
         Ok(header)
     }
@@ -416,7 +434,10 @@ mod tests {
 
     #[test]
     fn accepts_well_formed_frame() {
-        let f = frame(FrameHeader::new(FrameKind::Request, 3, 4, 8).with_correlation(77), 8);
+        let f = frame(
+            FrameHeader::new(FrameKind::Request, 3, 4, 8).with_correlation(77),
+            8,
+        );
         let h = FrameHeader::validate(&f).unwrap();
         assert_eq!(h.kind(), FrameKind::Request);
         assert_eq!(h.correlation(), 77);
@@ -426,18 +447,27 @@ mod tests {
     fn rejects_frame_with_bad_length() {
         let mut f = frame(FrameHeader::new(FrameKind::Send, 3, 4, 8), 8);
         f.pop();
-        assert!(matches!(FrameHeader::validate(&f), Err(FrameError::LengthMismatch { .. })));
+        assert!(matches!(
+            FrameHeader::validate(&f),
+            Err(FrameError::LengthMismatch { .. })
+        ));
         let mut h = FrameHeader::new(FrameKind::Send, 3, 4, 8);
         h.payload_len_bytes = U32::new(9);
         let f = frame(h, 8);
-        assert!(matches!(FrameHeader::validate(&f), Err(FrameError::PayloadMismatch { .. })));
+        assert!(matches!(
+            FrameHeader::validate(&f),
+            Err(FrameError::PayloadMismatch { .. })
+        ));
     }
 
     #[test]
     fn rejects_unknown_kind_major_version_and_priority() {
         let mut h = FrameHeader::new(FrameKind::Send, 3, 4, 0);
         h.kind = 42;
-        assert_eq!(FrameHeader::validate(&frame(h, 0)), Err(FrameError::UnknownKind { found: 42 }));
+        assert_eq!(
+            FrameHeader::validate(&frame(h, 0)),
+            Err(FrameError::UnknownKind { found: 42 })
+        );
         let mut h = FrameHeader::new(FrameKind::Send, 3, 4, 0);
         h.version_major = 2;
         assert_eq!(
@@ -446,7 +476,10 @@ mod tests {
         );
         let mut h = FrameHeader::new(FrameKind::Send, 3, 4, 0);
         h.priority = 4;
-        assert_eq!(FrameHeader::validate(&frame(h, 0)), Err(FrameError::BadPriority { found: 4 }));
+        assert_eq!(
+            FrameHeader::validate(&frame(h, 0)),
+            Err(FrameError::BadPriority { found: 4 })
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::time::Duration;
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
 fn socket(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("aw-test-{}-{name}", std::process::id())).join("agentwire.sock")
+    std::env::temp_dir()
+        .join(format!("aw-test-{}-{name}", std::process::id()))
+        .join("agentwire.sock")
 }
 
 fn router(name: &str) -> TestRouter {
@@ -25,7 +27,11 @@ fn router(name: &str) -> TestRouter {
 }
 
 fn agent(r: &TestRouter, name: &str) -> Agent {
-    Agent::builder(name).socket(r.socket_path()).idle(IdleStrategy::Spin).connect().unwrap()
+    Agent::builder(name)
+        .socket(r.socket_path())
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .unwrap()
 }
 
 #[test]
@@ -59,13 +65,24 @@ fn rkyv_payload_is_read_zero_copy_with_validation() {
     drop(m);
     a.send(b.id(), &[0xff; 13]).unwrap();
     let m = b.recv(WAIT).unwrap().unwrap();
-    assert!(m.access::<Vec<String>>().is_err(), "garbage must fail bytecheck");
+    assert!(
+        m.access::<Vec<String>>().is_err(),
+        "garbage must fail bytecheck"
+    );
 }
 
 #[test]
 fn publish_fans_out_to_every_subscriber() {
     let r = router("fanout");
-    let mut subs: Vec<Agent> = (0..3).map(|i| Agent::builder(&format!("s{i}")).socket(r.socket_path()).topic("news").connect().unwrap()).collect();
+    let mut subs: Vec<Agent> = (0..3)
+        .map(|i| {
+            Agent::builder(&format!("s{i}"))
+                .socket(r.socket_path())
+                .topic("news")
+                .connect()
+                .unwrap()
+        })
+        .collect();
     let mut late = agent(&r, "late");
     late.subscribe("news").unwrap();
     let mut p = agent(&r, "pub");
@@ -80,7 +97,10 @@ fn publish_fans_out_to_every_subscriber() {
     late.unsubscribe("news").unwrap();
     p.publish("news", b"x").unwrap();
     assert_eq!(subs[0].recv(WAIT).unwrap().unwrap().payload(), b"x");
-    assert!(late.recv(Some(Duration::from_millis(100))).unwrap().is_none());
+    assert!(late
+        .recv(Some(Duration::from_millis(100)))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -99,13 +119,20 @@ fn request_response_pairs_by_correlation_id() {
         }
     });
     for i in 0u32..100 {
-        let reply = client.request(server_id, &[i as u8, 1, 2], Duration::from_secs(10)).unwrap();
+        let reply = client
+            .request(server_id, &[i as u8, 1, 2], Duration::from_secs(10))
+            .unwrap();
         assert_eq!(reply.header().kind(), FrameKind::Response);
         assert_eq!(reply.payload(), [2, 1, i as u8]);
     }
     handle.join().unwrap();
-    let err = client.request(server_id + 100, b"?", Duration::from_secs(5)).unwrap_err();
-    assert!(matches!(err, ClientError::Nacked(ref n) if n.reason == NackReason::NoSuchAgent as u32), "{err}");
+    let err = client
+        .request(server_id + 100, b"?", Duration::from_secs(5))
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Nacked(ref n) if n.reason == NackReason::NoSuchAgent as u32),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,7 +142,9 @@ fn request_times_out_without_losing_other_frames() {
     let mut silent = agent(&r, "silent");
     let mut other = agent(&r, "other");
     other.send(client.id(), b"meanwhile").unwrap();
-    let err = client.request(silent.id(), b"hello?", Duration::from_millis(200)).unwrap_err();
+    let err = client
+        .request(silent.id(), b"hello?", Duration::from_millis(200))
+        .unwrap_err();
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
     assert_eq!(client.recv(WAIT).unwrap().unwrap().payload(), b"meanwhile");
     assert_eq!(silent.recv(WAIT).unwrap().unwrap().payload(), b"hello?");
@@ -124,30 +153,61 @@ fn request_times_out_without_losing_other_frames() {
 #[test]
 fn anycast_respects_semver_and_spreads_load() {
     let r = router("anycast");
-    let mut old = Agent::builder("old").socket(r.socket_path()).capability("ocr", "1.9.0").connect().unwrap();
-    let mut new1 = Agent::builder("new1").socket(r.socket_path()).capability("ocr", "2.1.0").connect().unwrap();
-    let mut new2 = Agent::builder("new2").socket(r.socket_path()).capability("ocr", "2.3.1").connect().unwrap();
+    let mut old = Agent::builder("old")
+        .socket(r.socket_path())
+        .capability("ocr", "1.9.0")
+        .connect()
+        .unwrap();
+    let mut new1 = Agent::builder("new1")
+        .socket(r.socket_path())
+        .capability("ocr", "2.1.0")
+        .connect()
+        .unwrap();
+    let mut new2 = Agent::builder("new2")
+        .socket(r.socket_path())
+        .capability("ocr", "2.3.1")
+        .connect()
+        .unwrap();
     let mut c = agent(&r, "caller");
     let found = c.discover("ocr", "^2").unwrap();
-    assert_eq!(found.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["new1", "new2"]);
+    assert_eq!(
+        found.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["new1", "new2"]
+    );
     assert_eq!(c.discover("ocr", "<2").unwrap().len(), 1);
     for i in 0u8..10 {
         c.anycast("ocr", "^2", &[i]).unwrap();
     }
     let mut n1 = 0;
-    while new1.recv(Some(Duration::from_millis(300))).unwrap().is_some() {
+    while new1
+        .recv(Some(Duration::from_millis(300)))
+        .unwrap()
+        .is_some()
+    {
         n1 += 1;
     }
     let mut n2 = 0;
-    while new2.recv(Some(Duration::from_millis(300))).unwrap().is_some() {
+    while new2
+        .recv(Some(Duration::from_millis(300)))
+        .unwrap()
+        .is_some()
+    {
         n2 += 1;
     }
     assert_eq!((n1, n2), (5, 5), "round robin over the two matching agents");
-    assert!(old.recv(Some(Duration::from_millis(100))).unwrap().is_none(), "1.9 does not satisfy ^2");
+    assert!(
+        old.recv(Some(Duration::from_millis(100)))
+            .unwrap()
+            .is_none(),
+        "1.9 does not satisfy ^2"
+    );
     // No provider: nacked.
     c.anycast("ocr", "^3", b"x").unwrap();
     let nack = c.recv(WAIT).unwrap().unwrap().to_owned();
-    assert_eq!(nack.nack_body().unwrap().reason, NackReason::NoSuchAgent as u32);
+    assert_eq!(
+        nack.nack_body().unwrap().reason,
+        NackReason::NoSuchAgent as u32
+    );
 }
 
 #[test]
@@ -155,12 +215,28 @@ fn acks_and_nacks_answer_the_sender() {
     let r = router("acks");
     let mut a = agent(&r, "a");
     let b = agent(&r, "b");
-    a.send_with(FrameKind::Send, b.id(), b"x", SendOptions { ack: true, correlation_id: 77, ..Default::default() }).unwrap();
+    a.send_with(
+        FrameKind::Send,
+        b.id(),
+        b"x",
+        SendOptions {
+            ack: true,
+            correlation_id: 77,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ack = a.recv(WAIT).unwrap().unwrap().to_owned();
-    assert_eq!((ack.header().kind(), ack.header().correlation()), (FrameKind::Ack, 77));
+    assert_eq!(
+        (ack.header().kind(), ack.header().correlation()),
+        (FrameKind::Ack, 77)
+    );
     a.publish("nobody-listens", b"x").unwrap();
     let nack = a.recv(WAIT).unwrap().unwrap().to_owned();
-    assert_eq!(nack.nack_body().unwrap().reason, NackReason::NoSubscriber as u32);
+    assert_eq!(
+        nack.nack_body().unwrap().reason,
+        NackReason::NoSubscriber as u32
+    );
 }
 
 #[test]
@@ -175,13 +251,19 @@ fn malformed_frames_are_nacked_counted_and_do_not_stall_others() {
     let corruptions: [(usize, u8); 3] = [(6, 99), (32, 200), (4, 9)];
     for (i, (offset, value)) in corruptions.iter().enumerate() {
         let mut frame = vec![0u8; HEADER_BYTES + 8];
-        FrameHeader::new(FrameKind::Send, 0, sink_id, 8).with_correlation(i as u64 + 1).write_to(&mut frame);
+        FrameHeader::new(FrameKind::Send, 0, sink_id, 8)
+            .with_correlation(i as u64 + 1)
+            .write_to(&mut frame);
         frame[*offset] = *value;
         bad.send_raw(&frame).unwrap();
         good.send(sink_id, &[i as u8]).unwrap();
     }
     for i in 0..3u8 {
-        assert_eq!(sink.recv(WAIT).unwrap().unwrap().payload(), [i], "good traffic flows");
+        assert_eq!(
+            sink.recv(WAIT).unwrap().unwrap().payload(),
+            [i],
+            "good traffic flows"
+        );
     }
     for i in 0..3u64 {
         let nack = bad.recv(WAIT).unwrap().unwrap().to_owned();
@@ -191,22 +273,47 @@ fn malformed_frames_are_nacked_counted_and_do_not_stall_others() {
         assert_eq!(body.reason, NackReason::Malformed as u32, "{}", body.detail);
     }
     assert_eq!(r.stats().frames_malformed.load(Ordering::Relaxed), 3);
-    assert_eq!(bad.segment().control().frames_rejected.load(Ordering::Relaxed), 3);
-    assert!(sink.recv(Some(Duration::from_millis(100))).unwrap().is_none(), "no malformed frame delivered");
+    assert_eq!(
+        bad.segment()
+            .control()
+            .frames_rejected
+            .load(Ordering::Relaxed),
+        3
+    );
+    assert!(
+        sink.recv(Some(Duration::from_millis(100)))
+            .unwrap()
+            .is_none(),
+        "no malformed frame delivered"
+    );
 }
 
 #[test]
 fn version_negotiation_refuses_with_both_ranges_named() {
     let r = router("version");
-    let err = Agent::builder("future").socket(r.socket_path()).protocol_versions(5, 7).connect().unwrap_err();
+    let err = Agent::builder("future")
+        .socket(r.socket_path())
+        .protocol_versions(5, 7)
+        .connect()
+        .unwrap_err();
     match err {
-        ClientError::Refused { reason: RefuseReason::VersionUnsupported, detail } => {
-            assert!(detail.contains("5..=7") && detail.contains("1..=1"), "{detail}");
+        ClientError::Refused {
+            reason: RefuseReason::VersionUnsupported,
+            detail,
+        } => {
+            assert!(
+                detail.contains("5..=7") && detail.contains("1..=1"),
+                "{detail}"
+            );
         }
         other => panic!("expected version refusal, got {other}"),
     }
     // An overlapping range picks the highest common version.
-    let a = Agent::builder("compatible").socket(r.socket_path()).protocol_versions(0, 9).connect().unwrap();
+    let a = Agent::builder("compatible")
+        .socket(r.socket_path())
+        .protocol_versions(0, 9)
+        .connect()
+        .unwrap();
     assert_eq!(a.protocol_version(), 1);
 }
 
@@ -215,9 +322,15 @@ fn peer_credentials_not_on_allow_list_are_refused() {
     let mut config = TestRouterConfig::new(socket("peercred"));
     config.allow = AllowList::nobody();
     let r = TestRouter::start(config).unwrap();
-    let err = Agent::builder("intruder").socket(r.socket_path()).connect().unwrap_err();
+    let err = Agent::builder("intruder")
+        .socket(r.socket_path())
+        .connect()
+        .unwrap_err();
     match err {
-        ClientError::Refused { reason: RefuseReason::NotPermitted, detail } => {
+        ClientError::Refused {
+            reason: RefuseReason::NotPermitted,
+            detail,
+        } => {
             let uid = rustix::process::getuid().as_raw();
             assert!(detail.contains(&format!("uid {uid}")), "{detail}");
         }
@@ -226,15 +339,24 @@ fn peer_credentials_not_on_allow_list_are_refused() {
     // The router counts the refusal just after sending it; wait for it (watchdog, no timing).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while r.stats().handshakes_refused.load(Ordering::Relaxed) < 1 {
-        assert!(std::time::Instant::now() < deadline, "watchdog: refusal never counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: refusal never counted"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(r.agent_count(), 0);
     // Allowed by group instead of user.
     let mut config = TestRouterConfig::new(socket("peercred-gid"));
-    config.allow = AllowList { uids: vec![], gids: vec![rustix::process::getgid().as_raw()] };
+    config.allow = AllowList {
+        uids: vec![],
+        gids: vec![rustix::process::getgid().as_raw()],
+    };
     let r = TestRouter::start(config).unwrap();
-    assert!(Agent::builder("member").socket(r.socket_path()).connect().is_ok());
+    assert!(Agent::builder("member")
+        .socket(r.socket_path())
+        .connect()
+        .is_ok());
 }
 
 #[test]
@@ -248,9 +370,17 @@ fn second_router_on_same_socket_is_refused() {
 fn agent_reconnects_after_router_restart() {
     let path = socket("restart");
     let r = TestRouter::start(TestRouterConfig::new(path.clone())).unwrap();
-    let mut a = Agent::builder("a").socket(&path).topic("t").reconnect(50, Duration::from_millis(10)).connect().unwrap();
+    let mut a = Agent::builder("a")
+        .socket(&path)
+        .topic("t")
+        .reconnect(50, Duration::from_millis(10))
+        .connect()
+        .unwrap();
     r.stop();
-    let err = a.recv(Some(Duration::from_secs(10))).map(|m| m.is_some()).unwrap_err();
+    let err = a
+        .recv(Some(Duration::from_secs(10)))
+        .map(|m| m.is_some())
+        .unwrap_err();
     assert!(matches!(err, ClientError::Disconnected), "{err}");
     let restarter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
@@ -260,17 +390,28 @@ fn agent_reconnects_after_router_restart() {
     let r = restarter.join().unwrap();
     let mut p = agent(&r, "p");
     p.publish("t", b"after restart").unwrap();
-    assert_eq!(a.recv(WAIT).unwrap().unwrap().payload(), b"after restart", "topics restored on reconnect");
+    assert_eq!(
+        a.recv(WAIT).unwrap().unwrap().payload(),
+        b"after restart",
+        "topics restored on reconnect"
+    );
 }
 
 #[test]
 fn reconnect_gives_up_after_bounded_attempts() {
     let path = socket("gone");
     let r = TestRouter::start(TestRouterConfig::new(path.clone())).unwrap();
-    let mut a = Agent::builder("a").socket(&path).reconnect(3, Duration::from_millis(1)).connect().unwrap();
+    let mut a = Agent::builder("a")
+        .socket(&path)
+        .reconnect(3, Duration::from_millis(1))
+        .connect()
+        .unwrap();
     r.stop();
     let err = a.reconnect().unwrap_err();
-    assert!(matches!(err, ClientError::ReconnectFailed { attempts: 3, .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::ReconnectFailed { attempts: 3, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -288,7 +429,10 @@ fn dead_agent_segment_is_reclaimed_and_others_continue() {
     assert_eq!(r.agent_count(), 1);
     a.send(b_id, b"to the dead").unwrap();
     let nack = a.recv(WAIT).unwrap().unwrap().to_owned();
-    assert_eq!(nack.nack_body().unwrap().reason, NackReason::NoSuchAgent as u32);
+    assert_eq!(
+        nack.nack_body().unwrap().reason,
+        NackReason::NoSuchAgent as u32
+    );
 }
 
 #[test]
@@ -297,19 +441,38 @@ fn agents_in_separate_processes_exchange_checked_frames() {
     let peer = env!("CARGO_BIN_EXE_agentwire-shm-peer");
     let count = "100000";
     let mut receiver = Command::new(peer)
-        .args(["agent-recv", r.socket_path().to_str().unwrap(), "receiver", count])
+        .args([
+            "agent-recv",
+            r.socket_path().to_str().unwrap(),
+            "receiver",
+            count,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = BufReader::new(receiver.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let receiver_id = line.trim().strip_prefix("id ").expect("id line").to_string();
+    let receiver_id = line
+        .trim()
+        .strip_prefix("id ")
+        .expect("id line")
+        .to_string();
     let sender = Command::new(peer)
-        .args(["agent-send", r.socket_path().to_str().unwrap(), "sender", &receiver_id, count])
+        .args([
+            "agent-send",
+            r.socket_path().to_str().unwrap(),
+            "sender",
+            &receiver_id,
+            count,
+        ])
         .output()
         .unwrap();
-    assert!(sender.status.success(), "{}", String::from_utf8_lossy(&sender.stderr));
+    assert!(
+        sender.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
     line.clear();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), format!("ok {count}"));

@@ -1,13 +1,18 @@
 //! Hand-crafted byte states: a hostile or crashed producer never makes the consumer read out
 //! of bounds, deliver a torn frame, or spin forever.
 
-use agentwire_shm::ring::{ring_pair, RingError, RingControl, RING_CONTROL_BYTES};
+use agentwire_shm::ring::{ring_pair, RingControl, RingError, RING_CONTROL_BYTES};
 use agentwire_shm::segment::{HugePages, Segment, SegmentConfig};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 fn segment() -> Segment {
-    Segment::create(&SegmentConfig::new(1).with_capacity(4096, 4096).huge_pages(HugePages::Never)).unwrap()
+    Segment::create(
+        &SegmentConfig::new(1)
+            .with_capacity(4096, 4096)
+            .huge_pages(HugePages::Never),
+    )
+    .unwrap()
 }
 
 /// Raw access to the tx ring bytes of a segment, as a hostile agent would have.
@@ -53,7 +58,11 @@ fn half_written_record_is_invisible_until_published() {
     let mut tx = agentwire_shm::ring::Producer::new(seg.tx_memory(), None);
     tx.try_push(b"fresh").unwrap();
     let mut got = Vec::new();
-    rx.read(8, |f| { got.push(f.to_vec()); ControlFlow::Continue(()) }).unwrap();
+    rx.read(8, |f| {
+        got.push(f.to_vec());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(got, vec![b"fresh".to_vec()]);
 }
 
@@ -69,8 +78,13 @@ fn record_length_past_tail_is_reported_corrupt() {
         std::ptr::copy_nonoverlapping(&1u32.to_le_bytes() as *const u8, data.add(4), 4);
     }
     control.tail_position.0.store(16, Ordering::Release);
-    let err = rx.read(8, |_| panic!("no frame may be delivered")).unwrap_err();
-    assert!(matches!(err, RingError::Corrupt { position: 0, .. }), "{err}");
+    let err = rx
+        .read(8, |_| panic!("no frame may be delivered"))
+        .unwrap_err();
+    assert!(
+        matches!(err, RingError::Corrupt { position: 0, .. }),
+        "{err}"
+    );
     // Poisoned: it keeps reporting rather than reading garbage.
     assert!(rx.read(8, |_| ControlFlow::Continue(())).is_err());
 }
@@ -96,8 +110,14 @@ fn unknown_record_type_and_bad_padding_are_reported_corrupt() {
             std::ptr::copy_nonoverlapping(&len.to_le_bytes() as *const u8, data, 4);
             std::ptr::copy_nonoverlapping(&kind.to_le_bytes() as *const u8, data.add(4), 4);
         }
-        control.tail_position.0.store(u64::from(len), Ordering::Release);
-        assert!(rx.read(8, |_| ControlFlow::Continue(())).is_err(), "len {len} kind {kind}");
+        control
+            .tail_position
+            .0
+            .store(u64::from(len), Ordering::Release);
+        assert!(
+            rx.read(8, |_| ControlFlow::Continue(())).is_err(),
+            "len {len} kind {kind}"
+        );
     }
 }
 
@@ -111,6 +131,10 @@ fn padding_record_at_wrap_is_skipped() {
     assert_eq!(rx.read(16, |_| ControlFlow::Continue(())).unwrap(), 6);
     tx.try_push(&[2u8; 200]).unwrap();
     let mut got = Vec::new();
-    rx.read(16, |f| { got.push(f.to_vec()); ControlFlow::Continue(()) }).unwrap();
+    rx.read(16, |f| {
+        got.push(f.to_vec());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(got, vec![vec![2u8; 200]]);
 }

@@ -16,13 +16,19 @@ fn spawn_writer(seg: &Segment, count: u64) -> Child {
     // Let the child inherit this descriptor.
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty()).unwrap();
     let mut child = Command::new(PEER)
-        .args(["ring-writer", &fd.as_raw_fd().to_string(), &count.to_string()])
+        .args([
+            "ring-writer",
+            &fd.as_raw_fd().to_string(),
+            &count.to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     drop(fd);
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     child
 }
@@ -30,15 +36,28 @@ fn spawn_writer(seg: &Segment, count: u64) -> Child {
 /// Checks one frame written by the peer; returns its sequence number.
 fn check_frame(f: &[u8]) -> u64 {
     let seq = u64::from_le_bytes(f[..8].try_into().unwrap());
-    assert_eq!(u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize, f.len(), "length field of {seq}");
+    assert_eq!(
+        u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize,
+        f.len(),
+        "length field of {seq}"
+    );
     for (i, &b) in f[16..].iter().enumerate() {
-        assert_eq!(b, (seq as usize).wrapping_add(i) as u8, "torn frame {seq} at byte {i}");
+        assert_eq!(
+            b,
+            (seq as usize).wrapping_add(i) as u8,
+            "torn frame {seq} at byte {i}"
+        );
     }
     seq
 }
 
 fn segment() -> Segment {
-    Segment::create(&SegmentConfig::new(1).with_capacity(64 * 1024, 4096).huge_pages(HugePages::Never)).unwrap()
+    Segment::create(
+        &SegmentConfig::new(1)
+            .with_capacity(64 * 1024, 4096)
+            .huge_pages(HugePages::Never),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -78,20 +97,26 @@ fn sigkill_of_writer_mid_stream_never_wedges_or_tears() {
         .unwrap();
         assert!(Instant::now() < deadline, "watchdog");
     }
-    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::KILL).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     child.wait().unwrap();
     // Everything committed before the kill is intact; nothing torn appears.
-    while rx.read(64, |f| {
-        assert_eq!(check_frame(f), expected);
-        expected += 1;
-        ControlFlow::Continue(())
-    })
-    .unwrap()
+    while rx
+        .read(64, |f| {
+            assert_eq!(check_frame(f), expected);
+            expected += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap()
         > 0
     {}
     // The ring is not wedged: a replacement producer continues from the published tail.
     let mut tx = Producer::new(seg.tx_memory(), None);
-    for seq in expected..expected + 1000 {
+    let resume_from = expected;
+    for seq in resume_from..resume_from + 1000 {
         let len = 16 + (seq.wrapping_mul(7919) % 900) as usize;
         let mut claim = tx.claim(len).unwrap();
         let buf = claim.bytes_mut();

@@ -26,7 +26,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
+    (0..len)
+        .map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8)
+        .collect()
 }
 
 proptest! {
@@ -105,12 +107,22 @@ fn threaded_stress_conserves_every_frame() {
                     for (i, b) in buf[8..].iter_mut().enumerate() {
                         *b = (seq as usize ^ i) as u8;
                     }
-                    if rng % 4 == 0 { claim.commit() } else { claim.commit_deferred() }
+                    if rng % 4 == 0 {
+                        claim.commit()
+                    } else {
+                        claim.commit_deferred()
+                    }
                     seq += 1;
                     batch += 1;
-                    if batch == 8 { tx.publish(); batch = 0; }
+                    if batch == 8 {
+                        tx.publish();
+                        batch = 0;
+                    }
                 }
-                Err(ClaimError::Full { .. }) => { tx.publish(); std::hint::spin_loop() }
+                Err(ClaimError::Full { .. }) => {
+                    tx.publish();
+                    std::hint::spin_loop()
+                }
                 Err(e) => panic!("{e}"),
             }
         }
@@ -118,21 +130,27 @@ fn threaded_stress_conserves_every_frame() {
     });
     let mut expected = 0u64;
     while expected < frames {
-        let n = rx.read(32, |f| {
-            let seq = u64::from_le_bytes(f[..8].try_into().unwrap());
-            assert_eq!(seq, expected, "lost, duplicated or reordered");
-            for (i, &b) in f[8..].iter().enumerate() {
-                assert_eq!(b, (seq as usize ^ i) as u8, "torn frame {seq}");
-            }
-            expected += 1;
-            ControlFlow::Continue(())
-        }).unwrap();
+        let n = rx
+            .read(32, |f| {
+                let seq = u64::from_le_bytes(f[..8].try_into().unwrap());
+                assert_eq!(seq, expected, "lost, duplicated or reordered");
+                for (i, &b) in f[8..].iter().enumerate() {
+                    assert_eq!(b, (seq as usize ^ i) as u8, "torn frame {seq}");
+                }
+                expected += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         if n == 0 {
             rx.park(std::time::Duration::from_micros(100));
         }
     }
     producer.join().unwrap();
-    assert_eq!(rx.read(1, |_| ControlFlow::Continue(())).unwrap(), 0, "nothing beyond the last frame");
+    assert_eq!(
+        rx.read(1, |_| ControlFlow::Continue(())).unwrap(),
+        0,
+        "nothing beyond the last frame"
+    );
 }
 
 /// A parked consumer is woken by the producer's publish (and the wake is counted).
@@ -152,6 +170,9 @@ fn parked_consumer_is_woken_by_publish() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     tx.try_push(b"wake").unwrap();
     let waited = handle.join().unwrap();
-    assert!(waited < std::time::Duration::from_secs(30), "woken by the doorbell, not the timeout");
+    assert!(
+        waited < std::time::Duration::from_secs(30),
+        "woken by the doorbell, not the timeout"
+    );
     assert!(tx.wakeups() <= 1);
 }

@@ -1,1 +1,276 @@
-fn main() {}
+//! `agentwire`: the command-line tool.
+//!
+//! Today it carries `demo`, which runs the shm data plane end to end: the minimal in-process
+//! router, a second agent in its own process, discovery, publish/subscribe, request/response
+//! and a unicast throughput run. `serve`, `status`, `load` and the rest arrive with their
+//! issues.
+
+use agentwire_shm::client::{Agent, ClientError};
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+use agentwire_shm::wire::FrameKind;
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "agentwire",
+    version,
+    about = "agentwire: a bare-metal message runtime for multi-agent systems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the data plane end to end: an in-process router, a second agent process,
+    /// discovery, publish/subscribe, request/response and a throughput run.
+    Demo {
+        /// Unicast messages to send in the throughput run.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+        /// Request/response round trips to time.
+        #[arg(long, default_value_t = 10_000)]
+        round_trips: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Socket path for the demo router (default: a fresh path under the temp dir).
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+    },
+    /// The second agent of `demo` (runs in its own process).
+    #[command(hide = true)]
+    DemoPeer {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTWIRE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Demo {
+            messages,
+            payload_bytes,
+            round_trips,
+            json,
+            socket,
+        } => demo(messages, payload_bytes, round_trips, json, socket),
+        Cmd::DemoPeer { socket } => demo_peer(socket),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentwire: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// The peer: offers capability `echo 1.0.0`, answers requests, counts sends, subscribes to
+/// `demo`, and exits after a `bye` publish, printing what it counted.
+fn demo_peer(socket: PathBuf) -> Result<(), BoxError> {
+    let mut agent = Agent::builder("demo-echo")
+        .socket(&socket)
+        .capability("echo", "1.0.0")
+        .topic("demo")
+        .idle(IdleStrategy::default())
+        .connect()?;
+    println!("ready {}", agent.id());
+    let (mut sends, mut publishes) = (0u64, 0u64);
+    let mut last_seq = None::<u64>;
+    let mut out_of_order = 0u64;
+    loop {
+        let Some(msg) = agent.recv(Some(Duration::from_secs(60)))? else {
+            return Err("demo peer: no message for 60 s".into());
+        };
+        match msg.header().kind() {
+            FrameKind::Request => {
+                let req = msg.to_owned();
+                drop(msg);
+                agent.respond(req.header(), req.payload())?;
+            }
+            FrameKind::Publish => {
+                publishes += 1;
+                if msg.payload() == b"bye" {
+                    println!(
+                        "counted sends={sends} publishes={publishes} out_of_order={out_of_order}"
+                    );
+                    return Ok(());
+                }
+            }
+            FrameKind::Send => {
+                let seq = u64::from_le_bytes(msg.payload()[..8].try_into()?);
+                if last_seq.is_some_and(|l| seq != l + 1) {
+                    out_of_order += 1;
+                }
+                last_seq = Some(seq);
+                sends += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn demo(
+    messages: u64,
+    payload_bytes: usize,
+    round_trips: u64,
+    json: bool,
+    socket: Option<PathBuf>,
+) -> Result<(), BoxError> {
+    if payload_bytes < 8 {
+        return Err("--payload-bytes must be at least 8 (it carries a sequence number)".into());
+    }
+    let socket = socket.unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("agentwire-demo-{}", std::process::id()))
+            .join("agentwire.sock")
+    });
+    let router = TestRouter::start(TestRouterConfig::new(socket.clone()))?;
+    let progress = |line: &str| {
+        if !json {
+            eprintln!("{line}");
+        }
+    };
+    progress(&format!("router listening on {}", socket.display()));
+
+    let mut peer = Command::new(std::env::current_exe()?)
+        .args(["demo-peer", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut peer_out = BufReader::new(peer.stdout.take().ok_or("peer stdout")?);
+    let mut line = String::new();
+    peer_out.read_line(&mut line)?;
+    if !line.starts_with("ready") {
+        return Err(format!("demo peer did not start: {line:?}").into());
+    }
+
+    let mut driver = Agent::builder("demo-driver")
+        .socket(&socket)
+        .idle(IdleStrategy::default())
+        .connect()?;
+    let found = driver.discover("echo", "^1")?;
+    let echo = found.first().ok_or("discovery found no echo agent")?;
+    progress(&format!(
+        "discovered {} (agent {}) offering echo {}",
+        echo.name, echo.agent_id, echo.version
+    ));
+
+    let mut rtt = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let payload = vec![7u8; payload_bytes];
+    for _ in 0..round_trips {
+        let start = Instant::now();
+        let reply = driver.request(echo.agent_id, &payload, Duration::from_secs(5))?;
+        rtt.record(start.elapsed().as_nanos() as u64)?;
+        if reply.payload() != payload.as_slice() {
+            return Err("echo returned a different payload".into());
+        }
+    }
+    progress(&format!(
+        "{round_trips} request/response round trips: p50 {} ns, p99 {} ns",
+        rtt.value_at_quantile(0.5),
+        rtt.value_at_quantile(0.99)
+    ));
+
+    let mut buf = vec![0u8; payload_bytes];
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut seq = 0u64;
+    while seq < messages {
+        let batch_end = (seq + 32).min(messages);
+        let frames: Vec<Vec<u8>> = (seq..batch_end)
+            .map(|s| {
+                buf[..8].copy_from_slice(&s.to_le_bytes());
+                buf.clone()
+            })
+            .collect();
+        match driver.send_batch(echo.agent_id, frames.iter().map(|f| f.as_slice())) {
+            Ok(_) => seq = batch_end,
+            Err(ClientError::Backpressure(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if !json && last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "  sent {seq}/{messages} ({:.2} M msg/s)",
+                seq as f64 / start.elapsed().as_secs_f64() / 1e6
+            );
+            last_report = Instant::now();
+        }
+    }
+    driver.publish("demo", b"bye")?;
+    line.clear();
+    peer_out.read_line(&mut line)?;
+    let elapsed = start.elapsed();
+    let status = peer.wait()?;
+    if !status.success() {
+        return Err(format!("demo peer exited with {status}").into());
+    }
+    let counted = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let (received, out_of_order) = (counted("sends"), counted("out_of_order"));
+    let rate = messages as f64 / elapsed.as_secs_f64();
+    let stats = router.stats();
+    let delivered = stats
+        .frames_delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    router.stop();
+    if json {
+        let report = serde_json::json!({
+            "router": "test-router (single thread, minimal)",
+            "msg_size": payload_bytes,
+            "sent": messages,
+            "delivered": received,
+            "lost": messages.saturating_sub(received),
+            "out_of_order": out_of_order,
+            "msgs_per_s": rate.round(),
+            "router_frames_delivered": delivered,
+            "request_response_ns": {
+                "p50": rtt.value_at_quantile(0.5), "p99": rtt.value_at_quantile(0.99),
+                "p999": rtt.value_at_quantile(0.999), "max": rtt.max()
+            }
+        });
+        println!("{report}");
+    } else {
+        println!("agentwire demo (shm data plane through the minimal test router)");
+        println!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6);
+        println!(
+            "  req/resp  {round_trips} round trips: p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
+            rtt.value_at_quantile(0.5),
+            rtt.value_at_quantile(0.99),
+            rtt.value_at_quantile(0.999),
+            rtt.max()
+        );
+        println!("  router    {delivered} frames delivered");
+    }
+    if received != messages || out_of_order != 0 {
+        return Err(format!(
+            "delivery check failed: {received}/{messages} delivered, {out_of_order} out of order"
+        )
+        .into());
+    }
+    Ok(())
+}

@@ -62,23 +62,38 @@ fn main() {
             }
         }
         "agent-recv" => {
-            let mut agent = Agent::builder(&arg(2)).socket(arg(1)).idle(IdleStrategy::Spin).connect().expect("connect");
+            let mut agent = Agent::builder(&arg(2))
+                .socket(arg(1))
+                .idle(IdleStrategy::Spin)
+                .connect()
+                .expect("connect");
             let count: u64 = arg(3).parse().unwrap_or_else(|_| usage());
             println!("id {}", agent.id());
             let mut expected = 0u64;
             while expected < count {
-                let msg = agent.recv(Some(Duration::from_secs(30))).expect("recv").expect("timed out");
+                let msg = agent
+                    .recv(Some(Duration::from_secs(30)))
+                    .expect("recv")
+                    .expect("timed out");
                 let seq = u64::from_le_bytes(msg.payload()[..8].try_into().expect("8 bytes"));
                 assert_eq!(seq, expected, "frames lost, duplicated or reordered");
                 let mut check = vec![0u8; msg.payload().len()];
                 fill(seq, &mut check);
-                assert_eq!(msg.payload(), &check[..], "torn or corrupted payload at {seq}");
+                assert_eq!(
+                    msg.payload(),
+                    &check[..],
+                    "torn or corrupted payload at {seq}"
+                );
                 expected += 1;
             }
             println!("ok {expected}");
         }
         "agent-send" => {
-            let mut agent = Agent::builder(&arg(2)).socket(arg(1)).idle(IdleStrategy::Spin).connect().expect("connect");
+            let mut agent = Agent::builder(&arg(2))
+                .socket(arg(1))
+                .idle(IdleStrategy::Spin)
+                .connect()
+                .expect("connect");
             let dest: u32 = arg(3).parse().unwrap_or_else(|_| usage());
             let count: u64 = arg(4).parse().unwrap_or_else(|_| usage());
             let mut buf = vec![0u8; 1024];

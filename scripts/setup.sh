@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what agentwire needs to build on a fresh Debian machine with a Rust toolchain:
+# the C libraries behind hwlocality (NUMA placement) and pkg-config. Idempotent: it installs
+# only what is missing, so it is cheap to call before every build.
+set -euo pipefail
+
+packages=(pkg-config libhwloc-dev libudev-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
