@@ -33,7 +33,18 @@ fn summarize(h: &Histogram<u64>) -> Run {
     }
 }
 
-fn agentwire_pingpong(round_trips: u64, warmup: u64) -> Run {
+/// With `doorbell`, both producers publish with the park-capable protocol (consumers still
+/// spin), which is what agents and the daemon use; `fenced` forces the fenced protocol.
+fn agentwire_pingpong(round_trips: u64, warmup: u64, doorbell: bool, fenced: bool) -> Run {
+    let producer = |memory| {
+        let bell = doorbell.then(|| agentwire_shm::idle::Doorbell::new().expect("eventfd"));
+        let p = Producer::new(memory, bell);
+        if fenced {
+            p.with_fenced_wake()
+        } else {
+            p
+        }
+    };
     let ping = Segment::create(
         &SegmentConfig::new(1)
             .with_capacity(64 * 1024, 64 * 1024)
@@ -45,7 +56,7 @@ fn agentwire_pingpong(round_trips: u64, warmup: u64) -> Run {
     let pid = fork_child(1, || {
         // Echo side: consume from the tx ring, answer on the rx ring.
         let mut rx = Consumer::new(ping.tx_memory(), None);
-        let mut tx = Producer::new(ping.rx_memory(), None);
+        let mut tx = producer(ping.rx_memory());
         signals.get(0).store(1, Ordering::Release);
         let mut echoed = 0u64;
         let mut frame = [0u8; PAYLOAD_BYTES];
@@ -64,7 +75,7 @@ fn agentwire_pingpong(round_trips: u64, warmup: u64) -> Run {
             }
         }
     });
-    let mut tx = Producer::new(ping.tx_memory(), None);
+    let mut tx = producer(ping.tx_memory());
     let mut rx = Consumer::new(ping.rx_memory(), None);
     while signals.get(0).load(Ordering::Acquire) == 0 {
         std::hint::spin_loop();
@@ -185,13 +196,23 @@ fn main() {
     let raw: Vec<Run> = (0..runs)
         .map(|_| raw_pingpong(round_trips, warmup))
         .collect();
-    let aw: Vec<Run> = (0..runs)
-        .map(|_| agentwire_pingpong(round_trips, warmup))
-        .collect();
+    let run = |doorbell, fenced| -> Vec<Run> {
+        (0..runs)
+            .map(|_| agentwire_pingpong(round_trips, warmup, doorbell, fenced))
+            .collect()
+    };
+    let (aw, asym, fenced) = (run(false, false), run(true, false), run(true, true));
     let raw_p50 = report("raw 64-byte slots", &raw);
-    let aw_p50 = report("agentwire frame ring", &aw);
-    println!(
-        "ratio agentwire/raw p50: {:.2}",
-        aw_p50 as f64 / raw_p50.max(1) as f64
-    );
+    for (name, runs) in [
+        ("agentwire, no doorbell", &aw),
+        ("agentwire, asymmetric wake", &asym),
+        ("agentwire, fenced wake", &fenced),
+    ] {
+        let p50 = report(name, runs);
+        println!(
+            "{:<28} ratio to raw p50: {:.2}",
+            "",
+            p50 as f64 / raw_p50.max(1) as f64
+        );
+    }
 }

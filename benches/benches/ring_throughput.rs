@@ -83,7 +83,27 @@ fn wait_consumed(signals: &Signals, frames: u64) {
     }
 }
 
-fn run_agentwire(placement: Placement, size: usize, batch: usize, frames: u64) -> Duration {
+/// How the producer publishes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wake {
+    /// No doorbell: a release store (for a consumer that only spins).
+    None,
+    /// Doorbell, best protocol available (asymmetric: release store + one flag load; the
+    /// consumer pays a membarrier when it parks).
+    Asymmetric,
+    /// Doorbell, fenced protocol (SeqCst swap + flag load per publish).
+    Fenced,
+}
+
+/// The consumer spins and never parks in every case, so `wake` measures what a producer
+/// pays to be able to wake a consumer that might sleep.
+fn run_agentwire(
+    placement: Placement,
+    size: usize,
+    batch: usize,
+    frames: u64,
+    wake: Wake,
+) -> Duration {
     let segment = Segment::create(
         &SegmentConfig::new(1)
             .with_capacity(RING_BYTES, 4096)
@@ -92,7 +112,11 @@ fn run_agentwire(placement: Placement, size: usize, batch: usize, frames: u64) -
     .expect("segment");
     let signals = Signals::new();
     let payload = vec![0x5au8; size];
-    let mut tx = Producer::new(segment.tx_memory(), None);
+    let bell = (wake != Wake::None).then(|| agentwire_shm::idle::Doorbell::new().expect("eventfd"));
+    let mut tx = Producer::new(segment.tx_memory(), bell);
+    if wake == Wake::Fenced {
+        tx = tx.with_fenced_wake();
+    }
     let consumer_side = || {
         consume_agentwire(
             Consumer::new(segment.tx_memory(), None),
@@ -234,8 +258,22 @@ fn ring_throughput(c: &mut Criterion) {
             for size in [64usize, 1024] {
                 group.bench_function(
                     BenchmarkId::new(format!("agentwire_{size}B/{p}"), format!("batch{batch}")),
-                    |b| b.iter_custom(|iters| run_agentwire(placement, size, batch, iters.max(1))),
+                    |b| {
+                        b.iter_custom(|iters| {
+                            run_agentwire(placement, size, batch, iters.max(1), Wake::None)
+                        })
+                    },
                 );
+            }
+            if matches!(placement, Placement::Processes) {
+                for wake in [Wake::Asymmetric, Wake::Fenced] {
+                    let name = format!("agentwire_64B_doorbell_{wake:?}/{p}").to_lowercase();
+                    group.bench_function(BenchmarkId::new(name, format!("batch{batch}")), |b| {
+                        b.iter_custom(|iters| {
+                            run_agentwire(placement, 64, batch, iters.max(1), wake)
+                        })
+                    });
+                }
             }
         }
     }

@@ -487,13 +487,11 @@ impl Agent {
         let deadline = Instant::now() + self.builder.send_timeout;
         let mut spins = 0u32;
         // Poll for room; the daemon drains continuously, so a full ring is transient unless
-        // the daemon is gone or overloaded.
-        loop {
-            // Re-borrow each pass: a successful claim ends the loop with the borrow.
-            match self.link.tx.claim(frame_len) {
-                Ok(_) => break,
-                Err(ClaimError::Full { .. }) => {}
-                Err(e) => return Err(e.into()),
+        // the daemon is gone or overloaded. `can_claim` touches no shared state unless the
+        // cached head says the ring is full.
+        while !self.link.tx.can_claim(frame_len) {
+            if frame_len > self.link.tx.frame_bytes_max() {
+                break; // claim() below reports TooLarge
             }
             spins += 1;
             if spins % 1024 == 0 {

@@ -7,6 +7,7 @@
 //! offset 0    tail_position  u64   producer-written, 128-byte block of its own
 //! offset 128  head_position  u64   consumer-written, 128-byte block of its own
 //! offset 256  consumer_parked u32  consumer-written park flag, 128-byte block of its own
+//! offset 260  producer_wake_protocol u32   written by a producer with a doorbell at attach
 //! offset 384  data[capacity]       records: [length_bytes u32][record_type u32][body ...]
 //! ```
 //!
@@ -55,6 +56,14 @@ pub const RING_CAPACITY_MIN_BYTES: usize = 1024;
 /// Largest allowed data capacity in bytes (1 GiB).
 pub const RING_CAPACITY_MAX_BYTES: usize = 1 << 30;
 
+/// Wake protocol: the producer publishes with a SeqCst swap and loads the park flag (a full
+/// barrier on every publish).
+pub const WAKE_FENCED: u32 = 1;
+/// Wake protocol: the producer's process is registered for `membarrier` global expedited; it
+/// publishes with a release store and loads the park flag, and a parking consumer issues the
+/// global barrier instead.
+pub const WAKE_ASYMMETRIC: u32 = 2;
+
 const RECORD_DATA: u32 = 1;
 const RECORD_PADDING: u32 = 2;
 
@@ -71,14 +80,25 @@ pub struct RingControl {
     pub tail_position: CachePadded<AtomicU64>,
     /// Position just past the last released record. SYNC POINT: head.
     pub head_position: CachePadded<AtomicU64>,
-    /// 1 while the consumer is parked on its doorbell. SYNC POINT: park.
-    pub consumer_parked: CachePadded<AtomicU32>,
+    /// Park flag and wake protocol. SYNC POINT: park.
+    pub park: CachePadded<ParkWords>,
+}
+
+/// The words of the park block.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ParkWords {
+    /// 1 while the consumer is parked (or about to park) on its doorbell.
+    pub consumer_parked: AtomicU32,
+    /// [`WAKE_FENCED`] or [`WAKE_ASYMMETRIC`]; 0 until a producer with a doorbell attaches.
+    pub producer_wake_protocol: AtomicU32,
 }
 
 const _: () = assert!(size_of::<RingControl>() == RING_CONTROL_BYTES);
 const _: () = assert!(offset_of!(RingControl, tail_position) == 0);
 const _: () = assert!(offset_of!(RingControl, head_position) == 128);
-const _: () = assert!(offset_of!(RingControl, consumer_parked) == 256);
+const _: () = assert!(offset_of!(RingControl, park) == 256);
+const _: () = assert!(offset_of!(ParkWords, producer_wake_protocol) == 4);
 
 /// Rounds `n` up to the record alignment.
 ///
@@ -220,7 +240,8 @@ impl RingMemory {
         let c = self.control();
         c.tail_position.0.store(0, Ordering::Relaxed);
         c.head_position.0.store(0, Ordering::Relaxed);
-        c.consumer_parked.0.store(0, Ordering::Relaxed);
+        c.park.0.consumer_parked.store(0, Ordering::Relaxed);
+        c.park.0.producer_wake_protocol.store(0, Ordering::Relaxed);
     }
 
     fn control(&self) -> &RingControl {
@@ -329,6 +350,7 @@ pub struct Producer {
     mask: u64,
     frame_bytes_max: usize,
     doorbell: Option<Doorbell>,
+    wake_protocol: u32,
     wakeups: u64,
 }
 
@@ -341,6 +363,11 @@ impl Producer {
     /// let again = agentwire_shm::ring::Producer::new(tx.memory().clone(), None);
     /// assert_eq!(again.frame_bytes_max(), 1024 - 8);
     /// ```
+    // Out of line on purpose: when this attach-time constructor was inlined into a caller
+    // that also runs the per-frame loop, that loop ran ~3x slower (64 B batch 1: 117 -> 35 M
+    // frames/s; 1 KiB: 23 -> 14; ring_throughput bench, 2026-11-21). Attach is cold; the
+    // caller's hot loop keeps stable code generation.
+    #[inline(never)]
     pub fn new(memory: RingMemory, doorbell: Option<Doorbell>) -> Self {
         let c = memory.control();
         // SYNC POINT: tail (a predecessor's last publish).
@@ -348,7 +375,19 @@ impl Producer {
         // SYNC POINT: head
         let head = c.head_position.0.load(Ordering::Acquire);
         let capacity = memory.capacity_bytes;
+        let wake_protocol = match doorbell {
+            None => 0,
+            Some(_) if crate::idle::asymmetric_producer_registered() => WAKE_ASYMMETRIC,
+            Some(_) => WAKE_FENCED,
+        };
+        if wake_protocol != 0 {
+            c.park
+                .0
+                .producer_wake_protocol
+                .store(wake_protocol, Ordering::SeqCst);
+        }
         Self {
+            wake_protocol,
             tail_position: tail,
             published_position: tail,
             cached_head_position: head,
@@ -522,32 +561,86 @@ impl Producer {
         }
         self.published_position = self.tail_position;
         let control = self.memory.control();
-        match &self.doorbell {
-            None => {
-                // SYNC POINT: tail. Release is enough: the consumer acquires the tail before it
-                // reads any record below it.
-                control
-                    .tail_position
-                    .0
-                    .store(self.tail_position, Ordering::Release);
-            }
-            Some(bell) => {
-                // SYNC POINT: tail + park. A parking consumer stores its flag then loads the
-                // tail; we store the tail then load the flag (Dekker). Both need a full
-                // barrier between store and load or each could miss the other and the
-                // consumer would sleep on a published frame. The SeqCst swap is that barrier
-                // (one locked instruction on x86), and the one atomic load of the flag below
-                // is all the fast path pays when nobody is parked.
-                control
-                    .tail_position
-                    .0
-                    .swap(self.tail_position, Ordering::SeqCst);
-                if control.consumer_parked.0.load(Ordering::SeqCst) != 0 {
-                    self.wakeups += 1;
-                    bell.ring();
-                }
+        if self.doorbell.is_none() {
+            // SYNC POINT: tail. Release is enough: the consumer acquires the tail before it
+            // reads any record below it, and no consumer parks on a ring without a doorbell.
+            control
+                .tail_position
+                .0
+                .store(self.tail_position, Ordering::Release);
+            return;
+        }
+        self.publish_and_wake();
+    }
+
+    /// Publish for a ring whose consumer may park. Kept out of line so that the spin-only
+    /// publish above stays small enough to inline into per-frame loops: with this body
+    /// inlined, 64-byte batch-1 throughput fell from ~117 to ~35 M/s (benches, 2026-11-21).
+    #[inline(never)]
+    fn publish_and_wake(&mut self) {
+        let control = self.memory.control();
+        // SYNC POINT: tail + park. A parking consumer stores its flag then loads the tail; we
+        // store the tail then load the flag (Dekker). Some full barrier must separate store
+        // and load on both sides, or each could miss the other and the consumer would sleep
+        // on a published frame.
+        let parked = if self.wake_protocol == WAKE_ASYMMETRIC {
+            // The consumer pays: it issues membarrier(GLOBAL_EXPEDITED) between its flag store
+            // and its tail load, which runs a full barrier on this CPU if we are running (and a
+            // context switch is one if we are not). So the fast path is a release store, a
+            // compiler fence to keep the load after the store, and one flag load.
+            control
+                .tail_position
+                .0
+                .store(self.tail_position, Ordering::Release);
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+            control.park.0.consumer_parked.load(Ordering::Relaxed)
+        } else {
+            // No asymmetric barrier available: a SeqCst swap is the barrier (one locked
+            // instruction on x86; ~4x slower than a release store at batch 1).
+            control
+                .tail_position
+                .0
+                .swap(self.tail_position, Ordering::SeqCst);
+            control.park.0.consumer_parked.load(Ordering::SeqCst)
+        };
+        if parked != 0 {
+            self.wakeups += 1;
+            if let Some(bell) = &self.doorbell {
+                bell.ring();
             }
         }
+    }
+
+    /// Forces the fenced wake protocol (a SeqCst swap per publish) even where the asymmetric
+    /// one is available: for tests of both paths and for benchmarks comparing them.
+    ///
+    /// ```
+    /// use agentwire_shm::ring::{ring_pair, Producer, WAKE_FENCED};
+    /// let (tx, _rx) = ring_pair(4096, true).unwrap();
+    /// assert_eq!(tx.with_fenced_wake().wake_protocol(), WAKE_FENCED);
+    /// ```
+    pub fn with_fenced_wake(mut self) -> Self {
+        if self.doorbell.is_some() {
+            self.wake_protocol = WAKE_FENCED;
+            self.memory
+                .control()
+                .park
+                .0
+                .producer_wake_protocol
+                .store(WAKE_FENCED, Ordering::SeqCst);
+        }
+        self
+    }
+
+    /// The wake protocol this producer publishes with: 0 (no doorbell), [`WAKE_FENCED`] or
+    /// [`WAKE_ASYMMETRIC`].
+    ///
+    /// ```
+    /// let (tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// assert_eq!(tx.wake_protocol(), 0);
+    /// ```
+    pub fn wake_protocol(&self) -> u32 {
+        self.wake_protocol
     }
 
     /// Bytes of committed but not yet published records.
@@ -700,6 +793,8 @@ impl Consumer {
     /// let again = agentwire_shm::ring::Consumer::new(rx.memory().clone(), None);
     /// assert_eq!(again.capacity_bytes(), 4096);
     /// ```
+    // Out of line for the same reason as `Producer::new`.
+    #[inline(never)]
     pub fn new(memory: RingMemory, doorbell: Option<Doorbell>) -> Self {
         // SYNC POINT: head
         let head = memory.control().head_position.0.load(Ordering::Acquire);
@@ -922,8 +1017,9 @@ impl Consumer {
         !matches!(self.refresh_tail(), Ok(true))
     }
 
-    /// Parks until the producer publishes or `timeout` passes. Without a doorbell it sleeps
-    /// for at most 50 µs (a ring without a doorbell is meant to be spun on).
+    /// Parks until the producer publishes or `timeout` passes; returns false if it timed out.
+    /// Without a doorbell it sleeps for at most 50 µs (a ring without a doorbell is meant to be
+    /// spun on) and returns false.
     ///
     /// The sleeper sets the flag, issues a full barrier, re-polls, then parks; the producer
     /// pays one flag load (see [`Producer::publish`]).
@@ -932,19 +1028,24 @@ impl Consumer {
     /// let (_tx, mut rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
     /// rx.park(std::time::Duration::from_millis(1));
     /// ```
-    pub fn park(&mut self, timeout: Duration) {
+    pub fn park(&mut self, timeout: Duration) -> bool {
         let Some(bell) = &self.doorbell else {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
-            return;
+            return false;
         };
         let control = self.memory.control();
         // SYNC POINT: park (see Producer::publish for the pairing).
-        control.consumer_parked.0.store(1, Ordering::SeqCst);
-        let tail = control.tail_position.0.load(Ordering::SeqCst);
-        if tail == self.head_position {
-            bell.wait(timeout);
+        control.park.0.consumer_parked.store(1, Ordering::SeqCst);
+        if control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED {
+            // The producer may be on the asymmetric protocol: make its tail store visible (or
+            // make it see our flag) before we look at the tail. A failure (seccomp) leaves the
+            // park timeout as the bound on a missed wakeup.
+            crate::idle::asymmetric_barrier();
         }
-        control.consumer_parked.0.store(0, Ordering::Relaxed);
+        let tail = control.tail_position.0.load(Ordering::SeqCst);
+        let woken = tail != self.head_position || bell.wait(timeout);
+        control.park.0.consumer_parked.store(0, Ordering::Relaxed);
+        woken
     }
 
     /// Whether this consumer can park on a doorbell.

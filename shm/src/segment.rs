@@ -678,4 +678,46 @@ mod tests {
         assert_eq!(got, b"across");
         assert_eq!(other.agent_id(), 5);
     }
+
+    #[test]
+    fn huge_pages_are_used_when_free_and_skipped_otherwise() {
+        let free = placement::free_huge_pages_2mib();
+        let seg = Segment::create(&SegmentConfig::new(2).with_capacity(4096, 4096)).unwrap();
+        if free == 0 {
+            assert!(!seg.huge_pages(), "no free huge pages: must fall back");
+        } else {
+            // Free pages can be taken by others between the check and the mapping, so only
+            // a huge segment's shape is asserted.
+            if seg.huge_pages() {
+                assert_eq!(seg.len_bytes() % HUGE_PAGE_BYTES, 0);
+            }
+        }
+        let opened = Segment::open(seg.try_clone_fd().unwrap()).unwrap();
+        assert_eq!(opened.huge_pages(), seg.huge_pages());
+        let mut tx = crate::ring::Producer::new(seg.tx_memory(), None);
+        let mut rx = crate::ring::Consumer::new(opened.tx_memory(), None);
+        tx.try_push(b"on whatever pages").unwrap();
+        assert_eq!(
+            rx.read(1, |_| core::ops::ControlFlow::Continue(()))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn numa_placement_near_a_cpu_works_on_one_node() {
+        let seg =
+            Segment::create(&SegmentConfig::new(3).with_capacity(4096, 4096).near_cpu(0)).unwrap();
+        // One NUMA node here: nothing to bind, logged once, still a working segment.
+        if placement::numa_node_of_cpu(0) == Some(0) && seg.numa_node().is_none() {
+            let mut tx = crate::ring::Producer::new(seg.tx_memory(), None);
+            tx.try_push(b"x").unwrap();
+        }
+        #[cfg(feature = "numa")]
+        assert_eq!(
+            placement::numa_node_of_cpu(0),
+            Some(0),
+            "cpu 0 is on node 0 on any machine hwloc knows"
+        );
+    }
 }

@@ -685,23 +685,47 @@ fn route_frame(
     ctx: &mut RouteContext<'_>,
     source_control: &crate::segment::ControlBlock,
 ) -> ControlFlow<()> {
-    if matches!(
-        FrameHeader::validate(frame).map(|h| h.destination_kind()),
-        Ok(Destination::Topic(_) | Destination::Capability(_))
-    ) && ctx.generation.load(Ordering::Acquire) != ctx.table_generation
-    {
-        ctx.needs_refresh = true;
-        return ControlFlow::Break(());
-    }
     let RouteContext {
         producers,
         table,
         stats,
         fresh,
         needs_refresh,
-        ..
+        generation,
+        table_generation,
     } = ctx;
+    let (generation, table_generation) = (*generation, *table_generation);
     let (producers, table, stats) = (&mut **producers, &mut **table, *stats);
+    let header = match FrameHeader::validate(frame) {
+        Ok(h) => *h,
+        Err(e) => {
+            stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
+            // Echo the correlation id if the bytes are there, even from a bad header.
+            let correlation = frame
+                .get(16..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            nack(
+                source,
+                correlation,
+                NackReason::Malformed,
+                &e.to_string(),
+                producers,
+                stats,
+                source_control,
+            );
+            return ControlFlow::Continue(());
+        }
+    };
+    if matches!(
+        header.destination_kind(),
+        Destination::Topic(_) | Destination::Capability(_)
+    ) && generation.load(Ordering::Acquire) != table_generation
+    {
+        *needs_refresh = true;
+        return ControlFlow::Break(());
+    }
     let mut unknown = |what: String,
                        reason: NackReason,
                        correlation: u64,
@@ -720,31 +744,6 @@ fn route_frame(
         } else {
             *needs_refresh = true;
             ControlFlow::Break(())
-        }
-    };
-    let header = match FrameHeader::validate(frame) {
-        Ok(h) => *h,
-        Err(e) => {
-            stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
-            let correlation = FrameHeader::validate(frame)
-                .map(|h| h.correlation())
-                .unwrap_or_else(|_| {
-                    // Read the correlation id if the bytes are there, even from a bad header.
-                    frame
-                        .get(16..24)
-                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-                        .unwrap_or(0)
-                });
-            nack(
-                source,
-                correlation,
-                NackReason::Malformed,
-                &e.to_string(),
-                producers,
-                stats,
-                source_control,
-            );
-            return ControlFlow::Continue(());
         }
     };
     if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {

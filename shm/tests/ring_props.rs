@@ -176,3 +176,49 @@ fn parked_consumer_is_woken_by_publish() {
     );
     assert!(tx.wakeups() <= 1);
 }
+
+/// A consumer that parks with a long timeout against a producer publishing at random gaps,
+/// so publishes land in every phase of the consumer's park sequence. A missed wakeup would
+/// show as a park that ran into its 5 s timeout with a frame pending; there must be none.
+/// Runs both wake protocols.
+fn no_wakeup_is_lost(fenced: bool) {
+    let rounds: u64 = if cfg!(miri) { 20 } else { 3000 };
+    let (tx, mut rx) = ring_pair(4096, true).unwrap();
+    let mut tx = if fenced { tx.with_fenced_wake() } else { tx };
+    let consumer = std::thread::spawn(move || {
+        let (mut got, mut timeouts) = (0u64, 0u64);
+        while got < rounds {
+            let n = rx.read(32, |_| ControlFlow::Continue(())).unwrap() as u64;
+            got += n;
+            if n == 0 && !rx.park(std::time::Duration::from_secs(5)) {
+                timeouts += 1;
+            }
+        }
+        timeouts
+    });
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..rounds {
+        tx.try_push(&i.to_le_bytes()).unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        for _ in 0..rng % 50_000 {
+            std::hint::spin_loop();
+        }
+    }
+    assert_eq!(
+        consumer.join().unwrap(),
+        0,
+        "a parked consumer missed a wakeup"
+    );
+}
+
+#[test]
+fn no_wakeup_is_lost_with_asymmetric_or_best_available_protocol() {
+    no_wakeup_is_lost(false);
+}
+
+#[test]
+fn no_wakeup_is_lost_with_fenced_protocol() {
+    no_wakeup_is_lost(true);
+}

@@ -4,7 +4,8 @@
 //! ```text
 //! agentwire-shm-peer ring-writer FD COUNT      write COUNT checked frames (0: until killed)
 //! agentwire-shm-peer agent-recv SOCKET NAME COUNT
-//! agentwire-shm-peer agent-send SOCKET NAME DEST_ID COUNT
+//! agentwire-shm-peer agent-send SOCKET NAME DEST_ID COUNT   (COUNT 0: until killed)
+//! agentwire-shm-peer agent-recv-prefix SOCKET NAME           receive until 2 s of silence
 //! ```
 
 use agentwire_shm::client::Agent;
@@ -97,12 +98,37 @@ fn main() {
             let dest: u32 = arg(3).parse().unwrap_or_else(|_| usage());
             let count: u64 = arg(4).parse().unwrap_or_else(|_| usage());
             let mut buf = vec![0u8; 1024];
-            for seq in 0..count {
+            println!("id {}", agent.id());
+            let mut seq = 0u64;
+            while count == 0 || seq < count {
                 let len = frame_len(seq).min(buf.len());
                 fill(seq, &mut buf[..len]);
                 agent.send(dest, &buf[..len]).expect("send");
+                seq += 1;
             }
             println!("sent {count}");
+        }
+        "agent-recv-prefix" => {
+            let mut agent = Agent::builder(&arg(2))
+                .socket(arg(1))
+                .idle(IdleStrategy::Spin)
+                .connect()
+                .expect("connect");
+            println!("id {}", agent.id());
+            let mut expected = 0u64;
+            while let Some(msg) = agent.recv(Some(Duration::from_secs(2))).expect("recv") {
+                let seq = u64::from_le_bytes(msg.payload()[..8].try_into().expect("8 bytes"));
+                assert_eq!(seq, expected, "frames lost, duplicated or reordered");
+                let mut check = vec![0u8; msg.payload().len()];
+                fill(seq, &mut check);
+                assert_eq!(
+                    msg.payload(),
+                    &check[..],
+                    "torn or corrupted payload at {seq}"
+                );
+                expected += 1;
+            }
+            println!("ok {expected}");
         }
         _ => usage(),
     }
