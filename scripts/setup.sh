@@ -16,6 +16,12 @@ if ((${#missing[@]})); then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for c in rustfmt clippy; do
-    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+# The test command runs rustfmt and clippy; with rustup, add them if missing.
+if command -v rustup >/dev/null 2>&1; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    done
+fi
+for tool in "cargo fmt" "cargo clippy"; do
+    $tool --version >/dev/null 2>&1 || { echo "setup: '$tool' is missing; install it with your toolchain" >&2; exit 1; }
 done

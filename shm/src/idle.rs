@@ -18,6 +18,7 @@ use crate::ring::Consumer;
 use rustix::event::{eventfd, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::thread::{membarrier, membarrier_query, MembarrierCommand};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -48,13 +49,27 @@ pub fn asymmetric_producer_registered() -> bool {
     })
 }
 
+static ASYMMETRIC_BARRIERS: AtomicU64 = AtomicU64::new(0);
+
 /// Issues a full memory barrier on every CPU running a registered producer (the consumer's
 /// half of the asymmetric wake protocol). Returns false where the kernel refuses.
 pub(crate) fn asymmetric_barrier() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     let supported = *SUPPORTED
         .get_or_init(|| membarrier_query().contains_command(MembarrierCommand::GlobalExpedited));
-    supported && membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+    let issued = supported && membarrier(MembarrierCommand::GlobalExpedited).is_ok();
+    ASYMMETRIC_BARRIERS.fetch_add(u64::from(issued), Ordering::Relaxed);
+    issued
+}
+
+/// How many cross-process barriers this process's parking consumers have issued. Each one
+/// interrupts every CPU running a registered producer, so operators watch this rate.
+///
+/// ```
+/// let _ = agentwire_shm::idle::asymmetric_barriers_issued();
+/// ```
+pub fn asymmetric_barriers_issued() -> u64 {
+    ASYMMETRIC_BARRIERS.load(Ordering::Relaxed)
 }
 
 /// How a consumer waits when its ring is empty.

@@ -363,12 +363,37 @@ impl Producer {
     /// let again = agentwire_shm::ring::Producer::new(tx.memory().clone(), None);
     /// assert_eq!(again.frame_bytes_max(), 1024 - 8);
     /// ```
+    ///
+    /// With a doorbell it publishes with the asymmetric wake protocol where this process can
+    /// register for it (see [`WAKE_ASYMMETRIC`]), else the fenced one. Use it where the
+    /// consumer rarely parks (the daemon draining an agent's tx ring): each time a consumer
+    /// of an asymmetric ring goes to sleep it interrupts every CPU running a registered
+    /// process. Where the consumer parks often (an agent's rx ring), use [`Producer::new_fenced`].
+    pub fn new(memory: RingMemory, doorbell: Option<Doorbell>) -> Self {
+        Self::attach(memory, doorbell, true)
+    }
+
+    /// Attaches a producer that publishes with the fenced wake protocol (a SeqCst swap per
+    /// publish; cheap when publishing in batches). Its consumer parks without any
+    /// cross-process barrier, so agents that sleep often never disturb other cores.
+    ///
+    /// ```
+    /// use agentwire_shm::ring::{ring_pair, Producer, WAKE_FENCED};
+    /// let (tx, _rx) = ring_pair(4096, true).unwrap();
+    /// # let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// let fenced = Producer::new_fenced(tx.memory().clone(), Some(bell));
+    /// assert_eq!(fenced.wake_protocol(), WAKE_FENCED);
+    /// ```
+    pub fn new_fenced(memory: RingMemory, doorbell: Option<Doorbell>) -> Self {
+        Self::attach(memory, doorbell, false)
+    }
+
     // Out of line on purpose: when this attach-time constructor was inlined into a caller
     // that also runs the per-frame loop, that loop ran ~3x slower (64 B batch 1: 117 -> 35 M
     // frames/s; 1 KiB: 23 -> 14; ring_throughput bench, 2026-11-21). Attach is cold; the
     // caller's hot loop keeps stable code generation.
     #[inline(never)]
-    pub fn new(memory: RingMemory, doorbell: Option<Doorbell>) -> Self {
+    fn attach(memory: RingMemory, doorbell: Option<Doorbell>, prefer_asymmetric: bool) -> Self {
         let c = memory.control();
         // SYNC POINT: tail (a predecessor's last publish).
         let tail = c.tail_position.0.load(Ordering::Acquire);
@@ -377,7 +402,9 @@ impl Producer {
         let capacity = memory.capacity_bytes;
         let wake_protocol = match doorbell {
             None => 0,
-            Some(_) if crate::idle::asymmetric_producer_registered() => WAKE_ASYMMETRIC,
+            Some(_) if prefer_asymmetric && crate::idle::asymmetric_producer_registered() => {
+                WAKE_ASYMMETRIC
+            }
             Some(_) => WAKE_FENCED,
         };
         if wake_protocol != 0 {
@@ -611,22 +638,20 @@ impl Producer {
         }
     }
 
-    /// Forces the fenced wake protocol (a SeqCst swap per publish) even where the asymmetric
-    /// one is available: for tests of both paths and for benchmarks comparing them.
+    /// Switches an attached producer to the fenced wake protocol, keeping its doorbell: for
+    /// tests and benchmarks that compare the protocols on one ring pair. Production code
+    /// picks at attach time with [`Producer::new`] or [`Producer::new_fenced`].
     ///
     /// ```
-    /// use agentwire_shm::ring::{ring_pair, Producer, WAKE_FENCED};
+    /// use agentwire_shm::ring::{ring_pair, WAKE_FENCED};
     /// let (tx, _rx) = ring_pair(4096, true).unwrap();
     /// assert_eq!(tx.with_fenced_wake().wake_protocol(), WAKE_FENCED);
     /// ```
     pub fn with_fenced_wake(mut self) -> Self {
         if self.doorbell.is_some() {
             self.wake_protocol = WAKE_FENCED;
-            self.memory
-                .control()
-                .park
-                .0
-                .producer_wake_protocol
+            let park = &self.memory.control().park.0;
+            park.producer_wake_protocol
                 .store(WAKE_FENCED, Ordering::SeqCst);
         }
         self
@@ -783,6 +808,10 @@ pub struct Consumer {
     mask: u64,
     doorbell: Option<Doorbell>,
     poisoned: Option<RingError>,
+    /// Our park flag is set in shared memory. It stays set across timed-out parks and is
+    /// cleared when frames are taken, so a consumer pays at most one barrier per busy-to-idle
+    /// transition, not one per park timeout.
+    park_flag_set: bool,
 }
 
 impl Consumer {
@@ -805,6 +834,7 @@ impl Consumer {
             memory,
             doorbell,
             poisoned: None,
+            park_flag_set: false,
         }
     }
 
@@ -973,7 +1003,26 @@ impl Consumer {
                 .0
                 .store(self.head_position, Ordering::Release);
         }
+        if frames > 0 {
+            self.clear_park_flag();
+        }
         result.map(|()| frames)
+    }
+
+    /// Leaves the parked state after taking frames (see `park_flag_set`).
+    #[inline]
+    fn clear_park_flag(&mut self) {
+        if self.park_flag_set {
+            self.park_flag_set = false;
+            // SYNC POINT: park. Relaxed is enough: a producer that still sees 1 rings once
+            // more than needed, which costs it a write and us a spurious wake, nothing else.
+            self.memory
+                .control()
+                .park
+                .0
+                .consumer_parked
+                .store(0, Ordering::Relaxed);
+        }
     }
 
     /// Peeks at the next frame without releasing it; the returned guard releases it on drop.
@@ -999,6 +1048,7 @@ impl Consumer {
                 self.head_position += length as u64;
                 continue;
             }
+            self.clear_park_flag();
             return Ok(Some(FrameRef {
                 consumer: self,
                 index,
@@ -1022,7 +1072,8 @@ impl Consumer {
     /// spun on) and returns false.
     ///
     /// The sleeper sets the flag, issues a full barrier, re-polls, then parks; the producer
-    /// pays one flag load (see [`Producer::publish`]).
+    /// pays one flag load (see [`Producer::publish`]). The flag stays set until frames are
+    /// taken, so repeated parks of an idle consumer cost no barrier after the first.
     ///
     /// ```
     /// let (_tx, mut rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
@@ -1034,18 +1085,22 @@ impl Consumer {
             return false;
         };
         let control = self.memory.control();
-        // SYNC POINT: park (see Producer::publish for the pairing).
-        control.park.0.consumer_parked.store(1, Ordering::SeqCst);
-        if control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED {
-            // The producer may be on the asymmetric protocol: make its tail store visible (or
-            // make it see our flag) before we look at the tail. A failure (seccomp) leaves the
-            // park timeout as the bound on a missed wakeup.
-            crate::idle::asymmetric_barrier();
+        if !self.park_flag_set {
+            // SYNC POINT: park (see Producer::publish for the pairing).
+            control.park.0.consumer_parked.store(1, Ordering::SeqCst);
+            if control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED {
+                // The producer may be on the asymmetric protocol: make its tail store visible
+                // (or make it see our flag) before we look at the tail. Once this barrier has
+                // run, the flag stays visible to every later publish for as long as it stays
+                // set, so timed-out re-parks need no new barrier. A failure (seccomp) leaves
+                // the park timeout as the bound on a missed wakeup.
+                crate::idle::asymmetric_barrier();
+            }
+            self.park_flag_set = true;
         }
+        // The flag stays set when we return: `read`/`peek` clear it when they take frames.
         let tail = control.tail_position.0.load(Ordering::SeqCst);
-        let woken = tail != self.head_position || bell.wait(timeout);
-        control.park.0.consumer_parked.store(0, Ordering::Relaxed);
-        woken
+        tail != self.head_position || bell.wait(timeout)
     }
 
     /// Whether this consumer can park on a doorbell.

@@ -368,7 +368,9 @@ fn accept_loop(
             let cmd = RouterCmd::Add(Box::new(NewAgent {
                 agent_id,
                 tx: Consumer::new(segment.tx_memory(), Some(tx_bell.try_clone()?)),
-                rx: Producer::new(segment.rx_memory(), Some(rx_bell.try_clone()?)),
+                // Agents park often on their rx ring: fenced, so they never interrupt this
+                // router's core with a membarrier when they sleep.
+                rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
                 segment: segment.clone(),
             }));
             // Queue the agent for the router before it learns its id, so any frame naming
