@@ -77,14 +77,9 @@ fn agentwire_pingpong(round_trips: u64, warmup: u64, doorbell: bool, fenced: boo
     });
     let mut tx = producer(ping.tx_memory());
     let mut rx = Consumer::new(ping.rx_memory(), None);
-    while signals.get(0).load(Ordering::Acquire) == 0 {
-        std::hint::spin_loop();
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
-    let mut frame = [0x5au8; PAYLOAD_BYTES];
-    for seq in 0..total {
+    let run = time_round_trips(&signals, total, warmup, |seq| {
+        let mut frame = [0x5au8; PAYLOAD_BYTES];
         frame[..8].copy_from_slice(&seq.to_le_bytes());
-        let start = Instant::now();
         tx.try_push(&frame).expect("room for the ping");
         let mut got = None;
         while got.is_none() {
@@ -94,14 +89,10 @@ fn agentwire_pingpong(round_trips: u64, warmup: u64, doorbell: bool, fenced: boo
             })
             .expect("healthy ring");
         }
-        let rtt_ns = start.elapsed().as_nanos() as u64;
-        assert_eq!(got, Some(seq), "echo mismatch");
-        if seq >= warmup {
-            hist.record((rtt_ns / 2).max(1)).expect("in range");
-        }
-    }
+        got.expect("echo")
+    });
     wait_child(pid);
-    summarize(&hist)
+    run
 }
 
 fn raw_pingpong(round_trips: u64, warmup: u64) -> Run {
@@ -126,14 +117,9 @@ fn raw_pingpong(round_trips: u64, warmup: u64) -> Run {
     });
     let mut tx = ping.producer();
     let mut rx = pong.consumer();
-    while signals.get(0).load(Ordering::Acquire) == 0 {
-        std::hint::spin_loop();
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
-    let mut frame = [0x5au8; 64];
-    for seq in 0..total {
+    let run = time_round_trips(&signals, total, warmup, |seq| {
+        let mut frame = [0x5au8; 64];
         frame[..8].copy_from_slice(&seq.to_le_bytes());
-        let start = Instant::now();
         assert!(tx.push_batch(1, |s, _| s.copy_from_slice(&frame)));
         let mut got = None;
         while got.is_none() {
@@ -141,13 +127,33 @@ fn raw_pingpong(round_trips: u64, warmup: u64) -> Run {
                 got = Some(u64::from_le_bytes(s[..8].try_into().expect("8 bytes")))
             });
         }
+        got.expect("echo")
+    });
+    wait_child(pid);
+    run
+}
+
+/// Waits for the echo side, then times `total` round trips of `round_trip(seq) -> echoed
+/// seq`, checking each echo, recording one-way (round trip / 2) after `warmup`.
+fn time_round_trips(
+    signals: &Signals,
+    total: u64,
+    warmup: u64,
+    mut round_trip: impl FnMut(u64) -> u64,
+) -> Run {
+    while signals.get(0).load(Ordering::Acquire) == 0 {
+        std::hint::spin_loop();
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
+    for seq in 0..total {
+        let start = Instant::now();
+        let echoed = round_trip(seq);
         let rtt_ns = start.elapsed().as_nanos() as u64;
-        assert_eq!(got, Some(seq), "echo mismatch");
+        assert_eq!(echoed, seq, "echo mismatch");
         if seq >= warmup {
             hist.record((rtt_ns / 2).max(1)).expect("in range");
         }
     }
-    wait_child(pid);
     summarize(&hist)
 }
 

@@ -125,35 +125,8 @@ fn run_agentwire(
             &signals,
         )
     };
-    let elapsed;
-    match placement {
-        Placement::Threads => {
-            elapsed = std::thread::scope(|s| {
-                s.spawn(|| {
-                    pin_to_cpu(1);
-                    consumer_side()
-                });
-                while signals.get(0).load(Ordering::Acquire) == 0 {
-                    std::hint::spin_loop();
-                }
-                let start = Instant::now();
-                produce_agentwire(&mut tx, frames, size, batch, &payload);
-                wait_consumed(&signals, frames);
-                start.elapsed()
-            });
-        }
-        Placement::Processes => {
-            let pid = fork_child(1, consumer_side);
-            while signals.get(0).load(Ordering::Acquire) == 0 {
-                std::hint::spin_loop();
-            }
-            let start = Instant::now();
-            produce_agentwire(&mut tx, frames, size, batch, &payload);
-            wait_consumed(&signals, frames);
-            elapsed = start.elapsed();
-            wait_child(pid);
-        }
-    }
+    let produce = || produce_agentwire(&mut tx, frames, size, batch, &payload);
+    let elapsed = timed_transfer(placement, &signals, frames, consumer_side, produce);
     assert_eq!(
         signals.get(2).load(Ordering::Acquire),
         0,
@@ -200,41 +173,50 @@ fn run_raw(placement: Placement, batch: u64, frames: u64) -> Duration {
             }
         }
     };
-    let elapsed;
-    match placement {
-        Placement::Threads => {
-            elapsed = std::thread::scope(|s| {
-                s.spawn(|| {
-                    pin_to_cpu(1);
-                    consumer_side()
-                });
-                while signals.get(0).load(Ordering::Acquire) == 0 {
-                    std::hint::spin_loop();
-                }
-                let start = Instant::now();
-                produce();
-                wait_consumed(&signals, frames);
-                start.elapsed()
-            });
-        }
-        Placement::Processes => {
-            let pid = fork_child(1, consumer_side);
-            while signals.get(0).load(Ordering::Acquire) == 0 {
-                std::hint::spin_loop();
-            }
-            let start = Instant::now();
-            produce();
-            wait_consumed(&signals, frames);
-            elapsed = start.elapsed();
-            wait_child(pid);
-        }
-    }
+    let elapsed = timed_transfer(placement, &signals, frames, consumer_side, produce);
     assert_eq!(
         signals.get(2).load(Ordering::Acquire),
         0,
         "raw ring lost or reordered frames"
     );
     elapsed
+}
+
+/// Runs `consume` pinned to cpu 1 (a thread, or a forked process) and `produce` here on cpu
+/// 0; times from the consumer's ready signal until it reports `frames` consumed.
+fn timed_transfer(
+    placement: Placement,
+    signals: &Signals,
+    frames: u64,
+    consume: impl FnOnce() + Send,
+    produce: impl FnOnce(),
+) -> Duration {
+    let run = |produce: &mut dyn FnMut()| {
+        while signals.get(0).load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        let start = Instant::now();
+        produce();
+        wait_consumed(signals, frames);
+        start.elapsed()
+    };
+    let mut produce = Some(produce);
+    let mut produce_once = || (produce.take().expect("runs once"))();
+    match placement {
+        Placement::Threads => std::thread::scope(|s| {
+            s.spawn(|| {
+                pin_to_cpu(1);
+                consume()
+            });
+            run(&mut produce_once)
+        }),
+        Placement::Processes => {
+            let pid = fork_child(1, consume);
+            let elapsed = run(&mut produce_once);
+            wait_child(pid);
+            elapsed
+        }
+    }
 }
 
 fn ring_throughput(c: &mut Criterion) {

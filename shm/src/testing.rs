@@ -398,12 +398,7 @@ fn accept_loop(
                 }
             }
             Err(e) => {
-                shared
-                    .registry
-                    .lock()
-                    .expect("registry lock")
-                    .agents
-                    .remove(&agent_id);
+                forget_agent(&shared, agent_id);
                 tracing::warn!(agent_id, "admitting agent failed: {e}");
             }
         }
@@ -503,14 +498,19 @@ fn control_loop(
             break;
         }
     }
+    forget_agent(&shared, agent_id);
+    let _ = cmds.send(RouterCmd::Remove { agent_id });
+}
+
+/// Removes an agent from the registry and tells the routing thread its tables changed.
+fn forget_agent(shared: &Shared, agent_id: u32) {
     shared
         .registry
         .lock()
         .expect("registry lock")
         .agents
         .remove(&agent_id);
-    bump(&shared);
-    let _ = cmds.send(RouterCmd::Remove { agent_id });
+    bump(shared);
 }
 
 struct DataAgent {

@@ -34,6 +34,62 @@ fn agent(r: &TestRouter, name: &str) -> Agent {
         .unwrap()
 }
 
+/// Asserts nothing arrives for 100 ms (a quiet check, not a timing assertion).
+fn assert_quiet(agent: &mut Agent, why: &str) {
+    let got = agent
+        .recv(Some(Duration::from_millis(100)))
+        .unwrap()
+        .map(|m| m.to_owned());
+    assert!(got.is_none(), "{why}: got {got:?}");
+}
+
+/// Waits until a router counter reaches `at_least`; a 10 s watchdog, not a timing assertion.
+fn wait_for(counter: &std::sync::atomic::AtomicU64, at_least: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counter.load(Ordering::Relaxed) < at_least {
+        assert!(std::time::Instant::now() < deadline, "watchdog: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A test peer process (`agentwire-shm-peer`) and its stdout, read a line at a time.
+struct Peer {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentwire-shm-peer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    /// The next stdout line with `prefix` stripped.
+    fn line(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+            .to_string()
+    }
+
+    fn kill(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn succeeded(mut self) -> bool {
+        self.child.wait().unwrap().success()
+    }
+}
+
 #[test]
 fn unicast_delivers_in_order_with_source_rewritten() {
     let r = router("unicast");
@@ -97,10 +153,7 @@ fn publish_fans_out_to_every_subscriber() {
     late.unsubscribe("news").unwrap();
     p.publish("news", b"x").unwrap();
     assert_eq!(subs[0].recv(WAIT).unwrap().unwrap().payload(), b"x");
-    assert!(late
-        .recv(Some(Duration::from_millis(100)))
-        .unwrap()
-        .is_none());
+    assert_quiet(&mut late, "unsubscribed");
 }
 
 #[test]
@@ -195,12 +248,7 @@ fn anycast_respects_semver_and_spreads_load() {
         n2 += 1;
     }
     assert_eq!((n1, n2), (5, 5), "round robin over the two matching agents");
-    assert!(
-        old.recv(Some(Duration::from_millis(100)))
-            .unwrap()
-            .is_none(),
-        "1.9 does not satisfy ^2"
-    );
+    assert_quiet(&mut old, "1.9 does not satisfy ^2");
     // No provider: nacked.
     c.anycast("ocr", "^3", b"x").unwrap();
     let nack = c.recv(WAIT).unwrap().unwrap().to_owned();
@@ -280,12 +328,7 @@ fn malformed_frames_are_nacked_counted_and_do_not_stall_others() {
             .load(Ordering::Relaxed),
         3
     );
-    assert!(
-        sink.recv(Some(Duration::from_millis(100)))
-            .unwrap()
-            .is_none(),
-        "no malformed frame delivered"
-    );
+    assert_quiet(&mut sink, "no malformed frame delivered");
 }
 
 #[test]
@@ -336,15 +379,8 @@ fn peer_credentials_not_on_allow_list_are_refused() {
         }
         other => panic!("expected NotPermitted, got {other}"),
     }
-    // The router counts the refusal just after sending it; wait for it (watchdog, no timing).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while r.stats().handshakes_refused.load(Ordering::Relaxed) < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchdog: refusal never counted"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // The router counts the refusal just after sending it.
+    wait_for(&r.stats().handshakes_refused, 1, "refusal never counted");
     assert_eq!(r.agent_count(), 0);
     // Allowed by group instead of user.
     let mut config = TestRouterConfig::new(socket("peercred-gid"));
@@ -421,11 +457,7 @@ fn dead_agent_segment_is_reclaimed_and_others_continue() {
     let b = agent(&r, "b");
     let b_id = b.id();
     drop(b); // closes its control socket, like a killed process
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while r.stats().agents_removed.load(Ordering::Relaxed) < 1 {
-        assert!(std::time::Instant::now() < deadline, "watchdog");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&r.stats().agents_removed, 1, "segment not reclaimed");
     assert_eq!(r.agent_count(), 1);
     a.send(b_id, b"to the dead").unwrap();
     let nack = a.recv(WAIT).unwrap().unwrap().to_owned();
@@ -438,45 +470,20 @@ fn dead_agent_segment_is_reclaimed_and_others_continue() {
 #[test]
 fn agents_in_separate_processes_exchange_checked_frames() {
     let r = router("procs");
-    let peer = env!("CARGO_BIN_EXE_agentwire-shm-peer");
+    let sock = r.socket_path().to_str().unwrap();
     let count = "100000";
-    let mut receiver = Command::new(peer)
-        .args([
-            "agent-recv",
-            r.socket_path().to_str().unwrap(),
-            "receiver",
-            count,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(receiver.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let receiver_id = line
-        .trim()
-        .strip_prefix("id ")
-        .expect("id line")
-        .to_string();
-    let sender = Command::new(peer)
-        .args([
-            "agent-send",
-            r.socket_path().to_str().unwrap(),
-            "sender",
-            &receiver_id,
-            count,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        sender.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sender.stderr)
+    let mut receiver = Peer::spawn(&["agent-recv", sock, "receiver", count]);
+    let receiver_id = receiver.line("id ");
+    let mut sender = Peer::spawn(&["agent-send", sock, "sender", &receiver_id, count]);
+    sender.line("id ");
+    assert_eq!(sender.line("sent "), count);
+    assert!(sender.succeeded());
+    assert_eq!(
+        receiver.line("ok "),
+        count,
+        "every frame arrived intact and in order"
     );
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("ok {count}"));
-    assert!(receiver.wait().unwrap().success());
+    assert!(receiver.succeeded());
 }
 
 #[test]
@@ -507,61 +514,28 @@ fn slow_destination_backpressures_its_sender_without_loss() {
         let m = slow.recv(WAIT).unwrap().expect("accepted frame");
         assert_eq!(m.payload(), expected.to_le_bytes());
     }
-    assert!(slow
-        .recv(Some(Duration::from_millis(100)))
-        .unwrap()
-        .is_none());
+    assert_quiet(&mut slow, "nothing beyond what was accepted");
 }
 
 #[test]
 fn sigkill_of_agent_process_mid_stream_delivers_an_intact_prefix() {
     let r = router("sigkill");
-    let peer = env!("CARGO_BIN_EXE_agentwire-shm-peer");
-    let sock = r.socket_path().to_str().unwrap().to_string();
-    let mut receiver = Command::new(peer)
-        .args(["agent-recv-prefix", &sock, "receiver"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(receiver.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let receiver_id = line.trim().strip_prefix("id ").unwrap().to_string();
-    let mut sender = Command::new(peer)
-        .args(["agent-send", &sock, "sender", &receiver_id, "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sender_out = BufReader::new(sender.stdout.take().unwrap());
-    line.clear();
-    sender_out.read_line(&mut line).unwrap();
+    let sock = r.socket_path().to_str().unwrap();
+    let mut receiver = Peer::spawn(&["agent-recv-prefix", sock, "receiver"]);
+    let receiver_id = receiver.line("id ");
+    let mut sender = Peer::spawn(&["agent-send", sock, "sender", &receiver_id, "0"]);
+    sender.line("id ");
     // Let it stream for a moment (a delay, not a timing assertion), then kill it.
     std::thread::sleep(Duration::from_millis(300));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&sender),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
-    sender.wait().unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let received: u64 = line
-        .trim()
-        .strip_prefix("ok ")
-        .expect("receiver verified its prefix")
-        .parse()
-        .unwrap();
+    sender.kill();
+    let received: u64 = receiver.line("ok ").parse().unwrap();
     assert!(received > 0, "some frames flowed before the kill");
-    assert!(receiver.wait().unwrap().success());
+    assert!(
+        receiver.succeeded(),
+        "the receiver checked every frame of its prefix"
+    );
     // The dead sender's segment is reclaimed; the router still serves others.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while r.stats().agents_removed.load(Ordering::Relaxed) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchdog: segments not reclaimed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&r.stats().agents_removed, 2, "segments not reclaimed");
     let mut a = agent(&r, "after-a");
     let mut b = agent(&r, "after-b");
     a.send(b.id(), b"still routing").unwrap();

@@ -2,10 +2,10 @@
 //! segment's ring, or connects to a router as an agent. Not an operator tool.
 //!
 //! ```text
-//! agentwire-shm-peer ring-writer FD COUNT      write COUNT checked frames (0: until killed)
-//! agentwire-shm-peer agent-recv SOCKET NAME COUNT
+//! agentwire-shm-peer ring-writer FD COUNT             write COUNT checked frames (0: until killed)
+//! agentwire-shm-peer agent-recv SOCKET NAME COUNT     receive and check COUNT frames
+//! agentwire-shm-peer agent-recv-prefix SOCKET NAME    receive and check until 2 s of silence
 //! agentwire-shm-peer agent-send SOCKET NAME DEST_ID COUNT   (COUNT 0: until killed)
-//! agentwire-shm-peer agent-recv-prefix SOCKET NAME           receive until 2 s of silence
 //! ```
 
 use agentwire_shm::client::Agent;
@@ -22,26 +22,63 @@ fn frame_len(seq: u64) -> usize {
 
 /// Fills a checked frame: seq, length, then a byte pattern derived from both.
 fn fill(seq: u64, out: &mut [u8]) {
-    out[..8].copy_from_slice(&seq.to_le_bytes());
     let len_bytes = out.len() as u64;
+    out[..8].copy_from_slice(&seq.to_le_bytes());
     out[8..16].copy_from_slice(&len_bytes.to_le_bytes());
     for (i, b) in out[16..].iter_mut().enumerate() {
         *b = (seq as usize).wrapping_add(i) as u8;
     }
 }
 
+/// Panics unless `payload` is the intact checked frame number `expected`.
+fn check(payload: &[u8], expected: u64) {
+    let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+    assert_eq!(seq, expected, "frames lost, duplicated or reordered");
+    let mut want = vec![0u8; payload.len()];
+    fill(seq, &mut want);
+    assert_eq!(payload, &want[..], "torn or corrupted payload at {seq}");
+}
+
 fn usage() -> ! {
-    eprintln!("usage: agentwire-shm-peer ring-writer FD COUNT | agent-recv SOCKET NAME COUNT | agent-send SOCKET NAME DEST COUNT");
+    eprintln!(
+        "usage: agentwire-shm-peer ring-writer FD COUNT | agent-recv SOCKET NAME COUNT | \
+         agent-recv-prefix SOCKET NAME | agent-send SOCKET NAME DEST COUNT"
+    );
     std::process::exit(2)
+}
+
+fn connect(socket: &str, name: &str) -> Agent {
+    let agent = Agent::builder(name)
+        .socket(socket)
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .expect("connect");
+    println!("id {}", agent.id());
+    agent
+}
+
+/// Receives checked frames until `count` arrived (`Some`) or `silence` passes without one.
+fn receive(agent: &mut Agent, count: Option<u64>, silence: Duration) -> u64 {
+    let mut expected = 0u64;
+    while count.is_none_or(|c| expected < c) {
+        let Some(msg) = agent.recv(Some(silence)).expect("recv") else {
+            assert!(count.is_none(), "timed out after {expected} frames");
+            break;
+        };
+        check(msg.payload(), expected);
+        expected += 1;
+    }
+    expected
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| usage());
+    let number = |i: usize| -> u64 { arg(i).parse().unwrap_or_else(|_| usage()) };
     match arg(0).as_str() {
         "ring-writer" => {
-            let fd: i32 = arg(1).parse().unwrap_or_else(|_| usage());
-            let count: u64 = arg(2).parse().unwrap_or_else(|_| usage());
+            let fd = i32::try_from(number(1)).unwrap_or_else(|_| usage());
+            let count = number(2);
             // SAFETY: the parent passed this descriptor to us open and without CLOEXEC; we
             // take sole ownership of it here.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -50,8 +87,7 @@ fn main() {
             let mut seq = 0u64;
             println!("ready");
             while count == 0 || seq < count {
-                let len = frame_len(seq);
-                match tx.claim(len) {
+                match tx.claim(frame_len(seq)) {
                     Ok(mut claim) => {
                         fill(seq, claim.bytes_mut());
                         claim.commit();
@@ -63,42 +99,20 @@ fn main() {
             }
         }
         "agent-recv" => {
-            let mut agent = Agent::builder(&arg(2))
-                .socket(arg(1))
-                .idle(IdleStrategy::Spin)
-                .connect()
-                .expect("connect");
-            let count: u64 = arg(3).parse().unwrap_or_else(|_| usage());
-            println!("id {}", agent.id());
-            let mut expected = 0u64;
-            while expected < count {
-                let msg = agent
-                    .recv(Some(Duration::from_secs(30)))
-                    .expect("recv")
-                    .expect("timed out");
-                let seq = u64::from_le_bytes(msg.payload()[..8].try_into().expect("8 bytes"));
-                assert_eq!(seq, expected, "frames lost, duplicated or reordered");
-                let mut check = vec![0u8; msg.payload().len()];
-                fill(seq, &mut check);
-                assert_eq!(
-                    msg.payload(),
-                    &check[..],
-                    "torn or corrupted payload at {seq}"
-                );
-                expected += 1;
-            }
-            println!("ok {expected}");
+            let mut agent = connect(&arg(1), &arg(2));
+            let received = receive(&mut agent, Some(number(3)), Duration::from_secs(30));
+            println!("ok {received}");
+        }
+        "agent-recv-prefix" => {
+            let mut agent = connect(&arg(1), &arg(2));
+            let received = receive(&mut agent, None, Duration::from_secs(2));
+            println!("ok {received}");
         }
         "agent-send" => {
-            let mut agent = Agent::builder(&arg(2))
-                .socket(arg(1))
-                .idle(IdleStrategy::Spin)
-                .connect()
-                .expect("connect");
-            let dest: u32 = arg(3).parse().unwrap_or_else(|_| usage());
-            let count: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            let mut agent = connect(&arg(1), &arg(2));
+            let dest = u32::try_from(number(3)).unwrap_or_else(|_| usage());
+            let count = number(4);
             let mut buf = vec![0u8; 1024];
-            println!("id {}", agent.id());
             let mut seq = 0u64;
             while count == 0 || seq < count {
                 let len = frame_len(seq).min(buf.len());
@@ -107,28 +121,6 @@ fn main() {
                 seq += 1;
             }
             println!("sent {count}");
-        }
-        "agent-recv-prefix" => {
-            let mut agent = Agent::builder(&arg(2))
-                .socket(arg(1))
-                .idle(IdleStrategy::Spin)
-                .connect()
-                .expect("connect");
-            println!("id {}", agent.id());
-            let mut expected = 0u64;
-            while let Some(msg) = agent.recv(Some(Duration::from_secs(2))).expect("recv") {
-                let seq = u64::from_le_bytes(msg.payload()[..8].try_into().expect("8 bytes"));
-                assert_eq!(seq, expected, "frames lost, duplicated or reordered");
-                let mut check = vec![0u8; msg.payload().len()];
-                fill(seq, &mut check);
-                assert_eq!(
-                    msg.payload(),
-                    &check[..],
-                    "torn or corrupted payload at {seq}"
-                );
-                expected += 1;
-            }
-            println!("ok {expected}");
         }
         _ => usage(),
     }
