@@ -1,9 +1,11 @@
 //! `agentwire`: the command-line tool.
 //!
-//! Today it carries `demo`, which runs the shm data plane end to end: the minimal in-process
+//! Today it carries `demo`, which runs the shm data plane end to end (the minimal in-process
 //! router, a second agent in its own process, discovery, publish/subscribe, request/response
-//! and a unicast throughput run. `serve`, `status`, `load` and the rest arrive with their
-//! issues.
+//! and a unicast throughput run), and `dlq list|replay|purge` for the dead-letter queue.
+//! `serve`, `status`, `load` and the rest arrive with their issues.
+
+mod dlq_cmd;
 
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
@@ -27,6 +29,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DlqCmd {
+    /// List every dead letter: sequence, reason, kind, source, destination, correlation, size.
+    List,
+    /// Send every dead letter again through the daemon, in order; each one the router acks
+    /// is removed, the first refusal stops the replay and keeps the rest.
+    Replay {
+        /// The daemon's control socket [default: /run/agentwire/agentwire.sock for root,
+        /// else under $XDG_RUNTIME_DIR].
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+    },
+    /// Remove every dead letter.
+    Purge,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.
@@ -46,6 +64,18 @@ enum Cmd {
         /// Socket path for the demo router (default: a fresh path under the temp dir).
         #[arg(long, env = "AGENTWIRE_SOCKET")]
         socket: Option<PathBuf>,
+    },
+    /// Inspect and drain the dead-letter queue (frames the router could not deliver).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCmd,
+        /// The queue file [default: /var/lib/agentwire/dlq.log for root, else under
+        /// $XDG_STATE_HOME or ~/.local/state].
+        #[arg(long, env = "AGENTWIRE_DLQ", global = true)]
+        dlq: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
@@ -73,6 +103,17 @@ fn main() -> ExitCode {
             socket,
         } => demo(messages, payload_bytes, round_trips, json, socket),
         Cmd::DemoPeer { socket } => demo_peer(socket),
+        Cmd::Dlq { action, dlq, json } => {
+            let path = dlq.unwrap_or_else(agentwire_runtime::dlq::default_path);
+            match action {
+                DlqCmd::List => dlq_cmd::list(path, json),
+                DlqCmd::Purge => dlq_cmd::purge(path, json),
+                DlqCmd::Replay { socket } => {
+                    let socket = socket.unwrap_or_else(agentwire_shm::client::default_socket_path);
+                    dlq_cmd::replay(path, socket, json)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,682 @@
+//! The dead-letter queue: frames the router could not deliver before their deadline, kept in
+//! a bounded, append-only file of checksummed records that survives a daemon restart.
+//!
+//! File layout (all little-endian):
+//!
+//! ```text
+//! file header, 24 bytes:  magic "AWDLQ\0\0\0" u64 | version u32 (1) | reserved u32 | first_sequence u64
+//! record, 32 + n bytes:   magic "AWDQ" u32 | frame_len_bytes u32 | sequence u64 | dead_time_ns u64
+//!                         | reason u32 | crc32 u32 (over the 28 bytes before it and the frame) | frame
+//! ```
+//!
+//! Appends are plain writes at the end; [`DeadLetterQueue::sync`] makes them durable (the
+//! daemon syncs on a timer and at shutdown). On open, records are checked in order; at the
+//! first torn (cut short) or corrupt (bad magic, length or checksum) record the file is
+//! truncated there, and what was cut is reported in [`RecoveryReport`] and logged once.
+//! Records are never partially delivered: [`DeadLetterQueue::drain`] rewrites the file with
+//! exactly the records not yet handed off, and renames it into place atomically.
+//!
+//! ```
+//! use agentwire_runtime::dlq::{DeadLetterQueue, DlqConfig};
+//! let dir = std::env::temp_dir().join(format!("aw-dlq-doc-{}", std::process::id()));
+//! let path = dir.join("dlq.log");
+//! # let _ = std::fs::remove_file(&path);
+//! let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+//! let seq = dlq.append(3, b"an undeliverable frame").unwrap();
+//! dlq.sync().unwrap();
+//! drop(dlq);
+//! let dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+//! let letters = dlq.read_all().unwrap();
+//! assert_eq!((letters[0].sequence, letters[0].frame.as_slice()), (seq, &b"an undeliverable frame"[..]));
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// "AWDLQ\0\0\0" as a little-endian u64.
+pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"AWDLQ\0\0\0");
+/// File format version.
+pub const FILE_VERSION: u32 = 1;
+/// "AWDQ" as a little-endian u32.
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"AWDQ");
+/// Bytes of the file header.
+pub const FILE_HEADER_BYTES: u64 = 24;
+/// Bytes of a record header.
+pub const RECORD_HEADER_BYTES: u64 = 32;
+/// Default bound on records kept.
+pub const RECORDS_MAX_DEFAULT: u64 = 100_000;
+/// Default bound on file size (64 MiB).
+pub const BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct FileHeader {
+    magic: U64,
+    version: U32,
+    reserved: U32,
+    first_sequence: U64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct RecordHeader {
+    magic: U32,
+    frame_len_bytes: U32,
+    sequence: U64,
+    dead_time_ns: U64,
+    reason: U32,
+    crc32: U32,
+}
+
+const _: () = assert!(size_of::<FileHeader>() as u64 == FILE_HEADER_BYTES);
+const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_BYTES);
+use core::mem::size_of;
+
+/// Where the queue lives and how large it may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqConfig {
+    /// The queue file.
+    pub path: PathBuf,
+    /// Most records kept; appends beyond are refused (and counted by the caller).
+    pub records_max: u64,
+    /// Largest file size in bytes; appends beyond are refused.
+    pub bytes_max: u64,
+}
+
+impl DlqConfig {
+    /// Defaults: 100,000 records, 64 MiB.
+    ///
+    /// ```
+    /// let c = agentwire_runtime::dlq::DlqConfig::new("/tmp/dlq.log");
+    /// assert_eq!(c.records_max, 100_000);
+    /// ```
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            records_max: RECORDS_MAX_DEFAULT,
+            bytes_max: BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// The default queue path: `AGENTWIRE_DLQ` if set; `/var/lib/agentwire/dlq.log` for root;
+/// else `$XDG_STATE_HOME/agentwire/dlq.log` or `~/.local/state/agentwire/dlq.log`.
+///
+/// ```
+/// assert!(agentwire_runtime::dlq::default_path().ends_with("dlq.log"));
+/// ```
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("AGENTWIRE_DLQ") {
+        return PathBuf::from(p);
+    }
+    if is_root() {
+        return PathBuf::from("/var/lib/agentwire/dlq.log");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    state.join("agentwire/dlq.log")
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Monotonic sequence number in this queue.
+    pub sequence: u64,
+    /// When it was declared dead, ns since the Unix epoch.
+    pub dead_time_ns: u64,
+    /// Why (a `NackReason` code).
+    pub reason: u32,
+    /// The frame, header included, as the sender wrote it.
+    pub frame: Vec<u8>,
+}
+
+/// What recovery found when the queue was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Intact records kept.
+    pub records: u64,
+    /// Bytes cut from the end (a torn or corrupt tail), 0 if the file was clean.
+    pub truncated_bytes: u64,
+    /// File offset where the cut was made.
+    pub truncated_at: Option<u64>,
+    /// Why the first cut record was rejected.
+    pub reason: Option<String>,
+}
+
+/// Errors of the queue. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a dead-letter queue.
+    #[error("{} is not an agentwire dead-letter queue (magic {found:#018x})", path.display())]
+    NotADlq {
+        /// The file.
+        path: PathBuf,
+        /// Magic found.
+        found: u64,
+    },
+    /// The file was written by another format version.
+    #[error("{} is dead-letter queue format version {found}; this build reads version {FILE_VERSION}", path.display())]
+    VersionMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// The queue is at its bound; the frame was not stored.
+    #[error("dead-letter queue full ({records} records, {bytes} bytes; limits {records_max} records, {bytes_max} bytes)")]
+    Full {
+        /// Records held.
+        records: u64,
+        /// Bytes held.
+        bytes: u64,
+        /// Record limit.
+        records_max: u64,
+        /// Byte limit.
+        bytes_max: u64,
+    },
+    /// The frame is larger than the wire format allows.
+    #[error("frame of {len_bytes} bytes exceeds the {max_bytes}-byte frame limit")]
+    FrameTooLarge {
+        /// Frame length.
+        len_bytes: usize,
+        /// Limit.
+        max_bytes: usize,
+    },
+}
+
+/// An open dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetterQueue {
+    config: DlqConfig,
+    file: File,
+    records: u64,
+    bytes: u64,
+    first_sequence: u64,
+    next_sequence: u64,
+    recovery: RecoveryReport,
+}
+
+fn io_err<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> DlqError + 'p {
+    move |source| DlqError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn checksum(header: &RecordHeader, frame: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header.as_bytes()[..28]);
+    hasher.update(frame);
+    hasher.finalize()
+}
+
+fn write_file_header(file: &mut File, path: &Path, first_sequence: u64) -> Result<(), DlqError> {
+    let header = FileHeader {
+        magic: U64::new(FILE_MAGIC),
+        version: U32::new(FILE_VERSION),
+        reserved: U32::ZERO,
+        first_sequence: U64::new(first_sequence),
+    };
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("seeking in", path))?;
+    file.write_all(header.as_bytes())
+        .map_err(io_err("writing header of", path))
+}
+
+/// Outcome of reading one record.
+enum Next {
+    Record(DeadLetter, u64),
+    End,
+    Bad(String),
+}
+
+fn read_record(reader: &mut impl Read, frame_bytes_max: usize) -> Result<Next, std::io::Error> {
+    let mut raw = [0u8; RECORD_HEADER_BYTES as usize];
+    let mut filled = 0;
+    while filled < raw.len() {
+        match reader.read(&mut raw[filled..])? {
+            0 if filled == 0 => return Ok(Next::End),
+            0 => {
+                return Ok(Next::Bad(format!(
+                    "torn record header ({filled} of {RECORD_HEADER_BYTES} bytes)"
+                )))
+            }
+            n => filled += n,
+        }
+    }
+    let header = RecordHeader::read_from_bytes(&raw).expect("32 bytes");
+    if header.magic.get() != RECORD_MAGIC {
+        return Ok(Next::Bad(format!(
+            "bad record magic {:#010x}",
+            header.magic.get()
+        )));
+    }
+    let len = header.frame_len_bytes.get() as usize;
+    if len > frame_bytes_max {
+        return Ok(Next::Bad(format!(
+            "record length {len} exceeds {frame_bytes_max}"
+        )));
+    }
+    let mut frame = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match reader.read(&mut frame[got..])? {
+            0 => {
+                return Ok(Next::Bad(format!(
+                    "torn record body ({got} of {len} bytes)"
+                )))
+            }
+            n => got += n,
+        }
+    }
+    if checksum(&header, &frame) != header.crc32.get() {
+        return Ok(Next::Bad(format!(
+            "checksum mismatch in record {}",
+            header.sequence.get()
+        )));
+    }
+    let letter = DeadLetter {
+        sequence: header.sequence.get(),
+        dead_time_ns: header.dead_time_ns.get(),
+        reason: header.reason.get(),
+        frame,
+    };
+    Ok(Next::Record(letter, RECORD_HEADER_BYTES + len as u64))
+}
+
+impl DeadLetterQueue {
+    /// Opens (creating if missing) and recovers the queue: a torn or corrupt tail is cut off
+    /// and reported, never an error.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-open-{}.log", std::process::id()));
+    /// let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(
+    ///     agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.recovery().truncated_bytes, 0);
+    /// ```
+    pub fn open(config: DlqConfig) -> Result<Self, DlqError> {
+        let path = config.path.clone();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err("creating the directory of", &path))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        let len = file
+            .metadata()
+            .map_err(io_err("reading metadata of", &path))?
+            .len();
+        if len < FILE_HEADER_BYTES {
+            // New (or a header torn at creation): start fresh.
+            file.set_len(0).map_err(io_err("resetting", &path))?;
+            write_file_header(&mut file, &path, 1)?;
+            file.sync_all().map_err(io_err("syncing", &path))?;
+            let recovery = RecoveryReport {
+                truncated_bytes: len,
+                truncated_at: (len > 0).then_some(0),
+                reason: (len > 0).then(|| "torn file header".to_string()),
+                ..Default::default()
+            };
+            return Ok(Self {
+                config,
+                file,
+                records: 0,
+                bytes: FILE_HEADER_BYTES,
+                first_sequence: 1,
+                next_sequence: 1,
+                recovery,
+            });
+        }
+        let mut raw = [0u8; FILE_HEADER_BYTES as usize];
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err("seeking in", &path))?;
+        file.read_exact(&mut raw)
+            .map_err(io_err("reading header of", &path))?;
+        let header = FileHeader::read_from_bytes(&raw).expect("24 bytes");
+        if header.magic.get() != FILE_MAGIC {
+            return Err(DlqError::NotADlq {
+                path,
+                found: header.magic.get(),
+            });
+        }
+        if header.version.get() != FILE_VERSION {
+            return Err(DlqError::VersionMismatch {
+                path,
+                found: header.version.get(),
+            });
+        }
+        let first_sequence = header.first_sequence.get();
+        let mut reader = BufReader::new(&mut file);
+        let mut offset = FILE_HEADER_BYTES;
+        let mut records = 0u64;
+        let mut next_sequence = first_sequence;
+        let mut bad = None;
+        loop {
+            match read_record(&mut reader, agentwire_shm::wire::FRAME_BYTES_MAX)
+                .map_err(io_err("reading", &path))?
+            {
+                Next::Record(letter, size) => {
+                    offset += size;
+                    records += 1;
+                    next_sequence = letter.sequence + 1;
+                }
+                Next::End => break,
+                Next::Bad(reason) => {
+                    bad = Some(reason);
+                    break;
+                }
+            }
+        }
+        drop(reader);
+        let mut recovery = RecoveryReport {
+            records,
+            ..Default::default()
+        };
+        if let Some(reason) = bad {
+            recovery.truncated_bytes = len - offset;
+            recovery.truncated_at = Some(offset);
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                bytes = len - offset,
+                "dead-letter queue: {reason}; truncated the tail, {records} intact records kept"
+            );
+            recovery.reason = Some(reason);
+            file.set_len(offset).map_err(io_err("truncating", &path))?;
+            file.sync_all().map_err(io_err("syncing", &path))?;
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_err("seeking in", &path))?;
+        Ok(Self {
+            config,
+            file,
+            records,
+            bytes: offset,
+            first_sequence,
+            next_sequence,
+            recovery,
+        })
+    }
+
+    /// What recovery found at open.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-rec-{}.log", std::process::id()));
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// println!("{} records recovered", dlq.recovery().records);
+    /// ```
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Records held.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-len-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.len(), 0);
+    /// ```
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether the queue holds no record.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-empty-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert!(dlq.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// File size in bytes.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-bytes-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.bytes(), 24);
+    /// ```
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The queue file.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-path-{}.log", std::process::id()));
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.path(), path.as_path());
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// Appends a frame with its reason; returns its sequence number. Refused with
+    /// [`DlqError::Full`] at the bounds: the caller counts it as a drop.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-append-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.append(1, b"x").unwrap(), 1);
+    /// assert_eq!(dlq.append(1, b"y").unwrap(), 2);
+    /// ```
+    pub fn append(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
+        let max_bytes = agentwire_shm::wire::FRAME_BYTES_MAX;
+        if frame.len() > max_bytes {
+            return Err(DlqError::FrameTooLarge {
+                len_bytes: frame.len(),
+                max_bytes,
+            });
+        }
+        let size = RECORD_HEADER_BYTES + frame.len() as u64;
+        if self.records >= self.config.records_max || self.bytes + size > self.config.bytes_max {
+            return Err(DlqError::Full {
+                records: self.records,
+                bytes: self.bytes,
+                records_max: self.config.records_max,
+                bytes_max: self.config.bytes_max,
+            });
+        }
+        let sequence = self.next_sequence;
+        let mut header = RecordHeader {
+            magic: U32::new(RECORD_MAGIC),
+            frame_len_bytes: U32::new(frame.len() as u32),
+            sequence: U64::new(sequence),
+            dead_time_ns: U64::new(now_ns()),
+            reason: U32::new(reason),
+            crc32: U32::ZERO,
+        };
+        header.crc32 = U32::new(checksum(&header, frame));
+        let path = &self.config.path;
+        // One write per record keeps a crash between header and body to a torn tail, which
+        // recovery cuts off.
+        let mut record = Vec::with_capacity(size as usize);
+        record.extend_from_slice(header.as_bytes());
+        record.extend_from_slice(frame);
+        self.file
+            .write_all(&record)
+            .map_err(io_err("appending to", path))?;
+        self.records += 1;
+        self.bytes += size;
+        self.next_sequence += 1;
+        Ok(sequence)
+    }
+
+    /// Makes every append so far durable (fdatasync).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-sync-{}.log", std::process::id()));
+    /// # let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// dlq.sync().unwrap();
+    /// ```
+    pub fn sync(&mut self) -> Result<(), DlqError> {
+        self.file
+            .sync_data()
+            .map_err(io_err("syncing", &self.config.path))
+    }
+
+    /// Reads every record (bounded by the queue's byte limit).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-read-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// dlq.append(2, b"f").unwrap();
+    /// assert_eq!(dlq.read_all().unwrap().len(), 1);
+    /// ```
+    pub fn read_all(&self) -> Result<Vec<DeadLetter>, DlqError> {
+        let path = &self.config.path;
+        let mut file = File::open(path).map_err(io_err("opening", path))?;
+        file.seek(SeekFrom::Start(FILE_HEADER_BYTES))
+            .map_err(io_err("seeking in", path))?;
+        let mut reader = BufReader::new(file.take(self.bytes - FILE_HEADER_BYTES));
+        let mut out = Vec::with_capacity(self.records as usize);
+        while let Next::Record(letter, _) =
+            read_record(&mut reader, agentwire_shm::wire::FRAME_BYTES_MAX)
+                .map_err(io_err("reading", path))?
+        {
+            out.push(letter);
+        }
+        Ok(out)
+    }
+
+    /// Hands records to `deliver` in order until it fails or all are delivered; removes
+    /// exactly the delivered ones (the rest are rewritten to a new file renamed into place).
+    /// Returns how many were delivered and the first delivery error, if any.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-drain-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// dlq.append(2, b"a").unwrap();
+    /// dlq.append(2, b"b").unwrap();
+    /// let (delivered, err) = dlq.drain(|l| if l.frame == b"a" { Ok(()) } else { Err("later") }).unwrap();
+    /// assert_eq!((delivered, err), (1, Some("later")));
+    /// assert_eq!(dlq.len(), 1);
+    /// ```
+    pub fn drain<E>(
+        &mut self,
+        mut deliver: impl FnMut(&DeadLetter) -> Result<(), E>,
+    ) -> Result<(u64, Option<E>), DlqError> {
+        let letters = self.read_all()?;
+        let mut delivered = 0usize;
+        let mut failure = None;
+        for letter in &letters {
+            match deliver(letter) {
+                Ok(()) => delivered += 1,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let next_first = letters
+            .get(delivered)
+            .map_or(self.next_sequence, |l| l.sequence);
+        self.rewrite(next_first, &letters[delivered..])?;
+        Ok((delivered as u64, failure))
+    }
+
+    /// Removes every record; returns how many were removed.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-purge-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// dlq.append(2, b"a").unwrap();
+    /// assert_eq!(dlq.purge().unwrap(), 1);
+    /// assert!(dlq.is_empty());
+    /// ```
+    pub fn purge(&mut self) -> Result<u64, DlqError> {
+        let removed = self.records;
+        let next = self.next_sequence;
+        self.rewrite(next, &[])?;
+        Ok(removed)
+    }
+
+    /// Replaces the file with `keep` (sequence numbers preserved), via a temporary file and
+    /// an atomic rename, so a crash leaves either the old or the new queue.
+    fn rewrite(&mut self, first_sequence: u64, keep: &[DeadLetter]) -> Result<(), DlqError> {
+        let path = self.config.path.clone();
+        let tmp = path.with_extension("rewrite");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err("creating", &tmp))?;
+        write_file_header(&mut file, &tmp, first_sequence)?;
+        let mut bytes = FILE_HEADER_BYTES;
+        for letter in keep {
+            let mut header = RecordHeader {
+                magic: U32::new(RECORD_MAGIC),
+                frame_len_bytes: U32::new(letter.frame.len() as u32),
+                sequence: U64::new(letter.sequence),
+                dead_time_ns: U64::new(letter.dead_time_ns),
+                reason: U32::new(letter.reason),
+                crc32: U32::ZERO,
+            };
+            header.crc32 = U32::new(checksum(&header, &letter.frame));
+            file.write_all(header.as_bytes())
+                .map_err(io_err("writing", &tmp))?;
+            file.write_all(&letter.frame)
+                .map_err(io_err("writing", &tmp))?;
+            bytes += RECORD_HEADER_BYTES + letter.frame.len() as u64;
+        }
+        file.sync_all().map_err(io_err("syncing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.file = file;
+        self.file
+            .seek(SeekFrom::Start(bytes))
+            .map_err(io_err("seeking in", &path))?;
+        self.records = keep.len() as u64;
+        self.bytes = bytes;
+        self.first_sequence = first_sequence;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The dead-letter queue against real files: restarts, torn tails, corruption, bounds,
+//! partial drains.
+
+use agentwire_runtime::dlq::{
+    DeadLetterQueue, DlqConfig, DlqError, FILE_HEADER_BYTES, RECORD_HEADER_BYTES,
+};
+use proptest::prelude::*;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn fresh_path(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("aw-dlq-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn frame(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+#[test]
+fn records_survive_reopen_and_sequences_continue() {
+    let path = fresh_path("reopen");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    for i in 0..10 {
+        assert_eq!(dlq.append(3, &frame(i, 100)).unwrap(), i + 1);
+    }
+    dlq.sync().unwrap();
+    drop(dlq);
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    assert_eq!(dlq.recovery().records, 10);
+    assert_eq!(dlq.recovery().truncated_bytes, 0);
+    let letters = dlq.read_all().unwrap();
+    assert_eq!(letters.len(), 10);
+    for (i, l) in letters.iter().enumerate() {
+        assert_eq!(
+            (l.sequence, l.reason, &l.frame),
+            (i as u64 + 1, 3, &frame(i as u64, 100))
+        );
+    }
+    assert_eq!(dlq.append(3, b"next").unwrap(), 11);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Cut the file anywhere: every record wholly before the cut is kept, the rest is cut
+    /// off and reported, and appends continue after the last kept record.
+    #[test]
+    fn torn_tail_is_truncated_to_the_last_whole_record(lens in proptest::collection::vec(0usize..300, 1..20), cut_back in 1u64..400) {
+        let path = fresh_path("torn");
+        let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+        let mut ends = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            dlq.append(1, &frame(i as u64, len)).unwrap();
+            ends.push(dlq.bytes());
+        }
+        drop(dlq);
+        let full = ends[ends.len() - 1];
+        let cut = full.saturating_sub(cut_back).max(FILE_HEADER_BYTES);
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+        let kept = ends.iter().filter(|&&e| e <= cut).count();
+        let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+        prop_assert_eq!(dlq.len(), kept as u64);
+        let boundary = if kept == 0 { FILE_HEADER_BYTES } else { ends[kept - 1] };
+        prop_assert_eq!(dlq.recovery().truncated_bytes, cut - boundary);
+        prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), boundary);
+        for (i, l) in dlq.read_all().unwrap().iter().enumerate() {
+            prop_assert_eq!(&l.frame, &frame(i as u64, lens[i]));
+        }
+        prop_assert_eq!(dlq.append(1, b"after").unwrap(), kept as u64 + 1);
+    }
+}
+
+#[test]
+fn corrupt_record_truncates_from_it_and_names_the_reason() {
+    let path = fresh_path("corrupt");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    for i in 0..5 {
+        dlq.append(2, &frame(i, 64)).unwrap();
+    }
+    drop(dlq);
+    // Flip a payload byte of the third record.
+    let third_payload =
+        FILE_HEADER_BYTES + 2 * (RECORD_HEADER_BYTES + 64) + RECORD_HEADER_BYTES + 10;
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(third_payload)).unwrap();
+    file.write_all(&[0xff]).unwrap();
+    drop(file);
+    let dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    assert_eq!(dlq.len(), 2);
+    assert_eq!(
+        dlq.recovery().truncated_bytes,
+        3 * (RECORD_HEADER_BYTES + 64)
+    );
+    assert!(
+        dlq.recovery()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("checksum"),
+        "{:?}",
+        dlq.recovery()
+    );
+}
+
+#[test]
+fn bounds_refuse_appends_and_say_which() {
+    let path = fresh_path("bounds");
+    let mut config = DlqConfig::new(&path);
+    config.records_max = 3;
+    let mut dlq = DeadLetterQueue::open(config).unwrap();
+    for i in 0..3 {
+        dlq.append(1, &frame(i, 10)).unwrap();
+    }
+    let err = dlq.append(1, b"one too many").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DlqError::Full {
+                records: 3,
+                records_max: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let path = fresh_path("bytes");
+    let mut config = DlqConfig::new(&path);
+    config.bytes_max = FILE_HEADER_BYTES + RECORD_HEADER_BYTES + 100;
+    let mut dlq = DeadLetterQueue::open(config).unwrap();
+    dlq.append(1, &[0; 100]).unwrap();
+    assert!(matches!(dlq.append(1, &[0; 1]), Err(DlqError::Full { .. })));
+    assert_eq!(dlq.len(), 1, "a refused append stores nothing");
+}
+
+#[test]
+fn partial_drain_keeps_exactly_the_undelivered_records_across_restart() {
+    let path = fresh_path("drain");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    for i in 0..6 {
+        dlq.append(3, &frame(i, 20)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let (delivered, err) = dlq
+        .drain(|l| {
+            if l.sequence == 4 {
+                return Err("destination still full");
+            }
+            seen.push(l.sequence);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((delivered, err), (3, Some("destination still full")));
+    assert_eq!(seen, [1, 2, 3]);
+    drop(dlq);
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    let rest: Vec<u64> = dlq.read_all().unwrap().iter().map(|l| l.sequence).collect();
+    assert_eq!(
+        rest,
+        [4, 5, 6],
+        "undelivered records keep their sequence numbers"
+    );
+    assert_eq!(dlq.append(3, b"new").unwrap(), 7);
+    let (delivered, err) = dlq.drain(|_| Ok::<(), ()>(())).unwrap();
+    assert_eq!((delivered, err), (4, None));
+    assert!(dlq.is_empty());
+}
+
+#[test]
+fn purge_empties_and_sequences_do_not_restart() {
+    let path = fresh_path("purge");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    dlq.append(1, b"a").unwrap();
+    dlq.append(1, b"b").unwrap();
+    assert_eq!(dlq.purge().unwrap(), 2);
+    drop(dlq);
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    assert!(dlq.is_empty());
+    assert_eq!(
+        dlq.append(1, b"c").unwrap(),
+        3,
+        "sequence numbers are never reused"
+    );
+}
+
+#[test]
+fn foreign_and_future_files_are_refused_not_overwritten() {
+    let path = fresh_path("foreign");
+    std::fs::write(&path, b"this is someone's precious text file, not a queue").unwrap();
+    let err = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap_err();
+    assert!(matches!(err, DlqError::NotADlq { .. }), "{err}");
+    assert!(
+        std::fs::read(&path)
+            .unwrap()
+            .starts_with(b"this is someone's"),
+        "left untouched"
+    );
+
+    let path = fresh_path("future");
+    drop(DeadLetterQueue::open(DlqConfig::new(&path)).unwrap());
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(8)).unwrap();
+    file.write_all(&9u32.to_le_bytes()).unwrap();
+    drop(file);
+    let err = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap_err();
+    assert!(err.to_string().contains("version 9"), "{err}");
+}

@@ -1,0 +1,191 @@
+//! `agentwire dlq list|replay|purge`: inspect and drain the dead-letter queue file.
+
+use agentwire_runtime::dlq::{DeadLetter, DeadLetterQueue, DlqConfig};
+use agentwire_shm::client::{decode_nack, Agent};
+use agentwire_shm::control::NackReason;
+use agentwire_shm::wire::{FrameHeader, FrameKind, FLAG_ACK_REQUESTED};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long replay waits for the router's ack of each frame.
+pub const REPLAY_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn reason_name(code: u32) -> String {
+    NackReason::from_u32(code).map_or_else(|| format!("code {code}"), |r| format!("{r:?}"))
+}
+
+fn describe(letter: &DeadLetter) -> serde_json::Value {
+    let header = FrameHeader::validate(&letter.frame).ok();
+    json!({
+        "sequence": letter.sequence,
+        "dead_time_ns": letter.dead_time_ns,
+        "reason": letter.reason,
+        "reason_name": reason_name(letter.reason),
+        "kind": header.map(|h| format!("{:?}", h.kind())),
+        "source": header.map(|h| h.source()),
+        "destination": header.map(|h| h.destination()),
+        "correlation_id": header.map(|h| h.correlation()),
+        "frame_bytes": letter.frame.len(),
+        "valid_frame": header.is_some(),
+    })
+}
+
+/// Opens an existing queue; `None` (and nothing created) when there is no file yet.
+fn open(path: PathBuf, as_json: bool) -> Result<Option<DeadLetterQueue>, BoxError> {
+    if !path.exists() {
+        if as_json {
+            println!(
+                "{}",
+                json!({"path": path, "exists": false, "records": [], "replayed": 0, "purged": 0, "remaining": 0})
+            );
+        } else {
+            println!(
+                "no dead-letter queue at {} (nothing has been dead-lettered)",
+                path.display()
+            );
+        }
+        return Ok(None);
+    }
+    let dlq = DeadLetterQueue::open(DlqConfig::new(path))?;
+    let rec = dlq.recovery();
+    if rec.truncated_bytes > 0 {
+        eprintln!(
+            "agentwire: dead-letter queue {}: cut {} bytes of a damaged tail at offset {} ({})",
+            dlq.path().display(),
+            rec.truncated_bytes,
+            rec.truncated_at.unwrap_or(0),
+            rec.reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(Some(dlq))
+}
+
+/// `dlq list`: every record, as a table or one JSON object.
+pub fn list(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
+    let Some(dlq) = open(path, as_json)? else {
+        return Ok(());
+    };
+    let letters = dlq.read_all()?;
+    if as_json {
+        let report = json!({
+            "path": dlq.path(),
+            "exists": true,
+            "records": letters.iter().map(describe).collect::<Vec<_>>(),
+            "bytes": dlq.bytes(),
+            "recovered_truncated_bytes": dlq.recovery().truncated_bytes,
+        });
+        println!("{report}");
+        return Ok(());
+    }
+    println!("{} record(s) in {}", letters.len(), dlq.path().display());
+    if !letters.is_empty() {
+        println!(
+            "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
+            "seq", "reason", "kind", "source", "destination", "correlation", "bytes"
+        );
+    }
+    for letter in &letters {
+        match FrameHeader::validate(&letter.frame) {
+            Ok(h) => println!(
+                "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
+                letter.sequence,
+                reason_name(letter.reason),
+                format!("{:?}", h.kind()),
+                h.source(),
+                h.destination(),
+                h.correlation(),
+                letter.frame.len()
+            ),
+            Err(e) => println!(
+                "{:>8}  {:<16} (not a valid frame: {e})",
+                letter.sequence,
+                reason_name(letter.reason)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `dlq purge`: drop every record.
+pub fn purge(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
+    let Some(mut dlq) = open(path, as_json)? else {
+        return Ok(());
+    };
+    let removed = dlq.purge()?;
+    if as_json {
+        println!("{}", json!({"path": dlq.path(), "purged": removed}));
+    } else {
+        println!("purged {removed} record(s) from {}", dlq.path().display());
+    }
+    Ok(())
+}
+
+/// Sends one dead letter again with an ack request and waits for the router's verdict.
+fn replay_one(agent: &mut Agent, letter: &DeadLetter) -> Result<(), String> {
+    let header = FrameHeader::validate(&letter.frame)
+        .map_err(|e| format!("record {} is not a valid frame: {e}", letter.sequence))?;
+    let mut frame = letter.frame.clone();
+    let flags = header.routing_flags.get() | FLAG_ACK_REQUESTED;
+    frame[12..16].copy_from_slice(&flags.to_le_bytes());
+    agent
+        .send_raw(&frame)
+        .map_err(|e| format!("record {}: {e}", letter.sequence))?;
+    loop {
+        let reply = agent
+            .recv(Some(REPLAY_ACK_TIMEOUT))
+            .map_err(|e| format!("record {}: {e}", letter.sequence))?
+            .ok_or_else(|| {
+                format!(
+                    "record {}: no ack within {REPLAY_ACK_TIMEOUT:?}",
+                    letter.sequence
+                )
+            })?
+            .to_owned();
+        match reply.header().kind() {
+            FrameKind::Ack => return Ok(()),
+            FrameKind::Nack => {
+                let body = decode_nack(reply.payload());
+                let why = body.map_or_else(
+                    || "unreadable nack".to_string(),
+                    |b| format!("{} ({})", reason_name(b.reason), b.detail),
+                );
+                return Err(format!("record {} refused again: {why}", letter.sequence));
+            }
+            // Traffic addressed to the replay agent itself is not ours to handle.
+            _ => continue,
+        }
+    }
+}
+
+/// `dlq replay`: send every record again through the daemon at `socket`, in order, removing
+/// each one the router acknowledges; stops at the first refusal and keeps the rest.
+pub fn replay(path: PathBuf, socket: PathBuf, as_json: bool) -> Result<(), BoxError> {
+    let Some(mut dlq) = open(path, as_json)? else {
+        return Ok(());
+    };
+    let total = dlq.len();
+    let mut agent = Agent::builder("agentwire-dlq-replay")
+        .socket(&socket)
+        .connect()?;
+    let (replayed, failure) = dlq.drain(|letter| replay_one(&mut agent, letter))?;
+    agent.close();
+    if as_json {
+        println!(
+            "{}",
+            json!({"path": dlq.path(), "records": total, "replayed": replayed, "remaining": dlq.len(), "error": failure})
+        );
+    } else {
+        println!(
+            "replayed {replayed} of {total} record(s); {} remain in {}",
+            dlq.len(),
+            dlq.path().display()
+        );
+    }
+    match failure {
+        Some(e) => Err(format!("replay stopped: {e}").into()),
+        None => Ok(()),
+    }
+}
