@@ -9,6 +9,8 @@
 //! - [`control`] and [`server`]: the Unix control socket protocol and the daemon's side of
 //!   the handshake (SO_PEERCRED, version negotiation, SCM_RIGHTS).
 //! - [`client`]: the agent library.
+//! - [`routing`]: the routing core (admission, registry, duty cycle) shared by the test
+//!   router and the daemon.
 //! - [`testing`]: a minimal in-process router for tests and demos.
 //!
 //! ```
@@ -28,6 +30,7 @@ pub mod control;
 pub mod idle;
 pub mod placement;
 pub mod ring;
+pub mod routing;
 pub mod segment;
 pub mod server;
 pub mod testing;

@@ -1,0 +1,1018 @@
+//! The routing core shared by the in-process test router ([`crate::testing::TestRouter`])
+//! and the daemon: admission (the handshake from [`crate::server`], segment and doorbell
+//! creation), one control thread per agent (subscribe, resolve, discover), the registry, and
+//! [`RoutingCore`], whose [`RoutingCore::do_work`] is one duty cycle over every agent's tx
+//! ring. The caller decides where the duty cycle runs: a plain thread for tests, a pinned
+//! executor in the daemon.
+//!
+//! Semantics: unicast; publish to every subscriber, all or nothing (while any subscriber is
+//! full the frame waits in the sender's ring, so nothing is lost); anycast to a capability
+//! route, round robin over live agents whose version satisfies the route's requirement;
+//! acks on request; nacks with a reason for malformed or undeliverable frames, counted in the
+//! sender's control block too; a departing agent's committed frames are still routed before
+//! its segment is reclaimed. The registry sits behind a mutex on the control path only; the
+//! duty cycle sees it through a generation counter and rebuilt tables.
+//!
+//! ```
+//! use agentwire_shm::routing::{RouterConfig, RouterControl};
+//! use agentwire_shm::idle::{IdleStrategy, Idler};
+//! let sock = std::env::temp_dir().join(format!("aw-doc-routing-{}.sock", std::process::id()));
+//! let (control, mut core) = RouterControl::start(RouterConfig::new(sock)).unwrap();
+//! let router = std::thread::spawn(move || core.run(IdleStrategy::default()));
+//! let mut a = agentwire_shm::client::Agent::builder("a").socket(control.socket_path()).connect().unwrap();
+//! a.publish("nobody", b"x").unwrap(); // nacked: no subscriber
+//! assert!(a.recv(Some(std::time::Duration::from_secs(5))).unwrap().is_some());
+//! control.shutdown();
+//! router.join().unwrap();
+//! ```
+
+use crate::control::{
+    AgentInfo, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg,
+};
+use crate::idle::{Doorbell, IdleStrategy, Idler};
+use crate::ring::{Consumer, Producer};
+use crate::segment::{state, HugePages, Segment, SegmentConfig};
+use crate::server::{AllowList, ControlListener, HandshakeError};
+use crate::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Most agents a router admits.
+pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Frames drained from one agent's tx ring per pass.
+pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
+
+/// How to start a router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Socket path to listen on.
+    pub socket: PathBuf,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// Protocol versions accepted.
+    pub versions: (u16, u16),
+    /// Ring capacity each way per agent.
+    pub ring_capacity_bytes: usize,
+    /// The duty cycle's idle strategy (used by [`RoutingCore::run`]).
+    pub idle: IdleStrategy,
+}
+
+impl RouterConfig {
+    /// Defaults: current user allowed, all versions, 256 KiB rings, spin-then-park.
+    ///
+    /// ```
+    /// let c = agentwire_shm::routing::RouterConfig::new("/tmp/t.sock".into());
+    /// assert_eq!(c.ring_capacity_bytes, 256 * 1024);
+    /// ```
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            allow: AllowList::current_user(),
+            versions: (
+                crate::control::PROTOCOL_VERSION_MIN,
+                crate::control::PROTOCOL_VERSION_MAX,
+            ),
+            ring_capacity_bytes: 256 * 1024,
+            idle: IdleStrategy::SpinThenPark {
+                spins_max: 20_000,
+                park_timeout_ns: 200_000,
+            },
+        }
+    }
+}
+
+/// Counters of a router, all monotonic.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Frames delivered to a destination ring (a fan-out counts once per subscriber).
+    pub frames_delivered: AtomicU64,
+    /// Frames rejected (nacked) for any reason.
+    pub frames_rejected: AtomicU64,
+    /// Of those, rejected as malformed.
+    pub frames_malformed: AtomicU64,
+    /// Acks sent.
+    pub acks_sent: AtomicU64,
+    /// Acks or nacks dropped because the sender's rx ring was full.
+    pub replies_dropped: AtomicU64,
+    /// Handshakes refused.
+    pub handshakes_refused: AtomicU64,
+    /// Agents admitted.
+    pub agents_admitted: AtomicU64,
+    /// Agents removed (segment reclaimed).
+    pub agents_removed: AtomicU64,
+    /// Rings found corrupt (agent disconnected).
+    pub rings_corrupt: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    agents: HashMap<u32, AgentRecord>,
+    topics: HashMap<String, u32>,
+    capability_routes: Vec<(String, semver::VersionReq)>,
+    generation: u64,
+}
+
+#[derive(Debug, Clone)]
+struct AgentRecord {
+    name: String,
+    capabilities: Vec<(String, semver::Version)>,
+    topics: Vec<u32>,
+}
+
+impl Registry {
+    fn topic_id(&mut self, topic: &str) -> u32 {
+        let next = self.topics.len() as u32 + 1;
+        *self.topics.entry(topic.to_string()).or_insert(next)
+    }
+
+    fn matching(&self, capability: &str, requirement: &semver::VersionReq) -> Vec<AgentInfo> {
+        let mut out: Vec<AgentInfo> = self
+            .agents
+            .iter()
+            .filter_map(|(&id, rec)| {
+                rec.capabilities
+                    .iter()
+                    .find(|(name, version)| name == capability && requirement.matches(version))
+                    .map(|(_, version)| AgentInfo {
+                        agent_id: id,
+                        name: rec.name.clone(),
+                        version: version.to_string(),
+                    })
+            })
+            .collect();
+        out.sort_by_key(|a| a.agent_id);
+        out
+    }
+}
+
+/// What the routing thread needs to know, rebuilt when the registry generation changes.
+#[derive(Debug, Default)]
+struct RoutingTable {
+    subscribers: HashMap<u32, Vec<u32>>,
+    capability_routes: Vec<Vec<u32>>,
+    round_robin: Vec<usize>,
+}
+
+enum RouterCmd {
+    Add(Box<NewAgent>),
+    Remove { agent_id: u32 },
+}
+
+struct NewAgent {
+    agent_id: u32,
+    tx: Consumer,
+    rx: Producer,
+    segment: Segment,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    generation: AtomicU64,
+    stats: RouterStats,
+    shutdown: AtomicBool,
+}
+
+/// A running router's control side: the accept thread (which spawns one control thread per
+/// agent), the registry and the counters. Dropping it shuts the router down and joins the
+/// accept thread; the data side is the [`RoutingCore`] returned with it.
+pub struct RouterControl {
+    socket: PathBuf,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RouterControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterControl")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl RouterControl {
+    /// Binds the socket (refusing one another router serves), starts the accept thread and
+    /// returns the routing core for the caller to drive.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// let p = std::env::temp_dir().join(format!("aw-doc-rc-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.agent_count(), 0);
+    /// ```
+    pub fn start(config: RouterConfig) -> Result<(Self, RoutingCore), ControlError> {
+        let listener = ControlListener::bind(&config.socket, config.allow.clone())?
+            .with_versions(config.versions.0, config.versions.1);
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::default()),
+            generation: AtomicU64::new(0),
+            stats: RouterStats::default(),
+            shutdown: AtomicBool::new(false),
+        });
+        let (cmd_tx, cmd_rx) = sync_channel::<RouterCmd>(ROUTER_AGENTS_MAX * 2);
+        let accept = {
+            let shared = shared.clone();
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name("aw-accept".into())
+                .spawn(move || accept_loop(listener, shared, cmd_tx, config))
+                .map_err(ControlError::Io)?
+        };
+        let core = RoutingCore::new(shared.clone(), cmd_rx);
+        Ok((
+            Self {
+                socket: config.socket,
+                shared,
+                accept: Some(accept),
+            },
+            core,
+        ))
+    }
+
+    /// The socket agents connect to.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcsp-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p.clone())).unwrap();
+    /// assert_eq!(control.socket_path(), p.as_path());
+    /// ```
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The router's counters.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcst-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.stats().frames_delivered.load(std::sync::atomic::Ordering::Relaxed), 0);
+    /// ```
+    pub fn stats(&self) -> &RouterStats {
+        &self.shared.stats
+    }
+
+    /// Live agents.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcac-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.agent_count(), 0);
+    /// ```
+    pub fn agent_count(&self) -> usize {
+        self.shared
+            .registry
+            .lock()
+            .expect("registry lock")
+            .agents
+            .len()
+    }
+
+    /// Asks every thread and the routing core to stop: the core marks every segment closed,
+    /// control connections close, the socket is removed.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcsd-{}.sock", std::process::id()));
+    /// let (control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.shutdown();
+    /// assert!(core.should_stop());
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for RouterControl {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: ControlListener,
+    shared: Arc<Shared>,
+    cmds: SyncSender<RouterCmd>,
+    config: RouterConfig,
+) {
+    let mut next_agent_id = 1u32;
+    let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
+    while !shared.shutdown.load(Ordering::Acquire) {
+        let pending = match listener.accept(Some(Duration::from_millis(20))) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(HandshakeError::Control(e)) => {
+                tracing::debug!("handshake failed: {e}");
+                continue;
+            }
+            Err(e) => {
+                shared
+                    .stats
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("refused: {e}");
+                continue;
+            }
+        };
+        control_threads.retain(|t| !t.is_finished());
+        if control_threads.len() >= ROUTER_AGENTS_MAX {
+            pending.refuse(
+                crate::control::RefuseReason::Full,
+                format!("{ROUTER_AGENTS_MAX} agents max"),
+            );
+            continue;
+        }
+        let agent_id = next_agent_id;
+        next_agent_id += 1;
+        let admitted = (|| -> Result<ControlConn, Box<dyn std::error::Error>> {
+            let segment = Segment::create(
+                &SegmentConfig::new(agent_id)
+                    .with_capacity(config.ring_capacity_bytes, config.ring_capacity_bytes)
+                    .huge_pages(HugePages::Auto),
+            )?;
+            let tx_bell = Doorbell::new()?;
+            let rx_bell = Doorbell::new()?;
+            let registration = pending.registration().clone();
+            let topic_ids = {
+                let mut reg = shared.registry.lock().expect("registry lock");
+                let topic_ids: Vec<u32> = registration
+                    .topics
+                    .iter()
+                    .map(|t| reg.topic_id(t))
+                    .collect();
+                let capabilities = registration
+                    .capabilities
+                    .iter()
+                    .filter_map(|c| {
+                        Some((c.name.clone(), semver::Version::parse(&c.version).ok()?))
+                    })
+                    .collect();
+                reg.agents.insert(
+                    agent_id,
+                    AgentRecord {
+                        name: registration.name.clone(),
+                        capabilities,
+                        topics: topic_ids.clone(),
+                    },
+                );
+                topic_ids
+            };
+            let cmd = RouterCmd::Add(Box::new(NewAgent {
+                agent_id,
+                tx: Consumer::new(segment.tx_memory(), Some(tx_bell.try_clone()?)),
+                // Agents park often on their rx ring: fenced, so they never interrupt this
+                // router's core with a membarrier when they sleep.
+                rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
+                segment: segment.clone(),
+            }));
+            // Queue the agent for the router before it learns its id, so any frame naming
+            // this id is written after the router could know it.
+            cmds.send(cmd).map_err(|_| "router stopped")?;
+            bump(&shared);
+            match pending.admit(agent_id, topic_ids, &segment, &tx_bell, &rx_bell) {
+                Ok(conn) => Ok(conn),
+                Err(e) => {
+                    let _ = cmds.send(RouterCmd::Remove { agent_id });
+                    Err(e.into())
+                }
+            }
+        })();
+        match admitted {
+            Ok(conn) => {
+                shared.stats.agents_admitted.fetch_add(1, Ordering::Relaxed);
+                let shared = shared.clone();
+                let cmds = cmds.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("aw-ctl-{agent_id}"))
+                    .spawn(move || control_loop(agent_id, conn, shared, cmds));
+                if let Ok(handle) = spawned {
+                    control_threads.push(handle);
+                }
+            }
+            Err(e) => {
+                forget_agent(&shared, agent_id);
+                tracing::warn!(agent_id, "admitting agent failed: {e}");
+            }
+        }
+    }
+    for t in control_threads {
+        let _ = t.join();
+    }
+}
+
+fn bump(shared: &Shared) {
+    let mut reg = shared.registry.lock().expect("registry lock");
+    reg.generation += 1;
+    shared.generation.store(reg.generation, Ordering::Release);
+}
+
+fn control_loop(
+    agent_id: u32,
+    conn: ControlConn,
+    shared: Arc<Shared>,
+    cmds: SyncSender<RouterCmd>,
+) {
+    loop {
+        if shared.shutdown.load(Ordering::Acquire) {
+            break;
+        }
+        let msg = match conn.recv::<ClientMsg>(Some(Duration::from_millis(20))) {
+            Ok((msg, _)) => msg,
+            Err(ControlError::Timeout(_)) => continue,
+            Err(ControlError::Malformed(detail)) => {
+                let _ = conn.send(&ServerMsg::Error { detail }, &[]);
+                continue;
+            }
+            Err(_) => break,
+        };
+        let reply = {
+            let mut reg = shared.registry.lock().expect("registry lock");
+            match msg {
+                ClientMsg::Goodbye => break,
+                ClientMsg::Subscribe { topic } => {
+                    let topic_id = reg.topic_id(&topic);
+                    if let Some(rec) = reg.agents.get_mut(&agent_id) {
+                        if !rec.topics.contains(&topic_id) {
+                            rec.topics.push(topic_id);
+                        }
+                    }
+                    ServerMsg::TopicId { topic_id }
+                }
+                ClientMsg::Unsubscribe { topic } => {
+                    let topic_id = reg.topic_id(&topic);
+                    if let Some(rec) = reg.agents.get_mut(&agent_id) {
+                        rec.topics.retain(|&t| t != topic_id);
+                    }
+                    ServerMsg::Done
+                }
+                ClientMsg::ResolveTopic { topic } => ServerMsg::TopicId {
+                    topic_id: reg.topic_id(&topic),
+                },
+                ClientMsg::ResolveCapability {
+                    capability,
+                    requirement,
+                } => match semver::VersionReq::parse(&requirement) {
+                    Ok(req) => {
+                        let existing = reg
+                            .capability_routes
+                            .iter()
+                            .position(|(c, r)| *c == capability && *r == req);
+                        let route_id = existing.unwrap_or_else(|| {
+                            reg.capability_routes.push((capability, req));
+                            reg.capability_routes.len() - 1
+                        });
+                        ServerMsg::CapabilityRoute {
+                            route_id: route_id as u32,
+                        }
+                    }
+                    Err(e) => ServerMsg::Error {
+                        detail: format!("requirement {requirement:?}: {e}"),
+                    },
+                },
+                ClientMsg::Discover {
+                    capability,
+                    requirement,
+                } => match semver::VersionReq::parse(&requirement) {
+                    Ok(req) => ServerMsg::Agents {
+                        agents: reg.matching(&capability, &req),
+                    },
+                    Err(e) => ServerMsg::Error {
+                        detail: format!("requirement {requirement:?}: {e}"),
+                    },
+                },
+                ClientMsg::Hello { .. } | ClientMsg::Register(_) => ServerMsg::Error {
+                    detail: "already registered".into(),
+                },
+            }
+        };
+        bump(&shared);
+        if conn.send(&reply, &[]).is_err() {
+            break;
+        }
+    }
+    forget_agent(&shared, agent_id);
+    let _ = cmds.send(RouterCmd::Remove { agent_id });
+}
+
+/// Removes an agent from the registry and tells the routing thread its tables changed.
+fn forget_agent(shared: &Shared, agent_id: u32) {
+    shared
+        .registry
+        .lock()
+        .expect("registry lock")
+        .agents
+        .remove(&agent_id);
+    bump(shared);
+}
+
+struct DataAgent {
+    agent_id: u32,
+    tx: Consumer,
+    segment: Segment,
+    /// The agent left: nothing more is delivered to it, but frames it committed before
+    /// leaving are still routed (they were accepted) before its segment is reclaimed.
+    leaving: bool,
+}
+
+fn rebuild_table(shared: &Shared, producers: &HashMap<u32, Producer>) -> RoutingTable {
+    let reg = shared.registry.lock().expect("registry lock");
+    let mut table = RoutingTable::default();
+    for (&id, rec) in &reg.agents {
+        if !producers.contains_key(&id) {
+            continue;
+        }
+        for &topic in &rec.topics {
+            table.subscribers.entry(topic).or_default().push(id);
+        }
+    }
+    for subs in table.subscribers.values_mut() {
+        subs.sort_unstable();
+    }
+    for (capability, req) in &reg.capability_routes {
+        let ids = reg
+            .matching(capability, req)
+            .into_iter()
+            .map(|a| a.agent_id)
+            .filter(|id| producers.contains_key(id))
+            .collect();
+        table.capability_routes.push(ids);
+    }
+    table.round_robin = vec![0; table.capability_routes.len()];
+    table
+}
+
+/// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
+/// and one duty cycle ([`RoutingCore::do_work`]). It lives on one thread or executor.
+pub struct RoutingCore {
+    shared: Arc<Shared>,
+    cmds: Receiver<RouterCmd>,
+    agents: Vec<DataAgent>,
+    producers: HashMap<u32, Producer>,
+    table: RoutingTable,
+    seen_generation: u64,
+    needs_refresh: bool,
+    park_target: usize,
+}
+
+impl std::fmt::Debug for RoutingCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingCore")
+            .field("agents", &self.agents.len())
+            .finish()
+    }
+}
+
+impl RoutingCore {
+    fn new(shared: Arc<Shared>, cmds: Receiver<RouterCmd>) -> Self {
+        Self {
+            shared,
+            cmds,
+            agents: Vec::new(),
+            producers: HashMap::new(),
+            table: RoutingTable::default(),
+            seen_generation: u64::MAX,
+            needs_refresh: false,
+            park_target: 0,
+        }
+    }
+
+    /// Whether the control side asked the router to stop.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ss-{}.sock", std::process::id()));
+    /// let (_control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(!core.should_stop());
+    /// ```
+    pub fn should_stop(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Agents whose rings this core serves (including departing ones still being drained).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ac-{}.sock", std::process::id()));
+    /// let (_control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.agents_served(), 0);
+    /// ```
+    pub fn agents_served(&self) -> usize {
+        self.agents.len()
+    }
+
+    fn take_commands(&mut self) {
+        loop {
+            match self.cmds.try_recv() {
+                Ok(RouterCmd::Add(new)) => {
+                    let NewAgent {
+                        agent_id,
+                        tx,
+                        rx,
+                        segment,
+                    } = *new;
+                    self.producers.insert(agent_id, rx);
+                    self.agents.push(DataAgent {
+                        agent_id,
+                        tx,
+                        segment,
+                        leaving: false,
+                    });
+                }
+                Ok(RouterCmd::Remove { agent_id }) => {
+                    self.producers.remove(&agent_id);
+                    if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
+                        agent.leaving = true;
+                        agent
+                            .segment
+                            .control()
+                            .state
+                            .0
+                            .store(state::CLOSED, Ordering::Release);
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// One duty cycle: take in registrations and departures, refresh tables if the registry
+    /// changed, route up to [`ROUTER_BATCH_FRAMES_MAX`] frames from every agent, reclaim
+    /// drained departed agents. Returns the frames handled (at least 1 while a frame waits
+    /// for a table refresh, so the caller does not idle).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-dw-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.do_work(), 0);
+    /// ```
+    pub fn do_work(&mut self) -> usize {
+        self.take_commands();
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.seen_generation {
+            self.seen_generation = generation;
+            self.table = rebuild_table(&self.shared, &self.producers);
+        }
+        // A frame naming an unknown destination may have been written right after its
+        // destination registered, before this core took the registration in. Such a frame
+        // waits for one pass that re-reads commands and tables, and is nacked only if the
+        // destination is still unknown then.
+        let fresh = self.needs_refresh;
+        self.needs_refresh = false;
+        let mut work = 0;
+        let mut corrupt = Vec::new();
+        for agent in self.agents.iter_mut() {
+            let source = agent.agent_id;
+            let control = agent.segment.control();
+            control.daemon_heartbeat.0.fetch_add(1, Ordering::Relaxed);
+            let mut ctx = RouteContext {
+                producers: &mut self.producers,
+                table: &mut self.table,
+                stats: &self.shared.stats,
+                fresh,
+                needs_refresh: false,
+                generation: &self.shared.generation,
+                table_generation: self.seen_generation,
+            };
+            let result = agent.tx.read(ROUTER_BATCH_FRAMES_MAX, |frame| {
+                route_frame(source, frame, &mut ctx, control)
+            });
+            self.needs_refresh |= ctx.needs_refresh;
+            match result {
+                Ok(n) => work += n,
+                Err(e) => {
+                    tracing::warn!(agent_id = source, "dropping agent: {e}");
+                    self.shared
+                        .stats
+                        .rings_corrupt
+                        .fetch_add(1, Ordering::Relaxed);
+                    corrupt.push(source);
+                }
+            }
+        }
+        for id in corrupt {
+            self.producers.remove(&id);
+            self.agents.retain(|a| a.agent_id != id);
+        }
+        // Reclaim departed agents once their tx ring is drained.
+        let before = self.agents.len();
+        self.agents.retain_mut(|a| !(a.leaving && a.tx.is_empty()));
+        self.shared
+            .stats
+            .agents_removed
+            .fetch_add((before - self.agents.len()) as u64, Ordering::Relaxed);
+        work + usize::from(self.needs_refresh)
+    }
+
+    /// Idles after a duty cycle that did no work: parks on one agent's tx doorbell at a time
+    /// (round robin; the park timeout bounds how late the others are seen), or sleeps 200 µs
+    /// when there is no agent.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-id-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// core.idle(&mut Idler::new(IdleStrategy::Spin));
+    /// ```
+    pub fn idle(&mut self, idler: &mut Idler) {
+        if self.agents.is_empty() {
+            std::thread::sleep(Duration::from_micros(200));
+            return;
+        }
+        self.park_target = (self.park_target + 1) % self.agents.len();
+        idler.idle(0, &mut self.agents[self.park_target].tx);
+    }
+
+    /// Marks every served segment closed (agents see it and reconnect).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-cl-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// core.close();
+    /// ```
+    pub fn close(&mut self) {
+        for agent in &self.agents {
+            agent
+                .segment
+                .control()
+                .state
+                .0
+                .store(state::CLOSED, Ordering::Release);
+        }
+    }
+
+    /// Runs duty cycles with `idle` between empty ones until the control side stops the
+    /// router, then closes every segment.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let (control, core) = RouterControl::start(RouterConfig::new("/tmp/x.sock".into())).unwrap();
+    /// std::thread::spawn(move || core.run(agentwire_shm::idle::IdleStrategy::Spin));
+    /// ```
+    pub fn run(mut self, idle: IdleStrategy) {
+        let mut idler = Idler::new(idle);
+        while !self.should_stop() {
+            if self.do_work() == 0 {
+                self.idle(&mut idler);
+            } else {
+                idler.reset();
+            }
+        }
+        self.close();
+    }
+}
+
+struct RouteContext<'a> {
+    producers: &'a mut HashMap<u32, Producer>,
+    table: &'a mut RoutingTable,
+    stats: &'a RouterStats,
+    /// Commands and tables were re-read since these frames were first seen.
+    fresh: bool,
+    /// Set when a frame waits for a fresh pass.
+    needs_refresh: bool,
+    /// The registry generation and the one the table was built from. A frame is visible
+    /// only after everything its sender saw (e.g. an unsubscribe's reply), so loading the
+    /// generation after seeing the frame tells whether the table is too old for it.
+    generation: &'a AtomicU64,
+    table_generation: u64,
+}
+
+/// Routes one frame from `source`. `Break` leaves it in the source ring (destination full,
+/// or destination unknown and tables not yet re-read).
+fn route_frame(
+    source: u32,
+    frame: &[u8],
+    ctx: &mut RouteContext<'_>,
+    source_control: &crate::segment::ControlBlock,
+) -> ControlFlow<()> {
+    let RouteContext {
+        producers,
+        table,
+        stats,
+        fresh,
+        needs_refresh,
+        generation,
+        table_generation,
+    } = ctx;
+    let (generation, table_generation) = (*generation, *table_generation);
+    let (producers, table, stats) = (&mut **producers, &mut **table, *stats);
+    let header = match FrameHeader::validate(frame) {
+        Ok(h) => *h,
+        Err(e) => {
+            stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
+            // Echo the correlation id if the bytes are there, even from a bad header.
+            let correlation = frame
+                .get(16..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            nack(
+                source,
+                correlation,
+                NackReason::Malformed,
+                &e.to_string(),
+                producers,
+                stats,
+                source_control,
+            );
+            return ControlFlow::Continue(());
+        }
+    };
+    if matches!(
+        header.destination_kind(),
+        Destination::Topic(_) | Destination::Capability(_)
+    ) && generation.load(Ordering::Acquire) != table_generation
+    {
+        *needs_refresh = true;
+        return ControlFlow::Break(());
+    }
+    let mut unknown = |what: String,
+                       reason: NackReason,
+                       correlation: u64,
+                       producers: &mut HashMap<u32, Producer>| {
+        if *fresh {
+            nack(
+                source,
+                correlation,
+                reason,
+                &what,
+                producers,
+                stats,
+                source_control,
+            );
+            ControlFlow::Continue(())
+        } else {
+            *needs_refresh = true;
+            ControlFlow::Break(())
+        }
+    };
+    if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {
+        nack(
+            source,
+            header.correlation(),
+            NackReason::NotPermitted,
+            "agents may not send acks or nacks",
+            producers,
+            stats,
+            source_control,
+        );
+        return ControlFlow::Continue(());
+    }
+    let targets: smallvec_like::Targets = match header.destination_kind() {
+        Destination::Agent(id) => {
+            if !producers.contains_key(&id) || id == DAEMON_AGENT_ID {
+                return unknown(
+                    format!("no agent {id}"),
+                    NackReason::NoSuchAgent,
+                    header.correlation(),
+                    producers,
+                );
+            }
+            smallvec_like::Targets::One(id)
+        }
+        Destination::Topic(topic) => match table.subscribers.get(&topic) {
+            Some(subs) if !subs.is_empty() => smallvec_like::Targets::Many(subs.clone()),
+            _ => {
+                return unknown(
+                    format!("no subscriber to topic {topic}"),
+                    NackReason::NoSubscriber,
+                    header.correlation(),
+                    producers,
+                )
+            }
+        },
+        Destination::Capability(route) => {
+            let route = route as usize;
+            match table.capability_routes.get(route) {
+                Some(ids) if !ids.is_empty() => {
+                    let pick = ids[table.round_robin[route] % ids.len()];
+                    table.round_robin[route] += 1;
+                    smallvec_like::Targets::One(pick)
+                }
+                _ => {
+                    return unknown(
+                        format!("no live agent for capability route {route}"),
+                        NackReason::NoSuchAgent,
+                        header.correlation(),
+                        producers,
+                    )
+                }
+            }
+        }
+    };
+    // All or nothing: wait (leave the frame in the source ring) until every target has room.
+    for &id in targets.as_slice() {
+        if !producers
+            .get_mut(&id)
+            .is_some_and(|p| p.can_claim(frame.len()))
+        {
+            return ControlFlow::Break(());
+        }
+    }
+    for &id in targets.as_slice() {
+        let producer = producers.get_mut(&id).expect("checked above");
+        let mut claim = producer.claim(frame.len()).expect("room checked above");
+        let out = claim.bytes_mut();
+        out.copy_from_slice(frame);
+        // The ring owner is the source, whatever the frame claims.
+        out[24..28].copy_from_slice(&source.to_le_bytes());
+        claim.commit();
+        stats.frames_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+    if header.ack_requested() {
+        reply(
+            source,
+            FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0)
+                .with_correlation(header.correlation()),
+            &[],
+            producers,
+            stats,
+        );
+        stats.acks_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    ControlFlow::Continue(())
+}
+
+fn nack(
+    source: u32,
+    correlation: u64,
+    reason: NackReason,
+    detail: &str,
+    producers: &mut HashMap<u32, Producer>,
+    stats: &RouterStats,
+    source_control: &crate::segment::ControlBlock,
+) {
+    stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+    source_control
+        .frames_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    source_control
+        .last_reject_reason
+        .store(reason as u32, Ordering::Relaxed);
+    let body = NackBody {
+        reason: reason as u32,
+        detail: detail.chars().take(200).collect(),
+    };
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&body).expect("nack body serializes");
+    let header = FrameHeader::new(
+        FrameKind::Nack,
+        DAEMON_AGENT_ID,
+        source,
+        payload.len() as u32,
+    )
+    .with_correlation(correlation)
+    .with_priority(0);
+    reply(source, header, &payload, producers, stats);
+}
+
+fn reply(
+    source: u32,
+    header: FrameHeader,
+    payload: &[u8],
+    producers: &mut HashMap<u32, Producer>,
+    stats: &RouterStats,
+) {
+    let Some(producer) = producers.get_mut(&source) else {
+        return;
+    };
+    match producer.claim(HEADER_BYTES + payload.len()) {
+        Ok(mut claim) => {
+            let out = claim.bytes_mut();
+            header.write_to(out);
+            out[HEADER_BYTES..].copy_from_slice(payload);
+            claim.commit();
+        }
+        Err(_) => {
+            stats.replies_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+mod smallvec_like {
+    /// Delivery targets without allocating for the common unicast case.
+    pub(super) enum Targets {
+        One(u32),
+        Many(Vec<u32>),
+    }
+
+    impl Targets {
+        pub(super) fn as_slice(&self) -> &[u32] {
+            match self {
+                Targets::One(id) => std::slice::from_ref(id),
+                Targets::Many(v) => v,
+            }
+        }
+    }
+}
