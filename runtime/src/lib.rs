@@ -1,8 +1,10 @@
-//! agentwire-runtime: the daemon. Built so far: the persisted dead-letter queue ([`dlq`]).
-//! The glommio router shards, registry, control socket and metrics arrive with the rest of
-//! issue 3; until then `agentwire_shm::testing::TestRouter` is the router used in tests.
+//! agentwire-runtime: the daemon. Built so far: [`daemon`] (one router shard on a pinned
+//! glommio executor, status over the control socket, clean shutdown), [`config`] (TOML with
+//! an embedded, documented default) and the persisted dead-letter queue ([`dlq`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod daemon;
 pub mod dlq;

@@ -56,6 +56,39 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
+/// Asks the router at `socket` for its status without registering as an agent (what
+/// `agentwire status` and `agentwire agents` use).
+///
+/// ```no_run
+/// let report = agentwire_shm::client::query_status("/run/agentwire/agentwire.sock".as_ref())?;
+/// println!("{} agents", report.agents.len());
+/// # Ok::<(), agentwire_shm::client::ClientError>(())
+/// ```
+pub fn query_status(socket: &Path) -> Result<crate::control::StatusReport, ClientError> {
+    let conn = ControlConn::connect(socket)?;
+    let hello = ClientMsg::Hello {
+        version_min: PROTOCOL_VERSION_MIN,
+        version_max: PROTOCOL_VERSION_MAX,
+        client: format!("agentwire status, pid {}", std::process::id()),
+    };
+    conn.send(&hello, &[])?;
+    match expect_reply(&conn)? {
+        (ServerMsg::Welcome { .. }, _) => {}
+        (other, _) => {
+            return Err(ClientError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            )))
+        }
+    }
+    conn.send(&ClientMsg::Status, &[])?;
+    match expect_reply(&conn)? {
+        (ServerMsg::Status(report), _) => Ok(report),
+        (other, _) => Err(ClientError::Protocol(format!(
+            "expected Status, got {other:?}"
+        ))),
+    }
+}
+
 /// Errors an agent sees. Each carries what it needs to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -113,6 +113,9 @@ pub enum ClientMsg {
     },
     /// Leaves cleanly.
     Goodbye,
+    /// Asks for the router's status instead of registering (admin tools); allowed right
+    /// after `Welcome`, answered with `Status`, then the connection closes.
+    Status,
 }
 
 /// Why the daemon refused a connection.
@@ -179,6 +182,8 @@ pub enum ServerMsg {
         /// Matching live agents.
         agents: Vec<AgentInfo>,
     },
+    /// The router's status (answer to `ClientMsg::Status`).
+    Status(StatusReport),
     /// Generic success.
     Done,
     /// A request failed.
@@ -186,6 +191,36 @@ pub enum ServerMsg {
         /// What went wrong.
         detail: String,
     },
+}
+
+/// One live agent as the router reports it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Agent id.
+    pub agent_id: u32,
+    /// Agent name.
+    pub name: String,
+    /// Process id (SO_PEERCRED at connect).
+    pub pid: u32,
+    /// Capabilities as `name@version`.
+    pub capabilities: Vec<String>,
+    /// Subscribed topic ids.
+    pub topics: Vec<u32>,
+}
+
+/// The router's status: its counters and its live agents.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusReport {
+    /// Build that answers, e.g. `agentwire 0.1.0`.
+    pub daemon: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Seconds since the router started.
+    pub uptime_s: u64,
+    /// Counters by name (monotonic).
+    pub counters: Vec<(String, u64)>,
+    /// Live agents.
+    pub agents: Vec<AgentStatus>,
 }
 
 /// Why the daemon refused a frame (the payload of a nack, and the reject counter's code).

@@ -27,12 +27,13 @@
 //! ```
 
 use crate::control::{
-    AgentInfo, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg,
+    AgentInfo, AgentStatus, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg,
+    StatusReport,
 };
 use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{Consumer, Producer};
 use crate::segment::{state, HugePages, Segment, SegmentConfig};
-use crate::server::{AllowList, ControlListener, HandshakeError};
+use crate::server::{Accepted, AllowList, ControlListener, HandshakeError};
 use crate::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -45,6 +46,8 @@ use std::time::Duration;
 
 /// Most agents a router admits.
 pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Duty cycles run at shutdown to route frames already committed.
+pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// Frames drained from one agent's tx ring per pass.
 pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
 
@@ -61,6 +64,8 @@ pub struct RouterConfig {
     pub ring_capacity_bytes: usize,
     /// The duty cycle's idle strategy (used by [`RoutingCore::run`]).
     pub idle: IdleStrategy,
+    /// Most agents admitted at once (at most [`ROUTER_AGENTS_MAX`]).
+    pub agents_max: usize,
 }
 
 impl RouterConfig {
@@ -83,6 +88,7 @@ impl RouterConfig {
                 spins_max: 20_000,
                 park_timeout_ns: 200_000,
             },
+            agents_max: ROUTER_AGENTS_MAX,
         }
     }
 }
@@ -121,6 +127,7 @@ struct Registry {
 #[derive(Debug, Clone)]
 struct AgentRecord {
     name: String,
+    pid: u32,
     capabilities: Vec<(String, semver::Version)>,
     topics: Vec<u32>,
 }
@@ -172,6 +179,7 @@ struct NewAgent {
 }
 
 struct Shared {
+    started: std::time::Instant,
     registry: Mutex<Registry>,
     generation: AtomicU64,
     stats: RouterStats,
@@ -209,6 +217,7 @@ impl RouterControl {
         let listener = ControlListener::bind(&config.socket, config.allow.clone())?
             .with_versions(config.versions.0, config.versions.1);
         let shared = Arc::new(Shared {
+            started: std::time::Instant::now(),
             registry: Mutex::new(Registry::default()),
             generation: AtomicU64::new(0),
             stats: RouterStats::default(),
@@ -309,7 +318,11 @@ fn accept_loop(
     let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
     while !shared.shutdown.load(Ordering::Acquire) {
         let pending = match listener.accept(Some(Duration::from_millis(20))) {
-            Ok(Some(p)) => p,
+            Ok(Some(Accepted::Agent(p))) => p,
+            Ok(Some(Accepted::Status(request))) => {
+                request.answer(status_report(&shared));
+                continue;
+            }
             Ok(None) => continue,
             Err(HandshakeError::Control(e)) => {
                 tracing::debug!("handshake failed: {e}");
@@ -325,10 +338,10 @@ fn accept_loop(
             }
         };
         control_threads.retain(|t| !t.is_finished());
-        if control_threads.len() >= ROUTER_AGENTS_MAX {
+        if control_threads.len() >= config.agents_max.min(ROUTER_AGENTS_MAX) {
             pending.refuse(
                 crate::control::RefuseReason::Full,
-                format!("{ROUTER_AGENTS_MAX} agents max"),
+                format!("{} agents max", config.agents_max),
             );
             continue;
         }
@@ -361,6 +374,7 @@ fn accept_loop(
                     agent_id,
                     AgentRecord {
                         name: registration.name.clone(),
+                        pid: pending.peer().pid,
                         capabilities,
                         topics: topic_ids.clone(),
                     },
@@ -407,6 +421,49 @@ fn accept_loop(
     }
     for t in control_threads {
         let _ = t.join();
+    }
+}
+
+/// The router's counters and live agents, for `agentwire status`.
+fn status_report(shared: &Shared) -> StatusReport {
+    let st = &shared.stats;
+    let counters = [
+        ("frames_delivered", &st.frames_delivered),
+        ("frames_rejected", &st.frames_rejected),
+        ("frames_malformed", &st.frames_malformed),
+        ("acks_sent", &st.acks_sent),
+        ("replies_dropped", &st.replies_dropped),
+        ("handshakes_refused", &st.handshakes_refused),
+        ("agents_admitted", &st.agents_admitted),
+        ("agents_removed", &st.agents_removed),
+        ("rings_corrupt", &st.rings_corrupt),
+    ]
+    .into_iter()
+    .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
+    .collect();
+    let reg = shared.registry.lock().expect("registry lock");
+    let mut agents: Vec<AgentStatus> = reg
+        .agents
+        .iter()
+        .map(|(&agent_id, rec)| AgentStatus {
+            agent_id,
+            name: rec.name.clone(),
+            pid: rec.pid,
+            capabilities: rec
+                .capabilities
+                .iter()
+                .map(|(n, v)| format!("{n}@{v}"))
+                .collect(),
+            topics: rec.topics.clone(),
+        })
+        .collect();
+    agents.sort_by_key(|a| a.agent_id);
+    StatusReport {
+        daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
+        pid: std::process::id(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        counters,
+        agents,
     }
 }
 
@@ -490,9 +547,11 @@ fn control_loop(
                         detail: format!("requirement {requirement:?}: {e}"),
                     },
                 },
-                ClientMsg::Hello { .. } | ClientMsg::Register(_) => ServerMsg::Error {
-                    detail: "already registered".into(),
-                },
+                ClientMsg::Hello { .. } | ClientMsg::Register(_) | ClientMsg::Status => {
+                    ServerMsg::Error {
+                        detail: "already registered".into(),
+                    }
+                }
             }
         };
         bump(&shared);
@@ -770,7 +829,30 @@ impl RoutingCore {
                 idler.reset();
             }
         }
+        self.drain();
         self.close();
+    }
+
+    /// At shutdown: routes what is already committed in the tx rings, for at most
+    /// [`DRAIN_PASSES_MAX`] duty cycles (a destination that stays full cannot hold the
+    /// shutdown hostage). Returns the frames routed.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-dr-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.drain(), 0);
+    /// ```
+    pub fn drain(&mut self) -> usize {
+        let mut routed = 0;
+        for _ in 0..DRAIN_PASSES_MAX {
+            let work = self.do_work();
+            if work == 0 {
+                break;
+            }
+            routed += work;
+        }
+        routed
     }
 }
 

@@ -181,14 +181,11 @@ impl ControlListener {
     /// ```no_run
     /// # use agentwire_shm::server::{AllowList, ControlListener};
     /// # let l = ControlListener::bind("/tmp/x.sock".as_ref(), AllowList::current_user()).unwrap();
-    /// if let Some(pending) = l.accept(None).unwrap() {
+    /// if let Some(agentwire_shm::server::Accepted::Agent(pending)) = l.accept(None).unwrap() {
     ///     println!("{} wants in", pending.registration().name);
     /// }
     /// ```
-    pub fn accept(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<Option<PendingAgent>, HandshakeError> {
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<Option<Accepted>, HandshakeError> {
         if !control::wait_readable(self.fd.as_fd(), timeout)? {
             return Ok(None);
         }
@@ -238,25 +235,25 @@ impl ControlListener {
             &[],
         )?;
         let (register, _) = conn.recv::<ClientMsg>(Some(HANDSHAKE_STEP_TIMEOUT))?;
-        let ClientMsg::Register(registration) = register else {
-            refuse(
-                RefuseReason::BadRequest,
-                "expected Register after Hello".into(),
-            );
-            return Err(HandshakeError::BadRequest(
-                "expected Register after Hello".into(),
-            ));
+        let registration = match register {
+            ClientMsg::Register(registration) => registration,
+            ClientMsg::Status => return Ok(Some(Accepted::Status(StatusRequest { conn, peer }))),
+            _ => {
+                let detail = "expected Register or Status after Hello";
+                refuse(RefuseReason::BadRequest, detail.into());
+                return Err(HandshakeError::BadRequest(detail.into()));
+            }
         };
         if let Err(detail) = validate_registration(&registration) {
             refuse(RefuseReason::BadRequest, detail.clone());
             return Err(HandshakeError::BadRequest(detail));
         }
-        Ok(Some(PendingAgent {
+        Ok(Some(Accepted::Agent(PendingAgent {
             conn,
             registration,
             peer,
             version,
-        }))
+        })))
     }
 }
 
@@ -292,6 +289,44 @@ pub fn validate_registration(r: &Registration) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+/// What a connection asked for once the handshake passed.
+#[derive(Debug)]
+pub enum Accepted {
+    /// An agent to admit.
+    Agent(PendingAgent),
+    /// An admin tool asking for the router's status.
+    Status(StatusRequest),
+}
+
+/// A status query waiting for its answer.
+#[derive(Debug)]
+pub struct StatusRequest {
+    conn: ControlConn,
+    peer: PeerCredentials,
+}
+
+impl StatusRequest {
+    /// Who asked.
+    ///
+    /// ```no_run
+    /// # fn f(r: agentwire_shm::server::StatusRequest) { println!("{}", r.peer().uid); }
+    /// ```
+    pub fn peer(&self) -> PeerCredentials {
+        self.peer
+    }
+
+    /// Sends the report; the connection closes after it.
+    ///
+    /// ```no_run
+    /// # fn f(r: agentwire_shm::server::StatusRequest) {
+    /// r.answer(agentwire_shm::control::StatusReport::default());
+    /// # }
+    /// ```
+    pub fn answer(self, report: crate::control::StatusReport) {
+        let _ = self.conn.send(&ServerMsg::Status(report), &[]);
+    }
 }
 
 /// A client that passed the handshake and waits to be admitted.

@@ -2,10 +2,12 @@
 //!
 //! Today it carries `demo`, which runs the shm data plane end to end (the minimal in-process
 //! router, a second agent in its own process, discovery, publish/subscribe, request/response
-//! and a unicast throughput run), and `dlq list|replay|purge` for the dead-letter queue.
-//! `serve`, `status`, `load` and the rest arrive with their issues.
+//! and a unicast throughput run), `serve` (the daemon), `status` and `agents`, and
+//! `dlq list|replay|purge` for the dead-letter queue. `load`, `perf`, `topology` and the
+//! rest arrive with their issues.
 
 mod dlq_cmd;
+mod serve_cmd;
 
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
@@ -46,6 +48,36 @@ enum DlqCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the daemon in the foreground: the control socket, and the router on a pinned
+    /// core. With no --config it runs on the embedded default (see runtime/default.toml).
+    /// SIGTERM or SIGINT drain committed frames and exit 0.
+    Serve {
+        /// TOML configuration file [default: the embedded default].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control socket; overrides the config [default: /run/agentwire/agentwire.sock
+        /// for root, else under $XDG_RUNTIME_DIR].
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+    },
+    /// Show the running daemon's counters.
+    Status {
+        /// The daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the agents connected to the running daemon.
+    Agents {
+        /// The daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.
     Demo {
@@ -61,9 +93,13 @@ enum Cmd {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        /// Socket path for the demo router (default: a fresh path under the temp dir).
+        /// Socket path: of the demo's own router, or with --attach of the running daemon
+        /// [default: a fresh path under the temp dir; with --attach the daemon's default].
         #[arg(long, env = "AGENTWIRE_SOCKET")]
         socket: Option<PathBuf>,
+        /// Use the running daemon (`agentwire serve`) instead of starting a router.
+        #[arg(long)]
+        attach: bool,
     },
     /// Inspect and drain the dead-letter queue (frames the router could not deliver).
     Dlq {
@@ -101,8 +137,12 @@ fn main() -> ExitCode {
             round_trips,
             json,
             socket,
-        } => demo(messages, payload_bytes, round_trips, json, socket),
+            attach,
+        } => demo(messages, payload_bytes, round_trips, json, socket, attach),
         Cmd::DemoPeer { socket } => demo_peer(socket),
+        Cmd::Serve { config, socket } => serve_cmd::serve(config, socket),
+        Cmd::Status { socket, json } => serve_cmd::status(socket, json),
+        Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),
         Cmd::Dlq { action, dlq, json } => {
             let path = dlq.unwrap_or_else(agentwire_runtime::dlq::default_path);
             match action {
@@ -177,22 +217,34 @@ fn demo(
     round_trips: u64,
     json: bool,
     socket: Option<PathBuf>,
+    attach: bool,
 ) -> Result<(), BoxError> {
     if payload_bytes < 8 {
         return Err("--payload-bytes must be at least 8 (it carries a sequence number)".into());
     }
     let socket = socket.unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join(format!("agentwire-demo-{}", std::process::id()))
-            .join("agentwire.sock")
+        if attach {
+            agentwire_shm::client::default_socket_path()
+        } else {
+            std::env::temp_dir()
+                .join(format!("agentwire-demo-{}", std::process::id()))
+                .join("agentwire.sock")
+        }
     });
-    let router = TestRouter::start(TestRouterConfig::new(socket.clone()))?;
+    let router = if attach {
+        None
+    } else {
+        Some(TestRouter::start(TestRouterConfig::new(socket.clone()))?)
+    };
     let progress = |line: &str| {
         if !json {
             eprintln!("{line}");
         }
     };
-    progress(&format!("router listening on {}", socket.display()));
+    match &router {
+        Some(_) => progress(&format!("demo router listening on {}", socket.display())),
+        None => progress(&format!("using the daemon at {}", socket.display())),
+    }
 
     let mut peer = Command::new(std::env::current_exe()?)
         .args(["demo-peer", "--socket"])
@@ -274,14 +326,25 @@ fn demo(
     };
     let (received, out_of_order) = (counted("sends"), counted("out_of_order"));
     let rate = messages as f64 / elapsed.as_secs_f64();
-    let stats = router.stats();
-    let delivered = stats
-        .frames_delivered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    router.stop();
+    let router_name = if router.is_some() {
+        "test-router (single thread, minimal)"
+    } else {
+        "daemon"
+    };
+    let delivered = match router {
+        Some(router) => router
+            .stats()
+            .frames_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        None => agentwire_shm::client::query_status(&socket)?
+            .counters
+            .iter()
+            .find(|(name, _)| name == "frames_delivered")
+            .map_or(0, |(_, v)| *v),
+    };
     if json {
         let report = serde_json::json!({
-            "router": "test-router (single thread, minimal)",
+            "router": router_name,
             "msg_size": payload_bytes,
             "sent": messages,
             "delivered": received,
@@ -296,7 +359,7 @@ fn demo(
         });
         println!("{report}");
     } else {
-        println!("agentwire demo (shm data plane through the minimal test router)");
+        println!("agentwire demo (through the {router_name})");
         println!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6);
         println!(
             "  req/resp  {round_trips} round trips: p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",

@@ -1,0 +1,215 @@
+//! The daemon's configuration: TOML, every key optional, unknown keys refused with their
+//! line. The embedded default (`runtime/default.toml`) documents each key with its unit.
+//!
+//! ```
+//! let config = agentwire_runtime::config::Config::parse("idle = \"spin\"", "inline").unwrap();
+//! assert_eq!(config.idle, agentwire_shm::idle::IdleStrategy::Spin);
+//! assert!(agentwire_runtime::config::Config::parse("idel = 1", "inline").is_err());
+//! ```
+
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::server::AllowList;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration, documented key by key.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    socket: Option<PathBuf>,
+    router_cpu: Option<usize>,
+    ring_capacity_bytes: Option<usize>,
+    idle: Option<String>,
+    allow_uids: Option<Vec<u32>>,
+    allow_gids: Option<Vec<u32>>,
+    io_memory_bytes: Option<usize>,
+    agents_max: Option<usize>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Control socket (`None`: the default for this user).
+    pub socket: Option<PathBuf>,
+    /// Router CPU (`None`: the last CPU this process may run on).
+    pub router_cpu: Option<usize>,
+    /// Ring capacity per agent and direction, bytes.
+    pub ring_capacity_bytes: usize,
+    /// Router idle strategy.
+    pub idle: IdleStrategy,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// io_uring memory of the router executor, bytes.
+    pub io_memory_bytes: usize,
+    /// Most agents at once.
+    pub agents_max: usize,
+}
+
+/// A configuration that could not be read or is invalid; names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown key (the message carries line and column).
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// File name or "embedded default".
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("config {origin}: {key} = {value}: {why}")]
+    Invalid {
+        /// File name.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: String,
+    },
+}
+
+impl Config {
+    /// The embedded default.
+    ///
+    /// ```
+    /// let c = agentwire_runtime::config::Config::embedded_default();
+    /// assert_eq!(c.ring_capacity_bytes, 1 << 20);
+    /// ```
+    pub fn embedded_default() -> Self {
+        Self::parse(DEFAULT_CONFIG_TOML, "embedded default").expect("the embedded default is valid")
+    }
+
+    /// Reads and validates a file.
+    ///
+    /// ```no_run
+    /// let c = agentwire_runtime::config::Config::load("/etc/agentwire/agentwire.toml".as_ref())?;
+    /// # Ok::<(), agentwire_runtime::config::ConfigError>(())
+    /// ```
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; keys not given take the embedded default's values.
+    ///
+    /// ```
+    /// let c = agentwire_runtime::config::Config::parse("agents_max = 10", "inline").unwrap();
+    /// assert_eq!(c.agents_max, 10);
+    /// ```
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key, value: String, why: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            value,
+            why: why.to_string(),
+        };
+        let ring_capacity_bytes = raw.ring_capacity_bytes.unwrap_or(1 << 20);
+        if agentwire_shm::ring::check_capacity(ring_capacity_bytes).is_err() {
+            return Err(invalid(
+                "ring_capacity_bytes",
+                ring_capacity_bytes.to_string(),
+                "a power of two from 1024 to 1073741824",
+            ));
+        }
+        let idle_text = raw.idle.unwrap_or_else(|| "spin-then-park".to_string());
+        let idle = idle_text
+            .parse::<IdleStrategy>()
+            .map_err(|e| invalid("idle", format!("{idle_text:?}"), &e))?;
+        let agents_max = raw
+            .agents_max
+            .unwrap_or(agentwire_shm::routing::ROUTER_AGENTS_MAX);
+        if agents_max == 0 || agents_max > agentwire_shm::routing::ROUTER_AGENTS_MAX {
+            return Err(invalid(
+                "agents_max",
+                agents_max.to_string(),
+                &format!("1 to {}", agentwire_shm::routing::ROUTER_AGENTS_MAX),
+            ));
+        }
+        let io_memory_bytes = raw.io_memory_bytes.unwrap_or(128 * 1024);
+        if io_memory_bytes < 64 * 1024 {
+            return Err(invalid(
+                "io_memory_bytes",
+                io_memory_bytes.to_string(),
+                "at least 65536 (glommio's minimum)",
+            ));
+        }
+        let (uids, gids) = (
+            raw.allow_uids.unwrap_or_default(),
+            raw.allow_gids.unwrap_or_default(),
+        );
+        let allow = if uids.is_empty() && gids.is_empty() {
+            AllowList::current_user()
+        } else {
+            AllowList { uids, gids }
+        };
+        Ok(Self {
+            socket: raw.socket,
+            router_cpu: raw.router_cpu,
+            ring_capacity_bytes,
+            idle,
+            allow,
+            io_memory_bytes,
+            agents_max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_matches_documented_values() {
+        let c = Config::embedded_default();
+        assert_eq!(c.idle, IdleStrategy::default());
+        assert_eq!(c.io_memory_bytes, 131_072);
+        assert_eq!(c.agents_max, 256);
+        assert_eq!(c.allow, AllowList::current_user());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let err =
+            Config::parse("idle = \"spin\"\nring_capcity_bytes = 4096\n", "test.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("test.toml")
+                && msg.contains("line 2")
+                && msg.contains("ring_capcity_bytes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_the_rule() {
+        let err = Config::parse("ring_capacity_bytes = 5000", "t").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ring_capacity_bytes = 5000: a power of two"),
+            "{err}"
+        );
+        let err = Config::parse("idle = \"nap\"", "t").unwrap_err();
+        assert!(err.to_string().contains("unknown idle strategy"), "{err}");
+        assert!(Config::parse("agents_max = 0", "t").is_err());
+        assert!(Config::parse("io_memory_bytes = 10", "t").is_err());
+    }
+}

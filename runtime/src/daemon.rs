@@ -1,0 +1,259 @@
+//! `agentwire serve`: the daemon. The control side (accept thread, one control thread per
+//! agent) comes from [`agentwire_shm::routing`]; the routing duty cycle runs on a glommio
+//! `LocalExecutor` pinned to the router CPU, in a thread named `aw-router-<cpu>`.
+//!
+//! Built so far (issue 3): one router shard, status over the control socket, a memlock
+//! preflight, clean shutdown that routes what is already committed. Still to come: several
+//! shards with SPSC rings between them, priority lanes, delivery deadlines feeding the
+//! dead-letter queue, metrics endpoint, SIGHUP reload.
+//!
+//! ```no_run
+//! use agentwire_runtime::{config::Config, daemon::Daemon};
+//! let daemon = Daemon::start(&Config::embedded_default(), "/tmp/aw.sock".into())?;
+//! daemon.shutdown();
+//! daemon.join();
+//! # Ok::<(), agentwire_runtime::daemon::DaemonError>(())
+//! ```
+
+use crate::config::Config;
+use agentwire_shm::control::ControlError;
+use agentwire_shm::idle::Idler;
+use agentwire_shm::routing::{RouterConfig, RouterControl, RouterStats};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Locked memory the router executor needs beyond its io_memory (io_uring rings and
+/// bookkeeping), in bytes.
+pub const EXECUTOR_MEMLOCK_OVERHEAD_BYTES: u64 = 512 * 1024;
+/// How long start waits for the router executor to come up.
+pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// RLIMIT_MEMLOCK is below what the router executor locks.
+    #[error(
+        "RLIMIT_MEMLOCK is {limit_kib} KiB but the router executor needs {needed_kib} KiB of \
+         locked memory for io_uring: raise it (`ulimit -l {needed_kib}`, or LimitMEMLOCK= in \
+         the systemd unit) or lower io_memory_bytes in the config"
+    )]
+    Memlock {
+        /// The soft limit.
+        limit_kib: u64,
+        /// What is needed.
+        needed_kib: u64,
+    },
+    /// The configured CPU is not available to this process.
+    #[error("router_cpu {cpu} is not one this process may run on (allowed: {allowed:?}); change router_cpu in the config")]
+    BadCpu {
+        /// The CPU asked for.
+        cpu: usize,
+        /// CPUs in this process's affinity mask.
+        allowed: Vec<usize>,
+    },
+    /// The control socket could not be set up (e.g. another daemon serves it).
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The router executor failed to start.
+    #[error("starting the router executor on cpu {cpu}: {detail}")]
+    Executor {
+        /// The CPU.
+        cpu: usize,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// CPUs this process may run on.
+///
+/// ```
+/// assert!(!agentwire_runtime::daemon::allowed_cpus().is_empty());
+/// ```
+pub fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// Checks RLIMIT_MEMLOCK against what an executor with `io_memory_bytes` locks.
+///
+/// ```
+/// assert!(agentwire_runtime::daemon::check_memlock(64 * 1024, Some(1 << 30)).is_ok());
+/// assert!(agentwire_runtime::daemon::check_memlock(10 << 20, Some(8 << 20)).is_err());
+/// ```
+pub fn check_memlock(io_memory_bytes: usize, limit_bytes: Option<u64>) -> Result<(), DaemonError> {
+    let needed = io_memory_bytes as u64 + EXECUTOR_MEMLOCK_OVERHEAD_BYTES;
+    match limit_bytes {
+        Some(limit) if limit < needed => Err(DaemonError::Memlock {
+            limit_kib: limit / 1024,
+            needed_kib: needed.div_ceil(1024),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    control: RouterControl,
+    router: Option<glommio::ExecutorJoinHandle<()>>,
+    router_cpu: usize,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.control.socket_path())
+            .field("router_cpu", &self.router_cpu)
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Checks the machine, binds the socket and starts the router executor.
+    ///
+    /// ```no_run
+    /// # use agentwire_runtime::{config::Config, daemon::Daemon};
+    /// let d = Daemon::start(&Config::embedded_default(), "/tmp/aw.sock".into())?;
+    /// println!("router on cpu {}", d.router_cpu());
+    /// # Ok::<(), agentwire_runtime::daemon::DaemonError>(())
+    /// ```
+    pub fn start(config: &Config, socket: PathBuf) -> Result<Self, DaemonError> {
+        let allowed = allowed_cpus();
+        let cpu = config
+            .router_cpu
+            .unwrap_or_else(|| *allowed.last().unwrap_or(&0));
+        if !allowed.contains(&cpu) {
+            return Err(DaemonError::BadCpu { cpu, allowed });
+        }
+        let is_root = rustix::process::geteuid().is_root();
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+        if !is_root {
+            check_memlock(config.io_memory_bytes, limit)?;
+        }
+        let mut router_config = RouterConfig::new(socket);
+        router_config.allow = config.allow.clone();
+        router_config.ring_capacity_bytes = config.ring_capacity_bytes;
+        router_config.idle = config.idle;
+        router_config.agents_max = config.agents_max;
+        let (control, core) = RouterControl::start(router_config)?;
+        let idle = config.idle;
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name("aw-router")
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || async move {
+                // glommio names the thread after its own executor id; name it by role and
+                // core so perf and top -H read well.
+                if let Ok(name) = CString::new(format!("aw-router-{cpu}")) {
+                    let _ = rustix::thread::set_name(&name);
+                }
+                let _ = started_tx.send(());
+                let mut core = core;
+                let mut idler = Idler::new(idle);
+                while !core.should_stop() {
+                    if core.do_work() == 0 {
+                        core.idle(&mut idler);
+                    } else {
+                        idler.reset();
+                    }
+                    glommio::yield_if_needed().await;
+                }
+                let routed = core.drain();
+                core.close();
+                tracing::info!(routed, "router drained and stopped");
+            })
+            .map_err(|e| DaemonError::Executor {
+                cpu,
+                detail: e.to_string(),
+            })?;
+        if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
+            let detail = match router.join() {
+                Ok(()) => "exited before starting".to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(DaemonError::Executor { cpu, detail });
+        }
+        tracing::info!(
+            socket = %control.socket_path().display(),
+            router_cpu = cpu,
+            idle = ?config.idle,
+            ring_capacity_bytes = config.ring_capacity_bytes,
+            "agentwire serving"
+        );
+        Ok(Self {
+            control,
+            router: Some(router),
+            router_cpu: cpu,
+        })
+    }
+
+    /// The control socket.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// println!("{}", d.socket_path().display());
+    /// ```
+    pub fn socket_path(&self) -> &Path {
+        self.control.socket_path()
+    }
+
+    /// The CPU the router runs on.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// assert!(d.router_cpu() < 1024);
+    /// ```
+    pub fn router_cpu(&self) -> usize {
+        self.router_cpu
+    }
+
+    /// The router's counters.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// let _ = d.stats().frames_delivered.load(std::sync::atomic::Ordering::Relaxed);
+    /// ```
+    pub fn stats(&self) -> &RouterStats {
+        self.control.stats()
+    }
+
+    /// Asks the router to stop (it drains committed frames first).
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// d.shutdown();
+    /// ```
+    pub fn shutdown(&self) {
+        self.control.shutdown();
+    }
+
+    /// Waits for the router and the control threads to finish (after [`Daemon::shutdown`]).
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// d.shutdown();
+    /// d.join();
+    /// ```
+    pub fn join(mut self) {
+        self.shutdown();
+        if let Some(router) = self.router.take() {
+            if let Err(e) = router.join() {
+                tracing::error!("router executor failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(router) = self.router.take() {
+            let _ = router.join();
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `agentwire serve` as a real process: agents exchange a million messages through it,
+//! status and agents report them, a second daemon is refused, bad configs fail clearly,
+//! SIGTERM exits 0 and clients see the daemon go.
+
+use agentwire_shm::client::{query_status, Agent, ClientError};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENTWIRE: &str = env!("CARGO_BIN_EXE_agentwire");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aw-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A daemon process, killed if the test fails before stopping it.
+struct Served {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Served {
+    fn start(socket: &Path, extra: &[&str]) -> Self {
+        let child = Command::new(AGENTWIRE)
+            .args(["serve", "--socket"])
+            .arg(socket)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while query_status(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: daemon did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    fn terminate(mut self) -> Output {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli_json(args: &[&str], socket: &Path) -> serde_json::Value {
+    let out = Command::new(AGENTWIRE)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn two_agents_exchange_a_million_messages_through_the_daemon() {
+    let dir = scratch("million");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let mut receiver = Agent::builder("receiver")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    let receiver_id = receiver.id();
+    let socket = served.socket.clone();
+    const MESSAGES: u64 = 1_000_000;
+    let sender = std::thread::spawn(move || {
+        let mut agent = Agent::builder("sender")
+            .socket(&socket)
+            .capability("emit", "1.0.0")
+            .connect()
+            .unwrap();
+        let mut payload = [0u8; 64];
+        let mut seq = 0u64;
+        while seq < MESSAGES {
+            let end = (seq + 32).min(MESSAGES);
+            let frames: Vec<[u8; 64]> = (seq..end)
+                .map(|s| {
+                    payload[..8].copy_from_slice(&s.to_le_bytes());
+                    payload
+                })
+                .collect();
+            agent
+                .send_batch(receiver_id, frames.iter().map(|f| &f[..]))
+                .unwrap();
+            seq = end;
+        }
+        agent
+    });
+    let mut expected = 0u64;
+    let mut check = |payload: &[u8]| {
+        let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
+        assert_eq!(seq, expected, "lost, duplicated or reordered");
+        expected += 1;
+    };
+    let mut received = 0u64;
+    while received < MESSAGES {
+        let n = receiver
+            .recv_batch(256, |_, payload| check(payload))
+            .unwrap() as u64;
+        received += n;
+        if n == 0 {
+            // Block (spin then park) for the next frame, and check it too.
+            let msg = receiver
+                .recv(Some(Duration::from_secs(20)))
+                .unwrap()
+                .expect("watchdog: stalled");
+            assert_ne!(msg.header().source(), receiver_id);
+            check(msg.payload());
+            received += 1;
+        }
+    }
+    let _sender_agent = sender.join().unwrap();
+    let status = cli_json(&["status"], &served.socket);
+    assert!(
+        status["counters"]["frames_delivered"].as_u64().unwrap() >= MESSAGES,
+        "{status}"
+    );
+    assert_eq!(status["agents"], 2);
+    let agents = cli_json(&["agents"], &served.socket);
+    let names: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["receiver", "sender"]);
+    assert_eq!(agents["agents"][1]["capabilities"][0], "emit@1.0.0");
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "SIGTERM exits 0: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_recv_loop_above_does_not_hide_a_stall() {
+    // Guard for the test above: recv on an idle daemon returns None in time, not an error.
+    let dir = scratch("idle");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let mut a = Agent::builder("a")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    assert!(a.recv(Some(Duration::from_millis(50))).unwrap().is_none());
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_clients_see_the_daemon_go() {
+    let dir = scratch("sigterm");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let mut agent = Agent::builder("watcher")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    let socket = served.socket.clone();
+    let out = served.terminate();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(!socket.exists(), "socket removed at exit");
+    let err = agent
+        .recv(Some(Duration::from_secs(10)))
+        .map(|m| m.is_some())
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Disconnected), "{err}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused() {
+    let dir = scratch("second");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let out = Command::new(AGENTWIRE)
+        .args(["serve", "--socket"])
+        .arg(&served.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already serving"), "{stderr}");
+    assert!(
+        query_status(&served.socket).is_ok(),
+        "the first daemon is unaffected"
+    );
+}
+
+#[test]
+fn bad_config_fails_with_file_line_and_key() {
+    let dir = scratch("badconfig");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, "idle = \"spin\"\nrouter_cpus = 3\n").unwrap();
+    let out = Command::new(AGENTWIRE)
+        .args(["serve", "--socket"])
+        .arg(dir.join("agentwire.sock"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agentwire.toml")
+            && stderr.contains("line 2")
+            && stderr.contains("router_cpus"),
+        "{stderr}"
+    );
+    std::fs::write(&config, "router_cpu = 4096\n").unwrap();
+    let out = Command::new(AGENTWIRE)
+        .args(["serve", "--socket"])
+        .arg(dir.join("agentwire.sock"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("router_cpu 4096 is not one this process may run on"));
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let dir = scratch("nodaemon");
+    let out = Command::new(AGENTWIRE)
+        .args(["status", "--socket"])
+        .arg(dir.join("none.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon answering at"));
+}
