@@ -517,7 +517,9 @@ impl Agent {
         .with_feature(options.feature_id)
         .with_flags(flags);
         let frame_len = HEADER_BYTES + payload_len_bytes;
-        let deadline = Instant::now() + self.builder.send_timeout;
+        // The deadline is taken only once the ring is found full: reading the clock on every
+        // send cost 6% of a routed-throughput run (perf, cpu-clock, 2026-11-21).
+        let mut deadline = None;
         let mut spins = 0u32;
         // Poll for room; the daemon drains continuously, so a full ring is transient unless
         // the daemon is gone or overloaded. `can_claim` touches no shared state unless the
@@ -526,6 +528,8 @@ impl Agent {
             if frame_len > self.link.tx.frame_bytes_max() {
                 break; // claim() below reports TooLarge
             }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.builder.send_timeout);
             spins += 1;
             if spins % 1024 == 0 {
                 self.check_alive()?;
