@@ -252,3 +252,84 @@ fn status_without_a_daemon_says_so() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon answering at"));
 }
+
+/// Runs `agentwire serve` as user `nobody` under a memlock limit (needs root to switch user;
+/// CI runs as root). Returns the child, or `None` when not root.
+fn serve_as_nobody(dir: &Path, memlock_bytes: u64) -> Option<std::process::Child> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: cannot switch to user nobody; skipping");
+        return None;
+    }
+    // A copy of the binary and a runtime dir that nobody can use, wherever the checkout is.
+    let binary = dir.join("agentwire");
+    std::fs::copy(AGENTWIRE, &binary).unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    for path in [dir, binary.as_path(), run.as_path()] {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+    let child = Command::new("prlimit")
+        .arg(format!("--memlock={memlock_bytes}:{memlock_bytes}"))
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+        ])
+        .arg(format!("XDG_RUNTIME_DIR={}", run.display()))
+        .arg(format!("HOME={}", run.display()))
+        .arg(&binary)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some(child)
+}
+
+#[test]
+fn non_root_user_with_8_mib_memlock_runs_the_daemon() {
+    let dir = scratch("nobody");
+    let Some(child) = serve_as_nobody(&dir, 8 * 1024 * 1024) else {
+        return;
+    };
+    let socket = dir.join("run/agentwire/agentwire.sock");
+    let served = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while query_status(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: non-root daemon did not come up at {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Served {
+            child,
+            socket: socket.clone(),
+        }
+    };
+    let report = query_status(&socket).unwrap();
+    assert!(report.pid > 0);
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn memlock_too_low_fails_with_the_fix_named() {
+    let dir = scratch("memlock");
+    let Some(child) = serve_as_nobody(&dir, 256 * 1024) else {
+        return;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("RLIMIT_MEMLOCK is 256 KiB") && stderr.contains("ulimit -l"),
+        "{stderr}"
+    );
+}
