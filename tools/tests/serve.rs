@@ -31,18 +31,25 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        Self::adopt(child, socket)
+    }
+
+    /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`.
+    fn adopt(child: Child, socket: &Path) -> Self {
+        let served = Self {
+            child,
+            socket: socket.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while query_status(socket).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "watchdog: daemon did not come up"
+                "watchdog: daemon did not come up at {}",
+                socket.display()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        Self {
-            child,
-            socket: socket.to_path_buf(),
-        }
+        served
     }
 
     fn terminate(mut self) -> Output {
@@ -294,21 +301,7 @@ fn non_root_user_with_8_mib_memlock_runs_the_daemon() {
         return;
     };
     let socket = dir.join("run/agentwire/agentwire.sock");
-    let served = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while query_status(&socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "watchdog: non-root daemon did not come up at {}",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Served {
-            child,
-            socket: socket.clone(),
-        }
-    };
+    let served = Served::adopt(child, &socket);
     let report = query_status(&socket).unwrap();
     assert!(report.pid > 0);
     let out = served.terminate();
