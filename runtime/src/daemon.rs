@@ -156,15 +156,10 @@ impl Daemon {
                 let mut core = core;
                 let mut idler = Idler::new(idle);
                 while !core.should_stop() {
-                    if core.do_work() == 0 {
-                        core.idle(&mut idler);
-                    } else {
-                        idler.reset();
-                    }
+                    core.step(&mut idler);
                     glommio::yield_if_needed().await;
                 }
-                let routed = core.drain();
-                core.close();
+                let routed = core.finish();
                 tracing::info!(routed, "router drained and stopped");
             })
             .map_err(|e| DaemonError::Executor {

@@ -30,6 +30,7 @@
 //! assert_eq!((letters[0].sequence, letters[0].frame.as_slice()), (seq, &b"an undeliverable frame"[..]));
 //! ```
 
+use core::mem::size_of;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -73,7 +74,6 @@ struct RecordHeader {
 
 const _: () = assert!(size_of::<FileHeader>() as u64 == FILE_HEADER_BYTES);
 const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_BYTES);
-use core::mem::size_of;
 
 /// Where the queue lives and how large it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +212,6 @@ pub struct DeadLetterQueue {
     file: File,
     records: u64,
     bytes: u64,
-    first_sequence: u64,
     next_sequence: u64,
     recovery: RecoveryReport,
 }
@@ -355,7 +354,6 @@ impl DeadLetterQueue {
                 file,
                 records: 0,
                 bytes: FILE_HEADER_BYTES,
-                first_sequence: 1,
                 next_sequence: 1,
                 recovery,
             });
@@ -425,7 +423,6 @@ impl DeadLetterQueue {
             file,
             records,
             bytes: offset,
-            first_sequence,
             next_sequence,
             recovery,
         })
@@ -676,7 +673,6 @@ impl DeadLetterQueue {
             .map_err(io_err("seeking in", &path))?;
         self.records = keep.len() as u64;
         self.bytes = bytes;
-        self.first_sequence = first_sequence;
         Ok(())
     }
 }

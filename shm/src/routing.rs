@@ -839,14 +839,44 @@ impl RoutingCore {
     pub fn run(mut self, idle: IdleStrategy) {
         let mut idler = Idler::new(idle);
         while !self.should_stop() {
-            if self.do_work() == 0 {
-                self.idle(&mut idler);
-            } else {
-                idler.reset();
-            }
+            self.step(&mut idler);
         }
-        self.drain();
+        self.finish();
+    }
+
+    /// One duty cycle, then idles with `idler` if it did no work. Callers that interleave
+    /// other work (the daemon's executor yields between steps) loop on this.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-step-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.step(&mut Idler::new(IdleStrategy::Spin)), 0);
+    /// ```
+    pub fn step(&mut self, idler: &mut Idler) -> usize {
+        let work = self.do_work();
+        if work == 0 {
+            self.idle(idler);
+        } else {
+            idler.reset();
+        }
+        work
+    }
+
+    /// At shutdown: routes what is already committed ([`RoutingCore::drain`]), then marks
+    /// every segment closed. Returns the frames routed while draining.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-fin-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.finish(), 0);
+    /// ```
+    pub fn finish(&mut self) -> usize {
+        let routed = self.drain();
         self.close();
+        routed
     }
 
     /// At shutdown: routes what is already committed in the tx rings, for at most

@@ -3,6 +3,7 @@
 use agentwire_runtime::config::Config;
 use agentwire_runtime::daemon::Daemon;
 use agentwire_shm::client::query_status;
+use agentwire_shm::control::StatusReport;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,11 +56,17 @@ pub fn serve(config_path: Option<PathBuf>, socket: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// `agentwire status`: the router's counters (and agent count).
-pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
+/// Resolves the socket and asks the daemon there for its status.
+fn fetch_status(socket: Option<PathBuf>) -> Result<(PathBuf, StatusReport), BoxError> {
     let socket = resolve_socket(socket, None);
     let report = query_status(&socket)
         .map_err(|e| format!("no daemon answering at {}: {e}", socket.display()))?;
+    Ok((socket, report))
+}
+
+/// `agentwire status`: the router's counters (and agent count).
+pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
+    let (socket, report) = fetch_status(socket)?;
     if as_json {
         let counters: serde_json::Map<String, serde_json::Value> = report
             .counters
@@ -91,9 +98,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
 
 /// `agentwire agents`: the live agents.
 pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
-    let socket = resolve_socket(socket, None);
-    let report = query_status(&socket)
-        .map_err(|e| format!("no daemon answering at {}: {e}", socket.display()))?;
+    let (_, report) = fetch_status(socket)?;
     if as_json {
         let agents: Vec<_> = report
             .agents
