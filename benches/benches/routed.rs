@@ -139,6 +139,8 @@ fn main() {
     let mut config = Config::embedded_default();
     config.router_cpu = Some(1);
     config.idle = IdleStrategy::Spin;
+    config.metrics = false;
+    config.dlq.path = socket.with_file_name("dlq.log");
     let daemon = Daemon::start(&config, socket.clone()).expect("daemon");
     pin_to_cpu(0);
     let connect = |name: &str| {

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// The embedded default configuration, documented key by key.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default.toml");
 
+/// The Prometheus endpoint's default port (127.0.0.1 only).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -26,6 +29,13 @@ struct RawConfig {
     allow_gids: Option<Vec<u32>>,
     io_memory_bytes: Option<usize>,
     agents_max: Option<usize>,
+    defer_capacity_bytes: Option<usize>,
+    defer_deadline_ms: Option<u64>,
+    dlq_path: Option<PathBuf>,
+    dlq_records_max: Option<u64>,
+    dlq_bytes_max: Option<u64>,
+    metrics: Option<bool>,
+    metrics_port: Option<u16>,
 }
 
 /// A validated configuration.
@@ -45,6 +55,16 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// Most agents at once.
     pub agents_max: usize,
+    /// Per-destination deferral, bytes (0: off).
+    pub defer_capacity_bytes: usize,
+    /// How long a deferred frame waits before it is dead-lettered (`None`: forever).
+    pub defer_deadline: Option<std::time::Duration>,
+    /// The dead-letter queue's file and bounds.
+    pub dlq: crate::dlq::DlqConfig,
+    /// Serve Prometheus metrics on 127.0.0.1.
+    pub metrics: bool,
+    /// Metrics port (0: any free port, shown by `agentwire status`).
+    pub metrics_port: u16,
 }
 
 /// A configuration that could not be read or is invalid; names the file and the problem.
@@ -161,6 +181,38 @@ impl Config {
         } else {
             AllowList { uids, gids }
         };
+        let defer_capacity_bytes = raw.defer_capacity_bytes.unwrap_or(256 * 1024);
+        if defer_capacity_bytes != 0
+            && agentwire_shm::ring::check_capacity(defer_capacity_bytes).is_err()
+        {
+            return Err(invalid(
+                "defer_capacity_bytes",
+                defer_capacity_bytes.to_string(),
+                "0 (off) or a power of two from 1024 to 1073741824",
+            ));
+        }
+        let defer_deadline = match raw.defer_deadline_ms.unwrap_or(1000) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        };
+        let mut dlq =
+            crate::dlq::DlqConfig::new(raw.dlq_path.unwrap_or_else(crate::dlq::default_path));
+        if let Some(records_max) = raw.dlq_records_max {
+            if records_max == 0 {
+                return Err(invalid("dlq_records_max", "0".into(), "at least 1"));
+            }
+            dlq.records_max = records_max;
+        }
+        if let Some(bytes_max) = raw.dlq_bytes_max {
+            if bytes_max < 4096 {
+                return Err(invalid(
+                    "dlq_bytes_max",
+                    bytes_max.to_string(),
+                    "at least 4096",
+                ));
+            }
+            dlq.bytes_max = bytes_max;
+        }
         Ok(Self {
             socket: raw.socket,
             router_cpu: raw.router_cpu,
@@ -169,6 +221,11 @@ impl Config {
             allow,
             io_memory_bytes,
             agents_max,
+            defer_capacity_bytes,
+            defer_deadline,
+            dlq,
+            metrics: raw.metrics.unwrap_or(true),
+            metrics_port: raw.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
         })
     }
 }
@@ -183,6 +240,9 @@ mod tests {
         assert_eq!(c.idle, IdleStrategy::default());
         assert_eq!(c.io_memory_bytes, 131_072);
         assert_eq!(c.agents_max, 256);
+        assert_eq!(c.defer_capacity_bytes, 262_144);
+        assert_eq!(c.defer_deadline, Some(std::time::Duration::from_secs(1)));
+        assert_eq!((c.metrics, c.metrics_port), (true, DEFAULT_METRICS_PORT));
         assert_eq!(c.allow, AllowList::current_user());
     }
 
@@ -211,5 +271,10 @@ mod tests {
         assert!(err.to_string().contains("unknown idle strategy"), "{err}");
         assert!(Config::parse("agents_max = 0", "t").is_err());
         assert!(Config::parse("io_memory_bytes = 10", "t").is_err());
+        assert!(Config::parse("defer_capacity_bytes = 3000", "t").is_err());
+        assert!(Config::parse("dlq_records_max = 0", "t").is_err());
+        assert!(Config::parse("metrics_port = 70000", "t").is_err());
+        let c = Config::parse("defer_deadline_ms = 0\nmetrics = false", "t").unwrap();
+        assert_eq!((c.defer_deadline, c.metrics), (None, false));
     }
 }

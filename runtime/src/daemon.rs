@@ -56,6 +56,9 @@ pub enum DaemonError {
     /// The control socket could not be set up (e.g. another daemon serves it).
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The dead-letter queue could not be opened (foreign file, newer format, I/O).
+    #[error("dead-letter queue: {0}")]
+    Dlq(#[from] crate::dlq::DlqError),
     /// The router executor failed to start.
     #[error("starting the router executor on cpu {cpu}: {detail}")]
     Executor {
@@ -99,7 +102,9 @@ pub fn check_memlock(io_memory_bytes: usize, limit_bytes: Option<u64>) -> Result
 
 /// The running daemon.
 pub struct Daemon {
+    config: Config,
     control: RouterControl,
+    _metrics: Option<crate::metrics::MetricsServer>,
     router: Option<glommio::ExecutorJoinHandle<()>>,
     router_cpu: usize,
 }
@@ -140,7 +145,43 @@ impl Daemon {
         router_config.ring_capacity_bytes = config.ring_capacity_bytes;
         router_config.idle = config.idle;
         router_config.agents_max = config.agents_max;
-        let (control, core) = RouterControl::start(router_config)?;
+        router_config.defer_capacity_bytes = config.defer_capacity_bytes;
+        router_config.defer_deadline = config.defer_deadline;
+        // Open (and recover) the dead-letter queue before taking the socket, so a damaged or
+        // foreign file stops the start with its own message.
+        let dlq = crate::dlq::DeadLetterQueue::open(config.dlq.clone())?;
+        let recovery = dlq.recovery();
+        tracing::info!(
+            path = %dlq.path().display(),
+            records = dlq.len(),
+            truncated_bytes = recovery.truncated_bytes,
+            "dead-letter queue open"
+        );
+        let dlq_path = dlq.path().display().to_string();
+        let (control, mut core) = RouterControl::start(router_config)?;
+        core.set_dead_letters(Box::new(DlqSink { dlq }));
+        control.set_info("router_cpu", cpu.to_string());
+        control.set_info("dlq", dlq_path);
+        let metrics = if config.metrics {
+            match crate::metrics::MetricsServer::start(config.metrics_port, control.observer(), cpu)
+            {
+                Ok(server) => {
+                    let url = format!("http://{}/metrics", server.local_addr());
+                    tracing::info!(%url, "metrics endpoint");
+                    control.set_info("metrics", url);
+                    Some(server)
+                }
+                Err(e) => {
+                    // Routing matters more than metrics: serve without them, say so once.
+                    tracing::error!("{e}; serving without metrics");
+                    control.set_info("metrics", format!("off: {e}"));
+                    None
+                }
+            }
+        } else {
+            control.set_info("metrics", "off (--no-metrics or metrics = false)");
+            None
+        };
         let idle = config.idle;
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -181,10 +222,64 @@ impl Daemon {
             "agentwire serving"
         );
         Ok(Self {
+            config: config.clone(),
             control,
             router: Some(router),
             router_cpu: cpu,
+            _metrics: metrics,
         })
+    }
+
+    /// Applies a re-read configuration without dropping clients: the allow-list (for new
+    /// connections) and the deferral deadline. Keys that need a restart (socket, router
+    /// CPU, ring sizes, io memory, DLQ file, metrics) are kept as they are; returns their
+    /// names so the caller can say so.
+    ///
+    /// ```no_run
+    /// # use agentwire_runtime::{config::Config, daemon::Daemon};
+    /// # let mut daemon = Daemon::start(&Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// let kept = daemon.reload(&Config::embedded_default());
+    /// assert!(kept.is_empty());
+    /// ```
+    pub fn reload(&mut self, config: &Config) -> Vec<&'static str> {
+        self.control
+            .reload(config.allow.clone(), config.defer_deadline);
+        let old = &self.config;
+        let needs_restart = [
+            ("socket", old.socket != config.socket),
+            ("router_cpu", old.router_cpu != config.router_cpu),
+            (
+                "ring_capacity_bytes",
+                old.ring_capacity_bytes != config.ring_capacity_bytes,
+            ),
+            ("idle", old.idle != config.idle),
+            (
+                "io_memory_bytes",
+                old.io_memory_bytes != config.io_memory_bytes,
+            ),
+            ("agents_max", old.agents_max != config.agents_max),
+            (
+                "defer_capacity_bytes",
+                old.defer_capacity_bytes != config.defer_capacity_bytes,
+            ),
+            ("dlq", old.dlq != config.dlq),
+            (
+                "metrics",
+                old.metrics != config.metrics || old.metrics_port != config.metrics_port,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        self.config.allow = config.allow.clone();
+        self.config.defer_deadline = config.defer_deadline;
+        tracing::info!(
+            allow_uids = ?config.allow.uids,
+            allow_gids = ?config.allow.gids,
+            defer_deadline = ?config.defer_deadline,
+            "configuration reloaded"
+        );
+        needs_restart
     }
 
     /// The control socket.
@@ -249,6 +344,30 @@ impl Drop for Daemon {
         self.shutdown();
         if let Some(router) = self.router.take() {
             let _ = router.join();
+        }
+    }
+}
+
+/// The router's dead-letter sink: the persisted queue. `try_append` never waits: while
+/// `agentwire dlq replay` holds the queue's lock, the router keeps the frame and retries.
+struct DlqSink {
+    dlq: crate::dlq::DeadLetterQueue,
+}
+
+impl agentwire_shm::routing::DeadLetterSink for DlqSink {
+    fn accept(
+        &mut self,
+        reason: agentwire_shm::control::NackReason,
+        frame: &[u8],
+    ) -> Result<u64, String> {
+        self.dlq
+            .try_append(reason as u32, frame)
+            .map_err(|e| e.to_string())
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.dlq.sync() {
+            tracing::error!("dead-letter queue: {e}");
         }
     }
 }

@@ -195,6 +195,12 @@ pub enum DlqError {
         /// Byte limit.
         bytes_max: u64,
     },
+    /// Another process holds the queue's lock (only from [`DeadLetterQueue::try_append`]).
+    #[error("dead-letter queue {path} is locked by another process (a replay or purge); retry")]
+    Busy {
+        /// The queue file.
+        path: PathBuf,
+    },
     /// The frame is larger than the wire format allows.
     #[error("frame of {len_bytes} bytes exceeds the {max_bytes}-byte frame limit")]
     FrameTooLarge {
@@ -209,6 +215,8 @@ pub enum DlqError {
 #[derive(Debug)]
 pub struct DeadLetterQueue {
     config: DlqConfig,
+    /// `<path>.lock`, flocked around every read-modify-write of the queue.
+    lock: File,
     file: File,
     records: u64,
     bytes: u64,
@@ -327,6 +335,22 @@ impl DeadLetterQueue {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err("creating the directory of", &path))?;
         }
+        let lock_path = lock_path(&path);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        let held = lock.try_clone().map_err(io_err("locking", &lock_path))?;
+        let _held = LockGuard::acquire(&held, &lock_path, true)?;
+        Self::open_locked(config, lock)
+    }
+
+    /// Opens and recovers the file; the caller holds the lock.
+    fn open_locked(config: DlqConfig, lock: File) -> Result<Self, DlqError> {
+        let path = config.path.clone();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -351,6 +375,7 @@ impl DeadLetterQueue {
             };
             return Ok(Self {
                 config,
+                lock,
                 file,
                 records: 0,
                 bytes: FILE_HEADER_BYTES,
@@ -420,6 +445,7 @@ impl DeadLetterQueue {
             .map_err(io_err("seeking in", &path))?;
         Ok(Self {
             config,
+            lock,
             file,
             records,
             bytes: offset,
@@ -497,6 +523,30 @@ impl DeadLetterQueue {
     /// assert_eq!(dlq.append(1, b"y").unwrap(), 2);
     /// ```
     pub fn append(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
+        self.append_with(reason, frame, true)
+    }
+
+    /// Like [`DeadLetterQueue::append`] but never waits for the lock: [`DlqError::Busy`]
+    /// while another process (`agentwire dlq replay`) holds it. The daemon's router uses
+    /// this and retries later, keeping the frame meanwhile.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-try-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.try_append(1, b"x").unwrap(), 1);
+    /// ```
+    pub fn try_append(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
+        self.append_with(reason, frame, false)
+    }
+
+    fn append_with(&mut self, reason: u32, frame: &[u8], wait: bool) -> Result<u64, DlqError> {
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(io_err("locking", &self.config.path))?;
+        let _held = LockGuard::acquire(&lock, &self.config.path, wait)?;
+        self.reload_if_replaced()?;
         let max_bytes = agentwire_shm::wire::FRAME_BYTES_MAX;
         if frame.len() > max_bytes {
             return Err(DlqError::FrameTooLarge {
@@ -576,41 +626,68 @@ impl DeadLetterQueue {
         Ok(out)
     }
 
-    /// Hands records to `deliver` in order until it fails or all are delivered; removes
-    /// exactly the delivered ones (the rest are rewritten to a new file renamed into place).
-    /// Returns how many were delivered and the first delivery error, if any.
+    /// Hands records to `deliver` in order until it fails or all are handed off; removes
+    /// exactly the handed-off ones (the rest are rewritten to a new file renamed into
+    /// place). The lock is not held while `deliver` runs, so a daemon can keep appending
+    /// (its records are kept); a crash between a delivery and the removal delivers that
+    /// record again on the next drain (at least once). Returns how many were handed off and
+    /// the first delivery error, if any.
     ///
     /// ```
+    /// use agentwire_runtime::dlq::Handoff;
     /// # let path = std::env::temp_dir().join(format!("aw-dlq-drain-{}.log", std::process::id()));
     /// # let _ = std::fs::remove_file(&path);
     /// # let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
     /// dlq.append(2, b"a").unwrap();
     /// dlq.append(2, b"b").unwrap();
-    /// let (delivered, err) = dlq.drain(|l| if l.frame == b"a" { Ok(()) } else { Err("later") }).unwrap();
+    /// let (delivered, err) = dlq.drain(|l| if l.frame == b"a" { Ok(Handoff::Next) } else { Err("later") }).unwrap();
     /// assert_eq!((delivered, err), (1, Some("later")));
     /// assert_eq!(dlq.len(), 1);
     /// ```
     pub fn drain<E>(
         &mut self,
-        mut deliver: impl FnMut(&DeadLetter) -> Result<(), E>,
+        mut deliver: impl FnMut(&DeadLetter) -> Result<Handoff, E>,
     ) -> Result<(u64, Option<E>), DlqError> {
-        let letters = self.read_all()?;
-        let mut delivered = 0usize;
+        let letters = {
+            let lock = self
+                .lock
+                .try_clone()
+                .map_err(io_err("locking", &self.config.path))?;
+            let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
+            self.reload_if_replaced()?;
+            self.read_all()?
+        };
+        let mut handed_off = 0usize;
         let mut failure = None;
         for letter in &letters {
             match deliver(letter) {
-                Ok(()) => delivered += 1,
+                Ok(Handoff::Next) => handed_off += 1,
+                Ok(Handoff::Stop) => {
+                    handed_off += 1;
+                    break;
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             }
         }
-        let next_first = letters
-            .get(delivered)
-            .map_or(self.next_sequence, |l| l.sequence);
-        self.rewrite(next_first, &letters[delivered..])?;
-        Ok((delivered as u64, failure))
+        if let Some(last) = handed_off.checked_sub(1).map(|i| letters[i].sequence) {
+            let lock = self
+                .lock
+                .try_clone()
+                .map_err(io_err("locking", &self.config.path))?;
+            let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
+            self.reload_if_replaced()?;
+            let keep: Vec<DeadLetter> = self
+                .read_all()?
+                .into_iter()
+                .filter(|l| l.sequence > last)
+                .collect();
+            let first = keep.first().map_or(self.next_sequence, |l| l.sequence);
+            self.rewrite(first, &keep)?;
+        }
+        Ok((handed_off as u64, failure))
     }
 
     /// Removes every record; returns how many were removed.
@@ -624,6 +701,12 @@ impl DeadLetterQueue {
     /// assert!(dlq.is_empty());
     /// ```
     pub fn purge(&mut self) -> Result<u64, DlqError> {
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(io_err("locking", &self.config.path))?;
+        let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
+        self.reload_if_replaced()?;
         let removed = self.records;
         let next = self.next_sequence;
         self.rewrite(next, &[])?;
@@ -673,6 +756,84 @@ impl DeadLetterQueue {
             .map_err(io_err("seeking in", &path))?;
         self.records = keep.len() as u64;
         self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// What [`DeadLetterQueue::drain`] does after a record was handed off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Remove it and go on with the next record.
+    Next,
+    /// Remove it and stop (e.g. the daemon took it but dead-lettered it again).
+    Stop,
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// An exclusive flock on the queue's lock file, released on drop.
+struct LockGuard<'a> {
+    file: &'a File,
+}
+
+impl<'a> LockGuard<'a> {
+    fn acquire(file: &'a File, path: &Path, wait: bool) -> Result<Self, DlqError> {
+        use rustix::fs::{flock, FlockOperation};
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match flock(file, op) {
+            Ok(()) => Ok(Self { file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(DlqError::Busy {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(DlqError::Io {
+                what: "locking",
+                path: path.to_path_buf(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(self.file, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
+impl DeadLetterQueue {
+    /// Another process may have rewritten (drain, purge: a new file renamed into place) or
+    /// extended the queue since we last looked: if the file at the path is not the one we
+    /// hold, or its length is not what we wrote, read it again. The caller holds the lock.
+    fn reload_if_replaced(&mut self) -> Result<(), DlqError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &self.config.path;
+        let ours = self
+            .file
+            .metadata()
+            .map_err(io_err("reading metadata of", path))?;
+        let current = match std::fs::metadata(path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading metadata of", path)(e)),
+        };
+        let same = current.is_some_and(|m| {
+            m.ino() == ours.ino() && m.dev() == ours.dev() && m.len() == self.bytes
+        });
+        if !same {
+            let lock = self.lock.try_clone().map_err(io_err("locking", path))?;
+            let next_sequence = self.next_sequence;
+            *self = Self::open_locked(self.config.clone(), lock)?;
+            // Sequence numbers are never reused, even if the file was removed by hand.
+            self.next_sequence = self.next_sequence.max(next_sequence);
+        }
         Ok(())
     }
 }

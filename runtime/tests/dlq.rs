@@ -2,7 +2,7 @@
 //! partial drains.
 
 use agentwire_runtime::dlq::{
-    DeadLetterQueue, DlqConfig, DlqError, FILE_HEADER_BYTES, RECORD_HEADER_BYTES,
+    DeadLetterQueue, DlqConfig, DlqError, Handoff, FILE_HEADER_BYTES, RECORD_HEADER_BYTES,
 };
 use proptest::prelude::*;
 use std::io::{Seek, SeekFrom, Write};
@@ -152,7 +152,7 @@ fn partial_drain_keeps_exactly_the_undelivered_records_across_restart() {
                 return Err("destination still full");
             }
             seen.push(l.sequence);
-            Ok(())
+            Ok(Handoff::Next)
         })
         .unwrap();
     assert_eq!((delivered, err), (3, Some("destination still full")));
@@ -166,7 +166,7 @@ fn partial_drain_keeps_exactly_the_undelivered_records_across_restart() {
         "undelivered records keep their sequence numbers"
     );
     assert_eq!(dlq.append(3, b"new").unwrap(), 7);
-    let (delivered, err) = dlq.drain(|_| Ok::<(), ()>(())).unwrap();
+    let (delivered, err) = dlq.drain(|_| Ok::<_, ()>(Handoff::Next)).unwrap();
     assert_eq!((delivered, err), (4, None));
     assert!(dlq.is_empty());
 }
@@ -209,4 +209,57 @@ fn foreign_and_future_files_are_refused_not_overwritten() {
     drop(file);
     let err = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap_err();
     assert!(err.to_string().contains("version 9"), "{err}");
+}
+
+#[test]
+fn a_daemon_handle_and_a_replay_handle_share_one_queue() {
+    // The daemon keeps its queue open and appends; `dlq replay` opens the same file, drains
+    // it (rename into place) while the daemon appends more. Nothing is lost or delivered
+    // twice, and sequence numbers stay unique.
+    let path = fresh_path("shared");
+    let mut daemon = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    for i in 0..3 {
+        daemon.try_append(3, &frame(i, 16)).unwrap();
+    }
+    let mut replay = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    assert_eq!(replay.len(), 3);
+    let mut delivered = Vec::new();
+    let (n, err) = replay
+        .drain(|l| {
+            delivered.push(l.sequence);
+            if l.sequence == 2 {
+                // The daemon dead-letters more while the replay delivers.
+                daemon.try_append(3, &frame(9, 16)).unwrap();
+            }
+            Ok::<_, ()>(Handoff::Next)
+        })
+        .unwrap();
+    assert_eq!((n, err), (3, None));
+    assert_eq!(delivered, [1, 2, 3]);
+    // The daemon's handle follows the file that was renamed into place.
+    assert_eq!(daemon.try_append(3, &frame(10, 16)).unwrap(), 5);
+    let left: Vec<u64> = DeadLetterQueue::open(DlqConfig::new(&path))
+        .unwrap()
+        .read_all()
+        .unwrap()
+        .iter()
+        .map(|l| l.sequence)
+        .collect();
+    assert_eq!(left, [4, 5]);
+}
+
+#[test]
+fn try_append_reports_busy_while_another_process_holds_the_lock() {
+    let path = fresh_path("busy");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    let mut lock_name = path.clone().into_os_string();
+    lock_name.push(".lock");
+    let other = std::fs::File::open(&lock_name).unwrap();
+    rustix::fs::flock(&other, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    match dlq.try_append(3, b"frame") {
+        Err(DlqError::Busy { .. }) => {}
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    rustix::fs::flock(&other, rustix::fs::FlockOperation::Unlock).unwrap();
+    assert_eq!(dlq.try_append(3, b"frame").unwrap(), 1);
 }

@@ -204,6 +204,12 @@ pub struct AgentStatus {
     pub pid: u32,
     /// Capabilities as `name@version`.
     pub capabilities: Vec<String>,
+    /// Bytes waiting in the agent's tx ring (a snapshot).
+    pub tx_occupied_bytes: u64,
+    /// Bytes waiting in the agent's rx ring (a snapshot).
+    pub rx_occupied_bytes: u64,
+    /// Capacity of each of the agent's rings.
+    pub ring_capacity_bytes: u64,
     /// Subscribed topic ids.
     pub topics: Vec<u32>,
 }
@@ -221,6 +227,25 @@ pub struct StatusReport {
     pub counters: Vec<(String, u64)>,
     /// Live agents.
     pub agents: Vec<AgentStatus>,
+    /// Topic and capability routes.
+    pub routes: Vec<RouteStatus>,
+    /// Facts about the daemon: `router_cpu`, `metrics` (its URL), `dlq` (its path).
+    pub info: Vec<(String, String)>,
+}
+
+/// One route as the router reports it (`agentwire routes`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RouteStatus {
+    /// `topic` or `capability`.
+    pub kind: String,
+    /// Topic id or capability route id (what frames carry as their destination).
+    pub route_id: u32,
+    /// Topic or capability name.
+    pub name: String,
+    /// Semver requirement of a capability route (empty for topics).
+    pub requirement: String,
+    /// Agents the route reaches now (subscribers; capable live agents).
+    pub agents: Vec<u32>,
 }
 
 /// Why the daemon refused a frame (the payload of a nack, and the reject counter's code).

@@ -27,6 +27,7 @@
 
 pub mod client;
 pub mod control;
+pub mod deferral;
 pub mod idle;
 pub mod placement;
 pub mod ring;

@@ -230,6 +230,22 @@ impl RingMemory {
         self.capacity_bytes
     }
 
+    /// Bytes published and not yet released, read from shared memory by any observer (a
+    /// snapshot for gauges such as `agentwire status`; neither end is disturbed).
+    ///
+    /// ```
+    /// let (mut tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(&[0; 8]).unwrap();
+    /// assert_eq!(tx.memory().occupied_bytes(), 16);
+    /// ```
+    pub fn occupied_bytes(&self) -> usize {
+        let c = self.control();
+        // SYNC POINT: head, then tail (a tail read last is never behind the head read).
+        let head = c.head_position.0.load(Ordering::Acquire);
+        let tail = c.tail_position.0.load(Ordering::Acquire);
+        (tail.saturating_sub(head) as usize).min(self.capacity_bytes)
+    }
+
     /// Resets positions and flags. Only the creator of a fresh ring calls this.
     ///
     /// ```
@@ -555,6 +571,26 @@ impl Producer {
             .0
             .load(Ordering::Acquire);
         self.tail_position + needed - self.cached_head_position <= capacity
+    }
+
+    /// Bytes committed and not yet released by the consumer (reloads the consumer's head:
+    /// one read of a line the consumer writes). The router compares destinations by this to
+    /// pick the least-loaded one.
+    ///
+    /// ```
+    /// let (mut tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(&[0; 8]).unwrap();
+    /// assert_eq!(tx.occupied_bytes(), 16);
+    /// ```
+    pub fn occupied_bytes(&mut self) -> usize {
+        // SYNC POINT: head
+        self.cached_head_position = self
+            .memory
+            .control()
+            .head_position
+            .0
+            .load(Ordering::Acquire);
+        self.tail_position.saturating_sub(self.cached_head_position) as usize
     }
 
     /// Copies `frame` into the ring and publishes it.

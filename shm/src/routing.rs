@@ -27,9 +27,10 @@
 //! ```
 
 use crate::control::{
-    AgentInfo, AgentStatus, ClientMsg, ControlConn, ControlError, NackBody, NackReason, ServerMsg,
-    StatusReport,
+    AgentInfo, AgentStatus, ClientMsg, ControlConn, ControlError, NackBody, NackReason,
+    RouteStatus, ServerMsg, StatusReport,
 };
+use crate::deferral::Deferral;
 use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{Consumer, Producer};
 use crate::segment::{state, HugePages, Segment, SegmentConfig};
@@ -68,6 +69,13 @@ pub struct RouterConfig {
     pub idle: IdleStrategy,
     /// Most agents admitted at once (at most [`ROUTER_AGENTS_MAX`]).
     pub agents_max: usize,
+    /// Bytes of per-destination deferral (frames waiting for room in a full rx ring); 0
+    /// turns deferral off (a frame for a full destination then waits in its sender's ring).
+    pub defer_capacity_bytes: usize,
+    /// How long a deferred frame may wait before it is dead-lettered and its sender nacked
+    /// with `DestinationFull`. `None`: frames wait as long as it takes (no loss, only
+    /// backpressure). Expiry needs a sink ([`RoutingCore::set_dead_letters`]).
+    pub defer_deadline: Option<Duration>,
 }
 
 impl RouterConfig {
@@ -91,15 +99,94 @@ impl RouterConfig {
                 park_timeout_ns: 200_000,
             },
             agents_max: ROUTER_AGENTS_MAX,
+            defer_capacity_bytes: 256 * 1024,
+            defer_deadline: None,
         }
     }
 }
 
-/// Counters of a router, all monotonic.
+/// Where the routing core puts frames it gives up on (the daemon's dead-letter queue file).
+/// Called on the routing core's thread, only for frames past their deadline or left over at
+/// shutdown, never on the fast path.
+///
+/// ```
+/// use agentwire_shm::routing::DeadLetterSink;
+/// use agentwire_shm::control::NackReason;
+/// struct Keep(Vec<Vec<u8>>);
+/// impl DeadLetterSink for Keep {
+///     fn accept(&mut self, _reason: NackReason, frame: &[u8]) -> Result<u64, String> {
+///         self.0.push(frame.to_vec());
+///         Ok(self.0.len() as u64)
+///     }
+/// }
+/// let mut k = Keep(Vec::new());
+/// assert_eq!(k.accept(NackReason::DestinationFull, b"f"), Ok(1));
+/// ```
+pub trait DeadLetterSink: Send {
+    /// Keeps `frame` (durably, eventually); returns its sequence number. `Err` when it cannot
+    /// take it now (full, locked by `dlq replay`): the router keeps the frame and retries.
+    fn accept(&mut self, reason: NackReason, frame: &[u8]) -> Result<u64, String>;
+    /// Makes what was accepted durable. The router calls it at most once per
+    /// [`HEARTBEAT_PASSES`] duty cycles after an accept, and at shutdown.
+    fn flush(&mut self) {}
+}
+
+/// Adds to a counter only one thread writes (the routing core, or the accept thread): a
+/// load and a store, no locked read-modify-write on the hot path.
+#[inline]
+fn count(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Upper bounds of the batch-size histogram buckets (frames taken from one tx ring in one
+/// pass): 1, 2-3, 4-7, 8-15, 16-31, 32+.
+pub const BATCH_BUCKETS: [usize; 6] = [1, 3, 7, 15, 31, usize::MAX];
+
+fn batch_bucket(frames: usize) -> usize {
+    BATCH_BUCKETS.iter().position(|&b| frames <= b).unwrap_or(5)
+}
+
+/// Counters of one routing core, in its own memory, each written by one thread (monotonic
+/// unless named a gauge).
 #[derive(Debug, Default)]
 pub struct RouterStats {
+    /// Frames taken from agents' tx rings.
+    pub frames_in: AtomicU64,
+    /// Bytes taken from agents' tx rings.
+    pub bytes_in: AtomicU64,
     /// Frames delivered to a destination ring (a fan-out counts once per subscriber).
     pub frames_delivered: AtomicU64,
+    /// Bytes delivered to destination rings.
+    pub bytes_delivered: AtomicU64,
+    /// Nacks by reason: no such agent.
+    pub nacks_no_such_agent: AtomicU64,
+    /// Nacks by reason: no subscriber.
+    pub nacks_no_subscriber: AtomicU64,
+    /// Nacks by reason: destination full past its deadline.
+    pub nacks_destination_full: AtomicU64,
+    /// Nacks by reason: not permitted.
+    pub nacks_not_permitted: AtomicU64,
+    /// Frames parked in a destination's deferral because its ring was full.
+    pub frames_deferred: AtomicU64,
+    /// Gauge: frames waiting in deferrals now.
+    pub deferred_now: AtomicU64,
+    /// Frames handed to the dead-letter sink.
+    pub frames_dead_lettered: AtomicU64,
+    /// Times the dead-letter sink could not take a frame (it stays deferred).
+    pub dead_letter_refusals: AtomicU64,
+    /// Frames dropped because no dead-letter sink existed to take them (shutdown with
+    /// deferred frames, or a destination gone, on a router without a sink).
+    pub frames_dropped: AtomicU64,
+    /// Duty cycles run.
+    pub duty_cycles: AtomicU64,
+    /// Duty cycles that found no work (idle ratio = this / `duty_cycles`).
+    pub duty_cycles_idle: AtomicU64,
+    /// Batch-size histogram, one count per non-empty read of a tx ring, bucketed by
+    /// [`BATCH_BUCKETS`].
+    pub batch_frames: [AtomicU64; 6],
     /// Frames rejected (nacked) for any reason.
     pub frames_rejected: AtomicU64,
     /// Of those, rejected as malformed.
@@ -118,6 +205,59 @@ pub struct RouterStats {
     pub rings_corrupt: AtomicU64,
 }
 
+impl RouterStats {
+    /// Every counter by name (histogram buckets as `batch_frames_le_<bound>`), for status
+    /// reports and the metrics endpoint.
+    ///
+    /// ```
+    /// let s = agentwire_shm::routing::RouterStats::default();
+    /// assert!(s.snapshot().iter().any(|(name, v)| name == "frames_delivered" && *v == 0));
+    /// ```
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let named = [
+            ("frames_in", &self.frames_in),
+            ("bytes_in", &self.bytes_in),
+            ("frames_delivered", &self.frames_delivered),
+            ("bytes_delivered", &self.bytes_delivered),
+            ("frames_rejected", &self.frames_rejected),
+            ("frames_malformed", &self.frames_malformed),
+            ("nacks_no_such_agent", &self.nacks_no_such_agent),
+            ("nacks_no_subscriber", &self.nacks_no_subscriber),
+            ("nacks_destination_full", &self.nacks_destination_full),
+            ("nacks_not_permitted", &self.nacks_not_permitted),
+            ("frames_deferred", &self.frames_deferred),
+            ("deferred_now", &self.deferred_now),
+            ("frames_dead_lettered", &self.frames_dead_lettered),
+            ("dead_letter_refusals", &self.dead_letter_refusals),
+            ("frames_dropped", &self.frames_dropped),
+            ("acks_sent", &self.acks_sent),
+            ("replies_dropped", &self.replies_dropped),
+            ("handshakes_refused", &self.handshakes_refused),
+            ("agents_admitted", &self.agents_admitted),
+            ("agents_removed", &self.agents_removed),
+            ("rings_corrupt", &self.rings_corrupt),
+            ("duty_cycles", &self.duty_cycles),
+            ("duty_cycles_idle", &self.duty_cycles_idle),
+        ];
+        let mut out: Vec<(String, u64)> = named
+            .into_iter()
+            .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
+            .collect();
+        for (bound, c) in BATCH_BUCKETS.iter().zip(&self.batch_frames) {
+            let label = if *bound == usize::MAX {
+                "inf".to_string()
+            } else {
+                bound.to_string()
+            };
+            out.push((
+                format!("batch_frames_le_{label}"),
+                c.load(Ordering::Relaxed),
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     agents: HashMap<u32, AgentRecord>,
@@ -132,6 +272,8 @@ struct AgentRecord {
     pid: u32,
     capabilities: Vec<(String, semver::Version)>,
     topics: Vec<u32>,
+    /// For ring-occupancy gauges in status reports.
+    segment: Segment,
 }
 
 impl Registry {
@@ -178,9 +320,18 @@ struct NewAgent {
     tx: Consumer,
     rx: Producer,
     segment: Segment,
+    /// Made on the accept thread so the routing core never maps memory.
+    deferral: Option<Deferral>,
 }
 
 struct Shared {
+    /// A new allow-list for the accept thread (SIGHUP reload).
+    reloaded_allow: Mutex<Option<AllowList>>,
+    /// The deferral deadline in ns (`u64::MAX`: none); re-read by the core when the
+    /// registry generation changes.
+    defer_deadline_ns: AtomicU64,
+    /// Facts the embedding daemon adds to status reports (metrics address, DLQ path...).
+    info: Mutex<Vec<(String, String)>>,
     started: std::time::Instant,
     registry: Mutex<Registry>,
     generation: AtomicU64,
@@ -219,6 +370,9 @@ impl RouterControl {
         let listener = ControlListener::bind(&config.socket, config.allow.clone())?
             .with_versions(config.versions.0, config.versions.1);
         let shared = Arc::new(Shared {
+            reloaded_allow: Mutex::new(None),
+            defer_deadline_ns: AtomicU64::new(deadline_ns(config.defer_deadline)),
+            info: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
             registry: Mutex::new(Registry::default()),
             generation: AtomicU64::new(0),
@@ -255,6 +409,58 @@ impl RouterControl {
     /// ```
     pub fn socket_path(&self) -> &Path {
         &self.socket
+    }
+
+    /// A view of counters and status for other threads.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcob-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// let observer = control.observer();
+    /// assert_eq!(observer.status().pid, std::process::id());
+    /// ```
+    pub fn observer(&self) -> RouterObserver {
+        RouterObserver {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Applies a reloaded configuration (SIGHUP) without dropping clients: the allow-list
+    /// for connections accepted from now on, and the deferral deadline for frames deferred
+    /// from now on.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # use agentwire_shm::server::AllowList;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rl-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.reload(AllowList::current_user(), Some(std::time::Duration::from_millis(500)));
+    /// ```
+    pub fn reload(&self, allow: AllowList, defer_deadline: Option<Duration>) {
+        *self.shared.reloaded_allow.lock().expect("allow lock") = Some(allow);
+        self.shared
+            .defer_deadline_ns
+            .store(deadline_ns(defer_deadline), Ordering::Relaxed);
+        bump(&self.shared);
+    }
+
+    /// Adds (or replaces) a fact shown in status reports, e.g. the metrics address.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcin-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.set_info("dlq", "/var/lib/agentwire/dlq.log");
+    /// assert_eq!(control.observer().status().info, vec![("dlq".to_string(), "/var/lib/agentwire/dlq.log".to_string())]);
+    /// ```
+    pub fn set_info(&self, key: &str, value: impl Into<String>) {
+        let mut info = self.shared.info.lock().expect("info lock");
+        let value = value.into();
+        match info.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => info.push((key.to_string(), value)),
+        }
     }
 
     /// The router's counters.
@@ -310,8 +516,14 @@ impl Drop for RouterControl {
     }
 }
 
+fn deadline_ns(deadline: Option<Duration>) -> u64 {
+    deadline.map_or(u64::MAX, |d| {
+        d.as_nanos().min(u128::from(u64::MAX / 2)) as u64
+    })
+}
+
 fn accept_loop(
-    listener: ControlListener,
+    mut listener: ControlListener,
     shared: Arc<Shared>,
     cmds: SyncSender<RouterCmd>,
     config: RouterConfig,
@@ -319,6 +531,10 @@ fn accept_loop(
     let mut next_agent_id = 1u32;
     let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
     while !shared.shutdown.load(Ordering::Acquire) {
+        if let Some(allow) = shared.reloaded_allow.lock().expect("allow lock").take() {
+            tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
+            listener.set_allow_list(allow);
+        }
         let pending = match listener.accept(Some(Duration::from_millis(20))) {
             Ok(Some(Accepted::Agent(p))) => p,
             Ok(Some(Accepted::Status(request))) => {
@@ -331,10 +547,7 @@ fn accept_loop(
                 continue;
             }
             Err(e) => {
-                shared
-                    .stats
-                    .handshakes_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                count(&shared.stats.handshakes_refused, 1);
                 tracing::info!("refused: {e}");
                 continue;
             }
@@ -379,6 +592,7 @@ fn accept_loop(
                         pid: pending.peer().pid,
                         capabilities,
                         topics: topic_ids.clone(),
+                        segment: segment.clone(),
                     },
                 );
                 topic_ids
@@ -390,6 +604,10 @@ fn accept_loop(
                 // router's core with a membarrier when they sleep.
                 rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
                 segment: segment.clone(),
+                deferral: match config.defer_capacity_bytes {
+                    0 => None,
+                    bytes => Some(Deferral::new(bytes)?),
+                },
             }));
             // Queue the agent for the router before it learns its id, so any frame naming
             // this id is written after the router could know it.
@@ -405,7 +623,7 @@ fn accept_loop(
         })();
         match admitted {
             Ok(conn) => {
-                shared.stats.agents_admitted.fetch_add(1, Ordering::Relaxed);
+                count(&shared.stats.agents_admitted, 1);
                 let shared = shared.clone();
                 let cmds = cmds.clone();
                 let spawned = std::thread::Builder::new()
@@ -428,21 +646,7 @@ fn accept_loop(
 
 /// The router's counters and live agents, for `agentwire status`.
 fn status_report(shared: &Shared) -> StatusReport {
-    let st = &shared.stats;
-    let counters = [
-        ("frames_delivered", &st.frames_delivered),
-        ("frames_rejected", &st.frames_rejected),
-        ("frames_malformed", &st.frames_malformed),
-        ("acks_sent", &st.acks_sent),
-        ("replies_dropped", &st.replies_dropped),
-        ("handshakes_refused", &st.handshakes_refused),
-        ("agents_admitted", &st.agents_admitted),
-        ("agents_removed", &st.agents_removed),
-        ("rings_corrupt", &st.rings_corrupt),
-    ]
-    .into_iter()
-    .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
-    .collect();
+    let counters = shared.stats.snapshot();
     let reg = shared.registry.lock().expect("registry lock");
     let mut agents: Vec<AgentStatus> = reg
         .agents
@@ -457,15 +661,96 @@ fn status_report(shared: &Shared) -> StatusReport {
                 .map(|(n, v)| format!("{n}@{v}"))
                 .collect(),
             topics: rec.topics.clone(),
+            tx_occupied_bytes: rec.segment.tx_memory().occupied_bytes() as u64,
+            rx_occupied_bytes: rec.segment.rx_memory().occupied_bytes() as u64,
+            ring_capacity_bytes: rec.segment.rx_memory().capacity_bytes() as u64,
         })
         .collect();
     agents.sort_by_key(|a| a.agent_id);
+    let mut routes: Vec<RouteStatus> = reg
+        .topics
+        .iter()
+        .map(|(name, &topic_id)| {
+            let mut subscribers: Vec<u32> = reg
+                .agents
+                .iter()
+                .filter(|(_, rec)| rec.topics.contains(&topic_id))
+                .map(|(&id, _)| id)
+                .collect();
+            subscribers.sort_unstable();
+            RouteStatus {
+                kind: "topic".into(),
+                route_id: topic_id,
+                name: name.clone(),
+                requirement: String::new(),
+                agents: subscribers,
+            }
+        })
+        .collect();
+    routes.sort_by_key(|r| r.route_id);
+    routes.extend(
+        reg.capability_routes
+            .iter()
+            .enumerate()
+            .map(|(route_id, (capability, req))| RouteStatus {
+                kind: "capability".into(),
+                route_id: route_id as u32,
+                name: capability.clone(),
+                requirement: req.to_string(),
+                agents: reg
+                    .matching(capability, req)
+                    .into_iter()
+                    .map(|a| a.agent_id)
+                    .collect(),
+            }),
+    );
     StatusReport {
         daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
         pid: std::process::id(),
         uptime_s: shared.started.elapsed().as_secs(),
         counters,
         agents,
+        routes,
+        info: shared.info.lock().expect("info lock").clone(),
+    }
+}
+
+/// A read-only view of a running router for other threads (the metrics endpoint): counters
+/// and the same report `agentwire status` gets.
+#[derive(Clone)]
+pub struct RouterObserver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RouterObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterObserver").finish_non_exhaustive()
+    }
+}
+
+impl RouterObserver {
+    /// The router's counters by name.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-obs-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(control.observer().counters().iter().any(|(n, _)| n == "frames_in"));
+    /// ```
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        self.shared.stats.snapshot()
+    }
+
+    /// The full status report (counters, agents with ring occupancy, routes, info).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-obs2-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(control.observer().status().agents.is_empty());
+    /// ```
+    pub fn status(&self) -> StatusReport {
+        status_report(&self.shared)
     }
 }
 
@@ -619,11 +904,15 @@ pub struct RoutingCore {
     cmds: Receiver<RouterCmd>,
     agents: Vec<DataAgent>,
     producers: Outboxes,
+    deferrals: Deferrals,
     table: RoutingTable,
     seen_generation: u64,
     needs_refresh: bool,
     park_target: usize,
     passes: u64,
+    dead_letters: Option<Box<dyn DeadLetterSink>>,
+    dead_letters_unflushed: bool,
+    defer_deadline_ns: Option<u64>,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -641,12 +930,35 @@ impl RoutingCore {
             cmds,
             agents: Vec::new(),
             producers: Outboxes::default(),
+            deferrals: Deferrals::default(),
             table: RoutingTable::default(),
             seen_generation: u64::MAX,
             needs_refresh: false,
             park_target: 0,
             passes: 0,
+            dead_letters: None,
+            dead_letters_unflushed: false,
+            defer_deadline_ns: None,
         }
+    }
+
+    /// Gives the core a dead-letter sink: deferred frames past the configured deadline (and
+    /// frames still deferred at shutdown) go there and their senders are nacked with
+    /// `DestinationFull`. Without a sink deferred frames wait for as long as it takes.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{DeadLetterSink, RouterConfig, RouterControl};
+    /// # use agentwire_shm::control::NackReason;
+    /// struct Drop_;
+    /// impl DeadLetterSink for Drop_ {
+    ///     fn accept(&mut self, _: NackReason, _: &[u8]) -> Result<u64, String> { Ok(0) }
+    /// }
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-sdl-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// core.set_dead_letters(Box::new(Drop_));
+    /// ```
+    pub fn set_dead_letters(&mut self, sink: Box<dyn DeadLetterSink>) {
+        self.dead_letters = Some(sink);
     }
 
     /// Whether the control side asked the router to stop.
@@ -682,8 +994,12 @@ impl RoutingCore {
                         tx,
                         rx,
                         segment,
+                        deferral,
                     } = *new;
                     self.producers.insert(agent_id, rx);
+                    if let Some(deferral) = deferral {
+                        self.deferrals.by_destination.insert(agent_id, deferral);
+                    }
                     self.agents.push(DataAgent {
                         agent_id,
                         tx,
@@ -693,6 +1009,15 @@ impl RoutingCore {
                 }
                 Ok(RouterCmd::Remove { agent_id }) => {
                     self.producers.remove(agent_id);
+                    // Frames still waiting for it are given up on at the next service.
+                    if self
+                        .deferrals
+                        .by_destination
+                        .get(&agent_id)
+                        .is_some_and(Deferral::is_empty)
+                    {
+                        self.deferrals.by_destination.remove(&agent_id);
+                    }
                     if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
                         agent.leaving = true;
                         agent
@@ -725,6 +1050,10 @@ impl RoutingCore {
         if generation != self.seen_generation {
             self.seen_generation = generation;
             self.table = rebuild_table(&self.shared, &self.producers);
+            self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                ns => Some(ns),
+            };
         }
         // A frame naming an unknown destination may have been written right after its
         // destination registered, before this core took the registration in. Such a frame
@@ -734,8 +1063,13 @@ impl RoutingCore {
         self.needs_refresh = false;
         self.passes += 1;
         let beat = self.passes % HEARTBEAT_PASSES == 0;
-        let mut work = 0;
+        // Frames already waiting go first: they are older than anything in the tx rings.
+        let mut work = self.service_deferrals(false);
+        let deadline_after_ns = self
+            .defer_deadline_ns
+            .filter(|_| self.dead_letters.is_some());
         let mut corrupt = Vec::new();
+        let stats = &self.shared.stats;
         for agent in self.agents.iter_mut() {
             let source = agent.agent_id;
             let control = agent.segment.control();
@@ -751,26 +1085,34 @@ impl RoutingCore {
             }
             let mut ctx = RouteContext {
                 producers: &mut self.producers,
+                deferrals: &mut self.deferrals,
                 table: &mut self.table,
-                stats: &self.shared.stats,
+                stats,
                 fresh,
                 needs_refresh: false,
                 generation: &self.shared.generation,
                 table_generation: self.seen_generation,
+                deadline: Deadline::new(deadline_after_ns),
+                bytes_in: 0,
             };
             let result = agent.tx.read(ROUTER_BATCH_FRAMES_MAX, |frame| {
+                ctx.bytes_in += frame.len() as u64;
                 route_frame(source, frame, &mut ctx, control)
             });
             self.needs_refresh |= ctx.needs_refresh;
+            let bytes_in = ctx.bytes_in;
             self.producers.publish();
             match result {
-                Ok(n) => work += n,
+                Ok(0) => {}
+                Ok(n) => {
+                    work += n;
+                    count(&stats.frames_in, n as u64);
+                    count(&stats.bytes_in, bytes_in);
+                    count(&stats.batch_frames[batch_bucket(n)], 1);
+                }
                 Err(e) => {
                     tracing::warn!(agent_id = source, "dropping agent: {e}");
-                    self.shared
-                        .stats
-                        .rings_corrupt
-                        .fetch_add(1, Ordering::Relaxed);
+                    count(&stats.rings_corrupt, 1);
                     corrupt.push(source);
                 }
             }
@@ -782,11 +1124,130 @@ impl RoutingCore {
         // Reclaim departed agents once their tx ring is drained.
         let before = self.agents.len();
         self.agents.retain_mut(|a| !(a.leaving && a.tx.is_empty()));
-        self.shared
-            .stats
-            .agents_removed
-            .fetch_add((before - self.agents.len()) as u64, Ordering::Relaxed);
+        count(&stats.agents_removed, (before - self.agents.len()) as u64);
+        if beat && self.dead_letters_unflushed {
+            self.dead_letters_unflushed = false;
+            if let Some(sink) = self.dead_letters.as_mut() {
+                sink.flush();
+            }
+        }
+        let deferred_now = self.deferrals.frames_now as u64;
+        if stats.deferred_now.load(Ordering::Relaxed) != deferred_now {
+            stats.deferred_now.store(deferred_now, Ordering::Relaxed);
+        }
+        count(&stats.duty_cycles, 1);
+        if work == 0 {
+            count(&stats.duty_cycles_idle, 1);
+        }
         work + usize::from(self.needs_refresh)
+    }
+
+    /// Moves deferred frames into their destination rings as room appears (acking those
+    /// whose sender asked), and gives up on frames past their deadline, for a destination
+    /// that left, or every one when `shutting_down`: each goes to the dead-letter sink and
+    /// its sender gets a nack. Without a sink, frames wait (or, for a destination that left
+    /// or at shutdown, are dropped and counted). Returns the frames moved or given up on.
+    fn service_deferrals(&mut self, shutting_down: bool) -> usize {
+        if self.deferrals.waiting.is_empty() {
+            return 0;
+        }
+        let now_ns = monotonic_ns();
+        let Self {
+            deferrals,
+            producers,
+            agents,
+            shared,
+            dead_letters,
+            dead_letters_unflushed,
+            ..
+        } = self;
+        let stats = &shared.stats;
+        let mut work = 0;
+        let mut i = 0;
+        while i < deferrals.waiting.len() {
+            let dest = deferrals.waiting[i];
+            let gone = !producers.contains(dest);
+            let Some(deferral) = deferrals.by_destination.get_mut(&dest) else {
+                deferrals.waiting.swap_remove(i);
+                continue;
+            };
+            let batch = if gone || shutting_down {
+                usize::MAX
+            } else {
+                ROUTER_BATCH_FRAMES_MAX
+            };
+            let taken = deferral.service(batch, |d| {
+                let source = u32::from_le_bytes(d.frame[24..28].try_into().expect("header"));
+                let correlation = u64::from_le_bytes(d.frame[16..24].try_into().expect("header"));
+                if !gone && !shutting_down {
+                    let written = producers.write(dest, d.frame.len(), |out| {
+                        out.copy_from_slice(d.frame);
+                    });
+                    if written {
+                        count(&stats.frames_delivered, 1);
+                        count(&stats.bytes_delivered, d.frame.len() as u64);
+                        if d.ack_owed {
+                            ack(source, correlation, producers, stats);
+                        }
+                        return ControlFlow::Continue(());
+                    }
+                    if d.deadline_ns > now_ns {
+                        return ControlFlow::Break(());
+                    }
+                }
+                let (reason, why) = if gone {
+                    (NackReason::NoSuchAgent, "left with frames waiting for it")
+                } else if shutting_down {
+                    (NackReason::DestinationFull, "still full at daemon shutdown")
+                } else {
+                    (NackReason::DestinationFull, "stayed full past the deadline")
+                };
+                let source_control = agents
+                    .iter()
+                    .find(|a| a.agent_id == source)
+                    .map(|a| a.segment.control());
+                let detail = match dead_letters.as_mut() {
+                    Some(sink) => match sink.accept(reason, d.frame) {
+                        Ok(sequence) => {
+                            *dead_letters_unflushed = true;
+                            count(&stats.frames_dead_lettered, 1);
+                            format!("agent {dest} {why}; dead-lettered as record {sequence}")
+                        }
+                        Err(e) => {
+                            count(&stats.dead_letter_refusals, 1);
+                            if !shutting_down {
+                                tracing::debug!("dead-letter queue refused a frame: {e}");
+                                return ControlFlow::Break(());
+                            }
+                            count(&stats.frames_dropped, 1);
+                            tracing::error!("dead-letter queue refused a frame at shutdown ({e}); dropped");
+                            format!("agent {dest} {why}; dropped: dead-letter queue refused it ({e})")
+                        }
+                    },
+                    None => {
+                        if !gone && !shutting_down {
+                            return ControlFlow::Break(());
+                        }
+                        count(&stats.frames_dropped, 1);
+                        format!("agent {dest} {why}; dropped (no dead-letter queue)")
+                    }
+                };
+                nack(source, correlation, reason, &detail, producers, stats, source_control);
+                ControlFlow::Continue(())
+            });
+            deferrals.frames_now -= taken;
+            work += taken;
+            if deferral.is_empty() {
+                deferrals.waiting.swap_remove(i);
+                if gone {
+                    deferrals.by_destination.remove(&dest);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        producers.publish();
+        work
     }
 
     /// Idles after a duty cycle that did no work: parks on one agent's tx doorbell at a time
@@ -875,6 +1336,18 @@ impl RoutingCore {
     /// ```
     pub fn finish(&mut self) -> usize {
         let routed = self.drain();
+        // What still waits for a full destination goes to the dead-letter sink (or is
+        // dropped and counted without one), so the shutdown loses nothing it could keep.
+        let given_up = self.service_deferrals(true);
+        if given_up > 0 {
+            tracing::info!(
+                given_up,
+                "frames still deferred at shutdown were dead-lettered"
+            );
+        }
+        if let Some(sink) = self.dead_letters.as_mut() {
+            sink.flush();
+        }
         self.close();
         routed
     }
@@ -904,6 +1377,7 @@ impl RoutingCore {
 
 struct RouteContext<'a> {
     producers: &'a mut Outboxes,
+    deferrals: &'a mut Deferrals,
     table: &'a mut RoutingTable,
     stats: &'a RouterStats,
     /// Commands and tables were re-read since these frames were first seen.
@@ -915,6 +1389,87 @@ struct RouteContext<'a> {
     /// generation after seeing the frame tells whether the table is too old for it.
     generation: &'a AtomicU64,
     table_generation: u64,
+    /// Deadline for frames deferred in this batch (clock read at most once per batch).
+    deadline: Deadline,
+    /// Bytes taken from the source ring in this batch.
+    bytes_in: u64,
+}
+
+/// The deadline given to frames deferred in one batch: the clock is read only when the
+/// first frame of the batch is deferred.
+struct Deadline {
+    after_ns: Option<u64>,
+    at_ns: Option<u64>,
+}
+
+impl Deadline {
+    fn new(after_ns: Option<u64>) -> Self {
+        Self {
+            after_ns,
+            at_ns: None,
+        }
+    }
+
+    fn get(&mut self) -> u64 {
+        match self.after_ns {
+            None => u64::MAX,
+            Some(after) => *self
+                .at_ns
+                .get_or_insert_with(|| monotonic_ns().saturating_add(after)),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+}
+
+/// Every destination's deferral (see [`crate::deferral`]) and which ones hold frames.
+#[derive(Default)]
+struct Deferrals {
+    by_destination: rustc_hash::FxHashMap<u32, Deferral>,
+    /// Destinations with frames waiting.
+    waiting: Vec<u32>,
+    /// Frames waiting in all deferrals.
+    frames_now: usize,
+}
+
+impl Deferrals {
+    /// Whether frames wait for `id` (a new frame for it must queue behind them).
+    #[inline]
+    fn is_waiting(&self, id: u32) -> bool {
+        !self.waiting.is_empty() && self.by_destination.get(&id).is_some_and(|d| !d.is_empty())
+    }
+
+    fn can_take(&mut self, id: u32, frame_bytes: usize) -> bool {
+        self.by_destination
+            .get_mut(&id)
+            .is_some_and(|d| d.can_take(frame_bytes))
+    }
+
+    fn push(
+        &mut self,
+        id: u32,
+        frame_bytes: usize,
+        deadline_ns: u64,
+        ack_owed: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(deferral) = self.by_destination.get_mut(&id) else {
+            return false;
+        };
+        let was_empty = deferral.is_empty();
+        if !deferral.push_with(frame_bytes, deadline_ns, ack_owed, fill) {
+            return false;
+        }
+        if was_empty {
+            self.waiting.push(id);
+        }
+        self.frames_now += 1;
+        true
+    }
 }
 
 /// Routes one frame from `source`. `Break` leaves it in the source ring (destination full,
@@ -927,19 +1482,23 @@ fn route_frame(
 ) -> ControlFlow<()> {
     let RouteContext {
         producers,
+        deferrals,
         table,
         stats,
         fresh,
         needs_refresh,
         generation,
         table_generation,
+        deadline,
+        bytes_in: _,
     } = ctx;
     let (generation, table_generation) = (*generation, *table_generation);
-    let (producers, table, stats) = (&mut **producers, &mut **table, *stats);
+    let (producers, deferrals, table, stats) =
+        (&mut **producers, &mut **deferrals, &mut **table, *stats);
     let header = match FrameHeader::validate(frame) {
         Ok(h) => *h,
         Err(e) => {
-            stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
+            count(&stats.frames_malformed, 1);
             // Echo the correlation id if the bytes are there, even from a bad header.
             let correlation = frame
                 .get(16..24)
@@ -953,7 +1512,7 @@ fn route_frame(
                 &e.to_string(),
                 producers,
                 stats,
-                source_control,
+                Some(source_control),
             );
             return ControlFlow::Continue(());
         }
@@ -976,7 +1535,7 @@ fn route_frame(
                     &what,
                     producers,
                     stats,
-                    source_control,
+                    Some(source_control),
                 );
                 ControlFlow::Continue(())
             } else {
@@ -992,7 +1551,7 @@ fn route_frame(
             "agents may not send acks or nacks",
             producers,
             stats,
-            source_control,
+            Some(source_control),
         );
         return ControlFlow::Continue(());
     }
@@ -1023,9 +1582,9 @@ fn route_frame(
             let route = route as usize;
             match table.capability_routes.get(route) {
                 Some(ids) if !ids.is_empty() => {
-                    let pick = ids[table.round_robin[route] % ids.len()];
-                    table.round_robin[route] += 1;
-                    smallvec_like::Targets::One(pick)
+                    let start = table.round_robin[route];
+                    table.round_robin[route] = start.wrapping_add(1);
+                    smallvec_like::Targets::One(least_loaded(ids, start, producers, deferrals))
                 }
                 _ => {
                     return unknown(
@@ -1038,33 +1597,78 @@ fn route_frame(
             }
         }
     };
-    // All or nothing: wait (leave the frame in the source ring) until every target has room.
+    // Every copy is placed or none is: straight into the destination ring when nothing
+    // waits for that destination and it has room, else behind what waits in its deferral.
+    // If a copy fits neither, the frame stays in the sender's ring: backpressure on this
+    // sender only, and only once a destination's deferral is full.
+    let len = frame.len();
+    let any_waiting = !deferrals.waiting.is_empty();
     for &id in targets.as_slice() {
-        if !producers.can_claim(id, frame.len()) {
+        let direct = !(any_waiting && deferrals.is_waiting(id)) && producers.can_claim(id, len);
+        if !direct && !deferrals.can_take(id, len) {
             return ControlFlow::Break(());
         }
     }
+    // The ring owner is the source, whatever the frame claims.
+    let stamp = |out: &mut [u8]| {
+        out.copy_from_slice(frame);
+        out[24..28].copy_from_slice(&source.to_le_bytes());
+    };
+    // A unicast or anycast ack is sent once the frame is in the destination ring; a topic's
+    // once every copy is in a ring or a deferral (a copy that later expires is nacked).
+    let owe_ack = header.ack_requested() && matches!(targets, smallvec_like::Targets::One(_));
+    let mut ack_deferred = false;
     for &id in targets.as_slice() {
-        let written = producers.write(id, frame.len(), |out| {
-            out.copy_from_slice(frame);
-            // The ring owner is the source, whatever the frame claims.
-            out[24..28].copy_from_slice(&source.to_le_bytes());
-        });
-        debug_assert!(written, "room checked above");
-        stats.frames_delivered.fetch_add(1, Ordering::Relaxed);
+        let waiting = any_waiting && deferrals.is_waiting(id);
+        if !waiting && producers.write(id, len, stamp) {
+            count(&stats.frames_delivered, 1);
+            count(&stats.bytes_delivered, len as u64);
+        } else {
+            let pushed = deferrals.push(id, len, deadline.get(), owe_ack, stamp);
+            debug_assert!(pushed, "room checked above");
+            count(&stats.frames_deferred, 1);
+            ack_deferred |= owe_ack;
+        }
     }
-    if header.ack_requested() {
-        reply(
-            source,
-            FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0)
-                .with_correlation(header.correlation()),
-            &[],
-            producers,
-            stats,
-        );
-        stats.acks_sent.fetch_add(1, Ordering::Relaxed);
+    if header.ack_requested() && !ack_deferred {
+        ack(source, header.correlation(), producers, stats);
     }
     ControlFlow::Continue(())
+}
+
+/// The candidate whose rx ring holds the fewest bytes (a destination with deferred frames
+/// counts as full), scanning from the round-robin cursor so ties spread the load.
+fn least_loaded(ids: &[u32], start: usize, producers: &mut Outboxes, deferrals: &Deferrals) -> u32 {
+    if ids.len() == 1 {
+        return ids[0];
+    }
+    let mut best = (usize::MAX, ids[start % ids.len()]);
+    for k in 0..ids.len() {
+        let id = ids[(start + k) % ids.len()];
+        let load = if deferrals.is_waiting(id) {
+            usize::MAX - 1
+        } else {
+            producers.occupied_bytes(id)
+        };
+        if load < best.0 {
+            best = (load, id);
+            if load == 0 {
+                break;
+            }
+        }
+    }
+    best.1
+}
+
+fn ack(source: u32, correlation: u64, producers: &mut Outboxes, stats: &RouterStats) {
+    reply(
+        source,
+        FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0).with_correlation(correlation),
+        &[],
+        producers,
+        stats,
+    );
+    count(&stats.acks_sent, 1);
 }
 
 fn nack(
@@ -1074,15 +1678,23 @@ fn nack(
     detail: &str,
     producers: &mut Outboxes,
     stats: &RouterStats,
-    source_control: &crate::segment::ControlBlock,
+    source_control: Option<&crate::segment::ControlBlock>,
 ) {
-    stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
-    source_control
-        .frames_rejected
-        .fetch_add(1, Ordering::Relaxed);
-    source_control
-        .last_reject_reason
-        .store(reason as u32, Ordering::Relaxed);
+    count(&stats.frames_rejected, 1);
+    match reason {
+        NackReason::NoSuchAgent => count(&stats.nacks_no_such_agent, 1),
+        NackReason::NoSubscriber => count(&stats.nacks_no_subscriber, 1),
+        NackReason::DestinationFull => count(&stats.nacks_destination_full, 1),
+        NackReason::Malformed => {} // counted as frames_malformed where it is detected
+        NackReason::NotPermitted => count(&stats.nacks_not_permitted, 1),
+    }
+    if let Some(control) = source_control {
+        // The agent reads these; only the router writes them.
+        count(&control.frames_rejected, 1);
+        control
+            .last_reject_reason
+            .store(reason as u32, Ordering::Relaxed);
+    }
     let body = NackBody {
         reason: reason as u32,
         detail: detail.chars().take(200).collect(),
@@ -1111,7 +1723,7 @@ fn reply(
         out[HEADER_BYTES..].copy_from_slice(payload);
     });
     if !written {
-        stats.replies_dropped.fetch_add(1, Ordering::Relaxed);
+        count(&stats.replies_dropped, 1);
     }
 }
 
@@ -1149,6 +1761,12 @@ impl Outboxes {
 
     fn contains(&self, agent_id: u32) -> bool {
         self.rings.contains_key(&agent_id)
+    }
+
+    fn occupied_bytes(&mut self, agent_id: u32) -> usize {
+        self.rings
+            .get_mut(&agent_id)
+            .map_or(usize::MAX, |o| o.producer.occupied_bytes())
     }
 
     fn can_claim(&mut self, agent_id: u32, len_bytes: usize) -> bool {

@@ -1,6 +1,6 @@
 //! `agentwire dlq list|replay|purge`: inspect and drain the dead-letter queue file.
 
-use agentwire_runtime::dlq::{DeadLetter, DeadLetterQueue, DlqConfig};
+use agentwire_runtime::dlq::{DeadLetter, DeadLetterQueue, DlqConfig, Handoff};
 use agentwire_shm::client::{decode_nack, Agent};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::wire::{FrameHeader, FrameKind, FLAG_ACK_REQUESTED};
@@ -124,7 +124,14 @@ pub fn purge(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
 }
 
 /// Sends one dead letter again with an ack request and waits for the router's verdict.
-fn replay_one(agent: &mut Agent, letter: &DeadLetter) -> Result<(), String> {
+/// Sends one record through the daemon and waits for its ack. A nack saying the daemon
+/// dead-lettered it again (its destination is still full) hands the record off (the daemon
+/// holds the new copy) and stops the replay.
+fn replay_one(
+    agent: &mut Agent,
+    letter: &DeadLetter,
+    requeued: &mut Option<String>,
+) -> Result<Handoff, String> {
     let header = FrameHeader::validate(&letter.frame)
         .map_err(|e| format!("record {} is not a valid frame: {e}", letter.sequence))?;
     let mut frame = letter.frame.clone();
@@ -145,9 +152,19 @@ fn replay_one(agent: &mut Agent, letter: &DeadLetter) -> Result<(), String> {
             })?
             .to_owned();
         match reply.header().kind() {
-            FrameKind::Ack => return Ok(()),
+            FrameKind::Ack => return Ok(Handoff::Next),
             FrameKind::Nack => {
                 let body = decode_nack(reply.payload());
+                if let Some(b) = body
+                    .as_ref()
+                    .filter(|b| b.detail.contains("dead-lettered as"))
+                {
+                    *requeued = Some(format!(
+                        "record {} went back to the dead-letter queue: {}",
+                        letter.sequence, b.detail
+                    ));
+                    return Ok(Handoff::Stop);
+                }
                 let why = body.map_or_else(
                     || "unreadable nack".to_string(),
                     |b| format!("{} ({})", reason_name(b.reason), b.detail),
@@ -170,8 +187,10 @@ pub fn replay(path: PathBuf, socket: PathBuf, as_json: bool) -> Result<(), BoxEr
     let mut agent = Agent::builder("agentwire-dlq-replay")
         .socket(&socket)
         .connect()?;
-    let (replayed, failure) = dlq.drain(|letter| replay_one(&mut agent, letter))?;
+    let mut requeued = None;
+    let (replayed, failure) = dlq.drain(|letter| replay_one(&mut agent, letter, &mut requeued))?;
     agent.close();
+    let failure = failure.or(requeued);
     if as_json {
         println!(
             "{}",

@@ -50,7 +50,9 @@ enum DlqCmd {
 enum Cmd {
     /// Run the daemon in the foreground: the control socket, and the router on a pinned
     /// core. With no --config it runs on the embedded default (see runtime/default.toml).
-    /// SIGTERM or SIGINT drain committed frames and exit 0.
+    /// SIGTERM or SIGINT drain committed frames, dead-letter what still waits for a full
+    /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list
+    /// and delivery deadline without dropping clients.
     Serve {
         /// TOML configuration file [default: the embedded default].
         #[arg(long)]
@@ -59,9 +61,30 @@ enum Cmd {
         /// for root, else under $XDG_RUNTIME_DIR].
         #[arg(long, env = "AGENTWIRE_SOCKET")]
         socket: Option<PathBuf>,
+        /// Port of the Prometheus endpoint on 127.0.0.1; overrides the config (0: any free
+        /// port, shown by `agentwire status`) [default: 9464].
+        #[arg(long)]
+        metrics_port: Option<u16>,
+        /// Serve no metrics endpoint.
+        #[arg(long)]
+        no_metrics: bool,
+        /// Dead-letter queue file; overrides the config [default: AGENTWIRE_DLQ, else
+        /// /var/lib/agentwire/dlq.log for root, else $XDG_STATE_HOME/agentwire/dlq.log].
+        #[arg(long, env = "AGENTWIRE_DLQ")]
+        dlq: Option<PathBuf>,
     },
     /// Show the running daemon's counters.
     Status {
+        /// The daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the routes of the running daemon: topics with their subscribers, capability
+    /// routes with the live agents that satisfy them.
+    Routes {
         /// The daemon's control socket.
         #[arg(long, env = "AGENTWIRE_SOCKET")]
         socket: Option<PathBuf>,
@@ -140,7 +163,22 @@ fn main() -> ExitCode {
             attach,
         } => demo(messages, payload_bytes, round_trips, json, socket, attach),
         Cmd::DemoPeer { socket } => demo_peer(socket),
-        Cmd::Serve { config, socket } => serve_cmd::serve(config, socket),
+        Cmd::Serve {
+            config,
+            socket,
+            metrics_port,
+            no_metrics,
+            dlq,
+        } => serve_cmd::serve(
+            config,
+            serve_cmd::Overrides {
+                socket,
+                metrics_port,
+                no_metrics,
+                dlq,
+            },
+        ),
+        Cmd::Routes { socket, json } => serve_cmd::routes(socket, json),
         Cmd::Status { socket, json } => serve_cmd::status(socket, json),
         Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),
         Cmd::Dlq { action, dlq, json } => {

@@ -1,4 +1,4 @@
-//! `agentwire serve`, `agentwire status`, `agentwire agents`.
+//! `agentwire serve`, `agentwire status`, `agentwire agents`, `agentwire routes`.
 
 use agentwire_runtime::config::Config;
 use agentwire_runtime::daemon::Daemon;
@@ -20,20 +20,46 @@ fn resolve_socket(flag: Option<PathBuf>, config: Option<&Config>) -> PathBuf {
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT; exits 0 after draining.
-pub fn serve(config_path: Option<PathBuf>, socket: Option<PathBuf>) -> Result<(), BoxError> {
-    let config = match &config_path {
+/// Command-line settings that override the config file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--socket` / AGENTWIRE_SOCKET.
+    pub socket: Option<PathBuf>,
+    /// `--metrics-port`.
+    pub metrics_port: Option<u16>,
+    /// `--no-metrics`.
+    pub no_metrics: bool,
+    /// `--dlq` / AGENTWIRE_DLQ.
+    pub dlq: Option<PathBuf>,
+}
+
+fn load_config(config_path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, BoxError> {
+    let mut config = match config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
     };
-    let socket = resolve_socket(socket, Some(&config));
+    if let Some(port) = overrides.metrics_port {
+        config.metrics_port = port;
+    }
+    if overrides.no_metrics {
+        config.metrics = false;
+    }
+    if let Some(dlq) = &overrides.dlq {
+        config.dlq.path = dlq.clone();
+    }
+    Ok(config)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file.
+pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
+    let config = load_config(config_path.as_ref(), &overrides)?;
+    let socket = resolve_socket(overrides.socket.clone(), Some(&config));
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    // SIGHUP reload (allow-list, routing config) is not built yet; until it is, a SIGHUP
-    // must not kill the daemon, so it is caught and logged.
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-    let daemon = Daemon::start(&config, socket)?;
+    let mut daemon = Daemon::start(&config, socket)?;
     eprintln!(
         "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}",
         std::process::id(),
@@ -47,7 +73,22 @@ pub fn serve(config_path: Option<PathBuf>, socket: Option<PathBuf>) -> Result<()
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
-            tracing::warn!("SIGHUP received: configuration reload is not available yet; keeping the running configuration");
+            // A bad file keeps the running configuration: a typo must not take routing down.
+            match load_config(config_path.as_ref(), &overrides) {
+                Ok(fresh) => {
+                    let kept = daemon.reload(&fresh);
+                    eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
+                    if !kept.is_empty() {
+                        eprintln!(
+                            "agentwire serve: SIGHUP: changed keys that need a restart were not applied: {}",
+                            kept.join(", ")
+                        );
+                    }
+                }
+                Err(e) => {
+                    eprintln!("agentwire serve: SIGHUP: {e}; keeping the running configuration")
+                }
+            }
         }
     }
     eprintln!("agentwire serve: stopping (draining committed frames)");
@@ -56,7 +97,6 @@ pub fn serve(config_path: Option<PathBuf>, socket: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// Resolves the socket and asks the daemon there for its status.
 fn fetch_status(socket: Option<PathBuf>) -> Result<(PathBuf, StatusReport), BoxError> {
     let socket = resolve_socket(socket, None);
     let report = query_status(&socket)
@@ -73,11 +113,17 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
+        let info: serde_json::Map<String, serde_json::Value> = report
+            .info
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         println!(
             "{}",
             json!({
                 "daemon": report.daemon, "pid": report.pid, "socket": socket, "uptime_s": report.uptime_s,
-                "agents": report.agents.len(), "counters": counters,
+                "agents": report.agents.len(), "counters": counters, "info": info,
+                "idle_ratio": idle_ratio(&report),
             })
         );
         return Ok(());
@@ -90,8 +136,52 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
         report.uptime_s,
         report.agents.len()
     );
+    for (key, value) in &report.info {
+        println!("  {key:<24} {value}");
+    }
+    if let Some(ratio) = idle_ratio(&report) {
+        println!("  {:<24} {ratio:.3}", "idle_ratio");
+    }
     for (name, value) in &report.counters {
-        println!("  {name:<20} {value}");
+        println!("  {name:<24} {value}");
+    }
+    Ok(())
+}
+
+/// Share of the router's duty cycles that found no work.
+fn idle_ratio(report: &StatusReport) -> Option<f64> {
+    let get = |name: &str| {
+        report
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    };
+    let cycles = get("duty_cycles")?;
+    (cycles > 0).then(|| get("duty_cycles_idle").unwrap_or(0) as f64 / cycles as f64)
+}
+
+/// `agentwire routes`: topics and capability routes with the agents they reach.
+pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
+    let (_, report) = fetch_status(socket)?;
+    if as_json {
+        let routes: Vec<_> = report
+            .routes
+            .iter()
+            .map(|r| json!({"kind": r.kind, "route_id": r.route_id, "name": r.name, "requirement": r.requirement, "agents": r.agents}))
+            .collect();
+        println!("{}", json!({ "routes": routes }));
+        return Ok(());
+    }
+    println!(
+        "{:<11} {:>6}  {:<28} {:<14} agents",
+        "kind", "id", "name", "requirement"
+    );
+    for r in &report.routes {
+        println!(
+            "{:<11} {:>6}  {:<28} {:<14} {:?}",
+            r.kind, r.route_id, r.name, r.requirement, r.agents
+        );
     }
     Ok(())
 }
@@ -103,22 +193,25 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
         let agents: Vec<_> = report
             .agents
             .iter()
-            .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "capabilities": a.capabilities, "topics": a.topics}))
+            .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "capabilities": a.capabilities, "topics": a.topics,
+                "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
             .collect();
         println!("{}", json!({ "agents": agents }));
         return Ok(());
     }
     println!(
-        "{:>6}  {:<24} {:>8}  {:<30} topics",
-        "id", "name", "pid", "capabilities"
+        "{:>6}  {:<24} {:>8}  {:<30} {:>9} {:>9}  topics",
+        "id", "name", "pid", "capabilities", "tx_bytes", "rx_bytes"
     );
     for a in &report.agents {
         println!(
-            "{:>6}  {:<24} {:>8}  {:<30} {:?}",
+            "{:>6}  {:<24} {:>8}  {:<30} {:>9} {:>9}  {:?}",
             a.agent_id,
             a.name,
             a.pid,
             a.capabilities.join(","),
+            a.tx_occupied_bytes,
+            a.rx_occupied_bytes,
             a.topics
         );
     }

@@ -3,85 +3,12 @@
 //! SIGTERM exits 0 and clients see the daemon go.
 
 use agentwire_shm::client::{query_status, Agent, ClientError};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const AGENTWIRE: &str = env!("CARGO_BIN_EXE_agentwire");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aw-serve-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A daemon process, killed if the test fails before stopping it.
-struct Served {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Served {
-    fn start(socket: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(AGENTWIRE)
-            .args(["serve", "--socket"])
-            .arg(socket)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self::adopt(child, socket)
-    }
-
-    /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`.
-    fn adopt(child: Child, socket: &Path) -> Self {
-        let served = Self {
-            child,
-            socket: socket.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while query_status(socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "watchdog: daemon did not come up at {}",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        served
-    }
-
-    fn terminate(mut self) -> Output {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli_json(args: &[&str], socket: &Path) -> serde_json::Value {
-    let out = Command::new(AGENTWIRE)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+mod common;
+use common::{cli_json, scratch, serve_command, Served, AGENTWIRE};
 
 #[test]
 fn two_agents_exchange_a_million_messages_through_the_daemon() {
@@ -201,11 +128,7 @@ fn sigterm_stops_cleanly_and_clients_see_the_daemon_go() {
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let dir = scratch("second");
     let served = Served::start(&dir.join("agentwire.sock"), &[]);
-    let out = Command::new(AGENTWIRE)
-        .args(["serve", "--socket"])
-        .arg(&served.socket)
-        .output()
-        .unwrap();
+    let out = serve_command(&served.socket).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already serving"), "{stderr}");
@@ -220,9 +143,7 @@ fn bad_config_fails_with_file_line_and_key() {
     let dir = scratch("badconfig");
     let config = dir.join("agentwire.toml");
     std::fs::write(&config, "idle = \"spin\"\nrouter_cpus = 3\n").unwrap();
-    let out = Command::new(AGENTWIRE)
-        .args(["serve", "--socket"])
-        .arg(dir.join("agentwire.sock"))
+    let out = serve_command(&dir.join("agentwire.sock"))
         .arg("--config")
         .arg(&config)
         .output()
@@ -236,9 +157,7 @@ fn bad_config_fails_with_file_line_and_key() {
         "{stderr}"
     );
     std::fs::write(&config, "router_cpu = 4096\n").unwrap();
-    let out = Command::new(AGENTWIRE)
-        .args(["serve", "--socket"])
-        .arg(dir.join("agentwire.sock"))
+    let out = serve_command(&dir.join("agentwire.sock"))
         .arg("--config")
         .arg(&config)
         .output()
@@ -287,7 +206,7 @@ fn serve_as_nobody(dir: &Path, memlock_bytes: u64) -> Option<std::process::Child
         .arg(format!("XDG_RUNTIME_DIR={}", run.display()))
         .arg(format!("HOME={}", run.display()))
         .arg(&binary)
-        .arg("serve")
+        .args(["serve", "--metrics-port", "0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -1,0 +1,250 @@
+//! The Prometheus endpoint: `GET /metrics` on 127.0.0.1 (text exposition format, encoded by
+//! `prometheus-client`), served by one thread (`aw-metrics`) that reads the routing core's
+//! per-core counters on each scrape. Nothing on the routing path knows it exists: the
+//! counters are plain single-writer words the core keeps anyway.
+//!
+//! Series (each with `core="<router cpu>"`): `agentwire_<counter>_total` for every counter
+//! in [`agentwire_shm::routing::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
+//! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
+//! `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
+//!
+//! ```no_run
+//! # use agentwire_shm::routing::{RouterConfig, RouterControl};
+//! let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m.sock".into())).unwrap();
+//! let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), 1).unwrap();
+//! println!("scrape http://{}/metrics", server.local_addr());
+//! ```
+
+use agentwire_shm::routing::{RouterObserver, BATCH_BUCKETS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the serving thread checks for shutdown while idle.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics endpoint on 127.0.0.1:{port}: {detail} (set metrics_port, or run `agentwire serve --no-metrics`)")]
+pub struct MetricsError {
+    /// The port asked for.
+    pub port: u16,
+    /// What failed.
+    pub detail: String,
+}
+
+/// A running endpoint; dropping it stops the thread.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl MetricsServer {
+    /// Binds 127.0.0.1:`port` (0: any free port) and serves `observer`'s counters, labelled
+    /// with `core`.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m2.sock".into())).unwrap();
+    /// let server = agentwire_runtime::metrics::MetricsServer::start(9464, control.observer(), 1)?;
+    /// # Ok::<(), agentwire_runtime::metrics::MetricsError>(())
+    /// ```
+    pub fn start(port: u16, observer: RouterObserver, core: usize) -> Result<Self, MetricsError> {
+        let err = |detail: String| MetricsError { port, detail };
+        let server = tiny_http::Server::http(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .map_err(|e| err(e.to_string()))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| err("not an IP listener".into()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(RouterCollector {
+            observer,
+            core: core.to_string(),
+        }));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("aw-metrics".into())
+                .spawn(move || serve(server, registry, stop))
+                .map_err(|e| err(e.to_string()))?
+        };
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m3.sock".into())).unwrap();
+    /// # let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), 1).unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(server: tiny_http::Server, registry: Registry, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let request = match server.recv_timeout(POLL_INTERVAL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("metrics endpoint: {e}");
+                continue;
+            }
+        };
+        let path = request.url().split('?').next().unwrap_or("");
+        let response = match (request.method(), path) {
+            (tiny_http::Method::Get, "/metrics") => {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => tiny_http::Response::from_string(body).with_header(
+                        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+                            .parse::<tiny_http::Header>()
+                            .expect("static header"),
+                    ),
+                    Err(e) => tiny_http::Response::from_string(format!("encoding failed: {e}\n"))
+                        .with_status_code(500),
+                }
+            }
+            (tiny_http::Method::Get, _) => {
+                tiny_http::Response::from_string("agentwire: metrics are at /metrics\n")
+                    .with_status_code(404)
+            }
+            _ => tiny_http::Response::from_string("only GET\n").with_status_code(405),
+        };
+        let _ = request.respond(response);
+    }
+}
+
+/// Encodes the router's counters on each scrape.
+#[derive(Debug)]
+struct RouterCollector {
+    observer: RouterObserver,
+    core: String,
+}
+
+/// Counters that are gauges (they go down).
+const GAUGES: [&str; 1] = ["deferred_now"];
+
+impl Collector for RouterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let status = self.observer.status();
+        let core = [("core", self.core.as_str())];
+        let mut buckets = Vec::new();
+        for (name, value) in &status.counters {
+            if name.starts_with("batch_frames_le_") {
+                buckets.push(*value);
+                continue;
+            }
+            if GAUGES.contains(&name.as_str()) {
+                let gauge = ConstGauge::new(*value as i64);
+                let mut m = encoder.encode_descriptor(
+                    "agentwire_deferred_frames",
+                    "Frames waiting in per-destination deferrals",
+                    None,
+                    gauge.metric_type(),
+                )?;
+                gauge.encode(m.encode_family(&core)?)?;
+                continue;
+            }
+            let counter = ConstCounter::new(*value);
+            let (metric_name, metric_help) = (format!("agentwire_{name}"), help(name));
+            let mut m = encoder.encode_descriptor(
+                &metric_name,
+                &metric_help,
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(m.encode_family(&core)?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "agentwire_router_batches",
+            "Non-empty reads of a tx ring, by how many frames one read took",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let mut low = 1;
+        for (&high, value) in BATCH_BUCKETS.iter().zip(&buckets) {
+            let range = match high {
+                usize::MAX => format!("{low}+"),
+                h if h == low => low.to_string(),
+                h => format!("{low}-{h}"),
+            };
+            low = high.saturating_add(1);
+            let labels = [("core", self.core.as_str()), ("frames", range.as_str())];
+            ConstCounter::new(*value).encode(m.encode_family(&labels)?)?;
+        }
+        let agents = ConstGauge::new(status.agents.len() as i64);
+        let mut m = encoder.encode_descriptor(
+            "agentwire_agents",
+            "Live agents",
+            None,
+            agents.metric_type(),
+        )?;
+        agents.encode(m.encode_family(&core)?)?;
+        for (direction, pick) in [
+            (
+                "tx",
+                (|a| a.tx_occupied_bytes) as fn(&agentwire_shm::control::AgentStatus) -> u64,
+            ),
+            ("rx", |a| a.rx_occupied_bytes),
+        ] {
+            let metric_name = format!("agentwire_agent_{direction}_occupied_bytes");
+            let metric_help = format!("Bytes waiting in each agent's {direction} ring");
+            let mut m = encoder.encode_descriptor(
+                &metric_name,
+                &metric_help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for agent in &status.agents {
+                let id = agent.agent_id.to_string();
+                let labels = [("agent", id.as_str()), ("name", agent.name.as_str())];
+                ConstGauge::new(pick(agent) as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn help(counter: &str) -> String {
+    match counter {
+        "duty_cycles_idle" => {
+            "Router duty cycles that found no work (idle ratio: divide by duty_cycles)".into()
+        }
+        other => format!("Router counter {}", other.replace('_', " ")),
+    }
+}

@@ -1,0 +1,91 @@
+//! Helpers shared by the tests that run `agentwire serve` as a real process.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use agentwire_shm::client::query_status;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AGENTWIRE: &str = env!("CARGO_BIN_EXE_agentwire");
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aw-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `agentwire serve` on `socket`, with its dead-letter queue beside the socket and the
+/// metrics endpoint on a free port, so tests running in parallel share nothing.
+pub fn serve_command(socket: &Path) -> Command {
+    let mut cmd = Command::new(AGENTWIRE);
+    cmd.args(["serve", "--metrics-port", "0", "--socket"])
+        .arg(socket)
+        .env("AGENTWIRE_DLQ", socket.with_file_name("dlq.log"));
+    cmd
+}
+
+/// A daemon process, killed if the test fails before stopping it.
+pub struct Served {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Served {
+    pub fn start(socket: &Path, extra: &[&str]) -> Self {
+        let child = serve_command(socket)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self::adopt(child, socket)
+    }
+
+    /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`.
+    pub fn adopt(child: Child, socket: &Path) -> Self {
+        let served = Self {
+            child,
+            socket: socket.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while query_status(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: daemon did not come up at {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        served
+    }
+
+    pub fn terminate(mut self) -> Output {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn cli_json(args: &[&str], socket: &Path) -> serde_json::Value {
+    let out = Command::new(AGENTWIRE)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

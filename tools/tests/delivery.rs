@@ -1,0 +1,405 @@
+//! Delivery semantics of a real `agentwire serve` process: a full destination stalls only
+//! its own flows, then backpressure, then the dead-letter queue, then `agentwire dlq replay`
+//! delivers; the metrics endpoint, `agentwire routes`, SIGHUP reload, 100 agents at once.
+
+use agentwire_shm::client::{decode_nack, query_status, Agent, ClientError};
+use agentwire_shm::control::NackReason;
+use agentwire_shm::wire::FrameKind;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{cli_json, scratch, Served, AGENTWIRE};
+
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+fn counter(socket: &std::path::Path, name: &str) -> u64 {
+    query_status(socket)
+        .unwrap()
+        .counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// Drains `agent`'s rx ring, counting DestinationFull nacks.
+fn count_full_nacks(agent: &mut Agent) -> u64 {
+    let mut nacks = 0;
+    while let Some(msg) = agent.try_recv().unwrap() {
+        if msg.header().kind() == FrameKind::Nack {
+            let body = decode_nack(msg.payload()).expect("nack body");
+            assert_eq!(body.reason, NackReason::DestinationFull as u32, "{body:?}");
+            assert!(body.detail.contains("dead-lettered as record"), "{body:?}");
+            nacks += 1;
+        }
+    }
+    nacks
+}
+
+#[test]
+fn full_destination_stalls_only_its_flows_then_dead_letters_then_replay_delivers() {
+    let dir = scratch("slow");
+    let config = dir.join("agentwire.toml");
+    // Small rings so a few dozen frames fill them; a short deadline so the test is quick.
+    std::fs::write(
+        &config,
+        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 300\n",
+    )
+    .unwrap();
+    let socket = dir.join("agentwire.sock");
+    let dlq = dir.join("dlq.log");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let connect = |name: &str| {
+        Agent::builder(name)
+            .socket(&socket)
+            .send_timeout(Duration::from_millis(20))
+            .connect()
+            .unwrap()
+    };
+    let mut slow = connect("slow"); // reads nothing until told
+    let mut other = connect("other");
+    let mut sender = connect("sender");
+    // An 8-byte payload makes a 64-byte ring record: 64 fit the slow agent's rx ring, about
+    // 50 its deferral, 64 the sender's tx ring.
+    const FRAMES: u64 = 300;
+    // Phase 1: more than the slow agent's ring holds, less than ring + deferral.
+    let mut seq = 0u64;
+    while seq < 80 {
+        sender.send(slow.id(), &seq.to_le_bytes()).unwrap();
+        seq += 1;
+    }
+    let deadline = Instant::now() + WATCHDOG;
+    while counter(&socket, "deferred_now") == 0 {
+        assert!(Instant::now() < deadline, "watchdog: nothing deferred");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The same sender's frames to another destination are not stuck behind them.
+    for i in 0..10u64 {
+        sender.send(other.id(), &i.to_le_bytes()).unwrap();
+        let msg = other.recv(Some(WATCHDOG)).unwrap().expect("watchdog");
+        assert_eq!(msg.payload(), i.to_le_bytes());
+    }
+    // Phase 2: keep sending to the slow agent: the sender feels backpressure, deferred
+    // frames expire into the dead-letter queue and the sender is nacked for each.
+    let mut backpressure = 0u64;
+    let mut nacks = 0u64;
+    while seq < FRAMES {
+        match sender.send(slow.id(), &seq.to_le_bytes()) {
+            Ok(()) => seq += 1,
+            Err(ClientError::Backpressure(_)) => backpressure += 1,
+            Err(e) => panic!("{e}"),
+        }
+        nacks += count_full_nacks(&mut sender);
+        assert!(Instant::now() < deadline, "watchdog: sending stalled");
+    }
+    assert!(backpressure > 0, "the sender never felt backpressure");
+    // Everything not in the slow agent's ring ends up dead-lettered, and nacked.
+    let deadline = Instant::now() + WATCHDOG;
+    // A nack that finds the sender's own rx ring full is dropped and counted (the frame
+    // itself is safe in the queue; the sender's control block counts every rejection).
+    while counter(&socket, "deferred_now") > 0
+        || nacks + counter(&socket, "replies_dropped") < counter(&socket, "frames_dead_lettered")
+    {
+        nacks += count_full_nacks(&mut sender);
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: deferred frames never expired: {:?}, {nacks} nacks seen",
+            query_status(&socket).unwrap().counters
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dead = counter(&socket, "frames_dead_lettered");
+    assert_eq!(nacks + counter(&socket, "replies_dropped"), dead);
+    assert!(nacks > 0 && dead > 0);
+    let listed = Command::new(AGENTWIRE)
+        .args(["dlq", "list", "--json", "--dlq"])
+        .arg(&dlq)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["records"].as_array().unwrap().len() as u64, dead);
+    assert_eq!(listed["records"][0]["reason_name"], "DestinationFull");
+    // The slow agent wakes up and reads what reached its ring, in order...
+    let mut got = Vec::new();
+    while let Some(msg) = slow.try_recv().unwrap() {
+        got.push(u64::from_le_bytes(msg.payload().try_into().unwrap()));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert_eq!(
+        got.len() as u64 + dead,
+        FRAMES,
+        "ring + dead letters = all sent"
+    );
+    // ...and `dlq replay` delivers the rest through the daemon while it keeps reading.
+    let replay = Command::new(AGENTWIRE)
+        .args(["dlq", "replay", "--json", "--dlq"])
+        .arg(&dlq)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WATCHDOG;
+    while (got.len() as u64) < FRAMES {
+        if let Some(msg) = slow.recv(Some(Duration::from_millis(50))).unwrap() {
+            got.push(u64::from_le_bytes(msg.payload().try_into().unwrap()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: replay delivered {} of {FRAMES}",
+            got.len()
+        );
+    }
+    let out = replay.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["replayed"].as_u64(), report["remaining"].as_u64()),
+        (Some(dead), Some(0))
+    );
+    let unique: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(unique.len() as u64, FRAMES, "no duplicates");
+    assert_eq!(unique, (0..FRAMES).collect(), "none lost");
+    assert!(served.terminate().status.success());
+}
+
+#[test]
+fn shutdown_dead_letters_what_still_waits() {
+    let dir = scratch("shutdown-dlq");
+    let config = dir.join("agentwire.toml");
+    // No deadline: frames would wait forever; the shutdown must not lose them.
+    std::fs::write(
+        &config,
+        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 0\n",
+    )
+    .unwrap();
+    let socket = dir.join("agentwire.sock");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let slow = Agent::builder("slow").socket(&socket).connect().unwrap();
+    let mut sender = Agent::builder("sender").socket(&socket).connect().unwrap();
+    for i in 0..90u64 {
+        sender.send(slow.id(), &i.to_le_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + WATCHDOG;
+    while counter(&socket, "deferred_now") == 0 {
+        assert!(Instant::now() < deadline, "watchdog: nothing deferred");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let waiting = counter(&socket, "deferred_now");
+    assert!(served.terminate().status.success());
+    let listed = Command::new(AGENTWIRE)
+        .args(["dlq", "list", "--json", "--dlq"])
+        .arg(dir.join("dlq.log"))
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["records"].as_array().unwrap().len() as u64, waiting);
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn metrics_endpoint_serves_per_core_counters() {
+    let dir = scratch("metrics");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let mut a = Agent::builder("a")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    let mut b = Agent::builder("b")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    for _ in 0..100 {
+        a.send(b.id(), b"x").unwrap();
+    }
+    for _ in 0..100 {
+        b.recv(Some(WATCHDOG)).unwrap().expect("watchdog");
+    }
+    let status = cli_json(&["status"], &served.socket);
+    let url = status["info"]["metrics"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (code, body) = http_get(&url);
+    assert_eq!(code, 200);
+    let delivered = body
+        .lines()
+        .find(|l| l.starts_with("agentwire_frames_delivered_total{core="))
+        .unwrap_or_else(|| panic!("no delivered counter in\n{body}"));
+    let value: u64 = delivered.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value >= 100, "{delivered}");
+    for series in [
+        "agentwire_agents{core=",
+        "agentwire_duty_cycles_idle_total{core=",
+        "agentwire_router_batches_total{core=",
+        "agentwire_agent_rx_occupied_bytes{agent=",
+        "agentwire_deferred_frames{core=",
+        "agentwire_nacks_destination_full_total{core=",
+    ] {
+        assert!(body.contains(series), "{series} missing from\n{body}");
+    }
+    assert!(status["idle_ratio"].as_f64().is_some());
+    let (code, _) = http_get(&url.replace("/metrics", "/other"));
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn no_metrics_flag_turns_the_endpoint_off() {
+    let dir = scratch("nometrics");
+    let served = Served::start(&dir.join("agentwire.sock"), &["--no-metrics"]);
+    let status = cli_json(&["status"], &served.socket);
+    assert!(status["info"]["metrics"]
+        .as_str()
+        .unwrap()
+        .starts_with("off"));
+}
+
+#[test]
+fn routes_lists_topics_and_capability_routes() {
+    let dir = scratch("routes");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    let sub = Agent::builder("sub")
+        .socket(&served.socket)
+        .topic("prices")
+        .capability("pricer", "1.4.0")
+        .connect()
+        .unwrap();
+    let mut client = Agent::builder("client")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    client.anycast("pricer", "^1.2", b"quote?").unwrap();
+    let routes = cli_json(&["routes"], &served.socket);
+    let routes = routes["routes"].as_array().unwrap();
+    let topic = routes.iter().find(|r| r["kind"] == "topic").unwrap();
+    assert_eq!(topic["name"], "prices");
+    assert_eq!(topic["agents"][0].as_u64(), Some(u64::from(sub.id())));
+    let cap = routes.iter().find(|r| r["kind"] == "capability").unwrap();
+    assert_eq!(
+        (cap["name"].as_str(), cap["requirement"].as_str()),
+        (Some("pricer"), Some("^1.2"))
+    );
+    assert_eq!(cap["agents"][0].as_u64(), Some(u64::from(sub.id())));
+    let text = Command::new(AGENTWIRE)
+        .args(["routes", "--socket"])
+        .arg(&served.socket)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("prices"));
+}
+
+#[test]
+fn sighup_reloads_the_allow_list_without_dropping_clients() {
+    let dir = scratch("sighup");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, "defer_deadline_ms = 1000\n").unwrap();
+    let socket = dir.join("agentwire.sock");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let mut kept = Agent::builder("kept").socket(&socket).connect().unwrap();
+    // Only a uid that is not ours may connect from now on.
+    let uid = rustix::process::getuid().as_raw();
+    std::fs::write(
+        &config,
+        format!(
+            "allow_uids = [{}]\ndefer_deadline_ms = 500\nring_capacity_bytes = 8192\n",
+            uid + 4242
+        ),
+    )
+    .unwrap();
+    let pid = rustix::process::Pid::from_child(&served.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        match Agent::builder("late").socket(&socket).connect() {
+            Err(ClientError::Refused { .. }) => break,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "watchdog: reload never applied");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The client connected before the reload still routes.
+    kept.send(kept.id(), b"still here").unwrap();
+    assert_eq!(
+        kept.recv(Some(WATCHDOG))
+            .unwrap()
+            .expect("watchdog")
+            .payload(),
+        b"still here"
+    );
+    let out = served.terminate();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SIGHUP: allow-list and defer_deadline_ms reloaded"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("need a restart were not applied: ring_capacity_bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_hundred_agents_at_once() {
+    let dir = scratch("hundred");
+    let served = Served::start(&dir.join("agentwire.sock"), &[]);
+    const AGENTS: usize = 100;
+    let mut agents: Vec<Agent> = (0..AGENTS)
+        .map(|i| {
+            Agent::builder(&format!("agent-{i}"))
+                .socket(&served.socket)
+                .topic("all")
+                .connect()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(query_status(&served.socket).unwrap().agents.len(), AGENTS);
+    // Each agent sends to the next (a ring of unicast flows), then one publish reaches all.
+    let ids: Vec<u32> = agents.iter().map(Agent::id).collect();
+    for (i, agent) in agents.iter_mut().enumerate() {
+        agent
+            .send(ids[(i + 1) % AGENTS], &(i as u64).to_le_bytes())
+            .unwrap();
+    }
+    agents[0].publish("all", b"to everyone").unwrap();
+    for (i, agent) in agents.iter_mut().enumerate() {
+        let mut unicast = None;
+        let mut broadcast = false;
+        while unicast.is_none() || !broadcast {
+            let msg = agent.recv(Some(WATCHDOG)).unwrap().expect("watchdog");
+            if msg.payload() == b"to everyone" {
+                broadcast = true;
+            } else {
+                unicast = Some(u64::from_le_bytes(msg.payload().try_into().unwrap()));
+            }
+        }
+        assert_eq!(unicast, Some(((i + AGENTS - 1) % AGENTS) as u64));
+    }
+    let status = cli_json(&["status"], &served.socket);
+    assert_eq!(status["agents"], AGENTS);
+    assert_eq!(status["counters"]["frames_rejected"], 0);
+    drop(agents);
+    let deadline = Instant::now() + WATCHDOG;
+    while !query_status(&served.socket).unwrap().agents.is_empty() {
+        assert!(Instant::now() < deadline, "watchdog: agents not reclaimed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
