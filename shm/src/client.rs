@@ -308,7 +308,8 @@ impl AgentBuilder {
 struct Link {
     conn: ControlConn,
     segment: Segment,
-    tx: Producer,
+    /// One tx ring per priority class (`segment::TX_LANES`), sharing one doorbell.
+    tx: Vec<Producer>,
     rx: Consumer,
     agent_id: u32,
     version: u16,
@@ -376,7 +377,13 @@ impl Link {
             .control()
             .agent_pid
             .store(std::process::id(), Ordering::Relaxed);
-        let tx = Producer::new(segment.tx_memory(), Some(Doorbell::from_fd(tx_bell)));
+        let tx_bell = Doorbell::from_fd(tx_bell);
+        let tx = (0..crate::segment::TX_LANES)
+            .map(|lane| {
+                let bell = tx_bell.try_clone().map_err(ControlError::Io)?;
+                Ok(Producer::new(segment.tx_lane_memory(lane), Some(bell)))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
         let rx = Consumer::new(segment.rx_memory(), Some(Doorbell::from_fd(rx_bell)));
         Ok(Self {
             conn,
@@ -517,6 +524,7 @@ impl Agent {
         .with_feature(options.feature_id)
         .with_flags(flags);
         let frame_len = HEADER_BYTES + payload_len_bytes;
+        let lane = usize::from(header.priority());
         // The deadline is taken only once the ring is found full: reading the clock on every
         // send cost 6% of a routed-throughput run (perf, cpu-clock, 2026-11-21).
         let mut deadline = None;
@@ -524,8 +532,8 @@ impl Agent {
         // Poll for room; the daemon drains continuously, so a full ring is transient unless
         // the daemon is gone or overloaded. `can_claim` touches no shared state unless the
         // cached head says the ring is full.
-        while !self.link.tx.can_claim(frame_len) {
-            if frame_len > self.link.tx.frame_bytes_max() {
+        while !self.link.tx[lane].can_claim(frame_len) {
+            if frame_len > self.link.tx[lane].frame_bytes_max() {
                 break; // claim() below reports TooLarge
             }
             let deadline =
@@ -540,7 +548,7 @@ impl Agent {
             }
             core::hint::spin_loop();
         }
-        let mut claim = self.link.tx.claim(frame_len)?;
+        let mut claim = self.link.tx[lane].claim(frame_len)?;
         header.write_to(claim.bytes_mut());
         Ok(FrameClaim { claim })
     }
@@ -587,7 +595,13 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn send_raw(&mut self, frame: &[u8]) -> Result<(), ClientError> {
-        let mut claim = self.link.tx.claim(frame.len())?;
+        // The lane of the priority byte the frame claims (clamped): the daemon validates it.
+        let lane = frame
+            .get(core::mem::offset_of!(FrameHeader, priority))
+            .map_or(crate::segment::TX_LANE_DEFAULT, |&p| {
+                usize::from(p).min(crate::segment::TX_LANES - 1)
+            });
+        let mut claim = self.link.tx[lane].claim(frame.len())?;
         claim.bytes_mut().copy_from_slice(frame);
         claim.commit();
         Ok(())
@@ -617,7 +631,7 @@ impl Agent {
             claim.commit_deferred();
             sent += 1;
         }
-        self.link.tx.publish();
+        self.link.tx[crate::segment::TX_LANE_DEFAULT].publish();
         Ok(sent)
     }
 
@@ -628,7 +642,9 @@ impl Agent {
     /// agent.flush();
     /// ```
     pub fn flush(&mut self) {
-        self.link.tx.publish();
+        for lane in &mut self.link.tx {
+            lane.publish();
+        }
     }
 
     /// Resolves (and caches) a topic id.

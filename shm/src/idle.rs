@@ -177,6 +177,20 @@ impl Idler {
     /// ```
     #[inline]
     pub fn idle(&mut self, work_count: usize, consumer: &mut Consumer) {
+        self.idle_all(work_count, std::slice::from_mut(consumer));
+    }
+
+    /// Like [`Idler::idle`] over several rings that share one doorbell (an agent's tx
+    /// lanes): parking waits for any of them.
+    ///
+    /// ```
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// let (_a, a) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+    /// let (_b, b) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+    /// Idler::new(IdleStrategy::Park { park_timeout_ns: 1000 }).idle_all(0, &mut [a, b]);
+    /// ```
+    #[inline]
+    pub fn idle_all(&mut self, work_count: usize, consumers: &mut [Consumer]) {
         if work_count > 0 {
             self.empty_polls = 0;
             return;
@@ -192,12 +206,12 @@ impl Idler {
                     core::hint::spin_loop();
                 } else {
                     self.parks += 1;
-                    consumer.park(Duration::from_nanos(park_timeout_ns));
+                    Consumer::park_all(consumers, Duration::from_nanos(park_timeout_ns));
                 }
             }
             IdleStrategy::Park { park_timeout_ns } => {
                 self.parks += 1;
-                consumer.park(Duration::from_nanos(park_timeout_ns));
+                Consumer::park_all(consumers, Duration::from_nanos(park_timeout_ns));
             }
         }
     }

@@ -1116,27 +1116,56 @@ impl Consumer {
     /// rx.park(std::time::Duration::from_millis(1));
     /// ```
     pub fn park(&mut self, timeout: Duration) -> bool {
-        let Some(bell) = &self.doorbell else {
+        Self::park_all(std::slice::from_mut(self), timeout)
+    }
+
+    /// Parks until any of `consumers` has frames or `timeout` passes (false if it timed
+    /// out). For rings whose producers share one doorbell (an agent's tx lanes): the parked
+    /// flag is set on every ring, then one barrier covers them all, then every tail is
+    /// checked, then the shared doorbell is waited on. Without a doorbell it sleeps for at
+    /// most 50 µs and returns false.
+    ///
+    /// ```
+    /// use agentwire_shm::ring::{ring_pair, Consumer};
+    /// let (_a, a) = ring_pair(4096, true).unwrap();
+    /// let (_b, b) = ring_pair(4096, true).unwrap();
+    /// let mut lanes = [a, b];
+    /// assert!(!Consumer::park_all(&mut lanes, std::time::Duration::from_millis(1)));
+    /// ```
+    pub fn park_all(consumers: &mut [Consumer], timeout: Duration) -> bool {
+        if consumers.first().is_none_or(|c| c.doorbell.is_none()) {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
             return false;
-        };
-        let control = self.memory.control();
-        if !self.park_flag_set {
+        }
+        let mut barrier_needed = false;
+        for c in consumers.iter_mut() {
+            if c.park_flag_set {
+                continue;
+            }
+            let control = c.memory.control();
             // SYNC POINT: park (see Producer::publish for the pairing).
             control.park.0.consumer_parked.store(1, Ordering::SeqCst);
-            if control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED {
-                // The producer may be on the asymmetric protocol: make its tail store visible
-                // (or make it see our flag) before we look at the tail. Once this barrier has
-                // run, the flag stays visible to every later publish for as long as it stays
-                // set, so timed-out re-parks need no new barrier. A failure (seccomp) leaves
-                // the park timeout as the bound on a missed wakeup.
-                crate::idle::asymmetric_barrier();
-            }
-            self.park_flag_set = true;
+            barrier_needed |=
+                control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED;
+            c.park_flag_set = true;
         }
-        // The flag stays set when we return: `read`/`peek` clear it when they take frames.
-        let tail = control.tail_position.0.load(Ordering::SeqCst);
-        tail != self.head_position || bell.wait(timeout)
+        if barrier_needed {
+            // A producer may be on the asymmetric protocol: make its tail store visible (or
+            // make it see our flag) before we look at the tail. Once this barrier has run,
+            // the flags stay visible to every later publish for as long as they stay set, so
+            // timed-out re-parks need no new barrier. A failure (seccomp) leaves the park
+            // timeout as the bound on a missed wakeup.
+            crate::idle::asymmetric_barrier();
+        }
+        // The flags stay set when we return: `read`/`peek` clear them when they take frames.
+        for c in consumers.iter() {
+            let tail = c.memory.control().tail_position.0.load(Ordering::SeqCst);
+            if tail != c.head_position {
+                return true;
+            }
+        }
+        let bell = consumers[0].doorbell.as_ref().expect("checked above");
+        bell.wait(timeout)
     }
 
     /// Whether this consumer can park on a doorbell.

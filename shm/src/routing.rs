@@ -33,7 +33,7 @@ use crate::control::{
 use crate::deferral::Deferral;
 use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{Consumer, Producer};
-use crate::segment::{state, HugePages, Segment, SegmentConfig};
+use crate::segment::{state, HugePages, Segment, SegmentConfig, TX_LANES};
 use crate::server::{Accepted, AllowList, ControlListener, HandshakeError};
 use crate::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
 use std::collections::HashMap;
@@ -51,8 +51,18 @@ pub const ROUTER_AGENTS_MAX: usize = 256;
 pub const HEARTBEAT_PASSES: u64 = 1024;
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
-/// Frames drained from one agent's tx ring per pass.
+/// Frames drained from one tx lane per read.
 pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
+/// Priority lanes, the weighted policy (docs/wire.md §6). Each duty cycle serves every
+/// agent's four lanes, one class after the other. Which class goes first is picked by smooth
+/// weighted round robin over the classes that were backlogged in the previous cycle, with
+/// these weights: when a destination is full, the room that frees up goes to contending
+/// classes 8 : 4 : 2 : 1, and a backlogged class goes first at least once every 15 cycles,
+/// so no class starves. After the first, classes follow in priority order.
+pub const LANE_WEIGHTS: [u32; TX_LANES] = [8, 4, 2, 1];
+/// Frames a class may route per agent per duty cycle: when every lane of every agent is full
+/// (the router core is the bottleneck), router time goes to classes 4 : 3 : 2 : 1.
+pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = [64, 48, 32, 16];
 
 /// How to start a router.
 #[derive(Debug, Clone)]
@@ -317,7 +327,8 @@ enum RouterCmd {
 
 struct NewAgent {
     agent_id: u32,
-    tx: Consumer,
+    /// One consumer per tx lane (priority class).
+    tx: Vec<Consumer>,
     rx: Producer,
     segment: Segment,
     /// Made on the accept thread so the routing core never maps memory.
@@ -599,7 +610,14 @@ fn accept_loop(
             };
             let cmd = RouterCmd::Add(Box::new(NewAgent {
                 agent_id,
-                tx: Consumer::new(segment.tx_memory(), Some(tx_bell.try_clone()?)),
+                tx: (0..TX_LANES)
+                    .map(|lane| {
+                        Ok(Consumer::new(
+                            segment.tx_lane_memory(lane),
+                            Some(tx_bell.try_clone()?),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, std::io::Error>>()?,
                 // Agents park often on their rx ring: fenced, so they never interrupt this
                 // router's core with a membarrier when they sleep.
                 rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
@@ -661,7 +679,9 @@ fn status_report(shared: &Shared) -> StatusReport {
                 .map(|(n, v)| format!("{n}@{v}"))
                 .collect(),
             topics: rec.topics.clone(),
-            tx_occupied_bytes: rec.segment.tx_memory().occupied_bytes() as u64,
+            tx_occupied_bytes: (0..TX_LANES)
+                .map(|lane| rec.segment.tx_lane_memory(lane).occupied_bytes() as u64)
+                .sum(),
             rx_occupied_bytes: rec.segment.rx_memory().occupied_bytes() as u64,
             ring_capacity_bytes: rec.segment.rx_memory().capacity_bytes() as u64,
         })
@@ -863,7 +883,8 @@ fn forget_agent(shared: &Shared, agent_id: u32) {
 
 struct DataAgent {
     agent_id: u32,
-    tx: Consumer,
+    /// Tx lanes, index = priority class.
+    tx: Vec<Consumer>,
     segment: Segment,
     /// The agent left: nothing more is delivered to it, but frames it committed before
     /// leaving are still routed (they were accepted) before its segment is reclaimed.
@@ -913,6 +934,10 @@ pub struct RoutingCore {
     dead_letters: Option<Box<dyn DeadLetterSink>>,
     dead_letters_unflushed: bool,
     defer_deadline_ns: Option<u64>,
+    /// Lane scheduler state: smooth weighted round robin counters, and which classes had
+    /// frames left over (blocked or out of budget) in the last duty cycle.
+    lane_current: [i64; TX_LANES],
+    lane_backlog: [bool; TX_LANES],
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -939,6 +964,8 @@ impl RoutingCore {
             dead_letters: None,
             dead_letters_unflushed: false,
             defer_deadline_ns: None,
+            lane_current: [0; TX_LANES],
+            lane_backlog: [false; TX_LANES],
         }
     }
 
@@ -1070,50 +1097,82 @@ impl RoutingCore {
             .filter(|_| self.dead_letters.is_some());
         let mut corrupt = Vec::new();
         let stats = &self.shared.stats;
-        for agent in self.agents.iter_mut() {
-            let source = agent.agent_id;
-            let control = agent.segment.control();
-            if beat {
+        if beat {
+            for agent in &self.agents {
                 // Sole writer: a plain store, not a locked add, and only every
                 // HEARTBEAT_PASSES passes (a locked add per agent per pass was on the
                 // latency path of every hop).
-                let beats = control.daemon_heartbeat.0.load(Ordering::Relaxed);
-                control
-                    .daemon_heartbeat
-                    .0
-                    .store(beats + 1, Ordering::Relaxed);
+                let heartbeat = &agent.segment.control().daemon_heartbeat.0;
+                heartbeat.store(heartbeat.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
-            let mut ctx = RouteContext {
-                producers: &mut self.producers,
-                deferrals: &mut self.deferrals,
-                table: &mut self.table,
-                stats,
-                fresh,
-                needs_refresh: false,
-                generation: &self.shared.generation,
-                table_generation: self.seen_generation,
-                deadline: Deadline::new(deadline_after_ns),
-                bytes_in: 0,
-            };
-            let result = agent.tx.read(ROUTER_BATCH_FRAMES_MAX, |frame| {
-                ctx.bytes_in += frame.len() as u64;
-                route_frame(source, frame, &mut ctx, control)
-            });
-            self.needs_refresh |= ctx.needs_refresh;
-            let bytes_in = ctx.bytes_in;
-            self.producers.publish();
-            match result {
-                Ok(0) => {}
-                Ok(n) => {
-                    work += n;
-                    count(&stats.frames_in, n as u64);
-                    count(&stats.bytes_in, bytes_in);
-                    count(&stats.batch_frames[batch_bucket(n)], 1);
-                }
-                Err(e) => {
-                    tracing::warn!(agent_id = source, "dropping agent: {e}");
-                    count(&stats.rings_corrupt, 1);
-                    corrupt.push(source);
+        }
+        // Priority lanes (see LANE_WEIGHTS). The first agent visited rotates each cycle so
+        // no agent is always last in its class.
+        let agents_len = self.agents.len();
+        let first = if agents_len == 0 {
+            0
+        } else {
+            (self.passes as usize) % agents_len
+        };
+        let order = lane_order(&mut self.lane_current, &self.lane_backlog);
+        self.lane_backlog = [false; TX_LANES];
+        for class in order {
+            let budget_total = LANE_BATCH_FRAMES[class];
+            for k in 0..agents_len {
+                let agent = &mut self.agents[(first + k) % agents_len];
+                let source = agent.agent_id;
+                let control = agent.segment.control();
+                let mut left = budget_total;
+                while left > 0 {
+                    let budget = left.min(ROUTER_BATCH_FRAMES_MAX);
+                    let mut ctx = RouteContext {
+                        producers: &mut self.producers,
+                        deferrals: &mut self.deferrals,
+                        table: &mut self.table,
+                        stats,
+                        fresh,
+                        needs_refresh: false,
+                        generation: &self.shared.generation,
+                        table_generation: self.seen_generation,
+                        deadline: Deadline::new(deadline_after_ns),
+                        bytes_in: 0,
+                        stopped: false,
+                    };
+                    let result = agent.tx[class].read(budget, |frame| {
+                        ctx.bytes_in += frame.len() as u64;
+                        let flow = route_frame(source, frame, &mut ctx, control);
+                        ctx.stopped = flow.is_break();
+                        flow
+                    });
+                    self.needs_refresh |= ctx.needs_refresh;
+                    let (bytes_in, stopped) = (ctx.bytes_in, ctx.stopped);
+                    self.producers.publish();
+                    match result {
+                        Ok(n) => {
+                            if n > 0 {
+                                work += n;
+                                count(&stats.frames_in, n as u64);
+                                count(&stats.bytes_in, bytes_in);
+                                count(&stats.batch_frames[batch_bucket(n)], 1);
+                            }
+                            left -= n;
+                            if stopped || (left == 0 && n == budget) {
+                                // Frames left behind: this class contends next cycle.
+                                self.lane_backlog[class] = true;
+                            }
+                            if stopped || n < budget {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(agent_id = source, lane = class, "dropping agent: {e}");
+                            count(&stats.rings_corrupt, 1);
+                            if !corrupt.contains(&source) {
+                                corrupt.push(source);
+                            }
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -1123,7 +1182,8 @@ impl RoutingCore {
         }
         // Reclaim departed agents once their tx ring is drained.
         let before = self.agents.len();
-        self.agents.retain_mut(|a| !(a.leaving && a.tx.is_empty()));
+        self.agents
+            .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
         count(&stats.agents_removed, (before - self.agents.len()) as u64);
         if beat && self.dead_letters_unflushed {
             self.dead_letters_unflushed = false;
@@ -1267,7 +1327,7 @@ impl RoutingCore {
             return;
         }
         self.park_target = (self.park_target + 1) % self.agents.len();
-        idler.idle(0, &mut self.agents[self.park_target].tx);
+        idler.idle_all(0, &mut self.agents[self.park_target].tx);
     }
 
     /// Marks every served segment closed (agents see it and reconnect).
@@ -1393,6 +1453,8 @@ struct RouteContext<'a> {
     deadline: Deadline,
     /// Bytes taken from the source ring in this batch.
     bytes_in: u64,
+    /// The last frame seen was left in the source ring.
+    stopped: bool,
 }
 
 /// The deadline given to frames deferred in one batch: the clock is read only when the
@@ -1418,6 +1480,37 @@ impl Deadline {
                 .get_or_insert_with(|| monotonic_ns().saturating_add(after)),
         }
     }
+}
+
+/// The order in which one duty cycle serves the priority classes: first the class picked by
+/// smooth weighted round robin among `backlog`ged classes (each adds its weight to its
+/// counter, the largest counter goes first and gives back the sum of the weights), then the
+/// rest in priority order. With no contention, plain priority order.
+fn lane_order(current: &mut [i64; TX_LANES], backlog: &[bool; TX_LANES]) -> [usize; TX_LANES] {
+    let mut order = [0, 1, 2, 3];
+    let total: i64 = (0..TX_LANES)
+        .filter(|&c| backlog[c])
+        .map(|c| i64::from(LANE_WEIGHTS[c]))
+        .sum();
+    let contending = backlog.iter().filter(|&&b| b).count();
+    if contending < 2 {
+        return order;
+    }
+    let mut pick = 0;
+    let mut best = i64::MIN;
+    for c in 0..TX_LANES {
+        if backlog[c] {
+            current[c] += i64::from(LANE_WEIGHTS[c]);
+            if current[c] > best {
+                best = current[c];
+                pick = c;
+            }
+        }
+    }
+    current[pick] -= total;
+    order.copy_within(0..pick, 1);
+    order[0] = pick;
+    order
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
@@ -1491,6 +1584,7 @@ fn route_frame(
         table_generation,
         deadline,
         bytes_in: _,
+        stopped: _,
     } = ctx;
     let (generation, table_generation) = (*generation, *table_generation);
     let (producers, deferrals, table, stats) =
@@ -1818,5 +1912,47 @@ mod smallvec_like {
                 Targets::Many(v) => v,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    fn first_picks(backlog: [bool; TX_LANES], cycles: usize) -> [usize; TX_LANES] {
+        let mut current = [0; TX_LANES];
+        let mut picks = [0; TX_LANES];
+        for _ in 0..cycles {
+            let order = lane_order(&mut current, &backlog);
+            let mut sorted = order;
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3], "every class is served every cycle");
+            picks[order[0]] += 1;
+        }
+        picks
+    }
+
+    #[test]
+    fn contending_classes_go_first_by_weight_and_none_starves() {
+        assert_eq!(first_picks([true; 4], 15), [8, 4, 2, 1]);
+        assert_eq!(first_picks([true; 4], 150), [80, 40, 20, 10]);
+        assert_eq!(first_picks([true, false, false, true], 90), [80, 0, 0, 10]);
+        // Every window of 15 cycles gives the least urgent class its turn.
+        let mut current = [0; TX_LANES];
+        let firsts: Vec<usize> = (0..150)
+            .map(|_| lane_order(&mut current, &[true; 4])[0])
+            .collect();
+        assert!(firsts.windows(15).all(|w| w.contains(&3)));
+    }
+
+    #[test]
+    fn without_contention_the_order_is_plain_priority() {
+        let mut current = [0; TX_LANES];
+        assert_eq!(lane_order(&mut current, &[false; 4]), [0, 1, 2, 3]);
+        assert_eq!(
+            lane_order(&mut current, &[false, false, true, false]),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(current, [0; TX_LANES]);
     }
 }

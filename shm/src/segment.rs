@@ -29,10 +29,17 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{MemfdFlags, SealFlags};
 use std::sync::Arc;
 
-/// "AWSEG" + layout version 1, little-endian; written last by the creator.
-pub const SEGMENT_MAGIC: u64 = 0x0000_0147_4553_5741;
+/// "AWSEG" + layout version 2, little-endian; written last by the creator.
+pub const SEGMENT_MAGIC: u64 = 0x0000_0247_4553_5741;
 /// Layout version of [`SegmentHeader`] and [`ControlBlock`]. Any change bumps it.
-pub const SEGMENT_LAYOUT_VERSION: u32 = 1;
+/// Version 2: one tx ring per priority class ([`TX_LANES`]).
+pub const SEGMENT_LAYOUT_VERSION: u32 = 2;
+/// Tx rings (lanes) per segment, one per priority class: lane `c` carries the frames the
+/// agent sends with priority class `c` (0 most urgent), so the router can serve classes by
+/// its weighted policy without reordering any one lane.
+pub const TX_LANES: usize = crate::wire::PRIORITY_CLASSES as usize;
+/// The lane of the default priority class (what [`Segment::tx_memory`] returns).
+pub const TX_LANE_DEFAULT: usize = 2;
 /// Page size the layout is aligned to.
 pub const PAGE_BYTES: usize = 4096;
 /// 2 MiB huge page size.
@@ -69,17 +76,22 @@ pub struct SegmentHeader {
     pub flags: u32,
     /// Offset of the [`ControlBlock`].
     pub control_offset: u64,
-    /// Offset of the tx ring (agent to daemon).
+    /// Offset of tx lane 0 (agent to daemon); lane `i` follows at `i` times the page-rounded
+    /// [`ring_bytes`] of the capacity.
     pub tx_offset: u64,
-    /// Data capacity of the tx ring in bytes.
+    /// Data capacity of each tx lane in bytes.
     pub tx_capacity_bytes: u64,
     /// Offset of the rx ring (daemon to agent).
     pub rx_offset: u64,
     /// Data capacity of the rx ring in bytes.
     pub rx_capacity_bytes: u64,
+    /// Number of tx lanes ([`TX_LANES`]).
+    pub tx_lanes: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
-const _: () = assert!(size_of::<SegmentHeader>() == 72);
+const _: () = assert!(size_of::<SegmentHeader>() == 80);
 const _: () = assert!(offset_of!(SegmentHeader, magic) == 0);
 const _: () = assert!(offset_of!(SegmentHeader, segment_bytes) == 16);
 const _: () = assert!(offset_of!(SegmentHeader, rx_capacity_bytes) == 64);
@@ -265,9 +277,14 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// Bytes between consecutive tx lanes.
+fn tx_lane_stride(tx_capacity_bytes: usize) -> usize {
+    round_up(ring_bytes(tx_capacity_bytes), PAGE_BYTES)
+}
+
 /// Byte layout of a segment for the given capacities: (rx_offset, total_bytes).
 fn layout(tx_capacity_bytes: usize, rx_capacity_bytes: usize) -> (usize, usize) {
-    let rx_offset = round_up(TX_OFFSET + ring_bytes(tx_capacity_bytes), PAGE_BYTES);
+    let rx_offset = TX_OFFSET + TX_LANES * tx_lane_stride(tx_capacity_bytes);
     let total = round_up(rx_offset + ring_bytes(rx_capacity_bytes), PAGE_BYTES);
     (rx_offset, total)
 }
@@ -328,8 +345,11 @@ impl Segment {
             (*header).tx_capacity_bytes = config.tx_capacity_bytes as u64;
             (*header).rx_offset = rx_offset as u64;
             (*header).rx_capacity_bytes = config.rx_capacity_bytes as u64;
+            (*header).tx_lanes = TX_LANES as u32;
         }
-        segment.tx_memory().reset();
+        for lane in 0..TX_LANES {
+            segment.tx_lane_memory(lane).reset();
+        }
         segment.rx_memory().reset();
         segment
             .control()
@@ -464,6 +484,7 @@ impl Segment {
         check("segment_bytes", file_bytes, h.segment_bytes)?;
         check("control_offset", CONTROL_OFFSET as u64, h.control_offset)?;
         check("tx_offset", TX_OFFSET as u64, h.tx_offset)?;
+        check("tx_lanes", TX_LANES as u64, u64::from(h.tx_lanes))?;
         check_capacity(h.tx_capacity_bytes as usize)?;
         check_capacity(h.rx_capacity_bytes as usize)?;
         let (rx_offset, total) = layout(h.tx_capacity_bytes as usize, h.rx_capacity_bytes as usize);
@@ -517,15 +538,31 @@ impl Segment {
         .expect("segment layout was validated at create/open")
     }
 
-    /// The tx ring (agent to daemon). The agent produces, the daemon consumes.
+    /// The tx lane of the default priority class ([`TX_LANE_DEFAULT`]). The agent produces,
+    /// the daemon consumes.
     ///
     /// ```
     /// let seg = agentwire_shm::segment::Segment::create(&agentwire_shm::segment::SegmentConfig::new(1)).unwrap();
     /// assert_eq!(seg.tx_memory().capacity_bytes(), 1 << 20);
     /// ```
     pub fn tx_memory(&self) -> RingMemory {
+        self.tx_lane_memory(TX_LANE_DEFAULT)
+    }
+
+    /// The tx lane of priority class `lane` (0 most urgent).
+    ///
+    /// # Panics
+    /// If `lane >= TX_LANES`.
+    ///
+    /// ```
+    /// let seg = agentwire_shm::segment::Segment::create(&agentwire_shm::segment::SegmentConfig::new(1)).unwrap();
+    /// assert_eq!(seg.tx_lane_memory(0).capacity_bytes(), 1 << 20);
+    /// ```
+    pub fn tx_lane_memory(&self, lane: usize) -> RingMemory {
+        assert!(lane < TX_LANES, "tx lane {lane} of {TX_LANES}");
         let h = self.header();
-        self.ring_memory(h.tx_offset, h.tx_capacity_bytes)
+        let offset = h.tx_offset + (lane * tx_lane_stride(h.tx_capacity_bytes as usize)) as u64;
+        self.ring_memory(offset, h.tx_capacity_bytes)
     }
 
     /// The rx ring (daemon to agent). The daemon produces, the agent consumes.

@@ -22,7 +22,7 @@ fn raw_tx(seg: &Segment) -> (*mut u8, &RingControl) {
 }
 
 fn unsafe_map(seg: &Segment) -> *mut u8 {
-    // The tx ring starts 2 pages in (see segment layout docs).
+    // Tx lane 0 starts 2 pages in (see segment layout docs).
     let fd = seg.try_clone_fd().unwrap();
     let file = std::fs::File::from(fd);
     // SAFETY: test-only shared mapping of the sealed segment; leaked for the test's life.
@@ -41,7 +41,7 @@ fn unsafe_control<'a>(ring: *mut u8) -> &'a RingControl {
 #[test]
 fn half_written_record_is_invisible_until_published() {
     let seg = segment();
-    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_memory(), None);
+    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_lane_memory(0), None);
     let (ring, control) = raw_tx(&seg);
     // Write a record header and half a body, but do not move the tail: a writer killed
     // mid-frame.
@@ -55,7 +55,7 @@ fn half_written_record_is_invisible_until_published() {
     assert_eq!(rx.read(8, |_| ControlFlow::Continue(())).unwrap(), 0);
     assert_eq!(control.tail_position.0.load(Ordering::Relaxed), 0);
     // A new producer resumes from the published tail and overwrites the partial bytes.
-    let mut tx = agentwire_shm::ring::Producer::new(seg.tx_memory(), None);
+    let mut tx = agentwire_shm::ring::Producer::new(seg.tx_lane_memory(0), None);
     tx.try_push(b"fresh").unwrap();
     let mut got = Vec::new();
     rx.read(8, |f| {
@@ -69,7 +69,7 @@ fn half_written_record_is_invisible_until_published() {
 #[test]
 fn record_length_past_tail_is_reported_corrupt() {
     let seg = segment();
-    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_memory(), None);
+    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_lane_memory(0), None);
     let (ring, control) = raw_tx(&seg);
     // SAFETY: inside the data area.
     unsafe {
@@ -92,7 +92,7 @@ fn record_length_past_tail_is_reported_corrupt() {
 #[test]
 fn tail_beyond_capacity_is_reported_corrupt() {
     let seg = segment();
-    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_memory(), None);
+    let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_lane_memory(0), None);
     let (_ring, control) = raw_tx(&seg);
     control.tail_position.0.store(1 << 40, Ordering::Release);
     assert!(rx.read(8, |_| ControlFlow::Continue(())).is_err());
@@ -102,7 +102,7 @@ fn tail_beyond_capacity_is_reported_corrupt() {
 fn unknown_record_type_and_bad_padding_are_reported_corrupt() {
     for (len, kind) in [(16u32, 7u32), (24, 2)] {
         let seg = segment();
-        let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_memory(), None);
+        let mut rx = agentwire_shm::ring::Consumer::new(seg.tx_lane_memory(0), None);
         let (ring, control) = raw_tx(&seg);
         // SAFETY: inside the data area.
         unsafe {
