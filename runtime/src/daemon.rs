@@ -2,10 +2,13 @@
 //! agent) comes from [`agentwire_shm::routing`]; the routing duty cycle runs on a glommio
 //! `LocalExecutor` pinned to the router CPU, in a thread named `aw-router-<cpu>`.
 //!
-//! Built so far (issue 3): one router shard, status over the control socket, a memlock
-//! preflight, clean shutdown that routes what is already committed. Still to come: several
-//! shards with SPSC rings between them, priority lanes, delivery deadlines feeding the
-//! dead-letter queue, metrics endpoint, SIGHUP reload.
+//! Built so far (issue 3): one router shard with priority lanes, per-destination deferral
+//! whose deadline feeds the persisted dead-letter queue ([`crate::dlq`], opened before the
+//! socket is taken), the Prometheus endpoint ([`crate::metrics`]), status over the control
+//! socket, a memlock preflight, SIGHUP reload of the allow-list and deadline
+//! ([`Daemon::reload`]), and a clean shutdown that routes what is committed and
+//! dead-letters what still waits. Still to come: several shards with SPSC rings between
+//! them.
 //!
 //! ```no_run
 //! use agentwire_runtime::{config::Config, daemon::Daemon};

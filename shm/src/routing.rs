@@ -5,12 +5,14 @@
 //! ring. The caller decides where the duty cycle runs: a plain thread for tests, a pinned
 //! executor in the daemon.
 //!
-//! Semantics: unicast; publish to every subscriber, all or nothing (while any subscriber is
-//! full the frame waits in the sender's ring, so nothing is lost); anycast to a capability
-//! route, round robin over live agents whose version satisfies the route's requirement;
-//! acks on request; nacks with a reason for malformed or undeliverable frames, counted in the
-//! sender's control block too; a departing agent's committed frames are still routed before
-//! its segment is reclaimed. The registry sits behind a mutex on the control path only; the
+//! Semantics (docs/wire.md §6): unicast; publish to every subscriber, every copy placed or
+//! none; anycast to a capability route, to the least-loaded live agent whose version
+//! satisfies the route's requirement; a full destination's frames wait in its bounded
+//! deferral ([`crate::deferral`]) and, past the deadline, go to a [`DeadLetterSink`] with a
+//! nack to the sender; when the deferral is full too the frame stays in the sender's lane
+//! (backpressure); priority lanes served by a weighted policy ([`LANE_WEIGHTS`]); acks on
+//! request; nacks with a reason, counted in the sender's control block too; a departing
+//! agent's committed frames are still routed before its segment is reclaimed. The registry sits behind a mutex on the control path only; the
 //! duty cycle sees it through a generation counter and rebuilt tables.
 //!
 //! ```
