@@ -541,12 +541,10 @@ impl DeadLetterQueue {
     }
 
     fn append_with(&mut self, reason: u32, frame: &[u8], wait: bool) -> Result<u64, DlqError> {
-        let lock = self
-            .lock
-            .try_clone()
-            .map_err(io_err("locking", &self.config.path))?;
-        let _held = LockGuard::acquire(&lock, &self.config.path, wait)?;
-        self.reload_if_replaced()?;
+        self.locked(wait, |q| q.append_unlocked(reason, frame))
+    }
+
+    fn append_unlocked(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
         let max_bytes = agentwire_shm::wire::FRAME_BYTES_MAX;
         if frame.len() > max_bytes {
             return Err(DlqError::FrameTooLarge {
@@ -648,15 +646,7 @@ impl DeadLetterQueue {
         &mut self,
         mut deliver: impl FnMut(&DeadLetter) -> Result<Handoff, E>,
     ) -> Result<(u64, Option<E>), DlqError> {
-        let letters = {
-            let lock = self
-                .lock
-                .try_clone()
-                .map_err(io_err("locking", &self.config.path))?;
-            let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
-            self.reload_if_replaced()?;
-            self.read_all()?
-        };
+        let letters = self.locked(true, |q| q.read_all())?;
         let mut handed_off = 0usize;
         let mut failure = None;
         for letter in &letters {
@@ -673,19 +663,15 @@ impl DeadLetterQueue {
             }
         }
         if let Some(last) = handed_off.checked_sub(1).map(|i| letters[i].sequence) {
-            let lock = self
-                .lock
-                .try_clone()
-                .map_err(io_err("locking", &self.config.path))?;
-            let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
-            self.reload_if_replaced()?;
-            let keep: Vec<DeadLetter> = self
-                .read_all()?
-                .into_iter()
-                .filter(|l| l.sequence > last)
-                .collect();
-            let first = keep.first().map_or(self.next_sequence, |l| l.sequence);
-            self.rewrite(first, &keep)?;
+            self.locked(true, |q| {
+                let keep: Vec<DeadLetter> = q
+                    .read_all()?
+                    .into_iter()
+                    .filter(|l| l.sequence > last)
+                    .collect();
+                let first = keep.first().map_or(q.next_sequence, |l| l.sequence);
+                q.rewrite(first, &keep)
+            })?;
         }
         Ok((handed_off as u64, failure))
     }
@@ -701,16 +687,12 @@ impl DeadLetterQueue {
     /// assert!(dlq.is_empty());
     /// ```
     pub fn purge(&mut self) -> Result<u64, DlqError> {
-        let lock = self
-            .lock
-            .try_clone()
-            .map_err(io_err("locking", &self.config.path))?;
-        let _held = LockGuard::acquire(&lock, &self.config.path, true)?;
-        self.reload_if_replaced()?;
-        let removed = self.records;
-        let next = self.next_sequence;
-        self.rewrite(next, &[])?;
-        Ok(removed)
+        self.locked(true, |q| {
+            let removed = q.records;
+            let next = q.next_sequence;
+            q.rewrite(next, &[])?;
+            Ok(removed)
+        })
     }
 
     /// Replaces the file with `keep` (sequence numbers preserved), via a temporary file and
@@ -809,6 +791,22 @@ impl Drop for LockGuard<'_> {
 }
 
 impl DeadLetterQueue {
+    /// Runs `f` holding the queue's lock (waiting for it, or [`DlqError::Busy`] without
+    /// `wait`), on a view re-read if another process replaced or extended the file.
+    fn locked<T>(
+        &mut self,
+        wait: bool,
+        f: impl FnOnce(&mut Self) -> Result<T, DlqError>,
+    ) -> Result<T, DlqError> {
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(io_err("locking", &self.config.path))?;
+        let _held = LockGuard::acquire(&lock, &self.config.path, wait)?;
+        self.reload_if_replaced()?;
+        f(self)
+    }
+
     /// Another process may have rewritten (drain, purge: a new file renamed into place) or
     /// extended the queue since we last looked: if the file at the path is not the one we
     /// hold, or its length is not what we wrote, read it again. The caller holds the lock.
