@@ -1014,7 +1014,12 @@ impl RoutingCore {
         self.agents.len()
     }
 
-    fn take_commands(&mut self) {
+    /// Applies queued registrations and departures; true if there were any. The routing
+    /// table is built from the registry *and* the set of rings this core holds, so a change
+    /// here must rebuild it even when the registry generation was already seen (an agent's
+    /// registry entry can be seen before its Add command arrives).
+    fn take_commands(&mut self) -> bool {
+        let mut changed = false;
         loop {
             match self.cmds.try_recv() {
                 Ok(RouterCmd::Add(new)) => {
@@ -1057,8 +1062,9 @@ impl RoutingCore {
                             .store(state::CLOSED, Ordering::Release);
                     }
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return changed,
             }
+            changed = true;
         }
     }
 
@@ -1074,9 +1080,9 @@ impl RoutingCore {
     /// assert_eq!(core.do_work(), 0);
     /// ```
     pub fn do_work(&mut self) -> usize {
-        self.take_commands();
+        let commands_taken = self.take_commands();
         let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.seen_generation {
+        if generation != self.seen_generation || commands_taken {
             self.seen_generation = generation;
             self.table = rebuild_table(&self.shared, &self.producers);
             self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
