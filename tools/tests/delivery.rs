@@ -15,6 +15,12 @@ use common::{cli_json, scratch, Served, AGENTWIRE};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 
+/// Writes `toml` to `config` and starts a daemon on it, listening at `socket`.
+fn serve_with_config(config: &std::path::Path, socket: &std::path::Path, toml: &str) -> Served {
+    std::fs::write(config, toml).unwrap();
+    Served::start(socket, &["--config", config.to_str().unwrap()])
+}
+
 fn counter(socket: &std::path::Path, name: &str) -> u64 {
     query_status(socket)
         .unwrap()
@@ -44,14 +50,13 @@ fn full_destination_stalls_only_its_flows_then_dead_letters_then_replay_delivers
     let dir = scratch("slow");
     let config = dir.join("agentwire.toml");
     // Small rings so a few dozen frames fill them; a short deadline so the test is quick.
-    std::fs::write(
-        &config,
-        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 300\n",
-    )
-    .unwrap();
     let socket = dir.join("agentwire.sock");
+    let served = serve_with_config(
+        &config,
+        &socket,
+        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 300\n",
+    );
     let dlq = dir.join("dlq.log");
-    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
     let connect = |name: &str| {
         Agent::builder(name)
             .socket(&socket)
@@ -172,13 +177,12 @@ fn shutdown_dead_letters_what_still_waits() {
     let dir = scratch("shutdown-dlq");
     let config = dir.join("agentwire.toml");
     // No deadline: frames would wait forever; the shutdown must not lose them.
-    std::fs::write(
-        &config,
-        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 0\n",
-    )
-    .unwrap();
     let socket = dir.join("agentwire.sock");
-    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let served = serve_with_config(
+        &config,
+        &socket,
+        "ring_capacity_bytes = 4096\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 0\n",
+    );
     let slow = Agent::builder("slow").socket(&socket).connect().unwrap();
     let mut sender = Agent::builder("sender").socket(&socket).connect().unwrap();
     for i in 0..90u64 {
@@ -308,9 +312,8 @@ fn routes_lists_topics_and_capability_routes() {
 fn sighup_reloads_the_allow_list_without_dropping_clients() {
     let dir = scratch("sighup");
     let config = dir.join("agentwire.toml");
-    std::fs::write(&config, "defer_deadline_ms = 1000\n").unwrap();
     let socket = dir.join("agentwire.sock");
-    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let served = serve_with_config(&config, &socket, "defer_deadline_ms = 1000\n");
     let mut kept = Agent::builder("kept").socket(&socket).connect().unwrap();
     // Only a uid that is not ours may connect from now on.
     let uid = rustix::process::getuid().as_raw();
@@ -411,13 +414,12 @@ fn priority_lanes_under_saturation_favour_urgent_and_never_starve_the_rest() {
     // No deadline: the slow consumer's capacity is the contended resource and nothing is
     // dead-lettered. Lanes of ~900 frames stay backlogged across a scheduler time slice
     // (senders and consumer share one core on a 2-core machine).
-    std::fs::write(
-        &config,
-        "ring_capacity_bytes = 65536\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 0\n",
-    )
-    .unwrap();
     let socket = dir.join("agentwire.sock");
-    let _served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let _served = serve_with_config(
+        &config,
+        &socket,
+        "ring_capacity_bytes = 65536\ndefer_capacity_bytes = 4096\ndefer_deadline_ms = 0\n",
+    );
     let mut consumer = Agent::builder("consumer")
         .socket(&socket)
         .connect()
