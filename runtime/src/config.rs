@@ -31,6 +31,7 @@ struct RawConfig {
     agents_max: Option<usize>,
     defer_capacity_bytes: Option<usize>,
     defer_deadline_ms: Option<u64>,
+    liveness_timeout_ms: Option<u64>,
     dlq_path: Option<PathBuf>,
     dlq_records_max: Option<u64>,
     dlq_bytes_max: Option<u64>,
@@ -59,6 +60,9 @@ pub struct Config {
     pub defer_capacity_bytes: usize,
     /// How long a deferred frame waits before it is dead-lettered (`None`: forever).
     pub defer_deadline: Option<std::time::Duration>,
+    /// How long an agent may show no progress before anycast, feature routes and discovery
+    /// skip it (`None`: never).
+    pub liveness_timeout: Option<std::time::Duration>,
     /// The dead-letter queue's file and bounds.
     pub dlq: crate::dlq::DlqConfig,
     /// Serve Prometheus metrics on 127.0.0.1.
@@ -195,6 +199,10 @@ impl Config {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
         };
+        let liveness_timeout = match raw.liveness_timeout_ms.unwrap_or(5000) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        };
         let mut dlq =
             crate::dlq::DlqConfig::new(raw.dlq_path.unwrap_or_else(crate::dlq::default_path));
         if let Some(records_max) = raw.dlq_records_max {
@@ -223,6 +231,7 @@ impl Config {
             agents_max,
             defer_capacity_bytes,
             defer_deadline,
+            liveness_timeout,
             dlq,
             metrics: raw.metrics.unwrap_or(true),
             metrics_port: raw.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
@@ -242,6 +251,7 @@ mod tests {
         assert_eq!(c.agents_max, 256);
         assert_eq!(c.defer_capacity_bytes, 262_144);
         assert_eq!(c.defer_deadline, Some(std::time::Duration::from_secs(1)));
+        assert_eq!(c.liveness_timeout, Some(std::time::Duration::from_secs(5)));
         assert_eq!((c.metrics, c.metrics_port), (true, DEFAULT_METRICS_PORT));
         assert_eq!(c.allow, AllowList::current_user());
     }

@@ -150,6 +150,7 @@ impl Daemon {
         router_config.agents_max = config.agents_max;
         router_config.defer_capacity_bytes = config.defer_capacity_bytes;
         router_config.defer_deadline = config.defer_deadline;
+        router_config.liveness_timeout = config.liveness_timeout;
         // Open (and recover) the dead-letter queue before taking the socket, so a damaged or
         // foreign file stops the start with its own message.
         let dlq = crate::dlq::DeadLetterQueue::open(config.dlq.clone())?;
@@ -266,6 +267,10 @@ impl Daemon {
                 old.defer_capacity_bytes != config.defer_capacity_bytes,
             ),
             ("dlq", old.dlq != config.dlq),
+            (
+                "liveness_timeout_ms",
+                old.liveness_timeout != config.liveness_timeout,
+            ),
             (
                 "metrics",
                 old.metrics != config.metrics || old.metrics_port != config.metrics_port,

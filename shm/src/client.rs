@@ -24,7 +24,8 @@ use crate::idle::{Doorbell, IdleStrategy, Idler};
 use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
 use crate::segment::{state, Segment, SegmentError};
 use crate::wire::{
-    FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, HEADER_BYTES,
+    FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, FLAG_FEATURE,
+    HEADER_BYTES,
 };
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -410,6 +411,9 @@ pub struct Agent {
 
 /// Idle polls between liveness checks of the control socket (a syscall).
 const LIVENESS_CHECK_POLLS: u32 = 4096;
+/// Idle polls between heartbeats (a plain store to the agent's own cache line): with the
+/// default 1 ms park, about every 64 ms, well inside the daemon's liveness timeout.
+const HEARTBEAT_POLLS: u32 = 64;
 
 impl Agent {
     /// Starts building an agent named `name`.
@@ -714,6 +718,47 @@ impl Agent {
         Ok(())
     }
 
+    /// Sends to one live agent (or engine) registered for `feature_id`: the least loaded
+    /// when several are (feature route, docs/wire.md §2).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send_feature(12, b"embedding request")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send_feature(&mut self, feature_id: u32, payload: &[u8]) -> Result<(), ClientError> {
+        self.send_feature_with(feature_id, payload, SendOptions::default())
+    }
+
+    /// [`Agent::send_feature`] with options (priority, ack, correlation id); the options'
+    /// own `feature_id` is replaced by `feature_id`.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::client::SendOptions;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.send_feature_with(12, b"x", SendOptions { ack: true, ..Default::default() })?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn send_feature_with(
+        &mut self,
+        feature_id: u32,
+        payload: &[u8],
+        options: SendOptions,
+    ) -> Result<(), ClientError> {
+        let options = SendOptions {
+            feature_id,
+            ..options
+        };
+        let mut flags = FLAG_FEATURE;
+        if options.ack {
+            flags |= FLAG_ACK_REQUESTED;
+        }
+        let mut claim = self.claim_with_flags(FrameKind::Send, 0, payload.len(), options, flags)?;
+        claim.payload_mut().copy_from_slice(payload);
+        claim.commit();
+        Ok(())
+    }
+
     fn capability_route(
         &mut self,
         capability: &str,
@@ -889,20 +934,35 @@ impl Agent {
         self.send_with(FrameKind::Response, request.source(), payload, options)
     }
 
+    /// Shows the daemon this agent is alive. `recv` does it while waiting; an agent that
+    /// computes for longer than the daemon's liveness timeout (5 s by default) without
+    /// sending or receiving calls it now and then, or anycast and feature routes skip it
+    /// meanwhile.
+    ///
+    /// ```no_run
+    /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.heartbeat();
+    /// ```
+    pub fn heartbeat(&self) {
+        let beat = &self.link.segment.control().agent_heartbeat.0;
+        // Sole writer: this agent.
+        beat.store(
+            beat.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+
     fn idle_once(&mut self, work: usize) -> Result<(), ClientError> {
         if work > 0 {
             self.idle_polls = 0;
             self.idler.reset();
             return Ok(());
         }
-        self.idle_polls += 1;
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        if self.idle_polls % HEARTBEAT_POLLS == 0 {
+            self.heartbeat();
+        }
         if self.idle_polls % LIVENESS_CHECK_POLLS == 0 {
-            self.link
-                .segment
-                .control()
-                .agent_heartbeat
-                .0
-                .fetch_add(1, Ordering::Relaxed);
             self.check_alive()?;
         }
         self.idler.idle(0, &mut self.link.rx);
@@ -925,7 +985,19 @@ impl Agent {
                 FrameHeader::validate(frame.bytes())?;
                 Ok(Some(Message::InRing(frame)))
             }
-            None => Ok(None),
+            None => {
+                // A caller polling an empty ring is alive: beat now and then.
+                // (Fields, not `self.heartbeat()`: `self.link.rx` is still borrowed here.)
+                self.idle_polls = self.idle_polls.wrapping_add(1);
+                if self.idle_polls % HEARTBEAT_POLLS == 0 {
+                    let beat = &self.link.segment.control().agent_heartbeat.0;
+                    beat.store(
+                        beat.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(None)
+            }
         }
     }
 

@@ -212,6 +212,13 @@ pub struct AgentStatus {
     pub ring_capacity_bytes: u64,
     /// Subscribed topic ids.
     pub topics: Vec<u32>,
+    /// Feature ids it serves.
+    pub features: Vec<u32>,
+    /// False while it is stale (nothing it owns moved for the liveness timeout): anycast,
+    /// feature routes and discovery skip it.
+    pub live: bool,
+    /// Router shard that serves its rings.
+    pub shard: u32,
 }
 
 /// The router's status: its counters and its live agents.
@@ -236,9 +243,9 @@ pub struct StatusReport {
 /// One route as the router reports it (`agentwire routes`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct RouteStatus {
-    /// `topic` or `capability`.
+    /// `topic`, `capability` or `feature`.
     pub kind: String,
-    /// Topic id or capability route id (what frames carry as their destination).
+    /// Topic id, capability route id (what frames carry as their destination) or feature id.
     pub route_id: u32,
     /// Topic or capability name.
     pub name: String,

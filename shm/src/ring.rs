@@ -246,6 +246,22 @@ impl RingMemory {
         (tail.saturating_sub(head) as usize).min(self.capacity_bytes)
     }
 
+    /// `(head, tail)` positions in bytes since the ring was created, read by an observer
+    /// (the daemon's liveness check sees an agent's rings move).
+    ///
+    /// ```
+    /// let (mut tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(&[0; 8]).unwrap();
+    /// assert_eq!(tx.memory().positions(), (0, 16));
+    /// ```
+    pub fn positions(&self) -> (u64, u64) {
+        let c = self.control();
+        (
+            c.head_position.0.load(Ordering::Acquire),
+            c.tail_position.0.load(Ordering::Acquire),
+        )
+    }
+
     /// Resets positions and flags. Only the creator of a fresh ring calls this.
     ///
     /// ```

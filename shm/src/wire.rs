@@ -25,7 +25,7 @@ pub const HEADER_BYTES: usize = 48;
 pub const VERSION_MAJOR: u8 = 1;
 /// The wire format's minor version. A reader accepts frames of a newer minor version and
 /// ignores what it does not know (unknown routing flags, reserved bytes).
-pub const VERSION_MINOR: u8 = 0;
+pub const VERSION_MINOR: u8 = 1;
 
 /// Number of priority classes. Class 0 is the most urgent, class 3 the least.
 pub const PRIORITY_CLASSES: u8 = 4;
@@ -38,8 +38,11 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const FLAG_ACK_REQUESTED: u32 = 1 << 0;
 /// Routing flag: `destination` is a capability route id (anycast), not an agent id.
 pub const FLAG_ANYCAST: u32 = 1 << 1;
+/// Routing flag (since 1.1): route by `feature_id` to an agent (or engine) registered for
+/// that feature; `destination` is ignored.
+pub const FLAG_FEATURE: u32 = 1 << 2;
 /// Routing flags this version understands; others are ignored (minor-version rule).
-pub const FLAGS_KNOWN: u32 = FLAG_ACK_REQUESTED | FLAG_ANYCAST;
+pub const FLAGS_KNOWN: u32 = FLAG_ACK_REQUESTED | FLAG_ANYCAST | FLAG_FEATURE;
 
 /// Agent id 0 is the daemon itself (source of acks, nacks and control frames).
 pub const DAEMON_AGENT_ID: u32 = 0;
@@ -95,6 +98,8 @@ pub enum Destination {
     Topic(u32),
     /// A capability route id (anycast).
     Capability(u32),
+    /// A feature id (feature route, [`FLAG_FEATURE`]).
+    Feature(u32),
 }
 
 /// The fixed frame header. All fields are little-endian and unaligned-safe, so a header
@@ -391,14 +396,19 @@ impl FrameHeader {
     /// What `destination` names, by kind and flags.
     ///
     /// ```
-    /// # use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, FLAG_ANYCAST};
+    /// # use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, FLAG_ANYCAST, FLAG_FEATURE};
     /// let h = FrameHeader::new(FrameKind::Send, 1, 4, 0).with_flags(FLAG_ANYCAST);
     /// assert_eq!(h.destination_kind(), Destination::Capability(4));
+    /// let f = FrameHeader::new(FrameKind::Send, 1, 0, 0).with_feature(7).with_flags(FLAG_FEATURE);
+    /// assert_eq!(f.destination_kind(), Destination::Feature(7));
     /// ```
     pub fn destination_kind(&self) -> Destination {
         let id = self.destination.get();
         match self.kind() {
             FrameKind::Publish => Destination::Topic(id),
+            _ if self.routing_flags.get() & FLAG_FEATURE != 0 => {
+                Destination::Feature(self.feature_id.get())
+            }
             _ if self.routing_flags.get() & FLAG_ANYCAST != 0 => Destination::Capability(id),
             _ => Destination::Agent(id),
         }

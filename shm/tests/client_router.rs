@@ -536,3 +536,198 @@ fn sigkill_of_agent_process_mid_stream_delivers_an_intact_prefix() {
     a.send(b.id(), b"still routing").unwrap();
     assert_eq!(b.recv(WAIT).unwrap().unwrap().payload(), b"still routing");
 }
+
+#[test]
+fn feature_routes_reach_a_registered_agent_least_loaded_first() {
+    let r = router("feature");
+    let serve = |name: &str, feature: u32| {
+        Agent::builder(name)
+            .socket(r.socket_path())
+            .feature(feature)
+            .connect()
+            .unwrap()
+    };
+    let (mut f1, mut f2, mut other) = (serve("f1", 12), serve("f2", 12), serve("o", 13));
+    let mut c = agent(&r, "caller");
+    for i in 0u8..10 {
+        c.send_feature(12, &[i]).unwrap();
+    }
+    let (mut n1, mut n2) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while n1 + n2 < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: {n1} + {n2} of 10 feature sends"
+        );
+        n1 += usize::from(f1.try_recv().unwrap().is_some());
+        n2 += usize::from(f2.try_recv().unwrap().is_some());
+    }
+    assert_eq!((n1, n2), (5, 5), "ties spread over both agents serving 12");
+    assert_quiet(&mut other, "feature 13 serves nothing for 12");
+    // Acked, and the frame says which feature it is for.
+    c.send_feature_with(
+        13,
+        b"x",
+        SendOptions {
+            ack: true,
+            correlation_id: 77,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = other.recv(WAIT).unwrap().unwrap().to_owned();
+    assert_eq!(got.header().feature_id.get(), 13);
+    let ack = c.recv(WAIT).unwrap().unwrap().to_owned();
+    assert_eq!(
+        (ack.header().kind(), ack.header().correlation()),
+        (FrameKind::Ack, 77)
+    );
+    // Nobody serves 99: nacked.
+    c.send_feature(99, b"x").unwrap();
+    let nack = c.recv(WAIT).unwrap().unwrap().to_owned();
+    let body = nack.nack_body().unwrap();
+    assert_eq!(body.reason, NackReason::NoSuchAgent as u32);
+    assert!(body.detail.contains("feature 99"), "{}", body.detail);
+    // The routes report lists feature routes with the agents behind them.
+    let report = agentwire_shm::client::query_status(r.socket_path()).unwrap();
+    let route = report
+        .routes
+        .iter()
+        .find(|r| r.kind == "feature" && r.route_id == 12)
+        .expect("feature 12 listed");
+    assert_eq!(route.agents, vec![f1.id(), f2.id()]);
+}
+
+#[test]
+fn discovery_is_cached_and_invalidated_by_registrations() {
+    let r = router("discovery-cache");
+    let _v1 = Agent::builder("v1")
+        .socket(r.socket_path())
+        .capability("asr", "1.2.0")
+        .connect()
+        .unwrap();
+    let mut c = agent(&r, "caller");
+    assert_eq!(c.discover("asr", "^1").unwrap().len(), 1);
+    assert_eq!(c.discover("asr", "^1").unwrap().len(), 1);
+    let hits = r.stats().discovery_cache_hits.load(Ordering::Relaxed);
+    let misses = r.stats().discovery_cache_misses.load(Ordering::Relaxed);
+    assert_eq!(
+        (hits, misses),
+        (1, 1),
+        "second identical question from the cache"
+    );
+    // A new provider invalidates the cached answer.
+    let v2 = Agent::builder("v2")
+        .socket(r.socket_path())
+        .capability("asr", "1.4.0")
+        .connect()
+        .unwrap();
+    assert_eq!(c.discover("asr", "^1").unwrap().len(), 2);
+    // And so does a departure.
+    drop(v2);
+    wait_for(&r.stats().agents_removed, 1, "v2 not reclaimed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.discover("asr", "^1").unwrap().len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: v2 still discovered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(c.discover("asr", "not a requirement").is_err());
+}
+
+/// Reads `got <byte>` lines from a serving peer until `n` arrived; returns the bytes.
+fn served(peer: &mut Peer, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| peer.line("got ").parse::<u8>().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_stopped_agent_goes_stale_and_routes_skip_it_until_it_moves() {
+    let mut config = TestRouterConfig::new(socket("stale"));
+    config.liveness_timeout = Some(Duration::from_millis(300));
+    let r = TestRouter::start(config).unwrap();
+    let sock = r.socket_path().to_str().unwrap();
+    let mut a = Peer::spawn(&["agent-serve", sock, "a", "ocr", "2.0.0", "12"]);
+    let mut b = Peer::spawn(&["agent-serve", sock, "b", "ocr", "2.1.0", "12"]);
+    let (a_id, b_id): (u32, u32) = (
+        a.line("id ").parse().unwrap(),
+        b.line("id ").parse().unwrap(),
+    );
+    let mut c = Agent::builder("caller")
+        .socket(r.socket_path())
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .unwrap();
+    let a_pid = rustix::process::Pid::from_child(&a.child);
+    rustix::process::kill_process(a_pid, rustix::process::Signal::STOP).unwrap();
+    // (The idle caller may go stale too; it offers nothing, so only `a` matters.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agentwire_shm::client::query_status(r.socket_path())
+        .unwrap()
+        .agents
+        .iter()
+        .any(|s| s.agent_id == a_id && s.live)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: stopped agent never stale"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(r.stats().agents_stale.load(Ordering::Relaxed) >= 1);
+    let found = c.discover("ocr", "^2").unwrap();
+    assert_eq!(found.iter().map(|i| i.agent_id).collect::<Vec<_>>(), [b_id]);
+    for i in 0u8..6 {
+        c.anycast("ocr", "^2", &[i]).unwrap();
+        c.send_feature(12, &[100 + i]).unwrap();
+    }
+    let got = served(&mut b, 12);
+    assert_eq!(
+        got.len(),
+        12,
+        "every anycast and feature send reached the live agent"
+    );
+    let report = agentwire_shm::client::query_status(r.socket_path()).unwrap();
+    let live: Vec<(u32, bool)> = report.agents.iter().map(|s| (s.agent_id, s.live)).collect();
+    assert!(
+        live.contains(&(a_id, false)) && live.contains(&(b_id, true)),
+        "{live:?}"
+    );
+    // Unicast to the stale agent still waits for it, and arrives once it runs again.
+    c.send(a_id, &[42]).unwrap();
+    rustix::process::kill_process(a_pid, rustix::process::Signal::CONT).unwrap();
+    assert_eq!(served(&mut a, 1), [42]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.discover("ocr", "^2").unwrap().len() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: never live again"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.kill();
+    b.kill();
+}
+
+#[test]
+fn an_agent_whose_process_exits_is_removed_even_if_its_socket_lives_on() {
+    let r = router("orphan");
+    let sock = r.socket_path().to_str().unwrap();
+    let mut orphan = Peer::spawn(&["agent-orphan", sock, "orphan"]);
+    let _id = orphan.line("id ");
+    let sleeper: i32 = orphan.line("child ").parse().unwrap();
+    assert!(orphan.succeeded());
+    // The control socket is still open in `sleep`; only the pidfd tells the agent is gone.
+    wait_for(&r.stats().agents_exited, 1, "exited agent not noticed");
+    wait_for(
+        &r.stats().agents_removed,
+        1,
+        "exited agent's segment not reclaimed",
+    );
+    assert_eq!(r.agent_count(), 0);
+    let pid = rustix::process::Pid::from_raw(sleeper).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+}

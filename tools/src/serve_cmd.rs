@@ -194,25 +194,29 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .agents
             .iter()
             .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "capabilities": a.capabilities, "topics": a.topics,
+                "features": a.features, "live": a.live, "shard": a.shard,
                 "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
             .collect();
         println!("{}", json!({ "agents": agents }));
         return Ok(());
     }
     println!(
-        "{:>6}  {:<24} {:>8}  {:<30} {:>9} {:>9}  topics",
-        "id", "name", "pid", "capabilities", "tx_bytes", "rx_bytes"
+        "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  topics / features",
+        "id", "name", "pid", "state", "shard", "capabilities", "tx_bytes", "rx_bytes"
     );
     for a in &report.agents {
         println!(
-            "{:>6}  {:<24} {:>8}  {:<30} {:>9} {:>9}  {:?}",
+            "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  {:?} / {:?}",
             a.agent_id,
             a.name,
             a.pid,
+            if a.live { "live" } else { "stale" },
+            a.shard,
             a.capabilities.join(","),
             a.tx_occupied_bytes,
             a.rx_occupied_bytes,
-            a.topics
+            a.topics,
+            a.features
         );
     }
     Ok(())

@@ -6,6 +6,11 @@
 //! agentwire-shm-peer agent-recv SOCKET NAME COUNT     receive and check COUNT frames
 //! agentwire-shm-peer agent-recv-prefix SOCKET NAME    receive and check until 2 s of silence
 //! agentwire-shm-peer agent-send SOCKET NAME DEST_ID COUNT   (COUNT 0: until killed)
+//! agentwire-shm-peer agent-serve SOCKET NAME CAPABILITY VERSION FEATURE
+//!                                   serve until killed, printing `got <first payload byte>`
+//! agentwire-shm-peer agent-orphan SOCKET NAME
+//!                                   connect, hand the control socket to a `sleep` child,
+//!                                   print `child <pid>` and exit without saying goodbye
 //! ```
 
 use agentwire_shm::client::Agent;
@@ -42,7 +47,8 @@ fn check(payload: &[u8], expected: u64) {
 fn usage() -> ! {
     eprintln!(
         "usage: agentwire-shm-peer ring-writer FD COUNT | agent-recv SOCKET NAME COUNT | \
-         agent-recv-prefix SOCKET NAME | agent-send SOCKET NAME DEST COUNT"
+         agent-recv-prefix SOCKET NAME | agent-send SOCKET NAME DEST COUNT | \
+         agent-serve SOCKET NAME CAPABILITY VERSION FEATURE | agent-orphan SOCKET NAME"
     );
     std::process::exit(2)
 }
@@ -121,6 +127,45 @@ fn main() {
                 seq += 1;
             }
             println!("sent {count}");
+        }
+        "agent-serve" => {
+            let feature = u32::try_from(number(5)).unwrap_or_else(|_| usage());
+            let mut agent = Agent::builder(&arg(2))
+                .socket(arg(1))
+                .capability(&arg(3), &arg(4))
+                .feature(feature)
+                .connect()
+                .expect("connect");
+            println!("id {}", agent.id());
+            loop {
+                if let Some(msg) = agent.recv(None).expect("recv") {
+                    println!("got {}", msg.payload().first().copied().unwrap_or(0));
+                }
+            }
+        }
+        "agent-orphan" => {
+            let agent = connect(&arg(1), &arg(2));
+            // Let every socket descriptor (the control connection) survive exec, so the
+            // child keeps it open after this process is gone.
+            for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+                let is_socket = std::fs::read_link(entry.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+                let fd = entry.file_name().to_string_lossy().parse::<i32>();
+                if let (true, Ok(fd)) = (is_socket, fd) {
+                    // SAFETY: the descriptor is open (listed just now) and we only change
+                    // its flags; ownership stays where it was.
+                    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).expect("setfd");
+                }
+            }
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn sleep");
+            println!("child {}", child.id());
+            std::mem::forget(agent);
+            std::process::exit(0);
         }
         _ => usage(),
     }

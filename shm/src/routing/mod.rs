@@ -45,10 +45,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub mod liveness;
 
 /// Most agents a router admits.
 pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Most distinct discovery questions cached between two registry changes.
+pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
 /// Duty cycles run at shutdown to route frames already committed.
@@ -88,6 +92,10 @@ pub struct RouterConfig {
     /// with `DestinationFull`. `None`: frames wait as long as it takes (no loss, only
     /// backpressure). Expiry needs a sink ([`RoutingCore::set_dead_letters`]).
     pub defer_deadline: Option<Duration>,
+    /// How long nothing an agent owns may stand still (heartbeat, ring positions) before it
+    /// is stale: skipped by anycast, feature routes and discovery until it moves again.
+    /// `None`: never stale (only a closed socket or an exited process removes an agent).
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl RouterConfig {
@@ -113,6 +121,7 @@ impl RouterConfig {
             agents_max: ROUTER_AGENTS_MAX,
             defer_capacity_bytes: 256 * 1024,
             defer_deadline: None,
+            liveness_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -215,6 +224,15 @@ pub struct RouterStats {
     pub agents_removed: AtomicU64,
     /// Rings found corrupt (agent disconnected).
     pub rings_corrupt: AtomicU64,
+    /// Agents removed because their process exited (pidfd) while the control socket was
+    /// still open (a child had inherited it).
+    pub agents_exited: AtomicU64,
+    /// Gauge: agents stale now (see [`liveness`]).
+    pub agents_stale: AtomicU64,
+    /// Discovery questions answered from the cache.
+    pub discovery_cache_hits: AtomicU64,
+    /// Discovery questions computed from the registry.
+    pub discovery_cache_misses: AtomicU64,
 }
 
 impl RouterStats {
@@ -248,6 +266,10 @@ impl RouterStats {
             ("agents_admitted", &self.agents_admitted),
             ("agents_removed", &self.agents_removed),
             ("rings_corrupt", &self.rings_corrupt),
+            ("agents_exited", &self.agents_exited),
+            ("agents_stale", &self.agents_stale),
+            ("discovery_cache_hits", &self.discovery_cache_hits),
+            ("discovery_cache_misses", &self.discovery_cache_misses),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
         ];
@@ -276,6 +298,9 @@ struct Registry {
     topics: HashMap<String, u32>,
     capability_routes: Vec<(String, semver::VersionReq)>,
     generation: u64,
+    /// Discovery answers by (capability, requirement), dropped on every change of who is
+    /// registered or live ([`Registry::invalidate`]).
+    discovery: HashMap<(String, String), Vec<AgentInfo>>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,11 +309,45 @@ struct AgentRecord {
     pid: u32,
     capabilities: Vec<(String, semver::Version)>,
     topics: Vec<u32>,
+    /// Feature ids it serves (feature routes).
+    features: Vec<u32>,
+    /// Its heartbeat and rings stood still past the liveness timeout: kept out of anycast,
+    /// feature routes and discovery until it shows life again.
+    stale: bool,
     /// For ring-occupancy gauges in status reports.
     segment: Segment,
 }
 
 impl Registry {
+    /// Forgets cached discovery answers: call in the same critical section as any change
+    /// to the agents, their capabilities or their liveness.
+    fn invalidate(&mut self) {
+        self.discovery.clear();
+    }
+
+    /// Live agents offering `capability` at a version satisfying `requirement`, from the
+    /// cache when the same question was answered since the last change. Returns the answer
+    /// and whether it came from the cache.
+    fn discover(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+    ) -> Result<(Vec<AgentInfo>, bool), String> {
+        let key = (capability.to_string(), requirement.to_string());
+        if let Some(hit) = self.discovery.get(&key) {
+            return Ok((hit.clone(), true));
+        }
+        let req = semver::VersionReq::parse(requirement)
+            .map_err(|e| format!("requirement {requirement:?}: {e}"))?;
+        let answer = self.matching(capability, &req);
+        // Bounded: distinct questions asked between two registry changes.
+        if self.discovery.len() >= DISCOVERY_CACHE_ENTRIES_MAX {
+            self.discovery.clear();
+        }
+        self.discovery.insert(key, answer.clone());
+        Ok((answer, false))
+    }
+
     fn topic_id(&mut self, topic: &str) -> u32 {
         let next = self.topics.len() as u32 + 1;
         *self.topics.entry(topic.to_string()).or_insert(next)
@@ -298,6 +357,7 @@ impl Registry {
         let mut out: Vec<AgentInfo> = self
             .agents
             .iter()
+            .filter(|(_, rec)| !rec.stale)
             .filter_map(|(&id, rec)| {
                 rec.capabilities
                     .iter()
@@ -312,6 +372,18 @@ impl Registry {
         out.sort_by_key(|a| a.agent_id);
         out
     }
+
+    /// Live agents serving `feature`, by id.
+    fn serving(&self, feature: u32) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .agents
+            .iter()
+            .filter(|(_, rec)| !rec.stale && rec.features.contains(&feature))
+            .map(|(&id, _)| id)
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 /// What the routing thread needs to know, rebuilt when the registry generation changes.
@@ -320,6 +392,8 @@ struct RoutingTable {
     subscribers: HashMap<u32, Vec<u32>>,
     capability_routes: Vec<Vec<u32>>,
     round_robin: Vec<usize>,
+    /// Feature id → live agents serving it, and its round-robin cursor.
+    features: rustc_hash::FxHashMap<u32, (Vec<u32>, usize)>,
 }
 
 enum RouterCmd {
@@ -543,7 +617,15 @@ fn accept_loop(
 ) {
     let mut next_agent_id = 1u32;
     let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut progress: HashMap<u32, liveness::Progress> = HashMap::new();
+    let mut liveness_due = Instant::now() + liveness::LIVENESS_CHECK_INTERVAL;
     while !shared.shutdown.load(Ordering::Acquire) {
+        if let Some(timeout) = config.liveness_timeout {
+            if Instant::now() >= liveness_due {
+                liveness_due = Instant::now() + liveness::LIVENESS_CHECK_INTERVAL;
+                check_liveness(&shared, &mut progress, timeout);
+            }
+        }
         if let Some(allow) = shared.reloaded_allow.lock().expect("allow lock").take() {
             tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
             listener.set_allow_list(allow);
@@ -575,6 +657,7 @@ fn accept_loop(
         }
         let agent_id = next_agent_id;
         next_agent_id += 1;
+        let peer_pid = pending.peer().pid;
         let admitted = (|| -> Result<ControlConn, Box<dyn std::error::Error>> {
             let segment = Segment::create(
                 &SegmentConfig::new(agent_id)
@@ -602,12 +685,15 @@ fn accept_loop(
                     agent_id,
                     AgentRecord {
                         name: registration.name.clone(),
-                        pid: pending.peer().pid,
+                        pid: peer_pid,
                         capabilities,
                         topics: topic_ids.clone(),
+                        features: registration.features.clone(),
+                        stale: false,
                         segment: segment.clone(),
                     },
                 );
+                reg.invalidate();
                 topic_ids
             };
             let cmd = RouterCmd::Add(Box::new(NewAgent {
@@ -646,9 +732,10 @@ fn accept_loop(
                 count(&shared.stats.agents_admitted, 1);
                 let shared = shared.clone();
                 let cmds = cmds.clone();
+                let pidfd = liveness::open_pidfd(peer_pid);
                 let spawned = std::thread::Builder::new()
                     .name(format!("aw-ctl-{agent_id}"))
-                    .spawn(move || control_loop(agent_id, conn, shared, cmds));
+                    .spawn(move || control_loop(agent_id, conn, pidfd, shared, cmds));
                 if let Ok(handle) = spawned {
                     control_threads.push(handle);
                 }
@@ -681,6 +768,9 @@ fn status_report(shared: &Shared) -> StatusReport {
                 .map(|(n, v)| format!("{n}@{v}"))
                 .collect(),
             topics: rec.topics.clone(),
+            features: rec.features.clone(),
+            live: !rec.stale,
+            shard: 0,
             tx_occupied_bytes: (0..TX_LANES)
                 .map(|lane| rec.segment.tx_lane_memory(lane).occupied_bytes() as u64)
                 .sum(),
@@ -726,6 +816,18 @@ fn status_report(shared: &Shared) -> StatusReport {
                     .collect(),
             }),
     );
+    let features: std::collections::BTreeSet<u32> = reg
+        .agents
+        .values()
+        .flat_map(|rec| rec.features.iter().copied())
+        .collect();
+    routes.extend(features.into_iter().map(|feature| RouteStatus {
+        kind: "feature".into(),
+        route_id: feature,
+        name: format!("feature {feature}"),
+        requirement: String::new(),
+        agents: reg.serving(feature),
+    }));
     StatusReport {
         daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
         pid: std::process::id(),
@@ -782,9 +884,53 @@ fn bump(shared: &Shared) {
     shared.generation.store(reg.generation, Ordering::Release);
 }
 
+/// Marks agents stale (or live again) from their progress; see [`liveness`].
+fn check_liveness(
+    shared: &Shared,
+    progress: &mut HashMap<u32, liveness::Progress>,
+    timeout: Duration,
+) {
+    let now = Instant::now();
+    let mut changed = false;
+    let mut stale_now = 0u64;
+    {
+        let mut reg = shared.registry.lock().expect("registry lock");
+        progress.retain(|id, _| reg.agents.contains_key(id));
+        for (&agent_id, rec) in reg.agents.iter_mut() {
+            let signature = liveness::signature(&rec.segment);
+            let stale = progress
+                .entry(agent_id)
+                .or_insert_with(|| liveness::Progress::new(signature, now))
+                .observe(signature, now, timeout);
+            if stale != rec.stale {
+                rec.stale = stale;
+                changed = true;
+                if stale {
+                    tracing::warn!(agent_id, name = %rec.name, "agent stale: nothing it owns moved for {timeout:?}; anycast, feature routes and discovery skip it");
+                } else {
+                    tracing::info!(agent_id, name = %rec.name, "agent live again");
+                }
+            }
+            stale_now += u64::from(stale);
+        }
+        if changed {
+            reg.invalidate();
+        }
+    }
+    // Sole writer: the accept thread.
+    shared
+        .stats
+        .agents_stale
+        .store(stale_now, Ordering::Relaxed);
+    if changed {
+        bump(shared);
+    }
+}
+
 fn control_loop(
     agent_id: u32,
     conn: ControlConn,
+    pidfd: Option<rustix::fd::OwnedFd>,
     shared: Arc<Shared>,
     cmds: SyncSender<RouterCmd>,
 ) {
@@ -794,7 +940,16 @@ fn control_loop(
         }
         let msg = match conn.recv::<ClientMsg>(Some(Duration::from_millis(20))) {
             Ok((msg, _)) => msg,
-            Err(ControlError::Timeout(_)) => continue,
+            Err(ControlError::Timeout(_)) => {
+                // The socket can outlive the agent (a child inherited it): the pidfd says
+                // when the process itself is gone.
+                if pidfd.as_ref().is_some_and(liveness::exited) {
+                    tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
+                    shared.stats.agents_exited.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                continue;
+            }
             Err(ControlError::Malformed(detail)) => {
                 let _ = conn.send(&ServerMsg::Error { detail }, &[]);
                 continue;
@@ -848,13 +1003,18 @@ fn control_loop(
                 ClientMsg::Discover {
                     capability,
                     requirement,
-                } => match semver::VersionReq::parse(&requirement) {
-                    Ok(req) => ServerMsg::Agents {
-                        agents: reg.matching(&capability, &req),
-                    },
-                    Err(e) => ServerMsg::Error {
-                        detail: format!("requirement {requirement:?}: {e}"),
-                    },
+                } => match reg.discover(&capability, &requirement) {
+                    Ok((agents, cached)) => {
+                        // Many control threads: a locked add (control path, not data path).
+                        let counter = if cached {
+                            &shared.stats.discovery_cache_hits
+                        } else {
+                            &shared.stats.discovery_cache_misses
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        ServerMsg::Agents { agents }
+                    }
+                    Err(detail) => ServerMsg::Error { detail },
                 },
                 ClientMsg::Hello { .. } | ClientMsg::Register(_) | ClientMsg::Status => {
                     ServerMsg::Error {
@@ -874,12 +1034,11 @@ fn control_loop(
 
 /// Removes an agent from the registry and tells the routing thread its tables changed.
 fn forget_agent(shared: &Shared, agent_id: u32) {
-    shared
-        .registry
-        .lock()
-        .expect("registry lock")
-        .agents
-        .remove(&agent_id);
+    {
+        let mut reg = shared.registry.lock().expect("registry lock");
+        reg.agents.remove(&agent_id);
+        reg.invalidate();
+    }
     bump(shared);
 }
 
@@ -917,6 +1076,21 @@ fn rebuild_table(shared: &Shared, producers: &Outboxes) -> RoutingTable {
         table.capability_routes.push(ids);
     }
     table.round_robin = vec![0; table.capability_routes.len()];
+    let features: std::collections::BTreeSet<u32> = reg
+        .agents
+        .values()
+        .flat_map(|rec| rec.features.iter().copied())
+        .collect();
+    for feature in features {
+        let ids: Vec<u32> = reg
+            .serving(feature)
+            .into_iter()
+            .filter(|&id| producers.contains(id))
+            .collect();
+        if !ids.is_empty() {
+            table.features.insert(feature, (ids, 0));
+        }
+    }
     table
 }
 
@@ -1621,7 +1795,7 @@ fn route_frame(
     };
     if matches!(
         header.destination_kind(),
-        Destination::Topic(_) | Destination::Capability(_)
+        Destination::Topic(_) | Destination::Capability(_) | Destination::Feature(_)
     ) && generation.load(Ordering::Acquire) != table_generation
     {
         *needs_refresh = true;
@@ -1698,6 +1872,21 @@ fn route_frame(
                 }
             }
         }
+        Destination::Feature(feature) => match table.features.get_mut(&feature) {
+            Some((ids, cursor)) => {
+                let start = *cursor;
+                *cursor = start.wrapping_add(1);
+                smallvec_like::Targets::One(least_loaded(ids, start, producers, deferrals))
+            }
+            None => {
+                return unknown(
+                    format!("no live agent serves feature {feature}"),
+                    NackReason::NoSuchAgent,
+                    header.correlation(),
+                    producers,
+                )
+            }
+        },
     };
     // Every copy is placed or none is: straight into the destination ring when nothing
     // waits for that destination and it has room, else behind what waits in its deferral.

@@ -1,0 +1,117 @@
+//! Agent liveness, seen from the daemon's control side.
+//!
+//! An agent is *gone* when its control socket closes or, where the kernel has pidfds, when
+//! its process exits (a child that inherited the socket cannot keep a dead agent
+//! registered). An agent is *stale* when nothing it owns has moved for the liveness
+//! timeout: not its heartbeat (the client bumps it while it idles in `recv`), not the tails
+//! of its tx lanes (it sends), not the head of its rx ring (it reads). A stale agent stays
+//! registered (unicasts to it still wait for it) but anycast, feature routes and discovery
+//! skip it until it moves again. A stopped (SIGSTOP) or wedged process is the usual cause.
+//!
+//! ```
+//! use agentwire_shm::routing::liveness::Progress;
+//! use std::time::{Duration, Instant};
+//! let t0 = Instant::now();
+//! let mut p = Progress::new(7, t0);
+//! assert!(!p.observe(7, t0 + Duration::from_secs(1), Duration::from_secs(5)));
+//! assert!(p.observe(7, t0 + Duration::from_secs(6), Duration::from_secs(5))); // stale
+//! assert!(!p.observe(8, t0 + Duration::from_secs(7), Duration::from_secs(5))); // moved
+//! ```
+
+use crate::segment::{Segment, TX_LANES};
+use rustix::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How often the control side looks at every agent's progress.
+pub const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// One number that changes whenever the agent shows life: its heartbeat plus the positions
+/// it writes (tx tails) and the position it consumes (rx head). Wrapping sum: any change
+/// of any part changes it (positions only grow).
+///
+/// ```
+/// # use agentwire_shm::segment::{Segment, SegmentConfig};
+/// let seg = Segment::create(&SegmentConfig::new(1).with_capacity(4096, 4096)).unwrap();
+/// let before = agentwire_shm::routing::liveness::signature(&seg);
+/// seg.control().agent_heartbeat.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// assert_ne!(agentwire_shm::routing::liveness::signature(&seg), before);
+/// ```
+pub fn signature(segment: &Segment) -> u64 {
+    let heartbeat = segment.control().agent_heartbeat.0.load(Ordering::Relaxed);
+    let tails = (0..TX_LANES)
+        .map(|lane| segment.tx_lane_memory(lane).positions().1)
+        .fold(0u64, u64::wrapping_add);
+    let rx_head = segment.rx_memory().positions().0;
+    heartbeat.wrapping_add(tails).wrapping_add(rx_head)
+}
+
+/// The last signature seen for one agent and when it last changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    signature: u64,
+    changed_at: Instant,
+}
+
+impl Progress {
+    /// Starts tracking at `signature`, seen at `now`.
+    ///
+    /// ```
+    /// let p = agentwire_shm::routing::liveness::Progress::new(0, std::time::Instant::now());
+    /// # let _ = p;
+    /// ```
+    pub fn new(signature: u64, now: Instant) -> Self {
+        Self {
+            signature,
+            changed_at: now,
+        }
+    }
+
+    /// Records a new observation; returns whether the agent is stale (no change for longer
+    /// than `timeout`).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::liveness::Progress;
+    /// # use std::time::{Duration, Instant};
+    /// let t0 = Instant::now();
+    /// let mut p = Progress::new(1, t0);
+    /// assert!(!p.observe(2, t0 + Duration::from_secs(9), Duration::from_secs(5)));
+    /// ```
+    pub fn observe(&mut self, signature: u64, now: Instant, timeout: Duration) -> bool {
+        if signature != self.signature {
+            self.signature = signature;
+            self.changed_at = now;
+        }
+        now.saturating_duration_since(self.changed_at) > timeout
+    }
+}
+
+/// A pidfd for `pid`, or `None` where the kernel has none (before Linux 5.3) or the process
+/// is already gone; the caller then relies on the control socket alone.
+///
+/// ```
+/// assert!(agentwire_shm::routing::liveness::open_pidfd(std::process::id()).is_some());
+/// ```
+pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Whether the process behind `pidfd` has exited (a pidfd polls readable then). Never
+/// blocks.
+///
+/// ```
+/// let fd = agentwire_shm::routing::liveness::open_pidfd(std::process::id()).unwrap();
+/// assert!(!agentwire_shm::routing::liveness::exited(&fd));
+/// ```
+pub fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
