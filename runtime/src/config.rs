@@ -23,6 +23,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9464;
 struct RawConfig {
     socket: Option<PathBuf>,
     router_cpu: Option<usize>,
+    router_cpus: Option<Vec<usize>>,
     ring_capacity_bytes: Option<usize>,
     idle: Option<String>,
     allow_uids: Option<Vec<u32>>,
@@ -46,6 +47,8 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     /// Router CPU (`None`: the last CPU this process may run on).
     pub router_cpu: Option<usize>,
+    /// Router shards' CPUs, one shard per entry (empty: one shard on `router_cpu`).
+    pub router_cpus: Vec<usize>,
     /// Ring capacity per agent and direction, bytes.
     pub ring_capacity_bytes: usize,
     /// Router idle strategy.
@@ -199,6 +202,22 @@ impl Config {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
         };
+        let router_cpus = raw.router_cpus.unwrap_or_default();
+        let mut distinct = router_cpus.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != router_cpus.len()
+            || router_cpus.len() > agentwire_shm::routing::ROUTER_SHARDS_MAX
+        {
+            return Err(invalid(
+                "router_cpus",
+                format!("{router_cpus:?}"),
+                &format!(
+                    "distinct CPUs, at most {}",
+                    agentwire_shm::routing::ROUTER_SHARDS_MAX
+                ),
+            ));
+        }
         let liveness_timeout = match raw.liveness_timeout_ms.unwrap_or(5000) {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
@@ -224,6 +243,7 @@ impl Config {
         Ok(Self {
             socket: raw.socket,
             router_cpu: raw.router_cpu,
+            router_cpus,
             ring_capacity_bytes,
             idle,
             allow,

@@ -108,15 +108,16 @@ pub struct Daemon {
     config: Config,
     control: RouterControl,
     _metrics: Option<crate::metrics::MetricsServer>,
-    router: Option<glommio::ExecutorJoinHandle<()>>,
-    router_cpu: usize,
+    /// One executor per router shard.
+    routers: Vec<glommio::ExecutorJoinHandle<()>>,
+    router_cpus: Vec<usize>,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("socket", &self.control.socket_path())
-            .field("router_cpu", &self.router_cpu)
+            .field("router_cpus", &self.router_cpus)
             .finish()
     }
 }
@@ -132,16 +133,20 @@ impl Daemon {
     /// ```
     pub fn start(config: &Config, socket: PathBuf) -> Result<Self, DaemonError> {
         let allowed = allowed_cpus();
-        let cpu = config
-            .router_cpu
-            .unwrap_or_else(|| *allowed.last().unwrap_or(&0));
-        if !allowed.contains(&cpu) {
+        let cpus = if config.router_cpus.is_empty() {
+            vec![config
+                .router_cpu
+                .unwrap_or_else(|| *allowed.last().unwrap_or(&0))]
+        } else {
+            config.router_cpus.clone()
+        };
+        if let Some(&cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
             return Err(DaemonError::BadCpu { cpu, allowed });
         }
         let is_root = rustix::process::geteuid().is_root();
         let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
         if !is_root {
-            check_memlock(config.io_memory_bytes, limit)?;
+            check_memlock(config.io_memory_bytes * cpus.len(), limit)?;
         }
         let mut router_config = RouterConfig::new(socket);
         router_config.allow = config.allow.clone();
@@ -151,6 +156,11 @@ impl Daemon {
         router_config.defer_capacity_bytes = config.defer_capacity_bytes;
         router_config.defer_deadline = config.defer_deadline;
         router_config.liveness_timeout = config.liveness_timeout;
+        router_config.shards = cpus.len();
+        router_config.shard_numa_nodes = cpus
+            .iter()
+            .map(|&c| agentwire_shm::routing::placement::cpu_numa_node(c))
+            .collect();
         // Open (and recover) the dead-letter queue before taking the socket, so a damaged or
         // foreign file stops the start with its own message.
         let dlq = crate::dlq::DeadLetterQueue::open(config.dlq.clone())?;
@@ -162,13 +172,29 @@ impl Daemon {
             "dead-letter queue open"
         );
         let dlq_path = dlq.path().display().to_string();
-        let (control, mut core) = RouterControl::start(router_config)?;
-        core.set_dead_letters(Box::new(DlqSink { dlq }));
-        control.set_info("router_cpu", cpu.to_string());
+        let (control, mut cores) = RouterControl::start_sharded(router_config)?;
+        // Each shard appends through its own handle (the file lock orders them).
+        let mut dlq = Some(dlq);
+        for core in &mut cores {
+            let handle = match dlq.take() {
+                Some(first) => first,
+                None => crate::dlq::DeadLetterQueue::open(config.dlq.clone())?,
+            };
+            core.set_dead_letters(Box::new(DlqSink { dlq: handle }));
+        }
+        let cpu_list = cpus
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        control.set_info("router_cpu", cpu_list.clone());
         control.set_info("dlq", dlq_path);
         let metrics = if config.metrics {
-            match crate::metrics::MetricsServer::start(config.metrics_port, control.observer(), cpu)
-            {
+            match crate::metrics::MetricsServer::start(
+                config.metrics_port,
+                control.observer(),
+                cpus.clone(),
+            ) {
                 Ok(server) => {
                     let url = format!("http://{}/metrics", server.local_addr());
                     tracing::info!(%url, "metrics endpoint");
@@ -186,41 +212,13 @@ impl Daemon {
             control.set_info("metrics", "off (--no-metrics or metrics = false)");
             None
         };
-        let idle = config.idle;
-        let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name("aw-router")
-            .io_memory(config.io_memory_bytes)
-            .spawn(move || async move {
-                // glommio names the thread after its own executor id; name it by role and
-                // core so perf and top -H read well.
-                if let Ok(name) = CString::new(format!("aw-router-{cpu}")) {
-                    let _ = rustix::thread::set_name(&name);
-                }
-                let _ = started_tx.send(());
-                let mut core = core;
-                let mut idler = Idler::new(idle);
-                while !core.should_stop() {
-                    core.step(&mut idler);
-                    glommio::yield_if_needed().await;
-                }
-                let routed = core.finish();
-                tracing::info!(routed, "router drained and stopped");
-            })
-            .map_err(|e| DaemonError::Executor {
-                cpu,
-                detail: e.to_string(),
-            })?;
-        if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
-            let detail = match router.join() {
-                Ok(()) => "exited before starting".to_string(),
-                Err(e) => e.to_string(),
-            };
-            return Err(DaemonError::Executor { cpu, detail });
+        let mut routers = Vec::with_capacity(cpus.len());
+        for (core, &cpu) in cores.into_iter().zip(&cpus) {
+            routers.push(spawn_router(core, cpu, config)?);
         }
         tracing::info!(
             socket = %control.socket_path().display(),
-            router_cpu = cpu,
+            router_cpus = %cpu_list,
             idle = ?config.idle,
             ring_capacity_bytes = config.ring_capacity_bytes,
             "agentwire serving"
@@ -228,8 +226,8 @@ impl Daemon {
         Ok(Self {
             config: config.clone(),
             control,
-            router: Some(router),
-            router_cpu: cpu,
+            routers,
+            router_cpus: cpus,
             _metrics: metrics,
         })
     }
@@ -251,7 +249,10 @@ impl Daemon {
         let old = &self.config;
         let needs_restart = [
             ("socket", old.socket != config.socket),
-            ("router_cpu", old.router_cpu != config.router_cpu),
+            (
+                "router_cpu",
+                old.router_cpu != config.router_cpu || old.router_cpus != config.router_cpus,
+            ),
             (
                 "ring_capacity_bytes",
                 old.ring_capacity_bytes != config.ring_capacity_bytes,
@@ -307,7 +308,17 @@ impl Daemon {
     /// assert!(d.router_cpu() < 1024);
     /// ```
     pub fn router_cpu(&self) -> usize {
-        self.router_cpu
+        self.router_cpus[0]
+    }
+
+    /// Every router shard's CPU, shard 0 first.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// assert!(!d.router_cpus().is_empty());
+    /// ```
+    pub fn router_cpus(&self) -> &[usize] {
+        &self.router_cpus
     }
 
     /// The router's counters.
@@ -339,7 +350,7 @@ impl Daemon {
     /// ```
     pub fn join(mut self) {
         self.shutdown();
-        if let Some(router) = self.router.take() {
+        for router in self.routers.drain(..) {
             if let Err(e) = router.join() {
                 tracing::error!("router executor failed: {e}");
             }
@@ -347,10 +358,51 @@ impl Daemon {
     }
 }
 
+/// Starts one router shard's executor, pinned to `cpu`, thread named `aw-router-<cpu>`.
+fn spawn_router(
+    core: agentwire_shm::routing::RoutingCore,
+    cpu: usize,
+    config: &Config,
+) -> Result<glommio::ExecutorJoinHandle<()>, DaemonError> {
+    let idle = config.idle;
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name("aw-router")
+        .io_memory(config.io_memory_bytes)
+        .spawn(move || async move {
+            // glommio names the thread after its own executor id; name it by role and
+            // core so perf and top -H read well.
+            if let Ok(name) = CString::new(format!("aw-router-{cpu}")) {
+                let _ = rustix::thread::set_name(&name);
+            }
+            let _ = started_tx.send(());
+            let mut core = core;
+            let mut idler = Idler::new(idle);
+            while !core.should_stop() {
+                core.step(&mut idler);
+                glommio::yield_if_needed().await;
+            }
+            let routed = core.finish();
+            tracing::info!(routed, cpu, "router shard drained and stopped");
+        })
+        .map_err(|e| DaemonError::Executor {
+            cpu,
+            detail: e.to_string(),
+        })?;
+    if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
+        let detail = match router.join() {
+            Ok(()) => "exited before starting".to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Err(DaemonError::Executor { cpu, detail });
+    }
+    Ok(router)
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown();
-        if let Some(router) = self.router.take() {
+        for router in self.routers.drain(..) {
             let _ = router.join();
         }
     }

@@ -3,15 +3,15 @@
 //! per-core counters on each scrape. Nothing on the routing path knows it exists: the
 //! counters are plain single-writer words the core keeps anyway.
 //!
-//! Series (each with `core="<router cpu>"`): `agentwire_<counter>_total` for every counter
+//! Series (one per router shard, labelled `core="<its cpu>"`): `agentwire_<counter>_total` for every counter
 //! in [`agentwire_shm::routing::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
-//! `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
+//! `agentwire_agents_stale`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
 //!
 //! ```no_run
 //! # use agentwire_shm::routing::{RouterConfig, RouterControl};
 //! let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m.sock".into())).unwrap();
-//! let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), 1).unwrap();
+//! let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), vec![1]).unwrap();
 //! println!("scrape http://{}/metrics", server.local_addr());
 //! ```
 
@@ -57,15 +57,19 @@ impl std::fmt::Debug for MetricsServer {
 
 impl MetricsServer {
     /// Binds 127.0.0.1:`port` (0: any free port) and serves `observer`'s counters, labelled
-    /// with `core`.
+    /// per shard with `core` = that shard's CPU from `shard_cpus`.
     ///
     /// ```no_run
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
     /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m2.sock".into())).unwrap();
-    /// let server = agentwire_runtime::metrics::MetricsServer::start(9464, control.observer(), 1)?;
+    /// let server = agentwire_runtime::metrics::MetricsServer::start(9464, control.observer(), vec![1])?;
     /// # Ok::<(), agentwire_runtime::metrics::MetricsError>(())
     /// ```
-    pub fn start(port: u16, observer: RouterObserver, core: usize) -> Result<Self, MetricsError> {
+    pub fn start(
+        port: u16,
+        observer: RouterObserver,
+        shard_cpus: Vec<usize>,
+    ) -> Result<Self, MetricsError> {
         let err = |detail: String| MetricsError { port, detail };
         let server = tiny_http::Server::http(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             .map_err(|e| err(e.to_string()))?;
@@ -77,7 +81,7 @@ impl MetricsServer {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(RouterCollector {
             observer,
-            core: core.to_string(),
+            cores: shard_cpus.iter().map(usize::to_string).collect(),
         }));
         let thread = {
             let stop = stop.clone();
@@ -98,7 +102,7 @@ impl MetricsServer {
     /// ```no_run
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
     /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m3.sock".into())).unwrap();
-    /// # let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), 1).unwrap();
+    /// # let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), vec![1]).unwrap();
     /// assert!(server.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
@@ -153,42 +157,67 @@ fn serve(server: tiny_http::Server, registry: Registry, stop: Arc<AtomicBool>) {
 #[derive(Debug)]
 struct RouterCollector {
     observer: RouterObserver,
-    core: String,
+    /// Each shard's CPU, as the `core` label.
+    cores: Vec<String>,
 }
 
 /// Counters that are gauges (they go down).
-const GAUGES: [&str; 1] = ["deferred_now"];
+/// Counters that are gauges: (counter, metric name, help).
+const GAUGES: [(&str, &str, &str); 2] = [
+    (
+        "deferred_now",
+        "agentwire_deferred_frames",
+        "Frames waiting in per-destination deferrals",
+    ),
+    (
+        "agents_stale",
+        "agentwire_agents_stale",
+        "Agents whose heartbeat and rings stood still past the liveness timeout",
+    ),
+];
 
 impl Collector for RouterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = self.observer.status();
-        let core = [("core", self.core.as_str())];
-        let mut buckets = Vec::new();
-        for (name, value) in &status.counters {
+        let core_of = |shard: usize| {
+            self.cores
+                .get(shard)
+                .cloned()
+                .unwrap_or_else(|| format!("shard{shard}"))
+        };
+        let names: Vec<&String> = status
+            .shards
+            .first()
+            .map(|s| s.counters.iter().map(|(n, _)| n).collect())
+            .unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
             if name.starts_with("batch_frames_le_") {
-                buckets.push(*value);
                 continue;
             }
-            if GAUGES.contains(&name.as_str()) {
-                let gauge = ConstGauge::new(*value as i64);
-                let mut m = encoder.encode_descriptor(
-                    "agentwire_deferred_frames",
-                    "Frames waiting in per-destination deferrals",
-                    None,
-                    gauge.metric_type(),
-                )?;
-                gauge.encode(m.encode_family(&core)?)?;
-                continue;
+            let gauge = GAUGES.iter().find(|(n, _, _)| n == name);
+            let (metric_name, metric_help, metric_type) = match gauge {
+                Some((_, m, h)) => (
+                    m.to_string(),
+                    h.to_string(),
+                    ConstGauge::new(0i64).metric_type(),
+                ),
+                None => (
+                    format!("agentwire_{name}"),
+                    help(name),
+                    ConstCounter::new(0u64).metric_type(),
+                ),
+            };
+            let mut m = encoder.encode_descriptor(&metric_name, &metric_help, None, metric_type)?;
+            for shard in &status.shards {
+                let core = core_of(shard.shard as usize);
+                let labels = [("core", core.as_str())];
+                let value = shard.counters.get(i).map_or(0, |(_, v)| *v);
+                if gauge.is_some() {
+                    ConstGauge::new(value as i64).encode(m.encode_family(&labels)?)?;
+                } else {
+                    ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+                }
             }
-            let counter = ConstCounter::new(*value);
-            let (metric_name, metric_help) = (format!("agentwire_{name}"), help(name));
-            let mut m = encoder.encode_descriptor(
-                &metric_name,
-                &metric_help,
-                None,
-                counter.metric_type(),
-            )?;
-            counter.encode(m.encode_family(&core)?)?;
         }
         let mut m = encoder.encode_descriptor(
             "agentwire_router_batches",
@@ -196,17 +225,27 @@ impl Collector for RouterCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        let mut low = 1;
-        for (&high, value) in BATCH_BUCKETS.iter().zip(&buckets) {
-            let range = match high {
-                usize::MAX => format!("{low}+"),
-                h if h == low => low.to_string(),
-                h => format!("{low}-{h}"),
-            };
-            low = high.saturating_add(1);
-            let labels = [("core", self.core.as_str()), ("frames", range.as_str())];
-            ConstCounter::new(*value).encode(m.encode_family(&labels)?)?;
+        for shard in &status.shards {
+            let core = core_of(shard.shard as usize);
+            let buckets = shard
+                .counters
+                .iter()
+                .filter(|(n, _)| n.starts_with("batch_frames_le_"))
+                .map(|(_, v)| *v);
+            let mut low = 1;
+            for (&high, value) in BATCH_BUCKETS.iter().zip(buckets) {
+                let range = match high {
+                    usize::MAX => format!("{low}+"),
+                    h if h == low => low.to_string(),
+                    h => format!("{low}-{h}"),
+                };
+                low = high.saturating_add(1);
+                let labels = [("core", core.as_str()), ("frames", range.as_str())];
+                ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+            }
         }
+        let core0 = core_of(0);
+        let core = [("core", core0.as_str())];
         let agents = ConstGauge::new(status.agents.len() as i64);
         let mut m = encoder.encode_descriptor(
             "agentwire_agents",

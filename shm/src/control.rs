@@ -238,6 +238,19 @@ pub struct StatusReport {
     pub routes: Vec<RouteStatus>,
     /// Facts about the daemon: `router_cpu`, `metrics` (its URL), `dlq` (its path).
     pub info: Vec<(String, String)>,
+    /// Each router shard's own counters (`counters` is their sum).
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One router shard as the router reports it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardStatus {
+    /// Shard index (0-based).
+    pub shard: u32,
+    /// Agents whose rings it serves.
+    pub agents: u32,
+    /// Its counters by name.
+    pub counters: Vec<(String, u64)>,
 }
 
 /// One route as the router reports it (`agentwire routes`).

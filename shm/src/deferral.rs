@@ -88,6 +88,17 @@ impl Deferral {
         self.tx.can_claim(DEFERRAL_PREFIX_BYTES + frame_bytes)
     }
 
+    /// Bytes free in the deferral ring now.
+    ///
+    /// ```
+    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// d.push(b"x", 0, false);
+    /// assert_eq!(d.room_bytes(), 4096 - 32);
+    /// ```
+    pub fn room_bytes(&mut self) -> usize {
+        self.tx.capacity_bytes() - self.tx.occupied_bytes()
+    }
+
     /// Queues a copy of `frame`; false (nothing queued) when it does not fit.
     ///
     /// ```

@@ -24,7 +24,8 @@ use std::thread::JoinHandle;
 #[derive(Debug)]
 pub struct TestRouter {
     control: RouterControl,
-    router: Option<JoinHandle<()>>,
+    /// One thread per shard.
+    routers: Vec<JoinHandle<()>>,
 }
 
 impl TestRouter {
@@ -38,15 +39,16 @@ impl TestRouter {
     /// ```
     pub fn start(config: TestRouterConfig) -> Result<Self, ControlError> {
         let idle = config.idle;
-        let (control, core) = RouterControl::start(config)?;
-        let router = std::thread::Builder::new()
-            .name("aw-test-router".into())
-            .spawn(move || core.run(idle))
-            .map_err(ControlError::Io)?;
-        Ok(Self {
-            control,
-            router: Some(router),
-        })
+        let (control, cores) = RouterControl::start_sharded(config)?;
+        let mut routers = Vec::new();
+        for (shard, core) in cores.into_iter().enumerate() {
+            let router = std::thread::Builder::new()
+                .name(format!("aw-test-router-{shard}"))
+                .spawn(move || core.run(idle))
+                .map_err(ControlError::Io)?;
+            routers.push(router);
+        }
+        Ok(Self { control, routers })
     }
 
     /// The socket agents connect to.
@@ -71,6 +73,18 @@ impl TestRouter {
     /// ```
     pub fn stats(&self) -> &RouterStats {
         self.control.stats()
+    }
+
+    /// One shard's counters (`None` past the last shard).
+    ///
+    /// ```
+    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-sst-{}.sock", std::process::id()));
+    /// let r = TestRouter::start(TestRouterConfig { shards: 2, ..TestRouterConfig::new(p) }).unwrap();
+    /// assert!(r.shard_stats(1).is_some());
+    /// ```
+    pub fn shard_stats(&self, shard: usize) -> Option<&RouterStats> {
+        self.control.shard_stats(shard)
     }
 
     /// Live agents.
@@ -99,7 +113,7 @@ impl TestRouter {
 impl Drop for TestRouter {
     fn drop(&mut self) {
         self.control.shutdown();
-        if let Some(router) = self.router.take() {
+        for router in self.routers.drain(..) {
             let _ = router.join();
         }
         // `control` drops next: joins the accept thread, which joins the control threads

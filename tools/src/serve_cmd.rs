@@ -118,12 +118,24 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
+        let shards: Vec<serde_json::Value> = report
+            .shards
+            .iter()
+            .map(|s| {
+                let counters: serde_json::Map<String, serde_json::Value> = s
+                    .counters
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                json!({"shard": s.shard, "agents": s.agents, "counters": counters})
+            })
+            .collect();
         println!(
             "{}",
             json!({
                 "daemon": report.daemon, "pid": report.pid, "socket": socket, "uptime_s": report.uptime_s,
                 "agents": report.agents.len(), "counters": counters, "info": info,
-                "idle_ratio": idle_ratio(&report),
+                "idle_ratio": idle_ratio(&report), "shards": shards,
             })
         );
         return Ok(());
@@ -144,6 +156,26 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
     }
     for (name, value) in &report.counters {
         println!("  {name:<24} {value}");
+    }
+    if report.shards.len() > 1 {
+        let get = |s: &agentwire_shm::control::ShardStatus, name: &str| {
+            s.counters
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        println!("  shards (agents, frames in, delivered, forwarded, from links):");
+        for s in &report.shards {
+            println!(
+                "    shard {:<3} {:>6} {:>14} {:>14} {:>14} {:>14}",
+                s.shard,
+                s.agents,
+                get(s, "frames_in"),
+                get(s, "frames_delivered"),
+                get(s, "frames_forwarded"),
+                get(s, "frames_from_links")
+            );
+        }
     }
     Ok(())
 }

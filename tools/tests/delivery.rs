@@ -499,3 +499,63 @@ fn priority_lanes_under_saturation_favour_urgent_and_never_starve_the_rest() {
     assert!(low > SAMPLE / 40, "class 3 starved: {got:?}");
     assert!(urgent > 3 * low, "class 0 not favoured: {got:?}");
 }
+
+#[test]
+fn two_router_shards_on_two_cores_route_between_their_agents() {
+    let dir = scratch("shards");
+    let socket = dir.join("agentwire.sock");
+    let served = serve_with_config(&dir.join("shards.toml"), &socket, "router_cpus = [0, 1]\n");
+    // One executor thread per shard, named by core.
+    let pid = served.child.id();
+    let names: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(
+        names.contains("aw-router-0") && names.contains("aw-router-1"),
+        "{names:?}"
+    );
+    let mut a = Agent::builder("a").socket(&socket).connect().unwrap();
+    let mut b = Agent::builder("b").socket(&socket).connect().unwrap();
+    let agents = cli_json(&["agents"], &socket);
+    let shards: BTreeSet<u64> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shards.len(), 2, "one agent per shard: {agents}");
+    let n = 10_000u64;
+    let b_id = b.id();
+    let receiver = std::thread::spawn(move || {
+        for expected in 0..n {
+            let m = b.recv(Some(WATCHDOG)).unwrap().expect("watchdog");
+            assert_eq!(m.payload(), expected.to_le_bytes());
+        }
+        b
+    });
+    for seq in 0..n {
+        a.send(b_id, &seq.to_le_bytes()).unwrap();
+    }
+    let mut b = receiver.join().unwrap();
+    b.send(a.id(), b"back").unwrap();
+    assert_eq!(a.recv(Some(WATCHDOG)).unwrap().unwrap().payload(), b"back");
+    let status = cli_json(&["status"], &socket);
+    assert_eq!(status["shards"].as_array().unwrap().len(), 2, "{status}");
+    assert!(counter(&socket, "frames_forwarded") > n);
+    // Per-core series for both shards.
+    let url = status["info"]["metrics"].as_str().unwrap().to_string();
+    let (_, body) = http_get(&url);
+    for core in ["0", "1"] {
+        let series = format!("agentwire_frames_forwarded_total{{core=\"{core}\"}}");
+        assert!(body.contains(&series), "{series} missing from\n{body}");
+    }
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

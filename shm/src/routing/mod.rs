@@ -47,16 +47,26 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod links;
 pub mod liveness;
+pub mod placement;
+
+use links::{LinkFlags, LinkReceiver, LinkSender};
 
 /// Most agents a router admits.
 pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Most router shards (cores) one router runs.
+pub const ROUTER_SHARDS_MAX: usize = 64;
+/// Most bytes in flight on one link between two shards (see [`links`]).
+pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 /// Most distinct discovery questions cached between two registry changes.
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
+/// How long a shard waits at shutdown for the other shards to go quiet.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Frames drained from one tx lane per read.
 pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
 /// Priority lanes, the weighted policy (docs/wire.md §6). Each duty cycle serves every
@@ -96,6 +106,11 @@ pub struct RouterConfig {
     /// is stale: skipped by anycast, feature routes and discovery until it moves again.
     /// `None`: never stale (only a closed socket or an exited process removes an agent).
     pub liveness_timeout: Option<Duration>,
+    /// Router shards (one routing core each, 1..=[`ROUTER_SHARDS_MAX`]); agents are spread
+    /// over them at registration ([`placement`]).
+    pub shards: usize,
+    /// Each shard's NUMA node, when known (placement prefers shards near the agent).
+    pub shard_numa_nodes: Vec<Option<u32>>,
 }
 
 impl RouterConfig {
@@ -122,6 +137,8 @@ impl RouterConfig {
             defer_capacity_bytes: 256 * 1024,
             defer_deadline: None,
             liveness_timeout: Some(Duration::from_secs(5)),
+            shards: 1,
+            shard_numa_nodes: Vec::new(),
         }
     }
 }
@@ -192,6 +209,10 @@ pub struct RouterStats {
     pub nacks_not_permitted: AtomicU64,
     /// Frames parked in a destination's deferral because its ring was full.
     pub frames_deferred: AtomicU64,
+    /// Frames (copies) handed to another shard's link for an agent it serves.
+    pub frames_forwarded: AtomicU64,
+    /// Frames taken from other shards' links.
+    pub frames_from_links: AtomicU64,
     /// Gauge: frames waiting in deferrals now.
     pub deferred_now: AtomicU64,
     /// Frames handed to the dead-letter sink.
@@ -256,6 +277,8 @@ impl RouterStats {
             ("nacks_destination_full", &self.nacks_destination_full),
             ("nacks_not_permitted", &self.nacks_not_permitted),
             ("frames_deferred", &self.frames_deferred),
+            ("frames_forwarded", &self.frames_forwarded),
+            ("frames_from_links", &self.frames_from_links),
             ("deferred_now", &self.deferred_now),
             ("frames_dead_lettered", &self.frames_dead_lettered),
             ("dead_letter_refusals", &self.dead_letter_refusals),
@@ -316,6 +339,11 @@ struct AgentRecord {
     stale: bool,
     /// For ring-occupancy gauges in status reports.
     segment: Segment,
+    /// The shard serving its rings.
+    shard: usize,
+    /// Set by its shard while frames wait in its deferral: other shards then stop
+    /// forwarding to it and defer on their side ([`links`]).
+    congested: Arc<AtomicBool>,
 }
 
 impl Registry {
@@ -403,6 +431,7 @@ enum RouterCmd {
 
 struct NewAgent {
     agent_id: u32,
+    congested: Arc<AtomicBool>,
     /// One consumer per tx lane (priority class).
     tx: Vec<Consumer>,
     rx: Producer,
@@ -422,7 +451,13 @@ struct Shared {
     started: std::time::Instant,
     registry: Mutex<Registry>,
     generation: AtomicU64,
-    stats: RouterStats,
+    /// One set per shard (the accept thread's counters live in shard 0's).
+    stats: Box<[RouterStats]>,
+    /// Per shard: its last duty cycle moved nothing and its links were empty (the shutdown
+    /// drain ends when every shard is quiet).
+    quiet: Box<[AtomicBool]>,
+    /// Shards that finished draining (after which no shard writes to a link).
+    finished: std::sync::atomic::AtomicUsize,
     shutdown: AtomicBool,
 }
 
@@ -454,6 +489,25 @@ impl RouterControl {
     /// assert_eq!(control.agent_count(), 0);
     /// ```
     pub fn start(config: RouterConfig) -> Result<(Self, RoutingCore), ControlError> {
+        let (control, mut cores) = Self::start_sharded(RouterConfig {
+            shards: 1,
+            ..config
+        })?;
+        let core = cores.pop().expect("one shard");
+        Ok((control, core))
+    }
+
+    /// [`RouterControl::start`] with `config.shards` routing cores, one per shard, for the
+    /// caller to run on a core each. Shards reach each other's agents through [`links`].
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// let p = std::env::temp_dir().join(format!("aw-doc-rcs-{}.sock", std::process::id()));
+    /// let (_control, cores) = RouterControl::start_sharded(RouterConfig { shards: 2, ..RouterConfig::new(p) }).unwrap();
+    /// assert_eq!(cores.len(), 2);
+    /// ```
+    pub fn start_sharded(config: RouterConfig) -> Result<(Self, Vec<RoutingCore>), ControlError> {
+        let shards = config.shards.clamp(1, ROUTER_SHARDS_MAX);
         let listener = ControlListener::bind(&config.socket, config.allow.clone())?
             .with_versions(config.versions.0, config.versions.1);
         let shared = Arc::new(Shared {
@@ -463,26 +517,57 @@ impl RouterControl {
             started: std::time::Instant::now(),
             registry: Mutex::new(Registry::default()),
             generation: AtomicU64::new(0),
-            stats: RouterStats::default(),
+            stats: (0..shards).map(|_| RouterStats::default()).collect(),
+            quiet: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            finished: std::sync::atomic::AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
         });
-        let (cmd_tx, cmd_rx) = sync_channel::<RouterCmd>(ROUTER_AGENTS_MAX * 2);
+        let plan = LinkPlan::new(&config, shards);
+        // links_out[i][j]: shard i's sender to shard j; links_in[j]: (i, receiver).
+        let mut links_out: Vec<Vec<Option<LinkSender>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        let mut links_in: Vec<Vec<LinkReceiver>> = (0..shards).map(|_| Vec::new()).collect();
+        for (i, outs) in links_out.iter_mut().enumerate() {
+            for (j, out) in outs.iter_mut().enumerate() {
+                if i != j {
+                    let (tx, rx) = links::link(plan.capacity_bytes, plan.budget_bytes)
+                        .map_err(|e| ControlError::Io(std::io::Error::other(e.to_string())))?;
+                    *out = Some(tx);
+                    links_in[j].push(rx);
+                }
+            }
+        }
+        let mut cmd_txs = Vec::with_capacity(shards);
+        let mut cores = Vec::with_capacity(shards);
+        for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
+            let (cmd_tx, cmd_rx) = sync_channel::<RouterCmd>(ROUTER_AGENTS_MAX * 2);
+            cmd_txs.push(cmd_tx);
+            let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
+            core.producers.links = outs;
+            core.links_in = ins;
+            core.deferrals.capacity_bytes = config.defer_capacity_bytes;
+            core.deferrals.reserve_bytes = plan.reserve_bytes;
+            cores.push(core);
+        }
         let accept = {
             let shared = shared.clone();
-            let config = config.clone();
+            let config = RouterConfig {
+                shards,
+                ..config.clone()
+            };
             std::thread::Builder::new()
                 .name("aw-accept".into())
-                .spawn(move || accept_loop(listener, shared, cmd_tx, config))
+                .spawn(move || accept_loop(listener, shared, cmd_txs, config))
                 .map_err(ControlError::Io)?
         };
-        let core = RoutingCore::new(shared.clone(), cmd_rx);
         Ok((
             Self {
                 socket: config.socket,
                 shared,
                 accept: Some(accept),
             },
-            core,
+            cores,
         ))
     }
 
@@ -559,7 +644,19 @@ impl RouterControl {
     /// assert_eq!(control.stats().frames_delivered.load(std::sync::atomic::Ordering::Relaxed), 0);
     /// ```
     pub fn stats(&self) -> &RouterStats {
-        &self.shared.stats
+        &self.shared.stats[0]
+    }
+
+    /// One shard's counters (`None` past the last shard).
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcss-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(control.shard_stats(0).is_some() && control.shard_stats(1).is_none());
+    /// ```
+    pub fn shard_stats(&self, shard: usize) -> Option<&RouterStats> {
+        self.shared.stats.get(shard)
     }
 
     /// Live agents.
@@ -603,6 +700,45 @@ impl Drop for RouterControl {
     }
 }
 
+/// Sizes of the links between shards. A link's ring holds the largest frame a segment ring
+/// can carry; its in-flight budget is small enough that every destination's deferral can
+/// keep room for what all other shards may have in flight to it, plus one record's wrap.
+struct LinkPlan {
+    capacity_bytes: usize,
+    budget_bytes: usize,
+    /// Deferral bytes a shard's own senders leave free for link arrivals.
+    reserve_bytes: usize,
+}
+
+impl LinkPlan {
+    fn new(config: &RouterConfig, shards: usize) -> Self {
+        if shards < 2 {
+            return Self {
+                capacity_bytes: 0,
+                budget_bytes: 0,
+                reserve_bytes: 0,
+            };
+        }
+        let others = shards - 1;
+        let defer = config.defer_capacity_bytes;
+        let budget_bytes = if defer == 0 {
+            LINK_BUDGET_BYTES_MAX
+        } else {
+            (defer / (4 * others)).clamp(256, LINK_BUDGET_BYTES_MAX)
+        };
+        Self {
+            capacity_bytes: (config.ring_capacity_bytes * 2).clamp(
+                crate::ring::RING_CAPACITY_MIN_BYTES,
+                crate::ring::RING_CAPACITY_MAX_BYTES,
+            ),
+            budget_bytes,
+            // In flight from every other shard, plus the largest deferrable record (a
+            // quarter of the deferral) lost to a wrap.
+            reserve_bytes: others * budget_bytes + defer / 4,
+        }
+    }
+}
+
 fn deadline_ns(deadline: Option<Duration>) -> u64 {
     deadline.map_or(u64::MAX, |d| {
         d.as_nanos().min(u128::from(u64::MAX / 2)) as u64
@@ -612,7 +748,7 @@ fn deadline_ns(deadline: Option<Duration>) -> u64 {
 fn accept_loop(
     mut listener: ControlListener,
     shared: Arc<Shared>,
-    cmds: SyncSender<RouterCmd>,
+    shard_cmds: Vec<SyncSender<RouterCmd>>,
     config: RouterConfig,
 ) {
     let mut next_agent_id = 1u32;
@@ -642,7 +778,7 @@ fn accept_loop(
                 continue;
             }
             Err(e) => {
-                count(&shared.stats.handshakes_refused, 1);
+                count(&shared.stats[0].handshakes_refused, 1);
                 tracing::info!("refused: {e}");
                 continue;
             }
@@ -658,6 +794,21 @@ fn accept_loop(
         let agent_id = next_agent_id;
         next_agent_id += 1;
         let peer_pid = pending.peer().pid;
+        let shard = {
+            let reg = shared.registry.lock().expect("registry lock");
+            let mut load = vec![0usize; shard_cmds.len()];
+            for rec in reg.agents.values() {
+                load[rec.shard] += 1;
+            }
+            let agent_node = if shard_cmds.len() > 1 {
+                placement::process_numa_node(peer_pid)
+            } else {
+                None
+            };
+            placement::choose_shard(&load, &config.shard_numa_nodes, agent_node)
+        };
+        let cmds = &shard_cmds[shard];
+        let congested = Arc::new(AtomicBool::new(false));
         let admitted = (|| -> Result<ControlConn, Box<dyn std::error::Error>> {
             let segment = Segment::create(
                 &SegmentConfig::new(agent_id)
@@ -691,6 +842,8 @@ fn accept_loop(
                         features: registration.features.clone(),
                         stale: false,
                         segment: segment.clone(),
+                        shard,
+                        congested: congested.clone(),
                     },
                 );
                 reg.invalidate();
@@ -698,6 +851,7 @@ fn accept_loop(
             };
             let cmd = RouterCmd::Add(Box::new(NewAgent {
                 agent_id,
+                congested: congested.clone(),
                 tx: (0..TX_LANES)
                     .map(|lane| {
                         Ok(Consumer::new(
@@ -729,7 +883,8 @@ fn accept_loop(
         })();
         match admitted {
             Ok(conn) => {
-                count(&shared.stats.agents_admitted, 1);
+                count(&shared.stats[0].agents_admitted, 1);
+                tracing::debug!(agent_id, shard, "agent admitted");
                 let shared = shared.clone();
                 let cmds = cmds.clone();
                 let pidfd = liveness::open_pidfd(peer_pid);
@@ -751,9 +906,20 @@ fn accept_loop(
     }
 }
 
+/// Every shard's counters added up (gauges too: their sum is the router's).
+fn summed_counters(shared: &Shared) -> Vec<(String, u64)> {
+    let mut sum = shared.stats[0].snapshot();
+    for stats in &shared.stats[1..] {
+        for ((_, total), (_, v)) in sum.iter_mut().zip(stats.snapshot()) {
+            *total += v;
+        }
+    }
+    sum
+}
+
 /// The router's counters and live agents, for `agentwire status`.
 fn status_report(shared: &Shared) -> StatusReport {
-    let counters = shared.stats.snapshot();
+    let counters = summed_counters(shared);
     let reg = shared.registry.lock().expect("registry lock");
     let mut agents: Vec<AgentStatus> = reg
         .agents
@@ -770,7 +936,7 @@ fn status_report(shared: &Shared) -> StatusReport {
             topics: rec.topics.clone(),
             features: rec.features.clone(),
             live: !rec.stale,
-            shard: 0,
+            shard: rec.shard as u32,
             tx_occupied_bytes: (0..TX_LANES)
                 .map(|lane| rec.segment.tx_lane_memory(lane).occupied_bytes() as u64)
                 .sum(),
@@ -836,6 +1002,16 @@ fn status_report(shared: &Shared) -> StatusReport {
         agents,
         routes,
         info: shared.info.lock().expect("info lock").clone(),
+        shards: shared
+            .stats
+            .iter()
+            .enumerate()
+            .map(|(shard, stats)| crate::control::ShardStatus {
+                shard: shard as u32,
+                agents: reg.agents.values().filter(|r| r.shard == shard).count() as u32,
+                counters: stats.snapshot(),
+            })
+            .collect(),
     }
 }
 
@@ -862,7 +1038,7 @@ impl RouterObserver {
     /// assert!(control.observer().counters().iter().any(|(n, _)| n == "frames_in"));
     /// ```
     pub fn counters(&self) -> Vec<(String, u64)> {
-        self.shared.stats.snapshot()
+        summed_counters(&self.shared)
     }
 
     /// The full status report (counters, agents with ring occupancy, routes, info).
@@ -918,8 +1094,7 @@ fn check_liveness(
         }
     }
     // Sole writer: the accept thread.
-    shared
-        .stats
+    shared.stats[0]
         .agents_stale
         .store(stale_now, Ordering::Relaxed);
     if changed {
@@ -945,7 +1120,9 @@ fn control_loop(
                 // when the process itself is gone.
                 if pidfd.as_ref().is_some_and(liveness::exited) {
                     tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
-                    shared.stats.agents_exited.fetch_add(1, Ordering::Relaxed);
+                    shared.stats[0]
+                        .agents_exited
+                        .fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 continue;
@@ -1007,9 +1184,9 @@ fn control_loop(
                     Ok((agents, cached)) => {
                         // Many control threads: a locked add (control path, not data path).
                         let counter = if cached {
-                            &shared.stats.discovery_cache_hits
+                            &shared.stats[0].discovery_cache_hits
                         } else {
-                            &shared.stats.discovery_cache_misses
+                            &shared.stats[0].discovery_cache_misses
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
                         ServerMsg::Agents { agents }
@@ -1052,8 +1229,23 @@ struct DataAgent {
     leaving: bool,
 }
 
-fn rebuild_table(shared: &Shared, producers: &Outboxes) -> RoutingTable {
+/// Rebuilds the routing tables from the registry and the rings this shard holds, and tells
+/// `producers` where every other shard's agents are.
+fn rebuild_table(shared: &Shared, producers: &mut Outboxes, shard: usize) -> RoutingTable {
     let reg = shared.registry.lock().expect("registry lock");
+    producers.remote.clear();
+    for (&id, rec) in &reg.agents {
+        if rec.shard != shard {
+            producers.remote.insert(
+                id,
+                RemoteDest {
+                    shard: rec.shard,
+                    congested: rec.congested.clone(),
+                    rx: rec.segment.rx_memory(),
+                },
+            );
+        }
+    }
     let mut table = RoutingTable::default();
     for (&id, rec) in &reg.agents {
         if !producers.contains(id) {
@@ -1098,6 +1290,10 @@ fn rebuild_table(shared: &Shared, producers: &Outboxes) -> RoutingTable {
 /// and one duty cycle ([`RoutingCore::do_work`]). It lives on one thread or executor.
 pub struct RoutingCore {
     shared: Arc<Shared>,
+    /// This core's shard index.
+    shard: usize,
+    /// Links from every other shard.
+    links_in: Vec<LinkReceiver>,
     cmds: Receiver<RouterCmd>,
     agents: Vec<DataAgent>,
     producers: Outboxes,
@@ -1125,9 +1321,11 @@ impl std::fmt::Debug for RoutingCore {
 }
 
 impl RoutingCore {
-    fn new(shared: Arc<Shared>, cmds: Receiver<RouterCmd>) -> Self {
+    fn new(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, shard: usize) -> Self {
         Self {
             shared,
+            shard,
+            links_in: Vec::new(),
             cmds,
             agents: Vec::new(),
             producers: Outboxes::default(),
@@ -1199,6 +1397,7 @@ impl RoutingCore {
                 Ok(RouterCmd::Add(new)) => {
                     let NewAgent {
                         agent_id,
+                        congested,
                         tx,
                         rx,
                         segment,
@@ -1208,6 +1407,7 @@ impl RoutingCore {
                     if let Some(deferral) = deferral {
                         self.deferrals.by_destination.insert(agent_id, deferral);
                     }
+                    self.deferrals.congested.insert(agent_id, congested);
                     self.agents.push(DataAgent {
                         agent_id,
                         tx,
@@ -1217,6 +1417,7 @@ impl RoutingCore {
                 }
                 Ok(RouterCmd::Remove { agent_id }) => {
                     self.producers.remove(agent_id);
+                    self.deferrals.congested.remove(&agent_id);
                     // Frames still waiting for it are given up on at the next service.
                     if self
                         .deferrals
@@ -1258,7 +1459,7 @@ impl RoutingCore {
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation != self.seen_generation || commands_taken {
             self.seen_generation = generation;
-            self.table = rebuild_table(&self.shared, &self.producers);
+            self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
             self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
                 u64::MAX => None,
                 ns => Some(ns),
@@ -1274,11 +1475,14 @@ impl RoutingCore {
         let beat = self.passes % HEARTBEAT_PASSES == 0;
         // Frames already waiting go first: they are older than anything in the tx rings.
         let mut work = self.service_deferrals(false);
+        if !self.links_in.is_empty() {
+            work += self.drain_links(fresh);
+        }
         let deadline_after_ns = self
             .defer_deadline_ns
             .filter(|_| self.dead_letters.is_some());
         let mut corrupt = Vec::new();
-        let stats = &self.shared.stats;
+        let stats = &self.shared.stats[self.shard];
         if beat {
             for agent in &self.agents {
                 // Sole writer: a plain store, not a locked add, and only every
@@ -1384,6 +1588,91 @@ impl RoutingCore {
         work + usize::from(self.needs_refresh)
     }
 
+    /// Delivers what other shards forwarded to this shard's agents: into the agent's ring,
+    /// or behind what waits in its deferral (links may use the room the deferral keeps for
+    /// them), acking when the sender asked; relays acks and nacks for this shard's agents
+    /// (counting nacks in their control blocks). A record for an agent this shard does not
+    /// know waits for one table refresh, then its sender is nacked. Returns records taken.
+    fn drain_links(&mut self, fresh: bool) -> usize {
+        let Self {
+            links_in,
+            producers,
+            deferrals,
+            agents,
+            shared,
+            shard,
+            needs_refresh,
+            defer_deadline_ns,
+            dead_letters,
+            ..
+        } = self;
+        let stats = &shared.stats[*shard];
+        let mut deadline = Deadline::new(defer_deadline_ns.filter(|_| dead_letters.is_some()));
+        let mut taken = 0;
+        for link in links_in.iter_mut() {
+            taken += link.read(LANE_BATCH_FRAMES[0], |record| {
+                let target = record.target;
+                let frame = record.frame;
+                let len = frame.len();
+                let copy = |out: &mut [u8]| out.copy_from_slice(frame);
+                if record.flags.is_reply() {
+                    let reason = record.flags.reject_reason();
+                    if reason != 0 {
+                        if let Some(a) = agents.iter().find(|a| a.agent_id == target) {
+                            let control = a.segment.control();
+                            count(&control.frames_rejected, 1);
+                            control.last_reject_reason.store(reason, Ordering::Relaxed);
+                        }
+                    }
+                    if !(producers.is_local(target) && producers.write(target, len, copy)) {
+                        count(&stats.replies_dropped, 1);
+                    }
+                    return ControlFlow::Continue(());
+                }
+                let source = u32::from_le_bytes(frame[24..28].try_into().expect("header"));
+                let correlation = u64::from_le_bytes(frame[16..24].try_into().expect("header"));
+                if !producers.is_local(target) {
+                    if !fresh {
+                        // Maybe registered here a moment ago: re-read commands first.
+                        *needs_refresh = true;
+                        return ControlFlow::Break(());
+                    }
+                    let detail = format!("no agent {target}");
+                    nack(
+                        source,
+                        correlation,
+                        NackReason::NoSuchAgent,
+                        &detail,
+                        producers,
+                        stats,
+                        None,
+                    );
+                    return ControlFlow::Continue(());
+                }
+                let waiting = deferrals.is_waiting(target);
+                if !waiting && producers.write(target, len, copy) {
+                    count(&stats.frames_delivered, 1);
+                    count(&stats.bytes_delivered, len as u64);
+                    if record.flags.ack_owed() {
+                        ack(source, correlation, producers, stats);
+                    }
+                } else if deferrals.can_take(target, len, true) {
+                    let pushed =
+                        deferrals.push(target, len, deadline.get(), record.flags.ack_owed(), copy);
+                    debug_assert!(pushed, "room checked");
+                    count(&stats.frames_deferred, 1);
+                } else {
+                    // Only a frame too large to defer, for a full ring: it waits here.
+                    return ControlFlow::Break(());
+                }
+                count(&stats.frames_from_links, 1);
+                ControlFlow::Continue(())
+            });
+        }
+        producers.publish();
+        taken
+    }
+
     /// Moves deferred frames into their destination rings as room appears (acking those
     /// whose sender asked), and gives up on frames past their deadline, for a destination
     /// that left, or every one when `shutting_down`: each goes to the dead-letter sink and
@@ -1399,11 +1688,12 @@ impl RoutingCore {
             producers,
             agents,
             shared,
+            shard,
             dead_letters,
             dead_letters_unflushed,
             ..
         } = self;
-        let stats = &shared.stats;
+        let stats = &shared.stats[*shard];
         let mut work = 0;
         let mut i = 0;
         while i < deferrals.waiting.len() {
@@ -1422,14 +1712,25 @@ impl RoutingCore {
                 let source = u32::from_le_bytes(d.frame[24..28].try_into().expect("header"));
                 let correlation = u64::from_le_bytes(d.frame[16..24].try_into().expect("header"));
                 if !gone && !shutting_down {
-                    let written = producers.write(dest, d.frame.len(), |out| {
-                        out.copy_from_slice(d.frame);
-                    });
+                    let local = producers.is_local(dest);
+                    let flags = if d.ack_owed && !local {
+                        LinkFlags::ACK_OWED
+                    } else {
+                        LinkFlags::NONE
+                    };
+                    let written = (local || producers.can_claim(dest, d.frame.len()))
+                        && producers.write_flagged(dest, d.frame.len(), flags, |out| {
+                            out.copy_from_slice(d.frame);
+                        });
                     if written {
-                        count(&stats.frames_delivered, 1);
-                        count(&stats.bytes_delivered, d.frame.len() as u64);
-                        if d.ack_owed {
-                            ack(source, correlation, producers, stats);
+                        if local {
+                            count(&stats.frames_delivered, 1);
+                            count(&stats.bytes_delivered, d.frame.len() as u64);
+                            if d.ack_owed {
+                                ack(source, correlation, producers, stats);
+                            }
+                        } else {
+                            count(&stats.frames_forwarded, 1);
                         }
                         return ControlFlow::Continue(());
                     }
@@ -1484,6 +1785,9 @@ impl RoutingCore {
                 if gone {
                     deferrals.by_destination.remove(&dest);
                 }
+                if let Some(flag) = deferrals.congested.get(&dest) {
+                    flag.store(false, Ordering::Release);
+                }
             } else {
                 i += 1;
             }
@@ -1507,6 +1811,9 @@ impl RoutingCore {
         if self.agents.is_empty() {
             std::thread::sleep(Duration::from_micros(200));
             return;
+        }
+        if self.links_in.iter_mut().any(|l| !l.is_empty()) {
+            return; // other shards forwarded frames (links have no doorbell)
         }
         self.park_target = (self.park_target + 1) % self.agents.len();
         idler.idle_all(0, &mut self.agents[self.park_target].tx);
@@ -1577,7 +1884,26 @@ impl RoutingCore {
     /// assert_eq!(core.finish(), 0);
     /// ```
     pub fn finish(&mut self) -> usize {
-        let routed = self.drain();
+        let mut routed = self.drain();
+        if !self.links_in.is_empty() {
+            // Every shard stops routing before any takes its last look at its links, so
+            // nothing forwarded is left behind in one.
+            let shared = self.shared.clone();
+            shared.finished.fetch_add(1, Ordering::AcqRel);
+            let deadline = Instant::now() + SHUTDOWN_WAIT;
+            while shared.finished.load(Ordering::Acquire) < shared.stats.len()
+                && Instant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
+            loop {
+                let taken = self.drain_links(true);
+                routed += taken;
+                if taken == 0 {
+                    break;
+                }
+            }
+        }
         // What still waits for a full destination goes to the dead-letter sink (or is
         // dropped and counted without one), so the shutdown loses nothing it could keep.
         let given_up = self.service_deferrals(true);
@@ -1605,13 +1931,28 @@ impl RoutingCore {
     /// assert_eq!(core.drain(), 0);
     /// ```
     pub fn drain(&mut self) -> usize {
+        let shared = self.shared.clone();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
         let mut routed = 0;
-        for _ in 0..DRAIN_PASSES_MAX {
+        let mut passes = 0;
+        while passes < DRAIN_PASSES_MAX {
             let work = self.do_work();
-            if work == 0 {
+            routed += work;
+            if work > 0 {
+                passes += 1;
+                shared.quiet[self.shard].store(false, Ordering::Release);
+                continue;
+            }
+            let links_empty = self.links_in.iter_mut().all(LinkReceiver::is_empty);
+            shared.quiet[self.shard].store(links_empty, Ordering::Release);
+            // Other shards may still forward frames here: quiet only when all are.
+            if links_empty && shared.quiet.iter().all(|q| q.load(Ordering::Acquire)) {
                 break;
             }
-            routed += work;
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::yield_now();
         }
         routed
     }
@@ -1702,6 +2043,8 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Every destination's deferral (see [`crate::deferral`]) and which ones hold frames.
+/// This shard's own agents get theirs at registration; an agent of another shard gets one
+/// here the first time frames must wait for it (it was congested), once per agent.
 #[derive(Default)]
 struct Deferrals {
     by_destination: rustc_hash::FxHashMap<u32, Deferral>,
@@ -1709,6 +2052,13 @@ struct Deferrals {
     waiting: Vec<u32>,
     /// Frames waiting in all deferrals.
     frames_now: usize,
+    /// Bytes of each deferral (0: deferral off).
+    capacity_bytes: usize,
+    /// Bytes of this shard's agents' deferrals that frames from this shard's own senders
+    /// leave free for frames arriving over links (which cannot be refused).
+    reserve_bytes: usize,
+    /// This shard's agents' congestion flags: set while their deferral holds frames.
+    congested: rustc_hash::FxHashMap<u32, Arc<AtomicBool>>,
 }
 
 impl Deferrals {
@@ -1718,10 +2068,34 @@ impl Deferrals {
         !self.waiting.is_empty() && self.by_destination.get(&id).is_some_and(|d| !d.is_empty())
     }
 
-    fn can_take(&mut self, id: u32, frame_bytes: usize) -> bool {
-        self.by_destination
-            .get_mut(&id)
-            .is_some_and(|d| d.can_take(frame_bytes))
+    /// Whether a frame for `id` can wait in its deferral: one from this shard's senders
+    /// leaves the link reserve free in the deferral of an agent served here; one that
+    /// arrived over a link (`arrival`) may use it.
+    fn can_take(&mut self, id: u32, frame_bytes: usize, arrival: bool) -> bool {
+        let local = self.congested.contains_key(&id);
+        if !local && !self.by_destination.contains_key(&id) && self.capacity_bytes > 0 {
+            // First wait for an agent of another shard: allocated once, off the fast path.
+            match Deferral::new(self.capacity_bytes) {
+                Ok(d) => {
+                    self.by_destination.insert(id, d);
+                }
+                Err(e) => {
+                    tracing::warn!(agent_id = id, "no deferral for a remote agent: {e}");
+                    return false;
+                }
+            }
+        }
+        let reserve = if local && !arrival {
+            self.reserve_bytes
+        } else {
+            0
+        };
+        self.by_destination.get_mut(&id).is_some_and(|d| {
+            d.can_take(frame_bytes)
+                && (reserve == 0
+                    || d.room_bytes()
+                        >= frame_bytes + crate::deferral::DEFERRAL_PREFIX_BYTES + 16 + reserve)
+        })
     }
 
     fn push(
@@ -1741,6 +2115,10 @@ impl Deferrals {
         }
         if was_empty {
             self.waiting.push(id);
+            if let Some(flag) = self.congested.get(&id) {
+                // Other shards stop forwarding to it and defer on their side.
+                flag.store(true, Ordering::Release);
+            }
         }
         self.frames_now += 1;
         true
@@ -1892,11 +2270,24 @@ fn route_frame(
     // waits for that destination and it has room, else behind what waits in its deferral.
     // If a copy fits neither, the frame stays in the sender's ring: backpressure on this
     // sender only, and only once a destination's deferral is full.
+    // A copy for another shard's agent goes over that shard's link unless the agent is
+    // congested (then it waits in this shard's deferral for it). Each copy's choice is made
+    // once, here, and kept below: a congestion flag that flips in between is seen next time.
     let len = frame.len();
     let any_waiting = !deferrals.waiting.is_empty();
-    for &id in targets.as_slice() {
-        let direct = !(any_waiting && deferrals.is_waiting(id)) && producers.can_claim(id, len);
-        if !direct && !deferrals.can_take(id, len) {
+    let all = targets.as_slice();
+    let mut direct_bits = [0u64; ROUTER_AGENTS_MAX / 64];
+    for (k, &id) in all.iter().enumerate() {
+        let copies = if all.len() > 1 {
+            producers.copies_via_same_link(id, all)
+        } else {
+            1
+        };
+        let direct = !(any_waiting && deferrals.is_waiting(id))
+            && producers.can_claim_copies(id, len, copies);
+        if direct {
+            direct_bits[k / 64] |= 1 << (k % 64);
+        } else if !deferrals.can_take(id, len, false) {
             return ControlFlow::Break(());
         }
     }
@@ -1907,13 +2298,25 @@ fn route_frame(
     };
     // A unicast or anycast ack is sent once the frame is in the destination ring; a topic's
     // once every copy is in a ring or a deferral (a copy that later expires is nacked).
+    // A unicast to another shard's agent is acked by that shard once it lands.
     let owe_ack = header.ack_requested() && matches!(targets, smallvec_like::Targets::One(_));
     let mut ack_deferred = false;
-    for &id in targets.as_slice() {
-        let waiting = any_waiting && deferrals.is_waiting(id);
-        if !waiting && producers.write(id, len, stamp) {
-            count(&stats.frames_delivered, 1);
-            count(&stats.bytes_delivered, len as u64);
+    for (k, &id) in all.iter().enumerate() {
+        let direct = direct_bits[k / 64] & (1 << (k % 64)) != 0;
+        let local = producers.is_local(id);
+        let flags = if owe_ack && !local {
+            LinkFlags::ACK_OWED
+        } else {
+            LinkFlags::NONE
+        };
+        if direct && producers.write_flagged(id, len, flags, stamp) {
+            if local {
+                count(&stats.frames_delivered, 1);
+                count(&stats.bytes_delivered, len as u64);
+            } else {
+                count(&stats.frames_forwarded, 1);
+                ack_deferred |= owe_ack;
+            }
         } else {
             let pushed = deferrals.push(id, len, deadline.get(), owe_ack, stamp);
             debug_assert!(pushed, "room checked above");
@@ -1928,7 +2331,8 @@ fn route_frame(
 }
 
 /// The candidate whose rx ring holds the fewest bytes (a destination with deferred frames
-/// counts as full), scanning from the round-robin cursor so ties spread the load.
+/// counts as full; so does a congested agent of another shard), scanning from the
+/// round-robin cursor so ties spread the load.
 fn least_loaded(ids: &[u32], start: usize, producers: &mut Outboxes, deferrals: &Deferrals) -> u32 {
     if ids.len() == 1 {
         return ids[0];
@@ -1956,6 +2360,7 @@ fn ack(source: u32, correlation: u64, producers: &mut Outboxes, stats: &RouterSt
         source,
         FrameHeader::new(FrameKind::Ack, DAEMON_AGENT_ID, source, 0).with_correlation(correlation),
         &[],
+        LinkFlags::REPLY,
         producers,
         stats,
     );
@@ -1999,17 +2404,27 @@ fn nack(
     )
     .with_correlation(correlation)
     .with_priority(0);
-    reply(source, header, &payload, producers, stats);
+    reply(
+        source,
+        header,
+        &payload,
+        LinkFlags::nack(reason as u32),
+        producers,
+        stats,
+    );
 }
 
+/// Writes an ack or nack for `source`; for an agent of another shard, over the link with
+/// `flags` saying what it is (that shard counts a nack in the agent's control block).
 fn reply(
     source: u32,
     header: FrameHeader,
     payload: &[u8],
+    flags: LinkFlags,
     producers: &mut Outboxes,
     stats: &RouterStats,
 ) {
-    let written = producers.write(source, HEADER_BYTES + payload.len(), |out| {
+    let written = producers.write_flagged(source, HEADER_BYTES + payload.len(), flags, |out| {
         header.write_to(out);
         out[HEADER_BYTES..].copy_from_slice(payload);
     });
@@ -2022,10 +2437,26 @@ fn reply(
 /// in a routed-throughput profile). Frames are committed as they are routed and each touched
 /// ring is published once per source batch: with the fenced wake protocol a publish is a
 /// locked instruction, and publishing per frame cost ~20% of the router core.
+///
+/// Agents another shard serves are reached through that shard's link ([`links`]): a write
+/// for one is a link record, refused while the agent is congested (frames wait in its
+/// deferral on its own shard) or the link's in-flight budget is spent.
 #[derive(Default)]
 struct Outboxes {
     rings: rustc_hash::FxHashMap<u32, Outbox>,
     dirty: Vec<u32>,
+    /// Agents of other shards (from the registry at the last table rebuild).
+    remote: rustc_hash::FxHashMap<u32, RemoteDest>,
+    /// Links to other shards, by shard index (`None` for this shard).
+    links: Vec<Option<LinkSender>>,
+    links_dirty: bool,
+}
+
+struct RemoteDest {
+    shard: usize,
+    congested: Arc<AtomicBool>,
+    /// Its rx ring, read only for its occupancy (least-loaded choice).
+    rx: crate::ring::RingMemory,
 }
 
 struct Outbox {
@@ -2050,27 +2481,89 @@ impl Outboxes {
         }
     }
 
+    /// Served here or by another shard.
     fn contains(&self, agent_id: u32) -> bool {
+        self.rings.contains_key(&agent_id) || self.remote.contains_key(&agent_id)
+    }
+
+    /// Served by this shard.
+    fn is_local(&self, agent_id: u32) -> bool {
         self.rings.contains_key(&agent_id)
     }
 
+    /// How many of `targets` go over the same link as `agent_id` (1 for a local agent).
+    fn copies_via_same_link(&self, agent_id: u32, targets: &[u32]) -> usize {
+        match self.remote.get(&agent_id) {
+            None => 1,
+            Some(r) => targets
+                .iter()
+                .filter(|t| self.remote.get(t).is_some_and(|o| o.shard == r.shard))
+                .count(),
+        }
+    }
+
     fn occupied_bytes(&mut self, agent_id: u32) -> usize {
-        self.rings
-            .get_mut(&agent_id)
-            .map_or(usize::MAX, |o| o.producer.occupied_bytes())
+        if let Some(o) = self.rings.get_mut(&agent_id) {
+            return o.producer.occupied_bytes();
+        }
+        match self.remote.get(&agent_id) {
+            Some(r) if r.congested.load(Ordering::Acquire) => usize::MAX - 1,
+            Some(r) => r.rx.occupied_bytes(),
+            None => usize::MAX,
+        }
+    }
+
+    /// Whether `copies` frames of `len_bytes` for the agent can be written now.
+    fn can_claim_copies(&mut self, agent_id: u32, len_bytes: usize, copies: usize) -> bool {
+        if let Some(o) = self.rings.get_mut(&agent_id) {
+            return o.producer.can_claim(len_bytes);
+        }
+        let Some(remote) = self.remote.get(&agent_id) else {
+            return false;
+        };
+        let Some(Some(link)) = self.links.get_mut(remote.shard) else {
+            return false;
+        };
+        // Room first (an acquire of the receiver's head), then the flag: a flag set before
+        // the room we were granted is seen.
+        link.can_take_copies(len_bytes, copies) && !remote.congested.load(Ordering::Acquire)
     }
 
     fn can_claim(&mut self, agent_id: u32, len_bytes: usize) -> bool {
-        self.rings
-            .get_mut(&agent_id)
-            .is_some_and(|o| o.producer.can_claim(len_bytes))
+        self.can_claim_copies(agent_id, len_bytes, 1)
     }
 
-    /// Claims `len_bytes` in the agent's rx ring, lets `fill` write the frame, commits it for
-    /// the next [`Outboxes::publish`]. False if there is no such agent or no room.
+    /// Claims `len_bytes` in the agent's rx ring (or its shard's link), lets `fill` write
+    /// the frame, commits it for the next [`Outboxes::publish`]. False if there is no such
+    /// agent or no room.
     fn write(&mut self, agent_id: u32, len_bytes: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        self.write_flagged(agent_id, len_bytes, LinkFlags::NONE, fill)
+    }
+
+    /// [`Outboxes::write`] with what the receiving shard must do besides delivering, for an
+    /// agent of another shard (ignored for this shard's own agents).
+    fn write_flagged(
+        &mut self,
+        agent_id: u32,
+        len_bytes: usize,
+        flags: LinkFlags,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let Some(outbox) = self.rings.get_mut(&agent_id) else {
-            return false;
+            let Some(remote) = self.remote.get(&agent_id) else {
+                return false;
+            };
+            let Some(Some(link)) = self.links.get_mut(remote.shard) else {
+                return false;
+            };
+            // Congestion was checked by the caller (`can_claim_copies`) when the copy was
+            // routed; replies ignore it (small, best effort, budgeted anyway).
+            if !link.can_take_copies(len_bytes, 1) {
+                return false;
+            }
+            let written = link.write(agent_id, flags, len_bytes, fill);
+            self.links_dirty |= written;
+            return written;
         };
         let Ok(mut claim) = outbox.producer.claim(len_bytes) else {
             return false;
@@ -2084,12 +2577,18 @@ impl Outboxes {
         true
     }
 
-    /// Publishes every ring written since the last call.
+    /// Publishes every ring and link written since the last call.
     fn publish(&mut self) {
         for agent_id in self.dirty.drain(..) {
             if let Some(outbox) = self.rings.get_mut(&agent_id) {
                 outbox.dirty = false;
                 outbox.producer.publish();
+            }
+        }
+        if self.links_dirty {
+            self.links_dirty = false;
+            for link in self.links.iter_mut().flatten() {
+                link.publish();
             }
         }
     }
