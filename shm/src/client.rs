@@ -411,6 +411,15 @@ pub struct Agent {
 
 /// Idle polls between liveness checks of the control socket (a syscall).
 const LIVENESS_CHECK_POLLS: u32 = 4096;
+/// Bumps the agent's heartbeat in its segment (sole writer: the agent; a plain store).
+fn beat(segment: &Segment) {
+    let heartbeat = &segment.control().agent_heartbeat.0;
+    heartbeat.store(
+        heartbeat.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
 /// Idle polls between heartbeats (a plain store to the agent's own cache line): with the
 /// default 1 ms park, about every 64 ms, well inside the daemon's liveness timeout.
 const HEARTBEAT_POLLS: u32 = 64;
@@ -944,12 +953,7 @@ impl Agent {
     /// agent.heartbeat();
     /// ```
     pub fn heartbeat(&self) {
-        let beat = &self.link.segment.control().agent_heartbeat.0;
-        // Sole writer: this agent.
-        beat.store(
-            beat.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        beat(&self.link.segment);
     }
 
     fn idle_once(&mut self, work: usize) -> Result<(), ClientError> {
@@ -987,14 +991,10 @@ impl Agent {
             }
             None => {
                 // A caller polling an empty ring is alive: beat now and then.
-                // (Fields, not `self.heartbeat()`: `self.link.rx` is still borrowed here.)
+                // (A field, not `self.heartbeat()`: `self.link.rx` is still borrowed here.)
                 self.idle_polls = self.idle_polls.wrapping_add(1);
                 if self.idle_polls % HEARTBEAT_POLLS == 0 {
-                    let beat = &self.link.segment.control().agent_heartbeat.0;
-                    beat.store(
-                        beat.load(Ordering::Relaxed).wrapping_add(1),
-                        Ordering::Relaxed,
-                    );
+                    beat(&self.link.segment);
                 }
                 Ok(None)
             }

@@ -52,6 +52,23 @@ fn wait_for(counter: &std::sync::atomic::AtomicU64, at_least: u64, what: &str) {
     }
 }
 
+/// Polls `agents` until `total` frames arrived among them (10 s watchdog, no quiet-window
+/// timing); returns how many each received.
+fn receive_spread(agents: &mut [&mut Agent], total: usize, what: &str) -> Vec<usize> {
+    let mut got = vec![0; agents.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.iter().sum::<usize>() < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: {got:?} of {total} {what}"
+        );
+        for (n, agent) in got.iter_mut().zip(agents.iter_mut()) {
+            *n += usize::from(agent.try_recv().unwrap().is_some());
+        }
+    }
+    got
+}
+
 /// A test peer process (`agentwire-shm-peer`) and its stdout, read a line at a time.
 struct Peer {
     child: std::process::Child,
@@ -232,17 +249,8 @@ fn anycast_respects_semver_and_spreads_load() {
         c.anycast("ocr", "^2", &[i]).unwrap();
     }
     // Count deliveries until all 10 arrived (watchdog, no quiet-window timing).
-    let (mut n1, mut n2) = (0, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while n1 + n2 < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchdog: {n1} + {n2} of 10 anycasts"
-        );
-        n1 += usize::from(new1.try_recv().unwrap().is_some());
-        n2 += usize::from(new2.try_recv().unwrap().is_some());
-    }
-    assert_eq!((n1, n2), (5, 5), "round robin over the two matching agents");
+    let got = receive_spread(&mut [&mut new1, &mut new2], 10, "anycasts");
+    assert_eq!(got, [5, 5], "round robin over the two matching agents");
     assert_quiet(&mut old, "1.9 does not satisfy ^2");
     // No provider: nacked.
     c.anycast("ocr", "^3", b"x").unwrap();
@@ -552,17 +560,8 @@ fn feature_routes_reach_a_registered_agent_least_loaded_first() {
     for i in 0u8..10 {
         c.send_feature(12, &[i]).unwrap();
     }
-    let (mut n1, mut n2) = (0, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while n1 + n2 < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watchdog: {n1} + {n2} of 10 feature sends"
-        );
-        n1 += usize::from(f1.try_recv().unwrap().is_some());
-        n2 += usize::from(f2.try_recv().unwrap().is_some());
-    }
-    assert_eq!((n1, n2), (5, 5), "ties spread over both agents serving 12");
+    let got = receive_spread(&mut [&mut f1, &mut f2], 10, "feature sends");
+    assert_eq!(got, [5, 5], "ties spread over both agents serving 12");
     assert_quiet(&mut other, "feature 13 serves nothing for 12");
     // Acked, and the frame says which feature it is for.
     c.send_feature_with(

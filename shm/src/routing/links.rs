@@ -143,37 +143,18 @@ impl LinkSender {
         self.budget_bytes
     }
 
-    /// Whether records for these frames (bytes each) fit now, within the budget. A frame
-    /// larger than the whole budget may go alone, on an empty link. Reads the receiver's
-    /// head (an acquire) only when the budget known free is not enough: whatever the
-    /// receiving shard published before that head (its congestion flags) is visible after.
-    ///
-    /// ```
-    /// let (mut tx, _rx) = agentwire_shm::routing::links::link(4096, 256).unwrap();
-    /// assert!(tx.can_take(&[100]));
-    /// assert!(!tx.can_take(&[100, 100, 100]));
-    /// ```
-    pub fn can_take(&mut self, frames_bytes: &[usize]) -> bool {
-        let needed: usize = frames_bytes.iter().map(|&f| record_bytes(f)).sum();
-        self.can_take_bytes(
-            needed,
-            frames_bytes.len(),
-            frames_bytes.first().copied().unwrap_or(0),
-        )
-    }
-
-    /// Whether `copies` records of a `frame_bytes` frame fit now (a fan-out's copies to
-    /// agents of one shard).
+    /// Whether `copies` records of a `frame_bytes` frame (a fan-out's copies to agents of
+    /// one shard) fit now, within the budget. A frame larger than the whole budget may go
+    /// alone, on an empty link. Reads the receiver's head (an acquire) only when the budget
+    /// known free is not enough: whatever the receiving shard published before that head
+    /// (its congestion flags) is visible after.
     ///
     /// ```
     /// let (mut tx, _rx) = agentwire_shm::routing::links::link(4096, 256).unwrap();
     /// assert!(tx.can_take_copies(50, 3) && !tx.can_take_copies(50, 4));
     /// ```
     pub fn can_take_copies(&mut self, frame_bytes: usize, copies: usize) -> bool {
-        self.can_take_bytes(record_bytes(frame_bytes) * copies, copies, frame_bytes)
-    }
-
-    fn can_take_bytes(&mut self, needed: usize, records: usize, first_frame_bytes: usize) -> bool {
+        let needed = record_bytes(frame_bytes) * copies;
         if needed <= self.room_bytes {
             return true;
         }
@@ -183,7 +164,7 @@ impl LinkSender {
             return true;
         }
         // An oversized frame alone on an empty link (bounded: one at a time).
-        records == 1 && occupied == 0 && self.tx.can_claim(LINK_PREFIX_BYTES + first_frame_bytes)
+        copies == 1 && occupied == 0 && self.tx.can_claim(LINK_PREFIX_BYTES + frame_bytes)
     }
 
     /// Writes a record for `target` with a frame of `frame_bytes` filled by `fill`, to be
@@ -201,7 +182,7 @@ impl LinkSender {
         frame_bytes: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        if !self.can_take(&[frame_bytes]) {
+        if !self.can_take_copies(frame_bytes, 1) {
             return false;
         }
         let Ok(mut claim) = self.tx.claim(LINK_PREFIX_BYTES + frame_bytes) else {
@@ -292,12 +273,15 @@ mod tests {
             ControlFlow::Continue(())
         });
         assert_eq!(taken, 4);
-        assert!(tx.can_take(&[56; 4]) && !tx.can_take(&[56; 5]));
+        assert!(tx.can_take_copies(56, 4) && !tx.can_take_copies(56, 5));
         // An oversized frame goes alone on an empty link.
         rx.read(usize::MAX, |_| ControlFlow::Continue(()));
-        assert!(tx.can_take(&[4000]));
+        assert!(tx.can_take_copies(4000, 1));
         assert!(tx.write(1, LinkFlags::nack(2), 4000, |o| o.fill(1)));
-        assert!(!tx.can_take(&[8]), "nothing rides with an oversized frame");
+        assert!(
+            !tx.can_take_copies(8, 1),
+            "nothing rides with an oversized frame"
+        );
         tx.publish();
         rx.read(1, |r| {
             assert_eq!((r.flags.reject_reason(), r.frame.len()), (2, 4000));

@@ -401,6 +401,14 @@ impl Registry {
         out
     }
 
+    /// Every feature id some registered agent serves, in order.
+    fn features(&self) -> std::collections::BTreeSet<u32> {
+        self.agents
+            .values()
+            .flat_map(|rec| rec.features.iter().copied())
+            .collect()
+    }
+
     /// Live agents serving `feature`, by id.
     fn serving(&self, feature: u32) -> Vec<u32> {
         let mut out: Vec<u32> = self
@@ -982,12 +990,7 @@ fn status_report(shared: &Shared) -> StatusReport {
                     .collect(),
             }),
     );
-    let features: std::collections::BTreeSet<u32> = reg
-        .agents
-        .values()
-        .flat_map(|rec| rec.features.iter().copied())
-        .collect();
-    routes.extend(features.into_iter().map(|feature| RouteStatus {
+    routes.extend(reg.features().into_iter().map(|feature| RouteStatus {
         kind: "feature".into(),
         route_id: feature,
         name: format!("feature {feature}"),
@@ -1268,12 +1271,7 @@ fn rebuild_table(shared: &Shared, producers: &mut Outboxes, shard: usize) -> Rou
         table.capability_routes.push(ids);
     }
     table.round_robin = vec![0; table.capability_routes.len()];
-    let features: std::collections::BTreeSet<u32> = reg
-        .agents
-        .values()
-        .flat_map(|rec| rec.features.iter().copied())
-        .collect();
-    for feature in features {
+    for feature in reg.features() {
         let ids: Vec<u32> = reg
             .serving(feature)
             .into_iter()
@@ -1712,27 +1710,35 @@ impl RoutingCore {
                 let source = u32::from_le_bytes(d.frame[24..28].try_into().expect("header"));
                 let correlation = u64::from_le_bytes(d.frame[16..24].try_into().expect("header"));
                 if !gone && !shutting_down {
-                    let local = producers.is_local(dest);
-                    let flags = if d.ack_owed && !local {
+                    let link_flags = if d.ack_owed {
                         LinkFlags::ACK_OWED
                     } else {
                         LinkFlags::NONE
                     };
-                    let written = (local || producers.can_claim(dest, d.frame.len()))
-                        && producers.write_flagged(dest, d.frame.len(), flags, |out| {
+                    // Another shard's agent: only while it is not congested.
+                    let placed = if producers.is_local(dest)
+                        || producers.can_claim(dest, d.frame.len())
+                    {
+                        producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
                             out.copy_from_slice(d.frame);
-                        });
-                    if written {
-                        if local {
+                        })
+                    } else {
+                        Placed::Refused
+                    };
+                    match placed {
+                        Placed::Delivered => {
                             count(&stats.frames_delivered, 1);
                             count(&stats.bytes_delivered, d.frame.len() as u64);
                             if d.ack_owed {
                                 ack(source, correlation, producers, stats);
                             }
-                        } else {
-                            count(&stats.frames_forwarded, 1);
+                            return ControlFlow::Continue(());
                         }
-                        return ControlFlow::Continue(());
+                        Placed::Forwarded => {
+                            count(&stats.frames_forwarded, 1);
+                            return ControlFlow::Continue(());
+                        }
+                        Placed::Refused => {}
                     }
                     if d.deadline_ns > now_ns {
                         return ControlFlow::Break(());
@@ -2301,22 +2307,24 @@ fn route_frame(
     // A unicast to another shard's agent is acked by that shard once it lands.
     let owe_ack = header.ack_requested() && matches!(targets, smallvec_like::Targets::One(_));
     let mut ack_deferred = false;
+    let link_flags = if owe_ack {
+        LinkFlags::ACK_OWED
+    } else {
+        LinkFlags::NONE
+    };
     for (k, &id) in all.iter().enumerate() {
         let direct = direct_bits[k / 64] & (1 << (k % 64)) != 0;
-        let local = producers.is_local(id);
-        let flags = if owe_ack && !local {
-            LinkFlags::ACK_OWED
+        let placed = if direct {
+            producers.write_flagged(id, len, link_flags, stamp)
         } else {
-            LinkFlags::NONE
+            Placed::Refused
         };
-        if direct && producers.write_flagged(id, len, flags, stamp) {
-            if local {
-                count(&stats.frames_delivered, 1);
-                count(&stats.bytes_delivered, len as u64);
-            } else {
-                count(&stats.frames_forwarded, 1);
-                ack_deferred |= owe_ack;
-            }
+        if placed == Placed::Delivered {
+            count(&stats.frames_delivered, 1);
+            count(&stats.bytes_delivered, len as u64);
+        } else if placed == Placed::Forwarded {
+            count(&stats.frames_forwarded, 1);
+            ack_deferred |= owe_ack;
         } else {
             let pushed = deferrals.push(id, len, deadline.get(), owe_ack, stamp);
             debug_assert!(pushed, "room checked above");
@@ -2424,11 +2432,11 @@ fn reply(
     producers: &mut Outboxes,
     stats: &RouterStats,
 ) {
-    let written = producers.write_flagged(source, HEADER_BYTES + payload.len(), flags, |out| {
+    let placed = producers.write_flagged(source, HEADER_BYTES + payload.len(), flags, |out| {
         header.write_to(out);
         out[HEADER_BYTES..].copy_from_slice(payload);
     });
-    if !written {
+    if placed == Placed::Refused {
         count(&stats.replies_dropped, 1);
     }
 }
@@ -2450,6 +2458,17 @@ struct Outboxes {
     /// Links to other shards, by shard index (`None` for this shard).
     links: Vec<Option<LinkSender>>,
     links_dirty: bool,
+}
+
+/// Where [`Outboxes::write_flagged`] put a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// In the rx ring of an agent this shard serves.
+    Delivered,
+    /// On the link to the shard that serves the agent.
+    Forwarded,
+    /// Nowhere: no such agent, or no room.
+    Refused,
 }
 
 struct RemoteDest {
@@ -2537,36 +2556,38 @@ impl Outboxes {
     /// the frame, commits it for the next [`Outboxes::publish`]. False if there is no such
     /// agent or no room.
     fn write(&mut self, agent_id: u32, len_bytes: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        self.write_flagged(agent_id, len_bytes, LinkFlags::NONE, fill)
+        self.write_flagged(agent_id, len_bytes, LinkFlags::NONE, fill) != Placed::Refused
     }
 
-    /// [`Outboxes::write`] with what the receiving shard must do besides delivering, for an
-    /// agent of another shard (ignored for this shard's own agents).
+    /// [`Outboxes::write`] that says where the frame went, with `link_flags` for the record
+    /// when the agent is another shard's (what that shard must do besides delivering;
+    /// ignored for this shard's own agents). One map lookup for a local agent.
     fn write_flagged(
         &mut self,
         agent_id: u32,
         len_bytes: usize,
-        flags: LinkFlags,
+        link_flags: LinkFlags,
         fill: impl FnOnce(&mut [u8]),
-    ) -> bool {
+    ) -> Placed {
         let Some(outbox) = self.rings.get_mut(&agent_id) else {
             let Some(remote) = self.remote.get(&agent_id) else {
-                return false;
+                return Placed::Refused;
             };
             let Some(Some(link)) = self.links.get_mut(remote.shard) else {
-                return false;
+                return Placed::Refused;
             };
             // Congestion was checked by the caller (`can_claim_copies`) when the copy was
             // routed; replies ignore it (small, best effort, budgeted anyway).
-            if !link.can_take_copies(len_bytes, 1) {
-                return false;
+            if !link.can_take_copies(len_bytes, 1)
+                || !link.write(agent_id, link_flags, len_bytes, fill)
+            {
+                return Placed::Refused;
             }
-            let written = link.write(agent_id, flags, len_bytes, fill);
-            self.links_dirty |= written;
-            return written;
+            self.links_dirty = true;
+            return Placed::Forwarded;
         };
         let Ok(mut claim) = outbox.producer.claim(len_bytes) else {
-            return false;
+            return Placed::Refused;
         };
         fill(claim.bytes_mut());
         claim.commit_deferred();
@@ -2574,7 +2595,7 @@ impl Outboxes {
             outbox.dirty = true;
             self.dirty.push(agent_id);
         }
-        true
+        Placed::Delivered
     }
 
     /// Publishes every ring and link written since the last call.
