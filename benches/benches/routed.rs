@@ -15,6 +15,7 @@ use agentwire_shm::client::{Agent, SendOptions};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::wire::FrameKind;
 use hdrhistogram::Histogram;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 const PAYLOAD_BYTES: usize = 64;
@@ -126,6 +127,90 @@ fn raw_ring_throughput(messages: u64) -> f64 {
     messages as f64 / consumer.as_secs_f64()
 }
 
+/// Router capacity without the load generator in the loop: with the routing core held, the
+/// generator fills the sender's tx ring with `frames` frames; then the core (pinned to cpu
+/// 1, driven here by hand) routes them all into the receiver's rx ring, and only that drain
+/// is timed (frames / drain time). The receiver then checks every sequence number.
+fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> {
+    use agentwire_shm::routing::{RouterConfig, RouterControl};
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    const RING_BYTES: usize = 1 << 20;
+    let mut config = RouterConfig::new(socket.to_path_buf());
+    config.ring_capacity_bytes = RING_BYTES;
+    config.idle = IdleStrategy::Spin;
+    let (control, mut core) = RouterControl::start(config).expect("router");
+    // 0: route freely (registrations); 1: hold; 2 + n: drain run n; usize::MAX: stop.
+    let phase = AtomicUsize::new(0);
+    let held = AtomicUsize::new(0);
+    let drain_ns = AtomicU64::new(0);
+    let stats = control.stats();
+    let delivered = || stats.frames_delivered.load(Ordering::Acquire);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_cpu(1);
+            loop {
+                match phase.load(Ordering::Acquire) {
+                    usize::MAX => break,
+                    0 => {
+                        core.do_work();
+                    }
+                    1 => held.store(1, Ordering::Release),
+                    _ => {
+                        let target = delivered() + frames;
+                        let start = Instant::now();
+                        while delivered() < target {
+                            core.do_work();
+                        }
+                        held.store(0, Ordering::Release);
+                        phase.store(1, Ordering::Release);
+                        let ns = start.elapsed().as_nanos() as u64;
+                        drain_ns.store(ns.max(1), Ordering::Release);
+                    }
+                }
+            }
+        });
+        let connect = |name: &str| {
+            Agent::builder(name)
+                .socket(socket)
+                .idle(IdleStrategy::Spin)
+                .connect()
+                .expect("connect")
+        };
+        let (mut sender, mut receiver) = (connect("drain-sender"), connect("drain-receiver"));
+        let to = receiver.id();
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            phase.store(1, Ordering::Release);
+            while held.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
+            }
+            let mut payload = [0u8; PAYLOAD_BYTES];
+            for seq in 0..frames {
+                payload[..8].copy_from_slice(&seq.to_le_bytes());
+                sender.send(to, &payload).expect("send");
+            }
+            drain_ns.store(0, Ordering::Release);
+            phase.store(2, Ordering::Release);
+            while drain_ns.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
+            }
+            let mut received = 0u64;
+            while received < frames {
+                receiver
+                    .recv_batch(256, |_, payload| {
+                        let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                        assert_eq!(seq, received, "lost, duplicated or reordered");
+                        received += 1;
+                    })
+                    .expect("recv");
+            }
+            rates.push(frames as f64 / (drain_ns.load(Ordering::Acquire) as f64 / 1e9));
+        }
+        phase.store(usize::MAX, Ordering::Release);
+        rates
+    })
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (messages, round_trips, runs) = if full {
@@ -136,6 +221,14 @@ fn main() {
     let socket = std::env::temp_dir()
         .join(format!("aw-bench-routed-{}", std::process::id()))
         .join("agentwire.sock");
+    // `cargo bench --bench routed -- drain`: only the router-alone drain (for profiling the
+    // routing core with perf).
+    if std::env::args().any(|a| a == "drain") {
+        pin_to_cpu(0);
+        let mut drain = router_drain(&socket.with_file_name("drain.sock"), 4096, 20_000);
+        print_drain(&mut drain, 4096);
+        return;
+    }
     let mut config = Config::embedded_default();
     config.router_cpu = Some(1);
     config.idle = IdleStrategy::Spin;
@@ -158,9 +251,33 @@ fn main() {
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     let mut p999 = Vec::new();
+    let mut idle = Vec::new();
+    let mut frames_per_cycle = Vec::new();
+    // `-- rtt`: only round trips (for profiling the request/response path).
+    if std::env::args().any(|a| a == "rtt") {
+        let h = routed_round_trips(&mut sender, &mut receiver, round_trips * 10);
+        println!(
+            "round trip p50 {} ns, p99 {} ns, p99.9 {} ns",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999)
+        );
+        return;
+    }
     for _ in 0..runs {
         raw.push(raw_ring_throughput(messages));
+        let stats = daemon.stats();
+        let cycles = |s: &agentwire_shm::routing::RouterStats| {
+            (
+                s.duty_cycles.load(Ordering::Relaxed),
+                s.duty_cycles_idle.load(Ordering::Relaxed),
+            )
+        };
+        let (c0, i0) = cycles(stats);
         routed.push(routed_throughput(&mut sender, &mut receiver, messages));
+        let (c1, i1) = cycles(stats);
+        idle.push((i1 - i0) as f64 / (c1 - c0).max(1) as f64);
+        frames_per_cycle.push(messages as f64 / (c1 - c0 - (i1 - i0)).max(1) as f64);
         let h = routed_round_trips(&mut sender, &mut receiver, round_trips);
         p50.push(h.value_at_quantile(0.5));
         p99.push(h.value_at_quantile(0.99));
@@ -192,6 +309,12 @@ fn main() {
     );
     println!("{:<44} {:>12.3}", "routed / bare", routed_med / raw_med);
     println!(
+        "{:<44} {:>12.3}   frames per busy pass {:.1}",
+        "router idle passes during throughput",
+        med(&mut idle),
+        med(&mut frames_per_cycle)
+    );
+    println!(
         "{:<44} {:>9} ns   p99 {} ns, p99.9 {} ns",
         "request/response round trip p50",
         medu(&mut p50),
@@ -200,4 +323,28 @@ fn main() {
     );
     drop((sender, receiver));
     daemon.join();
+    // 1 MiB rings hold ~8.7k 120-byte records: 4,096 frames (480 KiB each way) leave room
+    // and stay within the caches, as a router's working set does in steady state.
+    let drain_frames = 4096;
+    let mut drain = router_drain(
+        &socket.with_file_name("drain.sock"),
+        drain_frames,
+        runs * 200,
+    );
+    print_drain(&mut drain, drain_frames);
+}
+
+fn print_drain(drain: &mut [f64], frames: u64) {
+    drain.sort_by(f64::total_cmp);
+    let at = |q: f64| drain[((drain.len() - 1) as f64 * q) as usize] / 1e6;
+    println!(
+        "{:<44} {:>10.2} M/s   p25..p75 {:.2}..{:.2}, p90 {:.2}  ({} frames from a held backlog, {} runs)",
+        "router core alone (drains a backlog)",
+        at(0.5),
+        at(0.25),
+        at(0.75),
+        at(0.9),
+        frames,
+        drain.len()
+    );
 }

@@ -549,6 +549,10 @@ impl Agent {
             if frame_len > self.link.tx[lane].frame_bytes_max() {
                 break; // claim() below reports TooLarge
             }
+            // Frames committed with `commit_deferred` (a batch larger than the free room)
+            // are published before waiting: the daemon cannot free room for frames it
+            // cannot see. A no-op when nothing is pending.
+            self.link.tx[lane].publish();
             let deadline =
                 *deadline.get_or_insert_with(|| Instant::now() + self.builder.send_timeout);
             spins += 1;
@@ -620,7 +624,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Sends a batch of frames to one agent with a single publish (one release store).
+    /// Sends a batch of frames to one agent with a single publish (one release store) when
+    /// the ring has room for the whole batch; a larger batch is published as it goes. Returns
+    /// the frames sent, like `write(2)`: fewer than given if the ring stayed full past the
+    /// send timeout after some were sent; the error only if none was.
     ///
     /// ```no_run
     /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
@@ -632,20 +639,33 @@ impl Agent {
         to_agent: u32,
         payloads: impl IntoIterator<Item = &'p [u8]>,
     ) -> Result<usize, ClientError> {
+        let lane = crate::segment::TX_LANE_DEFAULT;
         let mut sent = 0;
+        let mut result = Ok(());
         for payload in payloads {
-            let mut claim = self.claim(
+            match self.claim(
                 FrameKind::Send,
                 to_agent,
                 payload.len(),
                 SendOptions::default(),
-            )?;
-            claim.payload_mut().copy_from_slice(payload);
-            claim.commit_deferred();
-            sent += 1;
+            ) {
+                Ok(mut claim) => {
+                    claim.payload_mut().copy_from_slice(payload);
+                    claim.commit_deferred();
+                    sent += 1;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        self.link.tx[crate::segment::TX_LANE_DEFAULT].publish();
-        Ok(sent)
+        // Frames written before an error are sent too (the count says how many).
+        self.link.tx[lane].publish();
+        match result {
+            Err(e) if sent == 0 => Err(e),
+            _ => Ok(sent),
+        }
     }
 
     /// Publishes committed-but-deferred frames (see [`FrameClaim::commit_deferred`]).
@@ -1149,7 +1169,8 @@ impl FrameClaim<'_> {
         self.claim.commit();
     }
 
-    /// Commits; visible at the next [`Agent::flush`].
+    /// Commits; visible at the next [`Agent::flush`], or earlier if a later claim on the same
+    /// lane finds the ring full (it publishes before waiting for room).
     ///
     /// ```no_run
     /// # use agentwire_shm::wire::FrameKind;

@@ -521,6 +521,36 @@ fn slow_destination_backpressures_its_sender_without_loss() {
 }
 
 #[test]
+fn a_batch_larger_than_the_ring_is_published_as_it_goes() {
+    // 4 KiB rings hold ~34 of these frames; a batch of 500 must not wait for room that only
+    // its own unpublished frames take.
+    let mut config = TestRouterConfig::new(socket("big-batch"));
+    config.ring_capacity_bytes = 4096;
+    let r = TestRouter::start(config).unwrap();
+    let mut sender = agent(&r, "sender");
+    let mut receiver = agent(&r, "receiver");
+    let to = receiver.id();
+    let payloads: Vec<[u8; 64]> = (0..500u64)
+        .map(|i| {
+            let mut p = [0u8; 64];
+            p[..8].copy_from_slice(&i.to_le_bytes());
+            p
+        })
+        .collect();
+    let reader = std::thread::spawn(move || {
+        for expected in 0..500u64 {
+            let m = receiver.recv(WAIT).unwrap().expect("batched frame");
+            assert_eq!(m.payload()[..8], expected.to_le_bytes());
+        }
+    });
+    let sent = sender
+        .send_batch(to, payloads.iter().map(|p| &p[..]))
+        .expect("a batch larger than the ring");
+    assert_eq!(sent, 500);
+    reader.join().unwrap();
+}
+
+#[test]
 fn sigkill_of_agent_process_mid_stream_delivers_an_intact_prefix() {
     let r = router("sigkill");
     let sock = r.socket_path().to_str().unwrap();

@@ -437,6 +437,67 @@ enum RouterCmd {
     Remove { agent_id: u32 },
 }
 
+/// The sending end of a routing core's command queue: a bounded channel plus a count of the
+/// commands posted, so the core pays one plain load per duty cycle and touches the channel
+/// (whose `try_recv` issues a full fence) only when something was posted.
+#[derive(Clone)]
+struct CommandSender {
+    tx: SyncSender<RouterCmd>,
+    posted: Arc<AtomicU64>,
+}
+
+impl CommandSender {
+    fn send(&self, cmd: RouterCmd) -> Result<(), std::sync::mpsc::SendError<RouterCmd>> {
+        self.tx.send(cmd)?;
+        self.posted.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The routing core's end of its command queue (see [`CommandSender`]).
+struct CommandReceiver {
+    rx: Receiver<RouterCmd>,
+    posted: Arc<AtomicU64>,
+    /// `posted` when the queue was last emptied.
+    seen: u64,
+}
+
+impl CommandReceiver {
+    /// The next command, if one was posted since the queue was last found empty.
+    fn try_recv(&mut self) -> Option<RouterCmd> {
+        let posted = self.posted.load(Ordering::Acquire);
+        if posted == self.seen {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(cmd) => Some(cmd),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                // Everything counted so far is taken (a command is counted after it is
+                // queued, so one queued but not yet counted may have been taken early).
+                self.seen = posted;
+                None
+            }
+        }
+    }
+}
+
+/// A bounded command queue for one routing core.
+fn command_queue(bound: usize) -> (CommandSender, CommandReceiver) {
+    let (tx, rx) = sync_channel::<RouterCmd>(bound);
+    let posted = Arc::new(AtomicU64::new(0));
+    (
+        CommandSender {
+            tx,
+            posted: posted.clone(),
+        },
+        CommandReceiver {
+            rx,
+            posted,
+            seen: 0,
+        },
+    )
+}
+
 struct NewAgent {
     agent_id: u32,
     congested: Arc<AtomicBool>,
@@ -549,7 +610,7 @@ impl RouterControl {
         let mut cmd_txs = Vec::with_capacity(shards);
         let mut cores = Vec::with_capacity(shards);
         for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
-            let (cmd_tx, cmd_rx) = sync_channel::<RouterCmd>(ROUTER_AGENTS_MAX * 2);
+            let (cmd_tx, cmd_rx) = command_queue(ROUTER_AGENTS_MAX * 2);
             cmd_txs.push(cmd_tx);
             let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
             core.producers.links = outs;
@@ -756,7 +817,7 @@ fn deadline_ns(deadline: Option<Duration>) -> u64 {
 fn accept_loop(
     mut listener: ControlListener,
     shared: Arc<Shared>,
-    shard_cmds: Vec<SyncSender<RouterCmd>>,
+    shard_cmds: Vec<CommandSender>,
     config: RouterConfig,
 ) {
     let mut next_agent_id = 1u32;
@@ -1110,7 +1171,7 @@ fn control_loop(
     conn: ControlConn,
     pidfd: Option<rustix::fd::OwnedFd>,
     shared: Arc<Shared>,
-    cmds: SyncSender<RouterCmd>,
+    cmds: CommandSender,
 ) {
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
@@ -1292,7 +1353,7 @@ pub struct RoutingCore {
     shard: usize,
     /// Links from every other shard.
     links_in: Vec<LinkReceiver>,
-    cmds: Receiver<RouterCmd>,
+    cmds: CommandReceiver,
     agents: Vec<DataAgent>,
     producers: Outboxes,
     deferrals: Deferrals,
@@ -1319,7 +1380,7 @@ impl std::fmt::Debug for RoutingCore {
 }
 
 impl RoutingCore {
-    fn new(shared: Arc<Shared>, cmds: Receiver<RouterCmd>, shard: usize) -> Self {
+    fn new(shared: Arc<Shared>, cmds: CommandReceiver, shard: usize) -> Self {
         Self {
             shared,
             shard,
@@ -1392,7 +1453,7 @@ impl RoutingCore {
         let mut changed = false;
         loop {
             match self.cmds.try_recv() {
-                Ok(RouterCmd::Add(new)) => {
+                Some(RouterCmd::Add(new)) => {
                     let NewAgent {
                         agent_id,
                         congested,
@@ -1413,7 +1474,7 @@ impl RoutingCore {
                         leaving: false,
                     });
                 }
-                Ok(RouterCmd::Remove { agent_id }) => {
+                Some(RouterCmd::Remove { agent_id }) => {
                     self.producers.remove(agent_id);
                     self.deferrals.congested.remove(&agent_id);
                     // Frames still waiting for it are given up on at the next service.
@@ -1435,7 +1496,7 @@ impl RoutingCore {
                             .store(state::CLOSED, Ordering::Release);
                     }
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return changed,
+                None => return changed,
             }
             changed = true;
         }
@@ -1502,8 +1563,13 @@ impl RoutingCore {
         self.lane_backlog = [false; TX_LANES];
         for class in order {
             let budget_total = LANE_BATCH_FRAMES[class];
-            for k in 0..agents_len {
-                let agent = &mut self.agents[(first + k) % agents_len];
+            let mut index = first;
+            for _ in 0..agents_len {
+                let agent = &mut self.agents[index];
+                index += 1;
+                if index == agents_len {
+                    index = 0;
+                }
                 let source = agent.agent_id;
                 let control = agent.segment.control();
                 let mut left = budget_total;
@@ -2215,7 +2281,25 @@ fn route_frame(
         );
         return ControlFlow::Continue(());
     }
-    let targets: smallvec_like::Targets = match header.destination_kind() {
+    // The ring owner is the source, whatever the frame claims.
+    let stamp = |out: &mut [u8]| {
+        out.copy_from_slice(frame);
+        out[24..28].copy_from_slice(&source.to_le_bytes());
+    };
+    let len = frame.len();
+    // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
+    // and nothing deferred anywhere (so nothing waits for it either).
+    if let Destination::Agent(id) = header.destination_kind() {
+        if deferrals.waiting.is_empty() && producers.deliver_local(id, len, stamp) {
+            count(&stats.frames_delivered, 1);
+            count(&stats.bytes_delivered, len as u64);
+            if header.ack_requested() {
+                ack(source, header.correlation(), producers, stats);
+            }
+            return ControlFlow::Continue(());
+        }
+    }
+    let targets: smallvec_like::Targets<'_> = match header.destination_kind() {
         Destination::Agent(id) => {
             if !producers.contains(id) || id == DAEMON_AGENT_ID {
                 return unknown(
@@ -2228,7 +2312,7 @@ fn route_frame(
             smallvec_like::Targets::One(id)
         }
         Destination::Topic(topic) => match table.subscribers.get(&topic) {
-            Some(subs) if !subs.is_empty() => smallvec_like::Targets::Many(subs.clone()),
+            Some(subs) if !subs.is_empty() => smallvec_like::Targets::Many(subs),
             _ => {
                 return unknown(
                     format!("no subscriber to topic {topic}"),
@@ -2279,7 +2363,6 @@ fn route_frame(
     // A copy for another shard's agent goes over that shard's link unless the agent is
     // congested (then it waits in this shard's deferral for it). Each copy's choice is made
     // once, here, and kept below: a congestion flag that flips in between is seen next time.
-    let len = frame.len();
     let any_waiting = !deferrals.waiting.is_empty();
     let all = targets.as_slice();
     let mut direct_bits = [0u64; ROUTER_AGENTS_MAX / 64];
@@ -2297,11 +2380,6 @@ fn route_frame(
             return ControlFlow::Break(());
         }
     }
-    // The ring owner is the source, whatever the frame claims.
-    let stamp = |out: &mut [u8]| {
-        out.copy_from_slice(frame);
-        out[24..28].copy_from_slice(&source.to_le_bytes());
-    };
     // A unicast or anycast ack is sent once the frame is in the destination ring; a topic's
     // once every copy is in a ring or a deferral (a copy that later expires is nacked).
     // A unicast to another shard's agent is acked by that shard once it lands.
@@ -2559,6 +2637,31 @@ impl Outboxes {
         self.write_flagged(agent_id, len_bytes, LinkFlags::NONE, fill) != Placed::Refused
     }
 
+    /// Writes a frame for an agent this shard serves if its ring has room (true), in one map
+    /// lookup; false (nothing written) for another shard's agent, an unknown one, or a full
+    /// ring.
+    #[inline]
+    fn deliver_local(
+        &mut self,
+        agent_id: u32,
+        len_bytes: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(outbox) = self.rings.get_mut(&agent_id) else {
+            return false;
+        };
+        let Ok(mut claim) = outbox.producer.claim(len_bytes) else {
+            return false;
+        };
+        fill(claim.bytes_mut());
+        claim.commit_deferred();
+        if !outbox.dirty {
+            outbox.dirty = true;
+            self.dirty.push(agent_id);
+        }
+        true
+    }
+
     /// [`Outboxes::write`] that says where the frame went, with `link_flags` for the record
     /// when the agent is another shard's (what that shard must do besides delivering;
     /// ignored for this shard's own agents). One map lookup for a local agent.
@@ -2616,13 +2719,14 @@ impl Outboxes {
 }
 
 mod smallvec_like {
-    /// Delivery targets without allocating for the common unicast case.
-    pub(super) enum Targets {
+    /// Delivery targets without allocating: one agent, or a topic's subscriber list
+    /// borrowed from the routing table.
+    pub(super) enum Targets<'t> {
         One(u32),
-        Many(Vec<u32>),
+        Many(&'t [u32]),
     }
 
-    impl Targets {
+    impl Targets<'_> {
         pub(super) fn as_slice(&self) -> &[u32] {
             match self {
                 Targets::One(id) => std::slice::from_ref(id),
