@@ -38,6 +38,12 @@ struct RawConfig {
     dlq_bytes_max: Option<u64>,
     metrics: Option<bool>,
     metrics_port: Option<u16>,
+    /// Partition planning (`agentwire plan`); validated by the planner.
+    #[allow(dead_code)]
+    plan: Option<toml::Table>,
+    /// Partitions (`agentwire plan`); validated by the planner.
+    #[allow(dead_code)]
+    partitions: Option<toml::Table>,
 }
 
 /// A validated configuration.

@@ -1,5 +1,19 @@
-//! agentwire-scheduler: machine topology (hwloc), core kinds, NUMA, accelerators; partition planning, pinning and rebalancing.
+//! agentwire-scheduler: the part that knows the machine and decides which core runs what.
 //!
-//! This crate is part of the workspace layout laid down with the shm data plane (issue 2).
-//! It holds no code yet: the topology and partition planner arrive with the scheduler issue (issue 4).
+//! - [`machine`]: the machine model (cores by kind, PUs, NUMA nodes and distances, devices)
+//!   and a builder for synthetic machines.
+//! - [`hwloc`]: reads the live machine or an hwloc XML export through hwlocality.
+//! - [`plan`]: maps partitions' asks (cores by kind and count, NUMA, named CPUs, GPU/NPU
+//!   shares) to concrete cores, or explains why it cannot.
+//!
+//! ```
+//! use agentwire_scheduler::{machine::MachineBuilder, plan::{plan, PlanConfig}};
+//! let vm = MachineBuilder::new("2-core VM").cores(0, 2, 1).build();
+//! let p = plan(&vm, &PlanConfig::embedded_default()).unwrap();
+//! assert_eq!(p.partition("router").unwrap().executor_pus(), vec![1]);
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod hwloc;
+pub mod machine;
+pub mod plan;

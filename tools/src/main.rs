@@ -3,10 +3,11 @@
 //! Today it carries `demo`, which runs the shm data plane end to end (the minimal in-process
 //! router, a second agent in its own process, discovery, publish/subscribe, request/response
 //! and a unicast throughput run), `serve` (the daemon), `status` and `agents`, and
-//! `dlq list|replay|purge` for the dead-letter queue. `load`, `perf`, `topology` and the
-//! rest arrive with their issues.
+//! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
+//! its partition plan). `load`, `perf` and the rest arrive with their issues.
 
 mod dlq_cmd;
+mod plan_cmd;
 mod serve_cmd;
 
 use agentwire_shm::client::{Agent, ClientError};
@@ -124,6 +125,32 @@ enum Cmd {
         #[arg(long)]
         attach: bool,
     },
+    /// Print the machine as hwloc sees it: packages, NUMA nodes with memory and distances,
+    /// cores by kind (performance / efficiency) with their PUs, GPUs, NPUs and I/O devices.
+    Topology {
+        /// An hwloc XML export (`lstopo FILE.xml`) instead of this machine.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan partitions (router, streaming, nas, twin, fusion) onto cores: prints partition,
+    /// PUs, kind, NUMA node and accelerators, or why the plan is impossible and what to
+    /// change. Reads the `[plan]` and `[partitions.NAME]` tables of the config (see
+    /// examples/seed-allocation.toml) [default: the embedded default, which shares cores on
+    /// small machines].
+    Plan {
+        /// TOML configuration file with `[partitions.NAME]` tables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An hwloc XML export (`lstopo FILE.xml`) instead of this machine.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and drain the dead-letter queue (frames the router could not deliver).
     Dlq {
         #[command(subcommand)]
@@ -178,6 +205,12 @@ fn main() -> ExitCode {
                 dlq,
             },
         ),
+        Cmd::Topology { topology, json } => plan_cmd::topology(topology, json),
+        Cmd::Plan {
+            config,
+            topology,
+            json,
+        } => plan_cmd::plan(config, topology, json),
         Cmd::Routes { socket, json } => serve_cmd::routes(socket, json),
         Cmd::Status { socket, json } => serve_cmd::status(socket, json),
         Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),

@@ -1,0 +1,93 @@
+//! `agentwire topology` and `agentwire plan` as a user runs them: on this machine, on hwloc
+//! XML exports of other machines, with the seed allocation matrix.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn agentwire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(args)
+        .output()
+        .expect("run agentwire")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn topology_reads_this_machine_and_an_export() {
+    let live = json(&agentwire(&["topology", "--json"]));
+    assert_eq!(live["source"], "live");
+    assert!(!live["cores"].as_array().unwrap().is_empty());
+    let xml = repo("scheduler/tests/data/hwloc/24em64t-2n6c2t-pci.xml");
+    let m = json(&agentwire(&[
+        "topology",
+        "--json",
+        "--topology",
+        xml.to_str().unwrap(),
+    ]));
+    assert_eq!(m["cores"].as_array().unwrap().len(), 12);
+    assert_eq!(m["numa_nodes"].as_array().unwrap().len(), 2);
+    let table = agentwire(&["topology", "--topology", xml.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("2 NUMA node(s), 12 cores"), "{text}");
+    let missing = agentwire(&["topology", "--topology", "/nonexistent.xml"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("lstopo"));
+}
+
+#[test]
+fn plan_prints_the_embedded_default_and_refuses_the_seed_here() {
+    let p = json(&agentwire(&["plan", "--json"]));
+    let names: Vec<&str> = p["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["router", "streaming", "nas", "twin", "fusion"]);
+    let table = agentwire(&["plan"]);
+    assert!(table.status.success());
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("plan for machine live"));
+    let seed = repo("examples/seed-allocation.toml");
+    let refused = agentwire(&["plan", "--config", seed.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("partition nas asks for a whole GPU"), "{err}");
+    let xml = repo("scheduler/tests/data/hwloc/16amd64-4distances.xml");
+    let spread = json(&agentwire(&[
+        "plan",
+        "--json",
+        "--topology",
+        xml.to_str().unwrap(),
+    ]));
+    assert_eq!(spread["machine"], xml.to_str().unwrap());
+}
+
+#[test]
+fn a_config_typo_in_a_partition_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("aw-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("typo.toml");
+    std::fs::write(&config, "[partitions.router]\nperformace = 2\n").unwrap();
+    let out = agentwire(&["plan", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("performace") && err.contains("line 2"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
