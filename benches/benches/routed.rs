@@ -24,6 +24,17 @@ const BATCH_FRAMES: usize = 32;
 /// sender blocking on a ring the router cannot drain into a full receiver.
 const WINDOW_FRAMES: u64 = 4096;
 
+/// Takes what has arrived, checking each frame carries the next sequence number.
+fn receive_in_order(receiver: &mut Agent, received: &mut u64) {
+    receiver
+        .recv_batch(256, |_, payload| {
+            let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+            assert_eq!(seq, *received, "lost, duplicated or reordered");
+            *received += 1;
+        })
+        .expect("recv");
+}
+
 fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64) -> f64 {
     let to = receiver.id();
     let mut payloads = vec![[0u8; PAYLOAD_BYTES]; BATCH_FRAMES];
@@ -39,13 +50,7 @@ fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64) ->
                 .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
                 .expect("send") as u64;
         }
-        receiver
-            .recv_batch(256, |_, payload| {
-                let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-                assert_eq!(seq, received, "lost, duplicated or reordered");
-                received += 1;
-            })
-            .expect("recv");
+        receive_in_order(receiver, &mut received);
     }
     messages as f64 / start.elapsed().as_secs_f64()
 }
@@ -196,13 +201,7 @@ fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> 
             }
             let mut received = 0u64;
             while received < frames {
-                receiver
-                    .recv_batch(256, |_, payload| {
-                        let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-                        assert_eq!(seq, received, "lost, duplicated or reordered");
-                        received += 1;
-                    })
-                    .expect("recv");
+                receive_in_order(&mut receiver, &mut received);
             }
             rates.push(frames as f64 / (drain_ns.load(Ordering::Acquire) as f64 / 1e9));
         }

@@ -649,18 +649,11 @@ pub fn plan(machine: &Machine, config: &PlanConfig) -> Result<Plan, PlanError> {
             if missing == 0 {
                 continue;
             }
-            if !options.allow_sharing {
-                return Err(not_enough(
-                    &board,
-                    name,
-                    spec,
-                    kind,
-                    count,
-                    chosen.len(),
-                    &housekeeping,
-                ));
-            }
-            let shared = choose_shared(&board, kind, missing, name, spec.numa);
+            let shared = if options.allow_sharing {
+                choose_shared(&board, kind, missing, name, spec.numa)
+            } else {
+                Vec::new()
+            };
             if shared.len() < missing {
                 return Err(not_enough(
                     &board,
