@@ -2561,6 +2561,30 @@ struct Outbox {
     dirty: bool,
 }
 
+impl Outbox {
+    /// Claims room for a frame, lets `fill` write it and commits it for the next publish,
+    /// noting the agent in `dirty` once. False (nothing written) when the ring is full.
+    #[inline]
+    fn commit(
+        &mut self,
+        agent_id: u32,
+        len_bytes: usize,
+        dirty: &mut Vec<u32>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Ok(mut claim) = self.producer.claim(len_bytes) else {
+            return false;
+        };
+        fill(claim.bytes_mut());
+        claim.commit_deferred();
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(agent_id);
+        }
+        true
+    }
+}
+
 impl Outboxes {
     fn insert(&mut self, agent_id: u32, producer: Producer) {
         self.rings.insert(
@@ -2650,16 +2674,7 @@ impl Outboxes {
         let Some(outbox) = self.rings.get_mut(&agent_id) else {
             return false;
         };
-        let Ok(mut claim) = outbox.producer.claim(len_bytes) else {
-            return false;
-        };
-        fill(claim.bytes_mut());
-        claim.commit_deferred();
-        if !outbox.dirty {
-            outbox.dirty = true;
-            self.dirty.push(agent_id);
-        }
-        true
+        outbox.commit(agent_id, len_bytes, &mut self.dirty, fill)
     }
 
     /// [`Outboxes::write`] that says where the frame went, with `link_flags` for the record
@@ -2689,16 +2704,11 @@ impl Outboxes {
             self.links_dirty = true;
             return Placed::Forwarded;
         };
-        let Ok(mut claim) = outbox.producer.claim(len_bytes) else {
-            return Placed::Refused;
-        };
-        fill(claim.bytes_mut());
-        claim.commit_deferred();
-        if !outbox.dirty {
-            outbox.dirty = true;
-            self.dirty.push(agent_id);
+        if outbox.commit(agent_id, len_bytes, &mut self.dirty, fill) {
+            Placed::Delivered
+        } else {
+            Placed::Refused
         }
-        Placed::Delivered
     }
 
     /// Publishes every ring and link written since the last call.
