@@ -507,12 +507,24 @@ fn two_router_shards_on_two_cores_route_between_their_agents() {
     let served = serve_with_config(&dir.join("shards.toml"), &socket, "router_cpus = [0, 1]\n");
     // One executor thread per shard, named by core.
     let pid = served.child.id();
-    let names: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
+    let thread_names = || -> BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    // The socket answers before every shard's executor thread has started: wait for them
+    // (bounded), then check.
+    let started = Instant::now();
+    let mut names = thread_names();
+    while !(names.contains("aw-router-0") && names.contains("aw-router-1"))
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+        names = thread_names();
+    }
     assert!(
         names.contains("aw-router-0") && names.contains("aw-router-1"),
         "{names:?}"
