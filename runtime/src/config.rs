@@ -7,9 +7,12 @@
 //! assert!(agentwire_runtime::config::Config::parse("idel = 1", "inline").is_err());
 //! ```
 
+use agentwire_scheduler::plan::{PartitionSpec, PlanConfig, PlanOptions};
+use agentwire_scheduler::rebalance::RebalanceConfig;
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::server::AllowList;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The embedded default configuration, documented key by key.
@@ -38,12 +41,9 @@ struct RawConfig {
     dlq_bytes_max: Option<u64>,
     metrics: Option<bool>,
     metrics_port: Option<u16>,
-    /// Partition planning (`agentwire plan`); validated by the planner.
-    #[allow(dead_code)]
-    plan: Option<toml::Table>,
-    /// Partitions (`agentwire plan`); validated by the planner.
-    #[allow(dead_code)]
-    partitions: Option<toml::Table>,
+    plan: Option<PlanOptions>,
+    partitions: Option<BTreeMap<String, PartitionSpec>>,
+    rebalance: Option<RebalanceConfig>,
 }
 
 /// A validated configuration.
@@ -78,6 +78,14 @@ pub struct Config {
     pub metrics: bool,
     /// Metrics port (0: any free port, shown by `agentwire status`).
     pub metrics_port: u16,
+    /// The partitions to plan (`[plan]`, `[partitions.*]`; the embedded default's five
+    /// one-core partitions when none are configured). [`Config::plan_config`] applies
+    /// `router_cpu(s)` to it.
+    pub plan: PlanConfig,
+    /// Whether the file configured partitions itself.
+    pub partitions_configured: bool,
+    /// Rebalancing between engine partitions (`[rebalance]`).
+    pub rebalance: RebalanceConfig,
 }
 
 /// A configuration that could not be read or is invalid; names the file and the problem.
@@ -114,6 +122,46 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The plan request the daemon uses: [`Config::plan`] with `router_cpus` (or
+    /// `router_cpu`) as the router partition's named CPUs, and a one-core router partition
+    /// when the configured partitions have none.
+    ///
+    /// ```
+    /// let c = agentwire_runtime::config::Config::parse("router_cpus = [0, 1]", "inline").unwrap();
+    /// assert_eq!(c.plan_config().partitions["router"].cpus, vec![0, 1]);
+    /// ```
+    pub fn plan_config(&self) -> PlanConfig {
+        let mut plan = self.plan.clone();
+        let named: Vec<usize> = if self.router_cpus.is_empty() {
+            self.router_cpu.into_iter().collect()
+        } else {
+            self.router_cpus.clone()
+        };
+        let router = if named.is_empty() {
+            match plan.partitions.get("router") {
+                Some(_) => return plan,
+                // Every daemon routes: a configured plan without a router gets one core.
+                None => PartitionSpec {
+                    any: 1,
+                    ..Default::default()
+                },
+            }
+        } else {
+            PartitionSpec {
+                cpus: named,
+                ..Default::default()
+            }
+        };
+        plan.partitions.insert(
+            "router".into(),
+            PartitionSpec {
+                priority: Some(0),
+                ..router
+            },
+        );
+        plan
+    }
+
     /// The embedded default.
     ///
     /// ```
@@ -246,7 +294,42 @@ impl Config {
             }
             dlq.bytes_max = bytes_max;
         }
+        let partitions_configured = raw.partitions.as_ref().is_some_and(|p| !p.is_empty());
+        let plan = if partitions_configured {
+            PlanConfig {
+                plan: raw.plan.clone().unwrap_or_default(),
+                partitions: raw.partitions.unwrap_or_default(),
+            }
+        } else {
+            let mut default = PlanConfig::embedded_default();
+            if let Some(options) = raw.plan.clone() {
+                default.plan = options;
+            }
+            default
+        };
+        let named_router = raw.router_cpu.is_some() || !router_cpus.is_empty();
+        if named_router && partitions_configured && plan.partitions.contains_key("router") {
+            return Err(invalid(
+                "router_cpus",
+                format!(
+                    "{:?}",
+                    raw.router_cpu.map_or(router_cpus.clone(), |c| vec![c])
+                ),
+                "the config also has [partitions.router]: name the router's CPUs in one place \
+                 (cpus = [...] under [partitions.router])",
+            ));
+        }
+        let rebalance = raw.rebalance.unwrap_or_default();
+        if let Err(why) = rebalance.validate() {
+            return Err(ConfigError::Parse {
+                origin: origin.to_string(),
+                message: why,
+            });
+        }
         Ok(Self {
+            plan,
+            partitions_configured,
+            rebalance,
             socket: raw.socket,
             router_cpu: raw.router_cpu,
             router_cpus,

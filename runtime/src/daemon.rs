@@ -1,14 +1,18 @@
-//! `agentwire serve`: the daemon. The control side (accept thread, one control thread per
-//! agent) comes from [`agentwire_shm::routing`]; the routing duty cycle runs on a glommio
-//! `LocalExecutor` pinned to the router CPU, in a thread named `aw-router-<cpu>`.
+//! `agentwire serve`: the daemon. At start it reads the live machine (hwloc, the device
+//! probes, this process's affinity mask), plans the partitions of the config
+//! ([`agentwire_scheduler::plan`]), logs the plan and the start-up checks, and applies it:
+//! one router shard per router core on a glommio `LocalExecutor` pinned there
+//! (`aw-router-<cpu>`), and one pinned executor per engine partition core
+//! ([`crate::partitions`], `aw-<partition>-<cpu>`) with rebalancing between them. The
+//! control side (accept thread, one control thread per agent) comes from
+//! [`agentwire_shm::routing`].
 //!
-//! Built so far (issue 3): one router shard with priority lanes, per-destination deferral
-//! whose deadline feeds the persisted dead-letter queue ([`crate::dlq`], opened before the
-//! socket is taken), the Prometheus endpoint ([`crate::metrics`]), status over the control
-//! socket, a memlock preflight, SIGHUP reload of the allow-list and deadline
-//! ([`Daemon::reload`]), and a clean shutdown that routes what is committed and
-//! dead-letters what still waits. Still to come: several shards with SPSC rings between
-//! them.
+//! Also: per-destination deferral whose deadline feeds the persisted dead-letter queue
+//! ([`crate::dlq`], opened before the socket is taken), the Prometheus endpoint
+//! ([`crate::metrics`]), status over the control socket (partitions, executors with their
+//! affinity read back, core moves), a memlock preflight, SIGHUP reload of the allow-list
+//! and deadline ([`Daemon::reload`]), and a clean shutdown that routes what is committed
+//! and dead-letters what still waits.
 //!
 //! ```no_run
 //! use agentwire_runtime::{config::Config, daemon::Daemon};
@@ -19,28 +23,29 @@
 //! ```
 
 use crate::config::Config;
-use agentwire_shm::control::ControlError;
+use crate::partitions::{ExecutorState, PartitionHost};
+use agentwire_scheduler::checks::{Check, CheckLevel};
+use agentwire_scheduler::plan::Plan;
+use agentwire_shm::control::{ControlError, PartitionStatus};
 use agentwire_shm::idle::Idler;
 use agentwire_shm::routing::{RouterConfig, RouterControl, RouterStats};
 use glommio::{LocalExecutorBuilder, Placement};
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Locked memory the router executor needs beyond its io_memory (io_uring rings and
-/// bookkeeping), in bytes.
-pub const EXECUTOR_MEMLOCK_OVERHEAD_BYTES: u64 = 512 * 1024;
+pub use crate::planning::{allowed_cpus, EXECUTOR_MEMLOCK_OVERHEAD_BYTES};
 /// How long start waits for the router executor to come up.
 pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start. Each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// RLIMIT_MEMLOCK is below what the router executor locks.
+    /// RLIMIT_MEMLOCK is below what the planned executors lock.
     #[error(
-        "RLIMIT_MEMLOCK is {limit_kib} KiB but the router executor needs {needed_kib} KiB of \
+        "RLIMIT_MEMLOCK is {limit_kib} KiB but the planned executors need {needed_kib} KiB of \
          locked memory for io_uring: raise it (`ulimit -l {needed_kib}`, or LimitMEMLOCK= in \
-         the systemd unit) or lower io_memory_bytes in the config"
+         the systemd unit), or lower io_memory_bytes or the partitions' core counts"
     )]
     Memlock {
         /// The soft limit.
@@ -62,6 +67,13 @@ pub enum DaemonError {
     /// The dead-letter queue could not be opened (foreign file, newer format, I/O).
     #[error("dead-letter queue: {0}")]
     Dlq(#[from] crate::dlq::DlqError),
+    /// The config's partitions cannot be planned on this machine (the message says what
+    /// to change).
+    #[error("partition plan: {0}")]
+    Plan(Box<agentwire_scheduler::plan::PlanError>),
+    /// An engine partition's executor failed to start.
+    #[error(transparent)]
+    Partition(#[from] crate::partitions::PartitionError),
     /// The router executor failed to start.
     #[error("starting the router executor on cpu {cpu}: {detail}")]
     Executor {
@@ -72,28 +84,14 @@ pub enum DaemonError {
     },
 }
 
-/// CPUs this process may run on.
-///
-/// ```
-/// assert!(!agentwire_runtime::daemon::allowed_cpus().is_empty());
-/// ```
-pub fn allowed_cpus() -> Vec<usize> {
-    match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&c| set.is_set(c))
-            .collect(),
-        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
-    }
-}
-
-/// Checks RLIMIT_MEMLOCK against what an executor with `io_memory_bytes` locks.
+/// Checks RLIMIT_MEMLOCK against the bytes the planned executors lock in all.
 ///
 /// ```
 /// assert!(agentwire_runtime::daemon::check_memlock(64 * 1024, Some(1 << 30)).is_ok());
 /// assert!(agentwire_runtime::daemon::check_memlock(10 << 20, Some(8 << 20)).is_err());
 /// ```
-pub fn check_memlock(io_memory_bytes: usize, limit_bytes: Option<u64>) -> Result<(), DaemonError> {
-    let needed = io_memory_bytes as u64 + EXECUTOR_MEMLOCK_OVERHEAD_BYTES;
+pub fn check_memlock(needed_bytes: u64, limit_bytes: Option<u64>) -> Result<(), DaemonError> {
+    let needed = needed_bytes;
     match limit_bytes {
         Some(limit) if limit < needed => Err(DaemonError::Memlock {
             limit_kib: limit / 1024,
@@ -111,6 +109,9 @@ pub struct Daemon {
     /// One executor per router shard.
     routers: Vec<glommio::ExecutorJoinHandle<()>>,
     router_cpus: Vec<usize>,
+    plan: Plan,
+    checks: Vec<Check>,
+    partitions: PartitionHost,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -133,20 +134,50 @@ impl Daemon {
     /// ```
     pub fn start(config: &Config, socket: PathBuf) -> Result<Self, DaemonError> {
         let allowed = allowed_cpus();
-        let cpus = if config.router_cpus.is_empty() {
-            vec![config
-                .router_cpu
-                .unwrap_or_else(|| *allowed.last().unwrap_or(&0))]
+        let named = if config.router_cpus.is_empty() {
+            config.router_cpu.into_iter().collect()
         } else {
             config.router_cpus.clone()
         };
-        if let Some(&cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+        if let Some(&cpu) = named.iter().find(|c| !allowed.contains(c)) {
             return Err(DaemonError::BadCpu { cpu, allowed });
         }
+        let (machine, machine_lines) = crate::planning::live_machine();
+        for line in &machine_lines {
+            tracing::info!("{line}");
+        }
+        let plan = agentwire_scheduler::plan::plan(&machine, &config.plan_config())
+            .map_err(|e| DaemonError::Plan(Box::new(e)))?;
+        let cpus = plan
+            .partition("router")
+            .map(|p| p.executor_pus())
+            .unwrap_or_default();
+        if cpus.is_empty() {
+            return Err(DaemonError::Executor {
+                cpu: 0,
+                detail: "the plan gave the router no core".into(),
+            });
+        }
+        let executors = crate::planning::executor_count(&plan);
         let is_root = rustix::process::geteuid().is_root();
         let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
         if !is_root {
-            check_memlock(config.io_memory_bytes * cpus.len(), limit)?;
+            check_memlock(
+                executors as u64
+                    * (config.io_memory_bytes as u64 + EXECUTOR_MEMLOCK_OVERHEAD_BYTES),
+                limit,
+            )?;
+        }
+        tracing::info!(machine = %machine.source, "partition plan ({} executors)", executors);
+        for line in plan.table().lines() {
+            tracing::info!("plan: {line}");
+        }
+        let checks = crate::planning::startup_checks(config, &plan);
+        for check in &checks {
+            match check.level {
+                CheckLevel::Ok => tracing::info!("{check}"),
+                CheckLevel::Advice | CheckLevel::Problem => tracing::warn!("{check}"),
+            }
         }
         let mut router_config = RouterConfig::new(socket);
         router_config.allow = config.allow.clone();
@@ -212,10 +243,61 @@ impl Daemon {
             control.set_info("metrics", "off (--no-metrics or metrics = false)");
             None
         };
-        let mut routers = Vec::with_capacity(cpus.len());
-        for (core, &cpu) in cores.into_iter().zip(&cpus) {
-            routers.push(spawn_router(core, cpu, config)?);
+        control.set_info("machine", machine.source.clone());
+        if !plan.notes.is_empty() {
+            control.set_info("plan_notes", plan.notes.join("; "));
         }
+        for check in &checks {
+            control.set_info(
+                &format!("check.{}", check.name),
+                format!("{}: {}", check.level, check.line),
+            );
+        }
+        // Engine executors before the routers: if one cannot start, no router runs yet.
+        let partitions =
+            PartitionHost::start(&plan, config.rebalance.clone(), config.io_memory_bytes)?;
+        let mut routers = Vec::with_capacity(cpus.len());
+        let mut router_states = Vec::with_capacity(cpus.len());
+        for (core, &cpu) in cores.into_iter().zip(&cpus) {
+            let state = Arc::new(ExecutorState::new(
+                &crate::partitions::thread_name("router", cpu),
+                cpu,
+            ));
+            routers.push(spawn_router(core, state.clone(), config)?);
+            router_states.push(state);
+        }
+        let engines = partitions.status_source();
+        let router_cpus_u32: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
+        control.set_status_hook(Box::new(move |report| {
+            let (duty, idle) =
+                report
+                    .counters
+                    .iter()
+                    .fold((0u64, 0u64), |acc, (k, v)| match k.as_str() {
+                        "duty_cycles" => (*v, acc.1),
+                        "duty_cycles_idle" => (acc.0, *v),
+                        _ => acc,
+                    });
+            let router = PartitionStatus {
+                name: "router".into(),
+                priority: 0,
+                home_cpus: router_cpus_u32.clone(),
+                cpus: router_cpus_u32.clone(),
+                busy_permille: idle
+                    .saturating_mul(1000)
+                    .checked_div(duty)
+                    .map_or(0, |idle_permille| {
+                        1000u64.saturating_sub(idle_permille) as u32
+                    }),
+                jobs_completed: 0,
+                jobs_queued: 0,
+                executors: router_states.iter().map(|s| s.status()).collect(),
+            };
+            let (mut partitions, moves) = engines();
+            partitions.insert(0, router);
+            report.partitions = partitions;
+            report.core_moves = moves;
+        }));
         tracing::info!(
             socket = %control.socket_path().display(),
             router_cpus = %cpu_list,
@@ -229,6 +311,9 @@ impl Daemon {
             routers,
             router_cpus: cpus,
             _metrics: metrics,
+            plan,
+            checks,
+            partitions,
         })
     }
 
@@ -276,6 +361,8 @@ impl Daemon {
                 "metrics",
                 old.metrics != config.metrics || old.metrics_port != config.metrics_port,
             ),
+            ("plan/partitions", old.plan != config.plan),
+            ("rebalance", old.rebalance != config.rebalance),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -321,6 +408,36 @@ impl Daemon {
         &self.router_cpus
     }
 
+    /// The partition plan the daemon applied.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// print!("{}", d.plan().table());
+    /// ```
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The start-up checks, as logged at start.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// for check in d.checks() { println!("{check}"); }
+    /// ```
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// The engine partitions' executors (submit jobs, read moves).
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// d.partitions().submit("streaming", Box::new(|| {})).unwrap();
+    /// ```
+    pub fn partitions(&self) -> &PartitionHost {
+        &self.partitions
+    }
+
     /// The router's counters.
     ///
     /// ```no_run
@@ -355,16 +472,19 @@ impl Daemon {
                 tracing::error!("router executor failed: {e}");
             }
         }
+        self.partitions.shutdown();
     }
 }
 
-/// Starts one router shard's executor, pinned to `cpu`, thread named `aw-router-<cpu>`.
+/// Starts one router shard's executor, pinned to `state`'s CPU, thread named
+/// `aw-router-<cpu>`, its affinity read back into `state`.
 fn spawn_router(
     core: agentwire_shm::routing::RoutingCore,
-    cpu: usize,
+    state: Arc<ExecutorState>,
     config: &Config,
 ) -> Result<glommio::ExecutorJoinHandle<()>, DaemonError> {
     let idle = config.idle;
+    let cpu = state.status().cpu as usize;
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name("aw-router")
@@ -372,9 +492,7 @@ fn spawn_router(
         .spawn(move || async move {
             // glommio names the thread after its own executor id; name it by role and
             // core so perf and top -H read well.
-            if let Ok(name) = CString::new(format!("aw-router-{cpu}")) {
-                let _ = rustix::thread::set_name(&name);
-            }
+            state.on_thread_start();
             let _ = started_tx.send(());
             let mut core = core;
             let mut idler = Idler::new(idle);
@@ -405,6 +523,7 @@ impl Drop for Daemon {
         for router in self.routers.drain(..) {
             let _ = router.join();
         }
+        self.partitions.shutdown();
     }
 }
 

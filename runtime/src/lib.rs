@@ -1,7 +1,9 @@
-//! agentwire-runtime: the daemon. Built so far: [`daemon`] (one router shard on a pinned
-//! glommio executor, status over the control socket, clean shutdown), [`config`] (TOML with
-//! an embedded, documented default), the persisted dead-letter queue ([`dlq`]) that the
-//! router's deferral deadline feeds, and the Prometheus endpoint ([`metrics`]).
+//! agentwire-runtime: the daemon. [`daemon`] (router shards on pinned glommio executors,
+//! the applied partition plan, status over the control socket, clean shutdown),
+//! [`planning`] (the live machine, the plan and the start-up checks), [`partitions`] (the
+//! engine partitions' pinned executors and rebalancing), [`config`] (TOML with an embedded,
+//! documented default), the persisted dead-letter queue ([`dlq`]) that the router's deferral
+//! deadline feeds, and the Prometheus endpoint ([`metrics`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -10,3 +12,5 @@ pub mod config;
 pub mod daemon;
 pub mod dlq;
 pub mod metrics;
+pub mod partitions;
+pub mod planning;

@@ -5,6 +5,9 @@
 //! - [`hwloc`]: reads the live machine or an hwloc XML export through hwlocality.
 //! - [`plan`]: maps partitions' asks (cores by kind and count, NUMA, named CPUs, GPU/NPU
 //!   shares) to concrete cores, or explains why it cannot.
+//! - [`probe`]: device probes (CUDA, NPU) the accelerator crate supplies.
+//! - [`checks`]: start-up checks (isolation, governor, hugepages, memlock), one line each.
+//! - [`rebalance`]: busy partitions borrow idle partitions' cores and give them back.
 //!
 //! ```
 //! use agentwire_scheduler::{machine::MachineBuilder, plan::{plan, PlanConfig}};
@@ -14,6 +17,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod hwloc;
 pub mod machine;
 pub mod plan;
+pub mod probe;
+pub mod rebalance;

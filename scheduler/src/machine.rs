@@ -228,6 +228,59 @@ impl Machine {
         self.devices.sort_by_key(|d| !d.kind.is_accelerator());
     }
 
+    /// Keeps only the PUs in `allowed` (this process's affinity mask): cores with none left
+    /// are dropped. Returns the PUs removed, so the caller can say the plan is for a part of
+    /// the machine.
+    ///
+    /// ```
+    /// let mut m = agentwire_scheduler::machine::MachineBuilder::new("4").cores(0, 2, 2).build();
+    /// assert_eq!(m.restrict_to(&[0, 1, 2]), vec![3]);
+    /// assert_eq!(m.cores[1].pus, vec![2]);
+    /// ```
+    pub fn restrict_to(&mut self, allowed: &[usize]) -> Vec<usize> {
+        let mut removed = Vec::new();
+        for core in &mut self.cores {
+            core.pus.retain(|pu| {
+                let keep = allowed.contains(pu);
+                if !keep {
+                    removed.push(*pu);
+                }
+                keep
+            });
+        }
+        self.cores.retain(|c| !c.pus.is_empty());
+        removed.sort_unstable();
+        removed
+    }
+
+    /// A machine of single-threaded performance cores, one per CPU listed, with no NUMA
+    /// information: what the daemon plans on when hwloc cannot read the machine.
+    ///
+    /// ```
+    /// let m = agentwire_scheduler::machine::Machine::flat("fallback", &[0, 2, 3]);
+    /// assert_eq!(m.cores[1].pus, vec![2]);
+    /// ```
+    pub fn flat(source: &str, cpus: &[usize]) -> Self {
+        Self {
+            source: source.to_string(),
+            packages: 1,
+            numa_nodes: Vec::new(),
+            numa_distances: None,
+            cores: cpus
+                .iter()
+                .enumerate()
+                .map(|(index, &pu)| Core {
+                    index,
+                    pus: vec![pu],
+                    kind: CoreKind::Performance,
+                    numa_node: None,
+                    package: 0,
+                })
+                .collect(),
+            devices: Vec::new(),
+        }
+    }
+
     /// A human-readable summary: one line for the machine, then one per NUMA node with its
     /// cores by kind, then the devices.
     ///
@@ -308,6 +361,36 @@ impl Machine {
         }
         out
     }
+}
+
+/// Reads a CPU list as the kernel writes it (`0-3,8,10-11`; empty or `(null)`: none).
+///
+/// ```
+/// assert_eq!(agentwire_scheduler::machine::parse_cpus("0-2,5\n"), Some(vec![0, 1, 2, 5]));
+/// assert_eq!(agentwire_scheduler::machine::parse_cpus("(null)"), Some(vec![]));
+/// assert_eq!(agentwire_scheduler::machine::parse_cpus("x"), None);
+/// ```
+pub fn parse_cpus(text: &str) -> Option<Vec<usize>> {
+    let text = text.trim();
+    if text.is_empty() || text == "(null)" {
+        return Some(Vec::new());
+    }
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if b < a || b - a > 1 << 16 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
 }
 
 /// `0-3,8,10-11`: a CPU list as the kernel writes it (cpuset, isolcpus).

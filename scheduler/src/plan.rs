@@ -70,7 +70,8 @@ pub struct PartitionSpec {
     /// An NPU, or a share of one (0 < share <= 1).
     #[serde(default)]
     pub npu: Option<f64>,
-    /// Rebalancing priority: lower lends cores last (router 0; engines 1 by default).
+    /// Rebalancing priority: a busy partition borrows idle cores only from partitions of
+    /// lower priority (engines 1 by default; the router neither lends nor borrows).
     #[serde(default)]
     pub priority: Option<u8>,
 }
@@ -249,7 +250,7 @@ pub struct PlannedPartition {
     pub cores: Vec<PlannedCore>,
     /// Its accelerators.
     pub accelerators: Vec<AcceleratorShare>,
-    /// Rebalancing priority (lower lends last).
+    /// Rebalancing priority (a busy partition borrows from lower ones).
     pub priority: u8,
 }
 

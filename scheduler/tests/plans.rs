@@ -373,3 +373,48 @@ fn plans_serialize_to_json() {
     let m: serde_json::Value = serde_json::to_value(&vm).unwrap();
     assert_eq!(m["cores"].as_array().unwrap().len(), 2);
 }
+
+/// An NPU probe as the accelerator crate will supply (OpenVINO's device list); here a fake
+/// that reports one NPU on node 0, and one that cannot run.
+struct FakeNpuProbe(Result<usize, &'static str>);
+
+impl agentwire_scheduler::probe::DeviceProbe for FakeNpuProbe {
+    fn name(&self) -> &str {
+        "fake-openvino"
+    }
+
+    fn probe(&self) -> Result<Vec<agentwire_scheduler::machine::Device>, String> {
+        let count = self.0.map_err(str::to_string)?;
+        Ok((0..count)
+            .map(|i| agentwire_scheduler::machine::Device {
+                kind: DeviceKind::Npu,
+                name: format!("NPU.{i}"),
+                numa_node: Some(0),
+                source: "fake-openvino".into(),
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn devices_from_the_probe_hook_make_the_seed_matrix_plan() {
+    use agentwire_scheduler::probe::apply_probes;
+    let mut m = hybrid(12, 16)
+        .device(DeviceKind::Gpu, "cuda0", Some(0))
+        .build();
+    assert!(plan(&m, &seed()).is_err(), "no NPU yet");
+    let failing = FakeNpuProbe(Err("libopenvino_c.so not found"));
+    let lines = apply_probes(&mut m, &[&failing]);
+    assert_eq!(
+        lines,
+        vec!["device probe fake-openvino: unavailable: libopenvino_c.so not found"]
+    );
+    let found = FakeNpuProbe(Ok(1));
+    let lines = apply_probes(&mut m, &[&found]);
+    assert!(lines[0].contains("1 device(s): npu NPU.0"), "{lines:?}");
+    // A second run adds nothing twice.
+    assert!(apply_probes(&mut m, &[&found])[0].ends_with("no devices"));
+    assert_eq!(m.accelerators(DeviceKind::Npu).count(), 1);
+    let p = plan(&m, &seed()).unwrap();
+    assert_eq!(p.partition("fusion").unwrap().accelerators[0].name, "NPU.0");
+}

@@ -240,6 +240,61 @@ pub struct StatusReport {
     pub info: Vec<(String, String)>,
     /// Each router shard's own counters (`counters` is their sum).
     pub shards: Vec<ShardStatus>,
+    /// Partitions of the plan the daemon applied (router first), with their executors.
+    pub partitions: Vec<PartitionStatus>,
+    /// The last core moves between partitions (rebalancing), oldest first.
+    pub core_moves: Vec<CoreMoveStatus>,
+}
+
+/// One partition of the applied plan (`agentwire status`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionStatus {
+    /// `router`, `streaming`, `nas`, `twin`, `fusion` or a configured name.
+    pub name: String,
+    /// Rebalancing priority.
+    pub priority: u32,
+    /// CPUs the plan gave it.
+    pub home_cpus: Vec<u32>,
+    /// CPUs it runs on now (home CPUs not lent, and borrowed ones).
+    pub cpus: Vec<u32>,
+    /// Busy ratio over the last sample, in thousandths.
+    pub busy_permille: u32,
+    /// Jobs run to completion.
+    pub jobs_completed: u64,
+    /// Jobs waiting in its queue.
+    pub jobs_queued: u64,
+    /// Its executors (dormant ones too: a lent core's executor sleeps until it returns).
+    pub executors: Vec<ExecutorStatus>,
+}
+
+/// One pinned executor thread.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecutorStatus {
+    /// Thread name, `aw-<role>-<cpu>`.
+    pub thread: String,
+    /// The CPU it is pinned to.
+    pub cpu: u32,
+    /// Its affinity mask as the thread read it back (sched_getaffinity) after pinning.
+    pub affinity: Vec<u32>,
+    /// Running the partition's work (false: its core is lent out, or not yet borrowed).
+    pub active: bool,
+}
+
+/// One core moved between partitions.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CoreMoveStatus {
+    /// Milliseconds since the daemon started.
+    pub at_ms: u64,
+    /// The CPU.
+    pub cpu: u32,
+    /// Partition that stopped running on it.
+    pub from: String,
+    /// Partition that started running on it.
+    pub to: String,
+    /// `borrow` or `return`.
+    pub kind: String,
+    /// Why (busy ratios against the marks).
+    pub reason: String,
 }
 
 /// One router shard as the router reports it.

@@ -1,14 +1,29 @@
-//! `agentwire topology` and `agentwire plan`: the machine as hwloc sees it (live or from an
-//! XML export), and the partition plan a config makes of it.
+//! `agentwire topology` and `agentwire plan`: the machine as hwloc sees it (live, with the
+//! device probes and this process's affinity mask, or from an XML export), and the
+//! partition plan a config makes of it, with the start-up checks on the live machine.
 
 use crate::BoxError;
+use agentwire_runtime::config::Config;
+use agentwire_runtime::planning;
 use agentwire_scheduler::hwloc;
 use agentwire_scheduler::machine::Machine;
-use agentwire_scheduler::plan::{plan as make_plan, PlanConfig};
+use agentwire_scheduler::plan::plan as make_plan;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
+/// The live machine as the daemon would plan on it (probes run, lines on stderr), or an
+/// XML export as it is.
 fn machine(topology: Option<&Path>) -> Result<Machine, BoxError> {
-    Ok(hwloc::load(topology)?)
+    match topology {
+        Some(path) => Ok(hwloc::load(Some(path))?),
+        None => {
+            let (m, lines) = planning::live_machine();
+            for line in lines {
+                eprintln!("{line}");
+            }
+            Ok(m)
+        }
+    }
 }
 
 /// Prints the machine: cores by kind per NUMA node, distances, devices.
@@ -22,37 +37,41 @@ pub fn topology(topology: Option<PathBuf>, as_json: bool) -> Result<(), BoxError
     Ok(())
 }
 
-/// The `[plan]` and `[partitions.*]` tables of a config file, or the embedded default when
-/// there is no file or it names no partitions.
-pub fn plan_config(config: Option<&Path>) -> Result<PlanConfig, BoxError> {
-    let Some(path) = config else {
-        return Ok(PlanConfig::embedded_default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    let parsed =
-        PlanConfig::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
-    if parsed.partitions.is_empty() {
-        return Ok(PlanConfig::embedded_default());
-    }
-    Ok(parsed)
+/// The daemon configuration a plan is made for: the file, or the embedded default.
+fn config(path: Option<&Path>) -> Result<Config, BoxError> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    })
 }
 
-/// Prints the plan as a table or JSON; a plan that cannot be made is an error naming what
-/// to change.
+/// Prints the plan as a table or JSON, and for the live machine the start-up checks; a plan
+/// that cannot be made is an error naming what to change.
 pub fn plan(
-    config: Option<PathBuf>,
+    config_path: Option<PathBuf>,
     topology: Option<PathBuf>,
     as_json: bool,
 ) -> Result<(), BoxError> {
     let m = machine(topology.as_deref())?;
-    let c = plan_config(config.as_deref())?;
-    let p = make_plan(&m, &c)?;
+    let c = config(config_path.as_deref())?;
+    let p = make_plan(&m, &c.plan_config())?;
+    // Checks read this machine's kernel settings: they mean nothing for an XML export.
+    let checks = if topology.is_none() {
+        planning::startup_checks(&c, &p)
+    } else {
+        Vec::new()
+    };
     if as_json {
-        println!("{}", serde_json::to_string(&p)?);
+        let mut value = serde_json::to_value(&p)?;
+        value["checks"] = json!(checks);
+        value["executors"] = json!(planning::executor_count(&p));
+        println!("{value}");
     } else {
         println!("plan for machine {}", m.source);
         print!("{}", p.table());
+        for check in &checks {
+            println!("{check}");
+        }
     }
     Ok(())
 }

@@ -130,12 +130,32 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 json!({"shard": s.shard, "agents": s.agents, "counters": counters})
             })
             .collect();
+        let partitions: Vec<serde_json::Value> = report
+            .partitions
+            .iter()
+            .map(|p| {
+                let executors: Vec<serde_json::Value> = p
+                    .executors
+                    .iter()
+                    .map(|e| json!({"thread": e.thread, "cpu": e.cpu, "affinity": e.affinity, "active": e.active}))
+                    .collect();
+                json!({"name": p.name, "priority": p.priority, "home_cpus": p.home_cpus, "cpus": p.cpus,
+                    "busy_ratio": f64::from(p.busy_permille) / 1000.0, "jobs_completed": p.jobs_completed,
+                    "jobs_queued": p.jobs_queued, "executors": executors})
+            })
+            .collect();
+        let moves: Vec<serde_json::Value> = report
+            .core_moves
+            .iter()
+            .map(|m| json!({"at_ms": m.at_ms, "cpu": m.cpu, "from": m.from, "to": m.to, "kind": m.kind, "reason": m.reason}))
+            .collect();
         println!(
             "{}",
             json!({
                 "daemon": report.daemon, "pid": report.pid, "socket": socket, "uptime_s": report.uptime_s,
                 "agents": report.agents.len(), "counters": counters, "info": info,
                 "idle_ratio": idle_ratio(&report), "shards": shards,
+                "partitions": partitions, "core_moves": moves,
             })
         );
         return Ok(());
@@ -157,6 +177,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
     for (name, value) in &report.counters {
         println!("  {name:<24} {value}");
     }
+    print_partitions(&report);
     if report.shards.len() > 1 {
         let get = |s: &agentwire_shm::control::ShardStatus, name: &str| {
             s.counters
@@ -178,6 +199,61 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The applied plan's partitions (CPUs now and planned, busy ratio, executors with their
+/// affinity read back) and the last core moves.
+fn print_partitions(report: &StatusReport) {
+    if report.partitions.is_empty() {
+        return;
+    }
+    let cpus = |list: &[u32]| {
+        let list: Vec<usize> = list.iter().map(|&c| c as usize).collect();
+        agentwire_scheduler::machine::format_cpus(&list)
+    };
+    println!(
+        "  partitions (cpus now / planned, busy, jobs done / queued, executors: thread=affinity):"
+    );
+    for p in &report.partitions {
+        let executors: Vec<String> = p
+            .executors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}={}{}",
+                    e.thread,
+                    cpus(&e.affinity),
+                    if e.active { "" } else { " (dormant)" }
+                )
+            })
+            .collect();
+        println!(
+            "    {:<10} {:>7} / {:<7} {:>5.1}% {:>10} / {:<6} {}",
+            p.name,
+            cpus(&p.cpus),
+            cpus(&p.home_cpus),
+            f64::from(p.busy_permille) / 10.0,
+            p.jobs_completed,
+            p.jobs_queued,
+            executors.join(" ")
+        );
+    }
+    if report.core_moves.is_empty() {
+        println!("  core moves: none");
+    } else {
+        println!("  core moves (last {}):", report.core_moves.len());
+        for m in &report.core_moves {
+            println!(
+                "    t+{:.3}s cpu {}: {} -> {} ({}: {})",
+                m.at_ms as f64 / 1000.0,
+                m.cpu,
+                m.from,
+                m.to,
+                m.kind,
+                m.reason
+            );
+        }
+    }
 }
 
 /// Share of the router's duty cycles that found no work.

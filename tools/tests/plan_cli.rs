@@ -91,3 +91,52 @@ fn a_config_typo_in_a_partition_is_refused_with_its_line() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn plan_on_this_machine_lists_the_start_up_checks_and_router_cpus_apply() {
+    let p = json(&agentwire(&["plan", "--json"]));
+    let checks: Vec<&str> = p["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["isolation", "governor", "hugepages", "memlock"]);
+    assert_eq!(p["executors"], 5);
+    let text = agentwire(&["plan"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("check memlock: ok"), "{stdout}");
+    // An export is another machine: its kernel settings are unknown, so no checks.
+    let xml = repo("scheduler/tests/data/hwloc/16amd64-4distances.xml");
+    let other = json(&agentwire(&[
+        "plan",
+        "--json",
+        "--topology",
+        xml.to_str().unwrap(),
+    ]));
+    assert_eq!(other["checks"], serde_json::json!([]));
+    // The daemon's router_cpus is the router partition's named CPUs, as `serve` uses it.
+    let dir = std::env::temp_dir().join(format!("aw-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("router.toml");
+    std::fs::write(&config, "router_cpus = [0]\n").unwrap();
+    let p = json(&agentwire(&[
+        "plan",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert_eq!(p["partitions"][0]["name"], "router");
+    assert_eq!(p["partitions"][0]["cores"][0]["pu"], 0);
+    // Naming them twice is refused with the place to name them.
+    std::fs::write(
+        &config,
+        "router_cpus = [0]\n[partitions.router]\ncpus = [1]\n",
+    )
+    .unwrap();
+    let out = agentwire(&["plan", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[partitions.router]"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -74,6 +74,31 @@ fn two_agents_exchange_a_million_messages_through_the_daemon() {
         "{status}"
     );
     assert_eq!(status["agents"], 2);
+    // The applied plan: the router and the four engines, each executor pinned to its cpu
+    // (its own sched_getaffinity read back), no core moved.
+    let partitions = status["partitions"].as_array().unwrap();
+    let names: Vec<&str> = partitions
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["router", "streaming", "nas", "twin", "fusion"]);
+    for p in partitions {
+        for e in p["executors"].as_array().unwrap() {
+            assert_eq!(e["affinity"], serde_json::json!([e["cpu"]]), "{e}");
+            assert!(e["thread"].as_str().unwrap().starts_with("aw-"), "{e}");
+        }
+    }
+    assert_eq!(status["core_moves"], serde_json::json!([]));
+    let text = Command::new(AGENTWIRE)
+        .args(["status", "--socket"])
+        .arg(&served.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("partitions (cpus now / planned") && text.contains("core moves: none"),
+        "{text}"
+    );
     let agents = cli_json(&["agents"], &served.socket);
     let names: Vec<&str> = agents["agents"]
         .as_array()

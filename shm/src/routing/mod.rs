@@ -509,6 +509,10 @@ struct NewAgent {
     deferral: Option<Deferral>,
 }
 
+/// Adds what the embedding daemon knows to a status report (see
+/// [`RouterControl::set_status_hook`]).
+pub type StatusHook = Box<dyn Fn(&mut StatusReport) + Send + Sync>;
+
 struct Shared {
     /// A new allow-list for the accept thread (SIGHUP reload).
     reloaded_allow: Mutex<Option<AllowList>>,
@@ -517,6 +521,8 @@ struct Shared {
     defer_deadline_ns: AtomicU64,
     /// Facts the embedding daemon adds to status reports (metrics address, DLQ path...).
     info: Mutex<Vec<(String, String)>>,
+    /// Fills the parts of a status report the embedding daemon owns (partitions, moves).
+    status_hook: Mutex<Option<StatusHook>>,
     started: std::time::Instant,
     registry: Mutex<Registry>,
     generation: AtomicU64,
@@ -583,6 +589,7 @@ impl RouterControl {
             reloaded_allow: Mutex::new(None),
             defer_deadline_ns: AtomicU64::new(deadline_ns(config.defer_deadline)),
             info: Mutex::new(Vec::new()),
+            status_hook: Mutex::new(None),
             started: std::time::Instant::now(),
             registry: Mutex::new(Registry::default()),
             generation: AtomicU64::new(0),
@@ -702,6 +709,21 @@ impl RouterControl {
             Some(entry) => entry.1 = value,
             None => info.push((key.to_string(), value)),
         }
+    }
+
+    /// Sets the function that adds the daemon's own parts (partitions, core moves) to every
+    /// status report. It runs on the control thread answering the query, with no router
+    /// lock held.
+    ///
+    /// ```
+    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rchook-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.set_status_hook(Box::new(|report| report.core_moves.clear()));
+    /// assert!(control.observer().status().core_moves.is_empty());
+    /// ```
+    pub fn set_status_hook(&self, hook: StatusHook) {
+        *self.shared.status_hook.lock().expect("status hook lock") = Some(hook);
     }
 
     /// The router's counters.
@@ -1058,7 +1080,7 @@ fn status_report(shared: &Shared) -> StatusReport {
         requirement: String::new(),
         agents: reg.serving(feature),
     }));
-    StatusReport {
+    let mut report = StatusReport {
         daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
         pid: std::process::id(),
         uptime_s: shared.started.elapsed().as_secs(),
@@ -1076,7 +1098,19 @@ fn status_report(shared: &Shared) -> StatusReport {
                 counters: stats.snapshot(),
             })
             .collect(),
+        partitions: Vec::new(),
+        core_moves: Vec::new(),
+    };
+    drop(reg);
+    if let Some(hook) = shared
+        .status_hook
+        .lock()
+        .expect("status hook lock")
+        .as_ref()
+    {
+        hook(&mut report);
     }
+    report
 }
 
 /// A read-only view of a running router for other threads (the metrics endpoint): counters
