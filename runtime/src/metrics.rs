@@ -254,6 +254,27 @@ impl Collector for RouterCollector {
             agents.metric_type(),
         )?;
         agents.encode(m.encode_family(&core)?)?;
+        let mut m = encoder.encode_descriptor(
+            "agentwire_partition_busy_ratio",
+            "Share of the last sample a partition's active executors spent running jobs (router: non-idle duty cycles since start)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for p in &status.partitions {
+            let labels = [("partition", p.name.as_str())];
+            ConstGauge::new(f64::from(p.busy_permille) / 1000.0)
+                .encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "agentwire_partition_cpus",
+            "CPUs a partition runs on now (its planned ones not lent, and borrowed ones)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for p in &status.partitions {
+            let labels = [("partition", p.name.as_str())];
+            ConstGauge::new(p.cpus.len() as i64).encode(m.encode_family(&labels)?)?;
+        }
         for (direction, pick) in [
             (
                 "tx",

@@ -255,6 +255,8 @@ fn metrics_endpoint_serves_per_core_counters() {
         "agentwire_agent_rx_occupied_bytes{agent=",
         "agentwire_deferred_frames{core=",
         "agentwire_nacks_destination_full_total{core=",
+        "agentwire_partition_busy_ratio{partition=\"streaming\"}",
+        "agentwire_partition_cpus{partition=\"router\"} 1",
     ] {
         assert!(body.contains(series), "{series} missing from\n{body}");
     }
