@@ -169,10 +169,12 @@ impl ExecutorState {
         }
     }
 
-    /// Busy nanoseconds so far, the running job's share included.
+    /// Busy nanoseconds so far, the running job's share included. Reads the total before
+    /// the running mark (the executor clears the mark before adding to the total), so a
+    /// job that ends meanwhile is counted at most once.
     fn busy_total_ns(&self, now_ns: u64) -> u64 {
-        let started = self.job_started_ns.load(Ordering::Acquire);
         let done = self.busy_ns.load(Ordering::Acquire);
+        let started = self.job_started_ns.load(Ordering::Acquire);
         if started == u64::MAX {
             done
         } else {
@@ -536,15 +538,14 @@ async fn run_executor(shared: &HostShared, index: usize, state: &ExecutorState) 
         }
         match partition.queue.pop() {
             Some(job) => {
-                state
-                    .job_started_ns
-                    .store(shared.now_ns(), Ordering::Release);
-                let started = Instant::now();
+                let started_ns = shared.now_ns();
+                state.job_started_ns.store(started_ns, Ordering::Release);
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                state
-                    .busy_ns
-                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::AcqRel);
+                let ran_ns = shared.now_ns().saturating_sub(started_ns);
+                // Clear the running mark before adding the time: a sampler that reads the
+                // total first and the mark second never counts this job twice.
                 state.job_started_ns.store(u64::MAX, Ordering::Release);
+                state.busy_ns.fetch_add(ran_ns, Ordering::Release);
                 partition.completed.fetch_add(1, Ordering::Relaxed);
                 if outcome.is_err() {
                     partition.panicked.fetch_add(1, Ordering::Relaxed);

@@ -312,14 +312,14 @@ fn hugepages(files: &SystemFiles) -> Check {
         level: CheckLevel::Advice,
         line: if thp_on {
             format!(
-                "no hugepages reserved (transparent huge pages: {thp_text}), so large rings and \
-                 engine state may sit on 4 KiB pages; fix: reserve some with {fix_reserve}"
+                "no hugepages reserved (transparent huge pages: {thp_text}), so agent segments \
+                 fall back to 4 KiB pages (more TLB misses); fix: reserve some with {fix_reserve}"
             )
         } else {
             format!(
-                "no hugepages reserved and transparent huge pages {thp_text}: every page is \
-                 4 KiB (more TLB misses); fix: reserve some with {fix_reserve}, or `echo \
-                 madvise > /sys/kernel/mm/transparent_hugepage/enabled`"
+                "no hugepages reserved and transparent huge pages {thp_text}: agent segments \
+                 and everything else use 4 KiB pages (more TLB misses); fix: reserve some with \
+                 {fix_reserve}, or `echo madvise > /sys/kernel/mm/transparent_hugepage/enabled`"
             )
         },
     }
