@@ -4,9 +4,11 @@
 //! router, a second agent in its own process, discovery, publish/subscribe, request/response
 //! and a unicast throughput run), `serve` (the daemon), `status` and `agents`, and
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
-//! its partition plan). `load`, `perf` and the rest arrive with their issues.
+//! its partition plan), and `load` (producers and consumers against the daemon, or the same
+//! flow over a bare ring). `perf` and `tune` arrive with the rest of their issue.
 
 mod dlq_cmd;
+mod load;
 mod plan_cmd;
 mod serve_cmd;
 
@@ -163,6 +165,75 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Drive a running daemon (or one started with --spawn-daemon) with producer and
+    /// consumer agents and report throughput, latency percentiles (HDR histogram), losses and
+    /// duplicates (by sequence numbers).
+    ///
+    /// Closed loop sends as fast as the daemon takes messages; open loop sends at --rate and
+    /// measures latency from each message's intended send time, so stalls are not hidden
+    /// (no coordinated omission). Patterns: unicast (producer i to consumer i mod C), fanout
+    /// (publish to a topic every consumer subscribes to: K = --consumers), anycast (to a
+    /// capability every consumer offers), reqresp (request/response round trips).
+    /// `--baseline raw-ring` runs the same unicast flow over a bare cross-process ring (no
+    /// router) and prints the same JSON, for routed/raw ratios.
+    ///
+    /// Example: agentwire load --spawn-daemon --pattern unicast --msg-size 64 --count 1000000 --json
+    Load {
+        /// Daemon socket [default: the daemon's default path].
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Start a daemon for this run (on a socket of its own) and stop it after.
+        #[arg(long)]
+        spawn_daemon: bool,
+        /// closed (as fast as possible) or open (a fixed --rate).
+        #[arg(long, value_enum, default_value = "closed")]
+        mode: load::Mode,
+        /// Open loop: messages per second over all producers.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// unicast, fanout, anycast or reqresp.
+        #[arg(long, value_enum, default_value = "unicast")]
+        pattern: load::Pattern,
+        /// Payload bytes per message (at least 24: the stamp).
+        #[arg(long, default_value_t = 64)]
+        msg_size: usize,
+        /// Producer agents.
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+        /// Consumer agents (fan-out: the K subscribers).
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
+        /// Measured messages over all producers [default: run for --duration].
+        #[arg(long)]
+        count: Option<u64>,
+        /// Measured seconds when no --count is given.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Warm-up seconds before measuring (tracked for losses, not timed).
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+        /// Priority classes and weights, e.g. 0:10,2:90 [default: all class 2].
+        #[arg(long, value_parser = load::parse_priority_mix)]
+        priority_mix: Option<std::vec::Vec<(u8, u32)>>,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Run the physical-limit proxy instead: raw-ring.
+        #[arg(long, value_enum)]
+        baseline: Option<load::Baseline>,
+        /// Test hook: skip every Nth message while counting it as sent.
+        #[arg(long, default_value_t = 0, hide = true)]
+        drop_every: u64,
+        /// Test hook: producer 0 stalls this many ms once, halfway through.
+        #[arg(long, default_value_t = 0, hide = true)]
+        stall_ms: u64,
+    },
+    /// The reader of `load --baseline raw-ring` (runs in its own process).
+    #[command(hide = true)]
+    LoadRingPeer {
+        #[arg(long)]
+        fd: i32,
+    },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
     DemoPeer {
@@ -190,6 +261,42 @@ fn main() -> ExitCode {
             attach,
         } => demo(messages, payload_bytes, round_trips, json, socket, attach),
         Cmd::DemoPeer { socket } => demo_peer(socket),
+        Cmd::Load {
+            socket,
+            spawn_daemon,
+            mode,
+            rate,
+            pattern,
+            msg_size,
+            producers,
+            consumers,
+            count,
+            duration,
+            warmup,
+            priority_mix,
+            json,
+            baseline,
+            drop_every,
+            stall_ms,
+        } => load::run(load::LoadOptions {
+            socket,
+            spawn_daemon,
+            mode,
+            rate_per_s: rate,
+            pattern,
+            msg_size,
+            producers,
+            consumers,
+            count,
+            duration: Duration::from_secs_f64(duration.max(0.0)),
+            warmup: Duration::from_secs_f64(warmup.max(0.0)),
+            priority_mix: priority_mix.unwrap_or_default(),
+            json,
+            baseline,
+            drop_every,
+            stall_ms,
+        }),
+        Cmd::LoadRingPeer { fd } => load::raw_ring::peer(fd),
         Cmd::Serve {
             config,
             socket,

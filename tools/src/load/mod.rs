@@ -1,0 +1,795 @@
+//! `agentwire load`: producer and consumer agents against a running daemon (or one it
+//! starts), closed loop or open loop, with losses and duplicates counted by sequence numbers
+//! and latencies in HDR histograms; `--baseline raw-ring` runs the same flow over a bare
+//! cross-process ring with no router ([`raw_ring`]).
+//!
+//! Latency is measured from the time stamped in the message: in closed loop the actual send
+//! time; in open loop the *intended* send time of a fixed schedule, so a stall in the sender
+//! or the router shows up in the latencies of every message it delayed (no coordinated
+//! omission). Request/response measures the round trip at the producer.
+
+pub mod raw_ring;
+pub mod stamp;
+
+use agentwire_shm::client::{Agent, ClientError, SendOptions};
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::wire::FrameKind;
+use hdrhistogram::Histogram;
+use stamp::{now_ns, SeqTracker, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYTES};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Topic the fan-out pattern publishes to.
+pub const LOAD_TOPIC: &str = "aw-load";
+/// Capability the anycast pattern's consumers offer.
+pub const LOAD_CAPABILITY: &str = "aw-load-sink";
+/// Frames per batch in closed loop (claims committed together, one publish).
+pub const BATCH_FRAMES: u64 = 32;
+/// How long the run waits for the last deliveries after the producers stop.
+pub const DRAIN_SILENCE: Duration = Duration::from_secs(2);
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// As fast as the system takes them.
+    Closed,
+    /// A fixed rate (`--rate`), latency from the intended send time.
+    Open,
+}
+
+/// What the producers send to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pattern {
+    /// Producer i sends to consumer i mod C.
+    Unicast,
+    /// Producers publish to a topic every consumer subscribes to (fan-out to K = consumers).
+    Fanout,
+    /// Producers anycast to a capability every consumer offers (the least loaded gets it).
+    Anycast,
+    /// Producers send requests; consumers echo them; the round trip is timed.
+    Reqresp,
+}
+
+/// The physical-limit proxy to run instead of the routed flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// A bare cross-process ring, no router.
+    RawRing,
+}
+
+/// Everything `agentwire load` takes.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The daemon's socket (None: the default, or the spawned daemon's).
+    pub socket: Option<PathBuf>,
+    /// Start a daemon for the run and stop it after.
+    pub spawn_daemon: bool,
+    /// Closed or open loop.
+    pub mode: Mode,
+    /// Open loop: messages per second over all producers.
+    pub rate_per_s: u64,
+    /// The pattern.
+    pub pattern: Pattern,
+    /// Payload bytes per message (at least the 24-byte stamp).
+    pub msg_size: usize,
+    /// Producer agents.
+    pub producers: usize,
+    /// Consumer agents.
+    pub consumers: usize,
+    /// Measured messages over all producers (None: run for `duration`).
+    pub count: Option<u64>,
+    /// Measured time when no count is given.
+    pub duration: Duration,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// Priority classes and weights, e.g. [(0, 1), (2, 9)].
+    pub priority_mix: Vec<(u8, u32)>,
+    /// Print one JSON object.
+    pub json: bool,
+    /// Run the baseline instead.
+    pub baseline: Option<Baseline>,
+    /// Test hook: skip every Nth message while counting it as sent (0: off).
+    pub drop_every: u64,
+    /// Test hook: producer 0 stalls this long once, halfway through the measured run.
+    pub stall_ms: u64,
+}
+
+impl LoadOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.msg_size < STAMP_BYTES {
+            return Err(format!(
+                "--msg-size {} is too small: at least {STAMP_BYTES} bytes (the stamp: producer, flags, sequence number, send time)",
+                self.msg_size
+            ));
+        }
+        if self.producers == 0 || self.consumers == 0 {
+            return Err("--producers and --consumers must be at least 1".into());
+        }
+        if self.mode == Mode::Open && self.rate_per_s == 0 {
+            return Err("--mode open needs --rate MSGS_PER_S".into());
+        }
+        if self.count == Some(0) {
+            return Err("--count must be at least 1".into());
+        }
+        if self.priority_mix.iter().any(|&(p, _)| p > 3) {
+            return Err("--priority-mix classes are 0 (most urgent) to 3".into());
+        }
+        Ok(())
+    }
+
+    /// Measured messages per producer, or None for a timed run.
+    fn per_producer(&self) -> Option<u64> {
+        self.count.map(|c| c.div_ceil(self.producers as u64))
+    }
+}
+
+/// Parses `--priority-mix 0:10,2:90` (class:weight pairs).
+pub fn parse_priority_mix(text: &str) -> Result<Vec<(u8, u32)>, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            let (class, weight) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("{pair:?}: expected CLASS:WEIGHT, e.g. 0:10,2:90"))?;
+            let class: u8 = class
+                .trim()
+                .parse()
+                .map_err(|_| format!("{pair:?}: class 0-3"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("{pair:?}: weight is a whole number"))?;
+            Ok((class, weight))
+        })
+        .collect()
+}
+
+/// The priority class of message `seq` under a weighted mix (deterministic, interleaved).
+fn class_of(mix: &[(u8, u32)], seq: u64) -> u8 {
+    let total: u64 = mix.iter().map(|&(_, w)| u64::from(w)).sum();
+    if total == 0 {
+        return SendOptions::default().priority;
+    }
+    let mut slot = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
+    for &(class, weight) in mix {
+        if slot < u64::from(weight) {
+            return class;
+        }
+        slot -= u64::from(weight);
+    }
+    SendOptions::default().priority
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One run's result: the JSON object `--json` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    /// `closed` or `open`.
+    pub mode: String,
+    /// `unicast`, `fanout`, `anycast` or `reqresp`.
+    pub pattern: String,
+    /// Payload bytes per message.
+    pub msg_size: usize,
+    /// Measured messages the producers sent.
+    pub sent: u64,
+    /// Measured deliveries (fan-out: every subscriber's copy; reqresp: replies).
+    pub delivered: u64,
+    /// Deliveries that never arrived (by sequence numbers, warm-up included).
+    pub lost: u64,
+    /// Deliveries that arrived twice or out of order.
+    pub duplicated: u64,
+    /// Measured deliveries per second.
+    pub msgs_per_s: f64,
+    /// Payload bytes delivered per second.
+    pub bytes_per_s: f64,
+    /// Latency (reqresp: round trip) in nanoseconds.
+    pub latency_ns: Latency,
+    /// `daemon` or `raw-ring`.
+    pub target: String,
+    /// Producers.
+    pub producers: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Measured seconds (after warm-up, until the last delivery).
+    pub elapsed_s: f64,
+}
+
+impl LoadReport {
+    fn table(&self) -> String {
+        format!(
+            "agentwire load: {} loop, {}, {} B, {} producer(s) -> {} consumer(s), through {}\n\
+             {:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n\
+             {:<14} {:>14.0}\n{:<14} {:>14.0}\n{:<14} {:>14.3}\n\
+             latency ns     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
+            self.mode,
+            self.pattern,
+            self.msg_size,
+            self.producers,
+            self.consumers,
+            self.target,
+            "sent",
+            self.sent,
+            "delivered",
+            self.delivered,
+            "lost",
+            self.lost,
+            "duplicated",
+            self.duplicated,
+            "msgs/s",
+            self.msgs_per_s,
+            "bytes/s",
+            self.bytes_per_s,
+            "elapsed s",
+            self.elapsed_s,
+            self.latency_ns.p50,
+            self.latency_ns.p90,
+            self.latency_ns.p99,
+            self.latency_ns.p999,
+            self.latency_ns.max
+        )
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid bounds")
+}
+
+/// Counters shared between the run's threads (and read by the progress line).
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) stop_consumers: AtomicBool,
+    pub(crate) sent_total: AtomicU64,
+    pub(crate) sent_measured: AtomicU64,
+    pub(crate) unique_total: AtomicU64,
+    pub(crate) delivered_measured: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    /// Largest p99 of the last second over consumers, ns.
+    pub(crate) p99_last_ns: AtomicU64,
+    pub(crate) producers_done: AtomicU64,
+}
+
+/// Runs `agentwire load` and prints the table or the JSON object.
+pub fn run(options: LoadOptions) -> Result<(), Box<dyn std::error::Error>> {
+    options.validate()?;
+    let report = match options.baseline {
+        Some(Baseline::RawRing) => raw_ring::run(&options).map_err(|e| e.to_string())?,
+        None => run_routed(&options).map_err(|e| e.to_string())?,
+    };
+    if options.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.lost > 0 || report.duplicated > 0 {
+        eprintln!(
+            "agentwire load: {} lost and {} duplicated (by sequence numbers)",
+            report.lost, report.duplicated
+        );
+    }
+    Ok(())
+}
+
+/// A daemon started for the run (`--spawn-daemon`), stopped with SIGTERM on drop.
+struct SpawnedDaemon {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl SpawnedDaemon {
+    fn start() -> Result<(Self, PathBuf), BoxError> {
+        let dir = std::env::temp_dir().join(format!("aw-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("agentwire.sock");
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--no-metrics", "--socket"])
+            .arg(&socket)
+            .arg("--dlq")
+            .arg(dir.join("dlq.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let spawned = Self { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while agentwire_shm::client::query_status(&socket).is_err() {
+            if Instant::now() > deadline {
+                return Err("the spawned daemon did not answer within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((spawned, socket))
+    }
+}
+
+impl Drop for SpawnedDaemon {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `t_ns` on the [`now_ns`] clock: sleeps while the time is far (so a paced
+/// producer leaves the core to the router and consumers), spins the last 100 µs.
+pub(crate) fn wait_until(t_ns: u64) {
+    const SPIN_NS: u64 = 100_000;
+    loop {
+        let now = now_ns();
+        if now >= t_ns {
+            return;
+        }
+        if t_ns - now > 2 * SPIN_NS {
+            std::thread::sleep(Duration::from_nanos(t_ns - now - SPIN_NS));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn connect(
+    name: &str,
+    socket: &std::path::Path,
+    pattern: Pattern,
+    mode: Mode,
+) -> Result<Agent, BoxError> {
+    // Closed loop: spin for the lowest overhead per message. Open loop: spin, then park, so
+    // idle agents leave the cores to the router (a 2-core machine has none to spare).
+    let idle = match mode {
+        Mode::Closed => IdleStrategy::Spin,
+        Mode::Open => IdleStrategy::default(),
+    };
+    let mut builder = Agent::builder(name)
+        .socket(socket)
+        .idle(idle)
+        .send_timeout(Duration::from_secs(30));
+    builder = match pattern {
+        Pattern::Fanout => builder.topic(LOAD_TOPIC),
+        Pattern::Anycast => builder.capability(LOAD_CAPABILITY, "1.0.0"),
+        _ => builder,
+    };
+    Ok(builder.connect()?)
+}
+
+/// What one consumer counted.
+struct ConsumerResult {
+    tracker: SeqTracker,
+    latency: Histogram<u64>,
+}
+
+fn consume(
+    mut agent: Agent,
+    pattern: Pattern,
+    shared: &Shared,
+) -> Result<ConsumerResult, BoxError> {
+    let mut result = ConsumerResult {
+        tracker: SeqTracker::default(),
+        latency: histogram(),
+    };
+    let mut interval = histogram();
+    let mut interval_start = Instant::now();
+    while !shared.stop_consumers.load(Ordering::Acquire) {
+        let Some(msg) = agent.recv(Some(Duration::from_millis(50)))? else {
+            continue;
+        };
+        if pattern == Pattern::Reqresp {
+            if msg.header().kind() == FrameKind::Request {
+                let req = msg.to_owned();
+                drop(msg);
+                agent.respond(req.header(), req.payload())?;
+            }
+            continue;
+        }
+        let Some(stamp) = Stamp::read(msg.payload()) else {
+            result.tracker.malformed += 1;
+            continue;
+        };
+        drop(msg);
+        let gaps_before = result.tracker.gaps;
+        if result.tracker.record(&stamp) {
+            shared.unique_total.fetch_add(1, Ordering::Relaxed);
+            if stamp.flags & FLAG_WARMUP == 0 {
+                let latency = now_ns().saturating_sub(stamp.sent_ns).max(1);
+                let _ = result.latency.record(latency);
+                let _ = interval.record(latency);
+                shared.delivered_measured.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // An anycast flow is split between consumers: one consumer's skipped sequence
+        // numbers went to another, so only the totals tell losses there.
+        let new_gaps = result.tracker.gaps - gaps_before;
+        if new_gaps > 0 && pattern != Pattern::Anycast {
+            shared.gaps.fetch_add(new_gaps, Ordering::Relaxed);
+        }
+        if interval.len() >= 1024 && interval_start.elapsed() >= Duration::from_secs(1) {
+            shared
+                .p99_last_ns
+                .fetch_max(interval.value_at_quantile(0.99), Ordering::Relaxed);
+            interval.reset();
+            interval_start = Instant::now();
+        }
+    }
+    agent.close();
+    Ok(result)
+}
+
+/// What one producer did.
+struct ProducerResult {
+    /// Round trips (reqresp only).
+    latency: Histogram<u64>,
+    /// Requests that got no reply in time (reqresp only).
+    timeouts: u64,
+    finished_ns: u64,
+}
+
+/// Where the producers send: (frame kind, destination).
+#[derive(Clone, Copy)]
+enum Target {
+    Frame(FrameKind, u32),
+    Anycast,
+}
+
+struct Schedule {
+    warm_end_ns: u64,
+    /// Measured messages for this producer (None: until `end_ns`).
+    count: Option<u64>,
+    end_ns: u64,
+    /// Open loop: ns between sends for this producer.
+    interval_ns: Option<u64>,
+}
+
+fn produce(
+    mut agent: Agent,
+    index: u32,
+    target: Target,
+    options: &LoadOptions,
+    schedule: &Schedule,
+    shared: &Shared,
+) -> Result<ProducerResult, BoxError> {
+    let mut payload = vec![0u8; options.msg_size];
+    for (i, b) in payload.iter_mut().enumerate().skip(STAMP_BYTES) {
+        *b = i as u8;
+    }
+    let mut result = ProducerResult {
+        latency: histogram(),
+        timeouts: 0,
+        finished_ns: 0,
+    };
+    let start_ns = now_ns();
+    let (mut seq, mut measured) = (0u64, 0u64);
+    // Sequence numbers per priority class: order holds within a class only.
+    let mut class_seq = [0u64; 4];
+    let mut stalled = options.stall_ms == 0 || index != 0;
+    let stall_at = schedule.count.map_or(u64::MAX, |c| c / 2);
+    let stall_at_ns =
+        schedule.warm_end_ns + (schedule.end_ns.saturating_sub(schedule.warm_end_ns)) / 2;
+    loop {
+        let now = now_ns();
+        let warm = now < schedule.warm_end_ns;
+        if !warm {
+            let done = match schedule.count {
+                Some(c) => measured >= c,
+                None => now >= schedule.end_ns,
+            };
+            if done {
+                break;
+            }
+            if !stalled
+                && (measured >= stall_at || (schedule.count.is_none() && now >= stall_at_ns))
+            {
+                stalled = true;
+                std::thread::sleep(Duration::from_millis(options.stall_ms));
+            }
+        }
+        // Open loop: the next message's intended time; wait for it unless behind.
+        let intended = schedule.interval_ns.map(|i| start_ns + seq * i);
+        if let Some(t) = intended {
+            wait_until(t);
+        }
+        let batch = if schedule.interval_ns.is_some()
+            || matches!(target, Target::Anycast)
+            || options.pattern == Pattern::Reqresp
+        {
+            1
+        } else {
+            BATCH_FRAMES
+        };
+        let batch = match (warm, schedule.count) {
+            (false, Some(c)) => batch.min(c - measured),
+            _ => batch,
+        };
+        let flags = if warm { FLAG_WARMUP } else { 0 };
+        for _ in 0..batch {
+            let class = match target {
+                Target::Frame(FrameKind::Send | FrameKind::Publish, _) => {
+                    class_of(&options.priority_mix, seq)
+                }
+                _ => SendOptions::default().priority,
+            };
+            let stamp = Stamp {
+                producer: index,
+                flags: flags | u32::from(class) << CLASS_SHIFT,
+                seq: class_seq[usize::from(class)],
+                sent_ns: intended.unwrap_or_else(now_ns),
+            };
+            class_seq[usize::from(class)] += 1;
+            stamp.write(&mut payload);
+            let dropped = options.drop_every > 0 && (seq + 1) % options.drop_every == 0;
+            if !dropped {
+                match target {
+                    Target::Frame(FrameKind::Request, dest) => {
+                        match agent.request(dest, &payload, Duration::from_secs(5)) {
+                            Ok(_) => {
+                                if !warm {
+                                    let rtt = now_ns().saturating_sub(stamp.sent_ns).max(1);
+                                    let _ = result.latency.record(rtt);
+                                    shared.delivered_measured.fetch_add(1, Ordering::Relaxed);
+                                }
+                                shared.unique_total.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(ClientError::Timeout { .. }) => result.timeouts += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Target::Frame(kind, dest) => {
+                        let options = SendOptions {
+                            priority: class,
+                            ..Default::default()
+                        };
+                        let mut claim = agent.claim(kind, dest, payload.len(), options)?;
+                        claim.payload_mut().copy_from_slice(&payload);
+                        claim.commit_deferred();
+                    }
+                    Target::Anycast => agent.anycast(LOAD_CAPABILITY, "^1", &payload)?,
+                }
+            }
+            seq += 1;
+            if !warm {
+                measured += 1;
+            }
+        }
+        agent.flush();
+        shared.sent_total.fetch_add(batch, Ordering::Relaxed);
+        if !warm {
+            shared.sent_measured.fetch_add(batch, Ordering::Relaxed);
+        }
+    }
+    agent.flush();
+    result.finished_ns = now_ns();
+    shared.producers_done.fetch_add(1, Ordering::Release);
+    // Stay connected until the consumers have drained what this agent sent.
+    while !shared.stop_consumers.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    agent.close();
+    Ok(result)
+}
+
+fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
+    let (_daemon, socket) = if options.spawn_daemon {
+        let (d, s) = SpawnedDaemon::start()?;
+        (Some(d), s)
+    } else {
+        let socket = options
+            .socket
+            .clone()
+            .unwrap_or_else(agentwire_shm::client::default_socket_path);
+        agentwire_shm::client::query_status(&socket).map_err(|e| {
+            format!(
+                "no daemon answering at {}: {e} (start one with `agentwire serve`, or pass --spawn-daemon)",
+                socket.display()
+            )
+        })?;
+        (None, socket)
+    };
+    let shared = Arc::new(Shared::default());
+    let pattern = options.pattern;
+    // Consumers first, so every route exists before the first send.
+    let mut consumer_ids = Vec::with_capacity(options.consumers);
+    let mut consumers = Vec::with_capacity(options.consumers);
+    for i in 0..options.consumers {
+        let agent = connect(
+            &format!("load-consumer-{i}"),
+            &socket,
+            pattern,
+            options.mode,
+        )?;
+        consumer_ids.push(agent.id());
+        let shared = shared.clone();
+        consumers.push(
+            std::thread::Builder::new()
+                .name(format!("aw-load-c{i}"))
+                .spawn(move || consume(agent, pattern, &shared))?,
+        );
+    }
+    let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
+    let schedule_for = |_: usize| Schedule {
+        warm_end_ns,
+        count: options.per_producer(),
+        end_ns: warm_end_ns + options.duration.as_nanos() as u64,
+        interval_ns: (options.mode == Mode::Open)
+            .then(|| (1_000_000_000 * options.producers as u64 / options.rate_per_s).max(1)),
+    };
+    let mut producers = Vec::with_capacity(options.producers);
+    for i in 0..options.producers {
+        let mut agent = connect(
+            &format!("load-producer-{i}"),
+            &socket,
+            Pattern::Unicast,
+            options.mode,
+        )?;
+        let target = match pattern {
+            Pattern::Unicast => {
+                Target::Frame(FrameKind::Send, consumer_ids[i % consumer_ids.len()])
+            }
+            Pattern::Reqresp => {
+                Target::Frame(FrameKind::Request, consumer_ids[i % consumer_ids.len()])
+            }
+            Pattern::Fanout => Target::Frame(FrameKind::Publish, agent.topic_id(LOAD_TOPIC)?),
+            Pattern::Anycast => Target::Anycast,
+        };
+        let (shared, options, schedule) = (shared.clone(), options.clone(), schedule_for(i));
+        producers.push(
+            std::thread::Builder::new()
+                .name(format!("aw-load-p{i}"))
+                .spawn(move || produce(agent, i as u32, target, &options, &schedule, &shared))?,
+        );
+    }
+    let multiplicity = if pattern == Pattern::Fanout {
+        options.consumers as u64
+    } else {
+        1
+    };
+    progress_until_sent(options, &shared);
+    // Drain: every expected delivery in, or no progress for DRAIN_SILENCE.
+    let mut last = (shared.unique_total.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let expected = shared.sent_total.load(Ordering::Relaxed) * multiplicity;
+        let unique = shared.unique_total.load(Ordering::Relaxed);
+        if (pattern == Pattern::Reqresp || unique + shared.gaps.load(Ordering::Relaxed) >= expected)
+            && shared.producers_done.load(Ordering::Acquire) == options.producers as u64
+        {
+            break;
+        }
+        if unique != last.0 {
+            last = (unique, Instant::now());
+        } else if last.1.elapsed() > DRAIN_SILENCE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let drained_ns = now_ns();
+    shared.stop_consumers.store(true, Ordering::Release);
+    let mut latency = histogram();
+    let (mut timeouts, mut finished_ns) = (0u64, 0u64);
+    for p in producers {
+        let r = p.join().map_err(|_| "a producer thread panicked")??;
+        latency.add(&r.latency)?;
+        timeouts += r.timeouts;
+        finished_ns = finished_ns.max(r.finished_ns);
+    }
+    let (mut unique, mut duplicated) = (0u64, 0u64);
+    for c in consumers {
+        let r = c.join().map_err(|_| "a consumer thread panicked")??;
+        unique += r.tracker.unique;
+        duplicated += r.tracker.duplicated;
+        if pattern != Pattern::Reqresp {
+            latency.add(&r.latency)?;
+        }
+    }
+    let sent_total = shared.sent_total.load(Ordering::Relaxed);
+    if pattern == Pattern::Anycast {
+        // A message delivered to two consumers is new to each of them: only the total
+        // shows it.
+        duplicated += unique.saturating_sub(sent_total);
+        unique = unique.min(sent_total);
+    }
+    let lost = if pattern == Pattern::Reqresp {
+        // Every request sent (the drop hook's included) owes one reply.
+        debug_assert!(timeouts <= sent_total);
+        sent_total.saturating_sub(shared.unique_total.load(Ordering::Relaxed))
+    } else {
+        (sent_total * multiplicity).saturating_sub(unique)
+    };
+    let delivered = shared.delivered_measured.load(Ordering::Relaxed);
+    let end_ns = if pattern == Pattern::Reqresp {
+        finished_ns
+    } else {
+        drained_ns
+    };
+    let elapsed_s = (end_ns.saturating_sub(warm_end_ns)) as f64 / 1e9;
+    let msgs_per_s = if elapsed_s > 0.0 {
+        delivered as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    Ok(LoadReport {
+        mode: mode_name(options.mode).into(),
+        pattern: pattern_name(pattern).into(),
+        msg_size: options.msg_size,
+        sent: shared.sent_measured.load(Ordering::Relaxed),
+        delivered,
+        lost,
+        duplicated,
+        msgs_per_s,
+        bytes_per_s: msgs_per_s * options.msg_size as f64,
+        latency_ns: Latency::of(&latency),
+        target: "daemon".into(),
+        producers: options.producers,
+        consumers: options.consumers,
+        elapsed_s,
+    })
+}
+
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Closed => "closed",
+        Mode::Open => "open",
+    }
+}
+
+pub(crate) fn pattern_name(pattern: Pattern) -> &'static str {
+    match pattern {
+        Pattern::Unicast => "unicast",
+        Pattern::Fanout => "fanout",
+        Pattern::Anycast => "anycast",
+        Pattern::Reqresp => "reqresp",
+    }
+}
+
+/// Waits for the producers, printing one progress line per second on a terminal (rate,
+/// p99 of the last second, losses so far).
+pub(crate) fn progress_until_sent(options: &LoadOptions, shared: &Shared) {
+    let tty = !options.json && std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut last = (0u64, Instant::now());
+    while shared.producers_done.load(Ordering::Acquire) < options.producers as u64 {
+        std::thread::sleep(Duration::from_millis(20));
+        if tty && last.1.elapsed() >= Duration::from_secs(1) {
+            let delivered = shared.delivered_measured.load(Ordering::Relaxed);
+            let rate = (delivered - last.0) as f64 / last.1.elapsed().as_secs_f64();
+            eprintln!(
+                "t={:>4.1}s  {:>10.3} M msg/s  p99 {:>9} ns  delivered {:>12}  lost {}",
+                start.elapsed().as_secs_f64(),
+                rate / 1e6,
+                shared.p99_last_ns.swap(0, Ordering::Relaxed),
+                delivered,
+                shared.gaps.load(Ordering::Relaxed)
+            );
+            last = (delivered, Instant::now());
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! `agentwire load` as a user runs it: a daemon it starts itself, the JSON shape, losses
+//! detected by sequence numbers (a deliberately dropped message), open-loop latency that
+//! includes a deliberate stall, every pattern, the raw-ring baseline, and bad options.
+
+use std::process::{Command, Output};
+
+fn load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .arg("load")
+        .args(args)
+        .output()
+        .expect("run agentwire load")
+}
+
+/// The one JSON object on stdout (the whole of stdout).
+fn report(args: &[&str]) -> serde_json::Value {
+    let out = load(args);
+    assert!(
+        out.status.success(),
+        "agentwire load {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not exactly one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn the_json_report_has_the_documented_shape_and_counts() {
+    let r = report(&[
+        "--spawn-daemon",
+        "--count",
+        "50000",
+        "--warmup",
+        "0.2",
+        "--json",
+    ]);
+    for key in [
+        "mode",
+        "pattern",
+        "msg_size",
+        "sent",
+        "delivered",
+        "lost",
+        "duplicated",
+        "msgs_per_s",
+        "bytes_per_s",
+        "latency_ns",
+    ] {
+        assert!(r.get(key).is_some(), "{key} missing: {r}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            r["latency_ns"][key].as_u64().is_some(),
+            "latency_ns.{key}: {r}"
+        );
+    }
+    assert_eq!(
+        (r["mode"].as_str(), r["pattern"].as_str()),
+        (Some("closed"), Some("unicast"))
+    );
+    assert_eq!(r["msg_size"], 64);
+    assert_eq!(
+        (r["sent"].as_u64(), r["delivered"].as_u64()),
+        (Some(50_000), Some(50_000))
+    );
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0);
+    let l = &r["latency_ns"];
+    assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64());
+    assert_eq!(r["target"], "daemon");
+}
+
+#[test]
+fn a_deliberately_dropped_message_is_counted_as_lost() {
+    // Every 1000th message is skipped by the producer but counted as sent: 20 of 20,500 (the
+    // last one dropped is followed by more, so its gap shows at once).
+    let r = report(&[
+        "--spawn-daemon",
+        "--count",
+        "20500",
+        "--warmup",
+        "0",
+        "--drop-every",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(r["lost"], 20, "{r}");
+    assert_eq!(r["delivered"], 20_480, "{r}");
+    assert_eq!(r["duplicated"], 0);
+    // The same hook over the bare ring.
+    let r = report(&[
+        "--baseline",
+        "raw-ring",
+        "--count",
+        "20500",
+        "--warmup",
+        "0",
+        "--drop-every",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(
+        (r["lost"].as_u64(), r["target"].as_str()),
+        (Some(20), Some("raw-ring")),
+        "{r}"
+    );
+}
+
+#[test]
+fn open_loop_latency_includes_a_deliberate_stall() {
+    // 20,000 msg/s for 20,000 messages; producer 0 stalls 200 ms halfway. The messages
+    // scheduled during the stall are timed from their intended send time, so the stall
+    // shows in the tail instead of vanishing (no coordinated omission).
+    let r = report(&[
+        "--spawn-daemon",
+        "--mode",
+        "open",
+        "--rate",
+        "20000",
+        "--count",
+        "20000",
+        "--warmup",
+        "0",
+        "--stall-ms",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(r["mode"], "open");
+    assert_eq!(r["lost"], 0, "{r}");
+    let max = r["latency_ns"]["max"].as_u64().unwrap();
+    let p99 = r["latency_ns"]["p99"].as_u64().unwrap();
+    assert!(
+        max >= 190_000_000,
+        "max {max} ns should include the 200 ms stall: {r}"
+    );
+    assert!(
+        p99 >= 50_000_000,
+        "~20% of messages waited behind the stall: p99 {p99}: {r}"
+    );
+}
+
+#[test]
+fn every_pattern_delivers_what_it_should() {
+    let fan = report(&[
+        "--spawn-daemon",
+        "--pattern",
+        "fanout",
+        "--consumers",
+        "3",
+        "--count",
+        "5000",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (
+            fan["sent"].as_u64(),
+            fan["delivered"].as_u64(),
+            fan["lost"].as_u64()
+        ),
+        (Some(5000), Some(15_000), Some(0)),
+        "{fan}"
+    );
+    let any = report(&[
+        "--spawn-daemon",
+        "--pattern",
+        "anycast",
+        "--consumers",
+        "2",
+        "--count",
+        "5000",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (any["delivered"].as_u64(), any["lost"].as_u64()),
+        (Some(5000), Some(0)),
+        "{any}"
+    );
+    let rr = report(&[
+        "--spawn-daemon",
+        "--pattern",
+        "reqresp",
+        "--count",
+        "2000",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (rr["delivered"].as_u64(), rr["lost"].as_u64()),
+        (Some(2000), Some(0)),
+        "{rr}"
+    );
+    assert!(rr["latency_ns"]["p50"].as_u64().unwrap() > 0);
+    let mixed = report(&[
+        "--spawn-daemon",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--priority-mix",
+        "0:1,3:3",
+        "--count",
+        "10000",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (mixed["delivered"].as_u64(), mixed["lost"].as_u64()),
+        (Some(10_000), Some(0)),
+        "{mixed}"
+    );
+}
+
+#[test]
+fn bad_options_say_what_to_change() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--msg-size", "8", "--spawn-daemon"], "at least 24 bytes"),
+        (&["--mode", "open", "--spawn-daemon"], "--rate"),
+        (
+            &["--baseline", "raw-ring", "--pattern", "fanout"],
+            "one producer and one consumer",
+        ),
+        (&["--socket", "/nonexistent/aw.sock"], "--spawn-daemon"),
+    ];
+    for (args, needle) in cases {
+        let out = load(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
