@@ -29,14 +29,11 @@ use agentwire_scheduler::plan::Plan;
 use agentwire_shm::control::{ControlError, PartitionStatus};
 use agentwire_shm::idle::Idler;
 use agentwire_shm::routing::{RouterConfig, RouterControl, RouterStats};
-use glommio::{LocalExecutorBuilder, Placement};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use crate::partitions::EXECUTOR_START_TIMEOUT;
 pub use crate::planning::{allowed_cpus, EXECUTOR_MEMLOCK_OVERHEAD_BYTES};
-/// How long start waits for the router executor to come up.
-pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start. Each says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -485,36 +482,17 @@ fn spawn_router(
 ) -> Result<glommio::ExecutorJoinHandle<()>, DaemonError> {
     let idle = config.idle;
     let cpu = state.status().cpu as usize;
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let router = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name("aw-router")
-        .io_memory(config.io_memory_bytes)
-        .spawn(move || async move {
-            // glommio names the thread after its own executor id; name it by role and
-            // core so perf and top -H read well.
-            state.on_thread_start();
-            let _ = started_tx.send(());
-            let mut core = core;
-            let mut idler = Idler::new(idle);
-            while !core.should_stop() {
-                core.step(&mut idler);
-                glommio::yield_if_needed().await;
-            }
-            let routed = core.finish();
-            tracing::info!(routed, cpu, "router shard drained and stopped");
-        })
-        .map_err(|e| DaemonError::Executor {
-            cpu,
-            detail: e.to_string(),
-        })?;
-    if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
-        let detail = match router.join() {
-            Ok(()) => "exited before starting".to_string(),
-            Err(e) => e.to_string(),
-        };
-        return Err(DaemonError::Executor { cpu, detail });
-    }
-    Ok(router)
+    crate::partitions::spawn_pinned(state, config.io_memory_bytes, move || async move {
+        let mut core = core;
+        let mut idler = Idler::new(idle);
+        while !core.should_stop() {
+            core.step(&mut idler);
+            glommio::yield_if_needed().await;
+        }
+        let routed = core.finish();
+        tracing::info!(routed, cpu, "router shard drained and stopped");
+    })
+    .map_err(|detail| DaemonError::Executor { cpu, detail })
 }
 
 impl Drop for Daemon {

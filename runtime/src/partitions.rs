@@ -484,6 +484,39 @@ fn partition_status(shared: &HostShared) -> (Vec<PartitionStatus>, Vec<CoreMoveS
     (partitions, moves)
 }
 
+/// Starts a glommio executor pinned to `state`'s CPU that names its thread and reads back
+/// its affinity into `state`, then runs `body`; returns once the thread runs (or why it
+/// could not start). Router shards and engine executors both start through here.
+pub(crate) fn spawn_pinned<F, Fut>(
+    state: Arc<ExecutorState>,
+    io_memory_bytes: usize,
+    body: F,
+) -> Result<glommio::ExecutorJoinHandle<()>, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(state.cpu))
+        .name("aw-executor")
+        .io_memory(io_memory_bytes)
+        .spawn(move || async move {
+            // glommio names the thread after its own executor id; name it by role and core
+            // so perf and top -H read well.
+            state.on_thread_start();
+            let _ = started_tx.send(());
+            body().await;
+        })
+        .map_err(|e| e.to_string())?;
+    if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
+        return Err(match handle.join() {
+            Ok(()) => "exited before starting".to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(handle)
+}
+
 /// Starts the executor of partition `index` on `cpu` and waits until it runs.
 fn spawn_executor(
     shared: &Arc<HostShared>,
@@ -492,29 +525,15 @@ fn spawn_executor(
 ) -> Result<ExecutorCell, PartitionError> {
     let name = &shared.partitions[index].name;
     let state = Arc::new(ExecutorState::new(&thread_name(name, cpu), cpu));
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let (thread_state, thread_shared) = (state.clone(), shared.clone());
-    let error = |detail: String| PartitionError::Executor {
+    let handle = spawn_pinned(state.clone(), shared.io_memory_bytes, move || async move {
+        run_executor(&thread_shared, index, &thread_state).await;
+    })
+    .map_err(|detail| PartitionError::Executor {
         partition: name.clone(),
         cpu,
         detail,
-    };
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name("aw-engine")
-        .io_memory(shared.io_memory_bytes)
-        .spawn(move || async move {
-            thread_state.on_thread_start();
-            let _ = started_tx.send(());
-            run_executor(&thread_shared, index, &thread_state).await;
-        })
-        .map_err(|e| error(e.to_string()))?;
-    if started_rx.recv_timeout(EXECUTOR_START_TIMEOUT).is_err() {
-        let detail = match handle.join() {
-            Ok(()) => "exited before starting".to_string(),
-            Err(e) => e.to_string(),
-        };
-        return Err(error(detail));
-    }
+    })?;
     Ok(ExecutorCell {
         partition: index,
         state,
