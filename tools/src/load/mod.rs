@@ -122,9 +122,17 @@ impl LoadOptions {
         Ok(())
     }
 
-    /// Measured messages per producer, or None for a timed run.
-    fn per_producer(&self) -> Option<u64> {
-        self.count.map(|c| c.div_ceil(self.producers as u64))
+    /// One producer's schedule for a run whose warm-up ends at `warm_end_ns`: its share of
+    /// `--count`, the measured deadline, and in open loop its share of `--rate`.
+    pub(crate) fn schedule(&self, warm_end_ns: u64) -> Schedule {
+        let producers = self.producers as u64;
+        Schedule {
+            warm_end_ns,
+            count: self.count.map(|c| c.div_ceil(producers)),
+            end_ns: warm_end_ns + self.duration.as_nanos() as u64,
+            interval_ns: (self.mode == Mode::Open)
+                .then(|| (1_000_000_000 * producers / self.rate_per_s).max(1)),
+        }
     }
 }
 
@@ -462,13 +470,130 @@ enum Target {
     Anycast,
 }
 
-struct Schedule {
-    warm_end_ns: u64,
+/// A producer's schedule: warm-up, then a count or a deadline; in open loop, one send
+/// every `interval_ns`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub(crate) warm_end_ns: u64,
     /// Measured messages for this producer (None: until `end_ns`).
-    count: Option<u64>,
-    end_ns: u64,
+    pub(crate) count: Option<u64>,
+    pub(crate) end_ns: u64,
     /// Open loop: ns between sends for this producer.
-    interval_ns: Option<u64>,
+    pub(crate) interval_ns: Option<u64>,
+}
+
+/// One step of a [`Pacer`]: how many frames to send now, and how to stamp them.
+pub(crate) struct Step {
+    /// Still warming up.
+    pub(crate) warm: bool,
+    /// Open loop: the intended send time (the stamp's time; latency counts from it).
+    pub(crate) intended_ns: Option<u64>,
+    /// Frames in this step.
+    pub(crate) frames: u64,
+}
+
+/// Walks a [`Schedule`] for one producer (routed or raw ring alike): decides when the run
+/// ends, paces open loop to the intended send times, sizes batches, counts sequence
+/// numbers and measured messages, and applies the one-time stall test hook halfway.
+pub(crate) struct Pacer {
+    schedule: Schedule,
+    start_ns: u64,
+    batch_max: u64,
+    stall: Option<Duration>,
+    seq: u64,
+    measured: u64,
+}
+
+impl Pacer {
+    /// Starts now; closed loop sends up to `batch_max` frames per step; `stall` (the test
+    /// hook) sleeps once halfway through the measured part.
+    pub(crate) fn new(schedule: Schedule, batch_max: u64, stall: Option<Duration>) -> Self {
+        Self {
+            schedule,
+            start_ns: now_ns(),
+            batch_max,
+            stall,
+            seq: 0,
+            measured: 0,
+        }
+    }
+
+    /// The next step, after waiting for its intended time; `None` once the run is over.
+    pub(crate) fn next_step(&mut self) -> Option<Step> {
+        let s = self.schedule;
+        let now = now_ns();
+        let warm = now < s.warm_end_ns;
+        if !warm {
+            let done = match s.count {
+                Some(c) => self.measured >= c,
+                None => now >= s.end_ns,
+            };
+            if done {
+                return None;
+            }
+            let halfway = match s.count {
+                Some(c) => self.measured >= c / 2,
+                None => now >= s.warm_end_ns + s.end_ns.saturating_sub(s.warm_end_ns) / 2,
+            };
+            if halfway {
+                if let Some(stall) = self.stall.take() {
+                    std::thread::sleep(stall);
+                }
+            }
+        }
+        // Open loop: the next message's intended time; wait for it unless behind.
+        let intended_ns = s.interval_ns.map(|i| self.start_ns + self.seq * i);
+        if let Some(t) = intended_ns {
+            wait_until(t);
+        }
+        let frames = if s.interval_ns.is_some() {
+            1
+        } else {
+            self.batch_max
+        };
+        let frames = match (warm, s.count) {
+            (false, Some(c)) => frames.min(c - self.measured),
+            _ => frames,
+        };
+        Some(Step {
+            warm,
+            intended_ns,
+            frames,
+        })
+    }
+
+    /// The sequence number of the next message.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Counts one message of `step` as sent (dropped by the test hook or not).
+    pub(crate) fn sent(&mut self, step: &Step) {
+        self.seq += 1;
+        if !step.warm {
+            self.measured += 1;
+        }
+    }
+
+    /// Messages sent in all, warm-up included.
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.seq
+    }
+
+    /// Measured messages sent.
+    pub(crate) fn measured(&self) -> u64 {
+        self.measured
+    }
+}
+
+/// The drop test hook: whether message `seq` is skipped (still counted as sent).
+pub(crate) fn dropped_by_hook(options: &LoadOptions, seq: u64) -> bool {
+    options.drop_every > 0 && (seq + 1) % options.drop_every == 0
+}
+
+/// The stall test hook as a duration (None: off).
+pub(crate) fn stall_hook(options: &LoadOptions) -> Option<Duration> {
+    (options.stall_ms > 0).then(|| Duration::from_millis(options.stall_ms))
 }
 
 fn produce(
@@ -488,51 +613,27 @@ fn produce(
         timeouts: 0,
         finished_ns: 0,
     };
-    let start_ns = now_ns();
-    let (mut seq, mut measured) = (0u64, 0u64);
+    let batch_max = if schedule.interval_ns.is_some()
+        || matches!(target, Target::Anycast)
+        || options.pattern == Pattern::Reqresp
+    {
+        1
+    } else {
+        BATCH_FRAMES
+    };
+    let stall = if index == 0 {
+        stall_hook(options)
+    } else {
+        None
+    };
+    let mut pacer = Pacer::new(*schedule, batch_max, stall);
     // Sequence numbers per priority class: order holds within a class only.
     let mut class_seq = [0u64; 4];
-    let mut stalled = options.stall_ms == 0 || index != 0;
-    let stall_at = schedule.count.map_or(u64::MAX, |c| c / 2);
-    let stall_at_ns =
-        schedule.warm_end_ns + (schedule.end_ns.saturating_sub(schedule.warm_end_ns)) / 2;
-    loop {
-        let now = now_ns();
-        let warm = now < schedule.warm_end_ns;
-        if !warm {
-            let done = match schedule.count {
-                Some(c) => measured >= c,
-                None => now >= schedule.end_ns,
-            };
-            if done {
-                break;
-            }
-            if !stalled
-                && (measured >= stall_at || (schedule.count.is_none() && now >= stall_at_ns))
-            {
-                stalled = true;
-                std::thread::sleep(Duration::from_millis(options.stall_ms));
-            }
-        }
-        // Open loop: the next message's intended time; wait for it unless behind.
-        let intended = schedule.interval_ns.map(|i| start_ns + seq * i);
-        if let Some(t) = intended {
-            wait_until(t);
-        }
-        let batch = if schedule.interval_ns.is_some()
-            || matches!(target, Target::Anycast)
-            || options.pattern == Pattern::Reqresp
-        {
-            1
-        } else {
-            BATCH_FRAMES
-        };
-        let batch = match (warm, schedule.count) {
-            (false, Some(c)) => batch.min(c - measured),
-            _ => batch,
-        };
+    while let Some(step) = pacer.next_step() {
+        let (warm, intended, batch) = (step.warm, step.intended_ns, step.frames);
         let flags = if warm { FLAG_WARMUP } else { 0 };
         for _ in 0..batch {
+            let seq = pacer.seq();
             let class = match target {
                 Target::Frame(FrameKind::Send | FrameKind::Publish, _) => {
                     class_of(&options.priority_mix, seq)
@@ -547,8 +648,7 @@ fn produce(
             };
             class_seq[usize::from(class)] += 1;
             stamp.write(&mut payload);
-            let dropped = options.drop_every > 0 && (seq + 1) % options.drop_every == 0;
-            if !dropped {
+            if !dropped_by_hook(options, seq) {
                 match target {
                     Target::Frame(FrameKind::Request, dest) => {
                         match agent.request(dest, &payload, Duration::from_secs(5)) {
@@ -576,10 +676,7 @@ fn produce(
                     Target::Anycast => agent.anycast(LOAD_CAPABILITY, "^1", &payload)?,
                 }
             }
-            seq += 1;
-            if !warm {
-                measured += 1;
-            }
+            pacer.sent(&step);
         }
         agent.flush();
         shared.sent_total.fetch_add(batch, Ordering::Relaxed);
@@ -636,13 +733,6 @@ fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
         );
     }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
-    let schedule_for = |_: usize| Schedule {
-        warm_end_ns,
-        count: options.per_producer(),
-        end_ns: warm_end_ns + options.duration.as_nanos() as u64,
-        interval_ns: (options.mode == Mode::Open)
-            .then(|| (1_000_000_000 * options.producers as u64 / options.rate_per_s).max(1)),
-    };
     let mut producers = Vec::with_capacity(options.producers);
     for i in 0..options.producers {
         let mut agent = connect(
@@ -661,7 +751,11 @@ fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
             Pattern::Fanout => Target::Frame(FrameKind::Publish, agent.topic_id(LOAD_TOPIC)?),
             Pattern::Anycast => Target::Anycast,
         };
-        let (shared, options, schedule) = (shared.clone(), options.clone(), schedule_for(i));
+        let (shared, options, schedule) = (
+            shared.clone(),
+            options.clone(),
+            options.schedule(warm_end_ns),
+        );
         producers.push(
             std::thread::Builder::new()
                 .name(format!("aw-load-p{i}"))

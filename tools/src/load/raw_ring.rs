@@ -5,7 +5,10 @@
 //! routed/raw as a ratio measured on the same machine in the same session.
 
 use super::stamp::{now_ns, SeqTracker, Stamp, FLAG_WARMUP};
-use super::{histogram, mode_name, BoxError, Latency, LoadOptions, LoadReport, Mode, Pattern};
+use super::{
+    dropped_by_hook, histogram, mode_name, stall_hook, BoxError, Latency, LoadOptions, LoadReport,
+    Pacer, Pattern,
+};
 use agentwire_shm::ring::{ClaimError, Consumer, Producer};
 use agentwire_shm::segment::{Segment, SegmentConfig};
 use rustix::fd::AsRawFd;
@@ -65,62 +68,30 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, BoxError> {
     for (i, b) in frame.iter_mut().enumerate().skip(super::STAMP_BYTES) {
         *b = i as u8;
     }
-    let start_ns = now_ns();
-    let warm_end_ns = start_ns + options.warmup.as_nanos() as u64;
-    let end_ns = warm_end_ns + options.duration.as_nanos() as u64;
-    let interval_ns =
-        (options.mode == Mode::Open).then(|| (1_000_000_000 / options.rate_per_s).max(1));
-    let (mut seq, mut measured) = (0u64, 0u64);
-    let mut stalled = options.stall_ms == 0;
-    let count = options.count;
-    loop {
-        let now = now_ns();
-        let warm = now < warm_end_ns;
-        if !warm {
-            let done = count.map_or(now >= end_ns, |c| measured >= c);
-            if done {
-                break;
-            }
-            let half = count.map_or(now >= warm_end_ns + (end_ns - warm_end_ns) / 2, |c| {
-                measured >= c / 2
-            });
-            if !stalled && half {
-                stalled = true;
-                std::thread::sleep(Duration::from_millis(options.stall_ms));
-            }
-        }
-        let intended = interval_ns.map(|i| start_ns + seq * i);
-        if let Some(t) = intended {
-            super::wait_until(t);
-        }
-        let mut batch = if interval_ns.is_some() {
-            1
-        } else {
-            super::BATCH_FRAMES
-        };
-        if let (false, Some(c)) = (warm, count) {
-            batch = batch.min(c - measured);
-        }
-        for _ in 0..batch {
+    let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
+    let mut pacer = Pacer::new(
+        options.schedule(warm_end_ns),
+        super::BATCH_FRAMES,
+        stall_hook(options),
+    );
+    while let Some(step) = pacer.next_step() {
+        for _ in 0..step.frames {
+            let seq = pacer.seq();
             let stamp = Stamp {
                 producer: 0,
-                flags: (if warm { FLAG_WARMUP } else { 0 }) | 2 << super::stamp::CLASS_SHIFT,
+                flags: (if step.warm { FLAG_WARMUP } else { 0 }) | 2 << super::stamp::CLASS_SHIFT,
                 seq,
-                sent_ns: intended.unwrap_or_else(now_ns),
+                sent_ns: step.intended_ns.unwrap_or_else(now_ns),
             };
             stamp.write(&mut frame);
-            let dropped = options.drop_every > 0 && (seq + 1) % options.drop_every == 0;
-            if !dropped {
+            if !dropped_by_hook(options, seq) {
                 push(&mut tx, &frame, true)?;
             }
-            seq += 1;
-            if !warm {
-                measured += 1;
-            }
+            pacer.sent(&step);
         }
         tx.publish();
     }
-    let sent_total = seq;
+    let (sent_total, measured, seq) = (pacer.sent_total(), pacer.measured(), pacer.seq());
     let fin = Stamp {
         producer: 0,
         flags: FLAG_FIN,
