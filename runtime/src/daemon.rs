@@ -155,21 +155,25 @@ impl Daemon {
                 detail: "the plan gave the router no core".into(),
             });
         }
-        let executors = crate::planning::executor_count(&plan);
-        let is_root = rustix::process::geteuid().is_root();
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
-        if !is_root {
+        let check_input = crate::planning::check_input(config, &plan);
+        if !check_input.memlock_exempt {
             check_memlock(
-                executors as u64
-                    * (config.io_memory_bytes as u64 + EXECUTOR_MEMLOCK_OVERHEAD_BYTES),
-                limit,
+                check_input.memlock_needed_bytes(),
+                check_input.memlock_limit_bytes,
             )?;
         }
-        tracing::info!(machine = %machine.source, "partition plan ({} executors)", executors);
+        tracing::info!(
+            machine = %machine.source,
+            "partition plan ({} executors)",
+            check_input.executors
+        );
         for line in plan.table().lines() {
             tracing::info!("plan: {line}");
         }
-        let checks = crate::planning::startup_checks(config, &plan);
+        let checks = agentwire_scheduler::checks::run_checks(
+            &agentwire_scheduler::checks::SystemFiles::live(),
+            &check_input,
+        );
         for check in &checks {
             match check.level {
                 CheckLevel::Ok => tracing::info!("{check}"),

@@ -139,12 +139,8 @@ impl ExecutorState {
         if let Ok(name) = std::ffi::CString::new(self.thread.as_str()) {
             let _ = rustix::thread::set_name(&name);
         }
-        let mask = match rustix::thread::sched_getaffinity(None) {
-            Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-                .filter(|&c| set.is_set(c))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        // Empty when unreadable: status must show what the kernel says, never a guess.
+        let mask = crate::planning::affinity_mask().unwrap_or_default();
         *self.affinity.lock().expect("affinity lock") = mask;
     }
 

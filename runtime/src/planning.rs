@@ -27,12 +27,24 @@ pub const EXECUTOR_MEMLOCK_OVERHEAD_BYTES: u64 = 512 * 1024;
 /// assert!(!agentwire_runtime::planning::allowed_cpus().is_empty());
 /// ```
 pub fn allowed_cpus() -> Vec<usize> {
-    match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+    affinity_mask().unwrap_or_else(|| {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    })
+}
+
+/// The calling thread's affinity mask as the kernel reports it (sched_getaffinity), or
+/// `None` when it cannot be read.
+///
+/// ```
+/// assert!(!agentwire_runtime::planning::affinity_mask().unwrap().is_empty());
+/// ```
+pub fn affinity_mask() -> Option<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    Some(
+        (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&c| set.is_set(c))
             .collect(),
-        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
-    }
+    )
 }
 
 /// The live machine as this process may use it: hwloc's view (a flat machine of the
@@ -94,6 +106,21 @@ pub fn executor_count(plan: &Plan) -> usize {
 /// assert_eq!(planning::startup_checks(&config, &plan).len(), 4);
 /// ```
 pub fn startup_checks(config: &Config, plan: &Plan) -> Vec<Check> {
+    run_checks(&SystemFiles::live(), &check_input(config, plan))
+}
+
+/// What the checks need from the plan and this process: partition CPUs outside
+/// housekeeping, the executors and what each locks, RLIMIT_MEMLOCK, and whether it applies
+/// (not to root). The daemon's memlock preflight reads the same figures.
+///
+/// ```
+/// # use agentwire_runtime::{config::Config, planning};
+/// # use agentwire_scheduler::{machine::Machine, plan::{plan, PlanConfig}};
+/// let p = plan(&Machine::flat("vm", &[0, 1]), &PlanConfig::embedded_default()).unwrap();
+/// let input = planning::check_input(&Config::embedded_default(), &p);
+/// assert_eq!((input.partition_cpus, input.executors), (vec![1], 5));
+/// ```
+pub fn check_input(config: &Config, plan: &Plan) -> CheckInput {
     let mut partition_cpus: Vec<usize> = plan
         .partitions
         .iter()
@@ -102,16 +129,11 @@ pub fn startup_checks(config: &Config, plan: &Plan) -> Vec<Check> {
         .collect();
     partition_cpus.sort_unstable();
     partition_cpus.dedup();
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
-    run_checks(
-        &SystemFiles::live(),
-        &CheckInput {
-            partition_cpus,
-            executors: executor_count(plan),
-            memlock_per_executor_bytes: config.io_memory_bytes as u64
-                + EXECUTOR_MEMLOCK_OVERHEAD_BYTES,
-            memlock_limit_bytes: limit,
-            memlock_exempt: rustix::process::geteuid().is_root(),
-        },
-    )
+    CheckInput {
+        partition_cpus,
+        executors: executor_count(plan),
+        memlock_per_executor_bytes: config.io_memory_bytes as u64 + EXECUTOR_MEMLOCK_OVERHEAD_BYTES,
+        memlock_limit_bytes: rustix::process::getrlimit(rustix::process::Resource::Memlock).current,
+        memlock_exempt: rustix::process::geteuid().is_root(),
+    }
 }
