@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what agentwire needs to build on a fresh Debian machine with a Rust toolchain:
-# the C libraries behind hwlocality (NUMA placement) and pkg-config. Idempotent: it installs
+# the C libraries behind hwlocality (NUMA placement), pkg-config, and perf (for
+# `agentwire perf record`). Idempotent: it installs
 # only what is missing, so it is cheap to call before every build.
 set -euo pipefail
 
-packages=(pkg-config libhwloc-dev libudev-dev)
+packages=(pkg-config libhwloc-dev libudev-dev linux-perf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,10 +5,12 @@
 //! and a unicast throughput run), `serve` (the daemon), `status` and `agents`, and
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
 //! its partition plan), and `load` (producers and consumers against the daemon, or the same
-//! flow over a bare ring). `perf` and `tune` arrive with the rest of their issue.
+//! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
+//! `perf record` on their threads) and `tune`.
 
 mod dlq_cmd;
 mod load;
+mod perf;
 mod plan_cmd;
 mod serve_cmd;
 
@@ -47,6 +49,18 @@ enum DlqCmd {
     },
     /// Remove every dead letter.
     Purge,
+}
+
+#[derive(Subcommand)]
+enum PerfCmd {
+    /// Run `perf record -t TIDS PERF-ARGS` on the partition's threads (every partition's
+    /// without --partition), e.g. `agentwire perf record --partition router -- -g -o
+    /// router.data`.
+    Record {
+        /// Arguments for `perf record`, after `--`.
+        #[arg(last = true)]
+        perf_args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +242,34 @@ enum Cmd {
         #[arg(long, default_value_t = 0, hide = true)]
         stall_ms: u64,
     },
+    /// Count the running daemon's threads with perf events for --duration: per partition,
+    /// per thread and per partition core, instructions, cycles, IPC, cache references and
+    /// misses, branch misses, context switches, page faults, CPU migrations and task clock.
+    /// Counters the machine lacks (a VM without a hardware PMU) are shown as n/a (null in
+    /// JSON) with the kernel's reason; the software counters still count. Threads outside
+    /// every partition (main, accept, rebalance) are the partition `other`.
+    ///
+    /// `agentwire perf record [--partition NAME] -- PERF-ARGS` runs `perf record -t TIDS
+    /// PERF-ARGS` on the partition's threads (for --duration unless PERF-ARGS end in
+    /// `-- COMMAND`).
+    ///
+    /// Example: agentwire perf --partition router --duration 5 --json
+    Perf {
+        #[command(subcommand)]
+        action: Option<PerfCmd>,
+        /// Daemon socket [default: the daemon's default path].
+        #[arg(long, env = "AGENTWIRE_SOCKET", global = true)]
+        socket: Option<PathBuf>,
+        /// Only this partition (router, streaming, nas, twin, fusion, other) [default: all].
+        #[arg(long, global = true)]
+        partition: Option<String>,
+        /// Seconds to count (or to record).
+        #[arg(long, default_value_t = 5.0, global = true)]
+        duration: f64,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The reader of `load --baseline raw-ring` (runs in its own process).
     #[command(hide = true)]
     LoadRingPeer {
@@ -296,6 +338,30 @@ fn main() -> ExitCode {
             drop_every,
             stall_ms,
         }),
+        Cmd::Perf {
+            action,
+            socket,
+            partition,
+            duration,
+            json,
+        } => {
+            let socket = socket.unwrap_or_else(agentwire_shm::client::default_socket_path);
+            let duration = Duration::from_secs_f64(duration.max(0.0));
+            match action {
+                None => perf::run(perf::PerfOptions {
+                    socket,
+                    partition,
+                    duration,
+                    json,
+                }),
+                Some(PerfCmd::Record { perf_args }) => perf::record(perf::RecordOptions {
+                    socket,
+                    partition,
+                    duration,
+                    perf_args,
+                }),
+            }
+        }
         Cmd::LoadRingPeer { fd } => load::raw_ring::peer(fd),
         Cmd::Serve {
             config,
