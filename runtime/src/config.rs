@@ -29,6 +29,7 @@ struct RawConfig {
     router_cpus: Option<Vec<usize>>,
     ring_capacity_bytes: Option<usize>,
     idle: Option<String>,
+    router_batch_frames: Option<usize>,
     allow_uids: Option<Vec<u32>>,
     allow_gids: Option<Vec<u32>>,
     io_memory_bytes: Option<usize>,
@@ -59,6 +60,8 @@ pub struct Config {
     pub ring_capacity_bytes: usize,
     /// Router idle strategy.
     pub idle: IdleStrategy,
+    /// Frames the router drains from one lane per read (`router_batch_frames`, default 32).
+    pub router_batch_frames: usize,
     /// Who may connect.
     pub allow: AllowList,
     /// io_uring memory of the router executor, bytes.
@@ -215,6 +218,16 @@ impl Config {
         let idle = idle_text
             .parse::<IdleStrategy>()
             .map_err(|e| invalid("idle", format!("{idle_text:?}"), &e))?;
+        let router_batch_frames = raw
+            .router_batch_frames
+            .unwrap_or(agentwire_shm::routing::ROUTER_BATCH_FRAMES_MAX);
+        if !(1..=agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT).contains(&router_batch_frames) {
+            return Err(invalid(
+                "router_batch_frames",
+                router_batch_frames.to_string(),
+                &format!("1 to {}", agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT),
+            ));
+        }
         let agents_max = raw
             .agents_max
             .unwrap_or(agentwire_shm::routing::ROUTER_AGENTS_MAX);
@@ -335,6 +348,7 @@ impl Config {
             router_cpus,
             ring_capacity_bytes,
             idle,
+            router_batch_frames,
             allow,
             io_memory_bytes,
             agents_max,
@@ -384,6 +398,18 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("ring_capacity_bytes = 5000: a power of two"),
+            "{err}"
+        );
+        assert_eq!(
+            Config::parse("router_batch_frames = 8", "t")
+                .unwrap()
+                .router_batch_frames,
+            8
+        );
+        let err = Config::parse("router_batch_frames = 0", "t").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("router_batch_frames = 0: 1 to 1024"),
             "{err}"
         );
         let err = Config::parse("idle = \"nap\"", "t").unwrap_err();

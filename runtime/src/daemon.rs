@@ -184,6 +184,7 @@ impl Daemon {
         router_config.allow = config.allow.clone();
         router_config.ring_capacity_bytes = config.ring_capacity_bytes;
         router_config.idle = config.idle;
+        router_config.batch_frames = config.router_batch_frames;
         router_config.agents_max = config.agents_max;
         router_config.defer_capacity_bytes = config.defer_capacity_bytes;
         router_config.defer_deadline = config.defer_deadline;
@@ -304,6 +305,7 @@ impl Daemon {
             router_cpus = %cpu_list,
             idle = ?config.idle,
             ring_capacity_bytes = config.ring_capacity_bytes,
+            router_batch_frames = config.router_batch_frames,
             "agentwire serving"
         );
         Ok(Self {
@@ -344,6 +346,10 @@ impl Daemon {
                 old.ring_capacity_bytes != config.ring_capacity_bytes,
             ),
             ("idle", old.idle != config.idle),
+            (
+                "router_batch_frames",
+                old.router_batch_frames != config.router_batch_frames,
+            ),
             (
                 "io_memory_bytes",
                 old.io_memory_bytes != config.io_memory_bytes,

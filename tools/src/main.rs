@@ -13,6 +13,7 @@ mod load;
 mod perf;
 mod plan_cmd;
 mod serve_cmd;
+mod tune;
 
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
@@ -270,6 +271,65 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Find the router settings that suit this machine: short `agentwire load` trials over
+    /// the router's batch size (router_batch_frames), idle strategy (idle) and ring size
+    /// (ring_capacity_bytes). Each trial starts a daemon of its own on the base config with
+    /// those three keys replaced, measures throughput and latency (HDR), and counts the router
+    /// threads with perf events (context switches, CPU use; IPC where there is a PMU).
+    /// Prints the trials as a table (the best marked *) and writes the best settings as a
+    /// config snippet to --output. A trial with losses is disqualified.
+    ///
+    /// Example: agentwire tune --batch 8,32,128 --idle spin,spin-then-park --ring 65536,1048576
+    Tune {
+        /// Router batch sizes to try, frames.
+        #[arg(long, default_value = "8,32,128", value_parser = parse_usize_list)]
+        batch: std::vec::Vec<usize>,
+        /// Idle strategies to try: spin, spin-then-park, park.
+        #[arg(long, default_value = "spin,spin-then-park", value_parser = parse_string_list)]
+        idle: std::vec::Vec<String>,
+        /// Ring capacities to try, bytes (powers of two).
+        #[arg(long, default_value = "65536,1048576", value_parser = parse_usize_list)]
+        ring: std::vec::Vec<usize>,
+        /// The config the trials start from [default: the embedded default].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// What the best trial maximises.
+        #[arg(long, value_enum, default_value = "throughput")]
+        objective: tune::Objective,
+        /// Where to write the best settings.
+        #[arg(long, default_value = "agentwire-tune.toml")]
+        output: PathBuf,
+        /// Measured seconds per trial.
+        #[arg(long, default_value_t = 1.0)]
+        trial_s: f64,
+        /// Runs per trial; the run of median throughput counts (steadier on noisy VMs).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Warm-up seconds per trial.
+        #[arg(long, default_value_t = 0.3)]
+        warmup: f64,
+        /// closed (as fast as possible) or open (a fixed --rate).
+        #[arg(long, value_enum, default_value = "closed")]
+        mode: load::Mode,
+        /// Open loop: messages per second over all producers.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// unicast, fanout, anycast or reqresp.
+        #[arg(long, value_enum, default_value = "unicast")]
+        pattern: load::Pattern,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64)]
+        msg_size: usize,
+        /// Producer agents.
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+        /// Consumer agents.
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The reader of `load --baseline raw-ring` (runs in its own process).
     #[command(hide = true)]
     LoadRingPeer {
@@ -362,6 +422,51 @@ fn main() -> ExitCode {
                 }),
             }
         }
+        Cmd::Tune {
+            batch,
+            idle,
+            ring,
+            config,
+            objective,
+            output,
+            trial_s,
+            repeat,
+            warmup,
+            mode,
+            rate,
+            pattern,
+            msg_size,
+            producers,
+            consumers,
+            json,
+        } => tune::run(tune::TuneOptions {
+            batch_frames: batch,
+            idle,
+            ring_bytes: ring,
+            base_config: config,
+            objective,
+            output,
+            repeat,
+            load: load::LoadOptions {
+                socket: None,
+                spawn_daemon: false,
+                mode,
+                rate_per_s: rate,
+                pattern,
+                msg_size,
+                producers,
+                consumers,
+                count: None,
+                duration: Duration::from_secs_f64(trial_s.max(0.05)),
+                warmup: Duration::from_secs_f64(warmup.max(0.0)),
+                priority_mix: Vec::new(),
+                json,
+                baseline: None,
+                drop_every: 0,
+                stall_ms: 0,
+            },
+        })
+        .map_err(|e| -> BoxError { e }),
         Cmd::LoadRingPeer { fd } => load::raw_ring::peer(fd),
         Cmd::Serve {
             config,
@@ -409,6 +514,17 @@ fn main() -> ExitCode {
 }
 
 type BoxError = Box<dyn std::error::Error>;
+
+fn parse_usize_list(text: &str) -> Result<Vec<usize>, String> {
+    tune::parse_list(text, |s| {
+        s.parse::<usize>()
+            .map_err(|e| format!("{s:?} is not a whole number ({e})"))
+    })
+}
+
+fn parse_string_list(text: &str) -> Result<Vec<String>, String> {
+    tune::parse_list(text, |s| Ok(s.to_string()))
+}
 
 /// The peer: offers capability `echo 1.0.0`, answers requests, counts sends, subscribes to
 /// `demo`, and exits after a `bye` publish, printing what it counted.

@@ -67,8 +67,10 @@ pub const HEARTBEAT_PASSES: u64 = 1024;
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
-/// Frames drained from one tx lane per read.
+/// Frames drained from one tx lane per read by default ([`RouterConfig::batch_frames`]).
 pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
+/// Largest [`RouterConfig::batch_frames`] accepted.
+pub const ROUTER_BATCH_FRAMES_LIMIT: usize = 1024;
 /// Priority lanes, the weighted policy (docs/wire.md §6). Each duty cycle serves every
 /// agent's four lanes, one class after the other. Which class goes first is picked by smooth
 /// weighted round robin over the classes that were backlogged in the previous cycle, with
@@ -76,9 +78,26 @@ pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
 /// classes 8 : 4 : 2 : 1, and a backlogged class goes first at least once every 15 cycles,
 /// so no class starves. After the first, classes follow in priority order.
 pub const LANE_WEIGHTS: [u32; TX_LANES] = [8, 4, 2, 1];
-/// Frames a class may route per agent per duty cycle: when every lane of every agent is full
-/// (the router core is the bottleneck), router time goes to classes 4 : 3 : 2 : 1.
-pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = [64, 48, 32, 16];
+/// Frames a class may route per agent per duty cycle with the default batch size: when every
+/// lane of every agent is full (the router core is the bottleneck), router time goes to
+/// classes 4 : 3 : 2 : 1. See [`lane_batch_frames`].
+pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = lane_batch_frames(ROUTER_BATCH_FRAMES_MAX);
+
+/// Per-class frame budgets per agent per duty cycle for a batch size of `batch_frames`:
+/// 2, 1.5, 1 and 0.5 batches (at least one frame each), the 4 : 3 : 2 : 1 share.
+///
+/// ```
+/// assert_eq!(agentwire_shm::routing::lane_batch_frames(32), [64, 48, 32, 16]);
+/// assert_eq!(agentwire_shm::routing::lane_batch_frames(1), [2, 1, 1, 1]);
+/// ```
+pub const fn lane_batch_frames(batch_frames: usize) -> [usize; TX_LANES] {
+    let half = if batch_frames / 2 == 0 {
+        1
+    } else {
+        batch_frames / 2
+    };
+    [2 * batch_frames, 3 * batch_frames / 2, batch_frames, half]
+}
 
 /// How to start a router.
 #[derive(Debug, Clone)]
@@ -111,6 +130,11 @@ pub struct RouterConfig {
     pub shards: usize,
     /// Each shard's NUMA node, when known (placement prefers shards near the agent).
     pub shard_numa_nodes: Vec<Option<u32>>,
+    /// Frames drained from one tx lane per read (1..=[`ROUTER_BATCH_FRAMES_LIMIT`]); the
+    /// per-class budgets per duty cycle scale with it ([`lane_batch_frames`]). Larger batches
+    /// publish ring positions less often (throughput), smaller ones turn to the next agent
+    /// sooner (latency under contention).
+    pub batch_frames: usize,
 }
 
 impl RouterConfig {
@@ -139,6 +163,7 @@ impl RouterConfig {
             liveness_timeout: Some(Duration::from_secs(5)),
             shards: 1,
             shard_numa_nodes: Vec::new(),
+            batch_frames: ROUTER_BATCH_FRAMES_MAX,
         }
     }
 }
@@ -624,6 +649,8 @@ impl RouterControl {
             core.links_in = ins;
             core.deferrals.capacity_bytes = config.defer_capacity_bytes;
             core.deferrals.reserve_bytes = plan.reserve_bytes;
+            core.batch_frames = config.batch_frames.clamp(1, ROUTER_BATCH_FRAMES_LIMIT);
+            core.lane_budget = lane_batch_frames(core.batch_frames);
             cores.push(core);
         }
         let accept = {
@@ -1403,6 +1430,10 @@ pub struct RoutingCore {
     /// frames left over (blocked or out of budget) in the last duty cycle.
     lane_current: [i64; TX_LANES],
     lane_backlog: [bool; TX_LANES],
+    /// Frames per read ([`RouterConfig::batch_frames`]).
+    batch_frames: usize,
+    /// Frames per class per agent per duty cycle ([`lane_batch_frames`]).
+    lane_budget: [usize; TX_LANES],
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -1433,6 +1464,8 @@ impl RoutingCore {
             defer_deadline_ns: None,
             lane_current: [0; TX_LANES],
             lane_backlog: [false; TX_LANES],
+            batch_frames: ROUTER_BATCH_FRAMES_MAX,
+            lane_budget: LANE_BATCH_FRAMES,
         }
     }
 
@@ -1537,7 +1570,7 @@ impl RoutingCore {
     }
 
     /// One duty cycle: take in registrations and departures, refresh tables if the registry
-    /// changed, route up to [`ROUTER_BATCH_FRAMES_MAX`] frames from every agent, reclaim
+    /// changed, route up to [`RouterConfig::batch_frames`] frames from every agent, reclaim
     /// drained departed agents. Returns the frames handled (at least 1 while a frame waits
     /// for a table refresh, so the caller does not idle).
     ///
@@ -1596,7 +1629,7 @@ impl RoutingCore {
         let order = lane_order(&mut self.lane_current, &self.lane_backlog);
         self.lane_backlog = [false; TX_LANES];
         for class in order {
-            let budget_total = LANE_BATCH_FRAMES[class];
+            let budget_total = self.lane_budget[class];
             let mut index = first;
             for _ in 0..agents_len {
                 let agent = &mut self.agents[index];
@@ -1608,7 +1641,7 @@ impl RoutingCore {
                 let control = agent.segment.control();
                 let mut left = budget_total;
                 while left > 0 {
-                    let budget = left.min(ROUTER_BATCH_FRAMES_MAX);
+                    let budget = left.min(self.batch_frames);
                     let mut ctx = RouteContext {
                         producers: &mut self.producers,
                         deferrals: &mut self.deferrals,
@@ -1702,13 +1735,14 @@ impl RoutingCore {
             needs_refresh,
             defer_deadline_ns,
             dead_letters,
+            lane_budget,
             ..
         } = self;
         let stats = &shared.stats[*shard];
         let mut deadline = Deadline::new(defer_deadline_ns.filter(|_| dead_letters.is_some()));
         let mut taken = 0;
         for link in links_in.iter_mut() {
-            taken += link.read(LANE_BATCH_FRAMES[0], |record| {
+            taken += link.read(lane_budget[0], |record| {
                 let target = record.target;
                 let frame = record.frame;
                 let len = frame.len();
@@ -1789,6 +1823,7 @@ impl RoutingCore {
             shard,
             dead_letters,
             dead_letters_unflushed,
+            batch_frames,
             ..
         } = self;
         let stats = &shared.stats[*shard];
@@ -1804,7 +1839,7 @@ impl RoutingCore {
             let batch = if gone || shutting_down {
                 usize::MAX
             } else {
-                ROUTER_BATCH_FRAMES_MAX
+                *batch_frames
             };
             let taken = deferral.service(batch, |d| {
                 let source = u32::from_le_bytes(d.frame[24..28].try_into().expect("header"));

@@ -311,30 +311,56 @@ pub fn run(options: LoadOptions) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A daemon started for the run (`--spawn-daemon`), stopped with SIGTERM on drop.
-struct SpawnedDaemon {
+/// A daemon started for the run (`--spawn-daemon`, and each `agentwire tune` trial), on a
+/// socket of its own, stopped with SIGTERM on drop.
+pub(crate) struct SpawnedDaemon {
     child: std::process::Child,
     dir: PathBuf,
 }
 
 impl SpawnedDaemon {
-    fn start() -> Result<(Self, PathBuf), BoxError> {
-        let dir = std::env::temp_dir().join(format!("aw-load-{}", std::process::id()));
+    /// Starts `agentwire serve` (on `config`, or the embedded default) and waits until it
+    /// answers; returns it and its socket. A daemon that exits or stays silent for 20 s is
+    /// an error that quotes the end of its log.
+    pub(crate) fn start(config: Option<&std::path::Path>) -> Result<(Self, PathBuf), BoxError> {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "aw-load-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("agentwire.sock");
-        let child = std::process::Command::new(std::env::current_exe()?)
+        let log = dir.join("serve.log");
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--no-metrics", "--socket"])
             .arg(&socket)
             .arg("--dlq")
-            .arg(dir.join("dlq.log"))
+            .arg(dir.join("dlq.log"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let spawned = Self { child, dir };
+        let mut spawned = Self { child, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while agentwire_shm::client::query_status(&socket).is_err() {
-            if Instant::now() > deadline {
-                return Err("the spawned daemon did not answer within 20 s".into());
+            let exited = spawned.child.try_wait()?;
+            if exited.is_some() || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                let what = match exited {
+                    Some(status) => format!("exited ({status})"),
+                    None => "did not answer within 20 s".to_string(),
+                };
+                return Err(format!(
+                    "the spawned daemon {what}: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -695,9 +721,10 @@ fn produce(
     Ok(result)
 }
 
-fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
+/// Runs the load against the daemon (or the one it spawns) and returns the report.
+pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
     let (_daemon, socket) = if options.spawn_daemon {
-        let (d, s) = SpawnedDaemon::start()?;
+        let (d, s) = SpawnedDaemon::start(None)?;
         (Some(d), s)
     } else {
         let socket = options
