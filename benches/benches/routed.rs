@@ -8,94 +8,14 @@
 //! Run: `cargo bench -p agentwire-benches --bench routed` (`cargo test --benches` runs a
 //! short smoke version).
 
+use agentwire_benches::routed::{
+    connect, receive_in_order, routed_round_trips, routed_throughput, start_daemon, BATCH_FRAMES,
+    PAYLOAD_BYTES, WINDOW_FRAMES,
+};
 use agentwire_benches::{pin_to_cpu, RawRing};
-use agentwire_runtime::config::Config;
-use agentwire_runtime::daemon::Daemon;
-use agentwire_shm::client::{Agent, SendOptions};
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::wire::FrameKind;
-use hdrhistogram::Histogram;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-const PAYLOAD_BYTES: usize = 64;
-const BATCH_FRAMES: usize = 32;
-/// Frames in flight (sent, not yet received), so one thread can drive both ends without the
-/// sender blocking on a ring the router cannot drain into a full receiver.
-const WINDOW_FRAMES: u64 = 4096;
-
-/// Takes what has arrived, checking each frame carries the next sequence number.
-fn receive_in_order(receiver: &mut Agent, received: &mut u64) {
-    receiver
-        .recv_batch(256, |_, payload| {
-            let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-            assert_eq!(seq, *received, "lost, duplicated or reordered");
-            *received += 1;
-        })
-        .expect("recv");
-}
-
-fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64) -> f64 {
-    let to = receiver.id();
-    let mut payloads = vec![[0u8; PAYLOAD_BYTES]; BATCH_FRAMES];
-    let (mut sent, mut received) = (0u64, 0u64);
-    let start = Instant::now();
-    while received < messages {
-        if sent < messages && sent - received < WINDOW_FRAMES {
-            let n = (messages - sent).min(BATCH_FRAMES as u64) as usize;
-            for (i, p) in payloads[..n].iter_mut().enumerate() {
-                p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
-            }
-            sent += sender
-                .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
-                .expect("send") as u64;
-        }
-        receive_in_order(receiver, &mut received);
-    }
-    messages as f64 / start.elapsed().as_secs_f64()
-}
-
-fn routed_round_trips(client: &mut Agent, server: &mut Agent, round_trips: u64) -> Histogram<u64> {
-    let server_id = server.id();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
-    let payload = [7u8; PAYLOAD_BYTES];
-    for i in 0..round_trips {
-        let start = Instant::now();
-        client
-            .send_with(
-                FrameKind::Request,
-                server_id,
-                &payload,
-                SendOptions {
-                    correlation_id: i + 1,
-                    ..Default::default()
-                },
-            )
-            .expect("request");
-        // The same thread plays the server: wait for the request, answer it.
-        let request = loop {
-            if let Some(m) = server.try_recv().expect("recv") {
-                break m.to_owned();
-            }
-        };
-        server
-            .respond(request.header(), request.payload())
-            .expect("respond");
-        loop {
-            if let Some(m) = client.try_recv().expect("recv") {
-                assert_eq!(
-                    m.header().correlation(),
-                    i + 1,
-                    "response to the wrong request"
-                );
-                break;
-            }
-        }
-        hist.record(start.elapsed().as_nanos() as u64)
-            .expect("in range");
-    }
-    hist
-}
 
 fn raw_ring_throughput(messages: u64) -> f64 {
     let ring = RawRing::new(1 << 14);
@@ -174,14 +94,10 @@ fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> 
                 }
             }
         });
-        let connect = |name: &str| {
-            Agent::builder(name)
-                .socket(socket)
-                .idle(IdleStrategy::Spin)
-                .connect()
-                .expect("connect")
-        };
-        let (mut sender, mut receiver) = (connect("drain-sender"), connect("drain-receiver"));
+        let (mut sender, mut receiver) = (
+            connect(socket, "drain-sender"),
+            connect(socket, "drain-receiver"),
+        );
         let to = receiver.id();
         let mut rates = Vec::new();
         for _ in 0..runs {
@@ -217,32 +133,23 @@ fn main() {
     } else {
         (20_000, 1_000, 1)
     };
-    let socket = std::env::temp_dir()
-        .join(format!("aw-bench-routed-{}", std::process::id()))
-        .join("agentwire.sock");
+    let drain_socket = std::env::temp_dir()
+        .join(format!("aw-bench-drain-{}", std::process::id()))
+        .join("drain.sock");
     // `cargo bench --bench routed -- drain`: only the router-alone drain (for profiling the
     // routing core with perf).
     if std::env::args().any(|a| a == "drain") {
         pin_to_cpu(0);
-        let mut drain = router_drain(&socket.with_file_name("drain.sock"), 4096, 20_000);
+        let mut drain = router_drain(&drain_socket, 4096, 20_000);
         print_drain(&mut drain, 4096);
         return;
     }
-    let mut config = Config::embedded_default();
-    config.router_cpu = Some(1);
-    config.idle = IdleStrategy::Spin;
-    config.metrics = false;
-    config.dlq.path = socket.with_file_name("dlq.log");
-    let daemon = Daemon::start(&config, socket.clone()).expect("daemon");
+    let (daemon, socket) = start_daemon("routed", 1);
     pin_to_cpu(0);
-    let connect = |name: &str| {
-        Agent::builder(name)
-            .socket(&socket)
-            .idle(IdleStrategy::Spin)
-            .connect()
-            .expect("connect")
-    };
-    let (mut sender, mut receiver) = (connect("bench-sender"), connect("bench-receiver"));
+    let (mut sender, mut receiver) = (
+        connect(&socket, "bench-sender"),
+        connect(&socket, "bench-receiver"),
+    );
     println!("routed: 64-byte payloads, daemon router pinned to cpu 1 (spin), load generator on cpu 0 driving both ends");
     println!("{runs} runs; throughput {messages} messages per run (window {WINDOW_FRAMES}, batch {BATCH_FRAMES}); {round_trips} round trips per run");
     let mut routed = Vec::new();
@@ -325,11 +232,7 @@ fn main() {
     // 1 MiB rings hold ~8.7k 120-byte records: 4,096 frames (480 KiB each way) leave room
     // and stay within the caches, as a router's working set does in steady state.
     let drain_frames = 4096;
-    let mut drain = router_drain(
-        &socket.with_file_name("drain.sock"),
-        drain_frames,
-        runs * 200,
-    );
+    let mut drain = router_drain(&drain_socket, drain_frames, runs * 200);
     print_drain(&mut drain, drain_frames);
 }
 

@@ -13,6 +13,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod flows;
+pub mod pingpong;
+pub mod routed;
+
 use agentwire_shm::ring::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +32,36 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
     let set = cpu_set_of(cpu);
     // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a valid cpu_set_t.
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// The calling thread's affinity mask, to hand back with [`set_affinity`] after pinning.
+///
+/// ```
+/// let mask = agentwire_benches::affinity();
+/// assert!(!mask.is_empty());
+/// agentwire_benches::set_affinity(&mask);
+/// ```
+pub fn affinity() -> Vec<usize> {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| {
+            (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&c| set.is_set(c))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Lets the calling thread run on `cpus` again; returns false if it cannot.
+///
+/// ```
+/// assert!(agentwire_benches::set_affinity(&agentwire_benches::affinity()));
+/// ```
+pub fn set_affinity(cpus: &[usize]) -> bool {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    rustix::thread::sched_setaffinity(None, &set).is_ok()
 }
 
 fn cpu_set_of(cpu: usize) -> libc::cpu_set_t {

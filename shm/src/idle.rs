@@ -195,23 +195,40 @@ impl Idler {
             self.empty_polls = 0;
             return;
         }
-        match self.strategy {
-            IdleStrategy::Spin => core::hint::spin_loop(),
+        if let Some(timeout) = self.park_due() {
+            Consumer::park_all(consumers, timeout);
+        }
+    }
+
+    /// One empty poll's worth of idling short of parking: spins (and returns `None`) while
+    /// the strategy says spin; otherwise counts a park and returns how long it may last,
+    /// for a caller that parks on something of its own (a router on all its agents).
+    ///
+    /// ```
+    /// use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// let mut idler = Idler::new(IdleStrategy::Park { park_timeout_ns: 1000 });
+    /// assert_eq!(idler.park_due(), Some(std::time::Duration::from_nanos(1000)));
+    /// assert_eq!(Idler::new(IdleStrategy::Spin).park_due(), None);
+    /// ```
+    #[inline]
+    pub fn park_due(&mut self) -> Option<Duration> {
+        let park_timeout_ns = match self.strategy {
+            IdleStrategy::Spin => None,
             IdleStrategy::SpinThenPark {
                 spins_max,
                 park_timeout_ns,
-            } => {
-                if self.empty_polls < spins_max {
-                    self.empty_polls += 1;
-                    core::hint::spin_loop();
-                } else {
-                    self.parks += 1;
-                    Consumer::park_all(consumers, Duration::from_nanos(park_timeout_ns));
-                }
-            }
-            IdleStrategy::Park { park_timeout_ns } => {
+            } => (self.empty_polls >= spins_max).then_some(park_timeout_ns),
+            IdleStrategy::Park { park_timeout_ns } => Some(park_timeout_ns),
+        };
+        match park_timeout_ns {
+            Some(ns) => {
                 self.parks += 1;
-                Consumer::park_all(consumers, Duration::from_nanos(park_timeout_ns));
+                Some(Duration::from_nanos(ns))
+            }
+            None => {
+                self.empty_polls = self.empty_polls.saturating_add(1);
+                core::hint::spin_loop();
+                None
             }
         }
     }
@@ -309,6 +326,34 @@ impl Doorbell {
         let mut counter = [0u8; 8];
         matches!(rustix::io::read(&self.fd, &mut counter), Ok(8))
     }
+}
+
+/// Waits until any of `bells` is rung or `timeout` passes, then drains the counters of
+/// those rung. Returns true when one was rung.
+///
+/// ```
+/// use agentwire_shm::idle::{wait_any, Doorbell};
+/// let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+/// assert!(!wait_any(&[&a, &b], std::time::Duration::from_micros(10)));
+/// b.ring();
+/// assert!(wait_any(&[&a, &b], std::time::Duration::from_secs(1)));
+/// ```
+pub fn wait_any(bells: &[&Doorbell], timeout: Duration) -> bool {
+    let mut fds: Vec<PollFd<'_>> = bells
+        .iter()
+        .map(|b| PollFd::new(&b.fd, PollFlags::IN))
+        .collect();
+    let timespec = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    let _ = rustix::event::poll(&mut fds, Some(&timespec));
+    let mut rung = false;
+    for bell in bells {
+        let mut counter = [0u8; 8];
+        rung |= matches!(rustix::io::read(&bell.fd, &mut counter), Ok(8));
+    }
+    rung
 }
 
 impl AsFd for Doorbell {

@@ -1202,6 +1202,31 @@ impl Consumer {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
             return false;
         }
+        if Self::arm_park(consumers) {
+            crate::idle::asymmetric_barrier();
+        }
+        if Self::any_pending(consumers) {
+            return true;
+        }
+        let bell = consumers[0].doorbell.as_ref().expect("checked above");
+        bell.wait(timeout)
+    }
+
+    /// The first half of parking: tells each producer that its consumer is about to sleep
+    /// (the flags stay set until `read`/`peek` take frames). Returns whether a producer may
+    /// be on the asymmetric protocol, in which case the caller must issue
+    /// [`crate::idle::asymmetric_barrier`] before looking at the tails with
+    /// [`Consumer::any_pending`]. [`Consumer::park_all`] does all of this for one group; a
+    /// router parking on many agents at once arms every group first.
+    ///
+    /// ```
+    /// use agentwire_shm::ring::{ring_pair, Consumer};
+    /// let (_tx, rx) = ring_pair(4096, true).unwrap();
+    /// let mut lanes = [rx];
+    /// let _barrier_needed = Consumer::arm_park(&mut lanes);
+    /// assert!(!Consumer::any_pending(&lanes));
+    /// ```
+    pub fn arm_park(consumers: &mut [Consumer]) -> bool {
         let mut barrier_needed = false;
         for c in consumers.iter_mut() {
             if c.park_flag_set {
@@ -1210,27 +1235,40 @@ impl Consumer {
             let control = c.memory.control();
             // SYNC POINT: park (see Producer::publish for the pairing).
             control.park.0.consumer_parked.store(1, Ordering::SeqCst);
+            // A producer on the asymmetric protocol needs the barrier to make its tail store
+            // visible (or our flag visible to it) before we look at the tail. Once it has
+            // run, the flags stay visible to every later publish for as long as they stay
+            // set, so timed-out re-parks need no new barrier. A failure (seccomp) leaves the
+            // park timeout as the bound on a missed wakeup.
             barrier_needed |=
                 control.park.0.producer_wake_protocol.load(Ordering::SeqCst) != WAKE_FENCED;
             c.park_flag_set = true;
         }
-        if barrier_needed {
-            // A producer may be on the asymmetric protocol: make its tail store visible (or
-            // make it see our flag) before we look at the tail. Once this barrier has run,
-            // the flags stay visible to every later publish for as long as they stay set, so
-            // timed-out re-parks need no new barrier. A failure (seccomp) leaves the park
-            // timeout as the bound on a missed wakeup.
-            crate::idle::asymmetric_barrier();
-        }
-        // The flags stay set when we return: `read`/`peek` clear them when they take frames.
-        for c in consumers.iter() {
-            let tail = c.memory.control().tail_position.0.load(Ordering::SeqCst);
-            if tail != c.head_position {
-                return true;
-            }
-        }
-        let bell = consumers[0].doorbell.as_ref().expect("checked above");
-        bell.wait(timeout)
+        barrier_needed
+    }
+
+    /// Whether any of these rings holds frames not yet read (the second half of parking,
+    /// after [`Consumer::arm_park`] and its barrier).
+    ///
+    /// ```
+    /// let (mut tx, rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+    /// tx.try_push(b"x").unwrap();
+    /// assert!(agentwire_shm::ring::Consumer::any_pending(&[rx]));
+    /// ```
+    pub fn any_pending(consumers: &[Consumer]) -> bool {
+        consumers
+            .iter()
+            .any(|c| c.memory.control().tail_position.0.load(Ordering::SeqCst) != c.head_position)
+    }
+
+    /// The doorbell this consumer parks on, if it has one.
+    ///
+    /// ```
+    /// let (_tx, rx) = agentwire_shm::ring::ring_pair(4096, true).unwrap();
+    /// assert!(rx.doorbell().is_some());
+    /// ```
+    pub fn doorbell(&self) -> Option<&Doorbell> {
+        self.doorbell.as_ref()
     }
 
     /// Whether this consumer can park on a doorbell.

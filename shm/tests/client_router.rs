@@ -760,3 +760,44 @@ fn an_agent_whose_process_exits_is_removed_even_if_its_socket_lives_on() {
     let pid = rustix::process::Pid::from_raw(sleeper).unwrap();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
 }
+
+/// A parked router wakes for a send from any of its agents, not only the one whose doorbell
+/// it happens to sleep on: with a 3 s park, every frame still arrives within the 2 s
+/// watchdog. Frames come from every agent, and several times in a row from the same one, so
+/// no rotation of a single park target could line up with them.
+#[test]
+fn a_parked_router_wakes_for_any_agent() {
+    let mut config = TestRouterConfig::new(socket("park-any"));
+    config.idle = IdleStrategy::Park {
+        park_timeout_ns: 3_000_000_000,
+    };
+    let r = TestRouter::start(config).unwrap();
+    let mut agents: Vec<Agent> = (0..3)
+        .map(|i| {
+            Agent::builder(&format!("parker-{i}"))
+                .socket(r.socket_path())
+                .idle(IdleStrategy::default())
+                .connect()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<u32> = agents.iter().map(|a| a.id()).collect();
+    let senders = [0usize, 0, 0, 1, 1, 2, 2, 2, 0];
+    for (round, &from) in senders.iter().enumerate() {
+        let to = (from + 1 + round % 2) % 3;
+        // Let the router run out of work and park.
+        std::thread::sleep(Duration::from_millis(20));
+        agents[from]
+            .send(ids[to], &[round as u8, from as u8])
+            .unwrap();
+        let got = agents[to]
+            .recv(Some(Duration::from_secs(2)))
+            .unwrap()
+            .map(|m| m.payload().to_vec());
+        assert_eq!(
+            got,
+            Some(vec![round as u8, from as u8]),
+            "round {round}: the router slept through agent {from}'s send"
+        );
+    }
+}

@@ -189,8 +189,9 @@ enum Cmd {
     /// (no coordinated omission). Patterns: unicast (producer i to consumer i mod C), fanout
     /// (publish to a topic every consumer subscribes to: K = --consumers), anycast (to a
     /// capability every consumer offers), reqresp (request/response round trips).
-    /// `--baseline raw-ring` runs the same unicast flow over a bare cross-process ring (no
-    /// router) and prints the same JSON, for routed/raw ratios.
+    /// `--baseline raw-ring` runs the same pattern, producers, consumers and sizes over bare
+    /// cross-process rings (no router; each consumer is a child process) and prints the
+    /// same JSON, for routed/raw ratios.
     ///
     /// Example: agentwire load --spawn-daemon --pattern unicast --msg-size 64 --count 1000000 --json
     Load {
@@ -233,7 +234,7 @@ enum Cmd {
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
-        /// Run the physical-limit proxy instead: raw-ring.
+        /// Run the physical-limit proxy instead: raw-ring (the same flow over bare rings).
         #[arg(long, value_enum)]
         baseline: Option<load::Baseline>,
         /// Test hook: skip every Nth message while counting it as sent.
@@ -333,8 +334,12 @@ enum Cmd {
     /// The reader of `load --baseline raw-ring` (runs in its own process).
     #[command(hide = true)]
     LoadRingPeer {
+        /// A segment's descriptor, left open across exec (one per linked producer).
         #[arg(long)]
-        fd: i32,
+        fd: Vec<i32>,
+        /// Echo every frame on the segment's rx ring (reqresp).
+        #[arg(long)]
+        echo: bool,
     },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
@@ -467,7 +472,7 @@ fn main() -> ExitCode {
             },
         })
         .map_err(|e| -> BoxError { e }),
-        Cmd::LoadRingPeer { fd } => load::raw_ring::peer(fd),
+        Cmd::LoadRingPeer { fd, echo } => load::raw_ring::peer(fd, echo),
         Cmd::Serve {
             config,
             socket,

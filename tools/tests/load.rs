@@ -224,13 +224,79 @@ fn every_pattern_delivers_what_it_should() {
 }
 
 #[test]
+fn the_raw_ring_baseline_runs_every_pattern() {
+    let base = ["--baseline", "raw-ring", "--warmup", "0", "--json"];
+    let run = |extra: &[&str]| report(&[&base[..], extra].concat());
+    for (extra, sent, delivered) in [
+        (
+            &["--pattern", "fanout", "--consumers", "3", "--count", "5000"][..],
+            5000,
+            15_000,
+        ),
+        (
+            &[
+                "--pattern",
+                "anycast",
+                "--consumers",
+                "2",
+                "--count",
+                "5000",
+            ][..],
+            5000,
+            5000,
+        ),
+        (&["--pattern", "reqresp", "--count", "2000"][..], 2000, 2000),
+        (
+            &[
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--priority-mix",
+                "0:1,3:3",
+                "--count",
+                "10000",
+            ][..],
+            10_000,
+            10_000,
+        ),
+    ] {
+        let r = run(extra);
+        assert_eq!(r["target"], "raw-ring", "{r}");
+        assert_eq!(
+            (
+                r["sent"].as_u64(),
+                r["delivered"].as_u64(),
+                r["lost"].as_u64(),
+                r["duplicated"].as_u64()
+            ),
+            (Some(sent), Some(delivered), Some(0), Some(0)),
+            "{extra:?}: {r}"
+        );
+        assert!(r["latency_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+    }
+    // A dropped message in a fan-out is lost once per subscriber.
+    let r = run(&[
+        "--pattern",
+        "fanout",
+        "--consumers",
+        "2",
+        "--count",
+        "3500",
+        "--drop-every",
+        "1000",
+    ]);
+    assert_eq!(r["lost"], 6, "{r}");
+}
+
+#[test]
 fn bad_options_say_what_to_change() {
     let cases: [(&[&str], &str); 4] = [
         (&["--msg-size", "8", "--spawn-daemon"], "at least 24 bytes"),
         (&["--mode", "open", "--spawn-daemon"], "--rate"),
         (
-            &["--baseline", "raw-ring", "--pattern", "fanout"],
-            "one producer and one consumer",
+            &["--baseline", "raw-ring", "--consumers", "0"],
+            "at least 1",
         ),
         (&["--socket", "/nonexistent/aw.sock"], "--spawn-daemon"),
     ];

@@ -1421,7 +1421,6 @@ pub struct RoutingCore {
     table: RoutingTable,
     seen_generation: u64,
     needs_refresh: bool,
-    park_target: usize,
     passes: u64,
     dead_letters: Option<Box<dyn DeadLetterSink>>,
     dead_letters_unflushed: bool,
@@ -1457,7 +1456,6 @@ impl RoutingCore {
             table: RoutingTable::default(),
             seen_generation: u64::MAX,
             needs_refresh: false,
-            park_target: 0,
             passes: 0,
             dead_letters: None,
             dead_letters_unflushed: false,
@@ -1937,9 +1935,10 @@ impl RoutingCore {
         work
     }
 
-    /// Idles after a duty cycle that did no work: parks on one agent's tx doorbell at a time
-    /// (round robin; the park timeout bounds how late the others are seen), or sleeps 200 µs
-    /// when there is no agent.
+    /// Idles after a duty cycle that did no work: spins while the idle strategy says spin,
+    /// then parks on every agent's tx doorbell at once (any agent's send wakes it; the park
+    /// timeout bounds a missed wakeup and how late other shards' links are seen), or sleeps
+    /// 200 µs when there is no agent.
     ///
     /// ```
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
@@ -1956,8 +1955,30 @@ impl RoutingCore {
         if self.links_in.iter_mut().any(|l| !l.is_empty()) {
             return; // other shards forwarded frames (links have no doorbell)
         }
-        self.park_target = (self.park_target + 1) % self.agents.len();
-        idler.idle_all(0, &mut self.agents[self.park_target].tx);
+        let Some(timeout) = idler.park_due() else {
+            return;
+        };
+        let mut barrier_needed = false;
+        for agent in &mut self.agents {
+            barrier_needed |= Consumer::arm_park(&mut agent.tx);
+        }
+        if barrier_needed {
+            crate::idle::asymmetric_barrier();
+        }
+        if self.agents.iter().any(|a| Consumer::any_pending(&a.tx)) {
+            return;
+        }
+        let bells: Vec<&crate::idle::Doorbell> = self
+            .agents
+            .iter()
+            .filter_map(|a| a.tx.first().and_then(|c| c.doorbell()))
+            .collect();
+        if bells.len() < self.agents.len() {
+            // An agent without a doorbell cannot wake us: look again soon.
+            let _ = crate::idle::wait_any(&bells, timeout.min(Duration::from_micros(50)));
+        } else {
+            crate::idle::wait_any(&bells, timeout);
+        }
     }
 
     /// Marks every served segment closed (agents see it and reconnect).

@@ -173,6 +173,46 @@ fn class_of(mix: &[(u8, u32)], seq: u64) -> u8 {
     SendOptions::default().priority
 }
 
+/// Stamps one producer's messages: sequence numbers per priority class (order holds within a
+/// class only), the class from `--priority-mix` where the pattern carries classes.
+pub(crate) struct Stamper {
+    index: u32,
+    classed: bool,
+    mix: Vec<(u8, u32)>,
+    class_seq: [u64; 4],
+}
+
+impl Stamper {
+    /// Producer `index`; `classed`: its messages follow the priority mix (sends and
+    /// publishes), otherwise they all go in the default class.
+    pub(crate) fn new(index: u32, options: &LoadOptions, classed: bool) -> Self {
+        Self {
+            index,
+            classed,
+            mix: options.priority_mix.clone(),
+            class_seq: [0; 4],
+        }
+    }
+
+    /// The stamp of the producer's message number `seq`, and its class.
+    pub(crate) fn next(&mut self, seq: u64, warm: bool, intended_ns: Option<u64>) -> (Stamp, u8) {
+        let class = if self.classed {
+            class_of(&self.mix, seq)
+        } else {
+            SendOptions::default().priority
+        };
+        let flags = if warm { FLAG_WARMUP } else { 0 };
+        let stamp = Stamp {
+            producer: self.index,
+            flags: flags | u32::from(class) << CLASS_SHIFT,
+            seq: self.class_seq[usize::from(class)],
+            sent_ns: intended_ns.unwrap_or_else(now_ns),
+        };
+        self.class_seq[usize::from(class)] += 1;
+        (stamp, class)
+    }
+}
+
 /// Latency percentiles in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Latency {
@@ -394,23 +434,38 @@ pub(crate) fn wait_until(t_ns: u64) {
     }
 }
 
+/// The agents' idle strategy for this run.
+fn agent_idle(options: &LoadOptions) -> IdleStrategy {
+    // Closed loop: spin for the lowest overhead per message. Open loop: spin, then park, so
+    // idle agents leave the cores to the router (a 2-core machine has none to spare).
+    // Request/response waits on every hop: when the agents and a router core outnumber the
+    // cores, agents that only spin wait out each other's time slices (ms per round trip on
+    // 2 cores), so there they spin briefly, then park until woken.
+    let threads = options.producers + options.consumers + 1;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match (options.mode, options.pattern) {
+        (Mode::Closed, Pattern::Reqresp) if threads > cores => IdleStrategy::SpinThenPark {
+            spins_max: 2_000,
+            park_timeout_ns: 1_000_000,
+        },
+        (Mode::Closed, _) => IdleStrategy::Spin,
+        (Mode::Open, _) => IdleStrategy::default(),
+    }
+}
+
+/// Connects one agent; `registers` decides what it offers (a topic for fan-out, the
+/// capability for anycast).
 fn connect(
     name: &str,
     socket: &std::path::Path,
-    pattern: Pattern,
-    mode: Mode,
+    registers: Pattern,
+    idle: IdleStrategy,
 ) -> Result<Agent, BoxError> {
-    // Closed loop: spin for the lowest overhead per message. Open loop: spin, then park, so
-    // idle agents leave the cores to the router (a 2-core machine has none to spare).
-    let idle = match mode {
-        Mode::Closed => IdleStrategy::Spin,
-        Mode::Open => IdleStrategy::default(),
-    };
     let mut builder = Agent::builder(name)
         .socket(socket)
         .idle(idle)
         .send_timeout(Duration::from_secs(30));
-    builder = match pattern {
+    builder = match registers {
         Pattern::Fanout => builder.topic(LOAD_TOPIC),
         Pattern::Anycast => builder.capability(LOAD_CAPABILITY, "1.0.0"),
         _ => builder,
@@ -653,26 +708,16 @@ fn produce(
         None
     };
     let mut pacer = Pacer::new(*schedule, batch_max, stall);
-    // Sequence numbers per priority class: order holds within a class only.
-    let mut class_seq = [0u64; 4];
+    let classed = matches!(
+        target,
+        Target::Frame(FrameKind::Send | FrameKind::Publish, _)
+    );
+    let mut stamper = Stamper::new(index, options, classed);
     while let Some(step) = pacer.next_step() {
         let (warm, intended, batch) = (step.warm, step.intended_ns, step.frames);
-        let flags = if warm { FLAG_WARMUP } else { 0 };
         for _ in 0..batch {
             let seq = pacer.seq();
-            let class = match target {
-                Target::Frame(FrameKind::Send | FrameKind::Publish, _) => {
-                    class_of(&options.priority_mix, seq)
-                }
-                _ => SendOptions::default().priority,
-            };
-            let stamp = Stamp {
-                producer: index,
-                flags: flags | u32::from(class) << CLASS_SHIFT,
-                seq: class_seq[usize::from(class)],
-                sent_ns: intended.unwrap_or_else(now_ns),
-            };
-            class_seq[usize::from(class)] += 1;
+            let (stamp, class) = stamper.next(seq, warm, intended);
             stamp.write(&mut payload);
             if !dropped_by_hook(options, seq) {
                 match target {
@@ -749,7 +794,7 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             &format!("load-consumer-{i}"),
             &socket,
             pattern,
-            options.mode,
+            agent_idle(options),
         )?;
         consumer_ids.push(agent.id());
         let shared = shared.clone();
@@ -766,7 +811,7 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             &format!("load-producer-{i}"),
             &socket,
             Pattern::Unicast,
-            options.mode,
+            agent_idle(options),
         )?;
         let target = match pattern {
             Pattern::Unicast => {

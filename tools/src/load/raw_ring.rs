@@ -1,28 +1,40 @@
-//! `agentwire load --baseline raw-ring`: the same flow (unicast, one producer, one consumer,
-//! same sizes, schedule, warm-up and stamps) over a bare cross-process ring with no router:
-//! this process writes the tx ring of a shared-memory segment, a child process
-//! (`agentwire load-ring-peer`) reads it. It prints the same JSON, so a report can give
-//! routed/raw as a ratio measured on the same machine in the same session.
+//! `agentwire load --baseline raw-ring`: the same flow (pattern, producers, consumers, sizes,
+//! schedule, warm-up, priority mix and stamps) over bare cross-process rings with no router.
+//! Producer threads in this process write the tx rings of shared-memory segments; each
+//! consumer is a child process (`agentwire load-ring-peer`) that reads the rings linked to
+//! it. It prints the same JSON, so a report can give routed/raw as a ratio measured on the
+//! same machine in the same session.
+//!
+//! Links, one segment each: unicast and reqresp, producer i to consumer i mod C; fanout,
+//! every producer to every consumer (the producer writes one copy per subscriber, as a
+//! broker-less fan-out must); anycast, every producer to every consumer, each message to the
+//! next consumer in turn. Reqresp consumers echo each request on the segment's rx ring and
+//! the producer times the round trip.
 
 use super::stamp::{now_ns, SeqTracker, Stamp, FLAG_WARMUP};
 use super::{
-    dropped_by_hook, histogram, mode_name, stall_hook, BoxError, Latency, LoadOptions, LoadReport,
-    Pacer, Pattern,
+    dropped_by_hook, histogram, mode_name, pattern_name, stall_hook, BoxError, Latency,
+    LoadOptions, LoadReport, Pacer, Pattern, Stamper,
 };
 use agentwire_shm::ring::{ClaimError, Consumer, Producer};
 use agentwire_shm::segment::{Segment, SegmentConfig};
+use hdrhistogram::Histogram;
 use rustix::fd::AsRawFd;
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// Flag on the last frame: the producer is done.
+/// Flag on the last frame of a link: its producer is done.
 const FLAG_FIN: u32 = 2;
-/// Capacity of the baseline ring, as a daemon's default agent ring.
+/// Capacity of each baseline ring, as a daemon's default agent ring.
 pub const RING_BYTES: usize = 1 << 20;
+/// Capacity of a reqresp link's reply ring (one request in flight).
+const REPLY_RING_BYTES: usize = 64 * 1024;
+/// How long a reqresp producer waits for one reply before counting a timeout.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the peer reports, one JSON line.
+/// What a peer reports, one JSON line.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PeerReport {
     /// Messages seen for the first time.
@@ -35,113 +47,338 @@ pub struct PeerReport {
     pub delivered: u64,
     /// When the last measured message arrived, ns (monotonic).
     pub last_ns: u64,
-    /// Latency percentiles, ns.
-    pub latency_ns: (u64, u64, u64, u64, u64),
+    /// Latency histogram as (value ns, count) pairs of its recorded buckets.
+    pub latency: Vec<(u64, u64)>,
+}
+
+/// Consumers each producer writes to.
+fn links_of(pattern: Pattern, producer: usize, consumers: usize) -> Vec<usize> {
+    match pattern {
+        Pattern::Unicast | Pattern::Reqresp => vec![producer % consumers],
+        Pattern::Fanout | Pattern::Anycast => (0..consumers).collect(),
+    }
+}
+
+/// A started consumer process.
+struct Peer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(segments: &[&Segment], echo: bool) -> Result<Self, BoxError> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("load-ring-peer");
+        if echo {
+            command.arg("--echo");
+        }
+        let mut fds = Vec::with_capacity(segments.len());
+        for segment in segments {
+            let fd = segment.try_clone_fd()?;
+            rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())?;
+            command.args(["--fd", &fd.as_raw_fd().to_string()]);
+            fds.push(fd);
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
+        drop(fds);
+        let mut out = BufReader::new(child.stdout.take().ok_or("peer stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            return Err(format!("a ring peer did not start: {line:?}").into());
+        }
+        Ok(Self { child, out })
+    }
+
+    fn report(mut self) -> Result<PeerReport, BoxError> {
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("a ring peer exited with {status}").into());
+        }
+        Ok(serde_json::from_str(line.trim())
+            .map_err(|e| format!("a ring peer's report {line:?}: {e}"))?)
+    }
+}
+
+/// What one producer thread did.
+struct ProducerResult {
+    sent_total: u64,
+    measured: u64,
+    /// Reqresp: replies received, and round trips of measured requests.
+    replies: u64,
+    replies_measured: u64,
+    latency: Histogram<u64>,
+    finished_ns: u64,
 }
 
 /// Runs the baseline.
 pub fn run(options: &LoadOptions) -> Result<LoadReport, BoxError> {
-    if options.pattern != Pattern::Unicast || options.producers != 1 || options.consumers != 1 {
-        return Err(
-            "--baseline raw-ring runs unicast with one producer and one consumer \
-                    (--pattern unicast --producers 1 --consumers 1); the other patterns' \
-                    baselines are not built yet"
-                .into(),
-        );
+    let (pattern, producers, consumers) = (options.pattern, options.producers, options.consumers);
+    let echo = pattern == Pattern::Reqresp;
+    let rx_bytes = if echo { REPLY_RING_BYTES } else { 4096 };
+    // segments[i][k]: producer i's link to consumer links_of(i)[k].
+    let mut segments = Vec::with_capacity(producers);
+    for i in 0..producers {
+        let mut row = Vec::new();
+        for _ in links_of(pattern, i, consumers) {
+            row.push(Segment::create(
+                &SegmentConfig::new(0).with_capacity(RING_BYTES, rx_bytes),
+            )?);
+        }
+        segments.push(row);
     }
-    let segment = Segment::create(&SegmentConfig::new(0).with_capacity(RING_BYTES, 4096))?;
-    let fd = segment.try_clone_fd()?;
-    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())?;
-    let mut peer = Command::new(std::env::current_exe()?)
-        .args(["load-ring-peer", "--fd", &fd.as_raw_fd().to_string()])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    drop(fd);
-    let mut out = BufReader::new(peer.stdout.take().ok_or("peer stdout")?);
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    if line.trim() != "ready" {
-        return Err(format!("the ring peer did not start: {line:?}").into());
-    }
-    let mut tx = Producer::new(segment.tx_memory(), None);
-    let mut frame = vec![0u8; options.msg_size];
-    for (i, b) in frame.iter_mut().enumerate().skip(super::STAMP_BYTES) {
-        *b = i as u8;
+    let mut peers = Vec::with_capacity(consumers);
+    for j in 0..consumers {
+        let linked: Vec<&Segment> = (0..producers)
+            .flat_map(|i| {
+                links_of(pattern, i, consumers)
+                    .into_iter()
+                    .zip(&segments[i])
+                    .filter(move |(c, _)| *c == j)
+                    .map(|(_, s)| s)
+            })
+            .collect();
+        if !linked.is_empty() {
+            peers.push(Peer::spawn(&linked, echo)?);
+        }
     }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
-    let mut pacer = Pacer::new(
-        options.schedule(warm_end_ns),
-        super::BATCH_FRAMES,
-        stall_hook(options),
-    );
-    while let Some(step) = pacer.next_step() {
-        for _ in 0..step.frames {
-            let seq = pacer.seq();
-            let stamp = Stamp {
-                producer: 0,
-                flags: (if step.warm { FLAG_WARMUP } else { 0 }) | 2 << super::stamp::CLASS_SHIFT,
-                seq,
-                sent_ns: step.intended_ns.unwrap_or_else(now_ns),
-            };
-            stamp.write(&mut frame);
-            if !dropped_by_hook(options, seq) {
-                push(&mut tx, &frame, true)?;
-            }
-            pacer.sent(&step);
+    let results: Vec<ProducerResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = segments
+            .iter()
+            .enumerate()
+            .map(|(i, links)| {
+                std::thread::Builder::new()
+                    .name(format!("aw-raw-p{i}"))
+                    .spawn_scoped(s, move || produce(options, i, links, warm_end_ns))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.map_err(|e| -> BoxError { e.into() })?
+                    .join()
+                    .map_err(|_| -> BoxError { "a producer thread panicked".into() })?
+            })
+            .collect::<Result<Vec<_>, BoxError>>()
+    })?;
+    let mut reports = Vec::with_capacity(peers.len());
+    for peer in peers {
+        reports.push(peer.report()?);
+    }
+    aggregate(options, warm_end_ns, &results, &reports)
+}
+
+/// Totals the producers' and peers' counts the way `run_routed` totals its agents'.
+fn aggregate(
+    options: &LoadOptions,
+    warm_end_ns: u64,
+    results: &[ProducerResult],
+    reports: &[PeerReport],
+) -> Result<LoadReport, BoxError> {
+    let pattern = options.pattern;
+    let sent_total: u64 = results.iter().map(|r| r.sent_total).sum();
+    let measured: u64 = results.iter().map(|r| r.measured).sum();
+    let mut latency = histogram();
+    let (mut unique, mut duplicated, mut delivered, mut last_ns) = (0u64, 0u64, 0u64, 0u64);
+    for r in reports {
+        unique += r.unique;
+        duplicated += r.duplicated;
+        delivered += r.delivered;
+        last_ns = last_ns.max(r.last_ns);
+        for &(value, count) in &r.latency {
+            latency.record_n(value, count)?;
         }
-        tx.publish();
     }
-    let (sent_total, measured, seq) = (pacer.sent_total(), pacer.measured(), pacer.seq());
-    let fin = Stamp {
-        producer: 0,
-        flags: FLAG_FIN,
-        seq,
-        sent_ns: now_ns(),
+    let (lost, end_ns) = match pattern {
+        Pattern::Reqresp => {
+            delivered = results.iter().map(|r| r.replies_measured).sum();
+            for r in results {
+                latency.add(&r.latency)?;
+            }
+            let replies: u64 = results.iter().map(|r| r.replies).sum();
+            let finished = results.iter().map(|r| r.finished_ns).max().unwrap_or(0);
+            (sent_total.saturating_sub(replies), finished)
+        }
+        Pattern::Fanout => (
+            (sent_total * options.consumers as u64).saturating_sub(unique),
+            last_ns,
+        ),
+        Pattern::Anycast => {
+            duplicated += unique.saturating_sub(sent_total);
+            (sent_total.saturating_sub(unique.min(sent_total)), last_ns)
+        }
+        Pattern::Unicast => (sent_total.saturating_sub(unique), last_ns),
     };
-    fin.write(&mut frame);
-    push(&mut tx, &frame, false)?;
-    line.clear();
-    out.read_line(&mut line)?;
-    let status = peer.wait()?;
-    if !status.success() {
-        return Err(format!("the ring peer exited with {status}").into());
-    }
-    let r: PeerReport = serde_json::from_str(line.trim())
-        .map_err(|e| format!("the ring peer's report {line:?}: {e}"))?;
-    let elapsed_s = r.last_ns.saturating_sub(warm_end_ns) as f64 / 1e9;
+    let elapsed_s = end_ns.saturating_sub(warm_end_ns) as f64 / 1e9;
     let msgs_per_s = if elapsed_s > 0.0 {
-        r.delivered as f64 / elapsed_s
+        delivered as f64 / elapsed_s
     } else {
         0.0
     };
-    let (p50, p90, p99, p999, max) = r.latency_ns;
     Ok(LoadReport {
         mode: mode_name(options.mode).into(),
-        pattern: "unicast".into(),
+        pattern: pattern_name(pattern).into(),
         msg_size: options.msg_size,
         sent: measured,
-        delivered: r.delivered,
-        lost: sent_total.saturating_sub(r.unique),
-        duplicated: r.duplicated,
+        delivered,
+        lost,
+        duplicated,
         msgs_per_s,
         bytes_per_s: msgs_per_s * options.msg_size as f64,
-        latency_ns: Latency {
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-        },
+        latency_ns: Latency::of(&latency),
         target: "raw-ring".into(),
-        producers: 1,
-        consumers: 1,
+        producers: options.producers,
+        consumers: options.consumers,
         elapsed_s,
     })
 }
 
+/// One producer thread: its schedule over its links, then a FIN frame on each.
+fn produce(
+    options: &LoadOptions,
+    index: usize,
+    links: &[Segment],
+    warm_end_ns: u64,
+) -> Result<ProducerResult, BoxError> {
+    let pattern = options.pattern;
+    let mut txs: Vec<Producer> = links
+        .iter()
+        .map(|s| Producer::new(s.tx_memory(), None))
+        .collect();
+    let mut replies_rx: Option<Consumer> =
+        (pattern == Pattern::Reqresp).then(|| Consumer::new(links[0].rx_memory(), None));
+    let mut frame = vec![0u8; options.msg_size];
+    for (i, b) in frame.iter_mut().enumerate().skip(super::STAMP_BYTES) {
+        *b = i as u8;
+    }
+    let batch_max = if options.mode == super::Mode::Open
+        || matches!(pattern, Pattern::Anycast | Pattern::Reqresp)
+    {
+        1
+    } else {
+        super::BATCH_FRAMES
+    };
+    let stall = if index == 0 {
+        stall_hook(options)
+    } else {
+        None
+    };
+    let mut pacer = Pacer::new(options.schedule(warm_end_ns), batch_max, stall);
+    let classed = matches!(pattern, Pattern::Unicast | Pattern::Fanout);
+    let mut stamper = Stamper::new(index as u32, options, classed);
+    let mut result = ProducerResult {
+        sent_total: 0,
+        measured: 0,
+        replies: 0,
+        replies_measured: 0,
+        latency: histogram(),
+        finished_ns: 0,
+    };
+    let mut next_link = 0usize;
+    while let Some(step) = pacer.next_step() {
+        for _ in 0..step.frames {
+            let seq = pacer.seq();
+            let (stamp, _) = stamper.next(seq, step.warm, step.intended_ns);
+            stamp.write(&mut frame);
+            if !dropped_by_hook(options, seq) {
+                match pattern {
+                    Pattern::Unicast => push(&mut txs[0], &frame, true)?,
+                    Pattern::Fanout => {
+                        for tx in &mut txs {
+                            push(tx, &frame, true)?;
+                        }
+                    }
+                    Pattern::Anycast => {
+                        push(&mut txs[next_link], &frame, false)?;
+                        next_link = (next_link + 1) % txs.len();
+                    }
+                    Pattern::Reqresp => {
+                        push(&mut txs[0], &frame, false)?;
+                        let rx = replies_rx.as_mut().expect("reqresp has a reply ring");
+                        if await_reply(rx, &stamp)? {
+                            result.replies += 1;
+                            if !step.warm {
+                                let rtt = now_ns().saturating_sub(stamp.sent_ns).max(1);
+                                let _ = result.latency.record(rtt);
+                                result.replies_measured += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            pacer.sent(&step);
+        }
+        for tx in &mut txs {
+            tx.publish();
+        }
+    }
+    result.finished_ns = now_ns();
+    (result.sent_total, result.measured) = (pacer.sent_total(), pacer.measured());
+    let fin = Stamp {
+        producer: index as u32,
+        flags: FLAG_FIN,
+        seq: pacer.seq(),
+        sent_ns: now_ns(),
+    };
+    fin.write(&mut frame);
+    for tx in &mut txs {
+        push(tx, &frame, false)?;
+    }
+    Ok(result)
+}
+
+/// Waits (spinning, at most [`REPLY_TIMEOUT`]) for the echo of `request`; false on timeout.
+/// Echoes of earlier, timed-out requests are skipped.
+fn await_reply(rx: &mut Consumer, request: &Stamp) -> Result<bool, BoxError> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut backoff = Backoff::default();
+    loop {
+        let mut matched = false;
+        rx.read(1, |frame| {
+            matched = Stamp::read(frame).is_some_and(|s| s == *request);
+            ControlFlow::Continue(())
+        })?;
+        if matched {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        backoff.idle();
+    }
+}
+
+/// Busy-polls, then yields the CPU between polls: with more spinning threads than cores
+/// (several producers and peers on a small machine), a pure spin would hold the core the
+/// other side needs for a whole time slice.
+#[derive(Default)]
+struct Backoff {
+    empty_polls: u32,
+}
+
+impl Backoff {
+    const SPINS: u32 = 1_000;
+
+    fn idle(&mut self) {
+        if self.empty_polls < Self::SPINS {
+            self.empty_polls += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.empty_polls = 0;
+    }
+}
+
 /// Writes one frame, waiting (bounded: 30 s) while the ring is full.
 fn push(tx: &mut Producer, frame: &[u8], deferred: bool) -> Result<(), BoxError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match tx.claim(frame.len()) {
             Ok(mut claim) => {
@@ -155,8 +392,8 @@ fn push(tx: &mut Producer, frame: &[u8], deferred: bool) -> Result<(), BoxError>
             }
             Err(ClaimError::Full { .. }) => {
                 tx.publish();
-                if std::time::Instant::now() > deadline {
-                    return Err("the ring peer stopped reading (ring full for 30 s)".into());
+                if Instant::now() > deadline {
+                    return Err("a ring peer stopped reading (ring full for 30 s)".into());
                 }
                 std::hint::spin_loop();
             }
@@ -165,54 +402,101 @@ fn push(tx: &mut Producer, frame: &[u8], deferred: bool) -> Result<(), BoxError>
     }
 }
 
-/// The peer process: reads the segment's tx ring until the FIN frame, prints its report.
-pub fn peer(fd: i32) -> Result<(), Box<dyn std::error::Error>> {
-    // The parent left this descriptor open across exec; reopening it through /proc gives
-    // this process its own descriptor for the same shared memory, with no unsafe code.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))?;
-    let segment = Segment::open(file.into())?;
-    let mut rx = Consumer::new(segment.tx_memory(), None);
+/// The peer process: reads the tx rings of the segments behind `fds` until a FIN frame on
+/// each (with `echo`, answering every frame on the same segment's rx ring), then prints its
+/// report.
+pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut links = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // The parent left this descriptor open across exec; reopening it through /proc
+        // gives this process its own descriptor for the same shared memory, no unsafe code.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))?;
+        let segment = Segment::open(file.into())?;
+        let rx = Consumer::new(segment.tx_memory(), None);
+        let tx = echo.then(|| Producer::new(segment.rx_memory(), None));
+        links.push((segment, rx, tx, false));
+    }
     let mut tracker = SeqTracker::default();
     let mut latency = histogram();
-    let (mut delivered, mut last_ns, mut done) = (0u64, 0u64, false);
+    let (mut delivered, mut last_ns) = (0u64, 0u64);
+    let mut echo_frame = Vec::new();
+    let mut backoff = Backoff::default();
     println!("ready");
-    let mut idle_since = std::time::Instant::now();
-    while !done {
-        let n = rx.read(64, |frame| {
-            let Some(stamp) = Stamp::read(frame) else {
-                tracker.malformed += 1;
-                return ControlFlow::Continue(());
-            };
-            if stamp.flags & FLAG_FIN != 0 {
-                done = true;
-                return ControlFlow::Break(());
+    let mut idle_since = Instant::now();
+    while links.iter().any(|l| !l.3) {
+        let mut moved = 0;
+        for (_, rx, tx, done) in links.iter_mut().filter(|l| !l.3) {
+            if let Some(tx) = tx {
+                // Echo: one request at a time, answered on the same segment's rx ring.
+                let mut fin = false;
+                echo_frame.clear();
+                moved += rx.read(1, |frame| {
+                    fin = Stamp::read(frame).is_some_and(|s| s.flags & FLAG_FIN != 0);
+                    echo_frame.extend_from_slice(frame);
+                    ControlFlow::Continue(())
+                })?;
+                if fin {
+                    *done = true;
+                } else if !echo_frame.is_empty() {
+                    tracker.unique += 1;
+                    push(tx, &echo_frame, false).map_err(|e| e.to_string())?;
+                }
+                continue;
             }
-            if tracker.record(&stamp) && stamp.flags & FLAG_WARMUP == 0 {
-                let now = now_ns();
-                let _ = latency.record(now.saturating_sub(stamp.sent_ns).max(1));
-                delivered += 1;
-                last_ns = now;
-            }
-            ControlFlow::Continue(())
-        })?;
-        if n > 0 {
-            idle_since = std::time::Instant::now();
+            moved += rx.read(64, |frame| {
+                let Some(stamp) = Stamp::read(frame) else {
+                    tracker.malformed += 1;
+                    return ControlFlow::Continue(());
+                };
+                if stamp.flags & FLAG_FIN != 0 {
+                    *done = true;
+                    return ControlFlow::Break(());
+                }
+                if tracker.record(&stamp) && stamp.flags & FLAG_WARMUP == 0 {
+                    let now = now_ns();
+                    let _ = latency.record(now.saturating_sub(stamp.sent_ns).max(1));
+                    delivered += 1;
+                    last_ns = now;
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        if moved > 0 {
+            idle_since = Instant::now();
+            backoff.reset();
         } else if idle_since.elapsed() > Duration::from_secs(60) {
             return Err("ring peer: nothing for 60 s".into());
+        } else {
+            backoff.idle();
         }
     }
-    let l = Latency::of(&latency);
     let report = PeerReport {
         unique: tracker.unique,
         gaps: tracker.gaps,
         duplicated: tracker.duplicated,
         delivered,
         last_ns,
-        latency_ns: (l.p50, l.p90, l.p99, l.p999, l.max),
+        latency: latency
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect(),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_follow_the_pattern() {
+        assert_eq!(links_of(Pattern::Unicast, 3, 2), [1]);
+        assert_eq!(links_of(Pattern::Reqresp, 0, 2), [0]);
+        assert_eq!(links_of(Pattern::Fanout, 1, 3), [0, 1, 2]);
+        assert_eq!(links_of(Pattern::Anycast, 0, 2), [0, 1]);
+    }
 }
