@@ -14,7 +14,7 @@
 use super::stamp::{now_ns, SeqTracker, Stamp, FLAG_WARMUP};
 use super::{
     dropped_by_hook, histogram, mode_name, pattern_name, stall_hook, BoxError, Latency,
-    LoadOptions, LoadReport, Pacer, Pattern, Stamper,
+    LoadOptions, LoadReport, Pacer, Pattern, Shared, Stamper,
 };
 use agentwire_shm::ring::{ClaimError, Consumer, Producer};
 use agentwire_shm::segment::{Segment, SegmentConfig};
@@ -23,6 +23,8 @@ use rustix::fd::AsRawFd;
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Flag on the last frame of a link: its producer is done.
@@ -59,11 +61,16 @@ fn links_of(pattern: Pattern, producer: usize, consumers: usize) -> Vec<usize> {
     }
 }
 
-/// A started consumer process.
+/// A started consumer process; a reader thread turns its progress lines into the run's
+/// shared counters and returns its final report.
 struct Peer {
     child: Child,
-    out: BufReader<ChildStdout>,
+    out: Option<BufReader<ChildStdout>>,
+    reader: Option<std::thread::JoinHandle<Result<PeerReport, String>>>,
 }
+
+/// A peer's once-a-second line: `progress DELIVERED P99_NS GAPS` (cumulative counts).
+const PROGRESS: &str = "progress ";
 
 impl Peer {
     fn spawn(segments: &[&Segment], echo: bool) -> Result<Self, BoxError> {
@@ -87,18 +94,59 @@ impl Peer {
         if line.trim() != "ready" {
             return Err(format!("a ring peer did not start: {line:?}").into());
         }
-        Ok(Self { child, out })
+        Ok(Self {
+            child,
+            out: Some(out),
+            reader: None,
+        })
+    }
+
+    /// Starts reading the peer's lines: progress into `shared`, then its report.
+    /// An anycast flow is split between consumers, so one peer's gaps went to another:
+    /// then only the totals tell losses (`count_gaps` false).
+    fn watch(&mut self, shared: Arc<Shared>, count_gaps: bool) {
+        let mut out = self.out.take().expect("watched once");
+        self.reader = Some(std::thread::spawn(move || {
+            let (mut delivered, mut gaps) = (0u64, 0u64);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                    return Err("a ring peer closed its output without a report".into());
+                }
+                let Some(rest) = line.trim().strip_prefix(PROGRESS) else {
+                    return serde_json::from_str(line.trim())
+                        .map_err(|e| format!("a ring peer's report {line:?}: {e}"));
+                };
+                let n: Vec<u64> = rest.split(' ').filter_map(|f| f.parse().ok()).collect();
+                if let [d, p99, g] = n[..] {
+                    shared
+                        .delivered_measured
+                        .fetch_add(d.saturating_sub(delivered), Ordering::Relaxed);
+                    if count_gaps {
+                        shared
+                            .gaps
+                            .fetch_add(g.saturating_sub(gaps), Ordering::Relaxed);
+                    }
+                    shared.p99_last_ns.fetch_max(p99, Ordering::Relaxed);
+                    (delivered, gaps) = (d, g);
+                }
+            }
+        }));
     }
 
     fn report(mut self) -> Result<PeerReport, BoxError> {
-        let mut line = String::new();
-        self.out.read_line(&mut line)?;
+        let report = self
+            .reader
+            .take()
+            .expect("watched")
+            .join()
+            .map_err(|_| "a peer reader panicked")??;
         let status = self.child.wait()?;
         if !status.success() {
             return Err(format!("a ring peer exited with {status}").into());
         }
-        Ok(serde_json::from_str(line.trim())
-            .map_err(|e| format!("a ring peer's report {line:?}: {e}"))?)
+        Ok(report)
     }
 }
 
@@ -144,17 +192,27 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, BoxError> {
             peers.push(Peer::spawn(&linked, echo)?);
         }
     }
+    let shared = Arc::new(Shared::default());
+    for peer in &mut peers {
+        peer.watch(shared.clone(), pattern != Pattern::Anycast);
+    }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
     let results: Vec<ProducerResult> = std::thread::scope(|s| {
         let handles: Vec<_> = segments
             .iter()
             .enumerate()
             .map(|(i, links)| {
+                let shared = &shared;
                 std::thread::Builder::new()
                     .name(format!("aw-raw-p{i}"))
-                    .spawn_scoped(s, move || produce(options, i, links, warm_end_ns))
+                    .spawn_scoped(s, move || {
+                        let result = produce(options, i, links, warm_end_ns, shared);
+                        shared.producers_done.fetch_add(1, Ordering::Release);
+                        result
+                    })
             })
             .collect();
+        super::progress_until_sent(options, &shared);
         handles
             .into_iter()
             .map(|h| {
@@ -242,6 +300,7 @@ fn produce(
     index: usize,
     links: &[Segment],
     warm_end_ns: u64,
+    shared: &Shared,
 ) -> Result<ProducerResult, BoxError> {
     let pattern = options.pattern;
     let mut txs: Vec<Producer> = links
@@ -314,6 +373,7 @@ fn produce(
         for tx in &mut txs {
             tx.publish();
         }
+        shared.sent_total.fetch_add(step.frames, Ordering::Relaxed);
     }
     result.finished_ns = now_ns();
     (result.sent_total, result.measured) = (pacer.sent_total(), pacer.measured());
@@ -424,6 +484,8 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
     let (mut delivered, mut last_ns) = (0u64, 0u64);
     let mut echo_frame = Vec::new();
     let mut backoff = Backoff::default();
+    let mut interval = histogram();
+    let mut interval_start = Instant::now();
     println!("ready");
     let mut idle_since = Instant::now();
     while links.iter().any(|l| !l.3) {
@@ -457,12 +519,23 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
                 }
                 if tracker.record(&stamp) && stamp.flags & FLAG_WARMUP == 0 {
                     let now = now_ns();
-                    let _ = latency.record(now.saturating_sub(stamp.sent_ns).max(1));
+                    let ns = now.saturating_sub(stamp.sent_ns).max(1);
+                    let _ = latency.record(ns);
+                    let _ = interval.record(ns);
                     delivered += 1;
                     last_ns = now;
                 }
                 ControlFlow::Continue(())
             })?;
+        }
+        if interval_start.elapsed() >= Duration::from_secs(1) {
+            println!(
+                "{PROGRESS}{delivered} {} {}",
+                interval.value_at_quantile(0.99),
+                tracker.gaps
+            );
+            interval.reset();
+            interval_start = Instant::now();
         }
         if moved > 0 {
             idle_since = Instant::now();
