@@ -52,6 +52,53 @@ enum DlqCmd {
     Purge,
 }
 
+/// The flow `load` drives and `tune` trials: mode, rate, pattern, size, agents.
+#[derive(clap::Args, Clone, Copy)]
+struct FlowArgs {
+    /// closed (as fast as possible) or open (a fixed --rate).
+    #[arg(long, value_enum, default_value = "closed")]
+    mode: load::Mode,
+    /// Open loop: messages per second over all producers.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// unicast, fanout, anycast or reqresp.
+    #[arg(long, value_enum, default_value = "unicast")]
+    pattern: load::Pattern,
+    /// Payload bytes per message (at least 24: the stamp).
+    #[arg(long, default_value_t = 64)]
+    msg_size: usize,
+    /// Producer agents.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Consumer agents (fan-out: the K subscribers).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+}
+
+impl FlowArgs {
+    /// Load options for this flow; the rest as given.
+    fn options(self, count: Option<u64>, duration_s: f64, warmup_s: f64) -> load::LoadOptions {
+        load::LoadOptions {
+            socket: None,
+            spawn_daemon: false,
+            mode: self.mode,
+            rate_per_s: self.rate,
+            pattern: self.pattern,
+            msg_size: self.msg_size,
+            producers: self.producers,
+            consumers: self.consumers,
+            count,
+            duration: Duration::from_secs_f64(duration_s.max(0.0)),
+            warmup: Duration::from_secs_f64(warmup_s.max(0.0)),
+            priority_mix: Vec::new(),
+            json: false,
+            baseline: None,
+            drop_every: 0,
+            stall_ms: 0,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum PerfCmd {
     /// Run `perf record -t TIDS PERF-ARGS` on the partition's threads (every partition's
@@ -201,24 +248,8 @@ enum Cmd {
         /// Start a daemon for this run (on a socket of its own) and stop it after.
         #[arg(long)]
         spawn_daemon: bool,
-        /// closed (as fast as possible) or open (a fixed --rate).
-        #[arg(long, value_enum, default_value = "closed")]
-        mode: load::Mode,
-        /// Open loop: messages per second over all producers.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// unicast, fanout, anycast or reqresp.
-        #[arg(long, value_enum, default_value = "unicast")]
-        pattern: load::Pattern,
-        /// Payload bytes per message (at least 24: the stamp).
-        #[arg(long, default_value_t = 64)]
-        msg_size: usize,
-        /// Producer agents.
-        #[arg(long, default_value_t = 1)]
-        producers: usize,
-        /// Consumer agents (fan-out: the K subscribers).
-        #[arg(long, default_value_t = 1)]
-        consumers: usize,
+        #[command(flatten)]
+        flow: FlowArgs,
         /// Measured messages over all producers [default: run for --duration].
         #[arg(long)]
         count: Option<u64>,
@@ -309,24 +340,8 @@ enum Cmd {
         /// Warm-up seconds per trial.
         #[arg(long, default_value_t = 0.3)]
         warmup: f64,
-        /// closed (as fast as possible) or open (a fixed --rate).
-        #[arg(long, value_enum, default_value = "closed")]
-        mode: load::Mode,
-        /// Open loop: messages per second over all producers.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// unicast, fanout, anycast or reqresp.
-        #[arg(long, value_enum, default_value = "unicast")]
-        pattern: load::Pattern,
-        /// Payload bytes per message.
-        #[arg(long, default_value_t = 64)]
-        msg_size: usize,
-        /// Producer agents.
-        #[arg(long, default_value_t = 1)]
-        producers: usize,
-        /// Consumer agents.
-        #[arg(long, default_value_t = 1)]
-        consumers: usize,
+        #[command(flatten)]
+        flow: FlowArgs,
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
@@ -371,12 +386,7 @@ fn main() -> ExitCode {
         Cmd::Load {
             socket,
             spawn_daemon,
-            mode,
-            rate,
-            pattern,
-            msg_size,
-            producers,
-            consumers,
+            flow,
             count,
             duration,
             warmup,
@@ -388,20 +398,12 @@ fn main() -> ExitCode {
         } => load::run(load::LoadOptions {
             socket,
             spawn_daemon,
-            mode,
-            rate_per_s: rate,
-            pattern,
-            msg_size,
-            producers,
-            consumers,
-            count,
-            duration: Duration::from_secs_f64(duration.max(0.0)),
-            warmup: Duration::from_secs_f64(warmup.max(0.0)),
             priority_mix: priority_mix.unwrap_or_default(),
             json,
             baseline,
             drop_every,
             stall_ms,
+            ..flow.options(count, duration, warmup)
         }),
         Cmd::Perf {
             action,
@@ -437,12 +439,7 @@ fn main() -> ExitCode {
             trial_s,
             repeat,
             warmup,
-            mode,
-            rate,
-            pattern,
-            msg_size,
-            producers,
-            consumers,
+            flow,
             json,
         } => tune::run(tune::TuneOptions {
             batch_frames: batch,
@@ -453,22 +450,8 @@ fn main() -> ExitCode {
             output,
             repeat,
             load: load::LoadOptions {
-                socket: None,
-                spawn_daemon: false,
-                mode,
-                rate_per_s: rate,
-                pattern,
-                msg_size,
-                producers,
-                consumers,
-                count: None,
-                duration: Duration::from_secs_f64(trial_s.max(0.05)),
-                warmup: Duration::from_secs_f64(warmup.max(0.0)),
-                priority_mix: Vec::new(),
                 json,
-                baseline: None,
-                drop_every: 0,
-                stall_ms: 0,
+                ..flow.options(None, trial_s.max(0.05), warmup)
             },
         })
         .map_err(|e| -> BoxError { e }),

@@ -146,6 +146,18 @@ fn open_loop_latency_includes_a_deliberate_stall() {
     );
 }
 
+/// Two producers and two consumers, a priority mix, 10,000 messages.
+const MIXED: &[&str] = &[
+    "--producers",
+    "2",
+    "--consumers",
+    "2",
+    "--priority-mix",
+    "0:1,3:3",
+    "--count",
+    "10000",
+];
+
 #[test]
 fn every_pattern_delivers_what_it_should() {
     let fan = report(&[
@@ -202,20 +214,7 @@ fn every_pattern_delivers_what_it_should() {
         "{rr}"
     );
     assert!(rr["latency_ns"]["p50"].as_u64().unwrap() > 0);
-    let mixed = report(&[
-        "--spawn-daemon",
-        "--producers",
-        "2",
-        "--consumers",
-        "2",
-        "--priority-mix",
-        "0:1,3:3",
-        "--count",
-        "10000",
-        "--warmup",
-        "0",
-        "--json",
-    ]);
+    let mixed = report(&[&["--spawn-daemon", "--warmup", "0", "--json"][..], MIXED].concat());
     assert_eq!(
         (mixed["delivered"].as_u64(), mixed["lost"].as_u64()),
         (Some(10_000), Some(0)),
@@ -246,20 +245,7 @@ fn the_raw_ring_baseline_runs_every_pattern() {
             5000,
         ),
         (&["--pattern", "reqresp", "--count", "2000"][..], 2000, 2000),
-        (
-            &[
-                "--producers",
-                "2",
-                "--consumers",
-                "2",
-                "--priority-mix",
-                "0:1,3:3",
-                "--count",
-                "10000",
-            ][..],
-            10_000,
-            10_000,
-        ),
+        (MIXED, 10_000, 10_000),
     ] {
         let r = run(extra);
         assert_eq!(r["target"], "raw-ring", "{r}");
