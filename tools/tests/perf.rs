@@ -57,24 +57,34 @@ fn perf_json_has_every_partition_and_falls_back_where_counters_are_missing() {
     assert!(thread["target"].as_str().unwrap().starts_with("aw-router-"));
     assert!(thread["tid"].as_u64().is_some());
     assert!(!router["cores"].as_array().unwrap().is_empty());
-    // The kernel's task clock always counts; every missing counter has a reason.
+    // A thread's task clock always counts (its own thread, same user); every missing
+    // counter of every thread, core and total has its reason beside it. (Core counters need
+    // root or perf_event_paranoid <= 0: elsewhere they are all null, each with the reason.)
+    for p in partitions {
+        for t in p["threads"].as_array().unwrap() {
+            assert!(t["values"]["task_clock_ns"].as_u64().is_some(), "{t}");
+        }
+    }
     for m in partitions.iter().flat_map(|p| {
         p["threads"]
             .as_array()
             .unwrap()
             .iter()
             .chain(p["cores"].as_array().unwrap())
+            .chain([&p["total"]])
     }) {
-        assert!(m["values"]["task_clock_ns"].as_u64().is_some(), "{m}");
         for name in &names {
             let v = &m["values"][*name];
             assert!(
                 v.is_u64()
-                    || r["unavailable"][*name]
+                    || m["unavailable"][*name]
                         .as_str()
                         .is_some_and(|s| !s.is_empty()),
                 "{name} is neither counted nor explained: {m}"
             );
+            if v.is_null() {
+                assert!(r["unavailable"][*name].is_string(), "top-level reason: {r}");
+            }
         }
         if m["values"]["instructions"].is_null() {
             assert!(m["ipc"].is_null());

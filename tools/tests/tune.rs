@@ -47,9 +47,12 @@ fn tune_runs_every_trial_and_writes_the_best_settings() {
         assert!(t["load"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{t}");
         assert_eq!(t["load"]["lost"], 0);
         assert!(t["load"]["latency_ns"]["p99"].as_u64().is_some());
-        // Software counters of the router threads count on every Linux.
-        assert!(t["router"]["context_switches"].as_u64().is_some(), "{t}");
+        // The router threads' task clock counts for any user; context switches are counted
+        // in the kernel, which only root (or perf_event_paranoid <= 1) may count.
         assert!(t["router"]["cpu_utilization"].as_f64().is_some(), "{t}");
+        if rustix::process::geteuid().is_root() {
+            assert!(t["router"]["context_switches"].as_u64().is_some(), "{t}");
+        }
     }
     let best = r["best"].as_u64().unwrap() as usize;
     let best_rate = trials[best]["load"]["msgs_per_s"].as_f64().unwrap();

@@ -22,6 +22,9 @@ pub struct CounterSpec {
     /// Short column title of the table.
     pub column: &'static str,
     event: EventKind,
+    /// Happens only in the kernel (a context switch, a migration, a page fault): a count
+    /// that excludes kernel time would read 0, so without kernel access it is unavailable.
+    kernel_side: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,46 +50,55 @@ pub const COUNTERS: [CounterSpec; 9] = [
         name: "instructions",
         column: "instr",
         event: EventKind::Hw(Hardware::INSTRUCTIONS),
+        kernel_side: false,
     },
     CounterSpec {
         name: "cycles",
         column: "cycles",
         event: EventKind::Hw(Hardware::CPU_CYCLES),
+        kernel_side: false,
     },
     CounterSpec {
         name: "cache_references",
         column: "cache-ref",
         event: EventKind::Hw(Hardware::CACHE_REFERENCES),
+        kernel_side: false,
     },
     CounterSpec {
         name: "cache_misses",
         column: "cache-miss",
         event: EventKind::Hw(Hardware::CACHE_MISSES),
+        kernel_side: false,
     },
     CounterSpec {
         name: "branch_misses",
         column: "br-miss",
         event: EventKind::Hw(Hardware::BRANCH_MISSES),
+        kernel_side: false,
     },
     CounterSpec {
         name: "context_switches",
         column: "ctx-sw",
         event: EventKind::Sw(Software::CONTEXT_SWITCHES),
+        kernel_side: true,
     },
     CounterSpec {
         name: "page_faults",
         column: "faults",
         event: EventKind::Sw(Software::PAGE_FAULTS),
+        kernel_side: true,
     },
     CounterSpec {
         name: "cpu_migrations",
         column: "migr",
         event: EventKind::Sw(Software::CPU_MIGRATIONS),
+        kernel_side: true,
     },
     CounterSpec {
         name: "task_clock_ns",
         column: "task-ms",
         event: EventKind::Sw(Software::TASK_CLOCK),
+        kernel_side: false,
     },
 ];
 
@@ -176,8 +188,16 @@ impl CounterSet {
         let counters = COUNTERS
             .iter()
             .map(|spec| {
-                let opened = open_one(spec, target, kernel)
-                    .map_err(|e| unavailable_reason(spec, &e, paranoid));
+                let opened = if spec.kernel_side && !kernel {
+                    Err(format!(
+                        "counted in the kernel, which perf_event_paranoid {} hides from \
+                         non-root users; run as root or set it to 1 or less",
+                        paranoid.map_or("(unknown)".to_string(), |p| p.to_string())
+                    ))
+                } else {
+                    open_one(spec, target, kernel)
+                        .map_err(|e| unavailable_reason(spec, &e, paranoid))
+                };
                 (spec.name, opened)
             })
             .collect();

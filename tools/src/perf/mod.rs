@@ -182,6 +182,9 @@ pub struct Measured {
     pub ipc: Option<f64>,
     /// Task clock over the interval: 1.0 is one CPU busy the whole time.
     pub cpu_utilization: Option<f64>,
+    /// Why each null counter of this target is null (absent when every counter counted).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<&'static str, String>,
 }
 
 impl Measured {
@@ -202,7 +205,17 @@ impl Measured {
             ipc: values.ipc(),
             values,
             cpu_utilization,
+            unavailable: BTreeMap::new(),
         }
+    }
+
+    /// Keeps the reasons `set` gave for the counters it could not open.
+    fn with_reasons(mut self, set: &CounterSet) -> Self {
+        self.unavailable.extend(
+            set.unavailable()
+                .map(|(name, reason)| (name, reason.to_string())),
+        );
+        self
     }
 }
 
@@ -233,7 +246,8 @@ pub struct PerfReport {
     pub scope: &'static str,
     /// Counter names, in column order.
     pub counters: Vec<&'static str>,
-    /// Counters that could not be counted, with the kernel's reason (first seen).
+    /// Counters that could not be counted for at least one target, with the kernel's reason
+    /// (first seen; each target's own reasons are under its `unavailable`).
     pub unavailable: BTreeMap<&'static str, String>,
     /// Per partition.
     pub partitions: Vec<PartitionReport>,
@@ -298,6 +312,7 @@ pub fn measure(
         .zip(&mut sets)
         .map(|(p, (thread_sets, core_sets))| {
             let mut total = Values::default();
+            let mut total_reasons = BTreeMap::new();
             let threads: Vec<Measured> = p
                 .threads
                 .iter()
@@ -305,7 +320,10 @@ pub fn measure(
                 .map(|(t, set)| {
                     let values = set.read();
                     total.add(&values);
-                    Measured::new(t.thread.clone(), Some(t.tid), t.cpu, values, elapsed)
+                    let m = Measured::new(t.thread.clone(), Some(t.tid), t.cpu, values, elapsed)
+                        .with_reasons(set);
+                    total_reasons.extend(m.unavailable.clone());
+                    m
                 })
                 .collect();
             let cores = p
@@ -313,8 +331,10 @@ pub fn measure(
                 .iter()
                 .zip(core_sets.iter_mut())
                 .map(|(&cpu, set)| {
+                    let values = set.read();
                     let mut core =
-                        Measured::new(format!("cpu {cpu}"), None, Some(cpu), set.read(), elapsed);
+                        Measured::new(format!("cpu {cpu}"), None, Some(cpu), values, elapsed)
+                            .with_reasons(set);
                     // A CPU's task clock is wall time; its busy share comes from /proc/stat.
                     core.cpu_utilization = busy_share(&stat_before, &stat_after, cpu);
                     core
@@ -325,7 +345,10 @@ pub fn measure(
                 cpus: p.cpus.clone(),
                 threads,
                 cores,
-                total: Measured::new("total".into(), None, None, total, elapsed),
+                total: Measured {
+                    unavailable: total_reasons,
+                    ..Measured::new("total".into(), None, None, total, elapsed)
+                },
             }
         })
         .collect();
