@@ -18,9 +18,7 @@ use agentwire_benches::pingpong::{
     agentwire_pingpong, raw_pingpong, summarize, time_round_trips, Run,
 };
 use agentwire_benches::routed::{connect, routed_round_trips, routed_throughput, start_daemon};
-use agentwire_benches::{
-    affinity, cpus, fork_child, pin_to_cpu, set_affinity, wait_child, Signals,
-};
+use agentwire_benches::{cpus, fork_child, pin_to_cpu, set_affinity, wait_child, Signals};
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 use std::sync::atomic::Ordering;
@@ -214,7 +212,7 @@ fn main() {
     if cpus() < 2 {
         eprintln!("peers: fewer than 2 CPUs; both sides share a core");
     }
-    let allowed = affinity();
+    let allowed = agentwire_runtime::planning::affinity_mask().unwrap_or_default();
     pin_to_cpu(0);
     let mut raw = Row::new("bare 64 B slot ring (baseline)");
     let mut ring1 = Row::new("agentwire ring, 1 msg per publish");

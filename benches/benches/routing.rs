@@ -9,12 +9,12 @@
 
 use agentwire_benches::flows::{run_raw, Placement};
 use agentwire_benches::routed::{connect, routed_round_trips, routed_throughput, start_daemon};
-use agentwire_benches::{affinity, pin_to_cpu, set_affinity};
+use agentwire_benches::{pin_to_cpu, set_affinity};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
 
 fn routing(c: &mut Criterion) {
-    let allowed = affinity();
+    let allowed = agentwire_runtime::planning::affinity_mask().unwrap_or_default();
     pin_to_cpu(0);
     let mut group = c.benchmark_group("routing");
     group.throughput(Throughput::Elements(1));

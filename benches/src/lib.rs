@@ -34,27 +34,12 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
-/// The calling thread's affinity mask, to hand back with [`set_affinity`] after pinning.
+/// Lets the calling thread run on `cpus` again (a mask saved with
+/// `agentwire_runtime::planning::affinity_mask` before pinning); returns false if it cannot.
 ///
 /// ```
-/// let mask = agentwire_benches::affinity();
-/// assert!(!mask.is_empty());
-/// agentwire_benches::set_affinity(&mask);
-/// ```
-pub fn affinity() -> Vec<usize> {
-    rustix::thread::sched_getaffinity(None)
-        .map(|set| {
-            (0..rustix::thread::CpuSet::MAX_CPU)
-                .filter(|&c| set.is_set(c))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Lets the calling thread run on `cpus` again; returns false if it cannot.
-///
-/// ```
-/// assert!(agentwire_benches::set_affinity(&agentwire_benches::affinity()));
+/// let mask = agentwire_runtime::planning::affinity_mask().unwrap();
+/// assert!(agentwire_benches::set_affinity(&mask));
 /// ```
 pub fn set_affinity(cpus: &[usize]) -> bool {
     let mut set = rustix::thread::CpuSet::new();

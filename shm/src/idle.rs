@@ -317,14 +317,7 @@ impl Doorbell {
     /// assert!(bell.wait(std::time::Duration::from_secs(1)));
     /// ```
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-        let timespec = rustix::time::Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: timeout.subsec_nanos() as i64,
-        };
-        let _ = rustix::event::poll(&mut fds, Some(&timespec));
-        let mut counter = [0u8; 8];
-        matches!(rustix::io::read(&self.fd, &mut counter), Ok(8))
+        wait_any(&[self], timeout)
     }
 }
 
