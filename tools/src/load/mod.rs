@@ -276,7 +276,51 @@ pub struct LoadReport {
     pub elapsed_s: f64,
 }
 
+/// What a run counted, for [`LoadReport::new`].
+pub(crate) struct Counts {
+    /// Measured messages sent.
+    pub(crate) sent: u64,
+    /// Measured deliveries.
+    pub(crate) delivered: u64,
+    /// Deliveries that never arrived.
+    pub(crate) lost: u64,
+    /// Deliveries that arrived twice or out of order.
+    pub(crate) duplicated: u64,
+}
+
 impl LoadReport {
+    /// The report of a run through `target` whose measured part lasted `elapsed_ns`.
+    pub(crate) fn new(
+        options: &LoadOptions,
+        target: &str,
+        counts: Counts,
+        latency: &Histogram<u64>,
+        elapsed_ns: u64,
+    ) -> Self {
+        let elapsed_s = elapsed_ns as f64 / 1e9;
+        let msgs_per_s = if elapsed_s > 0.0 {
+            counts.delivered as f64 / elapsed_s
+        } else {
+            0.0
+        };
+        Self {
+            mode: mode_name(options.mode).into(),
+            pattern: pattern_name(options.pattern).into(),
+            msg_size: options.msg_size,
+            sent: counts.sent,
+            delivered: counts.delivered,
+            lost: counts.lost,
+            duplicated: counts.duplicated,
+            msgs_per_s,
+            bytes_per_s: msgs_per_s * options.msg_size as f64,
+            latency_ns: Latency::of(latency),
+            target: target.into(),
+            producers: options.producers,
+            consumers: options.consumers,
+            elapsed_s,
+        }
+    }
+
     fn table(&self) -> String {
         format!(
             "agentwire load: {} loop, {}, {} B, {} producer(s) -> {} consumer(s), through {}\n\
@@ -896,28 +940,18 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
     } else {
         drained_ns
     };
-    let elapsed_s = (end_ns.saturating_sub(warm_end_ns)) as f64 / 1e9;
-    let msgs_per_s = if elapsed_s > 0.0 {
-        delivered as f64 / elapsed_s
-    } else {
-        0.0
-    };
-    Ok(LoadReport {
-        mode: mode_name(options.mode).into(),
-        pattern: pattern_name(pattern).into(),
-        msg_size: options.msg_size,
-        sent: shared.sent_measured.load(Ordering::Relaxed),
-        delivered,
-        lost,
-        duplicated,
-        msgs_per_s,
-        bytes_per_s: msgs_per_s * options.msg_size as f64,
-        latency_ns: Latency::of(&latency),
-        target: "daemon".into(),
-        producers: options.producers,
-        consumers: options.consumers,
-        elapsed_s,
-    })
+    Ok(LoadReport::new(
+        options,
+        "daemon",
+        Counts {
+            sent: shared.sent_measured.load(Ordering::Relaxed),
+            delivered,
+            lost,
+            duplicated,
+        },
+        &latency,
+        end_ns.saturating_sub(warm_end_ns),
+    ))
 }
 
 pub(crate) fn mode_name(mode: Mode) -> &'static str {

@@ -13,8 +13,8 @@
 
 use super::stamp::{now_ns, SeqTracker, Stamp, FLAG_WARMUP};
 use super::{
-    dropped_by_hook, histogram, mode_name, pattern_name, stall_hook, BoxError, Latency,
-    LoadOptions, LoadReport, Pacer, Pattern, Shared, Stamper,
+    dropped_by_hook, histogram, stall_hook, BoxError, Counts, LoadOptions, LoadReport, Pacer,
+    Pattern, Shared, Stamper,
 };
 use agentwire_shm::ring::{ClaimError, Consumer, Producer};
 use agentwire_shm::segment::{Segment, SegmentConfig};
@@ -270,28 +270,18 @@ fn aggregate(
         }
         Pattern::Unicast => (sent_total.saturating_sub(unique), last_ns),
     };
-    let elapsed_s = end_ns.saturating_sub(warm_end_ns) as f64 / 1e9;
-    let msgs_per_s = if elapsed_s > 0.0 {
-        delivered as f64 / elapsed_s
-    } else {
-        0.0
-    };
-    Ok(LoadReport {
-        mode: mode_name(options.mode).into(),
-        pattern: pattern_name(pattern).into(),
-        msg_size: options.msg_size,
-        sent: measured,
-        delivered,
-        lost,
-        duplicated,
-        msgs_per_s,
-        bytes_per_s: msgs_per_s * options.msg_size as f64,
-        latency_ns: Latency::of(&latency),
-        target: "raw-ring".into(),
-        producers: options.producers,
-        consumers: options.consumers,
-        elapsed_s,
-    })
+    Ok(LoadReport::new(
+        options,
+        "raw-ring",
+        Counts {
+            sent: measured,
+            delivered,
+            lost,
+            duplicated,
+        },
+        &latency,
+        end_ns.saturating_sub(warm_end_ns),
+    ))
 }
 
 /// One producer thread: its schedule over its links, then a FIN frame on each.
