@@ -63,6 +63,8 @@ pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
+/// Longest sleep of a router shard with no agent (how late it may serve a new one).
+pub const NO_AGENT_SLEEP_MAX: Duration = Duration::from_millis(1);
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
@@ -1937,8 +1939,9 @@ impl RoutingCore {
 
     /// Idles after a duty cycle that did no work: spins while the idle strategy says spin,
     /// then parks on every agent's tx doorbell at once (any agent's send wakes it; the park
-    /// timeout bounds a missed wakeup and how late other shards' links are seen), or sleeps
-    /// 200 µs when there is no agent.
+    /// timeout bounds a missed wakeup and how late other shards' links are seen). With no
+    /// agent it sleeps: one park timeout (at most [`NO_AGENT_SLEEP_MAX`]) once parking is
+    /// due, 200 µs under `Spin`.
     ///
     /// ```
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
@@ -1948,16 +1951,23 @@ impl RoutingCore {
     /// core.idle(&mut Idler::new(IdleStrategy::Spin));
     /// ```
     pub fn idle(&mut self, idler: &mut Idler) {
-        if self.agents.is_empty() {
-            std::thread::sleep(Duration::from_micros(200));
-            return;
-        }
         if self.links_in.iter_mut().any(|l| !l.is_empty()) {
             return; // other shards forwarded frames (links have no doorbell)
         }
         let Some(timeout) = idler.park_due() else {
+            if self.agents.is_empty() {
+                // Spin strategy, nothing to poll: look for registrations every 200 µs.
+                std::thread::sleep(Duration::from_micros(200));
+            }
             return;
         };
+        if self.agents.is_empty() {
+            // Nothing to poll; registrations (commands) and other shards' links have no
+            // doorbell, so look again after one park timeout, at most 1 ms: a new agent is
+            // served that soon.
+            std::thread::sleep(timeout.min(NO_AGENT_SLEEP_MAX));
+            return;
+        }
         let mut barrier_needed = false;
         for agent in &mut self.agents {
             barrier_needed |= Consumer::arm_park(&mut agent.tx);
