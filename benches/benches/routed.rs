@@ -63,6 +63,16 @@ fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> 
     let mut config = RouterConfig::new(socket.to_path_buf());
     config.ring_capacity_bytes = RING_BYTES;
     config.idle = IdleStrategy::Spin;
+    // `-- drain --batch N`: the router's frames per lane read (router_batch_frames).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--batch")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+    {
+        config.batch_frames = n;
+    }
+    println!("router batch: {} frames per read", config.batch_frames);
     let (control, mut core) = RouterControl::start(config).expect("router");
     // 0: route freely (registrations); 1: hold; 2 + n: drain run n; usize::MAX: stop.
     let phase = AtomicUsize::new(0);
@@ -136,8 +146,8 @@ fn main() {
     let drain_socket = std::env::temp_dir()
         .join(format!("aw-bench-drain-{}", std::process::id()))
         .join("drain.sock");
-    // `cargo bench --bench routed -- drain`: only the router-alone drain (for profiling the
-    // routing core with perf).
+    // `cargo bench --bench routed -- drain [--batch N]`: only the router-alone drain (for
+    // profiling the routing core with perf), optionally with N frames per lane read.
     if std::env::args().any(|a| a == "drain") {
         pin_to_cpu(0);
         let mut drain = router_drain(&drain_socket, 4096, 20_000);
