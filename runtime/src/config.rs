@@ -220,7 +220,7 @@ impl Config {
             .map_err(|e| invalid("idle", format!("{idle_text:?}"), &e))?;
         let router_batch_frames = raw
             .router_batch_frames
-            .unwrap_or(agentwire_shm::routing::ROUTER_BATCH_FRAMES_MAX);
+            .unwrap_or(agentwire_shm::routing::ROUTER_BATCH_FRAMES_DEFAULT);
         if !(1..=agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT).contains(&router_batch_frames) {
             return Err(invalid(
                 "router_batch_frames",

@@ -16,7 +16,9 @@
 
 use crate::control::ControlError;
 use crate::routing::RouterControl;
-pub use crate::routing::{RouterConfig as TestRouterConfig, RouterStats, ROUTER_BATCH_FRAMES_MAX};
+pub use crate::routing::{
+    RouterConfig as TestRouterConfig, RouterStats, ROUTER_BATCH_FRAMES_DEFAULT,
+};
 use std::path::Path;
 use std::thread::JoinHandle;
 

@@ -70,7 +70,7 @@ pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Frames drained from one tx lane per read by default ([`RouterConfig::batch_frames`]).
-pub const ROUTER_BATCH_FRAMES_MAX: usize = 32;
+pub const ROUTER_BATCH_FRAMES_DEFAULT: usize = 32;
 /// Largest [`RouterConfig::batch_frames`] accepted.
 pub const ROUTER_BATCH_FRAMES_LIMIT: usize = 1024;
 /// Priority lanes, the weighted policy (docs/wire.md §6). Each duty cycle serves every
@@ -83,7 +83,7 @@ pub const LANE_WEIGHTS: [u32; TX_LANES] = [8, 4, 2, 1];
 /// Frames a class may route per agent per duty cycle with the default batch size: when every
 /// lane of every agent is full (the router core is the bottleneck), router time goes to
 /// classes 4 : 3 : 2 : 1. See [`lane_batch_frames`].
-pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = lane_batch_frames(ROUTER_BATCH_FRAMES_MAX);
+pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = lane_batch_frames(ROUTER_BATCH_FRAMES_DEFAULT);
 
 /// Per-class frame budgets per agent per duty cycle for a batch size of `batch_frames`:
 /// 2, 1.5, 1 and 0.5 batches (at least one frame each), the 4 : 3 : 2 : 1 share.
@@ -165,7 +165,7 @@ impl RouterConfig {
             liveness_timeout: Some(Duration::from_secs(5)),
             shards: 1,
             shard_numa_nodes: Vec::new(),
-            batch_frames: ROUTER_BATCH_FRAMES_MAX,
+            batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
         }
     }
 }
@@ -1464,7 +1464,7 @@ impl RoutingCore {
             defer_deadline_ns: None,
             lane_current: [0; TX_LANES],
             lane_backlog: [false; TX_LANES],
-            batch_frames: ROUTER_BATCH_FRAMES_MAX,
+            batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
             lane_budget: LANE_BATCH_FRAMES,
         }
     }
