@@ -41,13 +41,7 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
 /// let mask = agentwire_runtime::planning::affinity_mask().unwrap();
 /// assert!(agentwire_benches::set_affinity(&mask));
 /// ```
-pub fn set_affinity(cpus: &[usize]) -> bool {
-    let mut set = rustix::thread::CpuSet::new();
-    for &c in cpus {
-        set.set(c);
-    }
-    rustix::thread::sched_setaffinity(None, &set).is_ok()
-}
+pub use agentwire_runtime::planning::set_affinity;
 
 fn cpu_set_of(cpu: usize) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.

@@ -47,6 +47,25 @@ pub fn affinity_mask() -> Option<Vec<usize>> {
     )
 }
 
+/// Restricts the calling thread to `cpus` (threads it spawns afterwards inherit the mask);
+/// returns false when the kernel refuses (no CPU of the list is online and allowed).
+///
+/// ```
+/// let mask = agentwire_runtime::planning::affinity_mask().unwrap();
+/// assert!(agentwire_runtime::planning::set_affinity(&mask));
+/// assert!(!agentwire_runtime::planning::set_affinity(&[]));
+/// ```
+pub fn set_affinity(cpus: &[usize]) -> bool {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus
+        .iter()
+        .filter(|&&c| c < rustix::thread::CpuSet::MAX_CPU)
+    {
+        set.set(c);
+    }
+    rustix::thread::sched_setaffinity(None, &set).is_ok()
+}
+
 /// The live machine as this process may use it: hwloc's view (a flat machine of the
 /// allowed CPUs when hwloc fails), the devices the accelerator probes find, cut to this
 /// process's affinity mask. Returns one line per thing worth logging (probe results, a

@@ -231,3 +231,105 @@ fn a_slow_destination_on_another_shard_stalls_only_its_flows_and_loses_nothing()
     assert_eq!(other.recv(WAIT).unwrap().unwrap().payload(), b"not stuck");
     reader.join().unwrap();
 }
+
+/// Parked shards wake for what crosses a link: with a 3 s park timeout on both shards, a
+/// frame from an agent of one shard to an agent of the other, and the ack that comes back
+/// over the other link, each arrive within the 2 s watchdog. The receiving shard sleeps on
+/// its own doorbell, which the sending shard rings when it publishes the link. Before that
+/// doorbell a parked shard noticed link records only when its park timed out.
+#[test]
+fn a_parked_shard_wakes_for_frames_and_acks_from_another_shard() {
+    let socket = std::env::temp_dir()
+        .join(format!("aw-shards-{}-park", std::process::id()))
+        .join("agentwire.sock");
+    let r = TestRouter::start(TestRouterConfig {
+        shards: 2,
+        idle: IdleStrategy::Park {
+            park_timeout_ns: 3_000_000_000,
+        },
+        ..TestRouterConfig::new(socket)
+    })
+    .unwrap();
+    let watchdog = Some(Duration::from_secs(2));
+    let parker = |name: &str| {
+        Agent::builder(name)
+            .socket(r.socket_path())
+            .idle(IdleStrategy::default())
+            .connect()
+            .unwrap()
+    };
+    let mut a = parker("parked-a");
+    let mut b = parker("parked-b");
+    assert_ne!(shard_of(&r, a.id()), shard_of(&r, b.id()));
+    for round in 0..6u64 {
+        let (from, to) = if round % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        // Let both shards run out of work and park.
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        from.send_with(
+            FrameKind::Send,
+            to.id(),
+            &round.to_le_bytes(),
+            SendOptions {
+                ack: true,
+                correlation_id: round + 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got = to.recv(watchdog).unwrap().map(|m| m.payload().to_vec());
+        assert_eq!(
+            got,
+            Some(round.to_le_bytes().to_vec()),
+            "round {round}: the receiving shard slept through the link ({:?})",
+            started.elapsed()
+        );
+        let ack = from
+            .recv(watchdog)
+            .unwrap()
+            .map(|m| (m.header().kind(), m.header().correlation()));
+        assert_eq!(
+            ack,
+            Some((FrameKind::Ack, round + 1)),
+            "round {round}: the sending shard slept through the ack on the link back"
+        );
+    }
+}
+
+/// A router whose shard parks for 3 s with no agent still takes a new agent at once: the
+/// registration command rings the shard's doorbell (it used to nap 1 ms at a time instead).
+#[test]
+fn a_parked_shard_with_no_agent_takes_a_new_one_at_once() {
+    let socket = std::env::temp_dir()
+        .join(format!("aw-shards-{}-park-empty", std::process::id()))
+        .join("agentwire.sock");
+    let r = TestRouter::start(TestRouterConfig {
+        shards: 1,
+        idle: IdleStrategy::Park {
+            park_timeout_ns: 3_000_000_000,
+        },
+        ..TestRouterConfig::new(socket)
+    })
+    .unwrap();
+    // The shard has parked with nothing to serve.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut a = Agent::builder("late-a")
+        .socket(r.socket_path())
+        .connect()
+        .unwrap();
+    let a_id = a.id();
+    a.send(a_id, b"to myself").unwrap();
+    let got = a
+        .recv(Some(Duration::from_secs(2)))
+        .unwrap()
+        .map(|m| m.payload().to_vec());
+    assert_eq!(
+        got,
+        Some(b"to myself".to_vec()),
+        "the new agent waited out a park"
+    );
+}

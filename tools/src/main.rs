@@ -53,7 +53,7 @@ enum DlqCmd {
 }
 
 /// The flow `load` drives and `tune` trials: mode, rate, pattern, size, agents.
-#[derive(clap::Args, Clone, Copy)]
+#[derive(clap::Args, Clone)]
 struct FlowArgs {
     /// closed (as fast as possible) or open (a fixed --rate).
     #[arg(long, value_enum, default_value = "closed")]
@@ -73,6 +73,12 @@ struct FlowArgs {
     /// Consumer agents (fan-out: the K subscribers).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
+    /// Where the agent threads run: auto (every CPU but the daemon's router CPUs, when any
+    /// other is left: an agent woken on a busy-polling router core waits for the scheduler,
+    /// ~1 ms on an untuned machine), none (wherever the kernel puts them), or a CPU list
+    /// such as 0,2-3.
+    #[arg(long, default_value = "auto")]
+    pin: load::pin::Pin,
 }
 
 impl FlowArgs {
@@ -95,6 +101,7 @@ impl FlowArgs {
             baseline: None,
             drop_every: 0,
             stall_ms: 0,
+            pin: self.pin,
         }
     }
 }

@@ -225,8 +225,17 @@ fn the_raw_ring_baseline_runs_every_pattern() {
 
 #[test]
 fn bad_options_say_what_to_change() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--msg-size", "8", "--spawn-daemon"], "at least 24 bytes"),
+        (&["--pin", "2-1", "--spawn-daemon"], "a list like 0,2-3"),
+        (
+            &["--pin", "4095", "--spawn-daemon"],
+            "not among the cpus this process may use",
+        ),
+        (
+            &["--baseline", "raw-ring", "--pin", "0"],
+            "no daemon cores to keep off",
+        ),
         (&["--mode", "open", "--spawn-daemon"], "--rate"),
         (
             &["--baseline", "raw-ring", "--consumers", "0"],
@@ -240,4 +249,45 @@ fn bad_options_say_what_to_change() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// `--pin`: by default the agent threads keep off the daemon's router CPU when another CPU
+/// is left (the report names where they ran); `none` leaves them to the kernel; a list is
+/// used as given.
+#[test]
+fn agent_threads_keep_off_the_router_cpu_unless_told_otherwise() {
+    let allowed = agentwire_runtime::planning::allowed_cpus();
+    let run = |pin: &str| {
+        report(&[
+            "--spawn-daemon",
+            "--count",
+            "2000",
+            "--warmup",
+            "0",
+            "--pin",
+            pin,
+            "--json",
+        ])
+    };
+    let auto = run("auto");
+    assert_eq!(auto["lost"], 0, "{auto}");
+    if allowed.len() >= 2 {
+        // The embedded default gives the router one of these CPUs: the agents get the rest.
+        let cpus: Vec<u64> = auto["agent_cpus"]
+            .as_array()
+            .unwrap_or_else(|| panic!("agent_cpus: {auto}"))
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        assert_eq!(cpus.len(), allowed.len() - 1, "{auto}");
+        assert!(cpus.iter().all(|&c| allowed.contains(&(c as usize))));
+    } else {
+        assert!(auto["agent_cpus"].is_null(), "nothing to keep off: {auto}");
+    }
+    let unpinned = run("none");
+    assert!(unpinned["agent_cpus"].is_null(), "{unpinned}");
+    let first = allowed[0].to_string();
+    let listed = run(&first);
+    assert_eq!(listed["agent_cpus"], serde_json::json!([allowed[0]]));
+    assert_eq!(listed["delivered"], 2000, "{listed}");
 }

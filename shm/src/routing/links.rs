@@ -22,8 +22,10 @@
 //! assert_eq!(got, vec![(7, LinkFlags::ACK_OWED, b"frame".to_vec())]);
 //! ```
 
+use super::wake::ShardWake;
 use crate::ring::{ring_pair, Consumer, Producer, RingConfigError, RECORD_HEADER_BYTES};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// Bytes before the frame in a link record.
 pub const LINK_PREFIX_BYTES: usize = 8;
@@ -98,6 +100,10 @@ pub struct LinkSender {
     budget_bytes: usize,
     /// Budget known free without reading the receiver's head again.
     room_bytes: usize,
+    /// Records written since the last publish.
+    unpublished: bool,
+    /// The receiving shard's wake, notified on publish ([`LinkSender::waking`]).
+    wake: Option<Arc<ShardWake>>,
 }
 
 /// The receiving end of a link (owned by another shard).
@@ -122,6 +128,8 @@ pub fn link(
             tx,
             budget_bytes,
             room_bytes: 0,
+            unpublished: false,
+            wake: None,
         },
         LinkReceiver { rx },
     ))
@@ -133,6 +141,27 @@ fn record_bytes(frame_bytes: usize) -> usize {
 }
 
 impl LinkSender {
+    /// This sender, notifying `wake` (the receiving shard's) whenever it publishes records,
+    /// so a parked receiving shard takes them now rather than a park timeout later.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentwire_shm::routing::{links::{link, LinkFlags}, wake::ShardWake};
+    /// let wake = Arc::new(ShardWake::new().unwrap());
+    /// let (tx, _rx) = link(4096, 1024).unwrap();
+    /// let mut tx = tx.waking(wake.clone());
+    /// wake.arm(); // the receiving shard is about to park
+    /// tx.write(1, LinkFlags::NONE, 3, |out| out.copy_from_slice(b"abc"));
+    /// tx.publish();
+    /// assert!(wake.bell().wait(std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn waking(self, wake: Arc<ShardWake>) -> Self {
+        Self {
+            wake: Some(wake),
+            ..self
+        }
+    }
+
     /// The in-flight budget.
     ///
     /// ```
@@ -194,17 +223,27 @@ impl LinkSender {
         fill(&mut out[LINK_PREFIX_BYTES..]);
         claim.commit_deferred();
         self.room_bytes = self.room_bytes.saturating_sub(record_bytes(frame_bytes));
+        self.unpublished = true;
         true
     }
 
-    /// Publishes the records written since the last call (one release store).
+    /// Publishes the records written since the last call (one release store), then
+    /// notifies the receiving shard's wake (one fence and a flag load; an eventfd write
+    /// only when that shard is parked). Nothing at all when nothing was written.
     ///
     /// ```
     /// let (mut tx, _rx) = agentwire_shm::routing::links::link(4096, 1024).unwrap();
     /// tx.publish();
     /// ```
     pub fn publish(&mut self) {
+        if !self.unpublished {
+            return;
+        }
+        self.unpublished = false;
         self.tx.publish();
+        if let Some(wake) = &self.wake {
+            wake.notify();
+        }
     }
 }
 

@@ -50,8 +50,10 @@ use std::time::{Duration, Instant};
 pub mod links;
 pub mod liveness;
 pub mod placement;
+pub mod wake;
 
 use links::{LinkFlags, LinkReceiver, LinkSender};
+use wake::ShardWake;
 
 /// Most agents a router admits.
 pub const ROUTER_AGENTS_MAX: usize = 256;
@@ -63,8 +65,9 @@ pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
-/// Longest sleep of a router shard with no agent (how late it may serve a new one).
-pub const NO_AGENT_SLEEP_MAX: Duration = Duration::from_millis(1);
+/// Longest sleep, at a time, of a router shard with no agent under the `Spin` strategy (a
+/// command wakes it sooner; see [`RoutingCore::idle`]).
+pub const SPIN_NO_AGENT_SLEEP_MAX: Duration = Duration::from_micros(200);
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
@@ -471,12 +474,15 @@ enum RouterCmd {
 struct CommandSender {
     tx: SyncSender<RouterCmd>,
     posted: Arc<AtomicU64>,
+    /// The core's wake: a parked core takes the command now, not a park timeout later.
+    wake: Arc<ShardWake>,
 }
 
 impl CommandSender {
     fn send(&self, cmd: RouterCmd) -> Result<(), std::sync::mpsc::SendError<RouterCmd>> {
         self.tx.send(cmd)?;
         self.posted.fetch_add(1, Ordering::Release);
+        self.wake.notify();
         Ok(())
     }
 }
@@ -490,6 +496,11 @@ struct CommandReceiver {
 }
 
 impl CommandReceiver {
+    /// Whether a command was posted since the queue was last found empty.
+    fn pending(&self) -> bool {
+        self.posted.load(Ordering::Acquire) != self.seen
+    }
+
     /// The next command, if one was posted since the queue was last found empty.
     fn try_recv(&mut self) -> Option<RouterCmd> {
         let posted = self.posted.load(Ordering::Acquire);
@@ -508,14 +519,15 @@ impl CommandReceiver {
     }
 }
 
-/// A bounded command queue for one routing core.
-fn command_queue(bound: usize) -> (CommandSender, CommandReceiver) {
+/// A bounded command queue for one routing core, whose posts ring `wake`.
+fn command_queue(bound: usize, wake: Arc<ShardWake>) -> (CommandSender, CommandReceiver) {
     let (tx, rx) = sync_channel::<RouterCmd>(bound);
     let posted = Arc::new(AtomicU64::new(0));
     (
         CommandSender {
             tx,
             posted: posted.clone(),
+            wake,
         },
         CommandReceiver {
             rx,
@@ -561,6 +573,8 @@ struct Shared {
     /// Shards that finished draining (after which no shard writes to a link).
     finished: std::sync::atomic::AtomicUsize,
     shutdown: AtomicBool,
+    /// Per shard: how other threads wake its core when it is parked ([`wake`]).
+    wakes: Box<[Arc<ShardWake>]>,
 }
 
 /// A running router's control side: the accept thread (which spawns one control thread per
@@ -624,6 +638,10 @@ impl RouterControl {
             quiet: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             finished: std::sync::atomic::AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            wakes: (0..shards)
+                .map(|_| ShardWake::new().map(Arc::new))
+                .collect::<Result<_, _>>()
+                .map_err(ControlError::Io)?,
         });
         let plan = LinkPlan::new(&config, shards);
         // links_out[i][j]: shard i's sender to shard j; links_in[j]: (i, receiver).
@@ -636,7 +654,7 @@ impl RouterControl {
                 if i != j {
                     let (tx, rx) = links::link(plan.capacity_bytes, plan.budget_bytes)
                         .map_err(|e| ControlError::Io(std::io::Error::other(e.to_string())))?;
-                    *out = Some(tx);
+                    *out = Some(tx.waking(shared.wakes[j].clone()));
                     links_in[j].push(rx);
                 }
             }
@@ -644,7 +662,8 @@ impl RouterControl {
         let mut cmd_txs = Vec::with_capacity(shards);
         let mut cores = Vec::with_capacity(shards);
         for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
-            let (cmd_tx, cmd_rx) = command_queue(ROUTER_AGENTS_MAX * 2);
+            let (cmd_tx, cmd_rx) =
+                command_queue(ROUTER_AGENTS_MAX * 2, shared.wakes[shard].clone());
             cmd_txs.push(cmd_tx);
             let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
             core.producers.links = outs;
@@ -808,6 +827,10 @@ impl RouterControl {
     /// ```
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::Release);
+        // Parked cores look at the flag now, not a park timeout later.
+        for wake in self.shared.wakes.iter() {
+            wake.ring();
+        }
     }
 }
 
@@ -1417,6 +1440,8 @@ pub struct RoutingCore {
     /// Links from every other shard.
     links_in: Vec<LinkReceiver>,
     cmds: CommandReceiver,
+    /// Rung by links, commands and shutdown while this core is parked.
+    wake: Arc<ShardWake>,
     agents: Vec<DataAgent>,
     producers: Outboxes,
     deferrals: Deferrals,
@@ -1448,6 +1473,7 @@ impl std::fmt::Debug for RoutingCore {
 impl RoutingCore {
     fn new(shared: Arc<Shared>, cmds: CommandReceiver, shard: usize) -> Self {
         Self {
+            wake: shared.wakes[shard].clone(),
             shared,
             shard,
             links_in: Vec::new(),
@@ -1938,10 +1964,11 @@ impl RoutingCore {
     }
 
     /// Idles after a duty cycle that did no work: spins while the idle strategy says spin,
-    /// then parks on every agent's tx doorbell at once (any agent's send wakes it; the park
-    /// timeout bounds a missed wakeup and how late other shards' links are seen). With no
-    /// agent it sleeps: one park timeout (at most [`NO_AGENT_SLEEP_MAX`]) once parking is
-    /// due, 200 µs under `Spin`.
+    /// then parks on every agent's tx doorbell and this shard's own doorbell at once. Any
+    /// agent's send, a record on a link from another shard, a command (a new agent, a
+    /// departure) and shutdown each wake it ([`wake`]); the park timeout bounds how late a
+    /// deferral deadline, the heartbeat and the dead-letter flush run. Under `Spin` with no
+    /// agent it sleeps on its doorbell for at most 200 µs at a time.
     ///
     /// ```
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
@@ -1952,22 +1979,17 @@ impl RoutingCore {
     /// ```
     pub fn idle(&mut self, idler: &mut Idler) {
         if self.links_in.iter_mut().any(|l| !l.is_empty()) {
-            return; // other shards forwarded frames (links have no doorbell)
-        }
-        let Some(timeout) = idler.park_due() else {
-            if self.agents.is_empty() {
-                // Spin strategy, nothing to poll: look for registrations every 200 µs.
-                std::thread::sleep(Duration::from_micros(200));
-            }
             return;
+        }
+        let timeout = match idler.park_due() {
+            Some(timeout) => timeout,
+            // Spin strategy, nothing to poll: look for registrations without burning the
+            // core, woken at once by a command.
+            None if self.agents.is_empty() => SPIN_NO_AGENT_SLEEP_MAX,
+            None => return,
         };
-        if self.agents.is_empty() {
-            // Nothing to poll; registrations (commands) and other shards' links have no
-            // doorbell, so look again after one park timeout, at most 1 ms: a new agent is
-            // served that soon.
-            std::thread::sleep(timeout.min(NO_AGENT_SLEEP_MAX));
-            return;
-        }
+        // SYNC POINT: shard park (the flag, then the last poll of links and commands).
+        self.wake.arm();
         let mut barrier_needed = false;
         for agent in &mut self.agents {
             barrier_needed |= Consumer::arm_park(&mut agent.tx);
@@ -1975,20 +1997,27 @@ impl RoutingCore {
         if barrier_needed {
             crate::idle::asymmetric_barrier();
         }
-        if self.agents.iter().any(|a| Consumer::any_pending(&a.tx)) {
-            return;
-        }
-        let bells: Vec<&crate::idle::Doorbell> = self
-            .agents
-            .iter()
-            .filter_map(|a| a.tx.first().and_then(|c| c.doorbell()))
-            .collect();
-        if bells.len() < self.agents.len() {
+        let posted = self.cmds.pending()
+            || self.shared.shutdown.load(Ordering::Acquire)
+            || self.links_in.iter_mut().any(|l| !l.is_empty())
+            || self.agents.iter().any(|a| Consumer::any_pending(&a.tx));
+        if !posted {
+            let mut bells: Vec<&Doorbell> = Vec::with_capacity(self.agents.len() + 1);
+            bells.push(self.wake.bell());
+            bells.extend(
+                self.agents
+                    .iter()
+                    .filter_map(|a| a.tx.first().and_then(|c| c.doorbell())),
+            );
             // An agent without a doorbell cannot wake us: look again soon.
-            let _ = crate::idle::wait_any(&bells, timeout.min(Duration::from_micros(50)));
-        } else {
+            let timeout = if bells.len() < self.agents.len() + 1 {
+                timeout.min(Duration::from_micros(50))
+            } else {
+                timeout
+            };
             crate::idle::wait_any(&bells, timeout);
         }
+        self.wake.disarm();
     }
 
     /// Marks every served segment closed (agents see it and reconnect).

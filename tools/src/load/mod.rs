@@ -8,6 +8,7 @@
 //! or the router shows up in the latencies of every message it delayed (no coordinated
 //! omission). Request/response measures the round trip at the producer.
 
+pub mod pin;
 pub mod raw_ring;
 pub mod stamp;
 
@@ -97,6 +98,8 @@ pub struct LoadOptions {
     pub drop_every: u64,
     /// Test hook: producer 0 stalls this long once, halfway through the measured run.
     pub stall_ms: u64,
+    /// Where the agent threads run (routed runs).
+    pub pin: pin::Pin,
 }
 
 impl LoadOptions {
@@ -118,6 +121,12 @@ impl LoadOptions {
         }
         if self.priority_mix.iter().any(|&(p, _)| p > 3) {
             return Err("--priority-mix classes are 0 (most urgent) to 3".into());
+        }
+        if self.baseline.is_some() && matches!(self.pin, pin::Pin::Cpus(_)) {
+            return Err(
+                "--pin CPUS places agents of a run through the daemon; --baseline has no daemon cores to keep off (use --pin auto or none)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -274,6 +283,9 @@ pub struct LoadReport {
     pub consumers: usize,
     /// Measured seconds (after warm-up, until the last delivery).
     pub elapsed_s: f64,
+    /// CPUs the agent threads were restricted to (`--pin`); null: wherever the kernel put
+    /// them.
+    pub agent_cpus: Option<Vec<usize>>,
 }
 
 /// What a run counted, for [`LoadReport::new`].
@@ -318,6 +330,7 @@ impl LoadReport {
             producers: options.producers,
             consumers: options.consumers,
             elapsed_s,
+            agent_cpus: None,
         }
     }
 
@@ -820,13 +833,30 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             .socket
             .clone()
             .unwrap_or_else(agentwire_shm::client::default_socket_path);
-        agentwire_shm::client::query_status(&socket).map_err(|e| {
-            format!(
-                "no daemon answering at {}: {e} (start one with `agentwire serve`, or pass --spawn-daemon)",
-                socket.display()
-            )
-        })?;
         (None, socket)
+    };
+    let status = agentwire_shm::client::query_status(&socket).map_err(|e| {
+        format!(
+            "no daemon answering at {}: {e} (start one with `agentwire serve`, or pass --spawn-daemon)",
+            socket.display()
+        )
+    })?;
+    let (agent_cpus, placement) = pin::agent_cpus(
+        &options.pin,
+        &agentwire_runtime::planning::allowed_cpus(),
+        &pin::router_cpus(&status),
+    )?;
+    if !options.json {
+        eprintln!("agentwire load: {placement}");
+    }
+    // Each agent thread restricts itself (this thread keeps its mask: a daemon that
+    // `agentwire tune` spawns next must not inherit the agents' placement).
+    let place = move |cpus: &Option<Vec<usize>>| {
+        if let Some(cpus) = cpus {
+            if !agentwire_runtime::planning::set_affinity(cpus) {
+                tracing::warn!(?cpus, "could not pin a load agent thread; it runs unpinned");
+            }
+        }
     };
     let shared = Arc::new(Shared::default());
     let pattern = options.pattern;
@@ -841,11 +871,14 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             agent_idle(options),
         )?;
         consumer_ids.push(agent.id());
-        let shared = shared.clone();
+        let (shared, cpus) = (shared.clone(), agent_cpus.clone());
         consumers.push(
             std::thread::Builder::new()
                 .name(format!("aw-load-c{i}"))
-                .spawn(move || consume(agent, pattern, &shared))?,
+                .spawn(move || {
+                    place(&cpus);
+                    consume(agent, pattern, &shared)
+                })?,
         );
     }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
@@ -867,15 +900,19 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             Pattern::Fanout => Target::Frame(FrameKind::Publish, agent.topic_id(LOAD_TOPIC)?),
             Pattern::Anycast => Target::Anycast,
         };
-        let (shared, options, schedule) = (
+        let (shared, options, schedule, cpus) = (
             shared.clone(),
             options.clone(),
             options.schedule(warm_end_ns),
+            agent_cpus.clone(),
         );
         producers.push(
             std::thread::Builder::new()
                 .name(format!("aw-load-p{i}"))
-                .spawn(move || produce(agent, i as u32, target, &options, &schedule, &shared))?,
+                .spawn(move || {
+                    place(&cpus);
+                    produce(agent, i as u32, target, &options, &schedule, &shared)
+                })?,
         );
     }
     let multiplicity = if pattern == Pattern::Fanout {
@@ -940,18 +977,21 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
     } else {
         drained_ns
     };
-    Ok(LoadReport::new(
-        options,
-        "daemon",
-        Counts {
-            sent: shared.sent_measured.load(Ordering::Relaxed),
-            delivered,
-            lost,
-            duplicated,
-        },
-        &latency,
-        end_ns.saturating_sub(warm_end_ns),
-    ))
+    Ok(LoadReport {
+        agent_cpus,
+        ..LoadReport::new(
+            options,
+            "daemon",
+            Counts {
+                sent: shared.sent_measured.load(Ordering::Relaxed),
+                delivered,
+                lost,
+                duplicated,
+            },
+            &latency,
+            end_ns.saturating_sub(warm_end_ns),
+        )
+    })
 }
 
 pub(crate) fn mode_name(mode: Mode) -> &'static str {
