@@ -340,9 +340,14 @@ pub fn wait_any(bells: &[&Doorbell], timeout: Duration) -> bool {
         tv_sec: timeout.as_secs() as i64,
         tv_nsec: timeout.subsec_nanos() as i64,
     };
-    let _ = rustix::event::poll(&mut fds, Some(&timespec));
+    let polled = rustix::event::poll(&mut fds, Some(&timespec)).is_ok();
     let mut rung = false;
-    for bell in bells {
+    for (bell, fd) in bells.iter().zip(&fds) {
+        // Read only the bells poll saw rung, so a timed-out park costs one syscall, not one
+        // per bell; every bell when poll failed (EINTR), as one may have been rung meanwhile.
+        if polled && fd.revents().is_empty() {
+            continue;
+        }
         let mut counter = [0u8; 8];
         rung |= matches!(rustix::io::read(&bell.fd, &mut counter), Ok(8));
     }

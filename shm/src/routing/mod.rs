@@ -65,9 +65,10 @@ pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
-/// Longest sleep, at a time, of a router shard with no agent under the `Spin` strategy (a
-/// command wakes it sooner; see [`RoutingCore::idle`]).
-pub const SPIN_NO_AGENT_SLEEP_MAX: Duration = Duration::from_micros(200);
+/// Longest park, at a time, of a router shard with no agent and nothing deferred, whatever
+/// the idle strategy: everything that could give it work (a new agent, a link record,
+/// shutdown) rings its doorbell, so the bound only caps a missed wakeup.
+pub const IDLE_SHARD_PARK_MAX: Duration = Duration::from_millis(100);
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
@@ -1967,8 +1968,9 @@ impl RoutingCore {
     /// then parks on every agent's tx doorbell and this shard's own doorbell at once. Any
     /// agent's send, a record on a link from another shard, a command (a new agent, a
     /// departure) and shutdown each wake it ([`wake`]); the park timeout bounds how late a
-    /// deferral deadline, the heartbeat and the dead-letter flush run. Under `Spin` with no
-    /// agent it sleeps on its doorbell for at most 200 µs at a time.
+    /// deferral deadline and the heartbeat run. Dead letters appended since the last sync are
+    /// synced before parking. A shard with no agent and nothing deferred parks at once, up to
+    /// [`IDLE_SHARD_PARK_MAX`] at a time, whatever the strategy.
     ///
     /// ```
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
@@ -1981,13 +1983,20 @@ impl RoutingCore {
         if self.links_in.iter_mut().any(|l| !l.is_empty()) {
             return;
         }
+        let unoccupied = self.agents.is_empty() && self.deferrals.frames_now == 0;
         let timeout = match idler.park_due() {
+            // Nothing to serve and nothing that waits for a deadline: sleep until rung.
+            _ if unoccupied => IDLE_SHARD_PARK_MAX,
             Some(timeout) => timeout,
-            // Spin strategy, nothing to poll: look for registrations without burning the
-            // core, woken at once by a command.
-            None if self.agents.is_empty() => SPIN_NO_AGENT_SLEEP_MAX,
             None => return,
         };
+        if self.dead_letters_unflushed {
+            // The sync runs every HEARTBEAT_PASSES passes; a parking shard may pass slowly.
+            self.dead_letters_unflushed = false;
+            if let Some(sink) = self.dead_letters.as_mut() {
+                sink.flush();
+            }
+        }
         // SYNC POINT: shard park (the flag, then the last poll of links and commands).
         self.wake.arm();
         let mut barrier_needed = false;
