@@ -13,14 +13,31 @@ use std::time::{Duration, Instant};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
-fn sharded(name: &str) -> TestRouter {
-    let socket = std::env::temp_dir()
+/// A fresh socket path for the test `name`.
+fn socket(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir()
         .join(format!("aw-shards-{}-{name}", std::process::id()))
-        .join("agentwire.sock");
+        .join("agentwire.sock")
+}
+
+/// A router of `shards` shards that park for up to 3 s at a time (longer than any watchdog
+/// here, so a missed wakeup fails the test).
+fn parked(name: &str, shards: usize) -> TestRouter {
+    TestRouter::start(TestRouterConfig {
+        shards,
+        idle: IdleStrategy::Park {
+            park_timeout_ns: 3_000_000_000,
+        },
+        ..TestRouterConfig::new(socket(name))
+    })
+    .unwrap()
+}
+
+fn sharded(name: &str) -> TestRouter {
     TestRouter::start(TestRouterConfig {
         shards: 2,
         idle: IdleStrategy::Spin,
-        ..TestRouterConfig::new(socket)
+        ..TestRouterConfig::new(socket(name))
     })
     .unwrap()
 }
@@ -156,15 +173,12 @@ fn fan_out_anycast_and_feature_routes_reach_agents_of_both_shards() {
 
 #[test]
 fn a_slow_destination_on_another_shard_stalls_only_its_flows_and_loses_nothing() {
-    let socket = std::env::temp_dir()
-        .join(format!("aw-shards-{}-slow", std::process::id()))
-        .join("agentwire.sock");
     let r = TestRouter::start(TestRouterConfig {
         shards: 2,
         idle: IdleStrategy::Spin,
         ring_capacity_bytes: 4096,
         defer_capacity_bytes: 16 * 1024,
-        ..TestRouterConfig::new(socket)
+        ..TestRouterConfig::new(socket("slow"))
     })
     .unwrap();
     let mut sender = Agent::builder("sender")
@@ -239,17 +253,7 @@ fn a_slow_destination_on_another_shard_stalls_only_its_flows_and_loses_nothing()
 /// doorbell a parked shard noticed link records only when its park timed out.
 #[test]
 fn a_parked_shard_wakes_for_frames_and_acks_from_another_shard() {
-    let socket = std::env::temp_dir()
-        .join(format!("aw-shards-{}-park", std::process::id()))
-        .join("agentwire.sock");
-    let r = TestRouter::start(TestRouterConfig {
-        shards: 2,
-        idle: IdleStrategy::Park {
-            park_timeout_ns: 3_000_000_000,
-        },
-        ..TestRouterConfig::new(socket)
-    })
-    .unwrap();
+    let r = parked("park", 2);
     let watchdog = Some(Duration::from_secs(2));
     let parker = |name: &str| {
         Agent::builder(name)
@@ -301,20 +305,11 @@ fn a_parked_shard_wakes_for_frames_and_acks_from_another_shard() {
 }
 
 /// A router whose shard parks for 3 s with no agent still takes a new agent at once: the
-/// registration command rings the shard's doorbell (it used to nap 1 ms at a time instead).
+/// registration command rings the shard's doorbell (it used to nap 1 ms at a time; it now
+/// parks until rung, so without that ring it would sleep the whole 3 s).
 #[test]
 fn a_parked_shard_with_no_agent_takes_a_new_one_at_once() {
-    let socket = std::env::temp_dir()
-        .join(format!("aw-shards-{}-park-empty", std::process::id()))
-        .join("agentwire.sock");
-    let r = TestRouter::start(TestRouterConfig {
-        shards: 1,
-        idle: IdleStrategy::Park {
-            park_timeout_ns: 3_000_000_000,
-        },
-        ..TestRouterConfig::new(socket)
-    })
-    .unwrap();
+    let r = parked("park-empty", 1);
     // The shard has parked with nothing to serve.
     std::thread::sleep(Duration::from_millis(50));
     let mut a = Agent::builder("late-a")

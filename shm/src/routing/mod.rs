@@ -65,10 +65,11 @@ pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
-/// Longest park, at a time, of a router shard with no agent and nothing deferred, whatever
-/// the idle strategy: everything that could give it work (a new agent, a link record,
-/// shutdown) rings its doorbell, so the bound only caps a missed wakeup.
-pub const IDLE_SHARD_PARK_MAX: Duration = Duration::from_millis(100);
+/// Shortest bound on one park of a router shard with no agent and nothing deferred (its
+/// park timeout when that is longer), whatever the idle strategy: everything that could
+/// give it work (a new agent, a link record, shutdown) rings its doorbell, so the bound only
+/// caps a missed wakeup.
+pub const IDLE_SHARD_PARK_MIN: Duration = Duration::from_millis(100);
 /// Duty cycles run at shutdown to route frames already committed.
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
@@ -1969,8 +1970,9 @@ impl RoutingCore {
     /// agent's send, a record on a link from another shard, a command (a new agent, a
     /// departure) and shutdown each wake it ([`wake`]); the park timeout bounds how late a
     /// deferral deadline and the heartbeat run. Dead letters appended since the last sync are
-    /// synced before parking. A shard with no agent and nothing deferred parks at once, up to
-    /// [`IDLE_SHARD_PARK_MAX`] at a time, whatever the strategy.
+    /// synced before parking. A shard with no agent and nothing deferred parks at once, for
+    /// up to its park timeout or [`IDLE_SHARD_PARK_MIN`], whichever is longer, whatever the
+    /// strategy.
     ///
     /// ```
     /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
@@ -1986,7 +1988,8 @@ impl RoutingCore {
         let unoccupied = self.agents.is_empty() && self.deferrals.frames_now == 0;
         let timeout = match idler.park_due() {
             // Nothing to serve and nothing that waits for a deadline: sleep until rung.
-            _ if unoccupied => IDLE_SHARD_PARK_MAX,
+            Some(timeout) if unoccupied => timeout.max(IDLE_SHARD_PARK_MIN),
+            None if unoccupied => IDLE_SHARD_PARK_MIN,
             Some(timeout) => timeout,
             None => return,
         };
