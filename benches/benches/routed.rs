@@ -169,6 +169,14 @@ fn main() {
     let mut p999 = Vec::new();
     let mut idle = Vec::new();
     let mut frames_per_cycle = Vec::new();
+    // `-- throughput`: only the end-to-end throughput runs (for profiling the load thread).
+    if std::env::args().any(|a| a == "throughput") {
+        for _ in 0..runs {
+            let rate = routed_throughput(&mut sender, &mut receiver, messages);
+            println!("routed through one router core: {:.2} M/s", rate / 1e6);
+        }
+        return;
+    }
     // `-- rtt`: only round trips (for profiling the request/response path).
     if std::env::args().any(|a| a == "rtt") {
         let h = routed_round_trips(&mut sender, &mut receiver, round_trips * 10);
