@@ -84,6 +84,60 @@ pub fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64
     messages as f64 / start.elapsed().as_secs_f64()
 }
 
+/// [`routed_throughput`] with a load thread per end: this thread sends (pinned to
+/// `sender_cpu`), a second thread pinned to `receiver_cpu` receives and checks order, at most
+/// [`WINDOW_FRAMES`] in flight. Returns messages per second. On a machine with a third core
+/// (router on one, each end on its own) it measures the router end to end without the one
+/// load thread as the bound; with both ends on one CPU it still runs, time-sliced.
+///
+/// ```no_run
+/// let (_daemon, socket) = agentwire_benches::routed::start_daemon("doc-split", 1);
+/// let (mut a, mut b) = (agentwire_benches::routed::connect(&socket, "a"), agentwire_benches::routed::connect(&socket, "b"));
+/// let rate = agentwire_benches::routed::routed_throughput_split(&mut a, &mut b, 1000, 0, 2);
+/// assert!(rate > 0.0);
+/// ```
+pub fn routed_throughput_split(
+    sender: &mut Agent,
+    receiver: &mut Agent,
+    messages: u64,
+    sender_cpu: usize,
+    receiver_cpu: usize,
+) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let to = receiver.id();
+    // SYNC POINT: received (the receiver's count, read by the sender for its window).
+    let received_total = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::pin_to_cpu(receiver_cpu);
+            let mut received = 0u64;
+            while received < messages {
+                receive_in_order(receiver, &mut received);
+                received_total.store(received, Ordering::Release);
+            }
+        });
+        crate::pin_to_cpu(sender_cpu);
+        let mut payloads = vec![[0u8; PAYLOAD_BYTES]; BATCH_FRAMES];
+        let mut sent = 0u64;
+        while sent < messages {
+            if sent - received_total.load(Ordering::Acquire) >= WINDOW_FRAMES {
+                // Both ends may share a CPU (fewer than three cores): let the receiver run.
+                std::thread::yield_now();
+                continue;
+            }
+            let n = (messages - sent).min(BATCH_FRAMES as u64) as usize;
+            for (i, p) in payloads[..n].iter_mut().enumerate() {
+                p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
+            }
+            sent += sender
+                .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
+                .expect("send") as u64;
+        }
+    });
+    messages as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Times `round_trips` request/response round trips from `client` to `server` (this thread
 /// plays the server too); returns the round-trip times in ns.
 pub fn routed_round_trips(
