@@ -62,6 +62,24 @@ pub fn receive_in_order(receiver: &mut Agent, received: &mut u64) {
         .expect("recv");
 }
 
+/// Sends the next batch (at most [`BATCH_FRAMES`], none past `messages`) of frames numbered
+/// from `sent`, in one publish; returns how many went.
+fn send_next_batch(
+    sender: &mut Agent,
+    to: u32,
+    payloads: &mut [[u8; PAYLOAD_BYTES]],
+    sent: u64,
+    messages: u64,
+) -> u64 {
+    let n = (messages - sent).min(payloads.len() as u64) as usize;
+    for (i, p) in payloads[..n].iter_mut().enumerate() {
+        p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
+    }
+    sender
+        .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
+        .expect("send") as u64
+}
+
 /// Sends `messages` 64-byte frames from `sender` to `receiver` (batches of 32, at most
 /// [`WINDOW_FRAMES`] in flight), checking order; returns messages per second.
 pub fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64) -> f64 {
@@ -71,13 +89,7 @@ pub fn routed_throughput(sender: &mut Agent, receiver: &mut Agent, messages: u64
     let start = Instant::now();
     while received < messages {
         if sent < messages && sent - received < WINDOW_FRAMES {
-            let n = (messages - sent).min(BATCH_FRAMES as u64) as usize;
-            for (i, p) in payloads[..n].iter_mut().enumerate() {
-                p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
-            }
-            sent += sender
-                .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
-                .expect("send") as u64;
+            sent += send_next_batch(sender, to, &mut payloads, sent, messages);
         }
         receive_in_order(receiver, &mut received);
     }
@@ -126,13 +138,7 @@ pub fn routed_throughput_split(
                 std::thread::yield_now();
                 continue;
             }
-            let n = (messages - sent).min(BATCH_FRAMES as u64) as usize;
-            for (i, p) in payloads[..n].iter_mut().enumerate() {
-                p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
-            }
-            sent += sender
-                .send_batch(to, payloads[..n].iter().map(|p| &p[..]))
-                .expect("send") as u64;
+            sent += send_next_batch(sender, to, &mut payloads, sent, messages);
         }
     });
     messages as f64 / start.elapsed().as_secs_f64()
