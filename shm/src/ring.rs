@@ -623,6 +623,21 @@ impl Producer {
         Ok(())
     }
 
+    /// Whether records were committed since the last [`Producer::publish`] (the next one
+    /// will make them visible).
+    ///
+    /// ```
+    /// let (mut tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.claim(8).unwrap().commit_deferred();
+    /// assert!(tx.has_unpublished());
+    /// tx.publish();
+    /// assert!(!tx.has_unpublished());
+    /// ```
+    #[inline]
+    pub fn has_unpublished(&self) -> bool {
+        self.published_position != self.tail_position
+    }
+
     /// Publishes every record committed with [`Claim::commit_deferred`] in one release store,
     /// then rings the doorbell if the consumer is parked.
     ///

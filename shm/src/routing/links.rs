@@ -100,8 +100,6 @@ pub struct LinkSender {
     budget_bytes: usize,
     /// Budget known free without reading the receiver's head again.
     room_bytes: usize,
-    /// Records written since the last publish.
-    unpublished: bool,
     /// The receiving shard's wake, notified on publish ([`LinkSender::waking`]).
     wake: Option<Arc<ShardWake>>,
 }
@@ -128,7 +126,6 @@ pub fn link(
             tx,
             budget_bytes,
             room_bytes: 0,
-            unpublished: false,
             wake: None,
         },
         LinkReceiver { rx },
@@ -223,7 +220,6 @@ impl LinkSender {
         fill(&mut out[LINK_PREFIX_BYTES..]);
         claim.commit_deferred();
         self.room_bytes = self.room_bytes.saturating_sub(record_bytes(frame_bytes));
-        self.unpublished = true;
         true
     }
 
@@ -236,10 +232,9 @@ impl LinkSender {
     /// tx.publish();
     /// ```
     pub fn publish(&mut self) {
-        if !self.unpublished {
+        if !self.tx.has_unpublished() {
             return;
         }
-        self.unpublished = false;
         self.tx.publish();
         if let Some(wake) = &self.wake {
             wake.notify();

@@ -831,7 +831,7 @@ impl RouterControl {
         self.shared.shutdown.store(true, Ordering::Release);
         // Parked cores look at the flag now, not a park timeout later.
         for wake in self.shared.wakes.iter() {
-            wake.ring();
+            wake.notify();
         }
     }
 }
@@ -1442,8 +1442,6 @@ pub struct RoutingCore {
     /// Links from every other shard.
     links_in: Vec<LinkReceiver>,
     cmds: CommandReceiver,
-    /// Rung by links, commands and shutdown while this core is parked.
-    wake: Arc<ShardWake>,
     agents: Vec<DataAgent>,
     producers: Outboxes,
     deferrals: Deferrals,
@@ -1475,7 +1473,6 @@ impl std::fmt::Debug for RoutingCore {
 impl RoutingCore {
     fn new(shared: Arc<Shared>, cmds: CommandReceiver, shard: usize) -> Self {
         Self {
-            wake: shared.wakes[shard].clone(),
             shared,
             shard,
             links_in: Vec::new(),
@@ -1730,12 +1727,6 @@ impl RoutingCore {
         self.agents
             .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
         count(&stats.agents_removed, (before - self.agents.len()) as u64);
-        if beat && self.dead_letters_unflushed {
-            self.dead_letters_unflushed = false;
-            if let Some(sink) = self.dead_letters.as_mut() {
-                sink.flush();
-            }
-        }
         let deferred_now = self.deferrals.frames_now as u64;
         if stats.deferred_now.load(Ordering::Relaxed) != deferred_now {
             stats.deferred_now.store(deferred_now, Ordering::Relaxed);
@@ -1743,6 +1734,9 @@ impl RoutingCore {
         count(&stats.duty_cycles, 1);
         if work == 0 {
             count(&stats.duty_cycles_idle, 1);
+        }
+        if beat {
+            self.flush_dead_letters();
         }
         work + usize::from(self.needs_refresh)
     }
@@ -1982,9 +1976,6 @@ impl RoutingCore {
     /// core.idle(&mut Idler::new(IdleStrategy::Spin));
     /// ```
     pub fn idle(&mut self, idler: &mut Idler) {
-        if self.links_in.iter_mut().any(|l| !l.is_empty()) {
-            return;
-        }
         let unoccupied = self.agents.is_empty() && self.deferrals.frames_now == 0;
         let timeout = match idler.park_due() {
             // Nothing to serve and nothing that waits for a deadline: sleep until rung.
@@ -1993,15 +1984,10 @@ impl RoutingCore {
             Some(timeout) => timeout,
             None => return,
         };
-        if self.dead_letters_unflushed {
-            // The sync runs every HEARTBEAT_PASSES passes; a parking shard may pass slowly.
-            self.dead_letters_unflushed = false;
-            if let Some(sink) = self.dead_letters.as_mut() {
-                sink.flush();
-            }
-        }
+        // The sync runs every HEARTBEAT_PASSES passes; a parking shard may pass slowly.
+        self.flush_dead_letters();
         // SYNC POINT: shard park (the flag, then the last poll of links and commands).
-        self.wake.arm();
+        self.wake().arm();
         let mut barrier_needed = false;
         for agent in &mut self.agents {
             barrier_needed |= Consumer::arm_park(&mut agent.tx);
@@ -2015,7 +2001,7 @@ impl RoutingCore {
             || self.agents.iter().any(|a| Consumer::any_pending(&a.tx));
         if !posted {
             let mut bells: Vec<&Doorbell> = Vec::with_capacity(self.agents.len() + 1);
-            bells.push(self.wake.bell());
+            bells.push(self.wake().bell());
             bells.extend(
                 self.agents
                     .iter()
@@ -2029,7 +2015,22 @@ impl RoutingCore {
             };
             crate::idle::wait_any(&bells, timeout);
         }
-        self.wake.disarm();
+        self.wake().disarm();
+    }
+
+    /// How other threads wake this core when it is parked (links, commands, shutdown).
+    fn wake(&self) -> &ShardWake {
+        &self.shared.wakes[self.shard]
+    }
+
+    /// Syncs the dead letters appended since the last sync, if any.
+    fn flush_dead_letters(&mut self) {
+        if self.dead_letters_unflushed {
+            self.dead_letters_unflushed = false;
+            if let Some(sink) = self.dead_letters.as_mut() {
+                sink.flush();
+            }
+        }
     }
 
     /// Marks every served segment closed (agents see it and reconnect).

@@ -104,17 +104,6 @@ impl ShardWake {
     pub fn bell(&self) -> &Doorbell {
         &self.bell
     }
-
-    /// Rings the doorbell whatever the flag says (shutdown: the core must look now).
-    ///
-    /// ```
-    /// let wake = agentwire_shm::routing::wake::ShardWake::new().unwrap();
-    /// wake.ring();
-    /// assert!(wake.bell().wait(std::time::Duration::from_secs(1)));
-    /// ```
-    pub fn ring(&self) {
-        self.bell.ring();
-    }
 }
 
 #[cfg(test)]
