@@ -270,7 +270,6 @@ fn main() {
     } else {
         None
     };
-    pin_to_cpu(0);
     drop((sender, receiver));
     daemon.join();
     // 1 MiB rings hold ~8.7k 120-byte records: 4,096 frames (480 KiB each way) leave room

@@ -8,6 +8,8 @@
 //! `isolcpus` or cpusets; `--pin auto` (the default) does it for the load's own threads, so
 //! its figures measure the router rather than the scheduler.
 
+use agentwire_scheduler::machine::{format_cpus, parse_cpus};
+
 /// The `--pin` choice.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Pin {
@@ -30,31 +32,12 @@ impl std::str::FromStr for Pin {
             "none" => return Ok(Self::None),
             _ => {}
         }
-        let mut cpus = Vec::new();
-        for part in text.split(',').map(str::trim) {
-            let bad = || {
-                format!(
-                    "--pin {text}: `{part}` is not a CPU or a range (write auto, none, or a list like 0,2-3)"
-                )
-            };
-            let (first, last) = match part.split_once('-') {
-                Some((a, b)) => (
-                    a.trim().parse::<usize>().map_err(|_| bad())?,
-                    b.trim().parse::<usize>().map_err(|_| bad())?,
-                ),
-                None => {
-                    let c = part.parse::<usize>().map_err(|_| bad())?;
-                    (c, c)
-                }
-            };
-            if first > last {
-                return Err(bad());
-            }
-            cpus.extend(first..=last);
+        match parse_cpus(text) {
+            Some(cpus) if !cpus.is_empty() => Ok(Self::Cpus(cpus)),
+            _ => Err(format!(
+                "--pin {text}: not auto, none or a CPU list (write a list like 0,2-3)"
+            )),
         }
-        cpus.sort_unstable();
-        cpus.dedup();
-        Ok(Self::Cpus(cpus))
     }
 }
 
@@ -77,8 +60,8 @@ pub fn agent_cpus(
             if cpus.is_empty() || !outside.is_empty() {
                 return Err(format!(
                     "--pin: cpus {} are not among the cpus this process may use ({})",
-                    list(&outside),
-                    list(allowed)
+                    format_cpus(&outside),
+                    format_cpus(allowed)
                 ));
             }
             let on_router: Vec<usize> = cpus
@@ -91,12 +74,12 @@ pub fn agent_cpus(
             } else {
                 format!(
                     " (cpus {} are the daemon's router cpus: expect the scheduler in the latencies)",
-                    list(&on_router)
+                    format_cpus(&on_router)
                 )
             };
             Ok((
                 Some(cpus.clone()),
-                format!("agent threads on cpus {}{note}", list(cpus)),
+                format!("agent threads on cpus {}{note}", format_cpus(cpus)),
             ))
         }
         Pin::Auto => {
@@ -117,8 +100,8 @@ pub fn agent_cpus(
                 Some(rest.clone()),
                 format!(
                     "agent threads on cpus {}, off the daemon's router cpus {} (--pin none to let the kernel place them)",
-                    list(&rest),
-                    list(router_cpus)
+                    format_cpus(&rest),
+                    format_cpus(router_cpus)
                 ),
             ))
         }
@@ -135,15 +118,8 @@ pub fn router_cpus(report: &agentwire_shm::control::StatusReport) -> Vec<usize> 
         .info
         .iter()
         .filter(|(k, _)| k == "router_cpu")
-        .flat_map(|(_, v)| v.split(',').filter_map(|c| c.trim().parse().ok()))
+        .flat_map(|(_, v)| parse_cpus(v).unwrap_or_default())
         .collect()
-}
-
-fn list(cpus: &[usize]) -> String {
-    cpus.iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]
