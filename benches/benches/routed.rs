@@ -57,7 +57,7 @@ fn raw_ring_throughput(messages: u64) -> f64 {
 /// 1, driven here by hand) routes them all into the receiver's rx ring, and only that drain
 /// is timed (frames / drain time). The receiver then checks every sequence number.
 fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> {
-    use agentwire_shm::routing::{RouterConfig, RouterControl};
+    use agentwire_router::{RouterConfig, RouterControl};
     use std::sync::atomic::{AtomicU64, AtomicUsize};
     const RING_BYTES: usize = 1 << 20;
     let mut config = RouterConfig::new(socket.to_path_buf());
@@ -193,7 +193,7 @@ fn main() {
     for _ in 0..runs {
         raw.push(raw_ring_throughput(messages));
         let stats = daemon.stats();
-        let cycles = |s: &agentwire_shm::routing::RouterStats| {
+        let cycles = |s: &agentwire_router::RouterStats| {
             (
                 s.duty_cycles.load(Ordering::Relaxed),
                 s.duty_cycles_idle.load(Ordering::Relaxed),

@@ -13,9 +13,9 @@
 //! Run: `cargo bench -p agentwire-benches --bench wake` (`cargo test --benches` runs a short
 //! smoke version).
 
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{query_status, Agent};
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 

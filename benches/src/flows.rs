@@ -127,7 +127,8 @@ pub fn run_agentwire(
     .expect("segment");
     let signals = Signals::new();
     let payload = vec![0x5au8; size];
-    let bell = (wake != Wake::None).then(|| agentwire_shm::idle::Doorbell::new().expect("eventfd"));
+    let bell =
+        (wake != Wake::None).then(|| agentwire_shm::doorbell::Doorbell::new().expect("eventfd"));
     let mut tx = Producer::new(segment.tx_memory(), bell);
     if wake == Wake::Fenced {
         tx = tx.with_fenced_wake();

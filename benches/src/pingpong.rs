@@ -45,7 +45,7 @@ pub fn summarize(h: &Histogram<u64>) -> Run {
 /// spin), which is what agents and the daemon use; `fenced` forces the fenced protocol.
 pub fn agentwire_pingpong(round_trips: u64, warmup: u64, doorbell: bool, fenced: bool) -> Run {
     let producer = |memory| {
-        let bell = doorbell.then(|| agentwire_shm::idle::Doorbell::new().expect("eventfd"));
+        let bell = doorbell.then(|| agentwire_shm::doorbell::Doorbell::new().expect("eventfd"));
         let p = Producer::new(memory, bell);
         if fenced {
             p.with_fenced_wake()

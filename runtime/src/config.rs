@@ -7,10 +7,10 @@
 //! assert!(agentwire_runtime::config::Config::parse("idel = 1", "inline").is_err());
 //! ```
 
+use agentwire_router::server::AllowList;
 use agentwire_scheduler::plan::{PartitionSpec, PlanConfig, PlanOptions};
 use agentwire_scheduler::rebalance::RebalanceConfig;
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::server::AllowList;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,22 +220,22 @@ impl Config {
             .map_err(|e| invalid("idle", format!("{idle_text:?}"), &e))?;
         let router_batch_frames = raw
             .router_batch_frames
-            .unwrap_or(agentwire_shm::routing::ROUTER_BATCH_FRAMES_DEFAULT);
-        if !(1..=agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT).contains(&router_batch_frames) {
+            .unwrap_or(agentwire_router::ROUTER_BATCH_FRAMES_DEFAULT);
+        if !(1..=agentwire_router::ROUTER_BATCH_FRAMES_LIMIT).contains(&router_batch_frames) {
             return Err(invalid(
                 "router_batch_frames",
                 router_batch_frames.to_string(),
-                &format!("1 to {}", agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT),
+                &format!("1 to {}", agentwire_router::ROUTER_BATCH_FRAMES_LIMIT),
             ));
         }
         let agents_max = raw
             .agents_max
-            .unwrap_or(agentwire_shm::routing::ROUTER_AGENTS_MAX);
-        if agents_max == 0 || agents_max > agentwire_shm::routing::ROUTER_AGENTS_MAX {
+            .unwrap_or(agentwire_router::ROUTER_AGENTS_MAX);
+        if agents_max == 0 || agents_max > agentwire_router::ROUTER_AGENTS_MAX {
             return Err(invalid(
                 "agents_max",
                 agents_max.to_string(),
-                &format!("1 to {}", agentwire_shm::routing::ROUTER_AGENTS_MAX),
+                &format!("1 to {}", agentwire_router::ROUTER_AGENTS_MAX),
             ));
         }
         let io_memory_bytes = raw.io_memory_bytes.unwrap_or(128 * 1024);
@@ -274,14 +274,14 @@ impl Config {
         distinct.sort_unstable();
         distinct.dedup();
         if distinct.len() != router_cpus.len()
-            || router_cpus.len() > agentwire_shm::routing::ROUTER_SHARDS_MAX
+            || router_cpus.len() > agentwire_router::ROUTER_SHARDS_MAX
         {
             return Err(invalid(
                 "router_cpus",
                 format!("{router_cpus:?}"),
                 &format!(
                     "distinct CPUs, at most {}",
-                    agentwire_shm::routing::ROUTER_SHARDS_MAX
+                    agentwire_router::ROUTER_SHARDS_MAX
                 ),
             ));
         }

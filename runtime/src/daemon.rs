@@ -5,7 +5,7 @@
 //! (`aw-router-<cpu>`), and one pinned executor per engine partition core
 //! ([`crate::partitions`], `aw-<partition>-<cpu>`) with rebalancing between them. The
 //! control side (accept thread, one control thread per agent) comes from
-//! [`agentwire_shm::routing`].
+//! [`agentwire_router`].
 //!
 //! Also: per-destination deferral whose deadline feeds the persisted dead-letter queue
 //! ([`crate::dlq`], opened before the socket is taken), the Prometheus endpoint
@@ -24,11 +24,11 @@
 
 use crate::config::Config;
 use crate::partitions::{ExecutorState, PartitionHost};
+use agentwire_router::{RouterConfig, RouterControl, RouterStats};
 use agentwire_scheduler::checks::{Check, CheckLevel};
 use agentwire_scheduler::plan::Plan;
 use agentwire_shm::control::{ControlError, PartitionStatus};
 use agentwire_shm::idle::Idler;
-use agentwire_shm::routing::{RouterConfig, RouterControl, RouterStats};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -192,7 +192,7 @@ impl Daemon {
         router_config.shards = cpus.len();
         router_config.shard_numa_nodes = cpus
             .iter()
-            .map(|&c| agentwire_shm::routing::placement::cpu_numa_node(c))
+            .map(|&c| agentwire_router::placement::cpu_numa_node(c))
             .collect();
         // Open (and recover) the dead-letter queue before taking the socket, so a damaged or
         // foreign file stops the start with its own message.
@@ -486,7 +486,7 @@ impl Daemon {
 /// Starts one router shard's executor, pinned to `state`'s CPU, thread named
 /// `aw-router-<cpu>`, its affinity read back into `state`.
 fn spawn_router(
-    core: agentwire_shm::routing::RoutingCore,
+    core: agentwire_router::RoutingCore,
     state: Arc<ExecutorState>,
     config: &Config,
 ) -> Result<glommio::ExecutorJoinHandle<()>, DaemonError> {
@@ -521,7 +521,7 @@ struct DlqSink {
     dlq: crate::dlq::DeadLetterQueue,
 }
 
-impl agentwire_shm::routing::DeadLetterSink for DlqSink {
+impl agentwire_router::DeadLetterSink for DlqSink {
     fn accept(
         &mut self,
         reason: agentwire_shm::control::NackReason,

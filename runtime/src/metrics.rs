@@ -4,18 +4,18 @@
 //! counters are plain single-writer words the core keeps anyway.
 //!
 //! Series (one per router shard, labelled `core="<its cpu>"`): `agentwire_<counter>_total` for every counter
-//! in [`agentwire_shm::routing::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
+//! in [`agentwire_router::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
 //! `agentwire_agents_stale`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
 //!
 //! ```no_run
-//! # use agentwire_shm::routing::{RouterConfig, RouterControl};
+//! # use agentwire_router::{RouterConfig, RouterControl};
 //! let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m.sock".into())).unwrap();
 //! let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), vec![1]).unwrap();
 //! println!("scrape http://{}/metrics", server.local_addr());
 //! ```
 
-use agentwire_shm::routing::{RouterObserver, BATCH_BUCKETS};
+use agentwire_router::{RouterObserver, BATCH_BUCKETS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -60,7 +60,7 @@ impl MetricsServer {
     /// per shard with `core` = that shard's CPU from `shard_cpus`.
     ///
     /// ```no_run
-    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # use agentwire_router::{RouterConfig, RouterControl};
     /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m2.sock".into())).unwrap();
     /// let server = agentwire_runtime::metrics::MetricsServer::start(9464, control.observer(), vec![1])?;
     /// # Ok::<(), agentwire_runtime::metrics::MetricsError>(())
@@ -100,7 +100,7 @@ impl MetricsServer {
     /// Where it listens.
     ///
     /// ```no_run
-    /// # use agentwire_shm::routing::{RouterConfig, RouterControl};
+    /// # use agentwire_router::{RouterConfig, RouterControl};
     /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m3.sock".into())).unwrap();
     /// # let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), vec![1]).unwrap();
     /// assert!(server.local_addr().ip().is_loopback());

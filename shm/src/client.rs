@@ -20,7 +20,8 @@ use crate::control::{
     AgentInfo, CapabilitySpec, ClientMsg, ControlConn, ControlError, NackBody, RefuseReason,
     Registration, ServerMsg, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
-use crate::idle::{Doorbell, IdleStrategy, Idler};
+use crate::doorbell::Doorbell;
+use crate::idle::{IdleStrategy, Idler};
 use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
 use crate::segment::{state, Segment, SegmentError};
 use crate::wire::{

@@ -406,10 +406,14 @@ fn seqpacket() -> Result<OwnedFd, ControlError> {
 }
 
 /// Waits until `fd` is readable or `timeout` passes; `None` waits forever.
-pub(crate) fn wait_readable(
-    fd: BorrowedFd<'_>,
-    timeout: Option<Duration>,
-) -> Result<bool, ControlError> {
+///
+/// ```
+/// use rustix::fd::AsFd;
+/// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
+/// let ready = agentwire_shm::control::wait_readable(bell.as_fd(), Some(std::time::Duration::ZERO));
+/// assert!(!ready.unwrap());
+/// ```
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, ControlError> {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
     let ts = timeout.map(|t| rustix::time::Timespec {
         tv_sec: t.as_secs() as i64,
@@ -452,7 +456,15 @@ impl ControlConn {
         Ok((Self { fd: a }, Self { fd: b }))
     }
 
-    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+    /// Wraps an accepted (or otherwise connected) SEQPACKET socket: the daemon's side of a
+    /// connection it took from [`listen`].
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    /// let conn = agentwire_shm::control::ControlConn::from_fd(a.into());
+    /// # drop(conn);
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Self {
         Self { fd }
     }
 
@@ -628,8 +640,14 @@ pub fn negotiate(client: (u16, u16), daemon: (u16, u16)) -> Option<u16> {
     (client.0 <= client.1 && low <= high).then_some(high)
 }
 
-/// Creates a listening SEQPACKET socket at `path`.
-pub(crate) fn listen(path: &Path, backlog: i32) -> Result<OwnedFd, ControlError> {
+/// Creates a listening SEQPACKET socket at `path` (the daemon's control socket).
+///
+/// ```
+/// let p = std::env::temp_dir().join(format!("aw-doc-listen-{}.sock", std::process::id()));
+/// let _fd = agentwire_shm::control::listen(&p, 16).unwrap();
+/// # std::fs::remove_file(&p).unwrap();
+/// ```
+pub fn listen(path: &Path, backlog: i32) -> Result<OwnedFd, ControlError> {
     let fd = seqpacket()?;
     let addr = rustix::net::SocketAddrUnix::new(path)?;
     rustix::net::bind(&fd, &addr)?;
@@ -644,7 +662,7 @@ mod tests {
     #[test]
     fn descriptors_travel_with_their_message() {
         let (a, b) = ControlConn::pair().unwrap();
-        let bell = crate::idle::Doorbell::new().unwrap();
+        let bell = crate::doorbell::Doorbell::new().unwrap();
         a.send(
             &ServerMsg::Registered {
                 agent_id: 4,
@@ -663,7 +681,7 @@ mod tests {
         );
         assert_eq!(fds.len(), 1);
         // The received fd is the same eventfd.
-        crate::idle::Doorbell::from_fd(fds.into_iter().next().unwrap()).ring();
+        crate::doorbell::Doorbell::from_fd(fds.into_iter().next().unwrap()).ring();
         bell.wait(Duration::from_secs(1));
     }
 

@@ -36,7 +36,7 @@
 //! assert_eq!(seen, vec![b"hello".to_vec()]);
 //! ```
 
-use crate::idle::Doorbell;
+use crate::doorbell::Doorbell;
 use core::mem::{offset_of, size_of};
 use core::ops::ControlFlow;
 use core::ptr::NonNull;
@@ -412,7 +412,7 @@ impl Producer {
     /// ```
     /// use agentwire_shm::ring::{ring_pair, Producer, WAKE_FENCED};
     /// let (tx, _rx) = ring_pair(4096, true).unwrap();
-    /// # let bell = agentwire_shm::idle::Doorbell::new().unwrap();
+    /// # let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
     /// let fenced = Producer::new_fenced(tx.memory().clone(), Some(bell));
     /// assert_eq!(fenced.wake_protocol(), WAKE_FENCED);
     /// ```
@@ -434,7 +434,7 @@ impl Producer {
         let capacity = memory.capacity_bytes;
         let wake_protocol = match doorbell {
             None => 0,
-            Some(_) if prefer_asymmetric && crate::idle::asymmetric_producer_registered() => {
+            Some(_) if prefer_asymmetric && crate::doorbell::asymmetric_producer_registered() => {
                 WAKE_ASYMMETRIC
             }
             Some(_) => WAKE_FENCED,
@@ -1218,7 +1218,7 @@ impl Consumer {
             return false;
         }
         if Self::arm_park(consumers) {
-            crate::idle::asymmetric_barrier();
+            crate::doorbell::asymmetric_barrier();
         }
         if Self::any_pending(consumers) {
             return true;
@@ -1230,7 +1230,7 @@ impl Consumer {
     /// The first half of parking: tells each producer that its consumer is about to sleep
     /// (the flags stay set until `read`/`peek` take frames). Returns whether a producer may
     /// be on the asymmetric protocol, in which case the caller must issue
-    /// [`crate::idle::asymmetric_barrier`] before looking at the tails with
+    /// [`crate::doorbell::asymmetric_barrier`] before looking at the tails with
     /// [`Consumer::any_pending`]. [`Consumer::park_all`] does all of this for one group; a
     /// router parking on many agents at once arms every group first.
     ///

@@ -287,6 +287,51 @@ impl FrameHeader {
         out[..HEADER_BYTES].copy_from_slice(self.as_bytes());
     }
 
+    /// The header at the front of `frame`, read in place with no check but its length
+    /// (`None` when `frame` is shorter than a header). For the fields a router echoes back
+    /// even from a frame that failed [`FrameHeader::validate`] (its correlation id), or
+    /// reads again from a frame it validated before (a deferred or forwarded copy).
+    ///
+    /// ```
+    /// # use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
+    /// let mut frame = [0u8; HEADER_BYTES];
+    /// FrameHeader::new(FrameKind::Send, 1, 2, 0).with_correlation(9).write_to(&mut frame);
+    /// assert_eq!(FrameHeader::peek(&frame).map(FrameHeader::correlation), Some(9));
+    /// assert!(FrameHeader::peek(&frame[..8]).is_none());
+    /// ```
+    #[inline]
+    pub fn peek(frame: &[u8]) -> Option<&FrameHeader> {
+        FrameHeader::ref_from_prefix(frame).ok().map(|(h, _)| h)
+    }
+
+    /// [`FrameHeader::peek`] for writing: the header at the front of `frame`, in place.
+    ///
+    /// ```
+    /// # use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
+    /// let mut frame = [0u8; HEADER_BYTES];
+    /// FrameHeader::new(FrameKind::Send, 1, 2, 0).write_to(&mut frame);
+    /// FrameHeader::peek_mut(&mut frame).unwrap().set_source(7);
+    /// assert_eq!(FrameHeader::peek(&frame).unwrap().source(), 7);
+    /// ```
+    #[inline]
+    pub fn peek_mut(frame: &mut [u8]) -> Option<&mut FrameHeader> {
+        FrameHeader::mut_from_prefix(frame).ok().map(|(h, _)| h)
+    }
+
+    /// Sets the source agent id: the router stamps every frame with the id of the ring it
+    /// came from, whatever the sender wrote there.
+    ///
+    /// ```
+    /// # use agentwire_shm::wire::{FrameHeader, FrameKind};
+    /// let mut h = FrameHeader::new(FrameKind::Send, 1, 2, 0);
+    /// h.set_source(5);
+    /// assert_eq!(h.source(), 5);
+    /// ```
+    #[inline]
+    pub fn set_source(&mut self, source: u32) {
+        self.source_agent.set(source);
+    }
+
     /// Reads the header of `frame` in place and checks everything that can be checked
     /// without a registry: lengths, version, kind, priority. Destination range is the
     /// router's check.

@@ -35,20 +35,7 @@ fn spawn_writer(seg: &Segment, count: u64) -> Child {
 
 /// Checks one frame written by the peer; returns its sequence number.
 fn check_frame(f: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(f[..8].try_into().unwrap());
-    assert_eq!(
-        u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize,
-        f.len(),
-        "length field of {seq}"
-    );
-    for (i, &b) in f[16..].iter().enumerate() {
-        assert_eq!(
-            b,
-            (seq as usize).wrapping_add(i) as u8,
-            "torn frame {seq} at byte {i}"
-        );
-    }
-    seq
+    agentwire_shm::pattern::read_checked(f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn segment() -> Segment {

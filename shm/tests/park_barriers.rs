@@ -3,7 +3,7 @@
 //! producer (the daemon's busy-polling cores among them). One test in its own binary, so no
 //! parallel test moves the process-wide counter.
 
-use agentwire_shm::idle::{asymmetric_barriers_issued, asymmetric_producer_registered};
+use agentwire_shm::doorbell::{asymmetric_barriers_issued, asymmetric_producer_registered};
 use agentwire_shm::ring::{ring_pair, WAKE_ASYMMETRIC, WAKE_FENCED};
 use std::ops::ControlFlow;
 use std::time::Duration;

@@ -15,9 +15,9 @@ mod plan_cmd;
 mod serve_cmd;
 mod tune;
 
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::wire::FrameKind;
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, BufReader};

@@ -162,10 +162,10 @@ fn validate(options: &TuneOptions) -> Result<(), BoxError> {
         })?;
     }
     for &batch in &options.batch_frames {
-        if !(1..=agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT).contains(&batch) {
+        if !(1..=agentwire_router::ROUTER_BATCH_FRAMES_LIMIT).contains(&batch) {
             return Err(format!(
                 "--batch {batch}: 1 to {}",
-                agentwire_shm::routing::ROUTER_BATCH_FRAMES_LIMIT
+                agentwire_router::ROUTER_BATCH_FRAMES_LIMIT
             )
             .into());
         }

@@ -1,10 +1,10 @@
 //! `agentwire dlq list|replay|purge` as a user runs them: the real binary, a real queue
 //! file, and (for replay) a real router with a receiving agent.
 
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_runtime::dlq::{DeadLetterQueue, DlqConfig};
 use agentwire_shm::client::Agent;
 use agentwire_shm::control::NackReason;
-use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,80 +1,19 @@
-//! Test peer for agentwire-shm's cross-process tests: a separate process that writes to a
-//! segment's ring, or connects to a router as an agent. Not an operator tool.
+//! Test peer for agentwire-shm's cross-process ring tests: a separate process that writes
+//! checked frames to a segment's tx ring. Not an operator tool (agent peers for router
+//! tests are `agentwire-router-peer`).
 //!
 //! ```text
 //! agentwire-shm-peer ring-writer FD COUNT             write COUNT checked frames (0: until killed)
-//! agentwire-shm-peer agent-recv SOCKET NAME COUNT     receive and check COUNT frames
-//! agentwire-shm-peer agent-recv-prefix SOCKET NAME    receive and check until 2 s of silence
-//! agentwire-shm-peer agent-send SOCKET NAME DEST_ID COUNT   (COUNT 0: until killed)
-//! agentwire-shm-peer agent-serve SOCKET NAME CAPABILITY VERSION FEATURE
-//!                                   serve until killed, printing `got <first payload byte>`
-//! agentwire-shm-peer agent-orphan SOCKET NAME
-//!                                   connect, hand the control socket to a `sleep` child,
-//!                                   print `child <pid>` and exit without saying goodbye
 //! ```
 
-use agentwire_shm::client::Agent;
-use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::pattern::{checked_len, fill_checked};
 use agentwire_shm::ring::{ClaimError, Producer};
 use agentwire_shm::segment::Segment;
 use rustix::fd::{FromRawFd, OwnedFd};
-use std::time::Duration;
-
-/// Length of the checked frame carrying sequence number `seq`.
-fn frame_len(seq: u64) -> usize {
-    16 + (seq.wrapping_mul(7919) % 900) as usize
-}
-
-/// Fills a checked frame: seq, length, then a byte pattern derived from both.
-fn fill(seq: u64, out: &mut [u8]) {
-    let len_bytes = out.len() as u64;
-    out[..8].copy_from_slice(&seq.to_le_bytes());
-    out[8..16].copy_from_slice(&len_bytes.to_le_bytes());
-    for (i, b) in out[16..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_add(i) as u8;
-    }
-}
-
-/// Panics unless `payload` is the intact checked frame number `expected`.
-fn check(payload: &[u8], expected: u64) {
-    let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-    assert_eq!(seq, expected, "frames lost, duplicated or reordered");
-    let mut want = vec![0u8; payload.len()];
-    fill(seq, &mut want);
-    assert_eq!(payload, &want[..], "torn or corrupted payload at {seq}");
-}
 
 fn usage() -> ! {
-    eprintln!(
-        "usage: agentwire-shm-peer ring-writer FD COUNT | agent-recv SOCKET NAME COUNT | \
-         agent-recv-prefix SOCKET NAME | agent-send SOCKET NAME DEST COUNT | \
-         agent-serve SOCKET NAME CAPABILITY VERSION FEATURE | agent-orphan SOCKET NAME"
-    );
+    eprintln!("usage: agentwire-shm-peer ring-writer FD COUNT");
     std::process::exit(2)
-}
-
-fn connect(socket: &str, name: &str) -> Agent {
-    let agent = Agent::builder(name)
-        .socket(socket)
-        .idle(IdleStrategy::Spin)
-        .connect()
-        .expect("connect");
-    println!("id {}", agent.id());
-    agent
-}
-
-/// Receives checked frames until `count` arrived (`Some`) or `silence` passes without one.
-fn receive(agent: &mut Agent, count: Option<u64>, silence: Duration) -> u64 {
-    let mut expected = 0u64;
-    while count.is_none_or(|c| expected < c) {
-        let Some(msg) = agent.recv(Some(silence)).expect("recv") else {
-            assert!(count.is_none(), "timed out after {expected} frames");
-            break;
-        };
-        check(msg.payload(), expected);
-        expected += 1;
-    }
-    expected
 }
 
 fn main() {
@@ -93,9 +32,9 @@ fn main() {
             let mut seq = 0u64;
             println!("ready");
             while count == 0 || seq < count {
-                match tx.claim(frame_len(seq)) {
+                match tx.claim(checked_len(seq)) {
                     Ok(mut claim) => {
-                        fill(seq, claim.bytes_mut());
+                        fill_checked(seq, claim.bytes_mut());
                         claim.commit();
                         seq += 1;
                     }
@@ -103,69 +42,6 @@ fn main() {
                     Err(e) => panic!("{e}"),
                 }
             }
-        }
-        "agent-recv" => {
-            let mut agent = connect(&arg(1), &arg(2));
-            let received = receive(&mut agent, Some(number(3)), Duration::from_secs(30));
-            println!("ok {received}");
-        }
-        "agent-recv-prefix" => {
-            let mut agent = connect(&arg(1), &arg(2));
-            let received = receive(&mut agent, None, Duration::from_secs(2));
-            println!("ok {received}");
-        }
-        "agent-send" => {
-            let mut agent = connect(&arg(1), &arg(2));
-            let dest = u32::try_from(number(3)).unwrap_or_else(|_| usage());
-            let count = number(4);
-            let mut buf = vec![0u8; 1024];
-            let mut seq = 0u64;
-            while count == 0 || seq < count {
-                let len = frame_len(seq).min(buf.len());
-                fill(seq, &mut buf[..len]);
-                agent.send(dest, &buf[..len]).expect("send");
-                seq += 1;
-            }
-            println!("sent {count}");
-        }
-        "agent-serve" => {
-            let feature = u32::try_from(number(5)).unwrap_or_else(|_| usage());
-            let mut agent = Agent::builder(&arg(2))
-                .socket(arg(1))
-                .capability(&arg(3), &arg(4))
-                .feature(feature)
-                .connect()
-                .expect("connect");
-            println!("id {}", agent.id());
-            loop {
-                if let Some(msg) = agent.recv(None).expect("recv") {
-                    println!("got {}", msg.payload().first().copied().unwrap_or(0));
-                }
-            }
-        }
-        "agent-orphan" => {
-            let agent = connect(&arg(1), &arg(2));
-            // Let every socket descriptor (the control connection) survive exec, so the
-            // child keeps it open after this process is gone.
-            for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
-                let is_socket = std::fs::read_link(entry.path())
-                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
-                let fd = entry.file_name().to_string_lossy().parse::<i32>();
-                if let (true, Ok(fd)) = (is_socket, fd) {
-                    // SAFETY: the descriptor is open (listed just now) and we only change
-                    // its flags; ownership stays where it was.
-                    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
-                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).expect("setfd");
-                }
-            }
-            let child = std::process::Command::new("sleep")
-                .arg("30")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn sleep");
-            println!("child {}", child.id());
-            std::mem::forget(agent);
-            std::process::exit(0);
         }
         _ => usage(),
     }

@@ -4,19 +4,19 @@
 //! this code.
 //!
 //! ```
-//! use agentwire_shm::server::{AllowList, ControlListener};
+//! use agentwire_router::server::{AllowList, ControlListener};
 //! let dir = std::env::temp_dir().join(format!("aw-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let listener = ControlListener::bind(&dir.join("s.sock"), AllowList::current_user()).unwrap();
 //! assert!(listener.accept(Some(std::time::Duration::from_millis(1))).unwrap().is_none());
 //! ```
 
-use crate::control::{
+use agentwire_shm::control::{
     self, negotiate, ClientMsg, ControlConn, ControlError, PeerCredentials, RefuseReason,
     Registration, ServerMsg, AGENT_NAME_BYTES_MAX, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
-use crate::idle::Doorbell;
-use crate::segment::Segment;
+use agentwire_shm::doorbell::Doorbell;
+use agentwire_shm::segment::Segment;
 use rustix::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl AllowList {
     /// The daemon's own user and root: the default.
     ///
     /// ```
-    /// let allow = agentwire_shm::server::AllowList::current_user();
+    /// let allow = agentwire_router::server::AllowList::current_user();
     /// assert!(allow.uids.contains(&0));
     /// ```
     pub fn current_user() -> Self {
@@ -55,7 +55,7 @@ impl AllowList {
     /// Nobody; used by tests of refusal.
     ///
     /// ```
-    /// assert!(agentwire_shm::server::AllowList::nobody().uids.is_empty());
+    /// assert!(agentwire_router::server::AllowList::nobody().uids.is_empty());
     /// ```
     pub fn nobody() -> Self {
         Self::default()
@@ -64,7 +64,8 @@ impl AllowList {
     /// Whether a peer is allowed.
     ///
     /// ```
-    /// use agentwire_shm::{control::PeerCredentials, server::AllowList};
+    /// use agentwire_shm::control::PeerCredentials;
+    /// use agentwire_router::server::AllowList;
     /// let p = PeerCredentials { pid: 1, uid: 1000, gid: 1000 };
     /// assert!(!AllowList::nobody().permits(&p));
     /// ```
@@ -109,7 +110,7 @@ impl ControlListener {
     /// one is an error naming the path, so two daemons never share a socket.
     ///
     /// ```
-    /// # use agentwire_shm::server::{AllowList, ControlListener};
+    /// # use agentwire_router::server::{AllowList, ControlListener};
     /// let p = std::env::temp_dir().join(format!("aw-doc-bind-{}.sock", std::process::id()));
     /// let first = ControlListener::bind(&p, AllowList::current_user()).unwrap();
     /// assert!(ControlListener::bind(&p, AllowList::current_user()).is_err());
@@ -141,7 +142,7 @@ impl ControlListener {
     /// Narrows the protocol versions this listener accepts (for tests and staged rollouts).
     ///
     /// ```
-    /// # use agentwire_shm::server::{AllowList, ControlListener};
+    /// # use agentwire_router::server::{AllowList, ControlListener};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-ver-{}.sock", std::process::id()));
     /// let l = ControlListener::bind(&p, AllowList::current_user()).unwrap().with_versions(1, 1);
     /// ```
@@ -153,7 +154,7 @@ impl ControlListener {
     /// Replaces the allow-list (SIGHUP reload).
     ///
     /// ```
-    /// # use agentwire_shm::server::{AllowList, ControlListener};
+    /// # use agentwire_router::server::{AllowList, ControlListener};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-allow-{}.sock", std::process::id()));
     /// let mut l = ControlListener::bind(&p, AllowList::current_user()).unwrap();
     /// l.set_allow_list(AllowList::nobody());
@@ -165,7 +166,7 @@ impl ControlListener {
     /// The socket path.
     ///
     /// ```
-    /// # use agentwire_shm::server::{AllowList, ControlListener};
+    /// # use agentwire_router::server::{AllowList, ControlListener};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-path-{}.sock", std::process::id()));
     /// let l = ControlListener::bind(&p, AllowList::current_user()).unwrap();
     /// assert_eq!(l.path(), p.as_path());
@@ -179,9 +180,9 @@ impl ControlListener {
     /// error is returned for the daemon to count and log.
     ///
     /// ```no_run
-    /// # use agentwire_shm::server::{AllowList, ControlListener};
+    /// # use agentwire_router::server::{AllowList, ControlListener};
     /// # let l = ControlListener::bind("/tmp/x.sock".as_ref(), AllowList::current_user()).unwrap();
-    /// if let Some(agentwire_shm::server::Accepted::Agent(pending)) = l.accept(None).unwrap() {
+    /// if let Some(agentwire_router::server::Accepted::Agent(pending)) = l.accept(None).unwrap() {
     ///     println!("{} wants in", pending.registration().name);
     /// }
     /// ```
@@ -267,7 +268,7 @@ impl Drop for ControlListener {
 ///
 /// ```
 /// use agentwire_shm::control::{CapabilitySpec, Registration};
-/// use agentwire_shm::server::validate_registration;
+/// use agentwire_router::server::validate_registration;
 /// let mut r = Registration { name: "a".into(), ..Default::default() };
 /// assert!(validate_registration(&r).is_ok());
 /// r.capabilities.push(CapabilitySpec { name: "x".into(), version: "one".into() });
@@ -311,7 +312,7 @@ impl StatusRequest {
     /// Who asked.
     ///
     /// ```no_run
-    /// # fn f(r: agentwire_shm::server::StatusRequest) { println!("{}", r.peer().uid); }
+    /// # fn f(r: agentwire_router::server::StatusRequest) { println!("{}", r.peer().uid); }
     /// ```
     pub fn peer(&self) -> PeerCredentials {
         self.peer
@@ -320,11 +321,11 @@ impl StatusRequest {
     /// Sends the report; the connection closes after it.
     ///
     /// ```no_run
-    /// # fn f(r: agentwire_shm::server::StatusRequest) {
+    /// # fn f(r: agentwire_router::server::StatusRequest) {
     /// r.answer(agentwire_shm::control::StatusReport::default());
     /// # }
     /// ```
-    pub fn answer(self, report: crate::control::StatusReport) {
+    pub fn answer(self, report: agentwire_shm::control::StatusReport) {
         let _ = self.conn.send(&ServerMsg::Status(report), &[]);
     }
 }
@@ -342,7 +343,7 @@ impl PendingAgent {
     /// What the agent registered.
     ///
     /// ```no_run
-    /// # fn f(p: agentwire_shm::server::PendingAgent) { println!("{}", p.registration().name); }
+    /// # fn f(p: agentwire_router::server::PendingAgent) { println!("{}", p.registration().name); }
     /// ```
     pub fn registration(&self) -> &Registration {
         &self.registration
@@ -351,7 +352,7 @@ impl PendingAgent {
     /// The peer's credentials.
     ///
     /// ```no_run
-    /// # fn f(p: agentwire_shm::server::PendingAgent) { println!("{}", p.peer().pid); }
+    /// # fn f(p: agentwire_router::server::PendingAgent) { println!("{}", p.peer().pid); }
     /// ```
     pub fn peer(&self) -> PeerCredentials {
         self.peer
@@ -360,7 +361,7 @@ impl PendingAgent {
     /// The negotiated protocol version.
     ///
     /// ```no_run
-    /// # fn f(p: agentwire_shm::server::PendingAgent) { assert!(p.version() >= 1); }
+    /// # fn f(p: agentwire_router::server::PendingAgent) { assert!(p.version() >= 1); }
     /// ```
     pub fn version(&self) -> u16 {
         self.version
@@ -369,7 +370,7 @@ impl PendingAgent {
     /// Refuses the agent after the handshake (e.g. the daemon is full).
     ///
     /// ```no_run
-    /// # fn f(p: agentwire_shm::server::PendingAgent) {
+    /// # fn f(p: agentwire_router::server::PendingAgent) {
     /// p.refuse(agentwire_shm::control::RefuseReason::Full, "100 agents max".into());
     /// # }
     /// ```
@@ -381,8 +382,8 @@ impl PendingAgent {
     /// connection for the daemon to serve.
     ///
     /// ```no_run
-    /// # fn f(p: agentwire_shm::server::PendingAgent, s: &agentwire_shm::segment::Segment,
-    /// #      t: &agentwire_shm::idle::Doorbell, r: &agentwire_shm::idle::Doorbell) {
+    /// # fn f(p: agentwire_router::server::PendingAgent, s: &agentwire_shm::segment::Segment,
+    /// #      t: &agentwire_shm::doorbell::Doorbell, r: &agentwire_shm::doorbell::Doorbell) {
     /// let conn = p.admit(1, vec![], s, t, r).unwrap();
     /// # }
     /// ```

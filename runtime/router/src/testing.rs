@@ -1,10 +1,11 @@
-//! A minimal in-process router for tests and demos: the shared [`crate::routing`] core driven
-//! by one plain thread with [`crate::idle::IdleStrategy`] spin-then-park. The daemon
+//! A minimal in-process router for tests and demos: the shared routing core ([`crate::RoutingCore`]) driven
+//! by one plain thread with [`agentwire_shm::idle::IdleStrategy`] spin-then-park. The daemon
 //! (runtime/, issue 3) drives the same core from pinned executors; use this one where a test
 //! needs a router inside the test process.
 //!
 //! ```
-//! use agentwire_shm::{client::Agent, testing::{TestRouter, TestRouterConfig}};
+//! use agentwire_shm::client::Agent;
+//! use agentwire_router::testing::{TestRouter, TestRouterConfig};
 //! let dir = std::env::temp_dir().join(format!("aw-doc-router-{}", std::process::id()));
 //! let router = TestRouter::start(TestRouterConfig::new(dir.join("r.sock"))).unwrap();
 //! let mut a = Agent::builder("a").socket(router.socket_path()).connect().unwrap();
@@ -14,11 +15,9 @@
 //! assert_eq!(msg.payload(), b"hi");
 //! ```
 
-use crate::control::ControlError;
-use crate::routing::RouterControl;
-pub use crate::routing::{
-    RouterConfig as TestRouterConfig, RouterStats, ROUTER_BATCH_FRAMES_DEFAULT,
-};
+use crate::RouterControl;
+pub use crate::{RouterConfig as TestRouterConfig, RouterStats, ROUTER_BATCH_FRAMES_DEFAULT};
+use agentwire_shm::control::ControlError;
 use std::path::Path;
 use std::thread::JoinHandle;
 
@@ -34,7 +33,7 @@ impl TestRouter {
     /// Binds the socket and starts the accept and routing threads.
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// let p = std::env::temp_dir().join(format!("aw-doc-start-{}.sock", std::process::id()));
     /// let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
     /// r.stop();
@@ -56,7 +55,7 @@ impl TestRouter {
     /// The socket agents connect to.
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-sp-{}.sock", std::process::id()));
     /// let r = TestRouter::start(TestRouterConfig::new(p.clone())).unwrap();
     /// assert_eq!(r.socket_path(), p.as_path());
@@ -68,7 +67,7 @@ impl TestRouter {
     /// The router's counters.
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-st-{}.sock", std::process::id()));
     /// let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
     /// assert_eq!(r.stats().frames_delivered.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -80,7 +79,7 @@ impl TestRouter {
     /// One shard's counters (`None` past the last shard).
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-sst-{}.sock", std::process::id()));
     /// let r = TestRouter::start(TestRouterConfig { shards: 2, ..TestRouterConfig::new(p) }).unwrap();
     /// assert!(r.shard_stats(1).is_some());
@@ -92,7 +91,7 @@ impl TestRouter {
     /// Live agents.
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-ag-{}.sock", std::process::id()));
     /// let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
     /// assert_eq!(r.agent_count(), 0);
@@ -105,7 +104,7 @@ impl TestRouter {
     /// the threads and removes the socket.
     ///
     /// ```
-    /// # use agentwire_shm::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
     /// # let p = std::env::temp_dir().join(format!("aw-doc-stop-{}.sock", std::process::id()));
     /// TestRouter::start(TestRouterConfig::new(p)).unwrap().stop();
     /// ```

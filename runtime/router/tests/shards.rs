@@ -3,10 +3,10 @@
 //! (unicast with per-flow order, acks and nacks, fan-out, anycast, feature routes), a slow
 //! destination on one shard stalls only the flows to it, and nothing accepted is lost.
 
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{query_status, Agent, ClientError, SendOptions};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::wire::FrameKind;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //! skip it until it moves again. A stopped (SIGSTOP) or wedged process is the usual cause.
 //!
 //! ```
-//! use agentwire_shm::routing::liveness::Progress;
+//! use agentwire_router::liveness::Progress;
 //! use std::time::{Duration, Instant};
 //! let t0 = Instant::now();
 //! let mut p = Progress::new(7, t0);
@@ -18,8 +18,10 @@
 //! assert!(!p.observe(8, t0 + Duration::from_secs(7), Duration::from_secs(5))); // moved
 //! ```
 
-use crate::segment::{Segment, TX_LANES};
+use crate::shared::{bump, Shared};
+use agentwire_shm::segment::{Segment, TX_LANES};
 use rustix::fd::OwnedFd;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,9 +35,9 @@ pub const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// ```
 /// # use agentwire_shm::segment::{Segment, SegmentConfig};
 /// let seg = Segment::create(&SegmentConfig::new(1).with_capacity(4096, 4096)).unwrap();
-/// let before = agentwire_shm::routing::liveness::signature(&seg);
+/// let before = agentwire_router::liveness::signature(&seg);
 /// seg.control().agent_heartbeat.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-/// assert_ne!(agentwire_shm::routing::liveness::signature(&seg), before);
+/// assert_ne!(agentwire_router::liveness::signature(&seg), before);
 /// ```
 pub fn signature(segment: &Segment) -> u64 {
     let heartbeat = segment.control().agent_heartbeat.0.load(Ordering::Relaxed);
@@ -57,7 +59,7 @@ impl Progress {
     /// Starts tracking at `signature`, seen at `now`.
     ///
     /// ```
-    /// let p = agentwire_shm::routing::liveness::Progress::new(0, std::time::Instant::now());
+    /// let p = agentwire_router::liveness::Progress::new(0, std::time::Instant::now());
     /// # let _ = p;
     /// ```
     pub fn new(signature: u64, now: Instant) -> Self {
@@ -71,7 +73,7 @@ impl Progress {
     /// than `timeout`).
     ///
     /// ```
-    /// # use agentwire_shm::routing::liveness::Progress;
+    /// # use agentwire_router::liveness::Progress;
     /// # use std::time::{Duration, Instant};
     /// let t0 = Instant::now();
     /// let mut p = Progress::new(1, t0);
@@ -90,7 +92,7 @@ impl Progress {
 /// is already gone; the caller then relies on the control socket alone.
 ///
 /// ```
-/// assert!(agentwire_shm::routing::liveness::open_pidfd(std::process::id()).is_some());
+/// assert!(agentwire_router::liveness::open_pidfd(std::process::id()).is_some());
 /// ```
 pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
@@ -101,8 +103,8 @@ pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
 /// blocks.
 ///
 /// ```
-/// let fd = agentwire_shm::routing::liveness::open_pidfd(std::process::id()).unwrap();
-/// assert!(!agentwire_shm::routing::liveness::exited(&fd));
+/// let fd = agentwire_router::liveness::open_pidfd(std::process::id()).unwrap();
+/// assert!(!agentwire_router::liveness::exited(&fd));
 /// ```
 pub fn exited(pidfd: &OwnedFd) -> bool {
     let mut fds = [rustix::event::PollFd::new(
@@ -114,4 +116,46 @@ pub fn exited(pidfd: &OwnedFd) -> bool {
         tv_nsec: 0,
     };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// Marks agents stale (or live again) from their progress; see [`liveness`].
+pub(crate) fn check_liveness(
+    shared: &Shared,
+    progress: &mut HashMap<u32, Progress>,
+    timeout: Duration,
+) {
+    let now = Instant::now();
+    let mut changed = false;
+    let mut stale_now = 0u64;
+    {
+        let mut reg = shared.registry.lock().expect("registry lock");
+        progress.retain(|id, _| reg.agents.contains_key(id));
+        for (&agent_id, rec) in reg.agents.iter_mut() {
+            let signature = signature(&rec.segment);
+            let stale = progress
+                .entry(agent_id)
+                .or_insert_with(|| Progress::new(signature, now))
+                .observe(signature, now, timeout);
+            if stale != rec.stale {
+                rec.stale = stale;
+                changed = true;
+                if stale {
+                    tracing::warn!(agent_id, name = %rec.name, "agent stale: nothing it owns moved for {timeout:?}; anycast, feature routes and discovery skip it");
+                } else {
+                    tracing::info!(agent_id, name = %rec.name, "agent live again");
+                }
+            }
+            stale_now += u64::from(stale);
+        }
+        if changed {
+            reg.invalidate();
+        }
+    }
+    // Sole writer: the accept thread.
+    shared.stats[0]
+        .agents_stale
+        .store(stale_now, Ordering::Relaxed);
+    if changed {
+        bump(shared);
+    }
 }

@@ -4,7 +4,7 @@
 //! looked up in sysfs; unknown (no sysfs, one node, a process already gone) means "any".
 //!
 //! ```
-//! use agentwire_shm::routing::placement::choose_shard;
+//! use agentwire_router::placement::choose_shard;
 //! // Two shards on node 0, one on node 1; an agent on node 1 goes to shard 2.
 //! assert_eq!(choose_shard(&[0, 0, 5], &[Some(0), Some(0), Some(1)], Some(1)), 2);
 //! // An agent of unknown node goes to the least loaded shard.
@@ -15,7 +15,7 @@
 /// `agent_node` (when any is), else among all.
 ///
 /// ```
-/// assert_eq!(agentwire_shm::routing::placement::choose_shard(&[2, 2], &[None, None], Some(0)), 0);
+/// assert_eq!(agentwire_router::placement::choose_shard(&[2, 2], &[None, None], Some(0)), 0);
 /// ```
 pub fn choose_shard(
     agents_per_shard: &[usize],
@@ -39,7 +39,7 @@ pub fn choose_shard(
 ///
 /// ```
 /// // Every Linux machine with sysfs has CPU 0 on some node.
-/// let node = agentwire_shm::routing::placement::cpu_numa_node(0);
+/// let node = agentwire_router::placement::cpu_numa_node(0);
 /// assert!(node.is_none() || node == Some(0) || node.unwrap() < 1024);
 /// ```
 pub fn cpu_numa_node(cpu: usize) -> Option<u32> {
@@ -57,8 +57,8 @@ pub fn cpu_numa_node(cpu: usize) -> Option<u32> {
 /// The NUMA node of the CPU process `pid` last ran on.
 ///
 /// ```
-/// let node = agentwire_shm::routing::placement::process_numa_node(std::process::id());
-/// assert_eq!(node, agentwire_shm::routing::placement::process_cpu(std::process::id()).and_then(agentwire_shm::routing::placement::cpu_numa_node));
+/// let node = agentwire_router::placement::process_numa_node(std::process::id());
+/// assert_eq!(node, agentwire_router::placement::process_cpu(std::process::id()).and_then(agentwire_router::placement::cpu_numa_node));
 /// ```
 pub fn process_numa_node(pid: u32) -> Option<u32> {
     cpu_numa_node(process_cpu(pid)?)
@@ -67,7 +67,7 @@ pub fn process_numa_node(pid: u32) -> Option<u32> {
 /// The CPU process `pid` last ran on (field 39 of `/proc/PID/stat`).
 ///
 /// ```
-/// assert!(agentwire_shm::routing::placement::process_cpu(std::process::id()).is_some());
+/// assert!(agentwire_router::placement::process_cpu(std::process::id()).is_some());
 /// ```
 pub fn process_cpu(pid: u32) -> Option<usize> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -13,7 +13,7 @@
 //! always has a place to wait and a slow destination never stalls a link (docs/wire.md §6).
 //!
 //! ```
-//! use agentwire_shm::routing::links::{link, LinkFlags};
+//! use agentwire_router::links::{link, LinkFlags};
 //! let (mut tx, mut rx) = link(4096, 1024).unwrap();
 //! assert!(tx.write(7, LinkFlags::ACK_OWED, 5, |out| out.copy_from_slice(b"frame")));
 //! tx.publish();
@@ -22,8 +22,8 @@
 //! assert_eq!(got, vec![(7, LinkFlags::ACK_OWED, b"frame".to_vec())]);
 //! ```
 
-use super::wake::ShardWake;
-use crate::ring::{ring_pair, Consumer, Producer, RingConfigError, RECORD_HEADER_BYTES};
+use crate::wake::ShardWake;
+use agentwire_shm::ring::{ring_pair, Consumer, Producer, RingConfigError, RECORD_HEADER_BYTES};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ impl LinkFlags {
     /// control block.
     ///
     /// ```
-    /// let f = agentwire_shm::routing::links::LinkFlags::nack(3);
+    /// let f = agentwire_router::links::LinkFlags::nack(3);
     /// assert_eq!(f.reject_reason(), 3);
     /// assert!(f.is_reply());
     /// ```
@@ -57,7 +57,7 @@ impl LinkFlags {
     /// Whether an ack is owed once the frame lands.
     ///
     /// ```
-    /// assert!(agentwire_shm::routing::links::LinkFlags::ACK_OWED.ack_owed());
+    /// assert!(agentwire_router::links::LinkFlags::ACK_OWED.ack_owed());
     /// ```
     pub fn ack_owed(self) -> bool {
         self.0 & Self::ACK_OWED.0 != 0
@@ -66,7 +66,7 @@ impl LinkFlags {
     /// Whether the record is an ack or nack for the target.
     ///
     /// ```
-    /// assert!(agentwire_shm::routing::links::LinkFlags::REPLY.is_reply());
+    /// assert!(agentwire_router::links::LinkFlags::REPLY.is_reply());
     /// ```
     pub fn is_reply(self) -> bool {
         self.0 & Self::REPLY.0 != 0
@@ -75,7 +75,7 @@ impl LinkFlags {
     /// The nack reason carried by a reply (0: an ack, or not a reply).
     ///
     /// ```
-    /// assert_eq!(agentwire_shm::routing::links::LinkFlags::NONE.reject_reason(), 0);
+    /// assert_eq!(agentwire_router::links::LinkFlags::NONE.reject_reason(), 0);
     /// ```
     pub fn reject_reason(self) -> u32 {
         (self.0 >> 8) & 0xff
@@ -114,7 +114,7 @@ pub struct LinkReceiver {
 /// plus the prefix in a quarter of it) with at most `budget_bytes` of records in flight.
 ///
 /// ```
-/// assert!(agentwire_shm::routing::links::link(1000, 100).is_err());
+/// assert!(agentwire_router::links::link(1000, 100).is_err());
 /// ```
 pub fn link(
     capacity_bytes: usize,
@@ -143,7 +143,7 @@ impl LinkSender {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use agentwire_shm::routing::{links::{link, LinkFlags}, wake::ShardWake};
+    /// use agentwire_router::{links::{link, LinkFlags}, wake::ShardWake};
     /// let wake = Arc::new(ShardWake::new().unwrap());
     /// let (tx, _rx) = link(4096, 1024).unwrap();
     /// let mut tx = tx.waking(wake.clone());
@@ -162,7 +162,7 @@ impl LinkSender {
     /// The in-flight budget.
     ///
     /// ```
-    /// let (tx, _rx) = agentwire_shm::routing::links::link(4096, 1024).unwrap();
+    /// let (tx, _rx) = agentwire_router::links::link(4096, 1024).unwrap();
     /// assert_eq!(tx.budget_bytes(), 1024);
     /// ```
     pub fn budget_bytes(&self) -> usize {
@@ -176,7 +176,7 @@ impl LinkSender {
     /// (its congestion flags) is visible after.
     ///
     /// ```
-    /// let (mut tx, _rx) = agentwire_shm::routing::links::link(4096, 256).unwrap();
+    /// let (mut tx, _rx) = agentwire_router::links::link(4096, 256).unwrap();
     /// assert!(tx.can_take_copies(50, 3) && !tx.can_take_copies(50, 4));
     /// ```
     pub fn can_take_copies(&mut self, frame_bytes: usize, copies: usize) -> bool {
@@ -197,7 +197,7 @@ impl LinkSender {
     /// published by [`LinkSender::publish`]; false when it does not fit.
     ///
     /// ```
-    /// # use agentwire_shm::routing::links::{link, LinkFlags};
+    /// # use agentwire_router::links::{link, LinkFlags};
     /// let (mut tx, _rx) = link(4096, 1024).unwrap();
     /// assert!(tx.write(1, LinkFlags::NONE, 3, |out| out.copy_from_slice(b"abc")));
     /// ```
@@ -228,7 +228,7 @@ impl LinkSender {
     /// only when that shard is parked). Nothing at all when nothing was written.
     ///
     /// ```
-    /// let (mut tx, _rx) = agentwire_shm::routing::links::link(4096, 1024).unwrap();
+    /// let (mut tx, _rx) = agentwire_router::links::link(4096, 1024).unwrap();
     /// tx.publish();
     /// ```
     pub fn publish(&mut self) {
@@ -248,7 +248,7 @@ impl LinkReceiver {
     ///
     /// ```
     /// use std::ops::ControlFlow;
-    /// # use agentwire_shm::routing::links::{link, LinkFlags};
+    /// # use agentwire_router::links::{link, LinkFlags};
     /// let (mut tx, mut rx) = link(4096, 1024).unwrap();
     /// tx.write(1, LinkFlags::NONE, 1, |o| o[0] = 9);
     /// tx.publish();
@@ -278,7 +278,7 @@ impl LinkReceiver {
     /// True when no record waits.
     ///
     /// ```
-    /// let (_tx, mut rx) = agentwire_shm::routing::links::link(4096, 1024).unwrap();
+    /// let (_tx, mut rx) = agentwire_router::links::link(4096, 1024).unwrap();
     /// assert!(rx.is_empty());
     /// ```
     pub fn is_empty(&mut self) -> bool {

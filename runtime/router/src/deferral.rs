@@ -10,7 +10,7 @@
 //! sender's tx ring: backpressure on that sender, bounded memory in the daemon.
 //!
 //! ```
-//! use agentwire_shm::deferral::Deferral;
+//! use agentwire_router::deferral::Deferral;
 //! let mut d = Deferral::new(4096).unwrap();
 //! assert!(d.push(b"a frame", 1_000, true));
 //! let mut seen = Vec::new();
@@ -19,7 +19,7 @@
 //! assert!(d.is_empty());
 //! ```
 
-use crate::ring::{ring_pair, Consumer, Producer, RingConfigError};
+use agentwire_shm::ring::{ring_pair, Consumer, Producer, RingConfigError};
 use std::ops::ControlFlow;
 
 /// Bytes before the frame in a deferral record.
@@ -50,7 +50,7 @@ impl Deferral {
     /// of it, less the prefix, fit).
     ///
     /// ```
-    /// assert!(agentwire_shm::deferral::Deferral::new(1000).is_err());
+    /// assert!(agentwire_router::deferral::Deferral::new(1000).is_err());
     /// ```
     pub fn new(capacity_bytes: usize) -> Result<Self, RingConfigError> {
         let (tx, rx) = ring_pair(capacity_bytes, false)?;
@@ -60,7 +60,7 @@ impl Deferral {
     /// True when nothing waits.
     ///
     /// ```
-    /// assert!(agentwire_shm::deferral::Deferral::new(4096).unwrap().is_empty());
+    /// assert!(agentwire_router::deferral::Deferral::new(4096).unwrap().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.frames == 0
@@ -69,7 +69,7 @@ impl Deferral {
     /// Frames waiting.
     ///
     /// ```
-    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
     /// d.push(b"x", 0, false);
     /// assert_eq!(d.frames(), 1);
     /// ```
@@ -80,7 +80,7 @@ impl Deferral {
     /// Whether a frame of `frame_bytes` fits now.
     ///
     /// ```
-    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
     /// assert!(d.can_take(100));
     /// assert!(!d.can_take(4096));
     /// ```
@@ -91,7 +91,7 @@ impl Deferral {
     /// Bytes free in the deferral ring now.
     ///
     /// ```
-    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
     /// d.push(b"x", 0, false);
     /// assert_eq!(d.room_bytes(), 4096 - 32);
     /// ```
@@ -102,7 +102,7 @@ impl Deferral {
     /// Queues a copy of `frame`; false (nothing queued) when it does not fit.
     ///
     /// ```
-    /// let mut d = agentwire_shm::deferral::Deferral::new(1024).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(1024).unwrap();
     /// assert!(d.push(&[0; 200], 5, false));
     /// assert!(!d.push(&[0; 300], 5, false)); // over a quarter of the capacity
     /// ```
@@ -115,7 +115,7 @@ impl Deferral {
     /// Queues a frame of `frame_bytes` written by `fill`; false when it does not fit.
     ///
     /// ```
-    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
     /// assert!(d.push_with(3, 0, false, |out| out.copy_from_slice(b"abc")));
     /// ```
     pub fn push_with(
@@ -144,7 +144,7 @@ impl Deferral {
     ///
     /// ```
     /// use std::ops::ControlFlow;
-    /// let mut d = agentwire_shm::deferral::Deferral::new(4096).unwrap();
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
     /// d.push(b"a", 0, false);
     /// d.push(b"b", 0, false);
     /// assert_eq!(d.service(8, |f| if f.frame == b"a" { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }), 1);

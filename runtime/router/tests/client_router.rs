@@ -2,11 +2,11 @@
 //! publish, request/response, anycast, discovery, acks and nacks, malformed frames,
 //! reconnect, and agents in separate processes.
 
+use agentwire_router::server::AllowList;
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{decode_nack, Agent, ClientError, SendOptions};
 use agentwire_shm::control::{NackReason, RefuseReason};
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::server::AllowList;
-use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -69,7 +69,7 @@ fn receive_spread(agents: &mut [&mut Agent], total: usize, what: &str) -> Vec<us
     got
 }
 
-/// A test peer process (`agentwire-shm-peer`) and its stdout, read a line at a time.
+/// A test peer process (`agentwire-router-peer`) and its stdout, read a line at a time.
 struct Peer {
     child: std::process::Child,
     out: BufReader<std::process::ChildStdout>,
@@ -77,7 +77,7 @@ struct Peer {
 
 impl Peer {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentwire-shm-peer"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentwire-router-peer"))
             .args(args)
             .stdout(Stdio::piped())
             .spawn()

@@ -11,14 +11,14 @@
 //! publish once per duty cycle); the eventfd write happens only while the core sleeps.
 //!
 //! ```
-//! use agentwire_shm::routing::wake::ShardWake;
+//! use agentwire_router::wake::ShardWake;
 //! let wake = ShardWake::new().unwrap();
 //! wake.notify(); // nobody parked: no syscall
 //! assert!(!wake.is_parked());
 //! ```
 
-use crate::idle::Doorbell;
-use crate::ring::CachePadded;
+use agentwire_shm::doorbell::Doorbell;
+use agentwire_shm::ring::CachePadded;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 /// A routing core's wake flag and doorbell (see the module docs).
@@ -33,7 +33,7 @@ impl ShardWake {
     /// A new wake with its own eventfd.
     ///
     /// ```
-    /// let _wake = agentwire_shm::routing::wake::ShardWake::new().unwrap();
+    /// let _wake = agentwire_router::wake::ShardWake::new().unwrap();
     /// ```
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
@@ -46,7 +46,7 @@ impl ShardWake {
     /// Rings the doorbell only when the core is parked or about to park.
     ///
     /// ```
-    /// let wake = agentwire_shm::routing::wake::ShardWake::new().unwrap();
+    /// let wake = agentwire_router::wake::ShardWake::new().unwrap();
     /// wake.arm();
     /// wake.notify();
     /// assert!(wake.bell().wait(std::time::Duration::from_secs(1)));
@@ -64,7 +64,7 @@ impl ShardWake {
     /// after this is either seen by that poll or rings the bell.
     ///
     /// ```
-    /// let wake = agentwire_shm::routing::wake::ShardWake::new().unwrap();
+    /// let wake = agentwire_router::wake::ShardWake::new().unwrap();
     /// wake.arm();
     /// assert!(wake.is_parked());
     /// wake.disarm();
@@ -80,7 +80,7 @@ impl ShardWake {
     /// Clears the flag once the core is awake again (posters stop ringing).
     ///
     /// ```
-    /// agentwire_shm::routing::wake::ShardWake::new().unwrap().disarm();
+    /// agentwire_router::wake::ShardWake::new().unwrap().disarm();
     /// ```
     pub fn disarm(&self) {
         self.parked.0.store(0, Ordering::Relaxed);
@@ -89,7 +89,7 @@ impl ShardWake {
     /// Whether the core is parked (or about to park).
     ///
     /// ```
-    /// assert!(!agentwire_shm::routing::wake::ShardWake::new().unwrap().is_parked());
+    /// assert!(!agentwire_router::wake::ShardWake::new().unwrap().is_parked());
     /// ```
     pub fn is_parked(&self) -> bool {
         self.parked.0.load(Ordering::Relaxed) != 0
@@ -98,7 +98,7 @@ impl ShardWake {
     /// The doorbell the core sleeps on (with its agents' doorbells).
     ///
     /// ```
-    /// let wake = agentwire_shm::routing::wake::ShardWake::new().unwrap();
+    /// let wake = agentwire_router::wake::ShardWake::new().unwrap();
     /// assert!(!wake.bell().wait(std::time::Duration::from_micros(10)));
     /// ```
     pub fn bell(&self) -> &Doorbell {

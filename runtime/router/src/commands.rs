@@ -1,0 +1,99 @@
+//! The bounded command queue from the control side to one routing core (new agents,
+//! departures), whose posts ring the core's wake.
+
+use crate::deferral::Deferral;
+use crate::wake::ShardWake;
+use agentwire_shm::ring::{Consumer, Producer};
+use agentwire_shm::segment::Segment;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+
+pub(crate) enum RouterCmd {
+    Add(Box<NewAgent>),
+    Remove { agent_id: u32 },
+}
+
+/// The sending end of a routing core's command queue: a bounded channel plus a count of the
+/// commands posted, so the core pays one plain load per duty cycle and touches the channel
+/// (whose `try_recv` issues a full fence) only when something was posted.
+#[derive(Clone)]
+pub(crate) struct CommandSender {
+    pub(crate) tx: SyncSender<RouterCmd>,
+    pub(crate) posted: Arc<AtomicU64>,
+    /// The core's wake: a parked core takes the command now, not a park timeout later.
+    pub(crate) wake: Arc<ShardWake>,
+}
+
+impl CommandSender {
+    pub(crate) fn send(&self, cmd: RouterCmd) -> Result<(), std::sync::mpsc::SendError<RouterCmd>> {
+        self.tx.send(cmd)?;
+        self.posted.fetch_add(1, Ordering::Release);
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+/// The routing core's end of its command queue (see [`CommandSender`]).
+pub(crate) struct CommandReceiver {
+    pub(crate) rx: Receiver<RouterCmd>,
+    pub(crate) posted: Arc<AtomicU64>,
+    /// `posted` when the queue was last emptied.
+    pub(crate) seen: u64,
+}
+
+impl CommandReceiver {
+    /// Whether a command was posted since the queue was last found empty.
+    pub(crate) fn pending(&self) -> bool {
+        self.posted.load(Ordering::Acquire) != self.seen
+    }
+
+    /// The next command, if one was posted since the queue was last found empty.
+    pub(crate) fn try_recv(&mut self) -> Option<RouterCmd> {
+        let posted = self.posted.load(Ordering::Acquire);
+        if posted == self.seen {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(cmd) => Some(cmd),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                // Everything counted so far is taken (a command is counted after it is
+                // queued, so one queued but not yet counted may have been taken early).
+                self.seen = posted;
+                None
+            }
+        }
+    }
+}
+
+/// A bounded command queue for one routing core, whose posts ring `wake`.
+pub(crate) fn command_queue(
+    bound: usize,
+    wake: Arc<ShardWake>,
+) -> (CommandSender, CommandReceiver) {
+    let (tx, rx) = sync_channel::<RouterCmd>(bound);
+    let posted = Arc::new(AtomicU64::new(0));
+    (
+        CommandSender {
+            tx,
+            posted: posted.clone(),
+            wake,
+        },
+        CommandReceiver {
+            rx,
+            posted,
+            seen: 0,
+        },
+    )
+}
+
+pub(crate) struct NewAgent {
+    pub(crate) agent_id: u32,
+    pub(crate) congested: Arc<AtomicBool>,
+    /// One consumer per tx lane (priority class).
+    pub(crate) tx: Vec<Consumer>,
+    pub(crate) rx: Producer,
+    pub(crate) segment: Segment,
+    /// Made on the accept thread so the routing core never maps memory.
+    pub(crate) deferral: Option<Deferral>,
+}

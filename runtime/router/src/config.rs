@@ -1,0 +1,133 @@
+//! How a router is started: [`RouterConfig`] and the limits every router obeys.
+
+use crate::server::AllowList;
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::segment::TX_LANES;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Most agents a router admits.
+pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Most router shards (cores) one router runs.
+pub const ROUTER_SHARDS_MAX: usize = 64;
+/// Most bytes in flight on one link between two shards (see [`links`]).
+pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
+/// Most distinct discovery questions cached between two registry changes.
+pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
+/// Duty cycles between bumps of each segment's daemon heartbeat.
+pub const HEARTBEAT_PASSES: u64 = 1024;
+/// Shortest bound on one park of a router shard with no agent and nothing deferred (its
+/// park timeout when that is longer), whatever the idle strategy: everything that could
+/// give it work (a new agent, a link record, shutdown) rings its doorbell, so the bound only
+/// caps a missed wakeup.
+pub const IDLE_SHARD_PARK_MIN: Duration = Duration::from_millis(100);
+/// Duty cycles run at shutdown to route frames already committed.
+pub const DRAIN_PASSES_MAX: usize = 10_000;
+/// How long a shard waits at shutdown for the other shards to go quiet.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// Frames drained from one tx lane per read by default ([`RouterConfig::batch_frames`]).
+pub const ROUTER_BATCH_FRAMES_DEFAULT: usize = 32;
+/// Largest [`RouterConfig::batch_frames`] accepted.
+pub const ROUTER_BATCH_FRAMES_LIMIT: usize = 1024;
+/// Priority lanes, the weighted policy (docs/wire.md §6). Each duty cycle serves every
+/// agent's four lanes, one class after the other. Which class goes first is picked by smooth
+/// weighted round robin over the classes that were backlogged in the previous cycle, with
+/// these weights: when a destination is full, the room that frees up goes to contending
+/// classes 8 : 4 : 2 : 1, and a backlogged class goes first at least once every 15 cycles,
+/// so no class starves. After the first, classes follow in priority order.
+pub const LANE_WEIGHTS: [u32; TX_LANES] = [8, 4, 2, 1];
+/// Frames a class may route per agent per duty cycle with the default batch size: when every
+/// lane of every agent is full (the router core is the bottleneck), router time goes to
+/// classes 4 : 3 : 2 : 1. See [`lane_batch_frames`].
+pub const LANE_BATCH_FRAMES: [usize; TX_LANES] = lane_batch_frames(ROUTER_BATCH_FRAMES_DEFAULT);
+
+/// Per-class frame budgets per agent per duty cycle for a batch size of `batch_frames`:
+/// 2, 1.5, 1 and 0.5 batches (at least one frame each), the 4 : 3 : 2 : 1 share.
+///
+/// ```
+/// assert_eq!(agentwire_router::lane_batch_frames(32), [64, 48, 32, 16]);
+/// assert_eq!(agentwire_router::lane_batch_frames(1), [2, 1, 1, 1]);
+/// ```
+pub const fn lane_batch_frames(batch_frames: usize) -> [usize; TX_LANES] {
+    let half = if batch_frames / 2 == 0 {
+        1
+    } else {
+        batch_frames / 2
+    };
+    [2 * batch_frames, 3 * batch_frames / 2, batch_frames, half]
+}
+
+/// How to start a router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Socket path to listen on.
+    pub socket: PathBuf,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// Protocol versions accepted.
+    pub versions: (u16, u16),
+    /// Ring capacity each way per agent.
+    pub ring_capacity_bytes: usize,
+    /// The duty cycle's idle strategy (used by [`RoutingCore::run`]).
+    pub idle: IdleStrategy,
+    /// Most agents admitted at once (at most [`ROUTER_AGENTS_MAX`]).
+    pub agents_max: usize,
+    /// Bytes of per-destination deferral (frames waiting for room in a full rx ring); 0
+    /// turns deferral off (a frame for a full destination then waits in its sender's ring).
+    pub defer_capacity_bytes: usize,
+    /// How long a deferred frame may wait before it is dead-lettered and its sender nacked
+    /// with `DestinationFull`. `None`: frames wait as long as it takes (no loss, only
+    /// backpressure). Expiry needs a sink ([`RoutingCore::set_dead_letters`]).
+    pub defer_deadline: Option<Duration>,
+    /// How long nothing an agent owns may stand still (heartbeat, ring positions) before it
+    /// is stale: skipped by anycast, feature routes and discovery until it moves again.
+    /// `None`: never stale (only a closed socket or an exited process removes an agent).
+    pub liveness_timeout: Option<Duration>,
+    /// Router shards (one routing core each, 1..=[`ROUTER_SHARDS_MAX`]); agents are spread
+    /// over them at registration ([`placement`]).
+    pub shards: usize,
+    /// Each shard's NUMA node, when known (placement prefers shards near the agent).
+    pub shard_numa_nodes: Vec<Option<u32>>,
+    /// Frames drained from one tx lane per read (1..=[`ROUTER_BATCH_FRAMES_LIMIT`]); the
+    /// per-class budgets per duty cycle scale with it ([`lane_batch_frames`]). Larger batches
+    /// publish ring positions less often (throughput), smaller ones turn to the next agent
+    /// sooner (latency under contention).
+    pub batch_frames: usize,
+}
+
+impl RouterConfig {
+    /// Defaults: current user allowed, all versions, 256 KiB rings, spin-then-park.
+    ///
+    /// ```
+    /// let c = agentwire_router::RouterConfig::new("/tmp/t.sock".into());
+    /// assert_eq!(c.ring_capacity_bytes, 256 * 1024);
+    /// ```
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            allow: AllowList::current_user(),
+            versions: (
+                agentwire_shm::control::PROTOCOL_VERSION_MIN,
+                agentwire_shm::control::PROTOCOL_VERSION_MAX,
+            ),
+            ring_capacity_bytes: 256 * 1024,
+            idle: IdleStrategy::SpinThenPark {
+                spins_max: 20_000,
+                park_timeout_ns: 200_000,
+            },
+            agents_max: ROUTER_AGENTS_MAX,
+            defer_capacity_bytes: 256 * 1024,
+            defer_deadline: None,
+            liveness_timeout: Some(Duration::from_secs(5)),
+            shards: 1,
+            shard_numa_nodes: Vec::new(),
+            batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
+        }
+    }
+}
+
+pub(crate) fn deadline_ns(deadline: Option<Duration>) -> u64 {
+    deadline.map_or(u64::MAX, |d| {
+        d.as_nanos().min(u128::from(u64::MAX / 2)) as u64
+    })
+}

@@ -1,0 +1,332 @@
+//! [`RouterControl`]: starts a router (socket, shards, links, the accept thread) and is
+//! the control side's handle on it.
+
+use crate::admission::accept_loop;
+use crate::commands::command_queue;
+use crate::config::{
+    deadline_ns, lane_batch_frames, RouterConfig, LINK_BUDGET_BYTES_MAX, ROUTER_AGENTS_MAX,
+    ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX,
+};
+use crate::duty_cycle::RoutingCore;
+use crate::links::{LinkReceiver, LinkSender};
+use crate::registry::Registry;
+use crate::server::{AllowList, ControlListener};
+use crate::shared::{bump, Shared};
+use crate::stats::RouterStats;
+use crate::status::RouterObserver;
+use crate::wake::ShardWake;
+use agentwire_shm::control::{ControlError, StatusReport};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Adds what the embedding daemon knows to a status report (see
+/// [`RouterControl::set_status_hook`]).
+pub type StatusHook = Box<dyn Fn(&mut StatusReport) + Send + Sync>;
+
+/// A running router's control side: the accept thread (which spawns one control thread per
+/// agent), the registry and the counters. Dropping it shuts the router down and joins the
+/// accept thread; the data side is the [`RoutingCore`] returned with it.
+pub struct RouterControl {
+    pub(crate) socket: PathBuf,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RouterControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterControl")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl RouterControl {
+    /// Binds the socket (refusing one another router serves), starts the accept thread and
+    /// returns the routing core for the caller to drive.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// let p = std::env::temp_dir().join(format!("aw-doc-rc-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.agent_count(), 0);
+    /// ```
+    pub fn start(config: RouterConfig) -> Result<(Self, RoutingCore), ControlError> {
+        let (control, mut cores) = Self::start_sharded(RouterConfig {
+            shards: 1,
+            ..config
+        })?;
+        let core = cores.pop().expect("one shard");
+        Ok((control, core))
+    }
+
+    /// [`RouterControl::start`] with `config.shards` routing cores, one per shard, for the
+    /// caller to run on a core each. Shards reach each other's agents through [`links`].
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// let p = std::env::temp_dir().join(format!("aw-doc-rcs-{}.sock", std::process::id()));
+    /// let (_control, cores) = RouterControl::start_sharded(RouterConfig { shards: 2, ..RouterConfig::new(p) }).unwrap();
+    /// assert_eq!(cores.len(), 2);
+    /// ```
+    pub fn start_sharded(config: RouterConfig) -> Result<(Self, Vec<RoutingCore>), ControlError> {
+        let shards = config.shards.clamp(1, ROUTER_SHARDS_MAX);
+        let listener = ControlListener::bind(&config.socket, config.allow.clone())?
+            .with_versions(config.versions.0, config.versions.1);
+        let shared = Arc::new(Shared {
+            reloaded_allow: Mutex::new(None),
+            defer_deadline_ns: AtomicU64::new(deadline_ns(config.defer_deadline)),
+            info: Mutex::new(Vec::new()),
+            status_hook: Mutex::new(None),
+            started: std::time::Instant::now(),
+            registry: Mutex::new(Registry::default()),
+            generation: AtomicU64::new(0),
+            stats: (0..shards).map(|_| RouterStats::default()).collect(),
+            quiet: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            finished: std::sync::atomic::AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            wakes: (0..shards)
+                .map(|_| ShardWake::new().map(Arc::new))
+                .collect::<Result<_, _>>()
+                .map_err(ControlError::Io)?,
+        });
+        let plan = LinkPlan::new(&config, shards);
+        // links_out[i][j]: shard i's sender to shard j; links_in[j]: (i, receiver).
+        let mut links_out: Vec<Vec<Option<LinkSender>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        let mut links_in: Vec<Vec<LinkReceiver>> = (0..shards).map(|_| Vec::new()).collect();
+        for (i, outs) in links_out.iter_mut().enumerate() {
+            for (j, out) in outs.iter_mut().enumerate() {
+                if i != j {
+                    let (tx, rx) = crate::links::link(plan.capacity_bytes, plan.budget_bytes)
+                        .map_err(|e| ControlError::Io(std::io::Error::other(e.to_string())))?;
+                    *out = Some(tx.waking(shared.wakes[j].clone()));
+                    links_in[j].push(rx);
+                }
+            }
+        }
+        let mut cmd_txs = Vec::with_capacity(shards);
+        let mut cores = Vec::with_capacity(shards);
+        for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
+            let (cmd_tx, cmd_rx) =
+                command_queue(ROUTER_AGENTS_MAX * 2, shared.wakes[shard].clone());
+            cmd_txs.push(cmd_tx);
+            let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
+            core.producers.links = outs;
+            core.links_in = ins;
+            core.deferrals.capacity_bytes = config.defer_capacity_bytes;
+            core.deferrals.reserve_bytes = plan.reserve_bytes;
+            core.batch_frames = config.batch_frames.clamp(1, ROUTER_BATCH_FRAMES_LIMIT);
+            core.lane_budget = lane_batch_frames(core.batch_frames);
+            cores.push(core);
+        }
+        let accept = {
+            let shared = shared.clone();
+            let config = RouterConfig {
+                shards,
+                ..config.clone()
+            };
+            std::thread::Builder::new()
+                .name("aw-accept".into())
+                .spawn(move || accept_loop(listener, shared, cmd_txs, config))
+                .map_err(ControlError::Io)?
+        };
+        Ok((
+            Self {
+                socket: config.socket,
+                shared,
+                accept: Some(accept),
+            },
+            cores,
+        ))
+    }
+
+    /// The socket agents connect to.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcsp-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p.clone())).unwrap();
+    /// assert_eq!(control.socket_path(), p.as_path());
+    /// ```
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A view of counters and status for other threads.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcob-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// let observer = control.observer();
+    /// assert_eq!(observer.status().pid, std::process::id());
+    /// ```
+    pub fn observer(&self) -> RouterObserver {
+        RouterObserver {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Applies a reloaded configuration (SIGHUP) without dropping clients: the allow-list
+    /// for connections accepted from now on, and the deferral deadline for frames deferred
+    /// from now on.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # use agentwire_router::server::AllowList;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rl-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.reload(AllowList::current_user(), Some(std::time::Duration::from_millis(500)));
+    /// ```
+    pub fn reload(&self, allow: AllowList, defer_deadline: Option<Duration>) {
+        *self.shared.reloaded_allow.lock().expect("allow lock") = Some(allow);
+        self.shared
+            .defer_deadline_ns
+            .store(deadline_ns(defer_deadline), Ordering::Relaxed);
+        bump(&self.shared);
+    }
+
+    /// Adds (or replaces) a fact shown in status reports, e.g. the metrics address.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcin-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.set_info("dlq", "/var/lib/agentwire/dlq.log");
+    /// assert_eq!(control.observer().status().info, vec![("dlq".to_string(), "/var/lib/agentwire/dlq.log".to_string())]);
+    /// ```
+    pub fn set_info(&self, key: &str, value: impl Into<String>) {
+        let mut info = self.shared.info.lock().expect("info lock");
+        let value = value.into();
+        match info.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => info.push((key.to_string(), value)),
+        }
+    }
+
+    /// Sets the function that adds the daemon's own parts (partitions, core moves) to every
+    /// status report. It runs on the control thread answering the query, with no router
+    /// lock held.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rchook-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.set_status_hook(Box::new(|report| report.core_moves.clear()));
+    /// assert!(control.observer().status().core_moves.is_empty());
+    /// ```
+    pub fn set_status_hook(&self, hook: StatusHook) {
+        *self.shared.status_hook.lock().expect("status hook lock") = Some(hook);
+    }
+
+    /// The router's counters.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcst-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.stats().frames_delivered.load(std::sync::atomic::Ordering::Relaxed), 0);
+    /// ```
+    pub fn stats(&self) -> &RouterStats {
+        &self.shared.stats[0]
+    }
+
+    /// One shard's counters (`None` past the last shard).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcss-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(control.shard_stats(0).is_some() && control.shard_stats(1).is_none());
+    /// ```
+    pub fn shard_stats(&self, shard: usize) -> Option<&RouterStats> {
+        self.shared.stats.get(shard)
+    }
+
+    /// Live agents.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcac-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.agent_count(), 0);
+    /// ```
+    pub fn agent_count(&self) -> usize {
+        self.shared
+            .registry
+            .lock()
+            .expect("registry lock")
+            .agents
+            .len()
+    }
+
+    /// Asks every thread and the routing core to stop: the core marks every segment closed,
+    /// control connections close, the socket is removed.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcsd-{}.sock", std::process::id()));
+    /// let (control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// control.shutdown();
+    /// assert!(core.should_stop());
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        // Parked cores look at the flag now, not a park timeout later.
+        for wake in self.shared.wakes.iter() {
+            wake.notify();
+        }
+    }
+}
+
+impl Drop for RouterControl {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// Sizes of the links between shards. A link's ring holds the largest frame a segment ring
+/// can carry; its in-flight budget is small enough that every destination's deferral can
+/// keep room for what all other shards may have in flight to it, plus one record's wrap.
+pub(crate) struct LinkPlan {
+    pub(crate) capacity_bytes: usize,
+    pub(crate) budget_bytes: usize,
+    /// Deferral bytes a shard's own senders leave free for link arrivals.
+    pub(crate) reserve_bytes: usize,
+}
+
+impl LinkPlan {
+    pub(crate) fn new(config: &RouterConfig, shards: usize) -> Self {
+        if shards < 2 {
+            return Self {
+                capacity_bytes: 0,
+                budget_bytes: 0,
+                reserve_bytes: 0,
+            };
+        }
+        let others = shards - 1;
+        let defer = config.defer_capacity_bytes;
+        let budget_bytes = if defer == 0 {
+            LINK_BUDGET_BYTES_MAX
+        } else {
+            (defer / (4 * others)).clamp(256, LINK_BUDGET_BYTES_MAX)
+        };
+        Self {
+            capacity_bytes: (config.ring_capacity_bytes * 2).clamp(
+                agentwire_shm::ring::RING_CAPACITY_MIN_BYTES,
+                agentwire_shm::ring::RING_CAPACITY_MAX_BYTES,
+            ),
+            budget_bytes,
+            // In flight from every other shard, plus the largest deferrable record (a
+            // quarter of the deferral) lost to a wrap.
+            reserve_bytes: others * budget_bytes + defer / 4,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Per-destination deferrals on one shard and their service: frames waiting for room in
+//! a full ring, delivered as room appears or dead-lettered past their deadline.
+
+use crate::deferral::Deferral;
+use crate::duty_cycle::RoutingCore;
+use crate::links::LinkFlags;
+use crate::outbox::Placed;
+use crate::reply::{ack, nack};
+use crate::route::monotonic_ns;
+use crate::stats::count;
+use agentwire_shm::control::NackReason;
+use agentwire_shm::wire::FrameHeader;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Every destination's deferral (see [`crate::deferral`]) and which ones hold frames.
+/// This shard's own agents get theirs at registration; an agent of another shard gets one
+/// here the first time frames must wait for it (it was congested), once per agent.
+#[derive(Default)]
+pub(crate) struct Deferrals {
+    pub(crate) by_destination: rustc_hash::FxHashMap<u32, Deferral>,
+    /// Destinations with frames waiting.
+    pub(crate) waiting: Vec<u32>,
+    /// Frames waiting in all deferrals.
+    pub(crate) frames_now: usize,
+    /// Bytes of each deferral (0: deferral off).
+    pub(crate) capacity_bytes: usize,
+    /// Bytes of this shard's agents' deferrals that frames from this shard's own senders
+    /// leave free for frames arriving over links (which cannot be refused).
+    pub(crate) reserve_bytes: usize,
+    /// This shard's agents' congestion flags: set while their deferral holds frames.
+    pub(crate) congested: rustc_hash::FxHashMap<u32, Arc<AtomicBool>>,
+}
+
+impl Deferrals {
+    /// Whether frames wait for `id` (a new frame for it must queue behind them).
+    #[inline]
+    pub(crate) fn is_waiting(&self, id: u32) -> bool {
+        !self.waiting.is_empty() && self.by_destination.get(&id).is_some_and(|d| !d.is_empty())
+    }
+
+    /// Whether a frame for `id` can wait in its deferral: one from this shard's senders
+    /// leaves the link reserve free in the deferral of an agent served here; one that
+    /// arrived over a link (`arrival`) may use it.
+    pub(crate) fn can_take(&mut self, id: u32, frame_bytes: usize, arrival: bool) -> bool {
+        let local = self.congested.contains_key(&id);
+        if !local && !self.by_destination.contains_key(&id) && self.capacity_bytes > 0 {
+            // First wait for an agent of another shard: allocated once, off the fast path.
+            match Deferral::new(self.capacity_bytes) {
+                Ok(d) => {
+                    self.by_destination.insert(id, d);
+                }
+                Err(e) => {
+                    tracing::warn!(agent_id = id, "no deferral for a remote agent: {e}");
+                    return false;
+                }
+            }
+        }
+        let reserve = if local && !arrival {
+            self.reserve_bytes
+        } else {
+            0
+        };
+        self.by_destination.get_mut(&id).is_some_and(|d| {
+            d.can_take(frame_bytes)
+                && (reserve == 0
+                    || d.room_bytes()
+                        >= frame_bytes + crate::deferral::DEFERRAL_PREFIX_BYTES + 16 + reserve)
+        })
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        id: u32,
+        frame_bytes: usize,
+        deadline_ns: u64,
+        ack_owed: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(deferral) = self.by_destination.get_mut(&id) else {
+            return false;
+        };
+        let was_empty = deferral.is_empty();
+        if !deferral.push_with(frame_bytes, deadline_ns, ack_owed, fill) {
+            return false;
+        }
+        if was_empty {
+            self.waiting.push(id);
+            if let Some(flag) = self.congested.get(&id) {
+                // Other shards stop forwarding to it and defer on their side.
+                flag.store(true, Ordering::Release);
+            }
+        }
+        self.frames_now += 1;
+        true
+    }
+}
+
+impl RoutingCore {
+    /// Moves deferred frames into their destination rings as room appears (acking those
+    /// whose sender asked), and gives up on frames past their deadline, for a destination
+    /// that left, or every one when `shutting_down`: each goes to the dead-letter sink and
+    /// its sender gets a nack. Without a sink, frames wait (or, for a destination that left
+    /// or at shutdown, are dropped and counted). Returns the frames moved or given up on.
+    pub(crate) fn service_deferrals(&mut self, shutting_down: bool) -> usize {
+        if self.deferrals.waiting.is_empty() {
+            return 0;
+        }
+        let now_ns = monotonic_ns();
+        let Self {
+            deferrals,
+            producers,
+            agents,
+            shared,
+            shard,
+            dead_letters,
+            dead_letters_unflushed,
+            batch_frames,
+            ..
+        } = self;
+        let stats = &shared.stats[*shard];
+        let mut work = 0;
+        let mut i = 0;
+        while i < deferrals.waiting.len() {
+            let dest = deferrals.waiting[i];
+            let gone = !producers.contains(dest);
+            let Some(deferral) = deferrals.by_destination.get_mut(&dest) else {
+                deferrals.waiting.swap_remove(i);
+                continue;
+            };
+            let batch = if gone || shutting_down {
+                usize::MAX
+            } else {
+                *batch_frames
+            };
+            let taken = deferral.service(batch, |d| {
+                // Validated and stamped before it was deferred.
+                let header = FrameHeader::peek(d.frame).expect("deferred frames are whole");
+                let (source, correlation) = (header.source(), header.correlation());
+                if !gone && !shutting_down {
+                    let link_flags = if d.ack_owed {
+                        LinkFlags::ACK_OWED
+                    } else {
+                        LinkFlags::NONE
+                    };
+                    // Another shard's agent: only while it is not congested.
+                    let placed = if producers.is_local(dest)
+                        || producers.can_claim(dest, d.frame.len())
+                    {
+                        producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
+                            out.copy_from_slice(d.frame);
+                        })
+                    } else {
+                        Placed::Refused
+                    };
+                    match placed {
+                        Placed::Delivered => {
+                            count(&stats.frames_delivered, 1);
+                            count(&stats.bytes_delivered, d.frame.len() as u64);
+                            if d.ack_owed {
+                                ack(source, correlation, producers, stats);
+                            }
+                            return ControlFlow::Continue(());
+                        }
+                        Placed::Forwarded => {
+                            count(&stats.frames_forwarded, 1);
+                            return ControlFlow::Continue(());
+                        }
+                        Placed::Refused => {}
+                    }
+                    if d.deadline_ns > now_ns {
+                        return ControlFlow::Break(());
+                    }
+                }
+                let (reason, why) = if gone {
+                    (NackReason::NoSuchAgent, "left with frames waiting for it")
+                } else if shutting_down {
+                    (NackReason::DestinationFull, "still full at daemon shutdown")
+                } else {
+                    (NackReason::DestinationFull, "stayed full past the deadline")
+                };
+                let source_control = agents
+                    .iter()
+                    .find(|a| a.agent_id == source)
+                    .map(|a| a.segment.control());
+                let detail = match dead_letters.as_mut() {
+                    Some(sink) => match sink.accept(reason, d.frame) {
+                        Ok(sequence) => {
+                            *dead_letters_unflushed = true;
+                            count(&stats.frames_dead_lettered, 1);
+                            format!("agent {dest} {why}; dead-lettered as record {sequence}")
+                        }
+                        Err(e) => {
+                            count(&stats.dead_letter_refusals, 1);
+                            if !shutting_down {
+                                tracing::debug!("dead-letter queue refused a frame: {e}");
+                                return ControlFlow::Break(());
+                            }
+                            count(&stats.frames_dropped, 1);
+                            tracing::error!("dead-letter queue refused a frame at shutdown ({e}); dropped");
+                            format!("agent {dest} {why}; dropped: dead-letter queue refused it ({e})")
+                        }
+                    },
+                    None => {
+                        if !gone && !shutting_down {
+                            return ControlFlow::Break(());
+                        }
+                        count(&stats.frames_dropped, 1);
+                        format!("agent {dest} {why}; dropped (no dead-letter queue)")
+                    }
+                };
+                nack(source, correlation, reason, &detail, producers, stats, source_control);
+                ControlFlow::Continue(())
+            });
+            deferrals.frames_now -= taken;
+            work += taken;
+            if deferral.is_empty() {
+                deferrals.waiting.swap_remove(i);
+                if gone {
+                    deferrals.by_destination.remove(&dest);
+                }
+                if let Some(flag) = deferrals.congested.get(&dest) {
+                    flag.store(false, Ordering::Release);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        producers.publish();
+        work
+    }
+}

@@ -1,0 +1,374 @@
+//! [`RoutingCore`]: the data side of one shard and its duty cycle.
+
+use crate::commands::{CommandReceiver, NewAgent, RouterCmd};
+use crate::config::{HEARTBEAT_PASSES, LANE_BATCH_FRAMES, ROUTER_BATCH_FRAMES_DEFAULT};
+use crate::deferral::Deferral;
+use crate::deferred::Deferrals;
+use crate::lanes::lane_order;
+use crate::links::LinkReceiver;
+use crate::outbox::Outboxes;
+use crate::route::{route_frame, Deadline, RouteContext};
+use crate::shared::Shared;
+use crate::sink::DeadLetterSink;
+use crate::stats::{batch_bucket, count};
+use crate::table::{rebuild_table, RoutingTable};
+use agentwire_shm::idle::{IdleStrategy, Idler};
+use agentwire_shm::ring::Consumer;
+use agentwire_shm::segment::{state, Segment, TX_LANES};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(crate) struct DataAgent {
+    pub(crate) agent_id: u32,
+    /// Tx lanes, index = priority class.
+    pub(crate) tx: Vec<Consumer>,
+    pub(crate) segment: Segment,
+    /// The agent left: nothing more is delivered to it, but frames it committed before
+    /// leaving are still routed (they were accepted) before its segment is reclaimed.
+    pub(crate) leaving: bool,
+}
+
+/// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
+/// and one duty cycle ([`RoutingCore::do_work`]). It lives on one thread or executor.
+pub struct RoutingCore {
+    pub(crate) shared: Arc<Shared>,
+    /// This core's shard index.
+    pub(crate) shard: usize,
+    /// Links from every other shard.
+    pub(crate) links_in: Vec<LinkReceiver>,
+    pub(crate) cmds: CommandReceiver,
+    pub(crate) agents: Vec<DataAgent>,
+    pub(crate) producers: Outboxes,
+    pub(crate) deferrals: Deferrals,
+    pub(crate) table: RoutingTable,
+    pub(crate) seen_generation: u64,
+    pub(crate) needs_refresh: bool,
+    pub(crate) passes: u64,
+    pub(crate) dead_letters: Option<Box<dyn DeadLetterSink>>,
+    pub(crate) dead_letters_unflushed: bool,
+    pub(crate) defer_deadline_ns: Option<u64>,
+    /// Lane scheduler state: smooth weighted round robin counters, and which classes had
+    /// frames left over (blocked or out of budget) in the last duty cycle.
+    pub(crate) lane_current: [i64; TX_LANES],
+    pub(crate) lane_backlog: [bool; TX_LANES],
+    /// Frames per read ([`RouterConfig::batch_frames`]).
+    pub(crate) batch_frames: usize,
+    /// Frames per class per agent per duty cycle ([`lane_batch_frames`]).
+    pub(crate) lane_budget: [usize; TX_LANES],
+}
+
+impl std::fmt::Debug for RoutingCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingCore")
+            .field("agents", &self.agents.len())
+            .finish()
+    }
+}
+
+impl RoutingCore {
+    pub(crate) fn new(shared: Arc<Shared>, cmds: CommandReceiver, shard: usize) -> Self {
+        Self {
+            shared,
+            shard,
+            links_in: Vec::new(),
+            cmds,
+            agents: Vec::new(),
+            producers: Outboxes::default(),
+            deferrals: Deferrals::default(),
+            table: RoutingTable::default(),
+            seen_generation: u64::MAX,
+            needs_refresh: false,
+            passes: 0,
+            dead_letters: None,
+            dead_letters_unflushed: false,
+            defer_deadline_ns: None,
+            lane_current: [0; TX_LANES],
+            lane_backlog: [false; TX_LANES],
+            batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
+            lane_budget: LANE_BATCH_FRAMES,
+        }
+    }
+
+    /// Gives the core a dead-letter sink: deferred frames past the configured deadline (and
+    /// frames still deferred at shutdown) go there and their senders are nacked with
+    /// `DestinationFull`. Without a sink deferred frames wait for as long as it takes.
+    ///
+    /// ```
+    /// # use agentwire_router::{DeadLetterSink, RouterConfig, RouterControl};
+    /// # use agentwire_shm::control::NackReason;
+    /// struct Drop_;
+    /// impl DeadLetterSink for Drop_ {
+    ///     fn accept(&mut self, _: NackReason, _: &[u8]) -> Result<u64, String> { Ok(0) }
+    /// }
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-sdl-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// core.set_dead_letters(Box::new(Drop_));
+    /// ```
+    pub fn set_dead_letters(&mut self, sink: Box<dyn DeadLetterSink>) {
+        self.dead_letters = Some(sink);
+    }
+
+    /// Whether the control side asked the router to stop.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ss-{}.sock", std::process::id()));
+    /// let (_control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert!(!core.should_stop());
+    /// ```
+    pub fn should_stop(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Agents whose rings this core serves (including departing ones still being drained).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ac-{}.sock", std::process::id()));
+    /// let (_control, core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.agents_served(), 0);
+    /// ```
+    pub fn agents_served(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Applies queued registrations and departures; true if there were any. The routing
+    /// table is built from the registry *and* the set of rings this core holds, so a change
+    /// here must rebuild it even when the registry generation was already seen (an agent's
+    /// registry entry can be seen before its Add command arrives).
+    pub(crate) fn take_commands(&mut self) -> bool {
+        let mut changed = false;
+        loop {
+            match self.cmds.try_recv() {
+                Some(RouterCmd::Add(new)) => {
+                    let NewAgent {
+                        agent_id,
+                        congested,
+                        tx,
+                        rx,
+                        segment,
+                        deferral,
+                    } = *new;
+                    self.producers.insert(agent_id, rx);
+                    if let Some(deferral) = deferral {
+                        self.deferrals.by_destination.insert(agent_id, deferral);
+                    }
+                    self.deferrals.congested.insert(agent_id, congested);
+                    self.agents.push(DataAgent {
+                        agent_id,
+                        tx,
+                        segment,
+                        leaving: false,
+                    });
+                }
+                Some(RouterCmd::Remove { agent_id }) => {
+                    self.producers.remove(agent_id);
+                    self.deferrals.congested.remove(&agent_id);
+                    // Frames still waiting for it are given up on at the next service.
+                    if self
+                        .deferrals
+                        .by_destination
+                        .get(&agent_id)
+                        .is_some_and(Deferral::is_empty)
+                    {
+                        self.deferrals.by_destination.remove(&agent_id);
+                    }
+                    if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
+                        agent.leaving = true;
+                        agent
+                            .segment
+                            .control()
+                            .state
+                            .0
+                            .store(state::CLOSED, Ordering::Release);
+                    }
+                }
+                None => return changed,
+            }
+            changed = true;
+        }
+    }
+
+    /// One duty cycle: take in registrations and departures, refresh tables if the registry
+    /// changed, route up to [`RouterConfig::batch_frames`] frames from every agent, reclaim
+    /// drained departed agents. Returns the frames handled (at least 1 while a frame waits
+    /// for a table refresh, so the caller does not idle).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-dw-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.do_work(), 0);
+    /// ```
+    pub fn do_work(&mut self) -> usize {
+        let commands_taken = self.take_commands();
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.seen_generation || commands_taken {
+            self.seen_generation = generation;
+            self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
+            self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                ns => Some(ns),
+            };
+        }
+        // A frame naming an unknown destination may have been written right after its
+        // destination registered, before this core took the registration in. Such a frame
+        // waits for one pass that re-reads commands and tables, and is nacked only if the
+        // destination is still unknown then.
+        let fresh = self.needs_refresh;
+        self.needs_refresh = false;
+        self.passes += 1;
+        let beat = self.passes % HEARTBEAT_PASSES == 0;
+        // Frames already waiting go first: they are older than anything in the tx rings.
+        let mut work = self.service_deferrals(false);
+        if !self.links_in.is_empty() {
+            work += self.drain_links(fresh);
+        }
+        let deadline_after_ns = self
+            .defer_deadline_ns
+            .filter(|_| self.dead_letters.is_some());
+        let mut corrupt = Vec::new();
+        let stats = &self.shared.stats[self.shard];
+        if beat {
+            for agent in &self.agents {
+                // Sole writer: a plain store, not a locked add, and only every
+                // HEARTBEAT_PASSES passes (a locked add per agent per pass was on the
+                // latency path of every hop).
+                let heartbeat = &agent.segment.control().daemon_heartbeat.0;
+                heartbeat.store(heartbeat.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+        }
+        // Priority lanes (see LANE_WEIGHTS). The first agent visited rotates each cycle so
+        // no agent is always last in its class.
+        let agents_len = self.agents.len();
+        let first = if agents_len == 0 {
+            0
+        } else {
+            (self.passes as usize) % agents_len
+        };
+        let order = lane_order(&mut self.lane_current, &self.lane_backlog);
+        self.lane_backlog = [false; TX_LANES];
+        for class in order {
+            let budget_total = self.lane_budget[class];
+            let mut index = first;
+            for _ in 0..agents_len {
+                let agent = &mut self.agents[index];
+                index += 1;
+                if index == agents_len {
+                    index = 0;
+                }
+                let source = agent.agent_id;
+                let control = agent.segment.control();
+                let mut left = budget_total;
+                while left > 0 {
+                    let budget = left.min(self.batch_frames);
+                    let mut ctx = RouteContext {
+                        producers: &mut self.producers,
+                        deferrals: &mut self.deferrals,
+                        table: &mut self.table,
+                        stats,
+                        fresh,
+                        needs_refresh: false,
+                        generation: &self.shared.generation,
+                        table_generation: self.seen_generation,
+                        deadline: Deadline::new(deadline_after_ns),
+                        bytes_in: 0,
+                        stopped: false,
+                    };
+                    let result = agent.tx[class].read(budget, |frame| {
+                        ctx.bytes_in += frame.len() as u64;
+                        let flow = route_frame(source, frame, &mut ctx, control);
+                        ctx.stopped = flow.is_break();
+                        flow
+                    });
+                    self.needs_refresh |= ctx.needs_refresh;
+                    let (bytes_in, stopped) = (ctx.bytes_in, ctx.stopped);
+                    self.producers.publish();
+                    match result {
+                        Ok(n) => {
+                            if n > 0 {
+                                work += n;
+                                count(&stats.frames_in, n as u64);
+                                count(&stats.bytes_in, bytes_in);
+                                count(&stats.batch_frames[batch_bucket(n)], 1);
+                            }
+                            left -= n;
+                            if stopped || (left == 0 && n == budget) {
+                                // Frames left behind: this class contends next cycle.
+                                self.lane_backlog[class] = true;
+                            }
+                            if stopped || n < budget {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(agent_id = source, lane = class, "dropping agent: {e}");
+                            count(&stats.rings_corrupt, 1);
+                            if !corrupt.contains(&source) {
+                                corrupt.push(source);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for id in corrupt {
+            self.producers.remove(id);
+            self.agents.retain(|a| a.agent_id != id);
+        }
+        // Reclaim departed agents once their tx ring is drained.
+        let before = self.agents.len();
+        self.agents
+            .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
+        count(&stats.agents_removed, (before - self.agents.len()) as u64);
+        let deferred_now = self.deferrals.frames_now as u64;
+        if stats.deferred_now.load(Ordering::Relaxed) != deferred_now {
+            stats.deferred_now.store(deferred_now, Ordering::Relaxed);
+        }
+        count(&stats.duty_cycles, 1);
+        if work == 0 {
+            count(&stats.duty_cycles_idle, 1);
+        }
+        if beat {
+            self.flush_dead_letters();
+        }
+        work + usize::from(self.needs_refresh)
+    }
+
+    /// Runs duty cycles with `idle` between empty ones until the control side stops the
+    /// router, then closes every segment.
+    ///
+    /// ```no_run
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let (control, core) = RouterControl::start(RouterConfig::new("/tmp/x.sock".into())).unwrap();
+    /// std::thread::spawn(move || core.run(agentwire_shm::idle::IdleStrategy::Spin));
+    /// ```
+    pub fn run(mut self, idle: IdleStrategy) {
+        let mut idler = Idler::new(idle);
+        while !self.should_stop() {
+            self.step(&mut idler);
+        }
+        self.finish();
+    }
+
+    /// One duty cycle, then idles with `idler` if it did no work. Callers that interleave
+    /// other work (the daemon's executor yields between steps) loop on this.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # use agentwire_shm::idle::{IdleStrategy, Idler};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-step-{}.sock", std::process::id()));
+    /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(core.step(&mut Idler::new(IdleStrategy::Spin)), 0);
+    /// ```
+    pub fn step(&mut self, idler: &mut Idler) -> usize {
+        let work = self.do_work();
+        if work == 0 {
+            self.idle(idler);
+        } else {
+            idler.reset();
+        }
+        work
+    }
+}

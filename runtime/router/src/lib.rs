@@ -1,0 +1,80 @@
+//! agentwire-router: the centre of the daemon. It serves endpoints (today: shared-memory
+//! agents) through the same hot path, and is split by job:
+//!
+//! - control side: [`control`] starts a router and is its handle ([`RouterControl`]);
+//!   [`server`] is the daemon's side of the control socket handshake; `admission` admits
+//!   agents; `session` serves one agent's control connection; `registry` holds who is
+//!   registered; [`liveness`] tells gone and stale agents; [`status`] answers
+//!   `agentwire status`.
+//! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
+//!   where a frame goes, `outbox` writes it, `deferred` holds frames for full destinations,
+//!   `reply` writes acks and nacks, `lanes` orders the priority classes, `forwarded` takes
+//!   frames from other shards over [`links`], `park` sleeps on every doorbell ([`wake`]),
+//!   `shutdown` drains and closes.
+//! - [`testing`]: a router on plain threads for tests and demos.
+//!
+//! Semantics (docs/wire.md §6): unicast; publish to every subscriber, every copy placed or
+//! none; anycast to a capability route, to the least-loaded live agent whose version
+//! satisfies the route's requirement; a full destination's frames wait in its bounded
+//! deferral ([`deferral`]) and, past the deadline, go to a [`DeadLetterSink`] with a nack
+//! to the sender; when the deferral is full too the frame stays in the sender's lane
+//! (backpressure); priority lanes served by a weighted policy ([`LANE_WEIGHTS`]); acks on
+//! request; nacks with a reason, counted in the sender's control block too; a departing
+//! agent's committed frames are still routed before its segment is reclaimed. The registry
+//! sits behind a mutex on the control path only; the duty cycle sees it through a
+//! generation counter and rebuilt tables.
+//!
+//! ```
+//! use agentwire_router::{RouterConfig, RouterControl};
+//! use agentwire_shm::idle::IdleStrategy;
+//! let sock = std::env::temp_dir().join(format!("aw-doc-routing-{}.sock", std::process::id()));
+//! let (control, core) = RouterControl::start(RouterConfig::new(sock)).unwrap();
+//! let router = std::thread::spawn(move || core.run(IdleStrategy::default()));
+//! let mut a = agentwire_shm::client::Agent::builder("a").socket(control.socket_path()).connect().unwrap();
+//! a.publish("nobody", b"x").unwrap(); // nacked: no subscriber
+//! assert!(a.recv(Some(std::time::Duration::from_secs(5))).unwrap().is_some());
+//! control.shutdown();
+//! router.join().unwrap();
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod admission;
+mod commands;
+pub mod config;
+pub mod control;
+pub mod deferral;
+mod deferred;
+mod duty_cycle;
+mod forwarded;
+mod lanes;
+pub mod links;
+pub mod liveness;
+mod outbox;
+mod park;
+pub mod placement;
+mod registry;
+mod reply;
+mod route;
+pub mod server;
+mod session;
+mod shared;
+mod shutdown;
+pub mod sink;
+pub mod stats;
+pub mod status;
+mod table;
+pub mod testing;
+pub mod wake;
+
+pub use config::{
+    lane_batch_frames, RouterConfig, DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX,
+    HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN, LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX,
+    ROUTER_AGENTS_MAX, ROUTER_BATCH_FRAMES_DEFAULT, ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX,
+    SHUTDOWN_WAIT,
+};
+pub use control::{RouterControl, StatusHook};
+pub use duty_cycle::RoutingCore;
+pub use sink::DeadLetterSink;
+pub use stats::{RouterStats, BATCH_BUCKETS};
+pub use status::RouterObserver;

@@ -1,0 +1,51 @@
+//! What the control side and every routing core share: the registry, the counters, the
+//! shutdown flag and each shard's wake.
+
+use crate::control::StatusHook;
+use crate::registry::Registry;
+use crate::server::AllowList;
+use crate::stats::RouterStats;
+use crate::wake::ShardWake;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub(crate) struct Shared {
+    /// A new allow-list for the accept thread (SIGHUP reload).
+    pub(crate) reloaded_allow: Mutex<Option<AllowList>>,
+    /// The deferral deadline in ns (`u64::MAX`: none); re-read by the core when the
+    /// registry generation changes.
+    pub(crate) defer_deadline_ns: AtomicU64,
+    /// Facts the embedding daemon adds to status reports (metrics address, DLQ path...).
+    pub(crate) info: Mutex<Vec<(String, String)>>,
+    /// Fills the parts of a status report the embedding daemon owns (partitions, moves).
+    pub(crate) status_hook: Mutex<Option<StatusHook>>,
+    pub(crate) started: std::time::Instant,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) generation: AtomicU64,
+    /// One set per shard (the accept thread's counters live in shard 0's).
+    pub(crate) stats: Box<[RouterStats]>,
+    /// Per shard: its last duty cycle moved nothing and its links were empty (the shutdown
+    /// drain ends when every shard is quiet).
+    pub(crate) quiet: Box<[AtomicBool]>,
+    /// Shards that finished draining (after which no shard writes to a link).
+    pub(crate) finished: std::sync::atomic::AtomicUsize,
+    pub(crate) shutdown: AtomicBool,
+    /// Per shard: how other threads wake its core when it is parked ([`wake`]).
+    pub(crate) wakes: Box<[Arc<ShardWake>]>,
+}
+
+pub(crate) fn bump(shared: &Shared) {
+    let mut reg = shared.registry.lock().expect("registry lock");
+    reg.generation += 1;
+    shared.generation.store(reg.generation, Ordering::Release);
+}
+
+/// Removes an agent from the registry and tells the routing thread its tables changed.
+pub(crate) fn forget_agent(shared: &Shared, agent_id: u32) {
+    {
+        let mut reg = shared.registry.lock().expect("registry lock");
+        reg.agents.remove(&agent_id);
+        reg.invalidate();
+    }
+    bump(shared);
+}

@@ -1,0 +1,149 @@
+//! [`RouterStats`]: the counters of one routing core, each written by one thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Adds to a counter only one thread writes (the routing core, or the accept thread): a
+/// load and a store, no locked read-modify-write on the hot path.
+#[inline]
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Upper bounds of the batch-size histogram buckets (frames taken from one tx ring in one
+/// pass): 1, 2-3, 4-7, 8-15, 16-31, 32+.
+pub const BATCH_BUCKETS: [usize; 6] = [1, 3, 7, 15, 31, usize::MAX];
+
+pub(crate) fn batch_bucket(frames: usize) -> usize {
+    BATCH_BUCKETS.iter().position(|&b| frames <= b).unwrap_or(5)
+}
+
+/// Counters of one routing core, in its own memory, each written by one thread (monotonic
+/// unless named a gauge).
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Frames taken from agents' tx rings.
+    pub frames_in: AtomicU64,
+    /// Bytes taken from agents' tx rings.
+    pub bytes_in: AtomicU64,
+    /// Frames delivered to a destination ring (a fan-out counts once per subscriber).
+    pub frames_delivered: AtomicU64,
+    /// Bytes delivered to destination rings.
+    pub bytes_delivered: AtomicU64,
+    /// Nacks by reason: no such agent.
+    pub nacks_no_such_agent: AtomicU64,
+    /// Nacks by reason: no subscriber.
+    pub nacks_no_subscriber: AtomicU64,
+    /// Nacks by reason: destination full past its deadline.
+    pub nacks_destination_full: AtomicU64,
+    /// Nacks by reason: not permitted.
+    pub nacks_not_permitted: AtomicU64,
+    /// Frames parked in a destination's deferral because its ring was full.
+    pub frames_deferred: AtomicU64,
+    /// Frames (copies) handed to another shard's link for an agent it serves.
+    pub frames_forwarded: AtomicU64,
+    /// Frames taken from other shards' links.
+    pub frames_from_links: AtomicU64,
+    /// Gauge: frames waiting in deferrals now.
+    pub deferred_now: AtomicU64,
+    /// Frames handed to the dead-letter sink.
+    pub frames_dead_lettered: AtomicU64,
+    /// Times the dead-letter sink could not take a frame (it stays deferred).
+    pub dead_letter_refusals: AtomicU64,
+    /// Frames dropped because no dead-letter sink existed to take them (shutdown with
+    /// deferred frames, or a destination gone, on a router without a sink).
+    pub frames_dropped: AtomicU64,
+    /// Duty cycles run.
+    pub duty_cycles: AtomicU64,
+    /// Duty cycles that found no work (idle ratio = this / `duty_cycles`).
+    pub duty_cycles_idle: AtomicU64,
+    /// Batch-size histogram, one count per non-empty read of a tx ring, bucketed by
+    /// [`BATCH_BUCKETS`].
+    pub batch_frames: [AtomicU64; 6],
+    /// Frames rejected (nacked) for any reason.
+    pub frames_rejected: AtomicU64,
+    /// Of those, rejected as malformed.
+    pub frames_malformed: AtomicU64,
+    /// Acks sent.
+    pub acks_sent: AtomicU64,
+    /// Acks or nacks dropped because the sender's rx ring was full.
+    pub replies_dropped: AtomicU64,
+    /// Handshakes refused.
+    pub handshakes_refused: AtomicU64,
+    /// Agents admitted.
+    pub agents_admitted: AtomicU64,
+    /// Agents removed (segment reclaimed).
+    pub agents_removed: AtomicU64,
+    /// Rings found corrupt (agent disconnected).
+    pub rings_corrupt: AtomicU64,
+    /// Agents removed because their process exited (pidfd) while the control socket was
+    /// still open (a child had inherited it).
+    pub agents_exited: AtomicU64,
+    /// Gauge: agents stale now (see [`liveness`]).
+    pub agents_stale: AtomicU64,
+    /// Discovery questions answered from the cache.
+    pub discovery_cache_hits: AtomicU64,
+    /// Discovery questions computed from the registry.
+    pub discovery_cache_misses: AtomicU64,
+}
+
+impl RouterStats {
+    /// Every counter by name (histogram buckets as `batch_frames_le_<bound>`), for status
+    /// reports and the metrics endpoint.
+    ///
+    /// ```
+    /// let s = agentwire_router::RouterStats::default();
+    /// assert!(s.snapshot().iter().any(|(name, v)| name == "frames_delivered" && *v == 0));
+    /// ```
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let named = [
+            ("frames_in", &self.frames_in),
+            ("bytes_in", &self.bytes_in),
+            ("frames_delivered", &self.frames_delivered),
+            ("bytes_delivered", &self.bytes_delivered),
+            ("frames_rejected", &self.frames_rejected),
+            ("frames_malformed", &self.frames_malformed),
+            ("nacks_no_such_agent", &self.nacks_no_such_agent),
+            ("nacks_no_subscriber", &self.nacks_no_subscriber),
+            ("nacks_destination_full", &self.nacks_destination_full),
+            ("nacks_not_permitted", &self.nacks_not_permitted),
+            ("frames_deferred", &self.frames_deferred),
+            ("frames_forwarded", &self.frames_forwarded),
+            ("frames_from_links", &self.frames_from_links),
+            ("deferred_now", &self.deferred_now),
+            ("frames_dead_lettered", &self.frames_dead_lettered),
+            ("dead_letter_refusals", &self.dead_letter_refusals),
+            ("frames_dropped", &self.frames_dropped),
+            ("acks_sent", &self.acks_sent),
+            ("replies_dropped", &self.replies_dropped),
+            ("handshakes_refused", &self.handshakes_refused),
+            ("agents_admitted", &self.agents_admitted),
+            ("agents_removed", &self.agents_removed),
+            ("rings_corrupt", &self.rings_corrupt),
+            ("agents_exited", &self.agents_exited),
+            ("agents_stale", &self.agents_stale),
+            ("discovery_cache_hits", &self.discovery_cache_hits),
+            ("discovery_cache_misses", &self.discovery_cache_misses),
+            ("duty_cycles", &self.duty_cycles),
+            ("duty_cycles_idle", &self.duty_cycles_idle),
+        ];
+        let mut out: Vec<(String, u64)> = named
+            .into_iter()
+            .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
+            .collect();
+        for (bound, c) in BATCH_BUCKETS.iter().zip(&self.batch_frames) {
+            let label = if *bound == usize::MAX {
+                "inf".to_string()
+            } else {
+                bound.to_string()
+            };
+            out.push((
+                format!("batch_frames_le_{label}"),
+                c.load(Ordering::Relaxed),
+            ));
+        }
+        out
+    }
+}

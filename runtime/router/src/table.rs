@@ -1,0 +1,72 @@
+//! The routing tables a shard reads on its hot path, rebuilt from the registry when its
+//! generation changes.
+
+use crate::outbox::{Outboxes, RemoteDest};
+use crate::shared::Shared;
+use std::collections::HashMap;
+
+/// What the routing thread needs to know, rebuilt when the registry generation changes.
+#[derive(Debug, Default)]
+pub(crate) struct RoutingTable {
+    pub(crate) subscribers: HashMap<u32, Vec<u32>>,
+    pub(crate) capability_routes: Vec<Vec<u32>>,
+    pub(crate) round_robin: Vec<usize>,
+    /// Feature id → live agents serving it, and its round-robin cursor.
+    pub(crate) features: rustc_hash::FxHashMap<u32, (Vec<u32>, usize)>,
+}
+
+/// Rebuilds the routing tables from the registry and the rings this shard holds, and tells
+/// `producers` where every other shard's agents are.
+pub(crate) fn rebuild_table(
+    shared: &Shared,
+    producers: &mut Outboxes,
+    shard: usize,
+) -> RoutingTable {
+    let reg = shared.registry.lock().expect("registry lock");
+    producers.remote.clear();
+    for (&id, rec) in &reg.agents {
+        if rec.shard != shard {
+            producers.remote.insert(
+                id,
+                RemoteDest {
+                    shard: rec.shard,
+                    congested: rec.congested.clone(),
+                    rx: rec.segment.rx_memory(),
+                },
+            );
+        }
+    }
+    let mut table = RoutingTable::default();
+    for (&id, rec) in &reg.agents {
+        if !producers.contains(id) {
+            continue;
+        }
+        for &topic in &rec.topics {
+            table.subscribers.entry(topic).or_default().push(id);
+        }
+    }
+    for subs in table.subscribers.values_mut() {
+        subs.sort_unstable();
+    }
+    for (capability, req) in &reg.capability_routes {
+        let ids = reg
+            .matching(capability, req)
+            .into_iter()
+            .map(|a| a.agent_id)
+            .filter(|&id| producers.contains(id))
+            .collect();
+        table.capability_routes.push(ids);
+    }
+    table.round_robin = vec![0; table.capability_routes.len()];
+    for feature in reg.features() {
+        let ids: Vec<u32> = reg
+            .serving(feature)
+            .into_iter()
+            .filter(|&id| producers.contains(id))
+            .collect();
+        if !ids.is_empty() {
+            table.features.insert(feature, (ids, 0));
+        }
+    }
+    table
+}
