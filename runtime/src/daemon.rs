@@ -526,10 +526,20 @@ impl agentwire_router::DeadLetterSink for DlqSink {
         &mut self,
         reason: agentwire_shm::control::NackReason,
         frame: &[u8],
-    ) -> Result<u64, String> {
+    ) -> Result<u64, agentwire_router::sink::SinkRefusal> {
+        use crate::dlq::DlqError;
+        use agentwire_router::sink::SinkRefusal;
         self.dlq
             .try_append(reason as u32, frame)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                DlqError::Busy { .. } => SinkRefusal::Busy,
+                DlqError::Full { .. } => SinkRefusal::Full,
+                DlqError::FrameTooLarge { .. } => SinkRefusal::TooLarge,
+                other => {
+                    tracing::error!("dead-letter queue: {other}");
+                    SinkRefusal::Failed
+                }
+            })
     }
 
     fn flush(&mut self) {

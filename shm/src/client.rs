@@ -300,6 +300,7 @@ impl AgentBuilder {
             next_correlation_id: 1,
             stash: VecDeque::new(),
             topic_ids: HashMap::new(),
+            capability_routes: HashMap::new(),
             idle_polls: 0,
         })
     }
@@ -407,6 +408,9 @@ pub struct Agent {
     next_correlation_id: u64,
     stash: VecDeque<OwnedMessage>,
     topic_ids: HashMap<String, u32>,
+    /// Capability route ids by capability, then version requirement: looked up with the
+    /// caller's two `&str`s, so a cached anycast builds no key.
+    capability_routes: HashMap<String, HashMap<String, u32>>,
     idle_polls: u32,
 }
 
@@ -794,8 +798,11 @@ impl Agent {
         capability: &str,
         requirement: &str,
     ) -> Result<u32, ClientError> {
-        let key = format!("\u{1}cap:{capability}@{requirement}");
-        if let Some(&id) = self.topic_ids.get(&key) {
+        let cached = self
+            .capability_routes
+            .get(capability)
+            .and_then(|by_requirement| by_requirement.get(requirement));
+        if let Some(&id) = cached {
             return Ok(id);
         }
         let msg = ClientMsg::ResolveCapability {
@@ -804,7 +811,10 @@ impl Agent {
         };
         match self.control_request(&msg)? {
             ServerMsg::CapabilityRoute { route_id } => {
-                self.topic_ids.insert(key, route_id);
+                self.capability_routes
+                    .entry(capability.into())
+                    .or_default()
+                    .insert(requirement.into(), route_id);
                 Ok(route_id)
             }
             other => Err(ClientError::Protocol(format!(
@@ -1111,6 +1121,7 @@ impl Agent {
                     );
                     self.link = link;
                     self.topic_ids.clear();
+                    self.capability_routes.clear();
                     self.idler.reset();
                     return Ok(());
                 }

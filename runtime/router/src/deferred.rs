@@ -5,7 +5,7 @@ use crate::deferral::Deferral;
 use crate::duty_cycle::RoutingCore;
 use crate::links::LinkFlags;
 use crate::outbox::Placed;
-use crate::reply::{ack, nack};
+use crate::reply::{ack, nack, GaveUpOutcome, NackDetail};
 use crate::route::monotonic_ns;
 use crate::stats::count;
 use agentwire_shm::control::NackReason;
@@ -34,6 +34,16 @@ pub(crate) struct Deferrals {
 }
 
 impl Deferrals {
+    /// Adds `id`'s deferral, with room in `waiting` for every destination that has one, so
+    /// a frame deferred later never grows it.
+    pub(crate) fn insert(&mut self, id: u32, deferral: Deferral) {
+        self.by_destination.insert(id, deferral);
+        let needed = self.by_destination.len();
+        if self.waiting.capacity() < needed {
+            self.waiting.reserve(needed - self.waiting.len());
+        }
+    }
+
     /// Whether frames wait for `id` (a new frame for it must queue behind them).
     #[inline]
     pub(crate) fn is_waiting(&self, id: u32) -> bool {
@@ -49,7 +59,7 @@ impl Deferrals {
             // First wait for an agent of another shard: allocated once, off the fast path.
             match Deferral::new(self.capacity_bytes) {
                 Ok(d) => {
-                    self.by_destination.insert(id, d);
+                    self.insert(id, d);
                 }
                 Err(e) => {
                     tracing::warn!(agent_id = id, "no deferral for a remote agent: {e}");
@@ -145,15 +155,14 @@ impl RoutingCore {
                         LinkFlags::NONE
                     };
                     // Another shard's agent: only while it is not congested.
-                    let placed = if producers.is_local(dest)
-                        || producers.can_claim(dest, d.frame.len())
-                    {
-                        producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
-                            out.copy_from_slice(d.frame);
-                        })
-                    } else {
-                        Placed::Refused
-                    };
+                    let placed =
+                        if producers.is_local(dest) || producers.can_claim(dest, d.frame.len()) {
+                            producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
+                                out.copy_from_slice(d.frame);
+                            })
+                        } else {
+                            Placed::Refused
+                        };
                     match placed {
                         Placed::Delivered => {
                             count(&stats.frames_delivered, 1);
@@ -184,12 +193,12 @@ impl RoutingCore {
                     .iter()
                     .find(|a| a.agent_id == source)
                     .map(|a| a.segment.control());
-                let detail = match dead_letters.as_mut() {
+                let outcome = match dead_letters.as_mut() {
                     Some(sink) => match sink.accept(reason, d.frame) {
                         Ok(sequence) => {
                             *dead_letters_unflushed = true;
                             count(&stats.frames_dead_lettered, 1);
-                            format!("agent {dest} {why}; dead-lettered as record {sequence}")
+                            GaveUpOutcome::DeadLettered(sequence)
                         }
                         Err(e) => {
                             count(&stats.dead_letter_refusals, 1);
@@ -198,8 +207,10 @@ impl RoutingCore {
                                 return ControlFlow::Break(());
                             }
                             count(&stats.frames_dropped, 1);
-                            tracing::error!("dead-letter queue refused a frame at shutdown ({e}); dropped");
-                            format!("agent {dest} {why}; dropped: dead-letter queue refused it ({e})")
+                            tracing::error!(
+                                "dead-letter queue refused a frame at shutdown ({e}); dropped"
+                            );
+                            GaveUpOutcome::Refused(e)
                         }
                     },
                     None => {
@@ -207,10 +218,23 @@ impl RoutingCore {
                             return ControlFlow::Break(());
                         }
                         count(&stats.frames_dropped, 1);
-                        format!("agent {dest} {why}; dropped (no dead-letter queue)")
+                        GaveUpOutcome::NoQueue
                     }
                 };
-                nack(source, correlation, reason, &detail, producers, stats, source_control);
+                let detail = NackDetail::GaveUp {
+                    destination: dest,
+                    why,
+                    outcome,
+                };
+                nack(
+                    source,
+                    correlation,
+                    reason,
+                    detail,
+                    producers,
+                    stats,
+                    source_control,
+                );
                 ControlFlow::Continue(())
             });
             deferrals.frames_now -= taken;

@@ -26,6 +26,8 @@ pub(crate) struct DataAgent {
     /// The agent left: nothing more is delivered to it, but frames it committed before
     /// leaving are still routed (they were accepted) before its segment is reclaimed.
     pub(crate) leaving: bool,
+    /// Its ring failed validation: dropped at the end of this duty cycle.
+    pub(crate) corrupt: bool,
 }
 
 /// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
@@ -55,6 +57,9 @@ pub struct RoutingCore {
     pub(crate) batch_frames: usize,
     /// Frames per class per agent per duty cycle ([`lane_batch_frames`]).
     pub(crate) lane_budget: [usize; TX_LANES],
+    /// One bit per copy of the frame being placed (see `route::Placement`), sized at table
+    /// rebuild for the largest fan-out.
+    pub(crate) direct_bits: Vec<u64>,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -73,7 +78,11 @@ impl RoutingCore {
             links_in: Vec::new(),
             cmds,
             agents: Vec::new(),
-            producers: Outboxes::default(),
+            producers: Outboxes {
+                // Made now, not on the first nack of a duty cycle.
+                nack_encoder: Some(Box::default()),
+                ..Outboxes::default()
+            },
             deferrals: Deferrals::default(),
             table: RoutingTable::default(),
             seen_generation: u64::MAX,
@@ -86,6 +95,7 @@ impl RoutingCore {
             lane_backlog: [false; TX_LANES],
             batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
             lane_budget: LANE_BATCH_FRAMES,
+            direct_bits: vec![0; 1],
         }
     }
 
@@ -98,7 +108,7 @@ impl RoutingCore {
     /// # use agentwire_shm::control::NackReason;
     /// struct Drop_;
     /// impl DeadLetterSink for Drop_ {
-    ///     fn accept(&mut self, _: NackReason, _: &[u8]) -> Result<u64, String> { Ok(0) }
+    ///     fn accept(&mut self, _: NackReason, _: &[u8]) -> Result<u64, agentwire_router::sink::SinkRefusal> { Ok(0) }
     /// }
     /// # let p = std::env::temp_dir().join(format!("aw-doc-sdl-{}.sock", std::process::id()));
     /// let (_control, mut core) = RouterControl::start(RouterConfig::new(p)).unwrap();
@@ -151,7 +161,7 @@ impl RoutingCore {
                     } = *new;
                     self.producers.insert(agent_id, rx);
                     if let Some(deferral) = deferral {
-                        self.deferrals.by_destination.insert(agent_id, deferral);
+                        self.deferrals.insert(agent_id, deferral);
                     }
                     self.deferrals.congested.insert(agent_id, congested);
                     self.agents.push(DataAgent {
@@ -159,6 +169,7 @@ impl RoutingCore {
                         tx,
                         segment,
                         leaving: false,
+                        corrupt: false,
                     });
                 }
                 Some(RouterCmd::Remove { agent_id }) => {
@@ -201,16 +212,7 @@ impl RoutingCore {
     /// assert_eq!(core.do_work(), 0);
     /// ```
     pub fn do_work(&mut self) -> usize {
-        let commands_taken = self.take_commands();
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.seen_generation || commands_taken {
-            self.seen_generation = generation;
-            self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
-            self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
-                u64::MAX => None,
-                ns => Some(ns),
-            };
-        }
+        self.refresh_tables();
         // A frame naming an unknown destination may have been written right after its
         // destination registered, before this core took the registration in. Such a frame
         // waits for one pass that re-reads commands and tables, and is nacked only if the
@@ -224,104 +226,12 @@ impl RoutingCore {
         if !self.links_in.is_empty() {
             work += self.drain_links(fresh);
         }
-        let deadline_after_ns = self
-            .defer_deadline_ns
-            .filter(|_| self.dead_letters.is_some());
-        let mut corrupt = Vec::new();
-        let stats = &self.shared.stats[self.shard];
         if beat {
-            for agent in &self.agents {
-                // Sole writer: a plain store, not a locked add, and only every
-                // HEARTBEAT_PASSES passes (a locked add per agent per pass was on the
-                // latency path of every hop).
-                let heartbeat = &agent.segment.control().daemon_heartbeat.0;
-                heartbeat.store(heartbeat.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            }
+            self.beat();
         }
-        // Priority lanes (see LANE_WEIGHTS). The first agent visited rotates each cycle so
-        // no agent is always last in its class.
-        let agents_len = self.agents.len();
-        let first = if agents_len == 0 {
-            0
-        } else {
-            (self.passes as usize) % agents_len
-        };
-        let order = lane_order(&mut self.lane_current, &self.lane_backlog);
-        self.lane_backlog = [false; TX_LANES];
-        for class in order {
-            let budget_total = self.lane_budget[class];
-            let mut index = first;
-            for _ in 0..agents_len {
-                let agent = &mut self.agents[index];
-                index += 1;
-                if index == agents_len {
-                    index = 0;
-                }
-                let source = agent.agent_id;
-                let control = agent.segment.control();
-                let mut left = budget_total;
-                while left > 0 {
-                    let budget = left.min(self.batch_frames);
-                    let mut ctx = RouteContext {
-                        producers: &mut self.producers,
-                        deferrals: &mut self.deferrals,
-                        table: &mut self.table,
-                        stats,
-                        fresh,
-                        needs_refresh: false,
-                        generation: &self.shared.generation,
-                        table_generation: self.seen_generation,
-                        deadline: Deadline::new(deadline_after_ns),
-                        bytes_in: 0,
-                        stopped: false,
-                    };
-                    let result = agent.tx[class].read(budget, |frame| {
-                        ctx.bytes_in += frame.len() as u64;
-                        let flow = route_frame(source, frame, &mut ctx, control);
-                        ctx.stopped = flow.is_break();
-                        flow
-                    });
-                    self.needs_refresh |= ctx.needs_refresh;
-                    let (bytes_in, stopped) = (ctx.bytes_in, ctx.stopped);
-                    self.producers.publish();
-                    match result {
-                        Ok(n) => {
-                            if n > 0 {
-                                work += n;
-                                count(&stats.frames_in, n as u64);
-                                count(&stats.bytes_in, bytes_in);
-                                count(&stats.batch_frames[batch_bucket(n)], 1);
-                            }
-                            left -= n;
-                            if stopped || (left == 0 && n == budget) {
-                                // Frames left behind: this class contends next cycle.
-                                self.lane_backlog[class] = true;
-                            }
-                            if stopped || n < budget {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(agent_id = source, lane = class, "dropping agent: {e}");
-                            count(&stats.rings_corrupt, 1);
-                            if !corrupt.contains(&source) {
-                                corrupt.push(source);
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        for id in corrupt {
-            self.producers.remove(id);
-            self.agents.retain(|a| a.agent_id != id);
-        }
-        // Reclaim departed agents once their tx ring is drained.
-        let before = self.agents.len();
-        self.agents
-            .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
-        count(&stats.agents_removed, (before - self.agents.len()) as u64);
+        work += self.serve_lanes(fresh);
+        self.reclaim_departed();
+        let stats = &self.shared.stats[self.shard];
         let deferred_now = self.deferrals.frames_now as u64;
         if stats.deferred_now.load(Ordering::Relaxed) != deferred_now {
             stats.deferred_now.store(deferred_now, Ordering::Relaxed);
@@ -334,6 +244,150 @@ impl RoutingCore {
             self.flush_dead_letters();
         }
         work + usize::from(self.needs_refresh)
+    }
+
+    /// Takes in registrations and departures, and rebuilds the tables if they or the
+    /// registry changed.
+    fn refresh_tables(&mut self) {
+        let commands_taken = self.take_commands();
+        // SYNC POINT: registry generation (the Release store in `shared::bump`): the
+        // registry changes made before the bump are seen by the rebuild below.
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.seen_generation || commands_taken {
+            self.seen_generation = generation;
+            self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
+            // Room for a bit per copy of the largest fan-out, so routing never grows it.
+            let largest = self.table.subscribers.values().map(Vec::len).max();
+            let words = largest.unwrap_or(1).div_ceil(64).max(1);
+            if self.direct_bits.len() < words {
+                self.direct_bits.resize(words, 0);
+            }
+            self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                ns => Some(ns),
+            };
+        }
+    }
+
+    /// Bumps every served segment's daemon heartbeat.
+    fn beat(&self) {
+        for agent in &self.agents {
+            // Sole writer: a plain store, not a locked add, and only every HEARTBEAT_PASSES
+            // passes (a locked add per agent per pass was on the latency path of every hop).
+            let heartbeat = &agent.segment.control().daemon_heartbeat.0;
+            heartbeat.store(heartbeat.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Serves every agent's priority lanes (see [`crate::LANE_WEIGHTS`]): one class after
+    /// the other, each agent's lane up to its class budget. The first agent visited rotates
+    /// each cycle so no agent is always last in its class. Agents whose ring is found
+    /// corrupt are dropped. Returns the frames taken.
+    fn serve_lanes(&mut self, fresh: bool) -> usize {
+        let agents_len = self.agents.len();
+        let first = if agents_len == 0 {
+            0
+        } else {
+            (self.passes as usize) % agents_len
+        };
+        let order = lane_order(&mut self.lane_current, &self.lane_backlog);
+        self.lane_backlog = [false; TX_LANES];
+        let mut work = 0;
+        let mut corrupt = false;
+        for class in order {
+            for k in 0..agents_len {
+                let index = (first + k) % agents_len;
+                match self.serve_lane(index, class, fresh) {
+                    Ok(n) => work += n,
+                    Err(_) => corrupt = true,
+                }
+            }
+        }
+        if corrupt {
+            // Rare: drop every agent whose ring failed validation (each was logged).
+            for agent in self.agents.iter().filter(|a| a.corrupt) {
+                self.producers.remove(agent.agent_id);
+            }
+            self.agents.retain(|a| !a.corrupt);
+        }
+        work
+    }
+
+    /// Serves one agent's lane of one class up to the class budget, in reads of at most
+    /// `batch_frames`. Returns the frames taken, or the agent's id when its ring is corrupt
+    /// (the agent is marked for removal).
+    fn serve_lane(&mut self, index: usize, class: usize, fresh: bool) -> Result<usize, u32> {
+        let deadline_after_ns = self
+            .defer_deadline_ns
+            .filter(|_| self.dead_letters.is_some());
+        let stats = &self.shared.stats[self.shard];
+        let agent = &mut self.agents[index];
+        if agent.corrupt {
+            return Ok(0);
+        }
+        let source = agent.agent_id;
+        let control = agent.segment.control();
+        let mut left = self.lane_budget[class];
+        let mut work = 0;
+        while left > 0 {
+            let budget = left.min(self.batch_frames);
+            let mut ctx = RouteContext {
+                producers: &mut self.producers,
+                deferrals: &mut self.deferrals,
+                table: &mut self.table,
+                stats,
+                fresh,
+                needs_refresh: false,
+                generation: &self.shared.generation,
+                table_generation: self.seen_generation,
+                deadline: Deadline::new(deadline_after_ns),
+                bytes_in: 0,
+                stopped: false,
+                direct_bits: &mut self.direct_bits,
+            };
+            let result = agent.tx[class].read(budget, |frame| {
+                ctx.bytes_in += frame.len() as u64;
+                let flow = route_frame(source, frame, &mut ctx, control);
+                ctx.stopped = flow.is_break();
+                flow
+            });
+            self.needs_refresh |= ctx.needs_refresh;
+            let (bytes_in, stopped) = (ctx.bytes_in, ctx.stopped);
+            self.producers.publish();
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(agent_id = source, lane = class, "dropping agent: {e}");
+                    count(&stats.rings_corrupt, 1);
+                    agent.corrupt = true;
+                    return Err(source);
+                }
+            };
+            if n > 0 {
+                work += n;
+                count(&stats.frames_in, n as u64);
+                count(&stats.bytes_in, bytes_in);
+                count(&stats.batch_frames[batch_bucket(n)], 1);
+            }
+            left -= n;
+            if stopped || (left == 0 && n == budget) {
+                // Frames left behind: this class contends next cycle.
+                self.lane_backlog[class] = true;
+            }
+            if stopped || n < budget {
+                break;
+            }
+        }
+        Ok(work)
+    }
+
+    /// Reclaims departed agents once their tx rings are drained.
+    fn reclaim_departed(&mut self) {
+        let before = self.agents.len();
+        self.agents
+            .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
+        let removed = (before - self.agents.len()) as u64;
+        count(&self.shared.stats[self.shard].agents_removed, removed);
     }
 
     /// Runs duty cycles with `idle` between empty ones until the control side stops the

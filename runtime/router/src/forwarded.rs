@@ -1,7 +1,7 @@
 //! Taking what other shards forwarded over links.
 
 use crate::duty_cycle::RoutingCore;
-use crate::reply::{ack, nack};
+use crate::reply::{ack, nack, NackDetail};
 use crate::route::Deadline;
 use crate::stats::count;
 use agentwire_shm::control::NackReason;
@@ -61,12 +61,11 @@ impl RoutingCore {
                         *needs_refresh = true;
                         return ControlFlow::Break(());
                     }
-                    let detail = format!("no agent {target}");
                     nack(
                         source,
                         correlation,
                         NackReason::NoSuchAgent,
-                        &detail,
+                        NackDetail::NoAgent(target),
                         producers,
                         stats,
                         None,

@@ -2,6 +2,7 @@
 //! links), committed per frame and published once per batch.
 
 use crate::links::{LinkFlags, LinkSender};
+use crate::reply::NackEncoder;
 use agentwire_shm::ring::Producer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub(crate) struct Outboxes {
     /// Links to other shards, by shard index (`None` for this shard).
     pub(crate) links: Vec<Option<LinkSender>>,
     pub(crate) links_dirty: bool,
+    /// Buffers nack bodies are encoded into (see [`NackEncoder`]).
+    pub(crate) nack_encoder: Option<Box<NackEncoder>>,
 }
 
 /// Where [`Outboxes::write_flagged`] put a frame.

@@ -1,11 +1,156 @@
-//! Acks and nacks the router writes back to senders.
+//! Acks and nacks the router writes back to senders. A nack's body (reason and detail) is
+//! encoded into buffers made once per shard ([`NackEncoder`]): no reject path allocates.
 
 use crate::links::LinkFlags;
 use crate::outbox::{Outboxes, Placed};
+use crate::sink::SinkRefusal;
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::{NackBody, NackReason};
-use agentwire_shm::wire::{FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
+use agentwire_shm::wire::{FrameError, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
+use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering;
+
+/// Most bytes of a nack's detail text; longer text is cut at a character boundary.
+pub const NACK_DETAIL_BYTES_MAX: usize = 200;
+/// Bytes of the buffer a nack body is encoded into: the detail, the archived string's
+/// header, the reason and alignment padding, with room to spare.
+const NACK_PAYLOAD_BYTES_MAX: usize = 512;
+
+/// Why a frame was refused, formatted into the nack's detail only when the nack is written
+/// (no text is built per frame beforehand).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NackDetail {
+    /// A unicast to an id no agent has.
+    NoAgent(u32),
+    /// A publish to a topic nobody subscribes to.
+    NoSubscriber(u32),
+    /// An anycast to a capability route with no live agent.
+    NoCapabilityAgent(u32),
+    /// A feature route no live agent serves.
+    NoFeatureAgent(u32),
+    /// The frame failed validation.
+    Malformed(FrameError),
+    /// An agent sent an ack or a nack.
+    AckFromAgent,
+    /// A deferred frame given up on: its destination, why, and where the frame went.
+    GaveUp {
+        /// The destination that could not take it.
+        destination: u32,
+        /// Why it was given up on.
+        why: &'static str,
+        /// Where it went.
+        outcome: GaveUpOutcome,
+    },
+}
+
+/// Where a frame given up on went.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GaveUpOutcome {
+    /// Into the dead-letter queue as this record.
+    DeadLettered(u64),
+    /// Dropped: the dead-letter queue refused it.
+    Refused(SinkRefusal),
+    /// Dropped: the router has no dead-letter queue.
+    NoQueue,
+}
+
+impl fmt::Display for NackDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoAgent(id) => write!(f, "no agent {id}"),
+            Self::NoSubscriber(topic) => write!(f, "no subscriber to topic {topic}"),
+            Self::NoCapabilityAgent(route) => {
+                write!(f, "no live agent for capability route {route}")
+            }
+            Self::NoFeatureAgent(feature) => write!(f, "no live agent serves feature {feature}"),
+            Self::Malformed(e) => write!(f, "{e}"),
+            Self::AckFromAgent => f.write_str("agents may not send acks or nacks"),
+            Self::GaveUp {
+                destination,
+                why,
+                outcome,
+            } => {
+                write!(f, "agent {destination} {why}; ")?;
+                match outcome {
+                    GaveUpOutcome::DeadLettered(sequence) => {
+                        write!(f, "dead-lettered as record {sequence}")
+                    }
+                    GaveUpOutcome::Refused(e) => {
+                        write!(f, "dropped: dead-letter queue refused it ({e})")
+                    }
+                    GaveUpOutcome::NoQueue => f.write_str("dropped (no dead-letter queue)"),
+                }
+            }
+        }
+    }
+}
+
+/// Appends to a string up to a byte limit, cutting at a character boundary, so formatting
+/// into a string made with that capacity never reallocates.
+struct Bounded<'a> {
+    text: &'a mut String,
+    bytes_max: usize,
+}
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.bytes_max.saturating_sub(self.text.len());
+        let mut cut = s.len().min(room);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        Ok(())
+    }
+}
+
+/// Encodes nack bodies into buffers made once: the body's detail string (capacity
+/// [`NACK_DETAIL_BYTES_MAX`]), the serializer's arena, and the output bytes.
+pub(crate) struct NackEncoder {
+    body: NackBody,
+    arena: rkyv::ser::allocator::Arena,
+    payload: Box<[u8; NACK_PAYLOAD_BYTES_MAX]>,
+}
+
+impl Default for NackEncoder {
+    fn default() -> Self {
+        Self {
+            body: NackBody {
+                reason: 0,
+                detail: String::with_capacity(NACK_DETAIL_BYTES_MAX),
+            },
+            arena: rkyv::ser::allocator::Arena::new(),
+            payload: Box::new([0; NACK_PAYLOAD_BYTES_MAX]),
+        }
+    }
+}
+
+impl NackEncoder {
+    /// The archived [`NackBody`] for `reason` and `detail`, in this encoder's buffer.
+    pub(crate) fn encode(&mut self, reason: NackReason, detail: &NackDetail) -> &[u8] {
+        self.body.reason = reason as u32;
+        self.body.detail.clear();
+        // Bounded never fails; a Display impl that did would only shorten the detail.
+        let _ = write!(
+            Bounded {
+                text: &mut self.body.detail,
+                bytes_max: NACK_DETAIL_BYTES_MAX,
+            },
+            "{detail}"
+        );
+        let written = {
+            let writer = rkyv::ser::writer::Buffer::from(&mut self.payload[..]);
+            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+                &self.body,
+                writer,
+                self.arena.acquire(),
+            )
+            .expect("a nack body of at most NACK_DETAIL_BYTES_MAX fits its buffer")
+            .len()
+        };
+        &self.payload[..written]
+    }
+}
 
 pub(crate) fn ack(source: u32, correlation: u64, producers: &mut Outboxes, stats: &RouterStats) {
     reply(
@@ -23,7 +168,7 @@ pub(crate) fn nack(
     source: u32,
     correlation: u64,
     reason: NackReason,
-    detail: &str,
+    detail: NackDetail,
     producers: &mut Outboxes,
     stats: &RouterStats,
     source_control: Option<&agentwire_shm::segment::ControlBlock>,
@@ -43,11 +188,10 @@ pub(crate) fn nack(
             .last_reject_reason
             .store(reason as u32, Ordering::Relaxed);
     }
-    let body = NackBody {
-        reason: reason as u32,
-        detail: detail.chars().take(200).collect(),
-    };
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&body).expect("nack body serializes");
+    // The encoder lives beside the outboxes it writes through: taken out for the write and
+    // put back (made once, on a shard's first nack).
+    let mut encoder = producers.nack_encoder.take().unwrap_or_default();
+    let payload = encoder.encode(reason, &detail);
     let header = FrameHeader::new(
         FrameKind::Nack,
         DAEMON_AGENT_ID,
@@ -59,11 +203,12 @@ pub(crate) fn nack(
     reply(
         source,
         header,
-        &payload,
+        payload,
         LinkFlags::nack(reason as u32),
         producers,
         stats,
     );
+    producers.nack_encoder = Some(encoder);
 }
 
 /// Writes an ack or nack for `source`; for an agent of another shard, over the link with

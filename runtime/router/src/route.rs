@@ -1,14 +1,14 @@
 //! The routing decision for one frame: validate, resolve the destination (agent, topic,
 //! capability route, feature), place every copy or none.
 
-use crate::config::ROUTER_AGENTS_MAX;
 use crate::deferred::Deferrals;
 use crate::links::LinkFlags;
 use crate::outbox::{Outboxes, Placed};
-use crate::reply::{ack, nack};
+use crate::reply::{ack, nack, NackDetail};
 use crate::stats::{count, RouterStats};
 use crate::table::RoutingTable;
 use agentwire_shm::control::NackReason;
+use agentwire_shm::segment::ControlBlock;
 use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,8 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) bytes_in: u64,
     /// The last frame seen was left in the source ring.
     pub(crate) stopped: bool,
+    /// One bit per copy of a frame: placed directly or deferred (see `Placement`).
+    pub(crate) direct_bits: &'a mut Vec<u64>,
 }
 
 /// The deadline given to frames deferred in one batch: the clock is read only when the
@@ -72,77 +74,42 @@ pub(crate) fn route_frame(
     source: u32,
     frame: &[u8],
     ctx: &mut RouteContext<'_>,
-    source_control: &agentwire_shm::segment::ControlBlock,
+    source_control: &ControlBlock,
 ) -> ControlFlow<()> {
-    let RouteContext {
-        producers,
-        deferrals,
-        table,
-        stats,
-        fresh,
-        needs_refresh,
-        generation,
-        table_generation,
-        deadline,
-        bytes_in: _,
-        stopped: _,
-    } = ctx;
-    let (generation, table_generation) = (*generation, *table_generation);
-    let (producers, deferrals, table, stats) =
-        (&mut **producers, &mut **deferrals, &mut **table, *stats);
     let header = match FrameHeader::validate(frame) {
         Ok(h) => *h,
         Err(e) => {
-            count(&stats.frames_malformed, 1);
+            count(&ctx.stats.frames_malformed, 1);
             // Echo the correlation id if the bytes are there, even from a bad header.
             let correlation = FrameHeader::peek(frame).map_or(0, FrameHeader::correlation);
-            nack(
+            let detail = NackDetail::Malformed(e);
+            reject(
                 source,
                 correlation,
                 NackReason::Malformed,
-                &e.to_string(),
-                producers,
-                stats,
-                Some(source_control),
+                detail,
+                ctx,
+                source_control,
             );
             return ControlFlow::Continue(());
         }
     };
-    if matches!(
-        header.destination_kind(),
-        Destination::Topic(_) | Destination::Capability(_) | Destination::Feature(_)
-    ) && generation.load(Ordering::Acquire) != table_generation
+    let destination = header.destination_kind();
+    if !matches!(destination, Destination::Agent(_))
+        && ctx.generation.load(Ordering::Acquire) != ctx.table_generation
     {
-        *needs_refresh = true;
+        ctx.needs_refresh = true;
         return ControlFlow::Break(());
     }
-    let mut unknown =
-        |what: String, reason: NackReason, correlation: u64, producers: &mut Outboxes| {
-            if *fresh {
-                nack(
-                    source,
-                    correlation,
-                    reason,
-                    &what,
-                    producers,
-                    stats,
-                    Some(source_control),
-                );
-                ControlFlow::Continue(())
-            } else {
-                *needs_refresh = true;
-                ControlFlow::Break(())
-            }
-        };
     if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {
-        nack(
+        let (reason, detail) = (NackReason::NotPermitted, NackDetail::AckFromAgent);
+        reject(
             source,
             header.correlation(),
-            NackReason::NotPermitted,
-            "agents may not send acks or nacks",
-            producers,
-            stats,
-            Some(source_control),
+            reason,
+            detail,
+            ctx,
+            source_control,
         );
         return ControlFlow::Continue(());
     }
@@ -156,131 +123,242 @@ pub(crate) fn route_frame(
     let len = frame.len();
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
     // and nothing deferred anywhere (so nothing waits for it either).
-    if let Destination::Agent(id) = header.destination_kind() {
-        if deferrals.waiting.is_empty() && producers.deliver_local(id, len, stamp) {
-            count(&stats.frames_delivered, 1);
-            count(&stats.bytes_delivered, len as u64);
+    if let Destination::Agent(id) = destination {
+        if ctx.deferrals.waiting.is_empty() && ctx.producers.deliver_local(id, len, stamp) {
+            count(&ctx.stats.frames_delivered, 1);
+            count(&ctx.stats.bytes_delivered, len as u64);
             if header.ack_requested() {
-                ack(source, header.correlation(), producers, stats);
+                ack(source, header.correlation(), ctx.producers, ctx.stats);
             }
             return ControlFlow::Continue(());
         }
     }
-    let targets: Targets<'_> = match header.destination_kind() {
-        Destination::Agent(id) => {
-            if !producers.contains(id) || id == DAEMON_AGENT_ID {
-                return unknown(
-                    format!("no agent {id}"),
-                    NackReason::NoSuchAgent,
-                    header.correlation(),
-                    producers,
-                );
-            }
-            Targets::One(id)
-        }
-        Destination::Topic(topic) => match table.subscribers.get(&topic) {
-            Some(subs) if !subs.is_empty() => Targets::Many(subs),
-            _ => {
-                return unknown(
-                    format!("no subscriber to topic {topic}"),
-                    NackReason::NoSubscriber,
-                    header.correlation(),
-                    producers,
-                )
-            }
-        },
+    let resolved = match destination {
+        Destination::Agent(id) => to_agent(id, ctx.producers),
+        Destination::Topic(topic) => to_topic(topic, ctx.table),
         Destination::Capability(route) => {
-            let route = route as usize;
-            match table.capability_routes.get(route) {
-                Some(ids) if !ids.is_empty() => {
-                    let start = table.round_robin[route];
-                    table.round_robin[route] = start.wrapping_add(1);
-                    Targets::One(least_loaded(ids, start, producers, deferrals))
-                }
-                _ => {
-                    return unknown(
-                        format!("no live agent for capability route {route}"),
-                        NackReason::NoSuchAgent,
-                        header.correlation(),
-                        producers,
-                    )
-                }
-            }
+            to_capability(route, ctx.table, ctx.producers, ctx.deferrals)
         }
-        Destination::Feature(feature) => match table.features.get_mut(&feature) {
-            Some((ids, cursor)) => {
-                let start = *cursor;
-                *cursor = start.wrapping_add(1);
-                Targets::One(least_loaded(ids, start, producers, deferrals))
-            }
-            None => {
-                return unknown(
-                    format!("no live agent serves feature {feature}"),
-                    NackReason::NoSuchAgent,
-                    header.correlation(),
-                    producers,
-                )
-            }
-        },
+        Destination::Feature(feature) => {
+            to_feature(feature, ctx.table, ctx.producers, ctx.deferrals)
+        }
     };
-    // Every copy is placed or none is: straight into the destination ring when nothing
-    // waits for that destination and it has room, else behind what waits in its deferral.
-    // If a copy fits neither, the frame stays in the sender's ring: backpressure on this
-    // sender only, and only once a destination's deferral is full.
-    // A copy for another shard's agent goes over that shard's link unless the agent is
-    // congested (then it waits in this shard's deferral for it). Each copy's choice is made
-    // once, here, and kept below: a congestion flag that flips in between is seen next time.
-    let any_waiting = !deferrals.waiting.is_empty();
-    let all = targets.as_slice();
-    let mut direct_bits = [0u64; ROUTER_AGENTS_MAX / 64];
-    for (k, &id) in all.iter().enumerate() {
-        let copies = if all.len() > 1 {
-            producers.copies_via_same_link(id, all)
-        } else {
-            1
-        };
-        let direct = !(any_waiting && deferrals.is_waiting(id))
-            && producers.can_claim_copies(id, len, copies);
-        if direct {
-            direct_bits[k / 64] |= 1 << (k % 64);
-        } else if !deferrals.can_take(id, len, false) {
+    match resolved {
+        Ok(targets) => {
+            let mut placement = Placement {
+                producers: ctx.producers,
+                deferrals: ctx.deferrals,
+                stats: ctx.stats,
+                deadline: &mut ctx.deadline,
+                direct_bits: ctx.direct_bits,
+            };
+            placement.place(source, &header, len, targets, stamp)
+        }
+        // A destination unknown in tables that may be older than the frame waits for one
+        // pass that re-reads them, and is refused only if it is still unknown then.
+        Err(_) if !ctx.fresh => {
+            ctx.needs_refresh = true;
+            ControlFlow::Break(())
+        }
+        Err((reason, detail)) => {
+            reject(
+                source,
+                header.correlation(),
+                reason,
+                detail,
+                ctx,
+                source_control,
+            );
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// Why a destination resolved to nobody.
+type Unresolved = (NackReason, NackDetail);
+
+/// Nacks a frame from `source` for `reason`.
+fn reject(
+    source: u32,
+    correlation: u64,
+    reason: NackReason,
+    detail: NackDetail,
+    ctx: &mut RouteContext<'_>,
+    source_control: &ControlBlock,
+) {
+    let (producers, stats) = (&mut *ctx.producers, ctx.stats);
+    nack(
+        source,
+        correlation,
+        reason,
+        detail,
+        producers,
+        stats,
+        Some(source_control),
+    );
+}
+
+/// A unicast: the agent, on this shard or another.
+fn to_agent(id: u32, producers: &Outboxes) -> Result<Targets<'static>, Unresolved> {
+    if !producers.contains(id) || id == DAEMON_AGENT_ID {
+        return Err((NackReason::NoSuchAgent, NackDetail::NoAgent(id)));
+    }
+    Ok(Targets::One(id))
+}
+
+/// A publish: every subscriber of the topic.
+fn to_topic(topic: u32, table: &RoutingTable) -> Result<Targets<'_>, Unresolved> {
+    match table.subscribers.get(&topic) {
+        Some(subs) if !subs.is_empty() => Ok(Targets::Many(subs)),
+        _ => Err((NackReason::NoSubscriber, NackDetail::NoSubscriber(topic))),
+    }
+}
+
+/// An anycast: the least-loaded live agent on the capability route.
+fn to_capability(
+    route: u32,
+    table: &mut RoutingTable,
+    producers: &mut Outboxes,
+    deferrals: &Deferrals,
+) -> Result<Targets<'static>, Unresolved> {
+    let index = route as usize;
+    match table.capability_routes.get(index) {
+        Some(ids) if !ids.is_empty() => {
+            let start = table.round_robin[index];
+            table.round_robin[index] = start.wrapping_add(1);
+            Ok(Targets::One(least_loaded(ids, start, producers, deferrals)))
+        }
+        _ => Err((
+            NackReason::NoSuchAgent,
+            NackDetail::NoCapabilityAgent(route),
+        )),
+    }
+}
+
+/// A feature route: the least-loaded live agent serving the feature.
+fn to_feature(
+    feature: u32,
+    table: &mut RoutingTable,
+    producers: &mut Outboxes,
+    deferrals: &Deferrals,
+) -> Result<Targets<'static>, Unresolved> {
+    match table.features.get_mut(&feature) {
+        Some((ids, cursor)) => {
+            let start = *cursor;
+            *cursor = start.wrapping_add(1);
+            Ok(Targets::One(least_loaded(ids, start, producers, deferrals)))
+        }
+        None => Err((NackReason::NoSuchAgent, NackDetail::NoFeatureAgent(feature))),
+    }
+}
+
+/// Where the copies of one frame go: the outboxes, the deferrals, and a bit per copy saying
+/// whether it goes straight into a ring or link (a scratch sized at table rebuild).
+struct Placement<'c, 'a> {
+    producers: &'c mut Outboxes,
+    deferrals: &'c mut Deferrals,
+    stats: &'a RouterStats,
+    deadline: &'c mut Deadline,
+    direct_bits: &'c mut Vec<u64>,
+}
+
+impl Placement<'_, '_> {
+    /// Places every copy or none: straight into the destination ring when nothing waits for
+    /// that destination and it has room, else behind what waits in its deferral. If a copy
+    /// fits neither, the frame stays in the sender's ring (`Break`): backpressure on this
+    /// sender only, and only once a destination's deferral is full.
+    fn place(
+        &mut self,
+        source: u32,
+        header: &FrameHeader,
+        len: usize,
+        targets: Targets<'_>,
+        stamp: impl Fn(&mut [u8]),
+    ) -> ControlFlow<()> {
+        if !self.plan(targets.as_slice(), len) {
             return ControlFlow::Break(());
         }
-    }
-    // A unicast or anycast ack is sent once the frame is in the destination ring; a topic's
-    // once every copy is in a ring or a deferral (a copy that later expires is nacked).
-    // A unicast to another shard's agent is acked by that shard once it lands.
-    let owe_ack = header.ack_requested() && matches!(targets, Targets::One(_));
-    let mut ack_deferred = false;
-    let link_flags = if owe_ack {
-        LinkFlags::ACK_OWED
-    } else {
-        LinkFlags::NONE
-    };
-    for (k, &id) in all.iter().enumerate() {
-        let direct = direct_bits[k / 64] & (1 << (k % 64)) != 0;
-        let placed = if direct {
-            producers.write_flagged(id, len, link_flags, stamp)
-        } else {
-            Placed::Refused
-        };
-        if placed == Placed::Delivered {
-            count(&stats.frames_delivered, 1);
-            count(&stats.bytes_delivered, len as u64);
-        } else if placed == Placed::Forwarded {
-            count(&stats.frames_forwarded, 1);
-            ack_deferred |= owe_ack;
-        } else {
-            let pushed = deferrals.push(id, len, deadline.get(), owe_ack, stamp);
-            debug_assert!(pushed, "room checked above");
-            count(&stats.frames_deferred, 1);
-            ack_deferred |= owe_ack;
+        // A unicast or anycast ack is sent once the frame is in the destination ring; a
+        // topic's once every copy is in a ring or a deferral (a copy that later expires is
+        // nacked). A unicast to another shard's agent is acked by that shard once it lands.
+        let owe_ack = header.ack_requested() && matches!(targets, Targets::One(_));
+        let ack_deferred = self.write_copies(targets.as_slice(), len, owe_ack, stamp);
+        if header.ack_requested() && !ack_deferred {
+            ack(source, header.correlation(), self.producers, self.stats);
         }
+        ControlFlow::Continue(())
     }
-    if header.ack_requested() && !ack_deferred {
-        ack(source, header.correlation(), producers, stats);
+
+    /// Decides each copy's place: direct (ring or link, bit set) or deferred. A copy for
+    /// another shard's agent goes over that shard's link unless the agent is congested
+    /// (then it waits in this shard's deferral for it). Each choice is made once, here, and
+    /// kept: a congestion flag that flips in between is seen next time. False when some
+    /// copy fits neither.
+    fn plan(&mut self, all: &[u32], len: usize) -> bool {
+        let words = all.len().div_ceil(64);
+        if self.direct_bits.len() < words {
+            // Sized for the largest subscriber list at table rebuild; only a list that grew
+            // since (not yet rebuilt) reaches here.
+            self.direct_bits.resize(words, 0);
+        }
+        self.direct_bits[..words].fill(0);
+        let any_waiting = !self.deferrals.waiting.is_empty();
+        for (k, &id) in all.iter().enumerate() {
+            let copies = if all.len() > 1 {
+                self.producers.copies_via_same_link(id, all)
+            } else {
+                1
+            };
+            let direct = !(any_waiting && self.deferrals.is_waiting(id))
+                && self.producers.can_claim_copies(id, len, copies);
+            if direct {
+                self.direct_bits[k / 64] |= 1 << (k % 64);
+            } else if !self.deferrals.can_take(id, len, false) {
+                return false;
+            }
+        }
+        true
     }
-    ControlFlow::Continue(())
+
+    /// Writes every copy where [`Placement::plan`] put it. Returns whether an owed ack was
+    /// left to another shard or to the deferral.
+    fn write_copies(
+        &mut self,
+        all: &[u32],
+        len: usize,
+        owe_ack: bool,
+        stamp: impl Fn(&mut [u8]),
+    ) -> bool {
+        let stats = self.stats;
+        let link_flags = if owe_ack {
+            LinkFlags::ACK_OWED
+        } else {
+            LinkFlags::NONE
+        };
+        let mut ack_deferred = false;
+        for (k, &id) in all.iter().enumerate() {
+            let direct = self.direct_bits[k / 64] & (1 << (k % 64)) != 0;
+            let placed = if direct {
+                self.producers.write_flagged(id, len, link_flags, &stamp)
+            } else {
+                Placed::Refused
+            };
+            if placed == Placed::Delivered {
+                count(&stats.frames_delivered, 1);
+                count(&stats.bytes_delivered, len as u64);
+            } else if placed == Placed::Forwarded {
+                count(&stats.frames_forwarded, 1);
+                ack_deferred |= owe_ack;
+            } else {
+                let deadline_ns = self.deadline.get();
+                let pushed = self.deferrals.push(id, len, deadline_ns, owe_ack, &stamp);
+                debug_assert!(pushed, "room checked by plan");
+                count(&stats.frames_deferred, 1);
+                ack_deferred |= owe_ack;
+            }
+        }
+        ack_deferred
+    }
 }
 
 /// The candidate whose rx ring holds the fewest bytes (a destination with deferred frames
