@@ -482,6 +482,7 @@ impl Agent {
     }
 
     fn check_alive(&mut self) -> Result<(), ClientError> {
+        // SYNC POINT: segment state (the router's Release store of CLOSED).
         if self.link.segment.control().state.0.load(Ordering::Acquire) == state::CLOSED
             || self.link.conn.peer_closed()
         {

@@ -32,6 +32,7 @@ pub(crate) fn accept_loop(
     let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
     let mut progress: HashMap<u32, liveness::Progress> = HashMap::new();
     let mut liveness_due = Instant::now() + liveness::LIVENESS_CHECK_INTERVAL;
+    // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
     while !shared.shutdown.load(Ordering::Acquire) {
         if let Some(timeout) = config.liveness_timeout {
             if Instant::now() >= liveness_due {

@@ -28,6 +28,8 @@ pub(crate) struct CommandSender {
 impl CommandSender {
     pub(crate) fn send(&self, cmd: RouterCmd) -> Result<(), std::sync::mpsc::SendError<RouterCmd>> {
         self.tx.send(cmd)?;
+        // SYNC POINT: command posted. The command is queued before the count that announces it
+        // (pairs with the Acquire loads in `CommandReceiver`).
         self.posted.fetch_add(1, Ordering::Release);
         self.wake.notify();
         Ok(())
@@ -45,11 +47,13 @@ pub(crate) struct CommandReceiver {
 impl CommandReceiver {
     /// Whether a command was posted since the queue was last found empty.
     pub(crate) fn pending(&self) -> bool {
+        // SYNC POINT: command posted (the Release add in `CommandSender::send`).
         self.posted.load(Ordering::Acquire) != self.seen
     }
 
     /// The next command, if one was posted since the queue was last found empty.
     pub(crate) fn try_recv(&mut self) -> Option<RouterCmd> {
+        // SYNC POINT: command posted (the Release add in `CommandSender::send`).
         let posted = self.posted.load(Ordering::Acquire);
         if posted == self.seen {
             return None;

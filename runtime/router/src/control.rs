@@ -275,6 +275,8 @@ impl RouterControl {
     /// assert!(core.should_stop());
     /// ```
     pub fn shutdown(&self) {
+        // SYNC POINT: shutdown. Pairs with the Acquire loads of the accept thread, the control
+        // sessions and every routing core (`should_stop`, the park's last poll).
         self.shared.shutdown.store(true, Ordering::Release);
         // Parked cores look at the flag now, not a park timeout later.
         for wake in self.shared.wakes.iter() {

@@ -99,6 +99,7 @@ impl Deferrals {
             self.waiting.push(id);
             if let Some(flag) = self.congested.get(&id) {
                 // Other shards stop forwarding to it and defer on their side.
+                // SYNC POINT: congested. Pairs with the Acquire loads in `Outboxes` on other shards.
                 flag.store(true, Ordering::Release);
             }
         }
@@ -245,6 +246,7 @@ impl RoutingCore {
                     deferrals.by_destination.remove(&dest);
                 }
                 if let Some(flag) = deferrals.congested.get(&dest) {
+                    // SYNC POINT: congested (cleared once the deferral is empty).
                     flag.store(false, Ordering::Release);
                 }
             } else {

@@ -127,6 +127,7 @@ impl RoutingCore {
     /// assert!(!core.should_stop());
     /// ```
     pub fn should_stop(&self) -> bool {
+        // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
         self.shared.shutdown.load(Ordering::Acquire)
     }
 
@@ -186,6 +187,7 @@ impl RoutingCore {
                     }
                     if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
                         agent.leaving = true;
+                        // SYNC POINT: segment state. Pairs with the client's Acquire load of the state.
                         agent
                             .segment
                             .control()

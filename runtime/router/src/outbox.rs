@@ -118,6 +118,7 @@ impl Outboxes {
             return o.producer.occupied_bytes();
         }
         match self.remote.get(&agent_id) {
+            // SYNC POINT: congested (the Release stores in `Deferrals`).
             Some(r) if r.congested.load(Ordering::Acquire) => usize::MAX - 1,
             Some(r) => r.rx.occupied_bytes(),
             None => usize::MAX,
@@ -142,6 +143,7 @@ impl Outboxes {
         };
         // Room first (an acquire of the receiver's head), then the flag: a flag set before
         // the room we were granted is seen.
+        // SYNC POINT: congested (the Release stores in `Deferrals`).
         link.can_take_copies(len_bytes, copies) && !remote.congested.load(Ordering::Acquire)
     }
 

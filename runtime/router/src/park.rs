@@ -46,6 +46,7 @@ impl RoutingCore {
         if barrier_needed {
             agentwire_shm::doorbell::asymmetric_barrier();
         }
+        // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
         let posted = self.cmds.pending()
             || self.shared.shutdown.load(Ordering::Acquire)
             || self.links_in.iter_mut().any(|l| !l.is_empty())

@@ -95,6 +95,7 @@ pub(crate) fn route_frame(
         }
     };
     let destination = header.destination_kind();
+    // SYNC POINT: registry generation (the Release store in `shared::bump`).
     if !matches!(destination, Destination::Agent(_))
         && ctx.generation.load(Ordering::Acquire) != ctx.table_generation
     {

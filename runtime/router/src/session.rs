@@ -17,6 +17,7 @@ pub(crate) fn control_loop(
     cmds: CommandSender,
 ) {
     loop {
+        // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
         if shared.shutdown.load(Ordering::Acquire) {
             break;
         }

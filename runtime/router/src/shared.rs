@@ -37,6 +37,8 @@ pub(crate) struct Shared {
 pub(crate) fn bump(shared: &Shared) {
     let mut reg = shared.registry.lock().expect("registry lock");
     reg.generation += 1;
+    // SYNC POINT: registry generation. Publishes the registry changes made under the lock;
+    // pairs with the Acquire loads in `RoutingCore::refresh_tables` and `route_frame`.
     shared.generation.store(reg.generation, Ordering::Release);
 }
 

@@ -28,6 +28,7 @@ impl RoutingCore {
     /// ```
     pub fn close(&mut self) {
         for agent in &self.agents {
+            // SYNC POINT: segment state. Pairs with the client's Acquire load of the state.
             agent
                 .segment
                 .control()
@@ -52,8 +53,10 @@ impl RoutingCore {
             // Every shard stops routing before any takes its last look at its links, so
             // nothing forwarded is left behind in one.
             let shared = self.shared.clone();
+            // SYNC POINT: shards finished. Pairs with the Acquire loads below on every shard.
             shared.finished.fetch_add(1, Ordering::AcqRel);
             let deadline = Instant::now() + SHUTDOWN_WAIT;
+            // SYNC POINT: shards finished (the AcqRel adds of every shard).
             while shared.finished.load(Ordering::Acquire) < shared.stats.len()
                 && Instant::now() < deadline
             {
@@ -103,12 +106,15 @@ impl RoutingCore {
             routed += work;
             if work > 0 {
                 passes += 1;
+                // SYNC POINT: shard quiet. Pairs with the Acquire loads of the other shards below.
                 shared.quiet[self.shard].store(false, Ordering::Release);
                 continue;
             }
             let links_empty = self.links_in.iter_mut().all(LinkReceiver::is_empty);
+            // SYNC POINT: shard quiet.
             shared.quiet[self.shard].store(links_empty, Ordering::Release);
             // Other shards may still forward frames here: quiet only when all are.
+            // SYNC POINT: shard quiet (the Release stores of every shard above).
             if links_empty && shared.quiet.iter().all(|q| q.load(Ordering::Acquire)) {
                 break;
             }

@@ -127,9 +127,11 @@ mod tests {
             std::thread::spawn(move || {
                 for round in 1..=rounds {
                     // One post at a time: wait until the parker took the previous one.
+                    // SYNC POINT: test round (the parker's Release store of `taken`).
                     while taken.load(Ordering::Acquire) != round - 1 {
                         std::hint::spin_loop();
                     }
+                    // SYNC POINT: test round. Pairs with the parker's Acquire loads of `posted`.
                     posted.store(round, Ordering::Release);
                     wake.notify();
                 }
@@ -139,6 +141,7 @@ mod tests {
         let mut seen = 0u64;
         while seen < rounds {
             wake.arm();
+            // SYNC POINT: test round (the poster's Release store).
             if posted.load(Ordering::Acquire) == seen {
                 let start = std::time::Instant::now();
                 wake.bell().wait(Duration::from_secs(10));
@@ -147,9 +150,11 @@ mod tests {
                 }
             }
             wake.disarm();
+            // SYNC POINT: test round (the poster's Release store).
             let now = posted.load(Ordering::Acquire);
             if now > seen {
                 seen = now;
+                // SYNC POINT: test round. Pairs with the poster's Acquire load.
                 taken.store(seen, Ordering::Release);
             }
         }
