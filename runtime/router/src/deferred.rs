@@ -1,13 +1,14 @@
 //! Per-destination deferrals on one shard and their service: frames waiting for room in
 //! a full ring, delivered as room appears or dead-lettered past their deadline.
 
-use crate::deferral::Deferral;
-use crate::duty_cycle::RoutingCore;
+use crate::deferral::{Deferral, DeferredFrame};
+use crate::duty_cycle::{DataAgent, RoutingCore};
 use crate::links::LinkFlags;
-use crate::outbox::Placed;
+use crate::outbox::{Outboxes, Placed};
 use crate::reply::{ack, nack, GaveUpOutcome, NackDetail};
 use crate::route::monotonic_ns;
-use crate::stats::count;
+use crate::sink::DeadLetterSink;
+use crate::stats::{count, RouterStats};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::wire::FrameHeader;
 use std::ops::ControlFlow;
@@ -150,93 +151,22 @@ impl RoutingCore {
                 let header = FrameHeader::peek(d.frame).expect("deferred frames are whole");
                 let (source, correlation) = (header.source(), header.correlation());
                 if !gone && !shutting_down {
-                    let link_flags = if d.ack_owed {
-                        LinkFlags::ACK_OWED
-                    } else {
-                        LinkFlags::NONE
-                    };
-                    // Another shard's agent: only while it is not congested.
-                    let placed =
-                        if producers.is_local(dest) || producers.can_claim(dest, d.frame.len()) {
-                            producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
-                                out.copy_from_slice(d.frame);
-                            })
-                        } else {
-                            Placed::Refused
-                        };
-                    match placed {
-                        Placed::Delivered => {
-                            count(&stats.frames_delivered, 1);
-                            count(&stats.bytes_delivered, d.frame.len() as u64);
-                            if d.ack_owed {
-                                ack(source, correlation, producers, stats);
-                            }
-                            return ControlFlow::Continue(());
-                        }
-                        Placed::Forwarded => {
-                            count(&stats.frames_forwarded, 1);
-                            return ControlFlow::Continue(());
-                        }
-                        Placed::Refused => {}
+                    if redeliver(dest, &d, source, correlation, producers, stats) {
+                        return ControlFlow::Continue(());
                     }
                     if d.deadline_ns > now_ns {
                         return ControlFlow::Break(());
                     }
                 }
-                let (reason, why) = if gone {
-                    (NackReason::NoSuchAgent, "left with frames waiting for it")
-                } else if shutting_down {
-                    (NackReason::DestinationFull, "still full at daemon shutdown")
-                } else {
-                    (NackReason::DestinationFull, "stayed full past the deadline")
-                };
-                let source_control = agents
-                    .iter()
-                    .find(|a| a.agent_id == source)
-                    .map(|a| a.segment.control());
-                let outcome = match dead_letters.as_mut() {
-                    Some(sink) => match sink.accept(reason, d.frame) {
-                        Ok(sequence) => {
-                            *dead_letters_unflushed = true;
-                            count(&stats.frames_dead_lettered, 1);
-                            GaveUpOutcome::DeadLettered(sequence)
-                        }
-                        Err(e) => {
-                            count(&stats.dead_letter_refusals, 1);
-                            if !shutting_down {
-                                tracing::debug!("dead-letter queue refused a frame: {e}");
-                                return ControlFlow::Break(());
-                            }
-                            count(&stats.frames_dropped, 1);
-                            tracing::error!(
-                                "dead-letter queue refused a frame at shutdown ({e}); dropped"
-                            );
-                            GaveUpOutcome::Refused(e)
-                        }
-                    },
-                    None => {
-                        if !gone && !shutting_down {
-                            return ControlFlow::Break(());
-                        }
-                        count(&stats.frames_dropped, 1);
-                        GaveUpOutcome::NoQueue
-                    }
-                };
-                let detail = NackDetail::GaveUp {
-                    destination: dest,
-                    why,
-                    outcome,
-                };
-                nack(
-                    source,
-                    correlation,
-                    reason,
-                    detail,
+                let mut give_up = GiveUp {
                     producers,
+                    agents,
+                    dead_letters,
+                    dead_letters_unflushed,
                     stats,
-                    source_control,
-                );
-                ControlFlow::Continue(())
+                    shutting_down,
+                };
+                give_up.frame(dest, gone, d.frame, source, correlation)
             });
             deferrals.frames_now -= taken;
             work += taken;
@@ -255,5 +185,125 @@ impl RoutingCore {
         }
         producers.publish();
         work
+    }
+}
+
+/// Tries to move a deferred frame into its destination: its ring, or its shard's link while
+/// it is not congested. True when placed (acked if its sender asked, for a local ring).
+fn redeliver(
+    dest: u32,
+    d: &DeferredFrame<'_>,
+    source: u32,
+    correlation: u64,
+    producers: &mut Outboxes,
+    stats: &RouterStats,
+) -> bool {
+    let link_flags = if d.ack_owed {
+        LinkFlags::ACK_OWED
+    } else {
+        LinkFlags::NONE
+    };
+    // Another shard's agent: only while it is not congested.
+    let placed = if producers.is_local(dest) || producers.can_claim(dest, d.frame.len()) {
+        producers.write_flagged(dest, d.frame.len(), link_flags, |out| {
+            out.copy_from_slice(d.frame);
+        })
+    } else {
+        Placed::Refused
+    };
+    match placed {
+        Placed::Delivered => {
+            count(&stats.frames_delivered, 1);
+            count(&stats.bytes_delivered, d.frame.len() as u64);
+            if d.ack_owed {
+                ack(source, correlation, producers, stats);
+            }
+            true
+        }
+        Placed::Forwarded => {
+            count(&stats.frames_forwarded, 1);
+            true
+        }
+        Placed::Refused => false,
+    }
+}
+
+/// Gives up on deferred frames: each goes to the dead-letter sink (or is dropped and
+/// counted without one) and its sender is nacked.
+struct GiveUp<'c> {
+    producers: &'c mut Outboxes,
+    agents: &'c [DataAgent],
+    dead_letters: &'c mut Option<Box<dyn DeadLetterSink>>,
+    dead_letters_unflushed: &'c mut bool,
+    stats: &'c RouterStats,
+    shutting_down: bool,
+}
+
+impl GiveUp<'_> {
+    /// Gives up on `frame` for `dest` (`gone`: the destination left). `Break` keeps it
+    /// (the sink refused it and the router is not shutting down, or there is no sink and
+    /// the destination may still take it).
+    fn frame(
+        &mut self,
+        dest: u32,
+        gone: bool,
+        frame: &[u8],
+        source: u32,
+        correlation: u64,
+    ) -> ControlFlow<()> {
+        let stats = self.stats;
+        let (reason, why) = if gone {
+            (NackReason::NoSuchAgent, "left with frames waiting for it")
+        } else if self.shutting_down {
+            (NackReason::DestinationFull, "still full at daemon shutdown")
+        } else {
+            (NackReason::DestinationFull, "stayed full past the deadline")
+        };
+        let outcome = match self.dead_letters.as_mut() {
+            Some(sink) => match sink.accept(reason, frame) {
+                Ok(sequence) => {
+                    *self.dead_letters_unflushed = true;
+                    count(&stats.frames_dead_lettered, 1);
+                    GaveUpOutcome::DeadLettered(sequence)
+                }
+                Err(e) => {
+                    count(&stats.dead_letter_refusals, 1);
+                    if !self.shutting_down {
+                        tracing::debug!("dead-letter queue refused a frame: {e}");
+                        return ControlFlow::Break(());
+                    }
+                    count(&stats.frames_dropped, 1);
+                    tracing::error!("dead-letter queue refused a frame at shutdown ({e}); dropped");
+                    GaveUpOutcome::Refused(e)
+                }
+            },
+            None => {
+                if !gone && !self.shutting_down {
+                    return ControlFlow::Break(());
+                }
+                count(&stats.frames_dropped, 1);
+                GaveUpOutcome::NoQueue
+            }
+        };
+        let source_control = self
+            .agents
+            .iter()
+            .find(|a| a.agent_id == source)
+            .map(|a| a.segment.control());
+        let detail = NackDetail::GaveUp {
+            destination: dest,
+            why,
+            outcome,
+        };
+        nack(
+            source,
+            correlation,
+            reason,
+            detail,
+            self.producers,
+            stats,
+            source_control,
+        );
+        ControlFlow::Continue(())
     }
 }
