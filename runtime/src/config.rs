@@ -230,12 +230,12 @@ impl Config {
         }
         let agents_max = raw
             .agents_max
-            .unwrap_or(agentwire_router::ROUTER_AGENTS_MAX);
-        if agents_max == 0 || agents_max > agentwire_router::ROUTER_AGENTS_MAX {
+            .unwrap_or(agentwire_router::AGENTS_MAX_DEFAULT);
+        if agents_max == 0 || agents_max > agentwire_router::AGENTS_MAX_LIMIT {
             return Err(invalid(
                 "agents_max",
                 agents_max.to_string(),
-                &format!("1 to {}", agentwire_router::ROUTER_AGENTS_MAX),
+                &format!("1 to {}", agentwire_router::AGENTS_MAX_LIMIT),
             ));
         }
         let io_memory_bytes = raw.io_memory_bytes.unwrap_or(128 * 1024);
@@ -371,7 +371,7 @@ mod tests {
         let c = Config::embedded_default();
         assert_eq!(c.idle, IdleStrategy::default());
         assert_eq!(c.io_memory_bytes, 131_072);
-        assert_eq!(c.agents_max, 256);
+        assert_eq!(c.agents_max, agentwire_router::AGENTS_MAX_DEFAULT);
         assert_eq!(c.defer_capacity_bytes, 262_144);
         assert_eq!(c.defer_deadline, Some(std::time::Duration::from_secs(1)));
         assert_eq!(c.liveness_timeout, Some(std::time::Duration::from_secs(5)));

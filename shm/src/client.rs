@@ -231,10 +231,22 @@ impl AgentBuilder {
         self
     }
 
+    /// Asks for rings of `capacity_bytes` each way (a power of two within the daemon's
+    /// limits, `ring_capacity_min_bytes..=ring_capacity_max_bytes`; default: the daemon's
+    /// `ring_capacity_bytes`). Small rings let one daemon serve many thousands of agents.
+    ///
+    /// ```
+    /// let b = agentwire_shm::client::Agent::builder("a").ring_capacity(4096);
+    /// ```
+    pub fn ring_capacity(mut self, capacity_bytes: u32) -> Self {
+        self.registration.ring_capacity_bytes = capacity_bytes;
+        self
+    }
+
     /// Offers a protocol version range (default: all this build speaks).
     ///
     /// ```
-    /// let b = agentwire_shm::client::Agent::builder("a").protocol_versions(1, 1);
+    /// let b = agentwire_shm::client::Agent::builder("a").protocol_versions(2, 2);
     /// ```
     pub fn protocol_versions(mut self, min: u16, max: u16) -> Self {
         self.versions = (min, max);

@@ -33,9 +33,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Oldest control/wire protocol version this build speaks.
-pub const PROTOCOL_VERSION_MIN: u16 = 1;
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 /// Newest control/wire protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 /// Largest control message in bytes; larger ones are refused.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Most descriptors one control message carries.
@@ -63,6 +63,9 @@ pub struct Registration {
     pub topics: Vec<String>,
     /// Feature ids this agent serves.
     pub features: Vec<u32>,
+    /// Bytes of each of its rings the agent asks for (a power of two within the daemon's
+    /// limits); 0 takes the daemon's default. Protocol version 2.
+    pub ring_capacity_bytes: u32,
 }
 
 /// Messages from an agent to the daemon.

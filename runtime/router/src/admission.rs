@@ -1,185 +1,185 @@
-//! Admission: the accept thread takes connections, answers status requests and admits
-//! agents (segment, doorbells, registry entry, the Add command to its shard).
+//! Admission of an agent that passed the handshake: its segment (rings of the size it asked
+//! for, within limits), doorbells and deferral, its registry entry, the `Add` command to the
+//! shard that will serve it, and the `Registered` answer carrying the descriptors.
 
 use crate::commands::{CommandSender, NewAgent, RouterCmd};
-use crate::config::{RouterConfig, ROUTER_AGENTS_MAX};
+use crate::config::RouterConfig;
 use crate::deferral::Deferral;
-use crate::liveness;
 use crate::placement;
 use crate::registry::AgentRecord;
-use crate::server::{Accepted, ControlListener, HandshakeError};
-use crate::session::control_loop;
 use crate::shared::{bump, forget_agent, Shared};
-use crate::stats::count;
-use crate::status::status_report;
-use agentwire_shm::control::ControlConn;
+use agentwire_shm::control::{ControlConn, PeerCredentials, Registration, ServerMsg};
 use agentwire_shm::doorbell::Doorbell;
-use agentwire_shm::ring::{Consumer, Producer};
+use agentwire_shm::ring::{check_capacity, Consumer, Producer};
 use agentwire_shm::segment::{HugePages, Segment, SegmentConfig, TX_LANES};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use rustix::fd::AsFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-pub(crate) fn accept_loop(
-    mut listener: ControlListener,
-    shared: Arc<Shared>,
-    shard_cmds: Vec<CommandSender>,
-    config: RouterConfig,
-) {
-    let mut next_agent_id = 1u32;
-    let mut control_threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut progress: HashMap<u32, liveness::Progress> = HashMap::new();
-    let mut liveness_due = Instant::now() + liveness::LIVENESS_CHECK_INTERVAL;
-    // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
-    while !shared.shutdown.load(Ordering::Acquire) {
-        if let Some(timeout) = config.liveness_timeout {
-            if Instant::now() >= liveness_due {
-                liveness_due = Instant::now() + liveness::LIVENESS_CHECK_INTERVAL;
-                liveness::check_liveness(&shared, &mut progress, timeout);
-            }
-        }
-        if let Some(allow) = shared.reloaded_allow.lock().expect("allow lock").take() {
-            tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
-            listener.set_allow_list(allow);
-        }
-        let pending = match listener.accept(Some(Duration::from_millis(20))) {
-            Ok(Some(Accepted::Agent(p))) => p,
-            Ok(Some(Accepted::Status(request))) => {
-                request.answer(status_report(&shared));
-                continue;
-            }
-            Ok(None) => continue,
-            Err(HandshakeError::Control(e)) => {
-                tracing::debug!("handshake failed: {e}");
-                continue;
-            }
-            Err(e) => {
-                count(&shared.stats[0].handshakes_refused, 1);
-                tracing::info!("refused: {e}");
-                continue;
-            }
-        };
-        control_threads.retain(|t| !t.is_finished());
-        if control_threads.len() >= config.agents_max.min(ROUTER_AGENTS_MAX) {
-            pending.refuse(
-                agentwire_shm::control::RefuseReason::Full,
-                format!("{} agents max", config.agents_max),
-            );
-            continue;
-        }
-        let agent_id = next_agent_id;
-        next_agent_id += 1;
-        let peer_pid = pending.peer().pid;
-        let shard = {
-            let reg = shared.registry.lock().expect("registry lock");
-            let mut load = vec![0usize; shard_cmds.len()];
-            for rec in reg.agents.values() {
-                load[rec.shard] += 1;
-            }
-            let agent_node = if shard_cmds.len() > 1 {
-                placement::process_numa_node(peer_pid)
-            } else {
-                None
-            };
-            placement::choose_shard(&load, &config.shard_numa_nodes, agent_node)
-        };
-        let cmds = &shard_cmds[shard];
-        let congested = Arc::new(AtomicBool::new(false));
-        let admitted = (|| -> Result<ControlConn, Box<dyn std::error::Error>> {
-            let segment = Segment::create(
-                &SegmentConfig::new(agent_id)
-                    .with_capacity(config.ring_capacity_bytes, config.ring_capacity_bytes)
-                    .huge_pages(HugePages::Auto),
-            )?;
-            let tx_bell = Doorbell::new()?;
-            let rx_bell = Doorbell::new()?;
-            let registration = pending.registration().clone();
-            let topic_ids = {
-                let mut reg = shared.registry.lock().expect("registry lock");
-                let topic_ids: Vec<u32> = registration
-                    .topics
-                    .iter()
-                    .map(|t| reg.topic_id(t))
-                    .collect();
-                let capabilities = registration
-                    .capabilities
-                    .iter()
-                    .filter_map(|c| {
-                        Some((c.name.clone(), semver::Version::parse(&c.version).ok()?))
-                    })
-                    .collect();
-                reg.agents.insert(
-                    agent_id,
-                    AgentRecord {
-                        name: registration.name.clone(),
-                        pid: peer_pid,
-                        capabilities,
-                        topics: topic_ids.clone(),
-                        features: registration.features.clone(),
-                        stale: false,
-                        segment: segment.clone(),
-                        shard,
-                        congested: congested.clone(),
-                    },
-                );
-                reg.invalidate();
-                topic_ids
-            };
-            let cmd = RouterCmd::Add(Box::new(NewAgent {
-                agent_id,
-                congested: congested.clone(),
-                tx: (0..TX_LANES)
-                    .map(|lane| {
-                        Ok(Consumer::new(
-                            segment.tx_lane_memory(lane),
-                            Some(tx_bell.try_clone()?),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, std::io::Error>>()?,
-                // Agents park often on their rx ring: fenced, so they never interrupt this
-                // router's core with a membarrier when they sleep.
-                rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
-                segment: segment.clone(),
-                deferral: match config.defer_capacity_bytes {
-                    0 => None,
-                    bytes => Some(Deferral::new(bytes)?),
-                },
-            }));
-            // Queue the agent for the router before it learns its id, so any frame naming
-            // this id is written after the router could know it.
-            cmds.send(cmd).map_err(|_| "router stopped")?;
-            bump(&shared);
-            match pending.admit(agent_id, topic_ids, &segment, &tx_bell, &rx_bell) {
-                Ok(conn) => Ok(conn),
-                Err(e) => {
-                    let _ = cmds.send(RouterCmd::Remove { agent_id });
-                    Err(e.into())
-                }
-            }
-        })();
-        match admitted {
-            Ok(conn) => {
-                count(&shared.stats[0].agents_admitted, 1);
-                tracing::debug!(agent_id, shard, "agent admitted");
-                let shared = shared.clone();
-                let cmds = cmds.clone();
-                let pidfd = liveness::open_pidfd(peer_pid);
-                let spawned = std::thread::Builder::new()
-                    .name(format!("aw-ctl-{agent_id}"))
-                    .spawn(move || control_loop(agent_id, conn, pidfd, shared, cmds));
-                if let Ok(handle) = spawned {
-                    control_threads.push(handle);
-                }
-            }
-            Err(e) => {
-                forget_agent(&shared, agent_id);
-                tracing::warn!(agent_id, "admitting agent failed: {e}");
-            }
-        }
+/// Why an agent that passed the handshake was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmitError {
+    /// It asked for rings the router does not make; it is told so.
+    #[error("{0}")]
+    Refused(String),
+    /// The router could not set it up (memory, descriptors) or the answer failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The ring capacity for an agent that asked for `requested` bytes (0: the default).
+pub(crate) fn ring_capacity(config: &RouterConfig, requested: u32) -> Result<usize, String> {
+    if requested == 0 {
+        return Ok(config.ring_capacity_bytes);
     }
-    for t in control_threads {
-        let _ = t.join();
+    let bytes = requested as usize;
+    let within = (config.ring_capacity_min_bytes..=config.ring_capacity_max_bytes).contains(&bytes);
+    if !within || check_capacity(bytes).is_err() {
+        return Err(format!(
+            "ring capacity {bytes} bytes: this daemon makes rings of a power of two from {} to \
+             {} bytes",
+            config.ring_capacity_min_bytes, config.ring_capacity_max_bytes
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The shard for a new agent from `peer`: the least loaded, preferring its NUMA node.
+pub(crate) fn choose_shard(config: &RouterConfig, per_shard: &[usize], peer: u32) -> usize {
+    let agent_node = if per_shard.len() > 1 {
+        placement::process_numa_node(peer)
+    } else {
+        None
+    };
+    placement::choose_shard(per_shard, &config.shard_numa_nodes, agent_node)
+}
+
+/// What admitting one agent needs.
+pub(crate) struct Admission<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) config: &'a RouterConfig,
+    pub(crate) cmds: &'a CommandSender,
+    pub(crate) agent_id: u32,
+    pub(crate) shard: usize,
+}
+
+impl Admission<'_> {
+    /// Sets the agent up and answers `Registered` on `conn`. On error nothing of it is left
+    /// registered (the shard is told to drop it if it was told to add it).
+    pub(crate) fn admit(
+        &self,
+        conn: &ControlConn,
+        peer: &PeerCredentials,
+        registration: &Registration,
+    ) -> Result<(), AdmitError> {
+        let capacity = ring_capacity(self.config, registration.ring_capacity_bytes)
+            .map_err(AdmitError::Refused)?;
+        let failed = |e: &dyn std::fmt::Display| AdmitError::Failed(e.to_string());
+        let segment = Segment::create(
+            &SegmentConfig::new(self.agent_id)
+                .with_capacity(capacity, capacity)
+                .huge_pages(HugePages::Auto),
+        )
+        .map_err(|e| failed(&e))?;
+        let tx_bell = Doorbell::new().map_err(|e| failed(&e))?;
+        let rx_bell = Doorbell::new().map_err(|e| failed(&e))?;
+        let congested = Arc::new(AtomicBool::new(false));
+        let new_agent = self
+            .new_agent(&segment, &tx_bell, &rx_bell, congested.clone())
+            .map_err(|e| failed(&e))?;
+        let topic_ids = self.register(peer, registration, &segment, congested);
+        // Queue the agent for its shard before it learns its id, so any frame naming this id
+        // is written after the shard could know it.
+        if self.cmds.try_send(RouterCmd::Add(Box::new(new_agent))).is_err() {
+            forget_agent(self.shared, self.agent_id);
+            return Err(AdmitError::Failed("its shard's command queue is full".into()));
+        }
+        bump(self.shared);
+        let answered = segment.try_clone_fd().map_err(|e| failed(&e)).and_then(|fd| {
+            let msg = ServerMsg::Registered {
+                agent_id: self.agent_id,
+                topic_ids,
+            };
+            let fds = [fd.as_fd(), tx_bell.as_fd(), rx_bell.as_fd()];
+            conn.send(&msg, &fds).map_err(|e| failed(&e))
+        });
+        if let Err(e) = answered {
+            forget_agent(self.shared, self.agent_id);
+            // The shard drops what it was given; if its queue is full the control loop's
+            // removal of this id (it never became a session) has nothing left to undo.
+            let _ = self.cmds.try_send(RouterCmd::Remove {
+                agent_id: self.agent_id,
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The shard's view of the agent: a consumer per tx lane, the rx producer, its deferral
+    /// (made here so the routing core never maps memory).
+    fn new_agent(
+        &self,
+        segment: &Segment,
+        tx_bell: &Doorbell,
+        rx_bell: &Doorbell,
+        congested: Arc<AtomicBool>,
+    ) -> std::io::Result<NewAgent> {
+        let tx = (0..TX_LANES)
+            .map(|lane| {
+                let bell = tx_bell.try_clone()?;
+                Ok(Consumer::new(segment.tx_lane_memory(lane), Some(bell)))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let deferral = match self.config.defer_capacity_bytes {
+            0 => None,
+            bytes => Some(Deferral::new(bytes).map_err(std::io::Error::other)?),
+        };
+        Ok(NewAgent {
+            agent_id: self.agent_id,
+            congested,
+            tx,
+            // Agents park often on their rx ring: fenced, so they never interrupt this
+            // router's core with a membarrier when they sleep.
+            rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
+            segment: segment.clone(),
+            deferral,
+        })
+    }
+
+    /// Enters the agent in the registry; returns its topics' ids.
+    fn register(
+        &self,
+        peer: &PeerCredentials,
+        registration: &Registration,
+        segment: &Segment,
+        congested: Arc<AtomicBool>,
+    ) -> Vec<u32> {
+        let mut reg = self.shared.registry.lock().expect("registry lock");
+        let topic_ids: Vec<u32> = registration
+            .topics
+            .iter()
+            .map(|t| reg.topic_id(t))
+            .collect();
+        let capabilities = registration
+            .capabilities
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
+            .collect();
+        reg.agents.insert(
+            self.agent_id,
+            AgentRecord {
+                name: registration.name.clone(),
+                pid: peer.pid,
+                capabilities,
+                topics: topic_ids.clone(),
+                features: registration.features.clone(),
+                stale: false,
+                segment: segment.clone(),
+                shard: self.shard,
+                congested,
+            },
+        );
+        reg.invalidate();
+        topic_ids
     }
 }

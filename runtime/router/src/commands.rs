@@ -6,7 +6,7 @@ use crate::wake::ShardWake;
 use agentwire_shm::ring::{Consumer, Producer};
 use agentwire_shm::segment::Segment;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
 pub(crate) enum RouterCmd {
@@ -26,8 +26,13 @@ pub(crate) struct CommandSender {
 }
 
 impl CommandSender {
-    pub(crate) fn send(&self, cmd: RouterCmd) -> Result<(), std::sync::mpsc::SendError<RouterCmd>> {
-        self.tx.send(cmd)?;
+    /// Queues `cmd` without waiting: the control loop never blocks on a routing core. The
+    /// command comes back when the queue is full (or the core is gone).
+    pub(crate) fn try_send(&self, cmd: RouterCmd) -> Result<(), RouterCmd> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd) | TrySendError::Disconnected(cmd)) => return Err(cmd),
+        }
         // SYNC POINT: command posted. The command is queued before the count that announces it
         // (pairs with the Acquire loads in `CommandReceiver`).
         self.posted.fetch_add(1, Ordering::Release);

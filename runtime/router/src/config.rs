@@ -6,8 +6,14 @@ use agentwire_shm::segment::TX_LANES;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Most agents a router admits.
-pub const ROUTER_AGENTS_MAX: usize = 256;
+/// Agents a router admits at once by default ([`RouterConfig::agents_max`]).
+pub const AGENTS_MAX_DEFAULT: usize = 4096;
+/// Largest [`RouterConfig::agents_max`] accepted.
+pub const AGENTS_MAX_LIMIT: usize = 1 << 20;
+/// Smallest ring an agent may ask for by default ([`RouterConfig::ring_capacity_min_bytes`]).
+pub const RING_CAPACITY_MIN_BYTES_DEFAULT: usize = 4096;
+/// Largest ring an agent may ask for by default ([`RouterConfig::ring_capacity_max_bytes`]).
+pub const RING_CAPACITY_MAX_BYTES_DEFAULT: usize = 16 << 20;
 /// Most router shards (cores) one router runs.
 pub const ROUTER_SHARDS_MAX: usize = 64;
 /// Most bytes in flight on one link between two shards (see [`links`]).
@@ -66,12 +72,19 @@ pub struct RouterConfig {
     pub allow: AllowList,
     /// Protocol versions accepted.
     pub versions: (u16, u16),
-    /// Ring capacity each way per agent.
+    /// Ring capacity each way for an agent that does not ask for one.
     pub ring_capacity_bytes: usize,
     /// The duty cycle's idle strategy (used by [`RoutingCore::run`]).
     pub idle: IdleStrategy,
-    /// Most agents admitted at once (at most [`ROUTER_AGENTS_MAX`]).
+    /// Most agents admitted at once (1..=[`AGENTS_MAX_LIMIT`]).
     pub agents_max: usize,
+    /// The first agent id this router gives (ids only grow while it runs). A daemon that
+    /// persists the ids it gave starts above them, so ids are never reused across restarts.
+    pub first_agent_id: u32,
+    /// Smallest ring (each way) an agent may ask for at registration.
+    pub ring_capacity_min_bytes: usize,
+    /// Largest ring (each way) an agent may ask for at registration.
+    pub ring_capacity_max_bytes: usize,
     /// Bytes of per-destination deferral (frames waiting for room in a full rx ring); 0
     /// turns deferral off (a frame for a full destination then waits in its sender's ring).
     pub defer_capacity_bytes: usize,
@@ -115,7 +128,10 @@ impl RouterConfig {
                 spins_max: 20_000,
                 park_timeout_ns: 200_000,
             },
-            agents_max: ROUTER_AGENTS_MAX,
+            agents_max: AGENTS_MAX_DEFAULT,
+            first_agent_id: 1,
+            ring_capacity_min_bytes: RING_CAPACITY_MIN_BYTES_DEFAULT,
+            ring_capacity_max_bytes: RING_CAPACITY_MAX_BYTES_DEFAULT,
             defer_capacity_bytes: 256 * 1024,
             defer_deadline: None,
             liveness_timeout: Some(Duration::from_secs(5)),

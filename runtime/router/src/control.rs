@@ -1,10 +1,10 @@
-//! [`RouterControl`]: starts a router (socket, shards, links, the accept thread) and is
-//! the control side's handle on it.
+//! [`RouterControl`]: starts a router (socket, shards, links, the control loop) and is the
+//! control side's handle on it.
 
-use crate::admission::accept_loop;
+use crate::control_loop::ControlLoop;
 use crate::commands::command_queue;
 use crate::config::{
-    deadline_ns, lane_batch_frames, RouterConfig, LINK_BUDGET_BYTES_MAX, ROUTER_AGENTS_MAX,
+    deadline_ns, lane_batch_frames, RouterConfig, LINK_BUDGET_BYTES_MAX, 
     ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX,
 };
 use crate::duty_cycle::RoutingCore;
@@ -16,23 +16,29 @@ use crate::stats::RouterStats;
 use crate::status::RouterObserver;
 use crate::wake::ShardWake;
 use agentwire_shm::control::{ControlError, StatusReport};
+use agentwire_shm::doorbell::Doorbell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Commands queued for one routing core at most: every agent's `Add` and `Remove` can be
+/// in flight at once when a core is slow to take them; the control loop keeps a removal
+/// that does not fit and retries it, and refuses an agent whose `Add` does not fit.
+pub const COMMANDS_QUEUED_MAX: usize = 8192;
+
 /// Adds what the embedding daemon knows to a status report (see
 /// [`RouterControl::set_status_hook`]).
 pub type StatusHook = Box<dyn Fn(&mut StatusReport) + Send + Sync>;
 
-/// A running router's control side: the accept thread (which spawns one control thread per
-/// agent), the registry and the counters. Dropping it shuts the router down and joins the
-/// accept thread; the data side is the [`RoutingCore`] returned with it.
+/// A running router's control side: the control loop (one thread serving every
+/// connection), the registry and the counters. Dropping it shuts the router down and joins the
+/// control loop; the data side is the [`RoutingCore`] returned with it.
 pub struct RouterControl {
     pub(crate) socket: PathBuf,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) accept: Option<JoinHandle<()>>,
+    pub(crate) control: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RouterControl {
@@ -44,7 +50,7 @@ impl std::fmt::Debug for RouterControl {
 }
 
 impl RouterControl {
-    /// Binds the socket (refusing one another router serves), starts the accept thread and
+    /// Binds the socket (refusing one another router serves), starts the control loop and
     /// returns the routing core for the caller to drive.
     ///
     /// ```
@@ -87,6 +93,7 @@ impl RouterControl {
             quiet: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             finished: std::sync::atomic::AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            control_wake: Doorbell::new().map_err(ControlError::Io)?,
             wakes: (0..shards)
                 .map(|_| ShardWake::new().map(Arc::new))
                 .collect::<Result<_, _>>()
@@ -112,7 +119,7 @@ impl RouterControl {
         let mut cores = Vec::with_capacity(shards);
         for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
             let (cmd_tx, cmd_rx) =
-                command_queue(ROUTER_AGENTS_MAX * 2, shared.wakes[shard].clone());
+                command_queue(COMMANDS_QUEUED_MAX, shared.wakes[shard].clone());
             cmd_txs.push(cmd_tx);
             let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
             core.producers.links = outs;
@@ -123,22 +130,24 @@ impl RouterControl {
             core.lane_budget = lane_batch_frames(core.batch_frames);
             cores.push(core);
         }
-        let accept = {
-            let shared = shared.clone();
+        let control = {
             let config = RouterConfig {
                 shards,
                 ..config.clone()
             };
+            let first_id = config.first_agent_id.max(1);
+            let control_loop = ControlLoop::new(listener, shared.clone(), cmd_txs, config, first_id)
+                .map_err(ControlError::Io)?;
             std::thread::Builder::new()
-                .name("aw-accept".into())
-                .spawn(move || accept_loop(listener, shared, cmd_txs, config))
+                .name("aw-control".into())
+                .spawn(move || control_loop.run())
                 .map_err(ControlError::Io)?
         };
         Ok((
             Self {
                 socket: config.socket,
                 shared,
-                accept: Some(accept),
+                control: Some(control),
             },
             cores,
         ))
@@ -184,6 +193,7 @@ impl RouterControl {
     /// ```
     pub fn reload(&self, allow: AllowList, defer_deadline: Option<Duration>) {
         *self.shared.reloaded_allow.lock().expect("allow lock") = Some(allow);
+        self.shared.control_wake.ring();
         self.shared
             .defer_deadline_ns
             .store(deadline_ns(defer_deadline), Ordering::Relaxed);
@@ -275,9 +285,10 @@ impl RouterControl {
     /// assert!(core.should_stop());
     /// ```
     pub fn shutdown(&self) {
-        // SYNC POINT: shutdown. Pairs with the Acquire loads of the accept thread, the control
-        // sessions and every routing core (`should_stop`, the park's last poll).
+        // SYNC POINT: shutdown. Pairs with the Acquire loads of the control loop and every
+        // routing core (`should_stop`, the park's last poll).
         self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.control_wake.ring();
         // Parked cores look at the flag now, not a park timeout later.
         for wake in self.shared.wakes.iter() {
             wake.notify();
@@ -288,8 +299,8 @@ impl RouterControl {
 impl Drop for RouterControl {
     fn drop(&mut self) {
         self.shutdown();
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
+        if let Some(control) = self.control.take() {
+            let _ = control.join();
         }
     }
 }

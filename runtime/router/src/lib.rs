@@ -2,9 +2,11 @@
 //! agents) through the same hot path, and is split by job:
 //!
 //! - control side: [`control`] starts a router and is its handle ([`RouterControl`]);
-//!   [`server`] is the daemon's side of the control socket handshake; `admission` admits
-//!   agents; `session` serves one agent's control connection; `registry` holds who is
-//!   registered; [`liveness`] tells gone and stale agents; [`status`] answers
+//!   `control_loop` is the one thread (epoll) that serves every connection, each a small
+//!   state machine with its own deadline; [`server`] is the listening socket and the
+//!   allow-list; `handshake` runs a connection's handshake one message at a time;
+//!   `admission` admits agents; `session` answers an agent's requests; `registry` holds
+//!   who is registered; [`liveness`] tells gone and stale agents; [`status`] answers
 //!   `agentwire status`.
 //! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
 //!   where a frame goes, `outbox` writes it, `deferred` holds frames for full destinations,
@@ -41,12 +43,14 @@
 
 mod admission;
 mod commands;
+mod control_loop;
 pub mod config;
 pub mod control;
 pub mod deferral;
 mod deferred;
 mod duty_cycle;
 mod forwarded;
+mod handshake;
 mod lanes;
 pub mod links;
 pub mod liveness;
@@ -68,12 +72,14 @@ pub mod testing;
 pub mod wake;
 
 pub use config::{
-    lane_batch_frames, RouterConfig, DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX,
-    HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN, LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX,
-    ROUTER_AGENTS_MAX, ROUTER_BATCH_FRAMES_DEFAULT, ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX,
-    SHUTDOWN_WAIT,
+    lane_batch_frames, RouterConfig, AGENTS_MAX_DEFAULT, AGENTS_MAX_LIMIT,
+    DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX, HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN,
+    LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX, RING_CAPACITY_MAX_BYTES_DEFAULT,
+    RING_CAPACITY_MIN_BYTES_DEFAULT, ROUTER_BATCH_FRAMES_DEFAULT, ROUTER_BATCH_FRAMES_LIMIT,
+    ROUTER_SHARDS_MAX, SHUTDOWN_WAIT,
 };
-pub use control::{RouterControl, StatusHook};
+pub use control::{RouterControl, StatusHook, COMMANDS_QUEUED_MAX};
+pub use control_loop::HANDSHAKES_PENDING_MAX;
 pub use duty_cycle::RoutingCore;
 pub use sink::DeadLetterSink;
 pub use stats::{RouterStats, BATCH_BUCKETS};

@@ -20,7 +20,7 @@
 
 use crate::shared::{bump, Shared};
 use agentwire_shm::segment::{Segment, TX_LANES};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -88,22 +88,68 @@ impl Progress {
     }
 }
 
-/// A pidfd for `pid`, or `None` where the kernel has none (before Linux 5.3) or the process
-/// is already gone; the caller then relies on the control socket alone.
+/// A pidfd for the process at the other end of `conn`, taken before the agent is admitted
+/// so that its exit is always seen: SO_PEERPIDFD where the kernel has it (Linux 6.5+: the
+/// pidfd of the very process that connected), else `pidfd_open` on the SO_PEERCRED pid
+/// followed by a check that the process is still there. An error (the process is gone, or
+/// the kernel has no pidfds) means the agent must be refused.
 ///
 /// ```
-/// assert!(agentwire_router::liveness::open_pidfd(std::process::id()).is_some());
+/// let (a, _b) = agentwire_shm::control::ControlConn::pair().unwrap();
+/// let pidfd = agentwire_router::liveness::peer_pidfd(&a, std::process::id()).unwrap();
+/// assert!(!agentwire_router::liveness::exited(&pidfd));
 /// ```
-pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
-    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+pub fn peer_pidfd(conn: &impl AsFd, pid: u32) -> std::io::Result<OwnedFd> {
+    if let Some(pidfd) = so_peerpidfd(conn)? {
+        return Ok(pidfd);
+    }
+    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+    let pid = rustix::process::Pid::from_raw(raw)
+        .ok_or_else(|| std::io::Error::other("pid 0 has no process"))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    // The pid was the peer's when it connected; if the process has exited since, the pid may
+    // belong to another process by now.
+    if exited(&pidfd) {
+        return Err(std::io::Error::other("the process has already exited"));
+    }
+    Ok(pidfd)
+}
+
+/// SO_PEERPIDFD, or `None` where the kernel does not know the option.
+fn so_peerpidfd(conn: &impl AsFd) -> std::io::Result<Option<OwnedFd>> {
+    use rustix::fd::{AsRawFd, FromRawFd};
+    /// `SO_PEERPIDFD` from linux/asm-generic/socket.h (libc has no constant for it yet).
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for writes of the sizes given; the socket is borrowed
+    // for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENOPROTOOPT | libc::EINVAL) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Whether the process behind `pidfd` has exited (a pidfd polls readable then). Never
 /// blocks.
 ///
 /// ```
-/// let fd = agentwire_router::liveness::open_pidfd(std::process::id()).unwrap();
+/// let (a, _b) = agentwire_shm::control::ControlConn::pair().unwrap();
+/// let fd = agentwire_router::liveness::peer_pidfd(&a, std::process::id()).unwrap();
 /// assert!(!agentwire_router::liveness::exited(&fd));
 /// ```
 pub fn exited(pidfd: &OwnedFd) -> bool {

@@ -1,28 +1,29 @@
-//! The daemon's side of the control handshake: listen, check SO_PEERCRED against the
-//! allow-list, negotiate the version, take the registration, and admit the agent by sending
-//! its segment and doorbells. The daemon (runtime) and the in-process test router both use
-//! this code.
+//! The daemon's side of the control socket: the listening socket (bound only over a stale
+//! socket, never over another file), the allow-list checked against SO_PEERCRED, and the
+//! registration checks. The handshake itself runs as a state machine in the router's control
+//! loop (`handshake`), one step per message, so no connection ever blocks another.
 //!
 //! ```
 //! use agentwire_router::server::{AllowList, ControlListener};
 //! let dir = std::env::temp_dir().join(format!("aw-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let listener = ControlListener::bind(&dir.join("s.sock"), AllowList::current_user()).unwrap();
-//! assert!(listener.accept(Some(std::time::Duration::from_millis(1))).unwrap().is_none());
+//! assert!(listener.accept_pending().unwrap().is_none()); // nobody connecting: never waits
 //! ```
 
 use agentwire_shm::control::{
-    self, negotiate, ClientMsg, ControlConn, ControlError, PeerCredentials, RefuseReason,
-    Registration, ServerMsg, AGENT_NAME_BYTES_MAX, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    self, ControlConn, ControlError, PeerCredentials, Registration, AGENT_NAME_BYTES_MAX,
+    PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
-use agentwire_shm::doorbell::Doorbell;
-use agentwire_shm::segment::Segment;
 use rustix::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a connecting client has for each handshake step.
+/// How long a connecting client has for each handshake step (its own deadline: a silent
+/// client delays nobody else).
 pub const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections the kernel queues before the control loop accepts them.
+pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// Who may connect: a peer is admitted when its uid or its gid is listed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -81,13 +82,23 @@ pub enum HandshakeError {
     #[error("peer pid {} uid {} gid {} is not on the allow-list", .0.pid, .0.uid, .0.gid)]
     NotPermitted(PeerCredentials),
     /// No common protocol version.
-    #[error("client offered protocol {client_min}..={client_max}, daemon speaks {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}")]
+    #[error("client offered protocol {client_min}..={client_max}, daemon speaks {daemon_min}..={daemon_max}")]
     VersionUnsupported {
         /// Client's oldest.
         client_min: u16,
         /// Client's newest.
         client_max: u16,
+        /// Daemon's oldest.
+        daemon_min: u16,
+        /// Daemon's newest.
+        daemon_max: u16,
     },
+    /// The client said nothing for a whole handshake step.
+    #[error("said nothing for {0:?} during the handshake")]
+    TimedOut(Duration),
+    /// The router admits no more agents.
+    #[error("{0} agents max")]
+    Full(usize),
     /// The client sent something out of order or invalid.
     #[error("bad handshake: {0}")]
     BadRequest(String),
@@ -107,7 +118,8 @@ pub struct ControlListener {
 
 impl ControlListener {
     /// Binds the socket at `path`. A stale socket file (nobody listening) is replaced; a live
-    /// one is an error naming the path, so two daemons never share a socket.
+    /// one is an error naming the path, so two daemons never share a socket; any other file
+    /// at `path` is refused and left as it is.
     ///
     /// ```
     /// # use agentwire_router::server::{AllowList, ControlListener};
@@ -116,21 +128,38 @@ impl ControlListener {
     /// assert!(ControlListener::bind(&p, AllowList::current_user()).is_err());
     /// ```
     pub fn bind(path: &Path, allow: AllowList) -> Result<Self, ControlError> {
-        if path.exists() {
-            match ControlConn::connect(path) {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match ControlConn::connect(path) {
                 Ok(_) => {
                     return Err(ControlError::Io(std::io::Error::new(
                         std::io::ErrorKind::AddrInUse,
                         format!("another daemon is already serving {}", path.display()),
                     )))
                 }
+                // Nobody listening: a socket left by a daemon that died.
                 Err(_) => std::fs::remove_file(path)?,
+            },
+            Ok(meta) => {
+                let kind = if meta.is_dir() { "a directory" } else { "a file" };
+                return Err(ControlError::Io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is {kind}, not a socket: refusing to replace it (remove it, or \
+                         give the daemon another socket path)",
+                        path.display()
+                    ),
+                )));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let fd = control::listen(path, 128)?;
+        let fd = control::listen(path, LISTEN_BACKLOG)?;
+        // Accepting never waits: the control loop accepts when epoll says a client is there.
+        rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;
         Ok(Self {
             fd,
             path: path.to_path_buf(),
@@ -175,86 +204,57 @@ impl ControlListener {
         &self.path
     }
 
-    /// Accepts one connection and runs the handshake up to registration. `Ok(None)` when no
-    /// client connected within `timeout`. A refused client gets a `Refused` message and the
-    /// error is returned for the daemon to count and log.
+    /// The protocol versions accepted.
     ///
-    /// ```no_run
-    /// # use agentwire_router::server::{AllowList, ControlListener};
-    /// # let l = ControlListener::bind("/tmp/x.sock".as_ref(), AllowList::current_user()).unwrap();
-    /// if let Some(agentwire_router::server::Accepted::Agent(pending)) = l.accept(None).unwrap() {
-    ///     println!("{} wants in", pending.registration().name);
-    /// }
     /// ```
-    pub fn accept(&self, timeout: Option<Duration>) -> Result<Option<Accepted>, HandshakeError> {
-        if !control::wait_readable(self.fd.as_fd(), timeout)? {
-            return Ok(None);
-        }
-        let fd = match rustix::net::accept_with(&self.fd, rustix::net::SocketFlags::CLOEXEC) {
+    /// # use agentwire_router::server::{AllowList, ControlListener};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-vers-{}.sock", std::process::id()));
+    /// let l = ControlListener::bind(&p, AllowList::current_user()).unwrap().with_versions(2, 2);
+    /// assert_eq!(l.versions(), (2, 2));
+    /// ```
+    pub fn versions(&self) -> (u16, u16) {
+        self.versions
+    }
+
+    /// The allow-list in force.
+    ///
+    /// ```
+    /// # use agentwire_router::server::{AllowList, ControlListener};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-al-{}.sock", std::process::id()));
+    /// let l = ControlListener::bind(&p, AllowList::current_user()).unwrap();
+    /// assert_eq!(l.allow(), &AllowList::current_user());
+    /// ```
+    pub fn allow(&self) -> &AllowList {
+        &self.allow
+    }
+
+    /// Takes one waiting connection, non-blocking (so is the connection it returns), with
+    /// its peer's credentials; `None` when nobody is waiting. Nothing is read from it yet.
+    ///
+    /// ```
+    /// # use agentwire_router::server::{AllowList, ControlListener};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-acc-{}.sock", std::process::id()));
+    /// let l = ControlListener::bind(&p, AllowList::current_user()).unwrap();
+    /// let _client = agentwire_shm::control::ControlConn::connect(&p).unwrap();
+    /// let (_conn, peer) = l.accept_pending().unwrap().unwrap();
+    /// assert_eq!(peer.pid, std::process::id());
+    /// ```
+    pub fn accept_pending(&self) -> Result<Option<(ControlConn, PeerCredentials)>, ControlError> {
+        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+        let fd = match rustix::net::accept_with(&self.fd, flags) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(None),
-            Err(e) => return Err(ControlError::from(e).into()),
+            Err(e) => return Err(e.into()),
         };
         let conn = ControlConn::from_fd(fd);
         let peer = conn.peer_credentials()?;
-        let refuse = |reason, detail: String| {
-            let _ = conn.send(&ServerMsg::Refused { reason, detail }, &[]);
-        };
-        // Read Hello before any refusal: closing a socket with unread data resets it, and
-        // the client would lose the Refused message that explains why.
-        let (hello, _) = conn.recv::<ClientMsg>(Some(HANDSHAKE_STEP_TIMEOUT))?;
-        if !self.allow.permits(&peer) {
-            let error = HandshakeError::NotPermitted(peer);
-            refuse(RefuseReason::NotPermitted, error.to_string());
-            return Err(error);
-        }
-        let ClientMsg::Hello {
-            version_min,
-            version_max,
-            ..
-        } = hello
-        else {
-            refuse(RefuseReason::BadRequest, "expected Hello first".into());
-            return Err(HandshakeError::BadRequest("expected Hello first".into()));
-        };
-        let Some(version) = negotiate((version_min, version_max), self.versions) else {
-            let detail = format!(
-                "client offered protocol {version_min}..={version_max}, daemon speaks {}..={}",
-                self.versions.0, self.versions.1
-            );
-            refuse(RefuseReason::VersionUnsupported, detail);
-            return Err(HandshakeError::VersionUnsupported {
-                client_min: version_min,
-                client_max: version_max,
-            });
-        };
-        conn.send(
-            &ServerMsg::Welcome {
-                version,
-                daemon: format!("agentwire {}", env!("CARGO_PKG_VERSION")),
-            },
-            &[],
-        )?;
-        let (register, _) = conn.recv::<ClientMsg>(Some(HANDSHAKE_STEP_TIMEOUT))?;
-        let registration = match register {
-            ClientMsg::Register(registration) => registration,
-            ClientMsg::Status => return Ok(Some(Accepted::Status(StatusRequest { conn, peer }))),
-            _ => {
-                let detail = "expected Register or Status after Hello";
-                refuse(RefuseReason::BadRequest, detail.into());
-                return Err(HandshakeError::BadRequest(detail.into()));
-            }
-        };
-        if let Err(detail) = validate_registration(&registration) {
-            refuse(RefuseReason::BadRequest, detail.clone());
-            return Err(HandshakeError::BadRequest(detail));
-        }
-        Ok(Some(Accepted::Agent(PendingAgent {
-            conn,
-            registration,
-            peer,
-            version,
-        })))
+        Ok(Some((conn, peer)))
+    }
+}
+
+impl AsFd for ControlListener {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -290,119 +290,4 @@ pub fn validate_registration(r: &Registration) -> Result<(), String> {
         })?;
     }
     Ok(())
-}
-
-/// What a connection asked for once the handshake passed.
-#[derive(Debug)]
-pub enum Accepted {
-    /// An agent to admit.
-    Agent(PendingAgent),
-    /// An admin tool asking for the router's status.
-    Status(StatusRequest),
-}
-
-/// A status query waiting for its answer.
-#[derive(Debug)]
-pub struct StatusRequest {
-    conn: ControlConn,
-    peer: PeerCredentials,
-}
-
-impl StatusRequest {
-    /// Who asked.
-    ///
-    /// ```no_run
-    /// # fn f(r: agentwire_router::server::StatusRequest) { println!("{}", r.peer().uid); }
-    /// ```
-    pub fn peer(&self) -> PeerCredentials {
-        self.peer
-    }
-
-    /// Sends the report; the connection closes after it.
-    ///
-    /// ```no_run
-    /// # fn f(r: agentwire_router::server::StatusRequest) {
-    /// r.answer(agentwire_shm::control::StatusReport::default());
-    /// # }
-    /// ```
-    pub fn answer(self, report: agentwire_shm::control::StatusReport) {
-        let _ = self.conn.send(&ServerMsg::Status(report), &[]);
-    }
-}
-
-/// A client that passed the handshake and waits to be admitted.
-#[derive(Debug)]
-pub struct PendingAgent {
-    conn: ControlConn,
-    registration: Registration,
-    peer: PeerCredentials,
-    version: u16,
-}
-
-impl PendingAgent {
-    /// What the agent registered.
-    ///
-    /// ```no_run
-    /// # fn f(p: agentwire_router::server::PendingAgent) { println!("{}", p.registration().name); }
-    /// ```
-    pub fn registration(&self) -> &Registration {
-        &self.registration
-    }
-
-    /// The peer's credentials.
-    ///
-    /// ```no_run
-    /// # fn f(p: agentwire_router::server::PendingAgent) { println!("{}", p.peer().pid); }
-    /// ```
-    pub fn peer(&self) -> PeerCredentials {
-        self.peer
-    }
-
-    /// The negotiated protocol version.
-    ///
-    /// ```no_run
-    /// # fn f(p: agentwire_router::server::PendingAgent) { assert!(p.version() >= 1); }
-    /// ```
-    pub fn version(&self) -> u16 {
-        self.version
-    }
-
-    /// Refuses the agent after the handshake (e.g. the daemon is full).
-    ///
-    /// ```no_run
-    /// # fn f(p: agentwire_router::server::PendingAgent) {
-    /// p.refuse(agentwire_shm::control::RefuseReason::Full, "100 agents max".into());
-    /// # }
-    /// ```
-    pub fn refuse(self, reason: RefuseReason, detail: String) {
-        let _ = self.conn.send(&ServerMsg::Refused { reason, detail }, &[]);
-    }
-
-    /// Admits the agent: sends its id, topic ids, segment and doorbells; returns the control
-    /// connection for the daemon to serve.
-    ///
-    /// ```no_run
-    /// # fn f(p: agentwire_router::server::PendingAgent, s: &agentwire_shm::segment::Segment,
-    /// #      t: &agentwire_shm::doorbell::Doorbell, r: &agentwire_shm::doorbell::Doorbell) {
-    /// let conn = p.admit(1, vec![], s, t, r).unwrap();
-    /// # }
-    /// ```
-    pub fn admit(
-        self,
-        agent_id: u32,
-        topic_ids: Vec<u32>,
-        segment: &Segment,
-        tx_doorbell: &Doorbell,
-        rx_doorbell: &Doorbell,
-    ) -> Result<ControlConn, ControlError> {
-        let segment_fd = segment.try_clone_fd()?;
-        self.conn.send(
-            &ServerMsg::Registered {
-                agent_id,
-                topic_ids,
-            },
-            &[segment_fd.as_fd(), tx_doorbell.as_fd(), rx_doorbell.as_fd()],
-        )?;
-        Ok(self.conn)
-    }
 }

@@ -6,11 +6,12 @@ use crate::registry::Registry;
 use crate::server::AllowList;
 use crate::stats::RouterStats;
 use crate::wake::ShardWake;
+use agentwire_shm::doorbell::Doorbell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct Shared {
-    /// A new allow-list for the accept thread (SIGHUP reload).
+    /// A new allow-list for the control loop (SIGHUP reload).
     pub(crate) reloaded_allow: Mutex<Option<AllowList>>,
     /// The deferral deadline in ns (`u64::MAX`: none); re-read by the core when the
     /// registry generation changes.
@@ -22,7 +23,7 @@ pub(crate) struct Shared {
     pub(crate) started: std::time::Instant,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) generation: AtomicU64,
-    /// One set per shard (the accept thread's counters live in shard 0's).
+    /// One set per shard (the control loop's counters live in shard 0's).
     pub(crate) stats: Box<[RouterStats]>,
     /// Per shard: its last duty cycle moved nothing and its links were empty (the shutdown
     /// drain ends when every shard is quiet).
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     /// Shards that finished draining (after which no shard writes to a link).
     pub(crate) finished: std::sync::atomic::AtomicUsize,
     pub(crate) shutdown: AtomicBool,
+    /// Rung to wake the control loop (shutdown, reload).
+    pub(crate) control_wake: Doorbell,
     /// Per shard: how other threads wake its core when it is parked ([`wake`]).
     pub(crate) wakes: Box<[Arc<ShardWake>]>,
 }

@@ -70,8 +70,13 @@ pub struct RouterStats {
     pub acks_sent: AtomicU64,
     /// Acks or nacks dropped because the sender's rx ring was full.
     pub replies_dropped: AtomicU64,
-    /// Handshakes refused.
+    /// Handshakes refused (not allowed, bad version, bad request, garbage, full, or more
+    /// connections in their handshake than the router takes).
     pub handshakes_refused: AtomicU64,
+    /// Connections closed because a handshake step's deadline passed in silence.
+    pub handshakes_timed_out: AtomicU64,
+    /// Control messages that failed validation (garbage), before or after registration.
+    pub control_messages_malformed: AtomicU64,
     /// Agents admitted.
     pub agents_admitted: AtomicU64,
     /// Agents removed (segment reclaimed).
@@ -119,6 +124,8 @@ impl RouterStats {
             ("acks_sent", &self.acks_sent),
             ("replies_dropped", &self.replies_dropped),
             ("handshakes_refused", &self.handshakes_refused),
+            ("handshakes_timed_out", &self.handshakes_timed_out),
+            ("control_messages_malformed", &self.control_messages_malformed),
             ("agents_admitted", &self.agents_admitted),
             ("agents_removed", &self.agents_removed),
             ("rings_corrupt", &self.rings_corrupt),

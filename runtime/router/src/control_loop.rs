@@ -1,0 +1,462 @@
+//! The control plane: one thread, one epoll set, every connection a small state machine.
+//! It accepts, runs each handshake one message at a time under that step's own deadline,
+//! admits agents, answers their requests and status queries, watches each agent's pidfd,
+//! and checks liveness. Nothing here blocks on a connection: sockets are non-blocking and
+//! a send that would block drops that connection, so one slow or silent client never
+//! delays anyone else.
+
+use crate::admission::{choose_shard, AdmitError, Admission};
+use crate::commands::{CommandSender, RouterCmd};
+use crate::config::RouterConfig;
+use crate::handshake::{self, Next, Policy, Step};
+use crate::liveness::{self, Progress};
+use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
+use crate::session;
+use crate::shared::{forget_agent, Shared};
+use crate::stats::count;
+use crate::status::status_report;
+use agentwire_shm::control::{
+    ClientMsg, ControlConn, ControlError, PeerCredentials, RefuseReason, ServerMsg,
+};
+use rustix::event::epoll;
+use rustix::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connections in their handshake at once; more are closed at once (and counted), so a
+/// flood of connections cannot grow the loop's memory without bound.
+pub const HANDSHAKES_PENDING_MAX: usize = 1024;
+/// Connections accepted per wakeup before the loop serves the others again.
+const ACCEPTS_PER_WAKE_MAX: usize = 64;
+/// Events taken per epoll wait.
+const EVENTS_PER_WAIT_MAX: usize = 256;
+/// Longest epoll wait: bounds how late a reload or a liveness check runs.
+const WAIT_MAX: Duration = Duration::from_millis(250);
+/// Peers whose garbage is logged at most once per [`GARBAGE_LOG_INTERVAL`].
+const GARBAGE_LOG_PEERS_MAX: usize = 1024;
+/// How often one peer's garbage is logged.
+const GARBAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Tokens: the listener, the loop's wake bell, then two per connection slot (its socket,
+/// and its agent's pidfd).
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+const FIRST_SLOT_TOKEN: u64 = 2;
+
+fn socket_token(slot: u64) -> u64 {
+    FIRST_SLOT_TOKEN + slot * 2
+}
+
+fn pidfd_token(slot: u64) -> u64 {
+    FIRST_SLOT_TOKEN + slot * 2 + 1
+}
+
+/// One connection and where it is.
+struct Conn {
+    conn: ControlConn,
+    peer: PeerCredentials,
+    state: ConnState,
+}
+
+enum ConnState {
+    /// In its handshake; closed if the step's deadline passes.
+    Handshake { step: Step, deadline: Instant },
+    /// An admitted agent, watched through its process's pidfd.
+    Agent {
+        agent_id: u32,
+        shard: usize,
+        /// Held open while the epoll set watches it (closing it stops the watch).
+        _pidfd: OwnedFd,
+    },
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The peer closed, said goodbye, or the socket failed.
+    Gone,
+    /// An agent's process exited while its socket lived on elsewhere.
+    Exited,
+}
+
+/// The control loop's state; [`ControlLoop::run`] runs it on its own thread.
+pub(crate) struct ControlLoop {
+    epoll: OwnedFd,
+    listener: ControlListener,
+    shared: Arc<Shared>,
+    shard_cmds: Vec<CommandSender>,
+    config: RouterConfig,
+    conns: HashMap<u64, Conn>,
+    next_slot: u64,
+    handshakes_pending: usize,
+    agents_per_shard: Vec<usize>,
+    next_agent_id: u32,
+    /// Removals a full shard queue could not take yet (retried every wakeup).
+    removals_waiting: Vec<(usize, u32)>,
+    progress: HashMap<u32, Progress>,
+    liveness_due: Instant,
+    garbage_logged: HashMap<u32, Instant>,
+}
+
+impl ControlLoop {
+    /// Sets up the epoll set over the listener and the shared wake bell.
+    pub(crate) fn new(
+        listener: ControlListener,
+        shared: Arc<Shared>,
+        shard_cmds: Vec<CommandSender>,
+        config: RouterConfig,
+        first_agent_id: u32,
+    ) -> std::io::Result<Self> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let readable = epoll::EventFlags::IN;
+        epoll::add(&epoll, &listener, epoll::EventData::new_u64(LISTENER), readable)?;
+        let wake = shared.control_wake.as_fd();
+        epoll::add(&epoll, wake, epoll::EventData::new_u64(WAKE), readable)?;
+        let shards = shard_cmds.len();
+        Ok(Self {
+            epoll,
+            listener,
+            shared,
+            shard_cmds,
+            config,
+            conns: HashMap::new(),
+            next_slot: 0,
+            handshakes_pending: 0,
+            agents_per_shard: vec![0; shards],
+            next_agent_id: first_agent_id,
+            removals_waiting: Vec::new(),
+            progress: HashMap::new(),
+            liveness_due: Instant::now() + liveness::LIVENESS_CHECK_INTERVAL,
+            garbage_logged: HashMap::new(),
+        })
+    }
+
+    /// Serves until shutdown, then closes every connection and removes every agent.
+    pub(crate) fn run(mut self) {
+        let mut events = Vec::with_capacity(EVENTS_PER_WAIT_MAX);
+        // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
+        while !self.shared.shutdown.load(Ordering::Acquire) {
+            events.clear();
+            let timeout = self.wait_timeout();
+            let ts = rustix::time::Timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: i64::from(timeout.subsec_nanos()),
+            };
+            let spare = rustix::buffer::spare_capacity(&mut events);
+            if let Err(e) = epoll::wait(&self.epoll, spare, Some(&ts)) {
+                if e != rustix::io::Errno::INTR {
+                    tracing::error!("control loop: epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in &events {
+                self.dispatch(event.data.u64());
+            }
+            self.housekeeping();
+        }
+        let slots: Vec<u64> = self.conns.keys().copied().collect();
+        for slot in slots {
+            self.close(slot, Close::Gone);
+        }
+    }
+
+    /// Until the nearest handshake deadline or liveness check, at most [`WAIT_MAX`].
+    fn wait_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut due = (now + WAIT_MAX).min(self.liveness_due);
+        if self.handshakes_pending > 0 {
+            for c in self.conns.values() {
+                if let ConnState::Handshake { deadline, .. } = c.state {
+                    due = due.min(deadline);
+                }
+            }
+        }
+        due.saturating_duration_since(now)
+    }
+
+    fn dispatch(&mut self, token: u64) {
+        match token {
+            LISTENER => self.accept(),
+            WAKE => {
+                self.shared.control_wake.wait(Duration::ZERO);
+            }
+            t => {
+                let slot = (t - FIRST_SLOT_TOKEN) / 2;
+                if t == pidfd_token(slot) {
+                    self.close(slot, Close::Exited);
+                } else {
+                    self.serve(slot);
+                }
+            }
+        }
+    }
+
+    /// Deadlines, the allow-list reload, waiting removals and liveness.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if self.handshakes_pending > 0 {
+            let expired: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    matches!(c.state, ConnState::Handshake { deadline, .. } if deadline <= now)
+                })
+                .map(|(&slot, _)| slot)
+                .collect();
+            for slot in expired {
+                let stats = &self.shared.stats[0];
+                count(&stats.handshakes_timed_out, 1);
+                let error = HandshakeError::TimedOut(HANDSHAKE_STEP_TIMEOUT);
+                if let Some(c) = self.conns.get(&slot) {
+                    tracing::debug!(pid = c.peer.pid, "closing connection: {error}");
+                }
+                self.close(slot, Close::Gone);
+            }
+        }
+        let reloaded = self.shared.reloaded_allow.lock().expect("allow lock").take();
+        if let Some(allow) = reloaded {
+            tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
+            self.listener.set_allow_list(allow);
+        }
+        if !self.removals_waiting.is_empty() {
+            let cmds = &self.shard_cmds;
+            self.removals_waiting.retain(|&(shard, agent_id)| {
+                cmds[shard]
+                    .try_send(RouterCmd::Remove { agent_id })
+                    .is_err()
+            });
+        }
+        if let Some(timeout) = self.config.liveness_timeout {
+            if now >= self.liveness_due {
+                self.liveness_due = now + liveness::LIVENESS_CHECK_INTERVAL;
+                liveness::check_liveness(&self.shared, &mut self.progress, timeout);
+            }
+        }
+    }
+
+    /// Takes waiting connections into the epoll set, each with its first step's deadline.
+    fn accept(&mut self) {
+        for _ in 0..ACCEPTS_PER_WAKE_MAX {
+            let (conn, peer) = match self.listener.accept_pending() {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("control socket: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.handshakes_pending >= HANDSHAKES_PENDING_MAX {
+                // Dropped unread: a flood of connections waits on nobody's time but its own.
+                count(&self.shared.stats[0].handshakes_refused, 1);
+                continue;
+            }
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
+            let data = epoll::EventData::new_u64(socket_token(slot));
+            if let Err(e) = epoll::add(&self.epoll, &conn, data, flags) {
+                tracing::warn!("control socket: cannot watch a connection: {e}");
+                continue;
+            }
+            let deadline = Instant::now() + HANDSHAKE_STEP_TIMEOUT;
+            let state = ConnState::Handshake {
+                step: Step::Hello,
+                deadline,
+            };
+            self.handshakes_pending += 1;
+            self.conns.insert(slot, Conn { conn, peer, state });
+        }
+    }
+
+    /// Reads one message from the connection in `slot` and acts on it.
+    fn serve(&mut self, slot: u64) {
+        let Some(c) = self.conns.get(&slot) else {
+            return;
+        };
+        let msg = match c.conn.recv::<ClientMsg>(Some(Duration::ZERO)) {
+            Ok((msg, _)) => msg,
+            // Woken for hangup with nothing to read, or a spurious wakeup.
+            Err(ControlError::Timeout(_)) if !c.conn.peer_closed() => return,
+            Err(ControlError::Malformed(detail)) => {
+                self.garbage(slot, &detail);
+                return;
+            }
+            Err(_) => {
+                self.close(slot, Close::Gone);
+                return;
+            }
+        };
+        match c.state {
+            ConnState::Handshake { step, .. } => self.handshake_step(slot, step, msg),
+            ConnState::Agent { agent_id, .. } => match session::answer(&self.shared, agent_id, msg)
+            {
+                Some(reply) => {
+                    if c.conn.send(&reply, &[]).is_err() {
+                        self.close(slot, Close::Gone);
+                    }
+                }
+                None => self.close(slot, Close::Gone),
+            },
+        }
+    }
+
+    /// Garbage on a connection: counted, logged once per peer per interval; a connection
+    /// still in its handshake is refused and closed, an agent is told and kept.
+    fn garbage(&mut self, slot: u64, detail: &str) {
+        let Some(c) = self.conns.get(&slot) else {
+            return;
+        };
+        let stats = &self.shared.stats[0];
+        count(&stats.control_messages_malformed, 1);
+        let now = Instant::now();
+        let pid = c.peer.pid;
+        let due = self
+            .garbage_logged
+            .get(&pid)
+            .is_none_or(|last| now.duration_since(*last) >= GARBAGE_LOG_INTERVAL);
+        if due {
+            if self.garbage_logged.len() >= GARBAGE_LOG_PEERS_MAX {
+                self.garbage_logged.clear();
+            }
+            self.garbage_logged.insert(pid, now);
+            let (uid, gid) = (c.peer.uid, c.peer.gid);
+            tracing::warn!(pid, uid, gid, "malformed control message: {detail}");
+        }
+        match c.state {
+            ConnState::Handshake { .. } => {
+                count(&stats.handshakes_refused, 1);
+                let error = HandshakeError::BadRequest(format!("malformed message: {detail}"));
+                handshake::refuse(&c.conn, RefuseReason::BadRequest, &error);
+                self.close(slot, Close::Gone);
+            }
+            ConnState::Agent { .. } => {
+                let error = ServerMsg::Error {
+                    detail: detail.to_string(),
+                };
+                if c.conn.send(&error, &[]).is_err() {
+                    self.close(slot, Close::Gone);
+                }
+            }
+        }
+    }
+
+    fn handshake_step(&mut self, slot: u64, mut step: Step, msg: ClientMsg) {
+        let c = self.conns.get(&slot).expect("slot served");
+        let policy = Policy {
+            allow: self.listener.allow(),
+            versions: self.listener.versions(),
+        };
+        match handshake::advance(&mut step, msg, &c.peer, &policy, &c.conn) {
+            Next::Wait => {
+                let deadline = Instant::now() + HANDSHAKE_STEP_TIMEOUT;
+                let c = self.conns.get_mut(&slot).expect("slot served");
+                c.state = ConnState::Handshake { step, deadline };
+            }
+            Next::Status => {
+                let report = status_report(&self.shared);
+                let _ = c.conn.send(&ServerMsg::Status(report), &[]);
+                self.close(slot, Close::Gone);
+            }
+            Next::Register(registration) => self.admit(slot, &registration),
+            Next::Refuse { reason, error } => self.refuse(slot, reason, &error),
+        }
+    }
+
+    fn refuse(&mut self, slot: u64, reason: RefuseReason, error: &HandshakeError) {
+        if let Some(c) = self.conns.get(&slot) {
+            count(&self.shared.stats[0].handshakes_refused, 1);
+            tracing::info!(pid = c.peer.pid, "refused: {error}");
+            handshake::refuse(&c.conn, reason, error);
+        }
+        self.close(slot, Close::Gone);
+    }
+
+    /// Admits the agent in `slot`: its pidfd first (refused if it cannot be taken, so its
+    /// exit is never missed), then its segment and registry entry, then the answer.
+    fn admit(&mut self, slot: u64, registration: &agentwire_shm::control::Registration) {
+        let agents = self.agents_per_shard.iter().sum::<usize>();
+        let agents_max = self.config.agents_max;
+        if agents >= agents_max {
+            self.refuse(slot, RefuseReason::Full, &HandshakeError::Full(agents_max));
+            return;
+        }
+        let c = self.conns.get(&slot).expect("slot served");
+        let pidfd = match liveness::peer_pidfd(&c.conn, c.peer.pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                let detail = format!("cannot watch process {}: {e}", c.peer.pid);
+                let error = HandshakeError::BadRequest(detail);
+                self.refuse(slot, RefuseReason::BadRequest, &error);
+                return;
+            }
+        };
+        let agent_id = self.next_agent_id;
+        let shard = choose_shard(&self.config, &self.agents_per_shard, c.peer.pid);
+        let admission = Admission {
+            shared: &self.shared,
+            config: &self.config,
+            cmds: &self.shard_cmds[shard],
+            agent_id,
+            shard,
+        };
+        match admission.admit(&c.conn, &c.peer, registration) {
+            Ok(()) => {}
+            Err(AdmitError::Refused(detail)) => {
+                let error = HandshakeError::BadRequest(detail);
+                self.refuse(slot, RefuseReason::BadRequest, &error);
+                return;
+            }
+            Err(AdmitError::Failed(detail)) => {
+                tracing::warn!(agent_id, "admitting agent failed: {detail}");
+                self.close(slot, Close::Gone);
+                return;
+            }
+        }
+        // Ids are never reused while this router runs.
+        self.next_agent_id = self.next_agent_id.wrapping_add(1).max(1);
+        let data = epoll::EventData::new_u64(pidfd_token(slot));
+        if let Err(e) = epoll::add(&self.epoll, &pidfd, data, epoll::EventFlags::IN) {
+            // Its socket still tells when it leaves; only a handed-on socket would be missed.
+            tracing::warn!(agent_id, "cannot watch the agent's pidfd: {e}");
+        }
+        self.handshakes_pending -= 1;
+        self.agents_per_shard[shard] += 1;
+        count(&self.shared.stats[0].agents_admitted, 1);
+        tracing::debug!(agent_id, shard, "agent admitted");
+        let c = self.conns.get_mut(&slot).expect("slot served");
+        c.state = ConnState::Agent {
+            agent_id,
+            shard,
+            _pidfd: pidfd,
+        };
+    }
+
+    /// Closes the connection in `slot`; an agent is removed from the registry and its shard.
+    fn close(&mut self, slot: u64, why: Close) {
+        let Some(c) = self.conns.remove(&slot) else {
+            return;
+        };
+        // Closing a descriptor removes it from the epoll set.
+        match c.state {
+            ConnState::Handshake { .. } => self.handshakes_pending -= 1,
+            ConnState::Agent {
+                agent_id, shard, ..
+            } => {
+                if why == Close::Exited {
+                    tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
+                    count(&self.shared.stats[0].agents_exited, 1);
+                }
+                forget_agent(&self.shared, agent_id);
+                self.agents_per_shard[shard] -= 1;
+                self.progress.remove(&agent_id);
+                let cmd = RouterCmd::Remove { agent_id };
+                if self.shard_cmds[shard].try_send(cmd).is_err() {
+                    self.removals_waiting.push((shard, agent_id));
+                }
+            }
+        }
+    }
+}
