@@ -8,6 +8,9 @@
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
 //! `perf record` on their threads) and `tune`.
 
+#[macro_use]
+mod out;
+
 mod dlq_cmd;
 mod load;
 mod perf;
@@ -20,7 +23,7 @@ use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::wire::FrameKind;
 use clap::{Parser, Subcommand};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -501,8 +504,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`agentwire dlq list | head`): a quiet end.
+        Err(e) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agentwire: error: {e}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "agentwire: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -530,7 +536,7 @@ fn demo_peer(socket: PathBuf) -> Result<(), BoxError> {
         .topic("demo")
         .idle(IdleStrategy::default())
         .connect()?;
-    println!("ready {}", agent.id());
+    outln!("ready {}", agent.id())?;
     let (mut sends, mut publishes) = (0u64, 0u64);
     let mut last_seq = None::<u64>;
     let mut out_of_order = 0u64;
@@ -547,9 +553,9 @@ fn demo_peer(socket: PathBuf) -> Result<(), BoxError> {
             FrameKind::Publish => {
                 publishes += 1;
                 if msg.payload() == b"bye" {
-                    println!(
+                    outln!(
                         "counted sends={sends} publishes={publishes} out_of_order={out_of_order}"
-                    );
+                    )?;
                     return Ok(());
                 }
             }
@@ -712,18 +718,18 @@ fn demo(
                 "p999": rtt.value_at_quantile(0.999), "max": rtt.max()
             }
         });
-        println!("{report}");
+        outln!("{report}")?;
     } else {
-        println!("agentwire demo (through the {router_name})");
-        println!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6);
-        println!(
+        outln!("agentwire demo (through the {router_name})")?;
+        outln!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6)?;
+        outln!(
             "  req/resp  {round_trips} round trips: p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
             rtt.value_at_quantile(0.5),
             rtt.value_at_quantile(0.99),
             rtt.value_at_quantile(0.999),
             rtt.max()
-        );
-        println!("  router    {delivered} frames delivered");
+        )?;
+        outln!("  router    {delivered} frames delivered")?;
     }
     if received != messages || out_of_order != 0 {
         return Err(format!(

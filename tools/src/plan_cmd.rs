@@ -30,9 +30,9 @@ fn machine(topology: Option<&Path>) -> Result<Machine, BoxError> {
 pub fn topology(topology: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
     let m = machine(topology.as_deref())?;
     if as_json {
-        println!("{}", serde_json::to_string(&m)?);
+        outln!("{}", serde_json::to_string(&m)?)?;
     } else {
-        print!("{}", m.summary());
+        out!("{}", m.summary())?;
     }
     Ok(())
 }
@@ -65,12 +65,12 @@ pub fn plan(
         let mut value = serde_json::to_value(&p)?;
         value["checks"] = json!(checks);
         value["executors"] = json!(planning::executor_count(&p));
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!("plan for machine {}", m.source);
-        print!("{}", p.table());
+        outln!("plan for machine {}", m.source)?;
+        out!("{}", p.table())?;
         for check in &checks {
-            println!("{check}");
+            outln!("{check}")?;
         }
     }
     Ok(())

@@ -149,7 +149,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|m| json!({"at_ms": m.at_ms, "cpu": m.cpu, "from": m.from, "to": m.to, "kind": m.kind, "reason": m.reason}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "daemon": report.daemon, "pid": report.pid, "socket": socket, "uptime_s": report.uptime_s,
@@ -157,27 +157,27 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 "idle_ratio": idle_ratio(&report), "shards": shards,
                 "partitions": partitions, "core_moves": moves,
             })
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{} (pid {}) on {}, up {} s, {} agent(s)",
         report.daemon,
         report.pid,
         socket.display(),
         report.uptime_s,
         report.agents.len()
-    );
+    )?;
     for (key, value) in &report.info {
-        println!("  {key:<24} {value}");
+        outln!("  {key:<24} {value}")?;
     }
     if let Some(ratio) = idle_ratio(&report) {
-        println!("  {:<24} {ratio:.3}", "idle_ratio");
+        outln!("  {:<24} {ratio:.3}", "idle_ratio")?;
     }
     for (name, value) in &report.counters {
-        println!("  {name:<24} {value}");
+        outln!("  {name:<24} {value}")?;
     }
-    print_partitions(&report);
+    print_partitions(&report)?;
     if report.shards.len() > 1 {
         let get = |s: &agentwire_shm::control::ShardStatus, name: &str| {
             s.counters
@@ -185,9 +185,9 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| *v)
         };
-        println!("  shards (agents, frames in, delivered, forwarded, from links):");
+        outln!("  shards (agents, frames in, delivered, forwarded, from links):")?;
         for s in &report.shards {
-            println!(
+            outln!(
                 "    shard {:<3} {:>6} {:>14} {:>14} {:>14} {:>14}",
                 s.shard,
                 s.agents,
@@ -195,7 +195,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 get(s, "frames_delivered"),
                 get(s, "frames_forwarded"),
                 get(s, "frames_from_links")
-            );
+            )?;
         }
     }
     Ok(())
@@ -203,17 +203,17 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
 
 /// The applied plan's partitions (CPUs now and planned, busy ratio, executors with their
 /// affinity read back) and the last core moves.
-fn print_partitions(report: &StatusReport) {
+fn print_partitions(report: &StatusReport) -> std::io::Result<()> {
     if report.partitions.is_empty() {
-        return;
+        return Ok(());
     }
     let cpus = |list: &[u32]| {
         let list: Vec<usize> = list.iter().map(|&c| c as usize).collect();
         agentwire_scheduler::machine::format_cpus(&list)
     };
-    println!(
+    outln!(
         "  partitions (cpus now / planned, busy, jobs done / queued, executors: thread=affinity):"
-    );
+    )?;
     for p in &report.partitions {
         let executors: Vec<String> = p
             .executors
@@ -227,7 +227,7 @@ fn print_partitions(report: &StatusReport) {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "    {:<10} {:>7} / {:<7} {:>5.1}% {:>10} / {:<6} {}",
             p.name,
             cpus(&p.cpus),
@@ -236,14 +236,14 @@ fn print_partitions(report: &StatusReport) {
             p.jobs_completed,
             p.jobs_queued,
             executors.join(" ")
-        );
+        )?;
     }
     if report.core_moves.is_empty() {
-        println!("  core moves: none");
+        outln!("  core moves: none")?;
     } else {
-        println!("  core moves (last {}):", report.core_moves.len());
+        outln!("  core moves (last {}):", report.core_moves.len())?;
         for m in &report.core_moves {
-            println!(
+            outln!(
                 "    t+{:.3}s cpu {}: {} -> {} ({}: {})",
                 m.at_ms as f64 / 1000.0,
                 m.cpu,
@@ -251,9 +251,10 @@ fn print_partitions(report: &StatusReport) {
                 m.to,
                 m.kind,
                 m.reason
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// Share of the router's duty cycles that found no work.
@@ -278,18 +279,25 @@ pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|r| json!({"kind": r.kind, "route_id": r.route_id, "name": r.name, "requirement": r.requirement, "agents": r.agents}))
             .collect();
-        println!("{}", json!({ "routes": routes }));
+        outln!("{}", json!({ "routes": routes }))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<11} {:>6}  {:<28} {:<14} agents",
-        "kind", "id", "name", "requirement"
-    );
+        "kind",
+        "id",
+        "name",
+        "requirement"
+    )?;
     for r in &report.routes {
-        println!(
+        outln!(
             "{:<11} {:>6}  {:<28} {:<14} {:?}",
-            r.kind, r.route_id, r.name, r.requirement, r.agents
-        );
+            r.kind,
+            r.route_id,
+            r.name,
+            r.requirement,
+            r.agents
+        )?;
     }
     Ok(())
 }
@@ -305,15 +313,22 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 "features": a.features, "live": a.live, "shard": a.shard,
                 "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
             .collect();
-        println!("{}", json!({ "agents": agents }));
+        outln!("{}", json!({ "agents": agents }))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  topics / features",
-        "id", "name", "pid", "state", "shard", "capabilities", "tx_bytes", "rx_bytes"
-    );
+        "id",
+        "name",
+        "pid",
+        "state",
+        "shard",
+        "capabilities",
+        "tx_bytes",
+        "rx_bytes"
+    )?;
     for a in &report.agents {
-        println!(
+        outln!(
             "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  {:?} / {:?}",
             a.agent_id,
             a.name,
@@ -325,7 +340,7 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             a.rx_occupied_bytes,
             a.topics,
             a.features
-        );
+        )?;
     }
     Ok(())
 }

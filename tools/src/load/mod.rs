@@ -395,9 +395,9 @@ pub fn run(options: LoadOptions) -> Result<(), Box<dyn std::error::Error>> {
         None => run_routed(&options).map_err(|e| e.to_string())?,
     };
     if options.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print!("{}", report.table());
+        out!("{}", report.table())?;
     }
     if report.lost > 0 || report.duplicated > 0 {
         eprintln!(

@@ -476,7 +476,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
     let mut backoff = Backoff::default();
     let mut interval = histogram();
     let mut interval_start = Instant::now();
-    println!("ready");
+    outln!("ready")?;
     let mut idle_since = Instant::now();
     while links.iter().any(|l| !l.3) {
         let mut moved = 0;
@@ -519,11 +519,11 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
             })?;
         }
         if interval_start.elapsed() >= Duration::from_secs(1) {
-            println!(
+            outln!(
                 "{PROGRESS}{delivered} {} {}",
                 interval.value_at_quantile(0.99),
                 tracker.gaps
-            );
+            )?;
             interval.reset();
             interval_start = Instant::now();
         }
@@ -547,7 +547,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect(),
     };
-    println!("{}", serde_json::to_string(&report)?);
+    outln!("{}", serde_json::to_string(&report)?)?;
     Ok(())
 }
 
