@@ -1,5 +1,6 @@
 //! What the CLI writes when its output goes somewhere other than a terminal: a reader that
-//! leaves early (`agentwire status | head`) ends the output quietly.
+//! leaves early (`agentwire status | head`) ends the output quietly, and logs written to a
+//! pipe carry no terminal colour codes.
 
 use agentwire_runtime::dlq::{DeadLetterQueue, DlqConfig};
 use agentwire_shm::control::NackReason;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{scratch, Served, AGENTWIRE};
+use common::{scratch, serve_command, Served, AGENTWIRE};
 
 /// How long a command may take to exit once its reader is gone.
 const EXIT_WATCHDOG: Duration = Duration::from_secs(20);
@@ -117,4 +118,26 @@ fn dlq_list_ends_quietly_when_the_reader_leaves_after_one_line() {
         .unwrap();
     let (status, stderr) = exit_of(child);
     assert_quiet_end("dlq list --json", status, &stderr);
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = scratch("no-ansi");
+    let socket = dir.join("agentwire.sock");
+    // The daemon logs its machine, plan and checks through the log subscriber at start.
+    let served = Served::adopt(
+        serve_command(&socket)
+            .env_remove("NO_COLOR")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        &socket,
+    );
+    let out = served.terminate();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "the daemon logged: {stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "escape codes in a log written to a pipe: {stderr:?}"
+    );
 }
