@@ -105,6 +105,7 @@ impl FlowArgs {
             drop_every: 0,
             stall_ms: 0,
             pin: self.pin,
+            allow_loss: false,
         }
     }
 }
@@ -238,8 +239,12 @@ enum Cmd {
         json: bool,
     },
     /// Drive a running daemon (or one started with --spawn-daemon) with producer and
-    /// consumer agents and report throughput, latency percentiles (HDR histogram), losses and
-    /// duplicates (by sequence numbers).
+    /// consumer agents and report throughput, latency percentiles (HDR histogram), losses,
+    /// late arrivals and duplicates (by sequence numbers).
+    ///
+    /// Exit status: 0 when every message arrived once, 3 when some were lost or duplicated
+    /// (0 with --allow-loss), 1 when the run could not complete (no daemon, an agent refused,
+    /// the daemon went away mid-run), 2 for a bad command line.
     ///
     /// Closed loop sends as fast as the daemon takes messages; open loop sends at --rate and
     /// measures latency from each message's intended send time, so stalls are not hidden
@@ -278,6 +283,9 @@ enum Cmd {
         /// Run the physical-limit proxy instead: raw-ring (the same flow over bare rings).
         #[arg(long, value_enum)]
         baseline: Option<load::Baseline>,
+        /// Report lost and duplicated messages but exit 0 (without it such a run exits 3).
+        #[arg(long)]
+        allow_loss: bool,
         /// Test hook: skip every Nth message while counting it as sent.
         #[arg(long, default_value_t = 0, hide = true)]
         drop_every: u64,
@@ -405,6 +413,7 @@ fn main() -> ExitCode {
             priority_mix,
             json,
             baseline,
+            allow_loss,
             drop_every,
             stall_ms,
         } => load::run(load::LoadOptions {
@@ -415,6 +424,7 @@ fn main() -> ExitCode {
             baseline,
             drop_every,
             stall_ms,
+            allow_loss,
             ..flow.options(count, duration, warmup)
         }),
         Cmd::Perf {
@@ -508,6 +518,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of stdout went away (`agentwire dlq list | head`): a quiet end.
         Err(e) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<load::DeliveryFailed>() => {
+            let _ = writeln!(std::io::stderr(), "agentwire load: {e}");
+            ExitCode::from(load::EXIT_DELIVERY_FAILED)
+        }
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
             let _ = writeln!(std::io::stderr(), "agentwire: error: {e}");

@@ -1,8 +1,12 @@
 //! `agentwire load` as a user runs it: a daemon it starts itself, the JSON shape, losses
-//! detected by sequence numbers (a deliberately dropped message), open-loop latency that
-//! includes a deliberate stall, every pattern, the raw-ring baseline, and bad options.
+//! detected by sequence numbers (a deliberately dropped message) and the exit status they
+//! give, open-loop latency that includes a deliberate stall, every pattern, the raw-ring
+//! baseline, and bad options.
 
 use std::process::{Command, Output};
+
+/// `agentwire load`'s exit status when messages were lost or duplicated (no --allow-loss).
+const EXIT_DELIVERY_FAILED: i32 = 3;
 
 fn load(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentwire"))
@@ -12,7 +16,7 @@ fn load(args: &[&str]) -> Output {
         .expect("run agentwire load")
 }
 
-/// The one JSON object on stdout (the whole of stdout).
+/// The one JSON object on stdout (the whole of stdout) of a run that exits 0.
 fn report(args: &[&str]) -> serde_json::Value {
     let out = load(args);
     assert!(
@@ -20,6 +24,10 @@ fn report(args: &[&str]) -> serde_json::Value {
         "agentwire load {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    json_of(&out)
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not exactly one JSON object ({e}): {}",
@@ -46,6 +54,7 @@ fn the_json_report_has_the_documented_shape_and_counts() {
         "delivered",
         "lost",
         "duplicated",
+        "late",
         "msgs_per_s",
         "bytes_per_s",
         "latency_ns",
@@ -81,7 +90,7 @@ fn the_json_report_has_the_documented_shape_and_counts() {
 fn a_deliberately_dropped_message_is_counted_as_lost() {
     // Every 1000th message is skipped by the producer but counted as sent: 20 of 20,500 (the
     // last one dropped is followed by more, so its gap shows at once).
-    let r = report(&[
+    let lossy = [
         "--spawn-daemon",
         "--count",
         "20500",
@@ -90,10 +99,26 @@ fn a_deliberately_dropped_message_is_counted_as_lost() {
         "--drop-every",
         "1000",
         "--json",
-    ]);
+    ];
+    // A loss fails the run, and the report still says what was lost.
+    let out = load(&lossy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_DELIVERY_FAILED),
+        "a lossy run must not exit 0: {stderr}"
+    );
+    assert!(
+        stderr.contains("20 lost") && stderr.contains("--allow-loss"),
+        "{stderr}"
+    );
+    assert_eq!(json_of(&out)["lost"], 20);
+    // --allow-loss: the same run reports the loss and exits 0.
+    let r = report(&[&lossy[..], &["--allow-loss"]].concat());
     assert_eq!(r["lost"], 20, "{r}");
     assert_eq!(r["delivered"], 20_480, "{r}");
     assert_eq!(r["duplicated"], 0);
+    assert_eq!(r["late"], 0);
     // The same hook over the bare ring.
     let r = report(&[
         "--baseline",
@@ -104,6 +129,7 @@ fn a_deliberately_dropped_message_is_counted_as_lost() {
         "0",
         "--drop-every",
         "1000",
+        "--allow-loss",
         "--json",
     ]);
     assert_eq!(
@@ -219,6 +245,7 @@ fn the_raw_ring_baseline_runs_every_pattern() {
         "3500",
         "--drop-every",
         "1000",
+        "--allow-loss",
     ]);
     assert_eq!(r["lost"], 6, "{r}");
 }

@@ -1,7 +1,10 @@
 //! `agentwire load`: producer and consumer agents against a running daemon (or one it
-//! starts), closed loop or open loop, with losses and duplicates counted by sequence numbers
-//! and latencies in HDR histograms; `--baseline raw-ring` runs the same flow over a bare
-//! cross-process ring with no router ([`raw_ring`]).
+//! starts), closed loop or open loop, with losses, late arrivals and duplicates counted by
+//! sequence numbers and latencies in HDR histograms; `--baseline raw-ring` runs the same
+//! flow over a bare cross-process ring with no router ([`raw_ring`]).
+//!
+//! A run that lost or duplicated messages exits [`EXIT_DELIVERY_FAILED`] unless
+//! `--allow-loss`.
 //!
 //! Latency is measured from the time stamped in the message: in closed loop the actual send
 //! time; in open loop the *intended* send time of a fixed schedule, so a stall in the sender
@@ -16,7 +19,7 @@ use agentwire_shm::client::{Agent, ClientError, SendOptions};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::wire::FrameKind;
 use hdrhistogram::Histogram;
-use stamp::{now_ns, SeqTracker, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYTES};
+use stamp::{now_ns, Seen, SeqTracker, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYTES};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +36,30 @@ pub const LOAD_CAPABILITY: &str = "aw-load-sink";
 pub const BATCH_FRAMES: u64 = 32;
 /// How long the run waits for the last deliveries after the producers stop.
 pub const DRAIN_SILENCE: Duration = Duration::from_secs(2);
+/// Exit status of a run that lost or duplicated messages (without `--allow-loss`); 1 is a
+/// run that could not complete, 2 a command line clap refused.
+pub const EXIT_DELIVERY_FAILED: u8 = 3;
+
+/// A run that completed but lost or duplicated messages: exit [`EXIT_DELIVERY_FAILED`].
+#[derive(Debug)]
+pub struct DeliveryFailed {
+    /// Messages never delivered.
+    pub lost: u64,
+    /// Messages delivered more than once.
+    pub duplicated: u64,
+}
+
+impl std::fmt::Display for DeliveryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lost and {} duplicated (by sequence numbers); --allow-loss accepts that and exits 0",
+            self.lost, self.duplicated
+        )
+    }
+}
+
+impl std::error::Error for DeliveryFailed {}
 
 /// Closed or open loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +127,8 @@ pub struct LoadOptions {
     pub stall_ms: u64,
     /// Where the agent threads run (routed runs).
     pub pin: pin::Pin,
+    /// Report losses and duplicates but exit 0 (`--allow-loss`).
+    pub allow_loss: bool,
 }
 
 impl LoadOptions {
@@ -267,8 +296,11 @@ pub struct LoadReport {
     pub delivered: u64,
     /// Deliveries that never arrived (by sequence numbers, warm-up included).
     pub lost: u64,
-    /// Deliveries that arrived twice or out of order.
+    /// Deliveries that arrived more than once.
     pub duplicated: u64,
+    /// Deliveries that arrived after a higher sequence number of their flow (once each;
+    /// included in `delivered`, not in `lost`).
+    pub late: u64,
     /// Measured deliveries per second.
     pub msgs_per_s: f64,
     /// Payload bytes delivered per second.
@@ -296,8 +328,10 @@ pub(crate) struct Counts {
     pub(crate) delivered: u64,
     /// Deliveries that never arrived.
     pub(crate) lost: u64,
-    /// Deliveries that arrived twice or out of order.
+    /// Deliveries that arrived more than once.
     pub(crate) duplicated: u64,
+    /// Deliveries that arrived after a higher sequence number of their flow.
+    pub(crate) late: u64,
 }
 
 impl LoadReport {
@@ -323,6 +357,7 @@ impl LoadReport {
             delivered: counts.delivered,
             lost: counts.lost,
             duplicated: counts.duplicated,
+            late: counts.late,
             msgs_per_s,
             bytes_per_s: msgs_per_s * options.msg_size as f64,
             latency_ns: Latency::of(latency),
@@ -337,7 +372,7 @@ impl LoadReport {
     fn table(&self) -> String {
         format!(
             "agentwire load: {} loop, {}, {} B, {} producer(s) -> {} consumer(s), through {}\n\
-             {:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n\
+             {:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n\
              {:<14} {:>14.0}\n{:<14} {:>14.0}\n{:<14} {:>14.3}\n\
              latency ns     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
             self.mode,
@@ -354,6 +389,8 @@ impl LoadReport {
             self.lost,
             "duplicated",
             self.duplicated,
+            "late",
+            self.late,
             "msgs/s",
             self.msgs_per_s,
             "bytes/s",
@@ -387,24 +424,40 @@ pub(crate) struct Shared {
     pub(crate) producers_done: AtomicU64,
 }
 
-/// Runs `agentwire load` and prints the table or the JSON object.
+/// Runs `agentwire load` and prints the table or the JSON object. A run that lost or
+/// duplicated messages is a [`DeliveryFailed`] error after the report, unless
+/// `--allow-loss`.
 pub fn run(options: LoadOptions) -> Result<(), Box<dyn std::error::Error>> {
     options.validate()?;
     let report = match options.baseline {
         Some(Baseline::RawRing) => raw_ring::run(&options).map_err(|e| e.to_string())?,
         None => run_routed(&options).map_err(|e| e.to_string())?,
     };
-    if options.json {
-        outln!("{}", serde_json::to_string(&report)?)?;
+    let printed = if options.json {
+        outln!("{}", serde_json::to_string(&report)?)
     } else {
-        out!("{}", report.table())?;
-    }
-    if report.lost > 0 || report.duplicated > 0 {
+        out!("{}", report.table())
+    };
+    if report.late > 0 {
         eprintln!(
-            "agentwire load: {} lost and {} duplicated (by sequence numbers)",
+            "agentwire load: {} arrived late (after a higher sequence number of their flow)",
+            report.late
+        );
+    }
+    // The verdict does not depend on anyone reading the report.
+    if report.lost > 0 || report.duplicated > 0 {
+        if !options.allow_loss {
+            return Err(Box::new(DeliveryFailed {
+                lost: report.lost,
+                duplicated: report.duplicated,
+            }));
+        }
+        eprintln!(
+            "agentwire load: {} lost and {} duplicated (by sequence numbers), allowed by --allow-loss",
             report.lost, report.duplicated
         );
     }
+    printed?;
     Ok(())
 }
 
@@ -564,8 +617,8 @@ fn consume(
             continue;
         };
         drop(msg);
-        let gaps_before = result.tracker.gaps;
-        if result.tracker.record(&stamp) {
+        let seen = result.tracker.record(&stamp);
+        if seen.is_first() {
             shared.unique_total.fetch_add(1, Ordering::Relaxed);
             if stamp.flags & FLAG_WARMUP == 0 {
                 let latency = now_ns().saturating_sub(stamp.sent_ns).max(1);
@@ -576,9 +629,17 @@ fn consume(
         }
         // An anycast flow is split between consumers: one consumer's skipped sequence
         // numbers went to another, so only the totals tell losses there.
-        let new_gaps = result.tracker.gaps - gaps_before;
-        if new_gaps > 0 && pattern != Pattern::Anycast {
-            shared.gaps.fetch_add(new_gaps, Ordering::Relaxed);
+        if pattern != Pattern::Anycast {
+            match seen {
+                Seen::New { skipped } if skipped > 0 => {
+                    shared.gaps.fetch_add(skipped, Ordering::Relaxed);
+                }
+                // A gap this consumer counted is filled.
+                Seen::Late => {
+                    shared.gaps.fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
         }
         if interval.len() >= 1024 && interval_start.elapsed() >= Duration::from_secs(1) {
             shared
@@ -948,11 +1009,12 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
         timeouts += r.timeouts;
         finished_ns = finished_ns.max(r.finished_ns);
     }
-    let (mut unique, mut duplicated) = (0u64, 0u64);
+    let (mut unique, mut duplicated, mut late) = (0u64, 0u64, 0u64);
     for c in consumers {
         let r = c.join().map_err(|_| "a consumer thread panicked")??;
         unique += r.tracker.unique;
         duplicated += r.tracker.duplicated;
+        late += r.tracker.late;
         if pattern != Pattern::Reqresp {
             latency.add(&r.latency)?;
         }
@@ -987,6 +1049,7 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
                 delivered,
                 lost,
                 duplicated,
+                late,
             },
             &latency,
             end_ns.saturating_sub(warm_end_ns),
