@@ -3,8 +3,10 @@
 //! sequence numbers and latencies in HDR histograms; `--baseline raw-ring` runs the same
 //! flow over a bare cross-process ring with no router ([`raw_ring`]).
 //!
-//! A run that lost or duplicated messages exits [`EXIT_DELIVERY_FAILED`] unless
-//! `--allow-loss`.
+//! Every agent registers before any producer sends, so a run the daemon refuses sends
+//! nothing; an agent that fails mid-run (the daemon went away) ends the run at once with the
+//! agent's error. A run that lost or duplicated messages exits
+//! [`EXIT_DELIVERY_FAILED`] unless `--allow-loss`.
 //!
 //! Latency is measured from the time stamped in the message: in closed loop the actual send
 //! time; in open loop the *intended* send time of a fixed schedule, so a stall in the sender
@@ -23,7 +25,7 @@ use stamp::{now_ns, Seen, SeqTracker, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYT
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,6 +38,9 @@ pub const LOAD_CAPABILITY: &str = "aw-load-sink";
 pub const BATCH_FRAMES: u64 = 32;
 /// How long the run waits for the last deliveries after the producers stop.
 pub const DRAIN_SILENCE: Duration = Duration::from_secs(2);
+/// How long a failed run waits for its agent threads to stop before it reports the failure
+/// anyway (a producer can be inside a send that waits up to its send timeout).
+pub const FAILED_THREADS_WAIT: Duration = Duration::from_secs(1);
 /// Exit status of a run that lost or duplicated messages (without `--allow-loss`); 1 is a
 /// run that could not complete, 2 a command line clap refused.
 pub const EXIT_DELIVERY_FAILED: u8 = 3;
@@ -413,6 +418,10 @@ fn histogram() -> Histogram<u64> {
 /// Counters shared between the run's threads (and read by the progress line).
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// Set by the first agent that fails ([`Shared::fail`]): every loop of the run stops.
+    pub(crate) failed: AtomicBool,
+    /// What failed first.
+    failure: Mutex<Option<String>>,
     pub(crate) stop_consumers: AtomicBool,
     pub(crate) sent_total: AtomicU64,
     pub(crate) sent_measured: AtomicU64,
@@ -422,6 +431,28 @@ pub(crate) struct Shared {
     /// Largest p99 of the last second over consumers, ns.
     pub(crate) p99_last_ns: AtomicU64,
     pub(crate) producers_done: AtomicU64,
+}
+
+impl Shared {
+    /// Records an agent's failure (the first one is reported) and stops the run.
+    pub(crate) fn fail(&self, what: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(what);
+        // SYNC POINT: failed. Release: the failure text is set before any loop sees the flag.
+        self.failed.store(true, Ordering::Release);
+        self.stop_consumers.store(true, Ordering::Release);
+    }
+
+    /// Whether an agent failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        // SYNC POINT: failed.
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn failure(&self) -> String {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.clone().unwrap_or_else(|| "an agent failed".into())
+    }
 }
 
 /// Runs `agentwire load` and prints the table or the JSON object. A run that lost or
@@ -832,6 +863,11 @@ fn produce(
     );
     let mut stamper = Stamper::new(index, options, classed);
     while let Some(step) = pacer.next_step() {
+        if shared.has_failed() {
+            // Another agent failed: the run is over, its counts no longer matter.
+            agent.close();
+            return Ok(result);
+        }
         let (warm, intended, batch) = (step.warm, step.intended_ns, step.frames);
         for _ in 0..batch {
             let seq = pacer.seq();
@@ -919,60 +955,53 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
             }
         }
     };
-    let shared = Arc::new(Shared::default());
     let pattern = options.pattern;
-    // Consumers first, so every route exists before the first send.
-    let mut consumer_ids = Vec::with_capacity(options.consumers);
+    // Every agent registers before any thread starts: a run the daemon refuses (agents_max,
+    // the allow-list) sends nothing, where producers already sending would leave frames for
+    // consumers that leave with the failed run (routed, nacked or dead-lettered).
+    let Agents {
+        consumers: consumer_agents,
+        producers: producer_agents,
+    } = connect_all(options, &socket)?;
+    let shared = Arc::new(Shared::default());
     let mut consumers = Vec::with_capacity(options.consumers);
-    for i in 0..options.consumers {
-        let agent = connect(
-            &format!("load-consumer-{i}"),
-            &socket,
-            pattern,
-            agent_idle(options),
-        )?;
-        consumer_ids.push(agent.id());
-        let (shared, cpus) = (shared.clone(), agent_cpus.clone());
+    for (i, agent) in consumer_agents.into_iter().enumerate() {
+        let (shared, cpus, socket) = (shared.clone(), agent_cpus.clone(), socket.clone());
         consumers.push(
             std::thread::Builder::new()
                 .name(format!("aw-load-c{i}"))
                 .spawn(move || {
+                    let _guard = FailOnPanic(&shared, "consumer", i);
                     place(&cpus);
-                    consume(agent, pattern, &shared)
+                    let result = consume(agent, pattern, &shared);
+                    if let Err(e) = &result {
+                        shared.fail(agent_failure("consumer", i, &socket, e.as_ref()));
+                    }
+                    result
                 })?,
         );
     }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
     let mut producers = Vec::with_capacity(options.producers);
-    for i in 0..options.producers {
-        let mut agent = connect(
-            &format!("load-producer-{i}"),
-            &socket,
-            Pattern::Unicast,
-            agent_idle(options),
-        )?;
-        let target = match pattern {
-            Pattern::Unicast => {
-                Target::Frame(FrameKind::Send, consumer_ids[i % consumer_ids.len()])
-            }
-            Pattern::Reqresp => {
-                Target::Frame(FrameKind::Request, consumer_ids[i % consumer_ids.len()])
-            }
-            Pattern::Fanout => Target::Frame(FrameKind::Publish, agent.topic_id(LOAD_TOPIC)?),
-            Pattern::Anycast => Target::Anycast,
-        };
-        let (shared, options, schedule, cpus) = (
+    for (i, (agent, target)) in producer_agents.into_iter().enumerate() {
+        let (shared, options, schedule, cpus, socket) = (
             shared.clone(),
             options.clone(),
             options.schedule(warm_end_ns),
             agent_cpus.clone(),
+            socket.clone(),
         );
         producers.push(
             std::thread::Builder::new()
                 .name(format!("aw-load-p{i}"))
                 .spawn(move || {
+                    let _guard = FailOnPanic(&shared, "producer", i);
                     place(&cpus);
-                    produce(agent, i as u32, target, &options, &schedule, &shared)
+                    let result = produce(agent, i as u32, target, &options, &schedule, &shared);
+                    if let Err(e) = &result {
+                        shared.fail(agent_failure("producer", i, &socket, e.as_ref()));
+                    }
+                    result
                 })?,
         );
     }
@@ -984,7 +1013,7 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
     progress_until_sent(options, &shared);
     // Drain: every expected delivery in, or no progress for DRAIN_SILENCE.
     let mut last = (shared.unique_total.load(Ordering::Relaxed), Instant::now());
-    loop {
+    while !shared.has_failed() {
         let expected = shared.sent_total.load(Ordering::Relaxed) * multiplicity;
         let unique = shared.unique_total.load(Ordering::Relaxed);
         if (pattern == Pattern::Reqresp || unique + shared.gaps.load(Ordering::Relaxed) >= expected)
@@ -1001,6 +1030,9 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
     }
     let drained_ns = now_ns();
     shared.stop_consumers.store(true, Ordering::Release);
+    if shared.has_failed() {
+        return Err(failed_run(&shared, &producers, &consumers));
+    }
     let mut latency = histogram();
     let (mut timeouts, mut finished_ns) = (0u64, 0u64);
     for p in producers {
@@ -1057,6 +1089,105 @@ pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> 
     })
 }
 
+/// The run's agents, each registered with the daemon; no thread started yet.
+struct Agents {
+    consumers: Vec<Agent>,
+    producers: Vec<(Agent, Target)>,
+}
+
+/// Connects every consumer, then every producer (resolving its target), before anything is
+/// sent. An agent the daemon refuses fails the run; the ones already connected are dropped,
+/// which closes their connections.
+fn connect_all(options: &LoadOptions, socket: &std::path::Path) -> Result<Agents, BoxError> {
+    let pattern = options.pattern;
+    let refused = |name: &str, e: BoxError| -> BoxError {
+        format!(
+            "{name} could not register: {e}; this run needs {} agents ({} consumers, {} \
+             producers) and nothing was sent",
+            options.consumers + options.producers,
+            options.consumers,
+            options.producers
+        )
+        .into()
+    };
+    let mut consumers = Vec::with_capacity(options.consumers);
+    for i in 0..options.consumers {
+        let name = format!("load-consumer-{i}");
+        let agent = connect(&name, socket, pattern, agent_idle(options));
+        consumers.push(agent.map_err(|e| refused(&name, e))?);
+    }
+    let consumer_ids: Vec<u32> = consumers.iter().map(Agent::id).collect();
+    let mut producers = Vec::with_capacity(options.producers);
+    for i in 0..options.producers {
+        let name = format!("load-producer-{i}");
+        let mut agent = connect(&name, socket, Pattern::Unicast, agent_idle(options))
+            .map_err(|e| refused(&name, e))?;
+        let consumer = consumer_ids[i % consumer_ids.len()];
+        let target = match pattern {
+            Pattern::Unicast => Target::Frame(FrameKind::Send, consumer),
+            Pattern::Reqresp => Target::Frame(FrameKind::Request, consumer),
+            Pattern::Fanout => {
+                let topic = agent
+                    .topic_id(LOAD_TOPIC)
+                    .map_err(|e| refused(&name, e.into()))?;
+                Target::Frame(FrameKind::Publish, topic)
+            }
+            Pattern::Anycast => Target::Anycast,
+        };
+        producers.push((agent, target));
+    }
+    Ok(Agents {
+        consumers,
+        producers,
+    })
+}
+
+/// What an agent's error means to the person running the load.
+fn agent_failure(
+    role: &str,
+    index: usize,
+    socket: &std::path::Path,
+    error: &(dyn std::error::Error + 'static),
+) -> String {
+    match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Disconnected) => format!(
+            "{role} {index}: disconnected from the daemon at {} (it stopped, or dropped the \
+             agent)",
+            socket.display()
+        ),
+        _ => format!("{role} {index}: {error}"),
+    }
+}
+
+/// Reports an agent thread that panicked as the run's failure, so the run ends instead of
+/// waiting for a producer that will never finish.
+struct FailOnPanic<'a>(&'a Shared, &'static str, usize);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(format!("{} {} panicked", self.1, self.2));
+        }
+    }
+}
+
+/// The error of a run an agent failed: waits up to [`FAILED_THREADS_WAIT`] for the other
+/// agent threads to close their agents, then gives up on them (one may be inside a send
+/// that waits for its timeout; the process ends with the error).
+fn failed_run<P, C>(
+    shared: &Shared,
+    producers: &[std::thread::JoinHandle<P>],
+    consumers: &[std::thread::JoinHandle<C>],
+) -> BoxError {
+    let deadline = Instant::now() + FAILED_THREADS_WAIT;
+    while Instant::now() < deadline
+        && !(producers.iter().all(|t| t.is_finished()) && consumers.iter().all(|t| t.is_finished()))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    format!("the run stopped: {}", shared.failure()).into()
+}
+
 pub(crate) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Closed => "closed",
@@ -1079,7 +1210,9 @@ pub(crate) fn progress_until_sent(options: &LoadOptions, shared: &Shared) {
     let tty = !options.json && std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut last = (0u64, Instant::now());
-    while shared.producers_done.load(Ordering::Acquire) < options.producers as u64 {
+    while shared.producers_done.load(Ordering::Acquire) < options.producers as u64
+        && !shared.has_failed()
+    {
         std::thread::sleep(Duration::from_millis(20));
         if tty && last.1.elapsed() >= Duration::from_secs(1) {
             let delivered = shared.delivered_measured.load(Ordering::Relaxed);
