@@ -77,6 +77,10 @@ pub struct Config {
     pub liveness_timeout: Option<std::time::Duration>,
     /// The dead-letter queue's file and bounds.
     pub dlq: crate::dlq::DlqConfig,
+    /// Whether the file named `dlq_path`; otherwise `dlq.path` is [`crate::dlq::default_path`],
+    /// which `agentwire serve` replaces with the runtime directory when it cannot be used
+    /// ([`crate::dlq_path::resolve_default`]).
+    pub dlq_path_given: bool,
     /// Serve Prometheus metrics on 127.0.0.1.
     pub metrics: bool,
     /// Metrics port (0: any free port, shown by `agentwire status`).
@@ -289,6 +293,7 @@ impl Config {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
         };
+        let dlq_path_given = raw.dlq_path.is_some();
         let mut dlq =
             crate::dlq::DlqConfig::new(raw.dlq_path.unwrap_or_else(crate::dlq::default_path));
         if let Some(records_max) = raw.dlq_records_max {
@@ -356,6 +361,7 @@ impl Config {
             defer_deadline,
             liveness_timeout,
             dlq,
+            dlq_path_given,
             metrics: raw.metrics.unwrap_or(true),
             metrics_port: raw.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
         })

@@ -145,7 +145,8 @@ enum Cmd {
         #[arg(long)]
         no_metrics: bool,
         /// Dead-letter queue file; overrides the config [default: AGENTWIRE_DLQ, else
-        /// /var/lib/agentwire/dlq.log for root, else $XDG_STATE_HOME/agentwire/dlq.log].
+        /// /var/lib/agentwire/dlq.log for root, else $XDG_STATE_HOME/agentwire/dlq.log; when
+        /// that directory cannot be created or written, dlq.log beside the default socket].
         #[arg(long, env = "AGENTWIRE_DLQ")]
         dlq: Option<PathBuf>,
     },
@@ -231,7 +232,8 @@ enum Cmd {
         #[command(subcommand)]
         action: DlqCmd,
         /// The queue file [default: /var/lib/agentwire/dlq.log for root, else under
-        /// $XDG_STATE_HOME or ~/.local/state].
+        /// $XDG_STATE_HOME or ~/.local/state; when that directory cannot be created or
+        /// written, dlq.log beside the default socket, as `serve` does].
         #[arg(long, env = "AGENTWIRE_DLQ", global = true)]
         dlq: Option<PathBuf>,
         /// Print one JSON object.
@@ -503,7 +505,10 @@ fn main() -> ExitCode {
         Cmd::Status { socket, json } => serve_cmd::status(socket, json),
         Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),
         Cmd::Dlq { action, dlq, json } => {
-            let path = dlq.unwrap_or_else(agentwire_runtime::dlq::default_path);
+            // Without --dlq, the queue the daemon would use (the runtime directory's when the
+            // state directory cannot be used), found without creating anything.
+            let path =
+                dlq.unwrap_or_else(|| agentwire_runtime::dlq_path::resolve_default(false).path);
             match action {
                 DlqCmd::List => dlq_cmd::list(path, json),
                 DlqCmd::Purge => dlq_cmd::purge(path, json),

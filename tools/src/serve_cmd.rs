@@ -1,7 +1,7 @@
 //! `agentwire serve`, `agentwire status`, `agentwire agents`, `agentwire routes`.
 
 use agentwire_runtime::config::Config;
-use agentwire_runtime::daemon::Daemon;
+use agentwire_runtime::daemon::{Daemon, DaemonError};
 use agentwire_shm::client::query_status;
 use agentwire_shm::control::StatusReport;
 use serde_json::json;
@@ -33,7 +33,39 @@ pub struct Overrides {
     pub dlq: Option<PathBuf>,
 }
 
-fn load_config(config_path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, BoxError> {
+/// Where the dead-letter queue's path came from, for the start line and for errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DlqSource {
+    /// `--dlq` or AGENTWIRE_DLQ.
+    Flag,
+    /// `dlq_path` in the config file.
+    ConfigKey,
+    /// The default state directory.
+    Default,
+    /// The runtime directory, because the default directory could not be used (why).
+    Fallback(String),
+}
+
+impl DlqSource {
+    /// How to put the queue elsewhere.
+    fn hint(&self) -> &'static str {
+        match self {
+            DlqSource::Flag => "it comes from --dlq or AGENTWIRE_DLQ: pass a file in a writable directory",
+            DlqSource::ConfigKey => "it comes from dlq_path in the config: name a file in a writable directory",
+            DlqSource::Default | DlqSource::Fallback(_) => {
+                "set dlq_path in the config, or pass --dlq FILE (or AGENTWIRE_DLQ), naming a file in a writable directory"
+            }
+        }
+    }
+}
+
+/// The config with the command line applied, and where its dead-letter queue comes from. With
+/// no queue named anywhere, the default is checked (its directory created): one that cannot
+/// be used is replaced by the runtime directory's ([`agentwire_runtime::dlq_path`]).
+fn load_config(
+    config_path: Option<&PathBuf>,
+    overrides: &Overrides,
+) -> Result<(Config, DlqSource), BoxError> {
     let mut config = match config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -44,24 +76,53 @@ fn load_config(config_path: Option<&PathBuf>, overrides: &Overrides) -> Result<C
     if overrides.no_metrics {
         config.metrics = false;
     }
-    if let Some(dlq) = &overrides.dlq {
+    let source = if let Some(dlq) = &overrides.dlq {
         config.dlq.path = dlq.clone();
-    }
-    Ok(config)
+        DlqSource::Flag
+    } else if config.dlq_path_given {
+        DlqSource::ConfigKey
+    } else {
+        let chosen = agentwire_runtime::dlq_path::resolve_default(true);
+        config.dlq.path = chosen.path;
+        match chosen.fell_back_from {
+            None => DlqSource::Default,
+            Some((passed_over, why)) => {
+                DlqSource::Fallback(format!("{} cannot be used: {why}", passed_over.display()))
+            }
+        }
+    };
+    Ok((config, source))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file.
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
-    let config = load_config(config_path.as_ref(), &overrides)?;
+    let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
+    let dlq_line = match &dlq_source {
+        DlqSource::Fallback(why) => {
+            eprintln!(
+                "agentwire serve: the default dead-letter queue {why}; using the runtime \
+                 directory, which a reboot empties ({})",
+                dlq_source.hint()
+            );
+            format!("{} (fallback)", config.dlq.path.display())
+        }
+        _ => config.dlq.path.display().to_string(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-    let mut daemon = Daemon::start(&config, socket)?;
+    let mut daemon = Daemon::start(&config, socket).map_err(|e| -> BoxError {
+        match e {
+            DaemonError::Dlq(e) => format!("dead-letter queue: {e} ({})", dlq_source.hint()).into(),
+            e => e.into(),
+        }
+    })?;
     eprintln!(
-        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}",
+        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
+         dead-letter queue {dlq_line}",
         std::process::id(),
         daemon.socket_path().display(),
         daemon.router_cpu(),
@@ -75,7 +136,7 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
         if hup.swap(false, Ordering::Relaxed) {
             // A bad file keeps the running configuration: a typo must not take routing down.
             match load_config(config_path.as_ref(), &overrides) {
-                Ok(fresh) => {
+                Ok((fresh, _)) => {
                     let kept = daemon.reload(&fresh);
                     eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
                     if !kept.is_empty() {
