@@ -54,6 +54,10 @@ pub fn plan(
 ) -> Result<(), BoxError> {
     let m = machine(topology.as_deref())?;
     let c = config(config_path.as_deref())?;
+    if topology.is_none() {
+        // As the daemon would: a CPU this process may not use is named with its line.
+        c.check_cpus(&planning::allowed_cpus())?;
+    }
     let p = make_plan(&m, &c.plan_config())?;
     // Checks read this machine's kernel settings: they mean nothing for an XML export.
     let checks = if topology.is_none() {

@@ -167,29 +167,52 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
 fn bad_config_fails_with_file_line_and_key() {
     let dir = scratch("badconfig");
     let config = dir.join("agentwire.toml");
-    std::fs::write(&config, "idle = \"spin\"\nrouter_cpus = 3\n").unwrap();
-    let out = serve_command(&dir.join("agentwire.sock"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = config.display().to_string();
+    let refusal = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = serve_command(&dir.join("agentwire.sock"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = refusal("idle = \"spin\"\nrouter_cpus = 3\n");
     assert!(
-        stderr.contains("agentwire.toml")
-            && stderr.contains("line 2")
-            && stderr.contains("router_cpus"),
+        stderr.contains(&format!("{path}:2: router_cpus: invalid type")),
         "{stderr}"
     );
-    std::fs::write(&config, "router_cpu = 4096\n").unwrap();
-    let out = serve_command(&dir.join("agentwire.sock"))
-        .arg("--config")
-        .arg(&config)
-        .output()
+    // Every problem of the file at once, each with the file, its line and its key.
+    let stderr = refusal("agents_max = 0\nidle = \"spin\"\n\nring_capacity_bytes = 5000\n");
+    assert!(
+        stderr.contains(&format!("{path}: 2 problems"))
+            && stderr.contains(&format!("{path}:1: agents_max = 0: 1 to 256"))
+            && stderr.contains(&format!(
+                "{path}:4: ring_capacity_bytes = 5000: a power of two"
+            )),
+        "{stderr}"
+    );
+    // Valid TOML naming a CPU this process may not use (cpu 7 on a 2-CPU machine).
+    let allowed = agentwire_runtime::planning::allowed_cpus();
+    let cpu = [7, 4095]
+        .into_iter()
+        .find(|c| !allowed.contains(c))
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("router_cpu 4096 is not one this process may run on"));
+    let stderr = refusal(&format!("idle = \"spin\"\nrouter_cpus = [{cpu}]\n"));
+    assert!(
+        stderr.contains(&format!(
+            "{path}:2: router_cpus = [{cpu}]: cpu {cpu} is not one this process may run on"
+        )),
+        "{stderr}"
+    );
+    let stderr = refusal("router_cpu = 4096\n");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:1: router_cpu = 4096: cpu 4096 is not one this process may run on"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
