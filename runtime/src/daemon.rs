@@ -50,14 +50,10 @@ pub enum DaemonError {
         /// What is needed.
         needed_kib: u64,
     },
-    /// The configured CPU is not available to this process.
-    #[error("router_cpu {cpu} is not one this process may run on (allowed: {allowed:?}); change router_cpu in the config")]
-    BadCpu {
-        /// The CPU asked for.
-        cpu: usize,
-        /// CPUs in this process's affinity mask.
-        allowed: Vec<usize>,
-    },
+    /// The config names CPUs this process may not run on (each with its file, line and
+    /// key).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The control socket could not be set up (e.g. another daemon serves it).
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -130,15 +126,7 @@ impl Daemon {
     /// # Ok::<(), agentwire_runtime::daemon::DaemonError>(())
     /// ```
     pub fn start(config: &Config, socket: PathBuf) -> Result<Self, DaemonError> {
-        let allowed = allowed_cpus();
-        let named = if config.router_cpus.is_empty() {
-            config.router_cpu.into_iter().collect()
-        } else {
-            config.router_cpus.clone()
-        };
-        if let Some(&cpu) = named.iter().find(|c| !allowed.contains(c)) {
-            return Err(DaemonError::BadCpu { cpu, allowed });
-        }
+        config.check_cpus(&allowed_cpus())?;
         let (machine, machine_lines) = crate::planning::live_machine();
         for line in &machine_lines {
             tracing::info!("{line}");

@@ -102,31 +102,9 @@ impl DlqConfig {
     }
 }
 
-/// The default queue path: `AGENTWIRE_DLQ` if set; `/var/lib/agentwire/dlq.log` for root;
-/// else `$XDG_STATE_HOME/agentwire/dlq.log` or `~/.local/state/agentwire/dlq.log`.
-///
-/// ```
-/// assert!(agentwire_runtime::dlq::default_path().ends_with("dlq.log"));
-/// ```
-pub fn default_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("AGENTWIRE_DLQ") {
-        return PathBuf::from(p);
-    }
-    if is_root() {
-        return PathBuf::from("/var/lib/agentwire/dlq.log");
-    }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    state.join("agentwire/dlq.log")
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
+/// The default queue path (see [`crate::dlq_path`], which also says when it falls back to
+/// the runtime directory).
+pub use crate::dlq_path::default_path;
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]

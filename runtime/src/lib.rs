@@ -3,7 +3,7 @@
 //! [`planning`] (the live machine, the plan and the start-up checks), [`partitions`] (the
 //! engine partitions' pinned executors and rebalancing), [`config`] (TOML with an embedded,
 //! documented default), the persisted dead-letter queue ([`dlq`]) that the router's deferral
-//! deadline feeds, and the Prometheus endpoint ([`metrics`]).
+//! deadline feeds (its default file: [`dlq_path`]), and the Prometheus endpoint ([`metrics`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dlq;
+pub mod dlq_path;
 pub mod metrics;
 pub mod partitions;
 pub mod planning;

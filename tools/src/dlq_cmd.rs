@@ -37,15 +37,15 @@ fn describe(letter: &DeadLetter) -> serde_json::Value {
 fn open(path: PathBuf, as_json: bool) -> Result<Option<DeadLetterQueue>, BoxError> {
     if !path.exists() {
         if as_json {
-            println!(
+            outln!(
                 "{}",
                 json!({"path": path, "exists": false, "records": [], "replayed": 0, "purged": 0, "remaining": 0})
-            );
+            )?;
         } else {
-            println!(
+            outln!(
                 "no dead-letter queue at {} (nothing has been dead-lettered)",
                 path.display()
-            );
+            )?;
         }
         return Ok(None);
     }
@@ -77,19 +77,25 @@ pub fn list(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
             "bytes": dlq.bytes(),
             "recovered_truncated_bytes": dlq.recovery().truncated_bytes,
         });
-        println!("{report}");
+        outln!("{report}")?;
         return Ok(());
     }
-    println!("{} record(s) in {}", letters.len(), dlq.path().display());
+    outln!("{} record(s) in {}", letters.len(), dlq.path().display())?;
     if !letters.is_empty() {
-        println!(
+        outln!(
             "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
-            "seq", "reason", "kind", "source", "destination", "correlation", "bytes"
-        );
+            "seq",
+            "reason",
+            "kind",
+            "source",
+            "destination",
+            "correlation",
+            "bytes"
+        )?;
     }
     for letter in &letters {
         match FrameHeader::validate(&letter.frame) {
-            Ok(h) => println!(
+            Ok(h) => outln!(
                 "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
                 letter.sequence,
                 reason_name(letter.reason),
@@ -98,12 +104,12 @@ pub fn list(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
                 h.destination(),
                 h.correlation(),
                 letter.frame.len()
-            ),
-            Err(e) => println!(
+            )?,
+            Err(e) => outln!(
                 "{:>8}  {:<16} (not a valid frame: {e})",
                 letter.sequence,
                 reason_name(letter.reason)
-            ),
+            )?,
         }
     }
     Ok(())
@@ -116,9 +122,9 @@ pub fn purge(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
     };
     let removed = dlq.purge()?;
     if as_json {
-        println!("{}", json!({"path": dlq.path(), "purged": removed}));
+        outln!("{}", json!({"path": dlq.path(), "purged": removed}))?;
     } else {
-        println!("purged {removed} record(s) from {}", dlq.path().display());
+        outln!("purged {removed} record(s) from {}", dlq.path().display())?;
     }
     Ok(())
 }
@@ -192,16 +198,16 @@ pub fn replay(path: PathBuf, socket: PathBuf, as_json: bool) -> Result<(), BoxEr
     agent.close();
     let failure = failure.or(requeued);
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"path": dlq.path(), "records": total, "replayed": replayed, "remaining": dlq.len(), "error": failure})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "replayed {replayed} of {total} record(s); {} remain in {}",
             dlq.len(),
             dlq.path().display()
-        );
+        )?;
     }
     match failure {
         Some(e) => Err(format!("replay stopped: {e}").into()),

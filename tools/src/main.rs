@@ -8,6 +8,9 @@
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
 //! `perf record` on their threads) and `tune`.
 
+#[macro_use]
+mod out;
+
 mod dlq_cmd;
 mod load;
 mod perf;
@@ -20,7 +23,7 @@ use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::wire::FrameKind;
 use clap::{Parser, Subcommand};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -102,6 +105,7 @@ impl FlowArgs {
             drop_every: 0,
             stall_ms: 0,
             pin: self.pin,
+            allow_loss: false,
         }
     }
 }
@@ -141,7 +145,8 @@ enum Cmd {
         #[arg(long)]
         no_metrics: bool,
         /// Dead-letter queue file; overrides the config [default: AGENTWIRE_DLQ, else
-        /// /var/lib/agentwire/dlq.log for root, else $XDG_STATE_HOME/agentwire/dlq.log].
+        /// /var/lib/agentwire/dlq.log for root, else $XDG_STATE_HOME/agentwire/dlq.log; when
+        /// that directory cannot be created or written, dlq.log beside the default socket].
         #[arg(long, env = "AGENTWIRE_DLQ")]
         dlq: Option<PathBuf>,
     },
@@ -227,7 +232,8 @@ enum Cmd {
         #[command(subcommand)]
         action: DlqCmd,
         /// The queue file [default: /var/lib/agentwire/dlq.log for root, else under
-        /// $XDG_STATE_HOME or ~/.local/state].
+        /// $XDG_STATE_HOME or ~/.local/state; when that directory cannot be created or
+        /// written, dlq.log beside the default socket, as `serve` does].
         #[arg(long, env = "AGENTWIRE_DLQ", global = true)]
         dlq: Option<PathBuf>,
         /// Print one JSON object.
@@ -235,8 +241,12 @@ enum Cmd {
         json: bool,
     },
     /// Drive a running daemon (or one started with --spawn-daemon) with producer and
-    /// consumer agents and report throughput, latency percentiles (HDR histogram), losses and
-    /// duplicates (by sequence numbers).
+    /// consumer agents and report throughput, latency percentiles (HDR histogram), losses,
+    /// late arrivals and duplicates (by sequence numbers).
+    ///
+    /// Exit status: 0 when every message arrived once, 3 when some were lost or duplicated
+    /// (0 with --allow-loss), 1 when the run could not complete (no daemon, an agent refused,
+    /// the daemon went away mid-run), 2 for a bad command line.
     ///
     /// Closed loop sends as fast as the daemon takes messages; open loop sends at --rate and
     /// measures latency from each message's intended send time, so stalls are not hidden
@@ -275,6 +285,9 @@ enum Cmd {
         /// Run the physical-limit proxy instead: raw-ring (the same flow over bare rings).
         #[arg(long, value_enum)]
         baseline: Option<load::Baseline>,
+        /// Report lost and duplicated messages but exit 0 (without it such a run exits 3).
+        #[arg(long)]
+        allow_loss: bool,
         /// Test hook: skip every Nth message while counting it as sent.
         #[arg(long, default_value_t = 0, hide = true)]
         drop_every: u64,
@@ -378,6 +391,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a file, a pipe or journald they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -400,6 +415,7 @@ fn main() -> ExitCode {
             priority_mix,
             json,
             baseline,
+            allow_loss,
             drop_every,
             stall_ms,
         } => load::run(load::LoadOptions {
@@ -410,6 +426,7 @@ fn main() -> ExitCode {
             baseline,
             drop_every,
             stall_ms,
+            allow_loss,
             ..flow.options(count, duration, warmup)
         }),
         Cmd::Perf {
@@ -488,7 +505,10 @@ fn main() -> ExitCode {
         Cmd::Status { socket, json } => serve_cmd::status(socket, json),
         Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),
         Cmd::Dlq { action, dlq, json } => {
-            let path = dlq.unwrap_or_else(agentwire_runtime::dlq::default_path);
+            // Without --dlq, the queue the daemon would use (the runtime directory's when the
+            // state directory cannot be used), found without creating anything.
+            let path =
+                dlq.unwrap_or_else(|| agentwire_runtime::dlq_path::resolve_default(false).path);
             match action {
                 DlqCmd::List => dlq_cmd::list(path, json),
                 DlqCmd::Purge => dlq_cmd::purge(path, json),
@@ -501,8 +521,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`agentwire dlq list | head`): a quiet end.
+        Err(e) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<load::DeliveryFailed>() => {
+            let _ = writeln!(std::io::stderr(), "agentwire load: {e}");
+            ExitCode::from(load::EXIT_DELIVERY_FAILED)
+        }
         Err(e) => {
-            eprintln!("agentwire: error: {e}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "agentwire: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -530,7 +557,7 @@ fn demo_peer(socket: PathBuf) -> Result<(), BoxError> {
         .topic("demo")
         .idle(IdleStrategy::default())
         .connect()?;
-    println!("ready {}", agent.id());
+    outln!("ready {}", agent.id())?;
     let (mut sends, mut publishes) = (0u64, 0u64);
     let mut last_seq = None::<u64>;
     let mut out_of_order = 0u64;
@@ -547,9 +574,9 @@ fn demo_peer(socket: PathBuf) -> Result<(), BoxError> {
             FrameKind::Publish => {
                 publishes += 1;
                 if msg.payload() == b"bye" {
-                    println!(
+                    outln!(
                         "counted sends={sends} publishes={publishes} out_of_order={out_of_order}"
-                    );
+                    )?;
                     return Ok(());
                 }
             }
@@ -712,18 +739,18 @@ fn demo(
                 "p999": rtt.value_at_quantile(0.999), "max": rtt.max()
             }
         });
-        println!("{report}");
+        outln!("{report}")?;
     } else {
-        println!("agentwire demo (through the {router_name})");
-        println!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6);
-        println!(
+        outln!("agentwire demo (through the {router_name})")?;
+        outln!("  unicast   {messages} x {payload_bytes} B: {received} delivered, {} lost, {out_of_order} out of order, {:.2} M msg/s", messages.saturating_sub(received), rate / 1e6)?;
+        outln!(
             "  req/resp  {round_trips} round trips: p50 {} ns  p99 {} ns  p99.9 {} ns  max {} ns",
             rtt.value_at_quantile(0.5),
             rtt.value_at_quantile(0.99),
             rtt.value_at_quantile(0.999),
             rtt.max()
-        );
-        println!("  router    {delivered} frames delivered");
+        )?;
+        outln!("  router    {delivered} frames delivered")?;
     }
     if received != messages || out_of_order != 0 {
         return Err(format!(

@@ -30,9 +30,9 @@ fn machine(topology: Option<&Path>) -> Result<Machine, BoxError> {
 pub fn topology(topology: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
     let m = machine(topology.as_deref())?;
     if as_json {
-        println!("{}", serde_json::to_string(&m)?);
+        outln!("{}", serde_json::to_string(&m)?)?;
     } else {
-        print!("{}", m.summary());
+        out!("{}", m.summary())?;
     }
     Ok(())
 }
@@ -54,6 +54,10 @@ pub fn plan(
 ) -> Result<(), BoxError> {
     let m = machine(topology.as_deref())?;
     let c = config(config_path.as_deref())?;
+    if topology.is_none() {
+        // As the daemon would: a CPU this process may not use is named with its line.
+        c.check_cpus(&planning::allowed_cpus())?;
+    }
     let p = make_plan(&m, &c.plan_config())?;
     // Checks read this machine's kernel settings: they mean nothing for an XML export.
     let checks = if topology.is_none() {
@@ -65,12 +69,12 @@ pub fn plan(
         let mut value = serde_json::to_value(&p)?;
         value["checks"] = json!(checks);
         value["executors"] = json!(planning::executor_count(&p));
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!("plan for machine {}", m.source);
-        print!("{}", p.table());
+        outln!("plan for machine {}", m.source)?;
+        out!("{}", p.table())?;
         for check in &checks {
-            println!("{check}");
+            outln!("{check}")?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `agentwire serve`, `agentwire status`, `agentwire agents`, `agentwire routes`.
 
 use agentwire_runtime::config::Config;
-use agentwire_runtime::daemon::Daemon;
+use agentwire_runtime::daemon::{Daemon, DaemonError};
 use agentwire_shm::client::query_status;
 use agentwire_shm::control::StatusReport;
 use serde_json::json;
@@ -33,7 +33,39 @@ pub struct Overrides {
     pub dlq: Option<PathBuf>,
 }
 
-fn load_config(config_path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, BoxError> {
+/// Where the dead-letter queue's path came from, for the start line and for errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DlqSource {
+    /// `--dlq` or AGENTWIRE_DLQ.
+    Flag,
+    /// `dlq_path` in the config file.
+    ConfigKey,
+    /// The default state directory.
+    Default,
+    /// The runtime directory, because the default directory could not be used (why).
+    Fallback(String),
+}
+
+impl DlqSource {
+    /// How to put the queue elsewhere.
+    fn hint(&self) -> &'static str {
+        match self {
+            DlqSource::Flag => "it comes from --dlq or AGENTWIRE_DLQ: pass a file in a writable directory",
+            DlqSource::ConfigKey => "it comes from dlq_path in the config: name a file in a writable directory",
+            DlqSource::Default | DlqSource::Fallback(_) => {
+                "set dlq_path in the config, or pass --dlq FILE (or AGENTWIRE_DLQ), naming a file in a writable directory"
+            }
+        }
+    }
+}
+
+/// The config with the command line applied, and where its dead-letter queue comes from. With
+/// no queue named anywhere, the default is checked (its directory created): one that cannot
+/// be used is replaced by the runtime directory's ([`agentwire_runtime::dlq_path`]).
+fn load_config(
+    config_path: Option<&PathBuf>,
+    overrides: &Overrides,
+) -> Result<(Config, DlqSource), BoxError> {
     let mut config = match config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -44,24 +76,53 @@ fn load_config(config_path: Option<&PathBuf>, overrides: &Overrides) -> Result<C
     if overrides.no_metrics {
         config.metrics = false;
     }
-    if let Some(dlq) = &overrides.dlq {
+    let source = if let Some(dlq) = &overrides.dlq {
         config.dlq.path = dlq.clone();
-    }
-    Ok(config)
+        DlqSource::Flag
+    } else if config.dlq_path_given {
+        DlqSource::ConfigKey
+    } else {
+        let chosen = agentwire_runtime::dlq_path::resolve_default(true);
+        config.dlq.path = chosen.path;
+        match chosen.fell_back_from {
+            None => DlqSource::Default,
+            Some((passed_over, why)) => {
+                DlqSource::Fallback(format!("{} cannot be used: {why}", passed_over.display()))
+            }
+        }
+    };
+    Ok((config, source))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file.
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
-    let config = load_config(config_path.as_ref(), &overrides)?;
+    let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
+    let dlq_line = match &dlq_source {
+        DlqSource::Fallback(why) => {
+            eprintln!(
+                "agentwire serve: the default dead-letter queue {why}; using the runtime \
+                 directory, which a reboot empties ({})",
+                dlq_source.hint()
+            );
+            format!("{} (fallback)", config.dlq.path.display())
+        }
+        _ => config.dlq.path.display().to_string(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-    let mut daemon = Daemon::start(&config, socket)?;
+    let mut daemon = Daemon::start(&config, socket).map_err(|e| -> BoxError {
+        match e {
+            DaemonError::Dlq(e) => format!("dead-letter queue: {e} ({})", dlq_source.hint()).into(),
+            e => e.into(),
+        }
+    })?;
     eprintln!(
-        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}",
+        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
+         dead-letter queue {dlq_line}",
         std::process::id(),
         daemon.socket_path().display(),
         daemon.router_cpu(),
@@ -75,7 +136,7 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
         if hup.swap(false, Ordering::Relaxed) {
             // A bad file keeps the running configuration: a typo must not take routing down.
             match load_config(config_path.as_ref(), &overrides) {
-                Ok(fresh) => {
+                Ok((fresh, _)) => {
                     let kept = daemon.reload(&fresh);
                     eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
                     if !kept.is_empty() {
@@ -149,7 +210,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|m| json!({"at_ms": m.at_ms, "cpu": m.cpu, "from": m.from, "to": m.to, "kind": m.kind, "reason": m.reason}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "daemon": report.daemon, "pid": report.pid, "socket": socket, "uptime_s": report.uptime_s,
@@ -157,27 +218,27 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 "idle_ratio": idle_ratio(&report), "shards": shards,
                 "partitions": partitions, "core_moves": moves,
             })
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{} (pid {}) on {}, up {} s, {} agent(s)",
         report.daemon,
         report.pid,
         socket.display(),
         report.uptime_s,
         report.agents.len()
-    );
+    )?;
     for (key, value) in &report.info {
-        println!("  {key:<24} {value}");
+        outln!("  {key:<24} {value}")?;
     }
     if let Some(ratio) = idle_ratio(&report) {
-        println!("  {:<24} {ratio:.3}", "idle_ratio");
+        outln!("  {:<24} {ratio:.3}", "idle_ratio")?;
     }
     for (name, value) in &report.counters {
-        println!("  {name:<24} {value}");
+        outln!("  {name:<24} {value}")?;
     }
-    print_partitions(&report);
+    print_partitions(&report)?;
     if report.shards.len() > 1 {
         let get = |s: &agentwire_shm::control::ShardStatus, name: &str| {
             s.counters
@@ -185,9 +246,9 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| *v)
         };
-        println!("  shards (agents, frames in, delivered, forwarded, from links):");
+        outln!("  shards (agents, frames in, delivered, forwarded, from links):")?;
         for s in &report.shards {
-            println!(
+            outln!(
                 "    shard {:<3} {:>6} {:>14} {:>14} {:>14} {:>14}",
                 s.shard,
                 s.agents,
@@ -195,7 +256,7 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 get(s, "frames_delivered"),
                 get(s, "frames_forwarded"),
                 get(s, "frames_from_links")
-            );
+            )?;
         }
     }
     Ok(())
@@ -203,17 +264,17 @@ pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
 
 /// The applied plan's partitions (CPUs now and planned, busy ratio, executors with their
 /// affinity read back) and the last core moves.
-fn print_partitions(report: &StatusReport) {
+fn print_partitions(report: &StatusReport) -> std::io::Result<()> {
     if report.partitions.is_empty() {
-        return;
+        return Ok(());
     }
     let cpus = |list: &[u32]| {
         let list: Vec<usize> = list.iter().map(|&c| c as usize).collect();
         agentwire_scheduler::machine::format_cpus(&list)
     };
-    println!(
+    outln!(
         "  partitions (cpus now / planned, busy, jobs done / queued, executors: thread=affinity):"
-    );
+    )?;
     for p in &report.partitions {
         let executors: Vec<String> = p
             .executors
@@ -227,7 +288,7 @@ fn print_partitions(report: &StatusReport) {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "    {:<10} {:>7} / {:<7} {:>5.1}% {:>10} / {:<6} {}",
             p.name,
             cpus(&p.cpus),
@@ -236,14 +297,14 @@ fn print_partitions(report: &StatusReport) {
             p.jobs_completed,
             p.jobs_queued,
             executors.join(" ")
-        );
+        )?;
     }
     if report.core_moves.is_empty() {
-        println!("  core moves: none");
+        outln!("  core moves: none")?;
     } else {
-        println!("  core moves (last {}):", report.core_moves.len());
+        outln!("  core moves (last {}):", report.core_moves.len())?;
         for m in &report.core_moves {
-            println!(
+            outln!(
                 "    t+{:.3}s cpu {}: {} -> {} ({}: {})",
                 m.at_ms as f64 / 1000.0,
                 m.cpu,
@@ -251,9 +312,10 @@ fn print_partitions(report: &StatusReport) {
                 m.to,
                 m.kind,
                 m.reason
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// Share of the router's duty cycles that found no work.
@@ -278,18 +340,25 @@ pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             .iter()
             .map(|r| json!({"kind": r.kind, "route_id": r.route_id, "name": r.name, "requirement": r.requirement, "agents": r.agents}))
             .collect();
-        println!("{}", json!({ "routes": routes }));
+        outln!("{}", json!({ "routes": routes }))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<11} {:>6}  {:<28} {:<14} agents",
-        "kind", "id", "name", "requirement"
-    );
+        "kind",
+        "id",
+        "name",
+        "requirement"
+    )?;
     for r in &report.routes {
-        println!(
+        outln!(
             "{:<11} {:>6}  {:<28} {:<14} {:?}",
-            r.kind, r.route_id, r.name, r.requirement, r.agents
-        );
+            r.kind,
+            r.route_id,
+            r.name,
+            r.requirement,
+            r.agents
+        )?;
     }
     Ok(())
 }
@@ -305,15 +374,22 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
                 "features": a.features, "live": a.live, "shard": a.shard,
                 "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
             .collect();
-        println!("{}", json!({ "agents": agents }));
+        outln!("{}", json!({ "agents": agents }))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  topics / features",
-        "id", "name", "pid", "state", "shard", "capabilities", "tx_bytes", "rx_bytes"
-    );
+        "id",
+        "name",
+        "pid",
+        "state",
+        "shard",
+        "capabilities",
+        "tx_bytes",
+        "rx_bytes"
+    )?;
     for a in &report.agents {
-        println!(
+        outln!(
             "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  {:?} / {:?}",
             a.agent_id,
             a.name,
@@ -325,7 +401,7 @@ pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
             a.rx_occupied_bytes,
             a.topics,
             a.features
-        );
+        )?;
     }
     Ok(())
 }

@@ -274,9 +274,9 @@ pub fn run(options: TuneOptions) -> Result<(), BoxError> {
         output: options.output.clone(),
     };
     if options.load.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print!("{}", table(&report));
+        out!("{}", table(&report))?;
     }
     Ok(())
 }

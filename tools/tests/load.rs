@@ -1,8 +1,19 @@
 //! `agentwire load` as a user runs it: a daemon it starts itself, the JSON shape, losses
-//! detected by sequence numbers (a deliberately dropped message), open-loop latency that
-//! includes a deliberate stall, every pattern, the raw-ring baseline, and bad options.
+//! detected by sequence numbers (a deliberately dropped message) and the exit status they
+//! give, open-loop latency that includes a deliberate stall, every pattern, the raw-ring
+//! baseline, bad options, a daemon that goes away mid-run, and a run the daemon refuses.
 
-use std::process::{Command, Output};
+use agentwire_runtime::dlq::{DeadLetterQueue, DlqConfig};
+use agentwire_shm::client::query_status;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{cli_json, scratch, Served, AGENTWIRE};
+
+/// `agentwire load`'s exit status when messages were lost or duplicated (no --allow-loss).
+const EXIT_DELIVERY_FAILED: i32 = 3;
 
 fn load(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentwire"))
@@ -12,7 +23,7 @@ fn load(args: &[&str]) -> Output {
         .expect("run agentwire load")
 }
 
-/// The one JSON object on stdout (the whole of stdout).
+/// The one JSON object on stdout (the whole of stdout) of a run that exits 0.
 fn report(args: &[&str]) -> serde_json::Value {
     let out = load(args);
     assert!(
@@ -20,6 +31,10 @@ fn report(args: &[&str]) -> serde_json::Value {
         "agentwire load {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    json_of(&out)
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not exactly one JSON object ({e}): {}",
@@ -46,6 +61,7 @@ fn the_json_report_has_the_documented_shape_and_counts() {
         "delivered",
         "lost",
         "duplicated",
+        "late",
         "msgs_per_s",
         "bytes_per_s",
         "latency_ns",
@@ -81,7 +97,7 @@ fn the_json_report_has_the_documented_shape_and_counts() {
 fn a_deliberately_dropped_message_is_counted_as_lost() {
     // Every 1000th message is skipped by the producer but counted as sent: 20 of 20,500 (the
     // last one dropped is followed by more, so its gap shows at once).
-    let r = report(&[
+    let lossy = [
         "--spawn-daemon",
         "--count",
         "20500",
@@ -90,10 +106,26 @@ fn a_deliberately_dropped_message_is_counted_as_lost() {
         "--drop-every",
         "1000",
         "--json",
-    ]);
+    ];
+    // A loss fails the run, and the report still says what was lost.
+    let out = load(&lossy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_DELIVERY_FAILED),
+        "a lossy run must not exit 0: {stderr}"
+    );
+    assert!(
+        stderr.contains("20 lost") && stderr.contains("--allow-loss"),
+        "{stderr}"
+    );
+    assert_eq!(json_of(&out)["lost"], 20);
+    // --allow-loss: the same run reports the loss and exits 0.
+    let r = report(&[&lossy[..], &["--allow-loss"]].concat());
     assert_eq!(r["lost"], 20, "{r}");
     assert_eq!(r["delivered"], 20_480, "{r}");
     assert_eq!(r["duplicated"], 0);
+    assert_eq!(r["late"], 0);
     // The same hook over the bare ring.
     let r = report(&[
         "--baseline",
@@ -104,6 +136,7 @@ fn a_deliberately_dropped_message_is_counted_as_lost() {
         "0",
         "--drop-every",
         "1000",
+        "--allow-loss",
         "--json",
     ]);
     assert_eq!(
@@ -219,6 +252,7 @@ fn the_raw_ring_baseline_runs_every_pattern() {
         "3500",
         "--drop-every",
         "1000",
+        "--allow-loss",
     ]);
     assert_eq!(r["lost"], 6, "{r}");
 }
@@ -290,4 +324,111 @@ fn agent_threads_keep_off_the_router_cpu_unless_told_otherwise() {
     let listed = run(&first);
     assert_eq!(listed["agent_cpus"], serde_json::json!([allowed[0]]));
     assert_eq!(listed["delivered"], 2000, "{listed}");
+}
+
+/// Waits for `child` to exit, failing the test (watchdog) if it is still running after
+/// `limit`; returns its status and stderr.
+fn exit_within(mut child: Child, limit: Duration) -> (ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("watchdog: agentwire load still running {limit:?} after the daemon went away: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// The daemon's router counter `name`.
+fn counter(socket: &std::path::Path, name: &str) -> u64 {
+    query_status(socket)
+        .unwrap()
+        .counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
+#[test]
+fn a_daemon_that_goes_away_mid_run_ends_the_run_with_an_error() {
+    // Closed loop (producers find their ring full and see the daemon gone) and a slow open
+    // loop (producers never fill a ring: the consumers see it).
+    for (name, mode) in [
+        ("gone-closed", &["--mode", "closed"][..]),
+        ("gone-open", &["--mode", "open", "--rate", "1000"][..]),
+    ] {
+        let dir = scratch(name);
+        let served = Served::start(&dir.join("agentwire.sock"), &[]);
+        let child = Command::new(AGENTWIRE)
+            .args(["load", "--duration", "600", "--warmup", "0", "--socket"])
+            .arg(&served.socket)
+            .args(mode)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Mid-run: the router has delivered the run's first messages.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while counter(&served.socket, "frames_delivered") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: the load never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(served); // SIGKILL
+        let (status, stderr) = exit_within(child, Duration::from_secs(10));
+        assert!(!status.success(), "{name}: {status}: {stderr}");
+        assert_ne!(status.code(), Some(101), "{name}: panicked: {stderr}");
+        assert!(
+            stderr.contains("agentwire: error: the run stopped")
+                && stderr.contains("disconnected from the daemon"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_run_the_daemon_refuses_sends_nothing() {
+    // Room for 3 agents; the run needs 4: it must fail before any producer sends, so
+    // nothing is routed and nothing is dead-lettered.
+    let dir = scratch("refused");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, "agents_max = 3\n").unwrap();
+    let served = Served::start(
+        &dir.join("agentwire.sock"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let out = Command::new(AGENTWIRE)
+        .args(["load", "--producers", "2", "--consumers", "2", "--count"])
+        .args(["1000000", "--warmup", "0", "--socket"])
+        .arg(&served.socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 agents max") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    let status = cli_json(&["status"], &served.socket);
+    assert_eq!(status["counters"]["frames_in"], 0, "{status}");
+    let stopped = served.terminate();
+    assert!(stopped.status.success());
+    let dlq = DeadLetterQueue::open(DlqConfig::new(dir.join("dlq.log"))).unwrap();
+    assert_eq!(dlq.len(), 0, "dead letters from a refused run");
 }

@@ -167,29 +167,52 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
 fn bad_config_fails_with_file_line_and_key() {
     let dir = scratch("badconfig");
     let config = dir.join("agentwire.toml");
-    std::fs::write(&config, "idle = \"spin\"\nrouter_cpus = 3\n").unwrap();
-    let out = serve_command(&dir.join("agentwire.sock"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = config.display().to_string();
+    let refusal = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = serve_command(&dir.join("agentwire.sock"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = refusal("idle = \"spin\"\nrouter_cpus = 3\n");
     assert!(
-        stderr.contains("agentwire.toml")
-            && stderr.contains("line 2")
-            && stderr.contains("router_cpus"),
+        stderr.contains(&format!("{path}:2: router_cpus: invalid type")),
         "{stderr}"
     );
-    std::fs::write(&config, "router_cpu = 4096\n").unwrap();
-    let out = serve_command(&dir.join("agentwire.sock"))
-        .arg("--config")
-        .arg(&config)
-        .output()
+    // Every problem of the file at once, each with the file, its line and its key.
+    let stderr = refusal("agents_max = 0\nidle = \"spin\"\n\nring_capacity_bytes = 5000\n");
+    assert!(
+        stderr.contains(&format!("{path}: 2 problems"))
+            && stderr.contains(&format!("{path}:1: agents_max = 0: 1 to 256"))
+            && stderr.contains(&format!(
+                "{path}:4: ring_capacity_bytes = 5000: a power of two"
+            )),
+        "{stderr}"
+    );
+    // Valid TOML naming a CPU this process may not use (cpu 7 on a 2-CPU machine).
+    let allowed = agentwire_runtime::planning::allowed_cpus();
+    let cpu = [7, 4095]
+        .into_iter()
+        .find(|c| !allowed.contains(c))
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("router_cpu 4096 is not one this process may run on"));
+    let stderr = refusal(&format!("idle = \"spin\"\nrouter_cpus = [{cpu}]\n"));
+    assert!(
+        stderr.contains(&format!(
+            "{path}:2: router_cpus = [{cpu}]: cpu {cpu} is not one this process may run on"
+        )),
+        "{stderr}"
+    );
+    let stderr = refusal("router_cpu = 4096\n");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:1: router_cpu = 4096: cpu 4096 is not one this process may run on"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -205,21 +228,41 @@ fn status_without_a_daemon_says_so() {
 }
 
 /// Runs `agentwire serve` as user `nobody` under a memlock limit (needs root to switch user;
-/// CI runs as root). Returns the child, or `None` when not root.
+/// CI runs as root), with HOME and XDG_RUNTIME_DIR in a directory nobody owns. Returns the
+/// child, or `None` when not root.
 fn serve_as_nobody(dir: &Path, memlock_bytes: u64) -> Option<std::process::Child> {
+    serve_as_nobody_with_home(dir, memlock_bytes, &dir.join("run"))
+}
+
+/// [`serve_as_nobody`] with HOME at `home`.
+fn serve_as_nobody_with_home(
+    dir: &Path,
+    memlock_bytes: u64,
+    home: &Path,
+) -> Option<std::process::Child> {
+    let mut command = as_nobody(dir, memlock_bytes, home, &["serve", "--metrics-port", "0"])?;
+    Some(command.stderr(Stdio::piped()).spawn().unwrap())
+}
+
+/// `agentwire ARGS` as user `nobody` (a copy of the binary in `dir`, XDG_RUNTIME_DIR at
+/// `dir/run`, HOME at `home`) under a memlock limit; `None` when not root.
+fn as_nobody(dir: &Path, memlock_bytes: u64, home: &Path, args: &[&str]) -> Option<Command> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("not root: cannot switch to user nobody; skipping");
         return None;
     }
     // A copy of the binary and a runtime dir that nobody can use, wherever the checkout is.
     let binary = dir.join("agentwire");
-    std::fs::copy(AGENTWIRE, &binary).unwrap();
+    if !binary.exists() {
+        std::fs::copy(AGENTWIRE, &binary).unwrap();
+    }
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     for path in [dir, binary.as_path(), run.as_path()] {
         std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
     }
-    let child = Command::new("prlimit")
+    let mut command = Command::new("prlimit");
+    command
         .arg(format!("--memlock={memlock_bytes}:{memlock_bytes}"))
         .args([
             "setpriv",
@@ -227,15 +270,19 @@ fn serve_as_nobody(dir: &Path, memlock_bytes: u64) -> Option<std::process::Child
             "--regid=65534",
             "--clear-groups",
             "env",
+            // Only HOME and XDG_RUNTIME_DIR say where the daemon's files go.
+            "-u",
+            "XDG_STATE_HOME",
+            "-u",
+            "AGENTWIRE_DLQ",
+            "-u",
+            "AGENTWIRE_SOCKET",
         ])
         .arg(format!("XDG_RUNTIME_DIR={}", run.display()))
-        .arg(format!("HOME={}", run.display()))
+        .arg(format!("HOME={}", home.display()))
         .arg(&binary)
-        .args(["serve", "--metrics-port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Some(child)
+        .args(args);
+    Some(command)
 }
 
 #[test]
@@ -254,6 +301,53 @@ fn non_root_user_with_8_mib_memlock_runs_the_daemon() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_home_that_cannot_be_written_puts_the_dead_letter_queue_in_the_runtime_dir() {
+    let dir = scratch("nobody-home");
+    // HOME under a regular file: nothing can be created there, not even by root, as for
+    // `nobody` whose home is /nonexistent.
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let Some(child) = serve_as_nobody_with_home(&dir, 8 * 1024 * 1024, &file.join("home")) else {
+        return;
+    };
+    let socket = dir.join("run/agentwire/agentwire.sock");
+    let served = Served::adopt(child, &socket);
+    let fallback = dir.join("run/agentwire/dlq.log");
+    let report = query_status(&socket).unwrap();
+    let dlq = report.info.iter().find(|(k, _)| k == "dlq").map(|(_, v)| v);
+    assert_eq!(
+        dlq,
+        Some(&fallback.display().to_string()),
+        "{:?}",
+        report.info
+    );
+    let out = served.terminate();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "dead-letter queue {} (fallback)",
+            fallback.display()
+        )) && stderr.contains("a-file/home"),
+        "the start names the fallback and why: {stderr}"
+    );
+    // `agentwire dlq list` as the same user, with no --dlq, finds the same queue.
+    let list = as_nobody(
+        &dir,
+        8 << 20,
+        &file.join("home"),
+        &["dlq", "list", "--json"],
+    )
+    .unwrap()
+    .output()
+    .unwrap();
+    assert!(list.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed["path"], fallback.display().to_string(), "{listed}");
+    assert_eq!(listed["exists"], true, "{listed}");
 }
 
 #[test]

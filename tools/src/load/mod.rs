@@ -1,7 +1,14 @@
 //! `agentwire load`: producer and consumer agents against a running daemon (or one it
-//! starts), closed loop or open loop, with losses and duplicates counted by sequence numbers
-//! and latencies in HDR histograms; `--baseline raw-ring` runs the same flow over a bare
-//! cross-process ring with no router ([`raw_ring`]).
+//! starts; the agents are in [`routed`]), closed loop or open loop, with losses, late
+//! arrivals and duplicates counted by sequence numbers and latencies in HDR histograms;
+//! `--baseline raw-ring` runs the same flow over a bare cross-process ring with no router
+//! ([`raw_ring`]). This module holds what both share: options, schedule and pacing, the
+//! report and its verdict.
+//!
+//! Every agent registers before any producer sends, so a run the daemon refuses sends
+//! nothing; an agent that fails mid-run (the daemon went away) ends the run at once with the
+//! agent's error. A run that lost or duplicated messages exits
+//! [`EXIT_DELIVERY_FAILED`] unless `--allow-loss`.
 //!
 //! Latency is measured from the time stamped in the message: in closed loop the actual send
 //! time; in open loop the *intended* send time of a fixed schedule, so a stall in the sender
@@ -10,17 +17,18 @@
 
 pub mod pin;
 pub mod raw_ring;
+mod routed;
 pub mod stamp;
 
-use agentwire_shm::client::{Agent, ClientError, SendOptions};
-use agentwire_shm::idle::IdleStrategy;
-use agentwire_shm::wire::FrameKind;
+pub(crate) use routed::run_routed;
+
+use agentwire_shm::client::SendOptions;
 use hdrhistogram::Histogram;
-use stamp::{now_ns, SeqTracker, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYTES};
+use stamp::{now_ns, Stamp, CLASS_SHIFT, FLAG_WARMUP, STAMP_BYTES};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +41,33 @@ pub const LOAD_CAPABILITY: &str = "aw-load-sink";
 pub const BATCH_FRAMES: u64 = 32;
 /// How long the run waits for the last deliveries after the producers stop.
 pub const DRAIN_SILENCE: Duration = Duration::from_secs(2);
+/// How long a failed run waits for its agent threads to stop before it reports the failure
+/// anyway (a producer can be inside a send that waits up to its send timeout).
+pub const FAILED_THREADS_WAIT: Duration = Duration::from_secs(1);
+/// Exit status of a run that lost or duplicated messages (without `--allow-loss`); 1 is a
+/// run that could not complete, 2 a command line clap refused.
+pub const EXIT_DELIVERY_FAILED: u8 = 3;
+
+/// A run that completed but lost or duplicated messages: exit [`EXIT_DELIVERY_FAILED`].
+#[derive(Debug)]
+pub struct DeliveryFailed {
+    /// Messages never delivered.
+    pub lost: u64,
+    /// Messages delivered more than once.
+    pub duplicated: u64,
+}
+
+impl std::fmt::Display for DeliveryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lost and {} duplicated (by sequence numbers); --allow-loss accepts that and exits 0",
+            self.lost, self.duplicated
+        )
+    }
+}
+
+impl std::error::Error for DeliveryFailed {}
 
 /// Closed or open loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +135,8 @@ pub struct LoadOptions {
     pub stall_ms: u64,
     /// Where the agent threads run (routed runs).
     pub pin: pin::Pin,
+    /// Report losses and duplicates but exit 0 (`--allow-loss`).
+    pub allow_loss: bool,
 }
 
 impl LoadOptions {
@@ -267,8 +304,11 @@ pub struct LoadReport {
     pub delivered: u64,
     /// Deliveries that never arrived (by sequence numbers, warm-up included).
     pub lost: u64,
-    /// Deliveries that arrived twice or out of order.
+    /// Deliveries that arrived more than once.
     pub duplicated: u64,
+    /// Deliveries that arrived after a higher sequence number of their flow (once each;
+    /// included in `delivered`, not in `lost`).
+    pub late: u64,
     /// Measured deliveries per second.
     pub msgs_per_s: f64,
     /// Payload bytes delivered per second.
@@ -296,8 +336,10 @@ pub(crate) struct Counts {
     pub(crate) delivered: u64,
     /// Deliveries that never arrived.
     pub(crate) lost: u64,
-    /// Deliveries that arrived twice or out of order.
+    /// Deliveries that arrived more than once.
     pub(crate) duplicated: u64,
+    /// Deliveries that arrived after a higher sequence number of their flow.
+    pub(crate) late: u64,
 }
 
 impl LoadReport {
@@ -323,6 +365,7 @@ impl LoadReport {
             delivered: counts.delivered,
             lost: counts.lost,
             duplicated: counts.duplicated,
+            late: counts.late,
             msgs_per_s,
             bytes_per_s: msgs_per_s * options.msg_size as f64,
             latency_ns: Latency::of(latency),
@@ -337,7 +380,7 @@ impl LoadReport {
     fn table(&self) -> String {
         format!(
             "agentwire load: {} loop, {}, {} B, {} producer(s) -> {} consumer(s), through {}\n\
-             {:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n\
+             {:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n{:<14} {:>14}\n\
              {:<14} {:>14.0}\n{:<14} {:>14.0}\n{:<14} {:>14.3}\n\
              latency ns     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
             self.mode,
@@ -354,6 +397,8 @@ impl LoadReport {
             self.lost,
             "duplicated",
             self.duplicated,
+            "late",
+            self.late,
             "msgs/s",
             self.msgs_per_s,
             "bytes/s",
@@ -376,6 +421,10 @@ fn histogram() -> Histogram<u64> {
 /// Counters shared between the run's threads (and read by the progress line).
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// Set by the first agent that fails ([`Shared::fail`]): every loop of the run stops.
+    pub(crate) failed: AtomicBool,
+    /// What failed first.
+    failure: Mutex<Option<String>>,
     pub(crate) stop_consumers: AtomicBool,
     pub(crate) sent_total: AtomicU64,
     pub(crate) sent_measured: AtomicU64,
@@ -387,24 +436,62 @@ pub(crate) struct Shared {
     pub(crate) producers_done: AtomicU64,
 }
 
-/// Runs `agentwire load` and prints the table or the JSON object.
+impl Shared {
+    /// Records an agent's failure (the first one is reported) and stops the run.
+    pub(crate) fn fail(&self, what: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(what);
+        // SYNC POINT: failed. Release: the failure text is set before any loop sees the flag.
+        self.failed.store(true, Ordering::Release);
+        self.stop_consumers.store(true, Ordering::Release);
+    }
+
+    /// Whether an agent failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        // SYNC POINT: failed.
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn failure(&self) -> String {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.clone().unwrap_or_else(|| "an agent failed".into())
+    }
+}
+
+/// Runs `agentwire load` and prints the table or the JSON object. A run that lost or
+/// duplicated messages is a [`DeliveryFailed`] error after the report, unless
+/// `--allow-loss`.
 pub fn run(options: LoadOptions) -> Result<(), Box<dyn std::error::Error>> {
     options.validate()?;
     let report = match options.baseline {
         Some(Baseline::RawRing) => raw_ring::run(&options).map_err(|e| e.to_string())?,
         None => run_routed(&options).map_err(|e| e.to_string())?,
     };
-    if options.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let printed = if options.json {
+        outln!("{}", serde_json::to_string(&report)?)
     } else {
-        print!("{}", report.table());
-    }
-    if report.lost > 0 || report.duplicated > 0 {
+        out!("{}", report.table())
+    };
+    if report.late > 0 {
         eprintln!(
-            "agentwire load: {} lost and {} duplicated (by sequence numbers)",
+            "agentwire load: {} arrived late (after a higher sequence number of their flow)",
+            report.late
+        );
+    }
+    // The verdict does not depend on anyone reading the report.
+    if report.lost > 0 || report.duplicated > 0 {
+        if !options.allow_loss {
+            return Err(Box::new(DeliveryFailed {
+                lost: report.lost,
+                duplicated: report.duplicated,
+            }));
+        }
+        eprintln!(
+            "agentwire load: {} lost and {} duplicated (by sequence numbers), allowed by --allow-loss",
             report.lost, report.duplicated
         );
     }
+    printed?;
     Ok(())
 }
 
@@ -489,123 +576,6 @@ pub(crate) fn wait_until(t_ns: u64) {
             std::hint::spin_loop();
         }
     }
-}
-
-/// The agents' idle strategy for this run.
-fn agent_idle(options: &LoadOptions) -> IdleStrategy {
-    // Closed loop: spin for the lowest overhead per message. Open loop: spin, then park, so
-    // idle agents leave the cores to the router (a 2-core machine has none to spare).
-    // Request/response waits on every hop: when the agents and a router core outnumber the
-    // cores, agents that only spin wait out each other's time slices (ms per round trip on
-    // 2 cores), so there they spin briefly, then park until woken.
-    let threads = options.producers + options.consumers + 1;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match (options.mode, options.pattern) {
-        (Mode::Closed, Pattern::Reqresp) if threads > cores => IdleStrategy::SpinThenPark {
-            spins_max: 2_000,
-            park_timeout_ns: 1_000_000,
-        },
-        (Mode::Closed, _) => IdleStrategy::Spin,
-        (Mode::Open, _) => IdleStrategy::default(),
-    }
-}
-
-/// Connects one agent; `registers` decides what it offers (a topic for fan-out, the
-/// capability for anycast).
-fn connect(
-    name: &str,
-    socket: &std::path::Path,
-    registers: Pattern,
-    idle: IdleStrategy,
-) -> Result<Agent, BoxError> {
-    let mut builder = Agent::builder(name)
-        .socket(socket)
-        .idle(idle)
-        .send_timeout(Duration::from_secs(30));
-    builder = match registers {
-        Pattern::Fanout => builder.topic(LOAD_TOPIC),
-        Pattern::Anycast => builder.capability(LOAD_CAPABILITY, "1.0.0"),
-        _ => builder,
-    };
-    Ok(builder.connect()?)
-}
-
-/// What one consumer counted.
-struct ConsumerResult {
-    tracker: SeqTracker,
-    latency: Histogram<u64>,
-}
-
-fn consume(
-    mut agent: Agent,
-    pattern: Pattern,
-    shared: &Shared,
-) -> Result<ConsumerResult, BoxError> {
-    let mut result = ConsumerResult {
-        tracker: SeqTracker::default(),
-        latency: histogram(),
-    };
-    let mut interval = histogram();
-    let mut interval_start = Instant::now();
-    while !shared.stop_consumers.load(Ordering::Acquire) {
-        let Some(msg) = agent.recv(Some(Duration::from_millis(50)))? else {
-            continue;
-        };
-        if pattern == Pattern::Reqresp {
-            if msg.header().kind() == FrameKind::Request {
-                let req = msg.to_owned();
-                drop(msg);
-                agent.respond(req.header(), req.payload())?;
-            }
-            continue;
-        }
-        let Some(stamp) = Stamp::read(msg.payload()) else {
-            result.tracker.malformed += 1;
-            continue;
-        };
-        drop(msg);
-        let gaps_before = result.tracker.gaps;
-        if result.tracker.record(&stamp) {
-            shared.unique_total.fetch_add(1, Ordering::Relaxed);
-            if stamp.flags & FLAG_WARMUP == 0 {
-                let latency = now_ns().saturating_sub(stamp.sent_ns).max(1);
-                let _ = result.latency.record(latency);
-                let _ = interval.record(latency);
-                shared.delivered_measured.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        // An anycast flow is split between consumers: one consumer's skipped sequence
-        // numbers went to another, so only the totals tell losses there.
-        let new_gaps = result.tracker.gaps - gaps_before;
-        if new_gaps > 0 && pattern != Pattern::Anycast {
-            shared.gaps.fetch_add(new_gaps, Ordering::Relaxed);
-        }
-        if interval.len() >= 1024 && interval_start.elapsed() >= Duration::from_secs(1) {
-            shared
-                .p99_last_ns
-                .fetch_max(interval.value_at_quantile(0.99), Ordering::Relaxed);
-            interval.reset();
-            interval_start = Instant::now();
-        }
-    }
-    agent.close();
-    Ok(result)
-}
-
-/// What one producer did.
-struct ProducerResult {
-    /// Round trips (reqresp only).
-    latency: Histogram<u64>,
-    /// Requests that got no reply in time (reqresp only).
-    timeouts: u64,
-    finished_ns: u64,
-}
-
-/// Where the producers send: (frame kind, destination).
-#[derive(Clone, Copy)]
-enum Target {
-    Frame(FrameKind, u32),
-    Anycast,
 }
 
 /// A producer's schedule: warm-up, then a count or a deadline; in open loop, one send
@@ -734,266 +704,6 @@ pub(crate) fn stall_hook(options: &LoadOptions) -> Option<Duration> {
     (options.stall_ms > 0).then(|| Duration::from_millis(options.stall_ms))
 }
 
-fn produce(
-    mut agent: Agent,
-    index: u32,
-    target: Target,
-    options: &LoadOptions,
-    schedule: &Schedule,
-    shared: &Shared,
-) -> Result<ProducerResult, BoxError> {
-    let mut payload = vec![0u8; options.msg_size];
-    for (i, b) in payload.iter_mut().enumerate().skip(STAMP_BYTES) {
-        *b = i as u8;
-    }
-    let mut result = ProducerResult {
-        latency: histogram(),
-        timeouts: 0,
-        finished_ns: 0,
-    };
-    let batch_max = if schedule.interval_ns.is_some()
-        || matches!(target, Target::Anycast)
-        || options.pattern == Pattern::Reqresp
-    {
-        1
-    } else {
-        BATCH_FRAMES
-    };
-    let stall = if index == 0 {
-        stall_hook(options)
-    } else {
-        None
-    };
-    let mut pacer = Pacer::new(*schedule, batch_max, stall);
-    let classed = matches!(
-        target,
-        Target::Frame(FrameKind::Send | FrameKind::Publish, _)
-    );
-    let mut stamper = Stamper::new(index, options, classed);
-    while let Some(step) = pacer.next_step() {
-        let (warm, intended, batch) = (step.warm, step.intended_ns, step.frames);
-        for _ in 0..batch {
-            let seq = pacer.seq();
-            let (stamp, class) = stamper.next(seq, warm, intended);
-            stamp.write(&mut payload);
-            if !dropped_by_hook(options, seq) {
-                match target {
-                    Target::Frame(FrameKind::Request, dest) => {
-                        match agent.request(dest, &payload, Duration::from_secs(5)) {
-                            Ok(_) => {
-                                if !warm {
-                                    let rtt = now_ns().saturating_sub(stamp.sent_ns).max(1);
-                                    let _ = result.latency.record(rtt);
-                                    shared.delivered_measured.fetch_add(1, Ordering::Relaxed);
-                                }
-                                shared.unique_total.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(ClientError::Timeout { .. }) => result.timeouts += 1,
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    Target::Frame(kind, dest) => {
-                        let options = SendOptions {
-                            priority: class,
-                            ..Default::default()
-                        };
-                        let mut claim = agent.claim(kind, dest, payload.len(), options)?;
-                        claim.payload_mut().copy_from_slice(&payload);
-                        claim.commit_deferred();
-                    }
-                    Target::Anycast => agent.anycast(LOAD_CAPABILITY, "^1", &payload)?,
-                }
-            }
-            pacer.sent(&step);
-        }
-        agent.flush();
-        shared.sent_total.fetch_add(batch, Ordering::Relaxed);
-        if !warm {
-            shared.sent_measured.fetch_add(batch, Ordering::Relaxed);
-        }
-    }
-    agent.flush();
-    result.finished_ns = now_ns();
-    shared.producers_done.fetch_add(1, Ordering::Release);
-    // Stay connected until the consumers have drained what this agent sent.
-    while !shared.stop_consumers.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    agent.close();
-    Ok(result)
-}
-
-/// Runs the load against the daemon (or the one it spawns) and returns the report.
-pub(crate) fn run_routed(options: &LoadOptions) -> Result<LoadReport, BoxError> {
-    let (_daemon, socket) = if options.spawn_daemon {
-        let (d, s) = SpawnedDaemon::start(None)?;
-        (Some(d), s)
-    } else {
-        let socket = options
-            .socket
-            .clone()
-            .unwrap_or_else(agentwire_shm::client::default_socket_path);
-        (None, socket)
-    };
-    let status = agentwire_shm::client::query_status(&socket).map_err(|e| {
-        format!(
-            "no daemon answering at {}: {e} (start one with `agentwire serve`, or pass --spawn-daemon)",
-            socket.display()
-        )
-    })?;
-    let (agent_cpus, placement) = pin::agent_cpus(
-        &options.pin,
-        &agentwire_runtime::planning::allowed_cpus(),
-        &pin::router_cpus(&status),
-    )?;
-    if !options.json {
-        eprintln!("agentwire load: {placement}");
-    }
-    // Each agent thread restricts itself (this thread keeps its mask: a daemon that
-    // `agentwire tune` spawns next must not inherit the agents' placement).
-    let place = move |cpus: &Option<Vec<usize>>| {
-        if let Some(cpus) = cpus {
-            if !agentwire_runtime::planning::set_affinity(cpus) {
-                tracing::warn!(?cpus, "could not pin a load agent thread; it runs unpinned");
-            }
-        }
-    };
-    let shared = Arc::new(Shared::default());
-    let pattern = options.pattern;
-    // Consumers first, so every route exists before the first send.
-    let mut consumer_ids = Vec::with_capacity(options.consumers);
-    let mut consumers = Vec::with_capacity(options.consumers);
-    for i in 0..options.consumers {
-        let agent = connect(
-            &format!("load-consumer-{i}"),
-            &socket,
-            pattern,
-            agent_idle(options),
-        )?;
-        consumer_ids.push(agent.id());
-        let (shared, cpus) = (shared.clone(), agent_cpus.clone());
-        consumers.push(
-            std::thread::Builder::new()
-                .name(format!("aw-load-c{i}"))
-                .spawn(move || {
-                    place(&cpus);
-                    consume(agent, pattern, &shared)
-                })?,
-        );
-    }
-    let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
-    let mut producers = Vec::with_capacity(options.producers);
-    for i in 0..options.producers {
-        let mut agent = connect(
-            &format!("load-producer-{i}"),
-            &socket,
-            Pattern::Unicast,
-            agent_idle(options),
-        )?;
-        let target = match pattern {
-            Pattern::Unicast => {
-                Target::Frame(FrameKind::Send, consumer_ids[i % consumer_ids.len()])
-            }
-            Pattern::Reqresp => {
-                Target::Frame(FrameKind::Request, consumer_ids[i % consumer_ids.len()])
-            }
-            Pattern::Fanout => Target::Frame(FrameKind::Publish, agent.topic_id(LOAD_TOPIC)?),
-            Pattern::Anycast => Target::Anycast,
-        };
-        let (shared, options, schedule, cpus) = (
-            shared.clone(),
-            options.clone(),
-            options.schedule(warm_end_ns),
-            agent_cpus.clone(),
-        );
-        producers.push(
-            std::thread::Builder::new()
-                .name(format!("aw-load-p{i}"))
-                .spawn(move || {
-                    place(&cpus);
-                    produce(agent, i as u32, target, &options, &schedule, &shared)
-                })?,
-        );
-    }
-    let multiplicity = if pattern == Pattern::Fanout {
-        options.consumers as u64
-    } else {
-        1
-    };
-    progress_until_sent(options, &shared);
-    // Drain: every expected delivery in, or no progress for DRAIN_SILENCE.
-    let mut last = (shared.unique_total.load(Ordering::Relaxed), Instant::now());
-    loop {
-        let expected = shared.sent_total.load(Ordering::Relaxed) * multiplicity;
-        let unique = shared.unique_total.load(Ordering::Relaxed);
-        if (pattern == Pattern::Reqresp || unique + shared.gaps.load(Ordering::Relaxed) >= expected)
-            && shared.producers_done.load(Ordering::Acquire) == options.producers as u64
-        {
-            break;
-        }
-        if unique != last.0 {
-            last = (unique, Instant::now());
-        } else if last.1.elapsed() > DRAIN_SILENCE {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let drained_ns = now_ns();
-    shared.stop_consumers.store(true, Ordering::Release);
-    let mut latency = histogram();
-    let (mut timeouts, mut finished_ns) = (0u64, 0u64);
-    for p in producers {
-        let r = p.join().map_err(|_| "a producer thread panicked")??;
-        latency.add(&r.latency)?;
-        timeouts += r.timeouts;
-        finished_ns = finished_ns.max(r.finished_ns);
-    }
-    let (mut unique, mut duplicated) = (0u64, 0u64);
-    for c in consumers {
-        let r = c.join().map_err(|_| "a consumer thread panicked")??;
-        unique += r.tracker.unique;
-        duplicated += r.tracker.duplicated;
-        if pattern != Pattern::Reqresp {
-            latency.add(&r.latency)?;
-        }
-    }
-    let sent_total = shared.sent_total.load(Ordering::Relaxed);
-    if pattern == Pattern::Anycast {
-        // A message delivered to two consumers is new to each of them: only the total
-        // shows it.
-        duplicated += unique.saturating_sub(sent_total);
-        unique = unique.min(sent_total);
-    }
-    let lost = if pattern == Pattern::Reqresp {
-        // Every request sent (the drop hook's included) owes one reply.
-        debug_assert!(timeouts <= sent_total);
-        sent_total.saturating_sub(shared.unique_total.load(Ordering::Relaxed))
-    } else {
-        (sent_total * multiplicity).saturating_sub(unique)
-    };
-    let delivered = shared.delivered_measured.load(Ordering::Relaxed);
-    let end_ns = if pattern == Pattern::Reqresp {
-        finished_ns
-    } else {
-        drained_ns
-    };
-    Ok(LoadReport {
-        agent_cpus,
-        ..LoadReport::new(
-            options,
-            "daemon",
-            Counts {
-                sent: shared.sent_measured.load(Ordering::Relaxed),
-                delivered,
-                lost,
-                duplicated,
-            },
-            &latency,
-            end_ns.saturating_sub(warm_end_ns),
-        )
-    })
-}
-
 pub(crate) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Closed => "closed",
@@ -1016,7 +726,9 @@ pub(crate) fn progress_until_sent(options: &LoadOptions, shared: &Shared) {
     let tty = !options.json && std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut last = (0u64, Instant::now());
-    while shared.producers_done.load(Ordering::Acquire) < options.producers as u64 {
+    while shared.producers_done.load(Ordering::Acquire) < options.producers as u64
+        && !shared.has_failed()
+    {
         std::thread::sleep(Duration::from_millis(20));
         if tty && last.1.elapsed() >= Duration::from_secs(1) {
             let delivered = shared.delivered_measured.load(Ordering::Relaxed);

@@ -43,8 +43,10 @@ pub struct PeerReport {
     pub unique: u64,
     /// Sequence numbers skipped.
     pub gaps: u64,
-    /// Seen twice or out of order.
+    /// Seen more than once.
     pub duplicated: u64,
+    /// Seen after a higher sequence number of their flow (once each).
+    pub late: u64,
     /// Measured (non-warm-up) deliveries.
     pub delivered: u64,
     /// When the last measured message arrived, ns (monotonic).
@@ -241,6 +243,7 @@ fn aggregate(
     let measured: u64 = results.iter().map(|r| r.measured).sum();
     let mut latency = histogram();
     let (mut unique, mut duplicated, mut delivered, mut last_ns) = (0u64, 0u64, 0u64, 0u64);
+    let late = reports.iter().map(|r| r.late).sum();
     for r in reports {
         unique += r.unique;
         duplicated += r.duplicated;
@@ -278,6 +281,7 @@ fn aggregate(
             delivered,
             lost,
             duplicated,
+            late,
         },
         &latency,
         end_ns.saturating_sub(warm_end_ns),
@@ -476,7 +480,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
     let mut backoff = Backoff::default();
     let mut interval = histogram();
     let mut interval_start = Instant::now();
-    println!("ready");
+    outln!("ready")?;
     let mut idle_since = Instant::now();
     while links.iter().any(|l| !l.3) {
         let mut moved = 0;
@@ -507,7 +511,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
                     *done = true;
                     return ControlFlow::Break(());
                 }
-                if tracker.record(&stamp) && stamp.flags & FLAG_WARMUP == 0 {
+                if tracker.record(&stamp).is_first() && stamp.flags & FLAG_WARMUP == 0 {
                     let now = now_ns();
                     let ns = now.saturating_sub(stamp.sent_ns).max(1);
                     let _ = latency.record(ns);
@@ -519,11 +523,11 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
             })?;
         }
         if interval_start.elapsed() >= Duration::from_secs(1) {
-            println!(
+            outln!(
                 "{PROGRESS}{delivered} {} {}",
                 interval.value_at_quantile(0.99),
                 tracker.gaps
-            );
+            )?;
             interval.reset();
             interval_start = Instant::now();
         }
@@ -540,6 +544,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
         unique: tracker.unique,
         gaps: tracker.gaps,
         duplicated: tracker.duplicated,
+        late: tracker.late,
         delivered,
         last_ns,
         latency: latency
@@ -547,7 +552,7 @@ pub fn peer(fds: Vec<i32>, echo: bool) -> Result<(), Box<dyn std::error::Error>>
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect(),
     };
-    println!("{}", serde_json::to_string(&report)?);
+    outln!("{}", serde_json::to_string(&report)?)?;
     Ok(())
 }
 

@@ -404,9 +404,9 @@ pub fn run(options: PerfOptions) -> Result<(), BoxError> {
         progress,
     )?;
     if options.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print!("{}", table(&report));
+        out!("{}", table(&report))?;
     }
     Ok(())
 }

@@ -41,14 +41,22 @@ impl Served {
         Self::adopt(child, socket)
     }
 
-    /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`.
+    /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`;
+    /// a daemon that exits first fails the test with its stderr (when piped).
     pub fn adopt(child: Child, socket: &Path) -> Self {
-        let served = Self {
+        let mut served = Self {
             child,
             socket: socket.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while query_status(socket).is_err() {
+            if let Some(status) = served.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = served.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!("the daemon exited ({status}) before answering: {stderr}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "watchdog: daemon did not come up at {}",

@@ -1,0 +1,173 @@
+//! A configuration file as parsed TOML with positions: every key's line, typed values taken
+//! one key at a time, and every problem found collected (not just the first), each naming
+//! file, line and key.
+
+use super::{ConfigError, ConfigProblem, ConfigSource};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+/// Top-level entries of a parsed file, with the problems found so far.
+pub(super) struct Document<'i> {
+    text: &'i str,
+    source: ConfigSource,
+    entries: Vec<(String, Spanned<DeValue<'i>>)>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<'i> Document<'i> {
+    /// Parses `text` (a syntax error is the one error: nothing after it can be trusted) and
+    /// records the line of every key, nested ones by dotted path.
+    pub(super) fn parse(text: &'i str, origin: &str) -> Result<Self, ConfigError> {
+        let table = DeTable::parse(text).map_err(|mut e| {
+            e.set_input(Some(text));
+            ConfigError::Parse {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut doc = Self {
+            text,
+            source: ConfigSource {
+                origin: origin.to_string(),
+                lines: BTreeMap::new(),
+            },
+            entries: Vec::new(),
+            problems: Vec::new(),
+        };
+        doc.record_lines("", table.get_ref());
+        doc.entries = table
+            .into_inner()
+            .into_iter()
+            .map(|(k, v)| (k.into_inner().into_owned(), v))
+            .collect();
+        Ok(doc)
+    }
+
+    fn record_lines(&mut self, prefix: &str, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let path = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            let line = self.line_at(key.span().start);
+            self.source.lines.entry(path.clone()).or_insert(line);
+            if let DeValue::Table(inner) = value.get_ref() {
+                self.record_lines(&path, inner);
+            }
+        }
+    }
+
+    /// The line (from 1) of byte `offset`.
+    fn line_at(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Reports every top-level key not in `known`.
+    pub(super) fn refuse_unknown_keys(&mut self, known: &[&str]) {
+        let unknown: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !known.contains(&k.as_str()))
+            .collect();
+        for key in unknown {
+            let detail = format!(": unknown key; the keys are {}", known.join(", "));
+            self.problem(&key, detail);
+        }
+    }
+
+    /// The value of top-level `key` as a `T`; `None` when absent or of the wrong shape (a
+    /// problem at the line the parser points to, inside a table when it is there).
+    pub(super) fn take<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.entries.iter().find(|(k, _)| k == key)?.1.clone();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| self.line_at(s.start))
+                    .or_else(|| self.source.line(key));
+                // Inside a table, name the deepest key on that line (`partitions.nas.cpuz`).
+                let nested = self
+                    .source
+                    .lines
+                    .iter()
+                    .filter(|(path, &l)| Some(l) == line && path.starts_with(&format!("{key}.")))
+                    .map(|(path, _)| path.clone())
+                    .max_by_key(|path| path.len());
+                self.problems.push(ConfigProblem {
+                    origin: self.source.origin.clone(),
+                    line,
+                    key: nested.unwrap_or_else(|| key.to_string()),
+                    detail: format!(": {}", e.message()),
+                });
+                None
+            }
+        }
+    }
+
+    /// Reports `key` (a dotted path for a nested one) with `value` and what is allowed.
+    pub(super) fn invalid(&mut self, key: &str, value: impl std::fmt::Display, why: &str) {
+        self.problem(key, format!(" = {value}: {why}"));
+    }
+
+    /// Reports `key` with `detail` (starting with ": " or " = ").
+    pub(super) fn problem(&mut self, key: &str, detail: String) {
+        self.problems.push(self.source.problem(key, detail));
+    }
+
+    /// Where each key is, once every key was checked; every problem found when any was.
+    pub(super) fn finish(mut self) -> Result<ConfigSource, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(self.source)
+        } else {
+            // In file order; problems without a line last.
+            self.problems
+                .sort_by_key(|p| (p.line.is_none(), p.line.unwrap_or(0)));
+            Err(ConfigError::Invalid {
+                origin: self.source.origin,
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+impl ConfigSource {
+    /// The line of `key` (a dotted path), or of the nearest table above it that the file
+    /// names.
+    ///
+    /// ```
+    /// let c = agentwire_runtime::config::Config::parse("idle = \"spin\"\n\n[rebalance]\nsample_ms = 100", "t").unwrap();
+    /// assert_eq!(c.source.line("idle"), Some(1));
+    /// assert_eq!(c.source.line("rebalance.sample_ms"), Some(4));
+    /// assert_eq!(c.source.line("rebalance.low_water"), Some(3));
+    /// assert_eq!(c.source.line("agents_max"), None);
+    /// ```
+    pub fn line(&self, key: &str) -> Option<usize> {
+        let mut path = key;
+        loop {
+            if let Some(&line) = self.lines.get(path) {
+                return Some(line);
+            }
+            path = &path[..path.rfind('.')?];
+        }
+    }
+
+    /// A problem with `key` in this configuration, at its line.
+    pub(super) fn problem(&self, key: &str, detail: String) -> ConfigProblem {
+        ConfigProblem {
+            origin: self.origin.clone(),
+            line: self.line(key),
+            key: key.to_string(),
+            detail,
+        }
+    }
+}
