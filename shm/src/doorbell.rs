@@ -14,7 +14,7 @@ use rustix::event::{eventfd, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::thread::{membarrier, membarrier_query, MembarrierCommand};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Registers this process for asymmetric barriers (`membarrier` global expedited), once.
@@ -69,9 +69,12 @@ pub fn asymmetric_barriers_issued() -> u64 {
 
 /// An eventfd a parked consumer sleeps on and its producer rings. It can be passed to
 /// another process (SCM_RIGHTS) and polled by a reactor.
+///
+/// Clones share one descriptor: a ring of 10,000 agents costs one eventfd per bell, not one
+/// per lane that holds it.
 #[derive(Debug)]
 pub struct Doorbell {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
 }
 
 impl Doorbell {
@@ -84,21 +87,22 @@ impl Doorbell {
     /// ```
     pub fn new() -> std::io::Result<Self> {
         let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
-        Ok(Self { fd })
+        Ok(Self { fd: Arc::new(fd) })
     }
 
     /// Wraps an eventfd received from another process.
     ///
     /// ```
     /// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
-    /// let same = agentwire_shm::doorbell::Doorbell::from_fd(bell.try_clone().unwrap().into_fd());
+    /// let same = agentwire_shm::doorbell::Doorbell::from_fd(bell.try_clone().unwrap().into_fd().unwrap());
     /// same.ring();
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Self { fd }
+        Self { fd: Arc::new(fd) }
     }
 
-    /// Duplicates the descriptor (both refer to the same eventfd).
+    /// Another handle on the same eventfd, sharing this one's descriptor (no `dup`). Never
+    /// fails today; the `Result` keeps callers ready for a handle that needs a descriptor.
     ///
     /// ```
     /// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
@@ -106,18 +110,21 @@ impl Doorbell {
     /// ```
     pub fn try_clone(&self) -> std::io::Result<Self> {
         Ok(Self {
-            fd: self.fd.try_clone()?,
+            fd: Arc::clone(&self.fd),
         })
     }
 
-    /// Gives up the descriptor.
+    /// Gives up the descriptor (a duplicate when other handles still share it).
     ///
     /// ```
-    /// let fd = agentwire_shm::doorbell::Doorbell::new().unwrap().into_fd();
+    /// let fd = agentwire_shm::doorbell::Doorbell::new().unwrap().into_fd().unwrap();
     /// drop(fd);
     /// ```
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
+    pub fn into_fd(self) -> std::io::Result<OwnedFd> {
+        match Arc::try_unwrap(self.fd) {
+            Ok(fd) => Ok(fd),
+            Err(shared) => shared.try_clone(),
+        }
     }
 
     /// Wakes the consumer. Errors are impossible for a valid eventfd short of counter

@@ -90,19 +90,28 @@ impl Admission<'_> {
         let topic_ids = self.register(peer, registration, &segment, congested);
         // Queue the agent for its shard before it learns its id, so any frame naming this id
         // is written after the shard could know it.
-        if self.cmds.try_send(RouterCmd::Add(Box::new(new_agent))).is_err() {
+        if self
+            .cmds
+            .try_send(RouterCmd::Add(Box::new(new_agent)))
+            .is_err()
+        {
             forget_agent(self.shared, self.agent_id);
-            return Err(AdmitError::Failed("its shard's command queue is full".into()));
+            return Err(AdmitError::Failed(
+                "its shard's command queue is full".into(),
+            ));
         }
         bump(self.shared);
-        let answered = segment.try_clone_fd().map_err(|e| failed(&e)).and_then(|fd| {
-            let msg = ServerMsg::Registered {
-                agent_id: self.agent_id,
-                topic_ids,
-            };
-            let fds = [fd.as_fd(), tx_bell.as_fd(), rx_bell.as_fd()];
-            conn.send(&msg, &fds).map_err(|e| failed(&e))
-        });
+        let answered = segment
+            .try_clone_fd()
+            .map_err(|e| failed(&e))
+            .and_then(|fd| {
+                let msg = ServerMsg::Registered {
+                    agent_id: self.agent_id,
+                    topic_ids,
+                };
+                let fds = [fd.as_fd(), tx_bell.as_fd(), rx_bell.as_fd()];
+                conn.send(&msg, &fds).map_err(|e| failed(&e))
+            });
         if let Err(e) = answered {
             forget_agent(self.shared, self.agent_id);
             // The shard drops what it was given; if its queue is full the control loop's
@@ -124,12 +133,14 @@ impl Admission<'_> {
         rx_bell: &Doorbell,
         congested: Arc<AtomicBool>,
     ) -> std::io::Result<NewAgent> {
-        let tx = (0..TX_LANES)
-            .map(|lane| {
-                let bell = tx_bell.try_clone()?;
-                Ok(Consumer::new(segment.tx_lane_memory(lane), Some(bell)))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
+        // The router parks on lane 0's bell alone (the agent rings one bell for every lane),
+        // so the other lanes hold none: three descriptors fewer per agent.
+        let mut tx = Vec::with_capacity(TX_LANES);
+        tx.push(Consumer::new(
+            segment.tx_lane_memory(0),
+            Some(tx_bell.try_clone()?),
+        ));
+        tx.extend((1..TX_LANES).map(|lane| Consumer::new(segment.tx_lane_memory(lane), None)));
         let deferral = match self.config.defer_capacity_bytes {
             0 => None,
             bytes => Some(Deferral::new(bytes).map_err(std::io::Error::other)?),

@@ -1,12 +1,12 @@
 //! [`RouterControl`]: starts a router (socket, shards, links, the control loop) and is the
 //! control side's handle on it.
 
-use crate::control_loop::ControlLoop;
 use crate::commands::command_queue;
 use crate::config::{
-    deadline_ns, lane_batch_frames, RouterConfig, LINK_BUDGET_BYTES_MAX, 
-    ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX,
+    deadline_ns, lane_batch_frames, RouterConfig, LINK_BUDGET_BYTES_MAX, ROUTER_BATCH_FRAMES_LIMIT,
+    ROUTER_SHARDS_MAX,
 };
+use crate::control_loop::ControlLoop;
 use crate::duty_cycle::RoutingCore;
 use crate::links::{LinkReceiver, LinkSender};
 use crate::registry::Registry;
@@ -118,8 +118,7 @@ impl RouterControl {
         let mut cmd_txs = Vec::with_capacity(shards);
         let mut cores = Vec::with_capacity(shards);
         for (shard, (outs, ins)) in links_out.into_iter().zip(links_in).enumerate() {
-            let (cmd_tx, cmd_rx) =
-                command_queue(COMMANDS_QUEUED_MAX, shared.wakes[shard].clone());
+            let (cmd_tx, cmd_rx) = command_queue(COMMANDS_QUEUED_MAX, shared.wakes[shard].clone());
             cmd_txs.push(cmd_tx);
             let mut core = RoutingCore::new(shared.clone(), cmd_rx, shard);
             core.producers.links = outs;
@@ -136,8 +135,9 @@ impl RouterControl {
                 ..config.clone()
             };
             let first_id = config.first_agent_id.max(1);
-            let control_loop = ControlLoop::new(listener, shared.clone(), cmd_txs, config, first_id)
-                .map_err(ControlError::Io)?;
+            let control_loop =
+                ControlLoop::new(listener, shared.clone(), cmd_txs, config, first_id)
+                    .map_err(ControlError::Io)?;
             std::thread::Builder::new()
                 .name("aw-control".into())
                 .spawn(move || control_loop.run())

@@ -5,7 +5,7 @@
 //! a send that would block drops that connection, so one slow or silent client never
 //! delays anyone else.
 
-use crate::admission::{choose_shard, AdmitError, Admission};
+use crate::admission::{choose_shard, Admission, AdmitError};
 use crate::commands::{CommandSender, RouterCmd};
 use crate::config::RouterConfig;
 use crate::handshake::{self, Next, Policy, Step};
@@ -39,18 +39,22 @@ const GARBAGE_LOG_PEERS_MAX: usize = 1024;
 /// How often one peer's garbage is logged.
 const GARBAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Tokens: the listener, the loop's wake bell, then two per connection slot (its socket,
-/// and its agent's pidfd).
+/// Tokens: the listener, the loop's wake bell, one per connection slot (its socket), and
+/// one per watched process (its pidfd, the pid with [`PROCESS_TOKEN`] set).
 const LISTENER: u64 = 0;
 const WAKE: u64 = 1;
 const FIRST_SLOT_TOKEN: u64 = 2;
+const PROCESS_TOKEN: u64 = 1 << 63;
 
 fn socket_token(slot: u64) -> u64 {
-    FIRST_SLOT_TOKEN + slot * 2
+    FIRST_SLOT_TOKEN + slot
 }
 
-fn pidfd_token(slot: u64) -> u64 {
-    FIRST_SLOT_TOKEN + slot * 2 + 1
+/// One agent process watched through its pidfd, for every agent it registered: while the
+/// pidfd is held the pid cannot name another process, so one pidfd serves them all.
+struct Watch {
+    pidfd: OwnedFd,
+    slots: Vec<u64>,
 }
 
 /// One connection and where it is.
@@ -63,13 +67,8 @@ struct Conn {
 enum ConnState {
     /// In its handshake; closed if the step's deadline passes.
     Handshake { step: Step, deadline: Instant },
-    /// An admitted agent, watched through its process's pidfd.
-    Agent {
-        agent_id: u32,
-        shard: usize,
-        /// Held open while the epoll set watches it (closing it stops the watch).
-        _pidfd: OwnedFd,
-    },
+    /// An admitted agent, its process watched through a pidfd ([`Watch`]).
+    Agent { agent_id: u32, shard: usize },
 }
 
 /// Why a connection is closed.
@@ -89,6 +88,7 @@ pub(crate) struct ControlLoop {
     shard_cmds: Vec<CommandSender>,
     config: RouterConfig,
     conns: HashMap<u64, Conn>,
+    watched: HashMap<u32, Watch>,
     next_slot: u64,
     handshakes_pending: usize,
     agents_per_shard: Vec<usize>,
@@ -111,7 +111,12 @@ impl ControlLoop {
     ) -> std::io::Result<Self> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let readable = epoll::EventFlags::IN;
-        epoll::add(&epoll, &listener, epoll::EventData::new_u64(LISTENER), readable)?;
+        epoll::add(
+            &epoll,
+            &listener,
+            epoll::EventData::new_u64(LISTENER),
+            readable,
+        )?;
         let wake = shared.control_wake.as_fd();
         epoll::add(&epoll, wake, epoll::EventData::new_u64(WAKE), readable)?;
         let shards = shard_cmds.len();
@@ -122,6 +127,7 @@ impl ControlLoop {
             shard_cmds,
             config,
             conns: HashMap::new(),
+            watched: HashMap::new(),
             next_slot: 0,
             handshakes_pending: 0,
             agents_per_shard: vec![0; shards],
@@ -183,14 +189,14 @@ impl ControlLoop {
             WAKE => {
                 self.shared.control_wake.wait(Duration::ZERO);
             }
-            t => {
-                let slot = (t - FIRST_SLOT_TOKEN) / 2;
-                if t == pidfd_token(slot) {
+            t if t & PROCESS_TOKEN != 0 => {
+                let pid = (t & !PROCESS_TOKEN) as u32;
+                let slots = self.watched.get(&pid).map(|w| w.slots.clone());
+                for slot in slots.unwrap_or_default() {
                     self.close(slot, Close::Exited);
-                } else {
-                    self.serve(slot);
                 }
             }
+            t => self.serve(t - FIRST_SLOT_TOKEN),
         }
     }
 
@@ -216,7 +222,12 @@ impl ControlLoop {
                 self.close(slot, Close::Gone);
             }
         }
-        let reloaded = self.shared.reloaded_allow.lock().expect("allow lock").take();
+        let reloaded = self
+            .shared
+            .reloaded_allow
+            .lock()
+            .expect("allow lock")
+            .take();
         if let Some(allow) = reloaded {
             tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
             self.listener.set_allow_list(allow);
@@ -383,16 +394,14 @@ impl ControlLoop {
             self.refuse(slot, RefuseReason::Full, &HandshakeError::Full(agents_max));
             return;
         }
+        if let Err(e) = self.watch_process(slot) {
+            let pid = self.conns.get(&slot).map_or(0, |c| c.peer.pid);
+            let detail = format!("cannot watch process {pid}: {e}");
+            let error = HandshakeError::BadRequest(detail);
+            self.refuse(slot, RefuseReason::BadRequest, &error);
+            return;
+        }
         let c = self.conns.get(&slot).expect("slot served");
-        let pidfd = match liveness::peer_pidfd(&c.conn, c.peer.pid) {
-            Ok(pidfd) => pidfd,
-            Err(e) => {
-                let detail = format!("cannot watch process {}: {e}", c.peer.pid);
-                let error = HandshakeError::BadRequest(detail);
-                self.refuse(slot, RefuseReason::BadRequest, &error);
-                return;
-            }
-        };
         let agent_id = self.next_agent_id;
         let shard = choose_shard(&self.config, &self.agents_per_shard, c.peer.pid);
         let admission = Admission {
@@ -402,36 +411,62 @@ impl ControlLoop {
             agent_id,
             shard,
         };
-        match admission.admit(&c.conn, &c.peer, registration) {
+        let admitted = admission.admit(&c.conn, &c.peer, registration);
+        let pid = c.peer.pid;
+        match admitted {
             Ok(()) => {}
             Err(AdmitError::Refused(detail)) => {
                 let error = HandshakeError::BadRequest(detail);
+                self.unwatch(pid, slot);
                 self.refuse(slot, RefuseReason::BadRequest, &error);
                 return;
             }
             Err(AdmitError::Failed(detail)) => {
                 tracing::warn!(agent_id, "admitting agent failed: {detail}");
+                self.unwatch(pid, slot);
                 self.close(slot, Close::Gone);
                 return;
             }
         }
         // Ids are never reused while this router runs.
         self.next_agent_id = self.next_agent_id.wrapping_add(1).max(1);
-        let data = epoll::EventData::new_u64(pidfd_token(slot));
-        if let Err(e) = epoll::add(&self.epoll, &pidfd, data, epoll::EventFlags::IN) {
-            // Its socket still tells when it leaves; only a handed-on socket would be missed.
-            tracing::warn!(agent_id, "cannot watch the agent's pidfd: {e}");
-        }
         self.handshakes_pending -= 1;
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
         tracing::debug!(agent_id, shard, "agent admitted");
         let c = self.conns.get_mut(&slot).expect("slot served");
-        c.state = ConnState::Agent {
-            agent_id,
-            shard,
-            _pidfd: pidfd,
-        };
+        c.state = ConnState::Agent { agent_id, shard };
+    }
+
+    /// Watches the process of the peer in `slot` (a pidfd taken now, or the one already
+    /// held for another of its agents) before it is admitted, so its exit is never missed.
+    fn watch_process(&mut self, slot: u64) -> std::io::Result<()> {
+        let c = self.conns.get(&slot).expect("slot served");
+        let pid = c.peer.pid;
+        if let Some(watch) = self.watched.get_mut(&pid) {
+            if liveness::exited(&watch.pidfd) {
+                return Err(std::io::Error::other("the process has already exited"));
+            }
+            watch.slots.push(slot);
+            return Ok(());
+        }
+        let pidfd = liveness::peer_pidfd(&c.conn, pid)?;
+        let data = epoll::EventData::new_u64(PROCESS_TOKEN | u64::from(pid));
+        epoll::add(&self.epoll, &pidfd, data, epoll::EventFlags::IN)?;
+        let slots = vec![slot];
+        self.watched.insert(pid, Watch { pidfd, slots });
+        Ok(())
+    }
+
+    /// Stops watching `pid` for the agent in `slot`; the pidfd closes with its last agent.
+    fn unwatch(&mut self, pid: u32, slot: u64) {
+        if let Some(watch) = self.watched.get_mut(&pid) {
+            watch.slots.retain(|&s| s != slot);
+            if watch.slots.is_empty() {
+                // Closing the descriptor removes it from the epoll set.
+                self.watched.remove(&pid);
+            }
+        }
     }
 
     /// Closes the connection in `slot`; an agent is removed from the registry and its shard.
@@ -442,9 +477,8 @@ impl ControlLoop {
         // Closing a descriptor removes it from the epoll set.
         match c.state {
             ConnState::Handshake { .. } => self.handshakes_pending -= 1,
-            ConnState::Agent {
-                agent_id, shard, ..
-            } => {
+            ConnState::Agent { agent_id, shard } => {
+                self.unwatch(c.peer.pid, slot);
                 if why == Close::Exited {
                     tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
                     count(&self.shared.stats[0].agents_exited, 1);

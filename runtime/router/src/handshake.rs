@@ -157,7 +157,10 @@ mod tests {
         };
         let mut step = Step::Hello;
         let msg = hello(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
-        assert!(matches!(advance(&mut step, msg, &me(), &policy, &server), Next::Wait));
+        assert!(matches!(
+            advance(&mut step, msg, &me(), &policy, &server),
+            Next::Wait
+        ));
         assert_eq!(
             step,
             Step::Register {
@@ -185,9 +188,7 @@ mod tests {
             allow: &allow,
             versions: (2, 2),
         };
-        let refused = |next: Next, want: RefuseReason| {
-            matches!(next, Next::Refuse { reason, .. } if reason == want)
-        };
+        let refused = |next: Next, want: RefuseReason| matches!(next, Next::Refuse { reason, .. } if reason == want);
         let mut step = Step::Hello;
         let next = advance(&mut step, ClientMsg::Status, &me(), &policy, &server);
         assert!(refused(next, RefuseReason::BadRequest));

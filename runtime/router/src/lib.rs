@@ -43,9 +43,9 @@
 
 mod admission;
 mod commands;
-mod control_loop;
 pub mod config;
 pub mod control;
+mod control_loop;
 pub mod deferral;
 mod deferred;
 mod duty_cycle;

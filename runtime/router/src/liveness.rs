@@ -100,14 +100,17 @@ impl Progress {
 /// assert!(!agentwire_router::liveness::exited(&pidfd));
 /// ```
 pub fn peer_pidfd(conn: &impl AsFd, pid: u32) -> std::io::Result<OwnedFd> {
-    if let Some(pidfd) = so_peerpidfd(conn)? {
-        return Ok(pidfd);
-    }
-    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
-    let pid = rustix::process::Pid::from_raw(raw)
-        .ok_or_else(|| std::io::Error::other("pid 0 has no process"))?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
-    // The pid was the peer's when it connected; if the process has exited since, the pid may
+    let pidfd = match so_peerpidfd(conn)? {
+        Some(pidfd) => pidfd,
+        None => {
+            let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+            let pid = rustix::process::Pid::from_raw(raw)
+                .ok_or_else(|| std::io::Error::other("pid 0 has no process"))?;
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?
+        }
+    };
+    // A pidfd of a process that already exited (the kernel hands those out for a peer that
+    // is gone) would never report the exit it is kept for; and a pid opened by number may
     // belong to another process by now.
     if exited(&pidfd) {
         return Err(std::io::Error::other("the process has already exited"));

@@ -141,7 +141,11 @@ impl ControlListener {
                 Err(_) => std::fs::remove_file(path)?,
             },
             Ok(meta) => {
-                let kind = if meta.is_dir() { "a directory" } else { "a file" };
+                let kind = if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "a file"
+                };
                 return Err(ControlError::Io(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     format!(

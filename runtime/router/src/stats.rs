@@ -125,7 +125,10 @@ impl RouterStats {
             ("replies_dropped", &self.replies_dropped),
             ("handshakes_refused", &self.handshakes_refused),
             ("handshakes_timed_out", &self.handshakes_timed_out),
-            ("control_messages_malformed", &self.control_messages_malformed),
+            (
+                "control_messages_malformed",
+                &self.control_messages_malformed,
+            ),
             ("agents_admitted", &self.agents_admitted),
             ("agents_removed", &self.agents_removed),
             ("rings_corrupt", &self.rings_corrupt),

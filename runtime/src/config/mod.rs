@@ -14,10 +14,10 @@
 
 mod document;
 
+use agentwire_router::server::AllowList;
 use agentwire_scheduler::plan::{PartitionSpec, PlanConfig, PlanOptions};
 use agentwire_scheduler::rebalance::RebalanceConfig;
 use agentwire_shm::idle::IdleStrategy;
-use agentwire_router::server::AllowList;
 use document::Document;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
