@@ -187,7 +187,7 @@ fn bad_config_fails_with_file_line_and_key() {
     let stderr = refusal("agents_max = 0\nidle = \"spin\"\n\nring_capacity_bytes = 5000\n");
     assert!(
         stderr.contains(&format!("{path}: 2 problems"))
-            && stderr.contains(&format!("{path}:1: agents_max = 0: 1 to 256"))
+            && stderr.contains(&format!("{path}:1: agents_max = 0: 1 to 1048576"))
             && stderr.contains(&format!(
                 "{path}:4: ring_capacity_bytes = 5000: a power of two"
             )),
