@@ -332,6 +332,25 @@ impl FrameHeader {
         self.source_agent.set(source);
     }
 
+    /// Addresses the frame to one agent: destination `agent_id`, the anycast and feature
+    /// flags cleared (the feature id stays, for the record). The router does this to a copy
+    /// it hands to a gateway endpoint for one of its remote agents, so the gateway knows
+    /// which one the route chose.
+    ///
+    /// ```
+    /// # use agentwire_shm::wire::{FrameHeader, FrameKind, FLAG_ANYCAST, FLAG_ACK_REQUESTED, Destination};
+    /// let mut h = FrameHeader::new(FrameKind::Send, 1, 3, 0).with_flags(FLAG_ANYCAST | FLAG_ACK_REQUESTED);
+    /// h.address_to(9);
+    /// assert_eq!(h.destination_kind(), Destination::Agent(9));
+    /// assert!(h.ack_requested());
+    /// ```
+    #[inline]
+    pub fn address_to(&mut self, agent_id: u32) {
+        self.destination.set(agent_id);
+        let flags = self.routing_flags.get() & !(FLAG_ANYCAST | FLAG_FEATURE);
+        self.routing_flags.set(flags);
+    }
+
     /// Reads the header of `frame` in place and checks everything that can be checked
     /// without a registry: lengths, version, kind, priority. Destination range is the
     /// router's check.

@@ -54,6 +54,14 @@ pub(crate) fn choose_shard(config: &RouterConfig, per_shard: &[usize], peer: u32
     placement::choose_shard(per_shard, &config.shard_numa_nodes, agent_node)
 }
 
+/// An admitted endpoint's rings, as its owner sees them.
+pub(crate) struct Rings {
+    pub(crate) segment: Segment,
+    pub(crate) tx_bell: Doorbell,
+    pub(crate) rx_bell: Doorbell,
+    pub(crate) topic_ids: Vec<u32>,
+}
+
 /// What admitting one agent needs.
 pub(crate) struct Admission<'a> {
     pub(crate) shared: &'a Shared,
@@ -72,6 +80,35 @@ impl Admission<'_> {
         peer: &PeerCredentials,
         registration: &Registration,
     ) -> Result<(), AdmitError> {
+        let failed = |e: &dyn std::fmt::Display| AdmitError::Failed(e.to_string());
+        let rings = self.set_up(peer.pid, registration)?;
+        let answered = rings
+            .segment
+            .try_clone_fd()
+            .map_err(|e| failed(&e))
+            .and_then(|fd| {
+                let msg = ServerMsg::Registered {
+                    agent_id: self.agent_id,
+                    topic_ids: rings.topic_ids.clone(),
+                };
+                let fds = [fd.as_fd(), rings.tx_bell.as_fd(), rings.rx_bell.as_fd()];
+                conn.send(&msg, &fds).map_err(|e| failed(&e))
+            });
+        if let Err(e) = answered {
+            self.undo();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Sets up an endpoint's rings, registry entry and shard, and returns its rings: the
+    /// agent side of the segment and both doorbells (for a socket agent, sent over its
+    /// connection; for an in-process endpoint, handed over directly).
+    pub(crate) fn set_up(
+        &self,
+        pid: u32,
+        registration: &Registration,
+    ) -> Result<Rings, AdmitError> {
         let capacity = ring_capacity(self.config, registration.ring_capacity_bytes)
             .map_err(AdmitError::Refused)?;
         let failed = |e: &dyn std::fmt::Display| AdmitError::Failed(e.to_string());
@@ -87,7 +124,7 @@ impl Admission<'_> {
         let new_agent = self
             .new_agent(&segment, &tx_bell, &rx_bell, congested.clone())
             .map_err(|e| failed(&e))?;
-        let topic_ids = self.register(peer, registration, &segment, congested);
+        let topic_ids = self.register(pid, registration, &segment, congested);
         // Queue the agent for its shard before it learns its id, so any frame naming this id
         // is written after the shard could know it.
         if self
@@ -101,27 +138,22 @@ impl Admission<'_> {
             ));
         }
         bump(self.shared);
-        let answered = segment
-            .try_clone_fd()
-            .map_err(|e| failed(&e))
-            .and_then(|fd| {
-                let msg = ServerMsg::Registered {
-                    agent_id: self.agent_id,
-                    topic_ids,
-                };
-                let fds = [fd.as_fd(), tx_bell.as_fd(), rx_bell.as_fd()];
-                conn.send(&msg, &fds).map_err(|e| failed(&e))
-            });
-        if let Err(e) = answered {
-            forget_agent(self.shared, self.agent_id);
-            // The shard drops what it was given; if its queue is full the control loop's
-            // removal of this id (it never became a session) has nothing left to undo.
-            let _ = self.cmds.try_send(RouterCmd::Remove {
-                agent_id: self.agent_id,
-            });
-            return Err(e);
-        }
-        Ok(())
+        Ok(Rings {
+            segment,
+            tx_bell,
+            rx_bell,
+            topic_ids,
+        })
+    }
+
+    /// Takes back what [`Admission::set_up`] did, for an endpoint that never started.
+    pub(crate) fn undo(&self) {
+        forget_agent(self.shared, self.agent_id);
+        // The shard drops what it was given; if its queue is full the control loop's removal
+        // of this id (it never became a session) has nothing left to undo.
+        let _ = self.cmds.try_send(RouterCmd::Remove {
+            agent_id: self.agent_id,
+        });
     }
 
     /// The shard's view of the agent: a consumer per tx lane, the rx producer, its deferral
@@ -160,7 +192,7 @@ impl Admission<'_> {
     /// Enters the agent in the registry; returns its topics' ids.
     fn register(
         &self,
-        peer: &PeerCredentials,
+        pid: u32,
         registration: &Registration,
         segment: &Segment,
         congested: Arc<AtomicBool>,
@@ -180,13 +212,14 @@ impl Admission<'_> {
             self.agent_id,
             AgentRecord {
                 name: registration.name.clone(),
-                pid: peer.pid,
+                pid,
                 capabilities,
                 topics: topic_ids.clone(),
                 features: registration.features.clone(),
                 stale: false,
                 segment: segment.clone(),
                 shard: self.shard,
+                via: None,
                 congested,
             },
         );

@@ -8,6 +8,7 @@ use crate::config::{
 };
 use crate::control_loop::ControlLoop;
 use crate::duty_cycle::RoutingCore;
+use crate::endpoint::{Endpoint, EndpointError, EndpointKind};
 use crate::links::{LinkReceiver, LinkSender};
 use crate::registry::Registry;
 use crate::server::{AllowList, ControlListener};
@@ -15,7 +16,7 @@ use crate::shared::{bump, Shared};
 use crate::stats::RouterStats;
 use crate::status::RouterObserver;
 use crate::wake::ShardWake;
-use agentwire_shm::control::{ControlError, StatusReport};
+use agentwire_shm::control::{ControlError, Registration, StatusReport};
 use agentwire_shm::doorbell::Doorbell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +95,7 @@ impl RouterControl {
             finished: std::sync::atomic::AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             control_wake: Doorbell::new().map_err(ControlError::Io)?,
+            endpoint_requests: Mutex::new(Vec::new()),
             wakes: (0..shards)
                 .map(|_| ShardWake::new().map(Arc::new))
                 .collect::<Result<_, _>>()
@@ -272,6 +274,27 @@ impl RouterControl {
             .expect("registry lock")
             .agents
             .len()
+    }
+
+    /// Registers an in-process or gateway endpoint with `identity` (see [`crate::endpoint`]):
+    /// the router serves its rings like any agent's. Waits for the control loop's answer
+    /// (never call it from the control loop itself, e.g. a status hook).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl, endpoint::EndpointKind};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcep-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// let identity = agentwire_shm::control::Registration { name: "engine".into(), features: vec![7], ..Default::default() };
+    /// let endpoint = control.register_endpoint(identity, EndpointKind::InProcess).unwrap();
+    /// assert_eq!(control.agent_count(), 1);
+    /// # drop(endpoint);
+    /// ```
+    pub fn register_endpoint(
+        &self,
+        identity: Registration,
+        kind: EndpointKind,
+    ) -> Result<Endpoint, EndpointError> {
+        crate::endpoint::register(&self.shared, identity, kind)
     }
 
     /// Asks every thread and the routing core to stop: the core marks every segment closed,

@@ -8,6 +8,7 @@
 use crate::admission::{choose_shard, Admission, AdmitError};
 use crate::commands::{CommandSender, RouterCmd};
 use crate::config::RouterConfig;
+use crate::endpoint::{EndpointKind, EndpointRequest, EndpointRings};
 use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
 use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
@@ -71,6 +72,13 @@ enum ConnState {
     Agent { agent_id: u32, shard: usize },
 }
 
+/// An endpoint registered in-process.
+struct EndpointEntry {
+    shard: usize,
+    kind: EndpointKind,
+    remotes: Vec<u32>,
+}
+
 /// Why a connection is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -93,6 +101,10 @@ pub(crate) struct ControlLoop {
     handshakes_pending: usize,
     agents_per_shard: Vec<usize>,
     next_agent_id: u32,
+    /// In-process and gateway endpoints by id, with their shard and remote agents.
+    endpoints: HashMap<u32, EndpointEntry>,
+    /// Remote agents behind a gateway: id → gateway id.
+    remotes: HashMap<u32, u32>,
     /// Removals a full shard queue could not take yet (retried every wakeup).
     removals_waiting: Vec<(usize, u32)>,
     progress: HashMap<u32, Progress>,
@@ -132,6 +144,8 @@ impl ControlLoop {
             handshakes_pending: 0,
             agents_per_shard: vec![0; shards],
             next_agent_id: first_agent_id,
+            endpoints: HashMap::new(),
+            remotes: HashMap::new(),
             removals_waiting: Vec::new(),
             progress: HashMap::new(),
             liveness_due: Instant::now() + liveness::LIVENESS_CHECK_INTERVAL,
@@ -222,6 +236,7 @@ impl ControlLoop {
                 self.close(slot, Close::Gone);
             }
         }
+        self.serve_endpoint_requests();
         let reloaded = self
             .shared
             .reloaded_allow
@@ -491,6 +506,170 @@ impl ControlLoop {
                     self.removals_waiting.push((shard, agent_id));
                 }
             }
+        }
+    }
+
+    /// Registers, extends and removes in-process endpoints as their owners asked.
+    fn serve_endpoint_requests(&mut self) {
+        let requests = std::mem::take(
+            &mut *self
+                .shared
+                .endpoint_requests
+                .lock()
+                .expect("endpoint requests lock"),
+        );
+        for request in requests {
+            match request {
+                EndpointRequest::Register {
+                    registration,
+                    kind,
+                    reply,
+                } => {
+                    let _ = reply.send(self.register_endpoint(&registration, kind));
+                }
+                EndpointRequest::AddRemote {
+                    gateway,
+                    registration,
+                    reply,
+                } => {
+                    let _ = reply.send(self.add_remote(gateway, &registration));
+                }
+                EndpointRequest::Remove { agent_id } => self.remove_endpoint(agent_id),
+            }
+        }
+    }
+
+    /// The next agent id, and room for one more agent.
+    fn next_id(&mut self) -> Result<u32, String> {
+        let agents = self.agents_per_shard.iter().sum::<usize>();
+        if agents >= self.config.agents_max {
+            return Err(HandshakeError::Full(self.config.agents_max).to_string());
+        }
+        let id = self.next_agent_id;
+        self.next_agent_id = self.next_agent_id.wrapping_add(1).max(1);
+        Ok(id)
+    }
+
+    fn register_endpoint(
+        &mut self,
+        registration: &agentwire_shm::control::Registration,
+        kind: EndpointKind,
+    ) -> Result<EndpointRings, String> {
+        crate::server::validate_registration(registration)?;
+        let agent_id = self.next_id()?;
+        let shard = choose_shard(&self.config, &self.agents_per_shard, std::process::id());
+        let admission = Admission {
+            shared: &self.shared,
+            config: &self.config,
+            cmds: &self.shard_cmds[shard],
+            agent_id,
+            shard,
+        };
+        let rings = admission
+            .set_up(std::process::id(), registration)
+            .map_err(|e| e.to_string())?;
+        self.agents_per_shard[shard] += 1;
+        count(&self.shared.stats[0].agents_admitted, 1);
+        let remotes = Vec::new();
+        self.endpoints.insert(
+            agent_id,
+            EndpointEntry {
+                shard,
+                kind,
+                remotes,
+            },
+        );
+        tracing::debug!(agent_id, shard, ?kind, "endpoint registered");
+        Ok(EndpointRings {
+            agent_id,
+            segment: rings.segment,
+            tx_bell: rings.tx_bell,
+            rx_bell: rings.rx_bell,
+        })
+    }
+
+    /// A remote agent behind `gateway`: a registry entry whose frames use the gateway's
+    /// rings (no rings of its own, so no command to the shard).
+    fn add_remote(
+        &mut self,
+        gateway: u32,
+        registration: &agentwire_shm::control::Registration,
+    ) -> Result<u32, String> {
+        crate::server::validate_registration(registration)?;
+        let Some(entry) = self.endpoints.get(&gateway) else {
+            return Err(format!("no gateway {gateway}"));
+        };
+        if entry.kind != EndpointKind::Gateway {
+            return Err(format!("endpoint {gateway} is not a gateway"));
+        }
+        let shard = entry.shard;
+        let agent_id = self.next_id()?;
+        {
+            let mut reg = self.shared.registry.lock().expect("registry lock");
+            let Some(gw) = reg.agents.get(&gateway) else {
+                return Err(format!("no gateway {gateway}"));
+            };
+            let (segment, congested) = (gw.segment.clone(), gw.congested.clone());
+            let topics = registration
+                .topics
+                .iter()
+                .map(|t| reg.topic_id(t))
+                .collect();
+            let capabilities = registration
+                .capabilities
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
+                .collect();
+            let record = crate::registry::AgentRecord {
+                name: registration.name.clone(),
+                pid: std::process::id(),
+                capabilities,
+                topics,
+                features: registration.features.clone(),
+                stale: false,
+                segment,
+                shard,
+                via: Some(gateway),
+                congested,
+            };
+            reg.agents.insert(agent_id, record);
+            reg.invalidate();
+        }
+        crate::shared::bump(&self.shared);
+        self.agents_per_shard[shard] += 1;
+        self.remotes.insert(agent_id, gateway);
+        if let Some(entry) = self.endpoints.get_mut(&gateway) {
+            entry.remotes.push(agent_id);
+        }
+        Ok(agent_id)
+    }
+
+    /// Removes an endpoint (with its remote agents) or one remote agent.
+    fn remove_endpoint(&mut self, agent_id: u32) {
+        if let Some(gateway) = self.remotes.remove(&agent_id) {
+            let shard = self.endpoints.get_mut(&gateway).map(|e| {
+                e.remotes.retain(|&r| r != agent_id);
+                e.shard
+            });
+            forget_agent(&self.shared, agent_id);
+            if let Some(shard) = shard {
+                self.agents_per_shard[shard] -= 1;
+            }
+            return;
+        }
+        let Some(entry) = self.endpoints.remove(&agent_id) else {
+            return;
+        };
+        for remote in &entry.remotes {
+            self.remotes.remove(remote);
+            forget_agent(&self.shared, *remote);
+            self.agents_per_shard[entry.shard] -= 1;
+        }
+        forget_agent(&self.shared, agent_id);
+        self.agents_per_shard[entry.shard] -= 1;
+        let cmd = RouterCmd::Remove { agent_id };
+        if self.shard_cmds[entry.shard].try_send(cmd).is_err() {
+            self.removals_waiting.push((entry.shard, agent_id));
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::table::{rebuild_table, RoutingTable};
 use agentwire_shm::idle::{IdleStrategy, Idler};
 use agentwire_shm::ring::Consumer;
 use agentwire_shm::segment::{state, Segment, TX_LANES};
+use agentwire_shm::wire::FrameHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -28,6 +29,10 @@ pub(crate) struct DataAgent {
     pub(crate) leaving: bool,
     /// Its ring failed validation: dropped at the end of this duty cycle.
     pub(crate) corrupt: bool,
+    /// For a gateway endpoint: the remote agents behind it, sorted. Its frames keep the
+    /// source they carry when it is one of these; any other source is stamped with the
+    /// gateway's own id, like every agent's.
+    pub(crate) remotes: Vec<u32>,
 }
 
 /// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
@@ -171,6 +176,7 @@ impl RoutingCore {
                         segment,
                         leaving: false,
                         corrupt: false,
+                        remotes: Vec::new(),
                     });
                 }
                 Some(RouterCmd::Remove { agent_id }) => {
@@ -258,6 +264,13 @@ impl RoutingCore {
         if generation != self.seen_generation || commands_taken {
             self.seen_generation = generation;
             self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
+            for agent in &mut self.agents {
+                agent.remotes = self
+                    .table
+                    .gateway_remotes
+                    .remove(&agent.agent_id)
+                    .unwrap_or_default();
+            }
             // Room for a bit per copy of the largest fan-out, so routing never grows it.
             let largest = self.table.subscribers.values().map(Vec::len).max();
             let words = largest.unwrap_or(1).div_ceil(64).max(1);
@@ -327,7 +340,8 @@ impl RoutingCore {
         if agent.corrupt {
             return Ok(0);
         }
-        let source = agent.agent_id;
+        let owner = agent.agent_id;
+        let remotes = agent.remotes.as_slice();
         let control = agent.segment.control();
         let mut left = self.lane_budget[class];
         let mut work = 0;
@@ -349,6 +363,15 @@ impl RoutingCore {
             };
             let result = agent.tx[class].read(budget, |frame| {
                 ctx.bytes_in += frame.len() as u64;
+                // The ring owner is the source, unless a gateway names a remote agent of its.
+                let source = match FrameHeader::peek(frame) {
+                    Some(h)
+                        if !remotes.is_empty() && remotes.binary_search(&h.source()).is_ok() =>
+                    {
+                        h.source()
+                    }
+                    _ => owner,
+                };
                 let flow = route_frame(source, frame, &mut ctx, control);
                 ctx.stopped = flow.is_break();
                 flow
@@ -359,10 +382,10 @@ impl RoutingCore {
             let n = match result {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(agent_id = source, lane = class, "dropping agent: {e}");
+                    tracing::warn!(agent_id = owner, lane = class, "dropping agent: {e}");
                     count(&stats.rings_corrupt, 1);
                     agent.corrupt = true;
-                    return Err(source);
+                    return Err(owner);
                 }
             };
             if n > 0 {

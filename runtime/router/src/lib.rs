@@ -49,6 +49,7 @@ mod control_loop;
 pub mod deferral;
 mod deferred;
 mod duty_cycle;
+pub mod endpoint;
 mod forwarded;
 mod handshake;
 mod lanes;

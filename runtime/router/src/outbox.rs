@@ -24,6 +24,12 @@ pub(crate) struct Outboxes {
     /// Links to other shards, by shard index (`None` for this shard).
     pub(crate) links: Vec<Option<LinkSender>>,
     pub(crate) links_dirty: bool,
+    /// Remote agents behind a gateway endpoint of this shard → that gateway (their frames go
+    /// into its ring).
+    pub(crate) aliases: rustc_hash::FxHashMap<u32, u32>,
+    /// Every remote agent behind a gateway, on any shard: a copy routed to one by anycast or
+    /// feature is re-addressed to it (see `FrameHeader::address_to`).
+    pub(crate) behind_gateway: rustc_hash::FxHashSet<u32>,
     /// Buffers nack bodies are encoded into (see [`NackEncoder`]).
     pub(crate) nack_encoder: Option<Box<NackEncoder>>,
 }
@@ -92,14 +98,27 @@ impl Outboxes {
         }
     }
 
+    /// The ring that takes frames for `agent_id` on this shard, and its owner: the agent's
+    /// own, or its gateway's for a remote agent behind a gateway endpoint. One map lookup
+    /// while this shard serves no gateway with remote agents.
+    #[inline]
+    fn local_ring(&mut self, agent_id: u32) -> Option<(u32, &mut Outbox)> {
+        let owner = if self.aliases.is_empty() {
+            agent_id
+        } else {
+            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
+        };
+        self.rings.get_mut(&owner).map(|o| (owner, o))
+    }
+
     /// Served here or by another shard.
     pub(crate) fn contains(&self, agent_id: u32) -> bool {
-        self.rings.contains_key(&agent_id) || self.remote.contains_key(&agent_id)
+        self.is_local(agent_id) || self.remote.contains_key(&agent_id)
     }
 
     /// Served by this shard.
     pub(crate) fn is_local(&self, agent_id: u32) -> bool {
-        self.rings.contains_key(&agent_id)
+        self.rings.contains_key(&agent_id) || self.aliases.contains_key(&agent_id)
     }
 
     /// How many of `targets` go over the same link as `agent_id` (1 for a local agent).
@@ -114,7 +133,7 @@ impl Outboxes {
     }
 
     pub(crate) fn occupied_bytes(&mut self, agent_id: u32) -> usize {
-        if let Some(o) = self.rings.get_mut(&agent_id) {
+        if let Some((_, o)) = self.local_ring(agent_id) {
             return o.producer.occupied_bytes();
         }
         match self.remote.get(&agent_id) {
@@ -132,7 +151,7 @@ impl Outboxes {
         len_bytes: usize,
         copies: usize,
     ) -> bool {
-        if let Some(o) = self.rings.get_mut(&agent_id) {
+        if let Some((_, o)) = self.local_ring(agent_id) {
             return o.producer.can_claim(len_bytes);
         }
         let Some(remote) = self.remote.get(&agent_id) else {
@@ -173,10 +192,16 @@ impl Outboxes {
         len_bytes: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let Some(outbox) = self.rings.get_mut(&agent_id) else {
+        let dirty = &mut self.dirty;
+        let owner = if self.aliases.is_empty() {
+            agent_id
+        } else {
+            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
+        };
+        let Some(outbox) = self.rings.get_mut(&owner) else {
             return false;
         };
-        outbox.commit(agent_id, len_bytes, &mut self.dirty, fill)
+        outbox.commit(owner, len_bytes, dirty, fill)
     }
 
     /// [`Outboxes::write`] that says where the frame went, with `link_flags` for the record
@@ -189,7 +214,12 @@ impl Outboxes {
         link_flags: LinkFlags,
         fill: impl FnOnce(&mut [u8]),
     ) -> Placed {
-        let Some(outbox) = self.rings.get_mut(&agent_id) else {
+        let owner = if self.aliases.is_empty() {
+            agent_id
+        } else {
+            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
+        };
+        let Some(outbox) = self.rings.get_mut(&owner) else {
             let Some(remote) = self.remote.get(&agent_id) else {
                 return Placed::Refused;
             };
@@ -206,7 +236,7 @@ impl Outboxes {
             self.links_dirty = true;
             return Placed::Forwarded;
         };
-        if outbox.commit(agent_id, len_bytes, &mut self.dirty, fill) {
+        if outbox.commit(owner, len_bytes, &mut self.dirty, fill) {
             Placed::Delivered
         } else {
             Placed::Refused

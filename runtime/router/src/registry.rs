@@ -34,6 +34,9 @@ pub(crate) struct AgentRecord {
     pub(crate) segment: Segment,
     /// The shard serving its rings.
     pub(crate) shard: usize,
+    /// The gateway endpoint it stands behind (a remote agent: its frames go through the
+    /// gateway's rings), or `None` for an endpoint with rings of its own.
+    pub(crate) via: Option<u32>,
     /// Set by its shard while frames wait in its deferral: other shards then stop
     /// forwarding to it and defer on their side ([`links`]).
     pub(crate) congested: Arc<AtomicBool>,

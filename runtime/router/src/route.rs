@@ -339,8 +339,19 @@ impl Placement<'_, '_> {
         let mut ack_deferred = false;
         for (k, &id) in all.iter().enumerate() {
             let direct = self.direct_bits[k / 64] & (1 << (k % 64)) != 0;
+            // A remote agent behind a gateway chosen by anycast or feature: its copy names it.
+            let readdress = !self.producers.behind_gateway.is_empty()
+                && self.producers.behind_gateway.contains(&id);
+            let fill = |out: &mut [u8]| {
+                stamp(out);
+                if readdress {
+                    let header =
+                        FrameHeader::peek_mut(out).expect("a validated frame holds a header");
+                    header.address_to(id);
+                }
+            };
             let placed = if direct {
-                self.producers.write_flagged(id, len, link_flags, &stamp)
+                self.producers.write_flagged(id, len, link_flags, fill)
             } else {
                 Placed::Refused
             };
@@ -352,7 +363,7 @@ impl Placement<'_, '_> {
                 ack_deferred |= owe_ack;
             } else {
                 let deadline_ns = self.deadline.get();
-                let pushed = self.deferrals.push(id, len, deadline_ns, owe_ack, &stamp);
+                let pushed = self.deferrals.push(id, len, deadline_ns, owe_ack, fill);
                 debug_assert!(pushed, "room checked by plan");
                 count(&stats.frames_deferred, 1);
                 ack_deferred |= owe_ack;

@@ -2,6 +2,7 @@
 //! shutdown flag and each shard's wake.
 
 use crate::control::StatusHook;
+use crate::endpoint::EndpointRequest;
 use crate::registry::Registry;
 use crate::server::AllowList;
 use crate::stats::RouterStats;
@@ -31,8 +32,11 @@ pub(crate) struct Shared {
     /// Shards that finished draining (after which no shard writes to a link).
     pub(crate) finished: std::sync::atomic::AtomicUsize,
     pub(crate) shutdown: AtomicBool,
-    /// Rung to wake the control loop (shutdown, reload).
+    /// Rung to wake the control loop (shutdown, reload, endpoint requests).
     pub(crate) control_wake: Doorbell,
+    /// In-process endpoint requests for the control loop (bounded by
+    /// [`crate::endpoint::ENDPOINT_REQUESTS_MAX`]).
+    pub(crate) endpoint_requests: Mutex<Vec<EndpointRequest>>,
     /// Per shard: how other threads wake its core when it is parked ([`wake`]).
     pub(crate) wakes: Box<[Arc<ShardWake>]>,
 }

@@ -13,6 +13,9 @@ pub(crate) struct RoutingTable {
     pub(crate) round_robin: Vec<usize>,
     /// Feature id → live agents serving it, and its round-robin cursor.
     pub(crate) features: rustc_hash::FxHashMap<u32, (Vec<u32>, usize)>,
+    /// Gateway endpoint of this shard → the remote agents behind it, sorted (the sources
+    /// its frames may carry).
+    pub(crate) gateway_remotes: rustc_hash::FxHashMap<u32, Vec<u32>>,
 }
 
 /// Rebuilds the routing tables from the registry and the rings this shard holds, and tells
@@ -24,8 +27,17 @@ pub(crate) fn rebuild_table(
 ) -> RoutingTable {
     let reg = shared.registry.lock().expect("registry lock");
     producers.remote.clear();
+    producers.aliases.clear();
+    producers.behind_gateway.clear();
+    let mut table = RoutingTable::default();
     for (&id, rec) in &reg.agents {
-        if rec.shard != shard {
+        if rec.via.is_some() {
+            producers.behind_gateway.insert(id);
+        }
+        if let Some(gateway) = rec.via.filter(|_| rec.shard == shard) {
+            producers.aliases.insert(id, gateway);
+            table.gateway_remotes.entry(gateway).or_default().push(id);
+        } else if rec.shard != shard {
             producers.remote.insert(
                 id,
                 RemoteDest {
@@ -36,17 +48,23 @@ pub(crate) fn rebuild_table(
             );
         }
     }
-    let mut table = RoutingTable::default();
+    for remotes in table.gateway_remotes.values_mut() {
+        remotes.sort_unstable();
+    }
     for (&id, rec) in &reg.agents {
         if !producers.contains(id) {
             continue;
         }
+        // A gateway takes one copy of a publish for all its remote subscribers (the frame
+        // keeps the topic as destination; the far side fans it out).
+        let subscriber = rec.via.unwrap_or(id);
         for &topic in &rec.topics {
-            table.subscribers.entry(topic).or_default().push(id);
+            table.subscribers.entry(topic).or_default().push(subscriber);
         }
     }
     for subs in table.subscribers.values_mut() {
         subs.sort_unstable();
+        subs.dedup();
     }
     for (capability, req) in &reg.capability_routes {
         let ids = reg

@@ -109,6 +109,18 @@ impl TestRouter {
     /// TestRouter::start(TestRouterConfig::new(p)).unwrap().stop();
     /// ```
     pub fn stop(self) {}
+
+    /// The router's control handle (endpoints, reload, status).
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ctl-{}.sock", std::process::id()));
+    /// let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// assert_eq!(r.control().agent_count(), 0);
+    /// ```
+    pub fn control(&self) -> &RouterControl {
+        &self.control
+    }
 }
 
 impl Drop for TestRouter {

@@ -1,0 +1,383 @@
+//! Endpoints: what plugs into the router. An endpoint is a ring pair plus an identity (name,
+//! capabilities, topics, features); the router serves every endpoint's rings with the same
+//! duty cycle, whatever stands behind them:
+//!
+//! - a **shared-memory agent** in another process, admitted over the control socket;
+//! - an **in-process endpoint** ([`EndpointKind::InProcess`]): rings in the daemon's own
+//!   memory, registered through [`RouterControl::register_endpoint`] without a socket, for
+//!   an engine running on its partition's executor;
+//! - a **gateway endpoint** ([`EndpointKind::Gateway`]): one ring pair standing for many
+//!   remote agents (a network connection, a link to another node). Each remote agent gets
+//!   an id and an identity of its own ([`Endpoint::add_remote`]); frames for it arrive in
+//!   the gateway's rx ring (its id in the header's destination), and the gateway sends on
+//!   its behalf by naming it as the frame's source.
+//!
+//! In-process endpoints never block the router: they poll ([`Endpoint::read`]) and may
+//! park on [`Endpoint::doorbell`]. Dropping an endpoint removes it (and its remote agents).
+//!
+//! An in-process echo endpoint registered for a feature id, reached by a shared-memory
+//! agent with `send_feature`:
+//!
+//! ```
+//! use agentwire_router::endpoint::EndpointKind;
+//! use agentwire_router::testing::{TestRouter, TestRouterConfig};
+//! use agentwire_shm::control::Registration;
+//! use agentwire_shm::wire::{FrameHeader, FrameKind};
+//! use std::time::Duration;
+//!
+//! let sock = std::env::temp_dir().join(format!("aw-doc-endpoint-{}.sock", std::process::id()));
+//! let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+//! let identity = Registration { name: "echo".into(), features: vec![42], ..Default::default() };
+//! let mut echo = router.control().register_endpoint(identity, EndpointKind::InProcess).unwrap();
+//! let server = std::thread::spawn(move || {
+//!     // An engine would run this on its executor; here a thread echoes one request.
+//!     let mut served = 0;
+//!     while served == 0 {
+//!         served = echo.read(16, |header, payload| {
+//!             let reply = FrameHeader::new(FrameKind::Response, 0, header.source(), payload.len() as u32)
+//!                 .with_correlation(header.correlation());
+//!             (reply, payload.to_vec())
+//!         }).unwrap();
+//!         echo.doorbell().wait(Duration::from_millis(10));
+//!     }
+//! });
+//! let mut agent = agentwire_shm::client::Agent::builder("asker").socket(router.socket_path()).connect().unwrap();
+//! agent.send_feature(42, b"ping").unwrap();
+//! let answer = agent.recv(Some(Duration::from_secs(5))).unwrap().unwrap();
+//! assert_eq!(answer.payload(), b"ping");
+//! server.join().unwrap();
+//! ```
+
+use crate::shared::Shared;
+use agentwire_shm::control::Registration;
+use agentwire_shm::doorbell::Doorbell;
+use agentwire_shm::ring::{ClaimError, Consumer, Producer, RingError};
+use agentwire_shm::segment::{Segment, TX_LANES};
+use agentwire_shm::wire::{FrameHeader, HEADER_BYTES};
+use std::ops::ControlFlow;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a registration waits for the control loop's answer.
+pub const ENDPOINT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Endpoint requests queued for the control loop at most.
+pub const ENDPOINT_REQUESTS_MAX: usize = 1024;
+
+/// What an endpoint stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// One party in the daemon itself (an engine).
+    InProcess,
+    /// Many remote agents behind one ring pair (a connection or a node link).
+    Gateway,
+}
+
+/// Why an endpoint request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// The router refused it (full, a bad identity, an unknown remote agent).
+    #[error("endpoint refused: {0}")]
+    Refused(String),
+    /// The router is stopping, or its control loop did not answer in time.
+    #[error("the router's control loop is not answering ({0})")]
+    Unavailable(&'static str),
+    /// Only a gateway endpoint has remote agents.
+    #[error("only a gateway endpoint has remote agents")]
+    NotAGateway,
+}
+
+/// A request to the control loop (which owns ids, shards and the registry's writers).
+pub(crate) enum EndpointRequest {
+    Register {
+        registration: Registration,
+        kind: EndpointKind,
+        reply: SyncSender<Result<EndpointRings, String>>,
+    },
+    AddRemote {
+        gateway: u32,
+        registration: Registration,
+        reply: SyncSender<Result<u32, String>>,
+    },
+    Remove {
+        agent_id: u32,
+    },
+}
+
+/// What the control loop hands a new in-process endpoint.
+pub(crate) struct EndpointRings {
+    pub(crate) agent_id: u32,
+    pub(crate) segment: Segment,
+    pub(crate) tx_bell: Doorbell,
+    pub(crate) rx_bell: Doorbell,
+}
+
+/// Queues `request` for the control loop and wakes it.
+pub(crate) fn post(shared: &Shared, request: EndpointRequest) -> Result<(), EndpointError> {
+    {
+        let mut queue = shared
+            .endpoint_requests
+            .lock()
+            .expect("endpoint requests lock");
+        if queue.len() >= ENDPOINT_REQUESTS_MAX {
+            return Err(EndpointError::Unavailable("request queue full"));
+        }
+        queue.push(request);
+    }
+    shared.control_wake.ring();
+    Ok(())
+}
+
+/// Registers an endpoint through the control loop and waits for its rings.
+pub(crate) fn register(
+    shared: &Arc<Shared>,
+    registration: Registration,
+    kind: EndpointKind,
+) -> Result<Endpoint, EndpointError> {
+    let (reply, answer) = sync_channel(1);
+    post(
+        shared,
+        EndpointRequest::Register {
+            registration,
+            kind,
+            reply,
+        },
+    )?;
+    let rings = answer
+        .recv_timeout(ENDPOINT_REQUEST_TIMEOUT)
+        .map_err(|_| EndpointError::Unavailable("no answer"))?
+        .map_err(EndpointError::Refused)?;
+    let tx = (0..TX_LANES)
+        .map(|lane| {
+            let bell = rings.tx_bell.try_clone().expect("a shared doorbell handle");
+            Producer::new(rings.segment.tx_lane_memory(lane), Some(bell))
+        })
+        .collect();
+    let rx = Consumer::new(rings.segment.rx_memory(), Some(rings.rx_bell));
+    Ok(Endpoint {
+        id: rings.agent_id,
+        kind,
+        tx,
+        rx,
+        _segment: rings.segment,
+        shared: shared.clone(),
+        remotes: Vec::new(),
+    })
+}
+
+/// An endpoint registered in-process: its ends of the rings the router serves.
+pub struct Endpoint {
+    id: u32,
+    kind: EndpointKind,
+    /// One producer per priority lane.
+    tx: Vec<Producer>,
+    rx: Consumer,
+    /// Keeps the rings mapped.
+    _segment: Segment,
+    shared: Arc<Shared>,
+    remotes: Vec<u32>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("remotes", &self.remotes.len())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// The endpoint's agent id (what others address it by).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-id-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let e = r.control().register_endpoint(
+    ///     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    ///     EndpointKind::InProcess,
+    /// ).unwrap();
+    /// assert!(e.id() > 0);
+    /// ```
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Sends one frame: `header` (its priority picks the lane; the router stamps the source
+    /// with this endpoint's id, or keeps it when it names one of a gateway's remote agents)
+    /// and `payload`, whose length must match the header's. Never waits: `Full` when the
+    /// lane has no room now.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::wire::{FrameHeader, FrameKind};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-send-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let mut e = r.control().register_endpoint(
+    /// #     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    /// #     EndpointKind::InProcess).unwrap();
+    /// e.try_send(FrameHeader::new(FrameKind::Send, 0, 9999, 2), b"hi").unwrap(); // nacked: no agent 9999
+    /// ```
+    pub fn try_send(&mut self, header: FrameHeader, payload: &[u8]) -> Result<(), ClaimError> {
+        let lane = usize::from(header.priority()).min(TX_LANES - 1);
+        let mut claim = self.tx[lane].claim(HEADER_BYTES + payload.len())?;
+        let bytes = claim.bytes_mut();
+        header.write_to(bytes);
+        bytes[HEADER_BYTES..].copy_from_slice(payload);
+        claim.commit();
+        Ok(())
+    }
+
+    /// Reads up to `frames_max` frames from the rx ring, calling `on_frame` with each one's
+    /// header (validated) and payload; a frame whose header fails validation is skipped.
+    /// Returns the frames read (0 when none waits). `on_frame` returns a reply to send
+    /// (header and payload) or `None`.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-read-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let mut e = r.control().register_endpoint(
+    /// #     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    /// #     EndpointKind::InProcess).unwrap();
+    /// let read = e.read(16, |_header, _payload| None::<(agentwire_shm::wire::FrameHeader, Vec<u8>)>).unwrap();
+    /// assert_eq!(read, 0);
+    /// ```
+    pub fn read<R: Reply>(
+        &mut self,
+        frames_max: usize,
+        mut on_frame: impl FnMut(&FrameHeader, &[u8]) -> R,
+    ) -> Result<usize, RingError> {
+        let Self { rx, tx, .. } = self;
+        rx.read(frames_max, |frame| {
+            if let Ok(header) = FrameHeader::validate(frame) {
+                let header = *header;
+                if let Some((reply, payload)) = on_frame(&header, &frame[HEADER_BYTES..]).reply() {
+                    let lane = usize::from(reply.priority()).min(TX_LANES - 1);
+                    if let Ok(mut claim) = tx[lane].claim(HEADER_BYTES + payload.as_ref().len()) {
+                        let bytes = claim.bytes_mut();
+                        reply.write_to(bytes);
+                        bytes[HEADER_BYTES..].copy_from_slice(payload.as_ref());
+                        claim.commit();
+                    } else {
+                        // No room for the reply: stop here, the frame is read again next time.
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// The rx ring's doorbell: the router rings it when it delivers to a parked endpoint
+    /// (park with [`Consumer`]'s protocol, or simply wait on it with a timeout).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-bell-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let e = r.control().register_endpoint(
+    /// #     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    /// #     EndpointKind::InProcess).unwrap();
+    /// e.doorbell().wait(std::time::Duration::from_millis(1));
+    /// ```
+    pub fn doorbell(&self) -> &Doorbell {
+        self.rx.doorbell().expect("endpoints have an rx doorbell")
+    }
+
+    /// A gateway's new remote agent with `identity` (its name, capabilities, topics and
+    /// features are routed like any agent's); returns its id. Frames for it arrive in this
+    /// gateway's rx ring with that id as destination.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-remote-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let mut gw = r.control().register_endpoint(
+    ///     Registration { name: "node-b".into(), ..Default::default() }, EndpointKind::Gateway).unwrap();
+    /// let remote = gw.add_remote(Registration { name: "b/ocr".into(), ..Default::default() }).unwrap();
+    /// assert_ne!(remote, gw.id());
+    /// ```
+    pub fn add_remote(&mut self, identity: Registration) -> Result<u32, EndpointError> {
+        if self.kind != EndpointKind::Gateway {
+            return Err(EndpointError::NotAGateway);
+        }
+        let (reply, answer) = sync_channel(1);
+        post(
+            &self.shared,
+            EndpointRequest::AddRemote {
+                gateway: self.id,
+                registration: identity,
+                reply,
+            },
+        )?;
+        let id = answer
+            .recv_timeout(ENDPOINT_REQUEST_TIMEOUT)
+            .map_err(|_| EndpointError::Unavailable("no answer"))?
+            .map_err(EndpointError::Refused)?;
+        self.remotes.push(id);
+        Ok(id)
+    }
+
+    /// Removes one of this gateway's remote agents.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-rm-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let mut gw = r.control().register_endpoint(
+    /// #     Registration { name: "gw".into(), ..Default::default() }, EndpointKind::Gateway).unwrap();
+    /// let remote = gw.add_remote(Registration { name: "far".into(), ..Default::default() }).unwrap();
+    /// gw.remove_remote(remote).unwrap();
+    /// ```
+    pub fn remove_remote(&mut self, id: u32) -> Result<(), EndpointError> {
+        let Some(index) = self.remotes.iter().position(|&r| r == id) else {
+            return Err(EndpointError::Refused(format!(
+                "{id} is not a remote agent of this gateway"
+            )));
+        };
+        post(&self.shared, EndpointRequest::Remove { agent_id: id })?;
+        self.remotes.swap_remove(index);
+        Ok(())
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // A router that already stopped has nothing left to remove.
+        let _ = post(&self.shared, EndpointRequest::Remove { agent_id: self.id });
+    }
+}
+
+/// What an [`Endpoint::read`] callback returns: a reply to send, or nothing.
+pub trait Reply {
+    /// The payload type of a reply.
+    type Payload: AsRef<[u8]>;
+    /// The reply, if any.
+    fn reply(self) -> Option<(FrameHeader, Self::Payload)>;
+}
+
+impl<P: AsRef<[u8]>> Reply for Option<(FrameHeader, P)> {
+    type Payload = P;
+    fn reply(self) -> Option<(FrameHeader, P)> {
+        self
+    }
+}
+
+impl<P: AsRef<[u8]>> Reply for (FrameHeader, P) {
+    type Payload = P;
+    fn reply(self) -> Option<(FrameHeader, P)> {
+        Some(self)
+    }
+}
+
+impl Reply for () {
+    type Payload = [u8; 0];
+    fn reply(self) -> Option<(FrameHeader, [u8; 0])> {
+        None
+    }
+}
