@@ -426,6 +426,12 @@ pub struct Agent {
     idle_polls: u32,
 }
 
+/// How long a send that saw the daemon closing waits for its verdict (the daemon's drain
+/// at shutdown is bounded well below this).
+const CLOSE_VERDICT_WAIT: Duration = Duration::from_secs(5);
+/// How long that wait goes on once the daemon's control connection is gone.
+const CLOSE_VERDICT_AFTER_HANGUP: Duration = Duration::from_secs(1);
+
 /// Idle polls between liveness checks of the control socket (a syscall).
 const LIVENESS_CHECK_POLLS: u32 = 4096;
 /// Bumps the agent's heartbeat in its segment (sole writer: the agent; a plain store).
@@ -494,13 +500,108 @@ impl Agent {
     }
 
     fn check_alive(&mut self) -> Result<(), ClientError> {
-        // SYNC POINT: segment state (the router's Release store of CLOSED).
-        if self.link.segment.control().state.0.load(Ordering::Acquire) == state::CLOSED
+        // SYNC POINT: segment state (the router's Release stores of CLOSING and CLOSED).
+        if self.link.segment.control().state.0.load(Ordering::Acquire) != state::ACTIVE
             || self.link.conn.peer_closed()
         {
             return Err(ClientError::Disconnected);
         }
         Ok(())
+    }
+
+    /// `Disconnected` once the daemon stopped accepting frames on this segment (it is
+    /// closing or closed): one load of a line the daemon writes twice in its life.
+    #[inline]
+    fn accepting(&self) -> Result<(), ClientError> {
+        // SYNC POINT: segment state (the router's Release stores of CLOSING and CLOSED).
+        match self.link.segment.control().state.0.load(Ordering::Acquire) {
+            state::ACTIVE => Ok(()),
+            _ => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// Whether the daemon accepted everything published on `lane`: yes while the segment is
+    /// active. The publish comes before this load (the ring's wake protocol: a fence, or
+    /// the daemon's membarrier), and the daemon marks CLOSING before its last drain, so a
+    /// frame whose sender still saw ACTIVE is drained. One that saw CLOSING waits for the
+    /// daemon's verdict: accepted if the daemon's head passed it by the time it marked the
+    /// segment CLOSED (it was then delivered, dead-lettered or nacked), else `Disconnected`
+    /// (never accepted).
+    #[inline]
+    fn confirm_lane(&mut self, lane: usize) -> Result<(), ClientError> {
+        // SYNC POINT: closing (the router's Release store of CLOSING, then its barrier).
+        let now = self.link.segment.control().state.0.load(Ordering::Acquire);
+        if now == state::ACTIVE {
+            return Ok(());
+        }
+        self.settle(lane)
+    }
+
+    #[cold]
+    fn settle(&mut self, lane: usize) -> Result<(), ClientError> {
+        let memory = self.link.tx[lane].memory().clone();
+        let end = memory.positions().1;
+        let segment = self.link.segment.clone();
+        let control = segment.control();
+        let mut deadline = Instant::now() + CLOSE_VERDICT_WAIT;
+        let mut peer_closed = false;
+        // SYNC POINT: segment state (the router's Release store of CLOSED, after its head).
+        while control.state.0.load(Ordering::Acquire) != state::CLOSED {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // A stopping daemon closes control connections once its routers finished; a
+            // crashed one never marks the segment: give it a moment, not the whole wait.
+            if !peer_closed && self.link.conn.peer_closed() {
+                peer_closed = true;
+                deadline = deadline.min(now + CLOSE_VERDICT_AFTER_HANGUP);
+            }
+            // The daemon may be waiting for room in our rx ring to nack what it gives up on:
+            // keep what arrives (later receives return it), up to the stash limit.
+            self.stash_arrivals()?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let closed = control.state.0.load(Ordering::Acquire) == state::CLOSED;
+        if closed && memory.positions().0 >= end {
+            Ok(())
+        } else {
+            Err(ClientError::Disconnected)
+        }
+    }
+
+    /// Moves what waits in the rx ring into the stash (at most the stash limit), so the
+    /// daemon has room to write.
+    fn stash_arrivals(&mut self) -> Result<(), ClientError> {
+        let stash_max = self.builder.request_stash_frames_max;
+        let stash = &mut self.stash;
+        let room = stash_max.saturating_sub(stash.len());
+        if room == 0 {
+            return Ok(());
+        }
+        self.link.rx.read(room, |frame| {
+            if FrameHeader::validate(frame).is_ok() {
+                stash.push_back(OwnedMessage::from_frame(frame));
+            }
+            core::ops::ControlFlow::Continue(())
+        })?;
+        Ok(())
+    }
+
+    /// Whether the daemon accepted every frame committed on the lane of `priority` so far
+    /// (after [`FrameClaim::commit`], which cannot say): `Ok` while it serves this agent;
+    /// while it shuts down, `Ok` only if it took them before it stopped (they are then
+    /// delivered, dead-lettered or nacked), else `Disconnected`.
+    ///
+    /// ```no_run
+    /// # use agentwire_shm::wire::FrameKind;
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.claim(FrameKind::Send, 2, 0, Default::default())?.commit();
+    /// agent.confirm(2)?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn confirm(&mut self, priority: u8) -> Result<(), ClientError> {
+        self.confirm_lane(usize::from(priority).min(crate::segment::TX_LANES - 1))
     }
 
     fn control_request(&mut self, msg: &ClientMsg) -> Result<ServerMsg, ClientError> {
@@ -544,6 +645,7 @@ impl Agent {
         options: SendOptions,
         flags: u32,
     ) -> Result<FrameClaim<'_>, ClientError> {
+        self.accepting()?;
         let header = FrameHeader::new(
             kind,
             self.link.agent_id,
@@ -614,10 +716,11 @@ impl Agent {
         payload: &[u8],
         options: SendOptions,
     ) -> Result<(), ClientError> {
+        let lane = usize::from(options.priority).min(crate::segment::TX_LANES - 1);
         let mut claim = self.claim(kind, destination, payload.len(), options)?;
         claim.payload_mut().copy_from_slice(payload);
         claim.commit();
-        Ok(())
+        self.confirm_lane(lane)
     }
 
     /// Writes a complete frame, header included, without validating it: for tools that
@@ -636,10 +739,11 @@ impl Agent {
             .map_or(crate::segment::TX_LANE_DEFAULT, |&p| {
                 usize::from(p).min(crate::segment::TX_LANES - 1)
             });
+        self.accepting()?;
         let mut claim = self.link.tx[lane].claim(frame.len())?;
         claim.bytes_mut().copy_from_slice(frame);
         claim.commit();
-        Ok(())
+        self.confirm_lane(lane)
     }
 
     /// Sends a batch of frames to one agent with a single publish (one release store) when
@@ -680,6 +784,9 @@ impl Agent {
         }
         // Frames written before an error are sent too (the count says how many).
         self.link.tx[lane].publish();
+        if sent > 0 {
+            self.confirm_lane(lane)?;
+        }
         match result {
             Err(e) if sent == 0 => Err(e),
             _ => Ok(sent),
@@ -762,7 +869,7 @@ impl Agent {
         )?;
         claim.payload_mut().copy_from_slice(payload);
         claim.commit();
-        Ok(())
+        self.confirm_lane(usize::from(SendOptions::default().priority))
     }
 
     /// Sends to one live agent (or engine) registered for `feature_id`: the least loaded
@@ -800,10 +907,11 @@ impl Agent {
         if options.ack {
             flags |= FLAG_ACK_REQUESTED;
         }
+        let lane = usize::from(options.priority).min(crate::segment::TX_LANES - 1);
         let mut claim = self.claim_with_flags(FrameKind::Send, 0, payload.len(), options, flags)?;
         claim.payload_mut().copy_from_slice(payload);
         claim.commit();
-        Ok(())
+        self.confirm_lane(lane)
     }
 
     fn capability_route(

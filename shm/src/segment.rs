@@ -54,8 +54,14 @@ const TX_OFFSET: usize = 2 * PAGE_BYTES;
 pub mod state {
     /// The daemon serves this segment.
     pub const ACTIVE: u32 = 1;
-    /// The daemon is shutting down or dropped the agent; reconnect.
+    /// The daemon is done with this segment (it stopped, or dropped the agent): every frame
+    /// it took from the tx ring (up to its head) was delivered, dead-lettered or nacked;
+    /// the rest were not accepted. Reconnect.
     pub const CLOSED: u32 = 2;
+    /// The daemon is stopping: it accepts no new frame (a send that sees this fails with
+    /// `Disconnected`), routes or gives up on what was committed before, then marks the
+    /// segment [`CLOSED`].
+    pub const CLOSING: u32 = 3;
 }
 
 /// The segment header at offset 0.

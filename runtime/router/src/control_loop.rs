@@ -35,6 +35,9 @@ const ACCEPTS_PER_WAKE_MAX: usize = 64;
 const EVENTS_PER_WAIT_MAX: usize = 256;
 /// Longest epoll wait: bounds how late a reload or a liveness check runs.
 const WAIT_MAX: Duration = Duration::from_millis(250);
+/// Longest the control loop keeps connections open at shutdown for the routing cores to
+/// finish (their drain and settling are bounded by twice `SHUTDOWN_WAIT`).
+const CORES_FINISH_WAIT: Duration = Duration::from_secs(5);
 /// Peers whose garbage is logged at most once per [`GARBAGE_LOG_INTERVAL`].
 const GARBAGE_LOG_PEERS_MAX: usize = 1024;
 /// How often one peer's garbage is logged.
@@ -177,9 +180,26 @@ impl ControlLoop {
             }
             self.housekeeping();
         }
-        let slots: Vec<u64> = self.conns.keys().copied().collect();
-        for slot in slots {
-            self.close(slot, Close::Gone);
+        self.wait_for_cores();
+        // The routing cores finish on their own: they give up on what they cannot route and
+        // nack senders through rings they still hold, then mark every segment closed. So
+        // connections are only dropped here, never removed from the cores (a removal would
+        // take a sender's ring away before its nacks are written).
+        self.conns.clear();
+        self.watched.clear();
+    }
+
+    /// At shutdown, waits (bounded) until every routing core that ran has finished: agents
+    /// learn from their segment, not from a closed connection, that the router is done,
+    /// and a sender waiting for its last verdict gets it.
+    fn wait_for_cores(&self) {
+        let deadline = Instant::now() + CORES_FINISH_WAIT;
+        // SYNC POINT: cores finished (the Release adds at the end of `RoutingCore::finish`).
+        while self.shared.cores_finished.load(Ordering::Acquire)
+            < self.shared.cores_started.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

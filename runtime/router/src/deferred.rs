@@ -2,14 +2,15 @@
 //! a full ring, delivered as room appears or dead-lettered past their deadline.
 
 use crate::deferral::{Deferral, DeferredFrame};
-use crate::duty_cycle::{DataAgent, RoutingCore};
+use crate::duty_cycle::RoutingCore;
 use crate::links::LinkFlags;
 use crate::outbox::{Outboxes, Placed};
-use crate::reply::{ack, nack, GaveUpOutcome, NackDetail};
+use crate::reply::{ack, nack, GaveUpOutcome, NackDetail, REPLY_BYTES_MAX};
 use crate::route::monotonic_ns;
 use crate::sink::DeadLetterSink;
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::NackReason;
+use agentwire_shm::segment::ControlBlock;
 use agentwire_shm::wire::FrameHeader;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,6 +130,7 @@ impl RoutingCore {
             dead_letters,
             dead_letters_unflushed,
             batch_frames,
+            shutdown_forced,
             ..
         } = self;
         let stats = &shared.stats[*shard];
@@ -158,15 +160,27 @@ impl RoutingCore {
                         return ControlFlow::Break(());
                     }
                 }
+                let source_control = agents
+                    .iter()
+                    .find(|a| a.agent_id == source)
+                    .map(|a| a.segment.control());
                 let mut give_up = GiveUp {
                     producers,
-                    agents,
                     dead_letters,
                     dead_letters_unflushed,
                     stats,
                     shutting_down,
+                    wait_for_reply_room: shutting_down && !*shutdown_forced,
                 };
-                give_up.frame(dest, gone, d.frame, source, correlation)
+                let frame = GivenUp {
+                    dest,
+                    gone,
+                    frame: d.frame,
+                    source,
+                    correlation,
+                    source_control,
+                };
+                give_up.frame(&frame)
             });
             deferrals.frames_now -= taken;
             work += taken;
@@ -230,27 +244,43 @@ fn redeliver(
 
 /// Gives up on deferred frames: each goes to the dead-letter sink (or is dropped and
 /// counted without one) and its sender is nacked.
-struct GiveUp<'c> {
-    producers: &'c mut Outboxes,
-    agents: &'c [DataAgent],
-    dead_letters: &'c mut Option<Box<dyn DeadLetterSink>>,
-    dead_letters_unflushed: &'c mut bool,
-    stats: &'c RouterStats,
-    shutting_down: bool,
+pub(crate) struct GiveUp<'c> {
+    pub(crate) producers: &'c mut Outboxes,
+    pub(crate) dead_letters: &'c mut Option<Box<dyn DeadLetterSink>>,
+    pub(crate) dead_letters_unflushed: &'c mut bool,
+    pub(crate) stats: &'c RouterStats,
+    pub(crate) shutting_down: bool,
+    /// Keep a frame (`Break`) while its sender's nack would not be placed: at shutdown, a
+    /// nack for another shard's agent waits for room on the link rather than being lost.
+    pub(crate) wait_for_reply_room: bool,
+}
+
+/// One frame given up on: for `dest` (`gone`: the destination left), from `source`.
+pub(crate) struct GivenUp<'f> {
+    pub(crate) dest: u32,
+    pub(crate) gone: bool,
+    pub(crate) frame: &'f [u8],
+    pub(crate) source: u32,
+    pub(crate) correlation: u64,
+    /// The sender's control block, where its rejections are counted.
+    pub(crate) source_control: Option<&'f ControlBlock>,
 }
 
 impl GiveUp<'_> {
-    /// Gives up on `frame` for `dest` (`gone`: the destination left). `Break` keeps it
-    /// (the sink refused it and the router is not shutting down, or there is no sink and
-    /// the destination may still take it).
-    fn frame(
-        &mut self,
-        dest: u32,
-        gone: bool,
-        frame: &[u8],
-        source: u32,
-        correlation: u64,
-    ) -> ControlFlow<()> {
+    /// Gives up on a frame. `Break` keeps it (the sink refused it and the router is not
+    /// shutting down, or there is no sink and the destination may still take it).
+    pub(crate) fn frame(&mut self, given: &GivenUp<'_>) -> ControlFlow<()> {
+        let GivenUp {
+            dest,
+            gone,
+            frame,
+            source,
+            correlation,
+            source_control,
+        } = *given;
+        if self.wait_for_reply_room && !self.producers.can_reply(source, REPLY_BYTES_MAX) {
+            return ControlFlow::Break(());
+        }
         let stats = self.stats;
         let (reason, why) = if gone {
             (NackReason::NoSuchAgent, "left with frames waiting for it")
@@ -285,11 +315,6 @@ impl GiveUp<'_> {
                 GaveUpOutcome::NoQueue
             }
         };
-        let source_control = self
-            .agents
-            .iter()
-            .find(|a| a.agent_id == source)
-            .map(|a| a.segment.control());
         let detail = NackDetail::GaveUp {
             destination: dest,
             why,

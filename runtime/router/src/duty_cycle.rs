@@ -65,6 +65,11 @@ pub struct RoutingCore {
     /// One bit per copy of the frame being placed (see `route::Placement`), sized at table
     /// rebuild for the largest fan-out.
     pub(crate) direct_bits: Vec<u64>,
+    /// Shutdown barriers this core passed (see `shutdown`).
+    pub(crate) barriers_passed: usize,
+    /// Past the shutdown's time bound: frames are given up on even when their sender's nack
+    /// cannot be placed (it is counted as a dropped reply).
+    pub(crate) shutdown_forced: bool,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -101,6 +106,8 @@ impl RoutingCore {
             batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
             lane_budget: LANE_BATCH_FRAMES,
             direct_bits: vec![0; 1],
+            barriers_passed: 0,
+            shutdown_forced: false,
         }
     }
 
@@ -220,6 +227,9 @@ impl RoutingCore {
     /// assert_eq!(core.do_work(), 0);
     /// ```
     pub fn do_work(&mut self) -> usize {
+        if self.passes == 0 {
+            self.shared.cores_started.fetch_add(1, Ordering::Relaxed);
+        }
         self.refresh_tables();
         // A frame naming an unknown destination may have been written right after its
         // destination registered, before this core took the registration in. Such a frame
@@ -232,7 +242,7 @@ impl RoutingCore {
         // Frames already waiting go first: they are older than anything in the tx rings.
         let mut work = self.service_deferrals(false);
         if !self.links_in.is_empty() {
-            work += self.drain_links(fresh);
+            work += self.drain_links(fresh, false);
         }
         if beat {
             self.beat();

@@ -1,5 +1,6 @@
 //! Taking what other shards forwarded over links.
 
+use crate::deferred::{GiveUp, GivenUp};
 use crate::duty_cycle::RoutingCore;
 use crate::reply::{ack, nack, NackDetail};
 use crate::route::Deadline;
@@ -14,8 +15,11 @@ impl RoutingCore {
     /// or behind what waits in its deferral (links may use the room the deferral keeps for
     /// them), acking when the sender asked; relays acks and nacks for this shard's agents
     /// (counting nacks in their control blocks). A record for an agent this shard does not
-    /// know waits for one table refresh, then its sender is nacked. Returns records taken.
-    pub(crate) fn drain_links(&mut self, fresh: bool) -> usize {
+    /// know waits for one table refresh, then its sender is nacked. When `shutting_down`, a
+    /// frame that fits neither its destination's ring nor its deferral is given up on
+    /// (dead-lettered or dropped, and nacked) instead of waiting in the link. Returns
+    /// records taken.
+    pub(crate) fn drain_links(&mut self, fresh: bool, shutting_down: bool) -> usize {
         let Self {
             links_in,
             producers,
@@ -26,7 +30,9 @@ impl RoutingCore {
             needs_refresh,
             defer_deadline_ns,
             dead_letters,
+            dead_letters_unflushed,
             lane_budget,
+            shutdown_forced,
             ..
         } = self;
         let stats = &shared.stats[*shard];
@@ -84,6 +90,24 @@ impl RoutingCore {
                         deferrals.push(target, len, deadline.get(), record.flags.ack_owed(), copy);
                     debug_assert!(pushed, "room checked");
                     count(&stats.frames_deferred, 1);
+                } else if shutting_down {
+                    let mut give_up = GiveUp {
+                        producers,
+                        dead_letters,
+                        dead_letters_unflushed,
+                        stats,
+                        shutting_down,
+                        wait_for_reply_room: !*shutdown_forced,
+                    };
+                    let given = GivenUp {
+                        dest: target,
+                        gone: false,
+                        frame,
+                        source,
+                        correlation,
+                        source_control: None,
+                    };
+                    return give_up.frame(&given);
                 } else {
                     // Only a frame too large to defer, for a full ring: it waits here.
                     return ControlFlow::Break(());

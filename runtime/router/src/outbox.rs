@@ -166,6 +166,22 @@ impl Outboxes {
         link.can_take_copies(len_bytes, copies) && !remote.congested.load(Ordering::Acquire)
     }
 
+    /// Whether a reply of `len_bytes` for `agent_id` would be placed now (its ring, or its
+    /// shard's link whatever the agent's congestion: replies ignore it). True for an
+    /// unknown agent (its reply is dropped and counted anyway).
+    pub(crate) fn can_reply(&mut self, agent_id: u32, len_bytes: usize) -> bool {
+        if let Some((_, o)) = self.local_ring(agent_id) {
+            return o.producer.can_claim(len_bytes);
+        }
+        let Some(remote) = self.remote.get(&agent_id) else {
+            return true;
+        };
+        match self.links.get_mut(remote.shard) {
+            Some(Some(link)) => link.can_take_copies(len_bytes, 1),
+            _ => true,
+        }
+    }
+
     pub(crate) fn can_claim(&mut self, agent_id: u32, len_bytes: usize) -> bool {
         self.can_claim_copies(agent_id, len_bytes, 1)
     }

@@ -15,6 +15,8 @@ pub const NACK_DETAIL_BYTES_MAX: usize = 200;
 /// Bytes of the buffer a nack body is encoded into: the detail, the archived string's
 /// header, the reason and alignment padding, with room to spare.
 const NACK_PAYLOAD_BYTES_MAX: usize = 512;
+/// Bytes a reply (ack or nack) takes at most.
+pub(crate) const REPLY_BYTES_MAX: usize = HEADER_BYTES + NACK_PAYLOAD_BYTES_MAX;
 
 /// Why a frame was refused, formatted into the nack's detail only when the nack is written
 /// (no text is built per frame beforehand).

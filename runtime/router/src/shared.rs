@@ -29,6 +29,14 @@ pub(crate) struct Shared {
     /// Per shard: its last duty cycle moved nothing and its links were empty (the shutdown
     /// drain ends when every shard is quiet).
     pub(crate) quiet: Box<[AtomicBool]>,
+    /// Per shard, at shutdown: nothing left in its agents' lanes, its deferrals or its
+    /// links (the settling ends when every shard is settled).
+    pub(crate) settled: Box<[AtomicBool]>,
+    /// Routing cores that ran at least one duty cycle, and those that finished (marked
+    /// their segments closed): the control loop keeps connections open at shutdown until
+    /// every started core finished.
+    pub(crate) cores_started: std::sync::atomic::AtomicUsize,
+    pub(crate) cores_finished: std::sync::atomic::AtomicUsize,
     /// Shards that finished draining (after which no shard writes to a link).
     pub(crate) finished: std::sync::atomic::AtomicUsize,
     pub(crate) shutdown: AtomicBool,

@@ -1,9 +1,14 @@
-//! Shutdown of a routing core: drain what is committed, dead-letter what waits, close.
+//! Shutdown of a routing core: stop accepting (CLOSING), drain what was committed, give up
+//! on what cannot be routed (dead letters and nacks, across shards in two barriers), close.
 
 use crate::config::{DRAIN_PASSES_MAX, SHUTDOWN_WAIT};
+use crate::deferred::{GiveUp, GivenUp};
 use crate::duty_cycle::RoutingCore;
 use crate::links::LinkReceiver;
+use agentwire_shm::ring::Consumer;
 use agentwire_shm::segment::state;
+use agentwire_shm::wire::FrameHeader;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -38,8 +43,11 @@ impl RoutingCore {
         }
     }
 
-    /// At shutdown: routes what is already committed ([`RoutingCore::drain`]), then marks
-    /// every segment closed. Returns the frames routed while draining.
+    /// At shutdown: marks every served segment closing (agents' sends from then on fail with
+    /// `Disconnected`), routes what was committed before ([`RoutingCore::drain`]), gives up
+    /// on what could not be routed (dead letters and nacks), then marks every segment
+    /// closed. Every frame an agent committed while its segment was active is delivered,
+    /// dead-lettered or nacked. Returns the frames routed while draining.
     ///
     /// ```
     /// # use agentwire_router::{RouterConfig, RouterControl};
@@ -48,41 +56,76 @@ impl RoutingCore {
     /// assert_eq!(core.finish(), 0);
     /// ```
     pub fn finish(&mut self) -> usize {
+        self.begin_closing();
         let mut routed = self.drain();
-        if !self.links_in.is_empty() {
-            // Every shard stops routing before any takes its last look at its links, so
-            // nothing forwarded is left behind in one.
-            let shared = self.shared.clone();
-            // SYNC POINT: shards finished. Pairs with the Acquire loads below on every shard.
-            shared.finished.fetch_add(1, Ordering::AcqRel);
-            let deadline = Instant::now() + SHUTDOWN_WAIT;
-            // SYNC POINT: shards finished (the AcqRel adds of every shard).
-            while shared.finished.load(Ordering::Acquire) < shared.stats.len()
-                && Instant::now() < deadline
-            {
-                std::thread::yield_now();
-            }
-            loop {
-                let taken = self.drain_links(true);
-                routed += taken;
-                if taken == 0 {
-                    break;
-                }
-            }
+        let sharded = !self.links_in.is_empty();
+        if sharded {
+            // Every shard stops taking frames from its agents before any settles: from here
+            // on links carry only what was forwarded before, and replies.
+            self.shards_barrier();
         }
-        // What still waits for a full destination goes to the dead-letter sink (or is
-        // dropped and counted without one), so the shutdown loses nothing it could keep.
-        let given_up = self.service_deferrals(true);
-        if given_up > 0 {
-            tracing::info!(
-                given_up,
-                "frames still deferred at shutdown were dead-lettered"
-            );
+        routed += self.settle();
+        if sharded {
+            // Nobody writes a link after this barrier: take the last replies.
+            self.shards_barrier();
+            self.shutdown_forced = true;
+            self.drain_links_to_empty();
         }
         if let Some(sink) = self.dead_letters.as_mut() {
             sink.flush();
         }
         self.close();
+        // SYNC POINT: cores finished. Pairs with the control loop's Acquire load: every
+        // segment is marked closed before it drops the connections.
+        self.shared.cores_finished.fetch_add(1, Ordering::Release);
+        routed
+    }
+
+    /// Gives up on everything the drain could not route (frames still in senders' lanes, in
+    /// deferrals, in links): each is dead-lettered (or dropped and counted) and its sender
+    /// nacked. A nack waits for room in its sender's ring or link (senders keep reading
+    /// until their segment is closed), until every shard is done or [`SHUTDOWN_WAIT`]
+    /// passes; then what is left is given up on even if its nack is lost (counted as a
+    /// dropped reply). Returns the records taken from links.
+    fn settle(&mut self) -> usize {
+        let shared = self.shared.clone();
+        let sharded = !self.links_in.is_empty();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let (mut routed, mut given_up) = (0, 0);
+        loop {
+            given_up += self.give_up_committed();
+            if sharded {
+                routed += self.drain_links(true, true);
+            }
+            given_up += self.service_deferrals(true);
+            let done = self.deferrals.waiting.is_empty()
+                && self
+                    .agents
+                    .iter_mut()
+                    .all(|a| a.tx.iter_mut().all(Consumer::is_empty))
+                && self.links_in.iter_mut().all(LinkReceiver::is_empty);
+            if !sharded && done {
+                break;
+            }
+            // SYNC POINT: shard settled. Pairs with the Acquire loads of the other shards below.
+            shared.settled[self.shard].store(done, Ordering::Release);
+            // SYNC POINT: shard settled (the Release stores of every shard above).
+            if done && shared.settled.iter().all(|q| q.load(Ordering::Acquire)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.shutdown_forced = true;
+                given_up += self.give_up_committed() + self.service_deferrals(true);
+                break;
+            }
+            std::thread::yield_now();
+        }
+        if given_up > 0 {
+            tracing::info!(
+                given_up,
+                "frames the router could not route before shutdown were dead-lettered"
+            );
+        }
         routed
     }
 
@@ -124,5 +167,108 @@ impl RoutingCore {
             std::thread::yield_now();
         }
         routed
+    }
+
+    /// Marks every served segment [`state::CLOSING`], then a barrier: a sender that did not
+    /// see CLOSING after publishing a frame published it before the barrier, so the drain
+    /// that follows sees it (Dekker, with the client's publish then load of the state).
+    fn begin_closing(&mut self) {
+        for agent in &self.agents {
+            // SYNC POINT: closing. Pairs with the client's load of the state after its
+            // publish (`Agent::confirm`); the barrier below orders it before the drain's
+            // loads of the tails.
+            let state_word = &agent.segment.control().state.0;
+            state_word.store(state::CLOSING, Ordering::Release);
+        }
+        // Senders on the fenced protocol paid a full fence in their publish: this pairs
+        // with it. Senders on the asymmetric protocol paid nothing: the membarrier runs a
+        // full barrier on their CPUs.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        agentwire_shm::doorbell::asymmetric_barrier();
+    }
+
+    /// Gives up on every frame still in a served agent's tx lanes: dead-lettered (or dropped
+    /// and counted without a sink), its sender nacked. Returns the frames given up on.
+    fn give_up_committed(&mut self) -> usize {
+        let Self {
+            agents,
+            producers,
+            dead_letters,
+            dead_letters_unflushed,
+            shared,
+            shard,
+            shutdown_forced,
+            ..
+        } = self;
+        let stats = &shared.stats[*shard];
+        let mut given_up = 0;
+        for agent in agents.iter_mut() {
+            let (owner, control) = (agent.agent_id, agent.segment.control());
+            let remotes = agent.remotes.as_slice();
+            for lane in agent.tx.iter_mut() {
+                let mut give_up = GiveUp {
+                    producers,
+                    dead_letters,
+                    dead_letters_unflushed,
+                    stats,
+                    shutting_down: true,
+                    wait_for_reply_room: !*shutdown_forced,
+                };
+                let read = lane.read(usize::MAX, |frame| {
+                    let Some(header) = FrameHeader::peek(frame) else {
+                        return ControlFlow::Continue(());
+                    };
+                    let claimed = header.source();
+                    let source = if remotes.binary_search(&claimed).is_ok() {
+                        claimed
+                    } else {
+                        owner
+                    };
+                    let given = GivenUp {
+                        dest: header.destination(),
+                        gone: false,
+                        frame,
+                        source,
+                        correlation: header.correlation(),
+                        source_control: Some(control),
+                    };
+                    let flow = give_up.frame(&given);
+                    given_up += usize::from(flow.is_continue());
+                    flow
+                });
+                if let Err(e) = read {
+                    tracing::warn!(agent_id = owner, "at shutdown: {e}");
+                }
+            }
+        }
+        producers.publish();
+        given_up
+    }
+
+    /// Waits (at most [`SHUTDOWN_WAIT`]) until every shard reached the same barrier.
+    fn shards_barrier(&mut self) {
+        self.barriers_passed += 1;
+        let shared = self.shared.clone();
+        // SYNC POINT: shards finished. Pairs with the Acquire loads below on every shard.
+        shared.finished.fetch_add(1, Ordering::AcqRel);
+        let everyone = shared.stats.len() * self.barriers_passed;
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        // SYNC POINT: shards finished (the AcqRel adds of every shard).
+        while shared.finished.load(Ordering::Acquire) < everyone && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Takes records from the links until they are empty, giving up on frames that fit
+    /// nowhere. Returns the records taken.
+    fn drain_links_to_empty(&mut self) -> usize {
+        let mut routed = 0;
+        loop {
+            let taken = self.drain_links(true, true);
+            routed += taken;
+            if taken == 0 {
+                return routed;
+            }
+        }
     }
 }
