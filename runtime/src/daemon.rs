@@ -60,6 +60,9 @@ pub enum DaemonError {
     /// The dead-letter queue could not be opened (foreign file, newer format, I/O).
     #[error("dead-letter queue: {0}")]
     Dlq(#[from] crate::dlq::DlqError),
+    /// The agent id mark beside the dead-letter queue could not be read or written.
+    #[error(transparent)]
+    AgentIds(#[from] agentwire_router::agent_ids::AgentIdError),
     /// The config's partitions cannot be planned on this machine (the message says what
     /// to change).
     #[error("partition plan: {0}")]
@@ -193,6 +196,13 @@ impl Daemon {
             "dead-letter queue open"
         );
         let dlq_path = dlq.path().display().to_string();
+        // Agent ids never repeat, across restarts too: the mark lives beside the queue, so a
+        // dead letter never names an unrelated agent of a later run.
+        let ids_path = agent_ids_path(dlq.path());
+        let (ids, first_id) = agentwire_router::agent_ids::AgentIdStore::open(&ids_path)?;
+        tracing::info!(path = %ids_path.display(), first_id, "agent ids");
+        router_config.first_agent_id = first_id;
+        router_config.agent_id_store = Some(std::sync::Arc::new(std::sync::Mutex::new(ids)));
         let (control, mut cores) = RouterControl::start_sharded(router_config)?;
         // Each shard appends through its own handle (the file lock orders them).
         let mut dlq = Some(dlq);
@@ -501,6 +511,18 @@ impl Drop for Daemon {
         }
         self.partitions.shutdown();
     }
+}
+
+/// The file holding the agent id mark: `<dead-letter queue>.ids`, beside the queue.
+///
+/// ```
+/// let p = agentwire_runtime::daemon::agent_ids_path(std::path::Path::new("/var/lib/agentwire/dlq.log"));
+/// assert_eq!(p, std::path::Path::new("/var/lib/agentwire/dlq.log.ids"));
+/// ```
+pub fn agent_ids_path(dlq: &std::path::Path) -> std::path::PathBuf {
+    let mut name = dlq.as_os_str().to_owned();
+    name.push(".ids");
+    std::path::PathBuf::from(name)
 }
 
 /// The router's dead-letter sink: the persisted queue. `try_append` never waits: while

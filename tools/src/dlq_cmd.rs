@@ -1,9 +1,9 @@
 //! `agentwire dlq list|replay|purge`: inspect and drain the dead-letter queue file.
 
 use agentwire_runtime::dlq::{DeadLetter, DeadLetterQueue, DlqConfig, Handoff};
-use agentwire_shm::client::{decode_nack, Agent};
+use agentwire_shm::client::{decode_nack, query_status, Agent};
 use agentwire_shm::control::NackReason;
-use agentwire_shm::wire::{FrameHeader, FrameKind, FLAG_ACK_REQUESTED};
+use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, FLAG_ACK_REQUESTED};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,16 +133,55 @@ pub fn purge(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
 /// Sends one record through the daemon and waits for its ack. A nack saying the daemon
 /// dead-lettered it again (its destination is still full) hands the record off (the daemon
 /// holds the new copy) and stops the replay.
+/// Where `dlq replay` sends records that were dead-lettered in an earlier run of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// Agent ids below this were given by an earlier run (the daemon's `agent_ids_from`).
+    pub ids_from: u32,
+    /// The agent that takes records of earlier runs (`--to`), if any.
+    pub to: Option<u32>,
+}
+
+/// The frame to send again for `letter`, with an ack requested; a record of an earlier run
+/// is re-addressed to `replay.to`, or refused without it (its destination id, topic or
+/// route may mean something else now) unless it was routed by feature (feature ids do not
+/// change between runs).
+fn frame_to_replay(letter: &DeadLetter, replay: &Replay) -> Result<Vec<u8>, String> {
+    let header = FrameHeader::validate(&letter.frame)
+        .map_err(|e| format!("record {} is not a valid frame: {e}", letter.sequence))?;
+    let mut header = *header;
+    let earlier_run = header.source() < replay.ids_from;
+    let by_feature = matches!(header.destination_kind(), Destination::Feature(_));
+    if earlier_run && !by_feature {
+        match replay.to {
+            Some(agent) => header.address_to(agent),
+            None => {
+                return Err(format!(
+                    "record {} was dead-lettered by an earlier run of the daemon (agent {} sent \
+                     it; this run's ids start at {}): its destination {:?} may name something \
+                     else now. Pass --to AGENT_ID or --to-name NAME to deliver it to an agent \
+                     of this run",
+                    letter.sequence,
+                    header.source(),
+                    replay.ids_from,
+                    header.destination_kind()
+                ))
+            }
+        }
+    }
+    let header = header.with_flags(header.routing_flags.get() | FLAG_ACK_REQUESTED);
+    let mut frame = letter.frame.clone();
+    header.write_to(&mut frame);
+    Ok(frame)
+}
+
 fn replay_one(
     agent: &mut Agent,
     letter: &DeadLetter,
+    replay: &Replay,
     requeued: &mut Option<String>,
 ) -> Result<Handoff, String> {
-    let header = FrameHeader::validate(&letter.frame)
-        .map_err(|e| format!("record {} is not a valid frame: {e}", letter.sequence))?;
-    let mut frame = letter.frame.clone();
-    let flags = header.routing_flags.get() | FLAG_ACK_REQUESTED;
-    frame[12..16].copy_from_slice(&flags.to_le_bytes());
+    let frame = frame_to_replay(letter, replay)?;
     agent
         .send_raw(&frame)
         .map_err(|e| format!("record {}: {e}", letter.sequence))?;
@@ -183,18 +222,71 @@ fn replay_one(
     }
 }
 
+/// Who takes the records of earlier runs: an agent id, or an agent name looked up in the
+/// daemon's status (it must name exactly one agent).
+#[derive(Debug, Clone)]
+pub enum ReplayTarget {
+    /// `--to AGENT_ID`.
+    Id(u32),
+    /// `--to-name NAME`.
+    Name(String),
+}
+
 /// `dlq replay`: send every record again through the daemon at `socket`, in order, removing
-/// each one the router acknowledges; stops at the first refusal and keeps the rest.
-pub fn replay(path: PathBuf, socket: PathBuf, as_json: bool) -> Result<(), BoxError> {
+/// each one the router acknowledges; stops at the first refusal and keeps the rest. Records
+/// of an earlier run go to `target`, or stop the replay without one.
+pub fn replay(
+    path: PathBuf,
+    socket: PathBuf,
+    target: Option<ReplayTarget>,
+    as_json: bool,
+) -> Result<(), BoxError> {
     let Some(mut dlq) = open(path, as_json)? else {
         return Ok(());
     };
     let total = dlq.len();
+    let status = query_status(&socket)?;
+    let ids_from = status
+        .info
+        .iter()
+        .find(|(k, _)| k == "agent_ids_from")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
+    let to = match target {
+        None => None,
+        Some(ReplayTarget::Id(id)) => {
+            if !status.agents.iter().any(|a| a.agent_id == id) {
+                return Err(format!("--to {id}: the daemon has no agent {id}").into());
+            }
+            Some(id)
+        }
+        Some(ReplayTarget::Name(name)) => {
+            let ids: Vec<u32> = status
+                .agents
+                .iter()
+                .filter(|a| a.name == name)
+                .map(|a| a.agent_id)
+                .collect();
+            match ids.as_slice() {
+                [id] => Some(*id),
+                [] => return Err(format!("--to-name {name}: no agent of that name").into()),
+                _ => {
+                    return Err(format!(
+                        "--to-name {name}: {} agents have that name ({ids:?}); pass --to AGENT_ID",
+                        ids.len()
+                    )
+                    .into())
+                }
+            }
+        }
+    };
+    let replay = Replay { ids_from, to };
     let mut agent = Agent::builder("agentwire-dlq-replay")
         .socket(&socket)
         .connect()?;
     let mut requeued = None;
-    let (replayed, failure) = dlq.drain(|letter| replay_one(&mut agent, letter, &mut requeued))?;
+    let (replayed, failure) =
+        dlq.drain(|letter| replay_one(&mut agent, letter, &replay, &mut requeued))?;
     agent.close();
     let failure = failure.or(requeued);
     if as_json {

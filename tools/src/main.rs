@@ -50,6 +50,15 @@ enum DlqCmd {
         /// else under $XDG_RUNTIME_DIR].
         #[arg(long, env = "AGENTWIRE_SOCKET")]
         socket: Option<PathBuf>,
+        /// Deliver records dead-lettered by an earlier run of the daemon to this agent id
+        /// (agent ids never repeat across runs, but topics and capability routes may mean
+        /// something else now, so such records stop the replay without --to or --to-name;
+        /// records routed by feature id replay as they are).
+        #[arg(long, value_name = "AGENT_ID", conflicts_with = "to_name")]
+        to: Option<u32>,
+        /// Like --to, naming the agent (exactly one agent of this run must have the name).
+        #[arg(long, value_name = "NAME")]
+        to_name: Option<String>,
     },
     /// Remove every dead letter.
     Purge,
@@ -512,9 +521,16 @@ fn main() -> ExitCode {
             match action {
                 DlqCmd::List => dlq_cmd::list(path, json),
                 DlqCmd::Purge => dlq_cmd::purge(path, json),
-                DlqCmd::Replay { socket } => {
+                DlqCmd::Replay {
+                    socket,
+                    to,
+                    to_name,
+                } => {
                     let socket = socket.unwrap_or_else(agentwire_shm::client::default_socket_path);
-                    dlq_cmd::replay(path, socket, json)
+                    let target = to
+                        .map(dlq_cmd::ReplayTarget::Id)
+                        .or(to_name.map(dlq_cmd::ReplayTarget::Name));
+                    dlq_cmd::replay(path, socket, target, json)
                 }
             }
         }

@@ -197,6 +197,75 @@ fn replay_without_a_daemon_fails_clearly_and_keeps_everything() {
 }
 
 #[test]
+fn records_of_an_earlier_run_need_a_target_and_then_reach_it() {
+    let dir = scratch("earlier-run");
+    // This run's ids start at 1000; the records were sent by agent 42 of an earlier run.
+    let router = TestRouter::start(TestRouterConfig {
+        first_agent_id: 1000,
+        ..TestRouterConfig::new(dir.join("agentwire.sock"))
+    })
+    .unwrap();
+    let mut receiver = Agent::builder("receiver")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    assert!(receiver.id() >= 1000);
+    let path = dir.join("dlq.log");
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    // Unicast to agent 7 of the earlier run: no agent of this run may get it by accident.
+    dlq.append(NackReason::DestinationFull as u32, &frame_to(7, b"old", 1))
+        .unwrap();
+    dlq.sync().unwrap();
+    drop(dlq);
+    let socket = router.socket_path().to_str().unwrap().to_string();
+    let (ok, json, stderr) = agentwire(&["dlq", "replay", "--socket", &socket], &path);
+    assert!(!ok, "replayed a record of an earlier run without a target");
+    assert_eq!(json["replayed"], 0);
+    assert_eq!(json["remaining"], 1);
+    assert!(
+        stderr.contains("earlier run") && stderr.contains("--to"),
+        "{stderr}"
+    );
+    assert!(receiver
+        .recv(Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_none());
+    // Named, it reaches the agent of this run.
+    let (ok, json, stderr) = agentwire(
+        &[
+            "dlq",
+            "replay",
+            "--socket",
+            &socket,
+            "--to-name",
+            "receiver",
+        ],
+        &path,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (json["replayed"].as_u64(), json["remaining"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let msg = receiver
+        .recv(Some(Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload(), b"old");
+    // An unknown target is refused before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["dlq", "replay", "--socket", &socket, "--to", "5", "--dlq"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no agent 5"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn purge_removes_everything() {
     let dir = scratch("purge");
     let path = dir.join("dlq.log");

@@ -150,6 +150,32 @@ fn sigterm_stops_cleanly_and_clients_see_the_daemon_go() {
 }
 
 #[test]
+fn agent_ids_never_repeat_across_daemon_restarts() {
+    let dir = scratch("ids-restart");
+    let socket = dir.join("agentwire.sock");
+    let mut seen = Vec::new();
+    for _run in 0..3 {
+        let served = Served::start(&socket, &[]);
+        for name in ["a", "b"] {
+            let agent = Agent::builder(name)
+                .socket(&served.socket)
+                .connect()
+                .unwrap();
+            assert!(
+                seen.iter().all(|&id| id < agent.id()),
+                "id {} given again (earlier: {seen:?})",
+                agent.id()
+            );
+            seen.push(agent.id());
+        }
+        let out = served.terminate();
+        assert!(out.status.success());
+    }
+    // The mark lives beside the dead-letter queue.
+    assert!(dir.join("dlq.log.ids").exists());
+}
+
+#[test]
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let dir = scratch("second");
     let served = Served::start(&dir.join("agentwire.sock"), &[]);

@@ -81,6 +81,9 @@ pub struct RouterConfig {
     /// The first agent id this router gives (ids only grow while it runs). A daemon that
     /// persists the ids it gave starts above them, so ids are never reused across restarts.
     pub first_agent_id: u32,
+    /// Where the ids given are persisted (see [`crate::agent_ids`]); `None`: ids only
+    /// grow while this router runs.
+    pub agent_id_store: Option<std::sync::Arc<std::sync::Mutex<crate::agent_ids::AgentIdStore>>>,
     /// Smallest ring (each way) an agent may ask for at registration.
     pub ring_capacity_min_bytes: usize,
     /// Largest ring (each way) an agent may ask for at registration.
@@ -130,6 +133,7 @@ impl RouterConfig {
             },
             agents_max: AGENTS_MAX_DEFAULT,
             first_agent_id: 1,
+            agent_id_store: None,
             ring_capacity_min_bytes: RING_CAPACITY_MIN_BYTES_DEFAULT,
             ring_capacity_max_bytes: RING_CAPACITY_MAX_BYTES_DEFAULT,
             defer_capacity_bytes: 256 * 1024,

@@ -429,6 +429,14 @@ impl ControlLoop {
             self.refuse(slot, RefuseReason::Full, &HandshakeError::Full(agents_max));
             return;
         }
+        let agent_id = match self.next_id() {
+            Ok(id) => id,
+            Err(detail) => {
+                let error = HandshakeError::BadRequest(detail);
+                self.refuse(slot, RefuseReason::BadRequest, &error);
+                return;
+            }
+        };
         if let Err(e) = self.watch_process(slot) {
             let pid = self.conns.get(&slot).map_or(0, |c| c.peer.pid);
             let detail = format!("cannot watch process {pid}: {e}");
@@ -437,7 +445,6 @@ impl ControlLoop {
             return;
         }
         let c = self.conns.get(&slot).expect("slot served");
-        let agent_id = self.next_agent_id;
         let shard = choose_shard(&self.config, &self.agents_per_shard, c.peer.pid);
         let admission = Admission {
             shared: &self.shared,
@@ -463,8 +470,6 @@ impl ControlLoop {
                 return;
             }
         }
-        // Ids are never reused while this router runs.
-        self.next_agent_id = self.next_agent_id.wrapping_add(1).max(1);
         self.handshakes_pending -= 1;
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
@@ -566,7 +571,19 @@ impl ControlLoop {
             return Err(HandshakeError::Full(self.config.agents_max).to_string());
         }
         let id = self.next_agent_id;
-        self.next_agent_id = self.next_agent_id.wrapping_add(1).max(1);
+        // Ids are never reused: not while this router runs (they only grow), nor after a
+        // restart when the embedding daemon persists them (`agent_ids`).
+        let Some(next) = id.checked_add(1) else {
+            return Err("agent ids are exhausted".into());
+        };
+        if let Some(store) = &self.config.agent_id_store {
+            let mut store = store.lock().expect("agent id store lock");
+            store.reserve(id).map_err(|e| {
+                tracing::error!("{e}");
+                format!("cannot persist agent ids: {e}")
+            })?;
+        }
+        self.next_agent_id = next;
         Ok(id)
     }
 

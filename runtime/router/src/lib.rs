@@ -42,6 +42,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod admission;
+pub mod agent_ids;
 mod commands;
 pub mod config;
 pub mod control;
