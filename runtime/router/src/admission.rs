@@ -6,7 +6,7 @@ use crate::commands::{CommandSender, NewAgent, RouterCmd};
 use crate::config::RouterConfig;
 use crate::deferral::Deferral;
 use crate::placement;
-use crate::registry::AgentRecord;
+use crate::registry::Placement;
 use crate::shared::{bump, forget_agent, Shared};
 use agentwire_shm::control::{ControlConn, PeerCredentials, Registration, ServerMsg};
 use agentwire_shm::doorbell::Doorbell;
@@ -197,33 +197,14 @@ impl Admission<'_> {
         segment: &Segment,
         congested: Arc<AtomicBool>,
     ) -> Vec<u32> {
+        let placement = Placement {
+            pid,
+            segment: segment.clone(),
+            shard: self.shard,
+            via: None,
+            congested,
+        };
         let mut reg = self.shared.registry.lock().expect("registry lock");
-        let topic_ids: Vec<u32> = registration
-            .topics
-            .iter()
-            .map(|t| reg.topic_id(t))
-            .collect();
-        let capabilities = registration
-            .capabilities
-            .iter()
-            .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
-            .collect();
-        reg.agents.insert(
-            self.agent_id,
-            AgentRecord {
-                name: registration.name.clone(),
-                pid,
-                capabilities,
-                topics: topic_ids.clone(),
-                features: registration.features.clone(),
-                stale: false,
-                segment: segment.clone(),
-                shard: self.shard,
-                via: None,
-                congested,
-            },
-        );
-        reg.invalidate();
-        topic_ids
+        reg.enter(self.agent_id, registration, placement)
     }
 }

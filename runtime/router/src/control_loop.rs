@@ -446,13 +446,7 @@ impl ControlLoop {
         }
         let c = self.conns.get(&slot).expect("slot served");
         let shard = choose_shard(&self.config, &self.agents_per_shard, c.peer.pid);
-        let admission = Admission {
-            shared: &self.shared,
-            config: &self.config,
-            cmds: &self.shard_cmds[shard],
-            agent_id,
-            shard,
-        };
+        let admission = self.admission(agent_id, shard);
         let admitted = admission.admit(&c.conn, &c.peer, registration);
         let pid = c.peer.pid;
         match admitted {
@@ -564,6 +558,17 @@ impl ControlLoop {
         }
     }
 
+    /// What admitting agent `agent_id` on `shard` needs.
+    fn admission(&self, agent_id: u32, shard: usize) -> Admission<'_> {
+        Admission {
+            shared: &self.shared,
+            config: &self.config,
+            cmds: &self.shard_cmds[shard],
+            agent_id,
+            shard,
+        }
+    }
+
     /// The next agent id, and room for one more agent.
     fn next_id(&mut self) -> Result<u32, String> {
         let agents = self.agents_per_shard.iter().sum::<usize>();
@@ -595,13 +600,7 @@ impl ControlLoop {
         crate::server::validate_registration(registration)?;
         let agent_id = self.next_id()?;
         let shard = choose_shard(&self.config, &self.agents_per_shard, std::process::id());
-        let admission = Admission {
-            shared: &self.shared,
-            config: &self.config,
-            cmds: &self.shard_cmds[shard],
-            agent_id,
-            shard,
-        };
+        let admission = self.admission(agent_id, shard);
         let rings = admission
             .set_up(std::process::id(), registration)
             .map_err(|e| e.to_string())?;
@@ -646,31 +645,14 @@ impl ControlLoop {
             let Some(gw) = reg.agents.get(&gateway) else {
                 return Err(format!("no gateway {gateway}"));
             };
-            let (segment, congested) = (gw.segment.clone(), gw.congested.clone());
-            let topics = registration
-                .topics
-                .iter()
-                .map(|t| reg.topic_id(t))
-                .collect();
-            let capabilities = registration
-                .capabilities
-                .iter()
-                .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
-                .collect();
-            let record = crate::registry::AgentRecord {
-                name: registration.name.clone(),
+            let placement = crate::registry::Placement {
                 pid: std::process::id(),
-                capabilities,
-                topics,
-                features: registration.features.clone(),
-                stale: false,
-                segment,
+                segment: gw.segment.clone(),
                 shard,
                 via: Some(gateway),
-                congested,
+                congested: gw.congested.clone(),
             };
-            reg.agents.insert(agent_id, record);
-            reg.invalidate();
+            reg.enter(agent_id, registration, placement);
         }
         crate::shared::bump(&self.shared);
         self.agents_per_shard[shard] += 1;

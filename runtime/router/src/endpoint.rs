@@ -128,25 +128,30 @@ pub(crate) fn post(shared: &Shared, request: EndpointRequest) -> Result<(), Endp
     Ok(())
 }
 
+/// Posts the request `make` builds around a reply channel and waits for the answer.
+fn ask<T>(
+    shared: &Shared,
+    make: impl FnOnce(SyncSender<Result<T, String>>) -> EndpointRequest,
+) -> Result<T, EndpointError> {
+    let (reply, answer) = sync_channel(1);
+    post(shared, make(reply))?;
+    answer
+        .recv_timeout(ENDPOINT_REQUEST_TIMEOUT)
+        .map_err(|_| EndpointError::Unavailable("no answer"))?
+        .map_err(EndpointError::Refused)
+}
+
 /// Registers an endpoint through the control loop and waits for its rings.
 pub(crate) fn register(
     shared: &Arc<Shared>,
     registration: Registration,
     kind: EndpointKind,
 ) -> Result<Endpoint, EndpointError> {
-    let (reply, answer) = sync_channel(1);
-    post(
-        shared,
-        EndpointRequest::Register {
-            registration,
-            kind,
-            reply,
-        },
-    )?;
-    let rings = answer
-        .recv_timeout(ENDPOINT_REQUEST_TIMEOUT)
-        .map_err(|_| EndpointError::Unavailable("no answer"))?
-        .map_err(EndpointError::Refused)?;
+    let rings = ask(shared, |reply| EndpointRequest::Register {
+        registration,
+        kind,
+        reply,
+    })?;
     let tx = (0..TX_LANES)
         .map(|lane| {
             let bell = rings.tx_bell.try_clone().expect("a shared doorbell handle");
@@ -305,19 +310,12 @@ impl Endpoint {
         if self.kind != EndpointKind::Gateway {
             return Err(EndpointError::NotAGateway);
         }
-        let (reply, answer) = sync_channel(1);
-        post(
-            &self.shared,
-            EndpointRequest::AddRemote {
-                gateway: self.id,
-                registration: identity,
-                reply,
-            },
-        )?;
-        let id = answer
-            .recv_timeout(ENDPOINT_REQUEST_TIMEOUT)
-            .map_err(|_| EndpointError::Unavailable("no answer"))?
-            .map_err(EndpointError::Refused)?;
+        let gateway = self.id;
+        let id = ask(&self.shared, |reply| EndpointRequest::AddRemote {
+            gateway,
+            registration: identity,
+            reply,
+        })?;
         self.remotes.push(id);
         Ok(id)
     }

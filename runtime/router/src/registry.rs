@@ -42,7 +42,51 @@ pub(crate) struct AgentRecord {
     pub(crate) congested: Arc<AtomicBool>,
 }
 
+/// Where a new registry entry's rings are and who it is, besides its registration.
+pub(crate) struct Placement {
+    pub(crate) pid: u32,
+    pub(crate) segment: Segment,
+    pub(crate) shard: usize,
+    pub(crate) via: Option<u32>,
+    pub(crate) congested: Arc<AtomicBool>,
+}
+
 impl Registry {
+    /// Enters agent `agent_id` with `registration` (topics resolved to ids, capabilities
+    /// whose version parses); returns its topics' ids. The caller bumps the generation.
+    pub(crate) fn enter(
+        &mut self,
+        agent_id: u32,
+        registration: &agentwire_shm::control::Registration,
+        placement: Placement,
+    ) -> Vec<u32> {
+        let topic_ids: Vec<u32> = registration
+            .topics
+            .iter()
+            .map(|t| self.topic_id(t))
+            .collect();
+        let capabilities = registration
+            .capabilities
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), semver::Version::parse(&c.version).ok()?)))
+            .collect();
+        let record = AgentRecord {
+            name: registration.name.clone(),
+            pid: placement.pid,
+            capabilities,
+            topics: topic_ids.clone(),
+            features: registration.features.clone(),
+            stale: false,
+            segment: placement.segment,
+            shard: placement.shard,
+            via: placement.via,
+            congested: placement.congested,
+        };
+        self.agents.insert(agent_id, record);
+        self.invalidate();
+        topic_ids
+    }
+
     /// Forgets cached discovery answers: call in the same critical section as any change
     /// to the agents, their capabilities or their liveness.
     pub(crate) fn invalidate(&mut self) {

@@ -82,15 +82,8 @@ pub(crate) fn route_frame(
             count(&ctx.stats.frames_malformed, 1);
             // Echo the correlation id if the bytes are there, even from a bad header.
             let correlation = FrameHeader::peek(frame).map_or(0, FrameHeader::correlation);
-            let detail = NackDetail::Malformed(e);
-            reject(
-                source,
-                correlation,
-                NackReason::Malformed,
-                detail,
-                ctx,
-                source_control,
-            );
+            let why = (NackReason::Malformed, NackDetail::Malformed(e));
+            reject(source, correlation, why, ctx, source_control);
             return ControlFlow::Continue(());
         }
     };
@@ -103,15 +96,8 @@ pub(crate) fn route_frame(
         return ControlFlow::Break(());
     }
     if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {
-        let (reason, detail) = (NackReason::NotPermitted, NackDetail::AckFromAgent);
-        reject(
-            source,
-            header.correlation(),
-            reason,
-            detail,
-            ctx,
-            source_control,
-        );
+        let why = (NackReason::NotPermitted, NackDetail::AckFromAgent);
+        reject(source, header.correlation(), why, ctx, source_control);
         return ControlFlow::Continue(());
     }
     // The ring owner is the source, whatever the frame claims.
@@ -161,15 +147,8 @@ pub(crate) fn route_frame(
             ctx.needs_refresh = true;
             ControlFlow::Break(())
         }
-        Err((reason, detail)) => {
-            reject(
-                source,
-                header.correlation(),
-                reason,
-                detail,
-                ctx,
-                source_control,
-            );
+        Err(why) => {
+            reject(source, header.correlation(), why, ctx, source_control);
             ControlFlow::Continue(())
         }
     }
@@ -182,8 +161,7 @@ type Unresolved = (NackReason, NackDetail);
 fn reject(
     source: u32,
     correlation: u64,
-    reason: NackReason,
-    detail: NackDetail,
+    (reason, detail): Unresolved,
     ctx: &mut RouteContext<'_>,
     source_control: &ControlBlock,
 ) {

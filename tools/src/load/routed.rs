@@ -365,19 +365,14 @@ fn start_agents(
     let mut consumers = Vec::with_capacity(options.consumers);
     for (i, agent) in agents.consumers.into_iter().enumerate() {
         let (shared, cpus, socket) = (shared.clone(), agent_cpus.clone(), socket.to_path_buf());
-        consumers.push(
-            std::thread::Builder::new()
-                .name(format!("aw-load-c{i}"))
-                .spawn(move || {
-                    let _guard = FailOnPanic(&shared, "consumer", i);
-                    place(&cpus);
-                    let result = consume(agent, pattern, &shared);
-                    if let Err(e) = &result {
-                        shared.fail(agent_failure("consumer", i, &socket, e.as_ref()));
-                    }
-                    result
-                })?,
-        );
+        consumers.push(spawn_agent(
+            "consumer",
+            i,
+            shared,
+            cpus,
+            socket,
+            move |shared| consume(agent, pattern, shared),
+        )?);
     }
     let warm_end_ns = now_ns() + options.warmup.as_nanos() as u64;
     let mut producers = Vec::with_capacity(options.producers);
@@ -389,25 +384,44 @@ fn start_agents(
             agent_cpus.clone(),
             socket.to_path_buf(),
         );
-        producers.push(
-            std::thread::Builder::new()
-                .name(format!("aw-load-p{i}"))
-                .spawn(move || {
-                    let _guard = FailOnPanic(&shared, "producer", i);
-                    place(&cpus);
-                    let result = produce(agent, i as u32, target, &options, &schedule, &shared);
-                    if let Err(e) = &result {
-                        shared.fail(agent_failure("producer", i, &socket, e.as_ref()));
-                    }
-                    result
-                })?,
-        );
+        producers.push(spawn_agent(
+            "producer",
+            i,
+            shared,
+            cpus,
+            socket,
+            move |shared| produce(agent, i as u32, target, &options, &schedule, shared),
+        )?);
     }
     Ok(Threads {
         consumers,
         producers,
         warm_end_ns,
     })
+}
+
+/// Starts load agent `role` `index` on a thread of its own, placed on `cpus`: a failure or a
+/// panic ends the whole run with a message naming the agent.
+fn spawn_agent<T: Send + 'static>(
+    role: &'static str,
+    index: usize,
+    shared: Arc<Shared>,
+    cpus: Option<Vec<usize>>,
+    socket: std::path::PathBuf,
+    work: impl FnOnce(&Shared) -> Result<T, BoxError> + Send + 'static,
+) -> std::io::Result<JoinHandle<Result<T, BoxError>>> {
+    let short = if role == "consumer" { 'c' } else { 'p' };
+    std::thread::Builder::new()
+        .name(format!("aw-load-{short}{index}"))
+        .spawn(move || {
+            let _guard = FailOnPanic(&shared, role, index);
+            place(&cpus);
+            let result = work(&shared);
+            if let Err(e) = &result {
+                shared.fail(agent_failure(role, index, &socket, e.as_ref()));
+            }
+            result
+        })
 }
 
 /// Restricts the calling agent thread to `cpus` (the thread that starts the run keeps its

@@ -207,15 +207,19 @@ mod tests {
         assert_eq!((t.unique, t.gaps, t.duplicated, t.late), (8, 1, 1, 0));
     }
 
-    #[test]
-    fn a_missing_message_that_arrives_later_is_late_not_a_duplicate() {
-        let mut t = SeqTracker::default();
-        let at = |seq| Stamp {
+    fn stamp_of_producer_0(seq: u64) -> Stamp {
+        Stamp {
             producer: 0,
             flags: 0,
             seq,
             sent_ns: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_missing_message_that_arrives_later_is_late_not_a_duplicate() {
+        let mut t = SeqTracker::default();
+        let at = stamp_of_producer_0;
         // 2..=4 and 7 skipped; 3 and 7 arrive late (as after a dead-letter replay), then 3
         // again, and 0 again: duplicates.
         let seen: Vec<Seen> = [0, 1, 5, 6, 8, 3, 7, 3, 0]
@@ -271,12 +275,7 @@ mod tests {
     #[test]
     fn remembered_gaps_are_bounded() {
         let mut t = SeqTracker::default();
-        let at = |seq| Stamp {
-            producer: 0,
-            flags: 0,
-            seq,
-            sent_ns: 0,
-        };
+        let at = stamp_of_producer_0;
         // Every other message missing: one range per gap, past the bound.
         let gaps = MISSING_RANGES_MAX as u64 + 10;
         for i in 0..=gaps {
