@@ -83,12 +83,29 @@ pub fn query_status(socket: &Path) -> Result<crate::control::StatusReport, Clien
         }
     }
     conn.send(&ClientMsg::Status, &[])?;
-    match expect_reply(&conn)? {
-        (ServerMsg::Status(report), _) => Ok(report),
-        (other, _) => Err(ClientError::Protocol(format!(
-            "expected Status, got {other:?}"
-        ))),
+    let mut report = match expect_reply(&conn)? {
+        (ServerMsg::Status(report), _) => report,
+        (other, _) => {
+            return Err(ClientError::Protocol(format!(
+                "expected Status, got {other:?}"
+            )))
+        }
+    };
+    // The rest of the agents, a page at a time.
+    while report.agents.len() < report.agents_total as usize {
+        let after = report.agents.last().map_or(0, |a| a.agent_id);
+        conn.send(&ClientMsg::StatusAgents { after }, &[])?;
+        match expect_reply(&conn)? {
+            (ServerMsg::StatusAgents { agents }, _) if agents.is_empty() => break,
+            (ServerMsg::StatusAgents { agents }, _) => report.agents.extend(agents),
+            (other, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected StatusAgents, got {other:?}"
+                )))
+            }
+        }
     }
+    Ok(report)
 }
 
 /// Errors an agent sees. Each carries what it needs to act on.

@@ -36,6 +36,9 @@ use std::time::Duration;
 pub const PROTOCOL_VERSION_MIN: u16 = 2;
 /// Newest control/wire protocol version this build speaks.
 pub const PROTOCOL_VERSION_MAX: u16 = 2;
+/// Agents per status message: a status report of thousands of agents comes in pages, each
+/// well under [`CONTROL_MESSAGE_BYTES_MAX`].
+pub const STATUS_AGENTS_PER_MESSAGE: usize = 128;
 /// Largest control message in bytes; larger ones are refused.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Most descriptors one control message carries.
@@ -117,8 +120,14 @@ pub enum ClientMsg {
     /// Leaves cleanly.
     Goodbye,
     /// Asks for the router's status instead of registering (admin tools); allowed right
-    /// after `Welcome`, answered with `Status`, then the connection closes.
+    /// after `Welcome`, answered with `Status` carrying the first
+    /// [`STATUS_AGENTS_PER_MESSAGE`] agents; the rest come with `StatusAgents`.
     Status,
+    /// After `Status`: the next agents (ids above `after`), answered with `StatusAgents`.
+    StatusAgents {
+        /// The last agent id already received.
+        after: u32,
+    },
 }
 
 /// Why the daemon refused a connection.
@@ -187,6 +196,11 @@ pub enum ServerMsg {
     },
     /// The router's status (answer to `ClientMsg::Status`).
     Status(StatusReport),
+    /// The next agents of a status report, in id order (empty: no more).
+    StatusAgents {
+        /// At most [`STATUS_AGENTS_PER_MESSAGE`] agents.
+        agents: Vec<AgentStatus>,
+    },
     /// Generic success.
     Done,
     /// A request failed.
@@ -235,8 +249,12 @@ pub struct StatusReport {
     pub uptime_s: u64,
     /// Counters by name (monotonic).
     pub counters: Vec<(String, u64)>,
-    /// Live agents.
+    /// Live agents, in id order: all of them from [`query_status`](crate::client::query_status);
+    /// on the wire, the first [`STATUS_AGENTS_PER_MESSAGE`] (the rest come with
+    /// `StatusAgents`).
     pub agents: Vec<AgentStatus>,
+    /// How many agents the router has (`agents` holds them all once every page arrived).
+    pub agents_total: u32,
     /// Topic and capability routes.
     pub routes: Vec<RouteStatus>,
     /// Facts about the daemon: `router_cpu`, `metrics` (its URL), `dlq` (its path).

@@ -15,9 +15,10 @@ use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
 use crate::session;
 use crate::shared::{forget_agent, Shared};
 use crate::stats::count;
-use crate::status::status_report;
+use crate::status::{agent_page, status_report};
 use agentwire_shm::control::{
     ClientMsg, ControlConn, ControlError, PeerCredentials, RefuseReason, ServerMsg,
+    STATUS_AGENTS_PER_MESSAGE,
 };
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
@@ -402,13 +403,34 @@ impl ControlLoop {
                 c.state = ConnState::Handshake { step, deadline };
             }
             Next::Status => {
-                let report = status_report(&self.shared);
-                let _ = c.conn.send(&ServerMsg::Status(report), &[]);
-                self.close(slot, Close::Gone);
+                let mut report = status_report(&self.shared);
+                // The rest of the agents go a page at a time (`StatusAgents`).
+                report.agents.truncate(STATUS_AGENTS_PER_MESSAGE);
+                let answer = ServerMsg::Status(report);
+                self.answer_status(slot, step, &answer);
+            }
+            Next::StatusAgents(after) => {
+                let agents = agent_page(&self.shared, after, STATUS_AGENTS_PER_MESSAGE);
+                let answer = ServerMsg::StatusAgents { agents };
+                self.answer_status(slot, step, &answer);
             }
             Next::Register(registration) => self.admit(slot, &registration),
             Next::Refuse { reason, error } => self.refuse(slot, reason, &error),
         }
+    }
+
+    /// Sends a status answer; the connection stays open for the next page (closed if the
+    /// send fails), with a fresh deadline.
+    fn answer_status(&mut self, slot: u64, step: Step, answer: &ServerMsg) {
+        let Some(c) = self.conns.get_mut(&slot) else {
+            return;
+        };
+        if c.conn.send(answer, &[]).is_err() {
+            self.close(slot, Close::Gone);
+            return;
+        }
+        let deadline = Instant::now() + HANDSHAKE_STEP_TIMEOUT;
+        c.state = ConnState::Handshake { step, deadline };
     }
 
     fn refuse(&mut self, slot: u64, reason: RefuseReason, error: &HandshakeError) {

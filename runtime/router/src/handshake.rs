@@ -18,6 +18,8 @@ pub(crate) enum Step {
         /// The negotiated protocol version.
         version: u16,
     },
+    /// A status query answered; the client may ask for the rest of the agents.
+    Status,
 }
 
 /// What the control loop does after a handshake message.
@@ -25,8 +27,11 @@ pub(crate) enum Step {
 pub(crate) enum Next {
     /// Wait for the next message (the step's deadline starts again).
     Wait,
-    /// Answer a status query, then close.
+    /// Answer a status query (its first page of agents); the connection stays open for
+    /// the next pages until the client closes it or the step's deadline passes.
     Status,
+    /// Answer the next page of agents, those with ids above this.
+    StatusAgents(u32),
     /// Admit an agent with this registration.
     Register(Box<Registration>),
     /// Refuse (the client is told why), count it, and close.
@@ -94,7 +99,12 @@ pub(crate) fn advance(
             },
         },
         (Step::Hello, _) => bad("expected Hello first"),
-        (Step::Register { .. }, ClientMsg::Status) => Next::Status,
+        (Step::Register { .. }, ClientMsg::Status) => {
+            *step = Step::Status;
+            Next::Status
+        }
+        (Step::Status, ClientMsg::StatusAgents { after }) => Next::StatusAgents(after),
+        (Step::Status, _) => bad("expected StatusAgents after Status"),
         (Step::Register { .. }, ClientMsg::Register(registration)) => {
             match validate_registration(&registration) {
                 Ok(()) => Next::Register(Box::new(registration)),

@@ -69,11 +69,12 @@ pub(crate) fn answer(shared: &Shared, agent_id: u32, msg: ClientMsg) -> Option<S
                 }
                 Err(detail) => ServerMsg::Error { detail },
             },
-            ClientMsg::Hello { .. } | ClientMsg::Register(_) | ClientMsg::Status => {
-                ServerMsg::Error {
-                    detail: "already registered".into(),
-                }
-            }
+            ClientMsg::Hello { .. }
+            | ClientMsg::Register(_)
+            | ClientMsg::Status
+            | ClientMsg::StatusAgents { .. } => ServerMsg::Error {
+                detail: "already registered".into(),
+            },
         }
     };
     bump(shared);

@@ -1,5 +1,6 @@
 //! Status reports for `agentwire status` and the metrics endpoint, and [`RouterObserver`].
 
+use crate::registry::AgentRecord;
 use crate::shared::Shared;
 use agentwire_shm::control::{AgentStatus, RouteStatus, StatusReport};
 use agentwire_shm::segment::TX_LANES;
@@ -17,31 +18,52 @@ pub(crate) fn summed_counters(shared: &Shared) -> Vec<(String, u64)> {
 }
 
 /// The router's counters and live agents, for `agentwire status`.
+/// One agent as `agentwire agents` shows it.
+fn agent_status(agent_id: u32, rec: &AgentRecord) -> AgentStatus {
+    AgentStatus {
+        agent_id,
+        name: rec.name.clone(),
+        pid: rec.pid,
+        capabilities: rec
+            .capabilities
+            .iter()
+            .map(|(n, v)| format!("{n}@{v}"))
+            .collect(),
+        topics: rec.topics.clone(),
+        features: rec.features.clone(),
+        live: !rec.stale,
+        shard: rec.shard as u32,
+        tx_occupied_bytes: (0..TX_LANES)
+            .map(|lane| rec.segment.tx_lane_memory(lane).occupied_bytes() as u64)
+            .sum(),
+        rx_occupied_bytes: rec.segment.rx_memory().occupied_bytes() as u64,
+        ring_capacity_bytes: rec.segment.rx_memory().capacity_bytes() as u64,
+    }
+}
+
+/// The next `limit` agents with ids above `after`, in id order (a status page).
+pub(crate) fn agent_page(shared: &Shared, after: u32, limit: usize) -> Vec<AgentStatus> {
+    let reg = shared.registry.lock().expect("registry lock");
+    let mut ids: Vec<u32> = reg
+        .agents
+        .keys()
+        .copied()
+        .filter(|&id| id > after)
+        .collect();
+    ids.sort_unstable();
+    ids.truncate(limit);
+    ids.iter()
+        .map(|id| agent_status(*id, &reg.agents[id]))
+        .collect()
+}
+
 pub(crate) fn status_report(shared: &Shared) -> StatusReport {
     let counters = summed_counters(shared);
     let reg = shared.registry.lock().expect("registry lock");
     let mut agents: Vec<AgentStatus> = reg
         .agents
         .iter()
-        .map(|(&agent_id, rec)| AgentStatus {
-            agent_id,
-            name: rec.name.clone(),
-            pid: rec.pid,
-            capabilities: rec
-                .capabilities
-                .iter()
-                .map(|(n, v)| format!("{n}@{v}"))
-                .collect(),
-            topics: rec.topics.clone(),
-            features: rec.features.clone(),
-            live: !rec.stale,
-            shard: rec.shard as u32,
-            tx_occupied_bytes: (0..TX_LANES)
-                .map(|lane| rec.segment.tx_lane_memory(lane).occupied_bytes() as u64)
-                .sum(),
-            rx_occupied_bytes: rec.segment.rx_memory().occupied_bytes() as u64,
-            ring_capacity_bytes: rec.segment.rx_memory().capacity_bytes() as u64,
-        })
+        .map(|(&agent_id, rec)| agent_status(agent_id, rec))
         .collect();
     agents.sort_by_key(|a| a.agent_id);
     let mut routes: Vec<RouteStatus> = reg
@@ -93,6 +115,7 @@ pub(crate) fn status_report(shared: &Shared) -> StatusReport {
         pid: std::process::id(),
         uptime_s: shared.started.elapsed().as_secs(),
         counters,
+        agents_total: agents.len() as u32,
         agents,
         routes,
         info: shared.info.lock().expect("info lock").clone(),

@@ -314,6 +314,14 @@ fn ten_thousand_agents_register_each_receive_a_unicast_and_all_leave() {
     );
     groups.extend(connect_many(&path, "agent", agents - PROBE, THREADS));
     assert_eq!(r.agent_count(), agents + 1);
+    // The status report lists every one of them (it comes in pages).
+    let report = query_status(&path).unwrap();
+    assert_eq!(report.agents.len(), agents + 1);
+    assert_eq!(report.agents_total as usize, agents + 1);
+    assert!(report
+        .agents
+        .windows(2)
+        .all(|w| w[0].agent_id < w[1].agent_id));
     for agent in groups.iter().flatten() {
         sender.send(agent.id(), &agent.id().to_le_bytes()).unwrap();
     }
