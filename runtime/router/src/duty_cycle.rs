@@ -320,17 +320,11 @@ impl RoutingCore {
         let mut work = 0;
         let mut corrupt = false;
         for class in order {
-            // A wrapping index, not `% agents_len`: a division per agent per class was
-            // measurable in the router-alone drain.
-            let mut index = first;
-            for _ in 0..agents_len {
+            for k in 0..agents_len {
+                let index = (first + k) % agents_len;
                 match self.serve_lane(index, class, fresh) {
                     Ok(n) => work += n,
                     Err(_) => corrupt = true,
-                }
-                index += 1;
-                if index == agents_len {
-                    index = 0;
                 }
             }
         }
@@ -347,7 +341,6 @@ impl RoutingCore {
     /// Serves one agent's lane of one class up to the class budget, in reads of at most
     /// `batch_frames`. Returns the frames taken, or the agent's id when its ring is corrupt
     /// (the agent is marked for removal).
-    #[inline]
     fn serve_lane(&mut self, index: usize, class: usize, fresh: bool) -> Result<usize, u32> {
         let deadline_after_ns = self
             .defer_deadline_ns
@@ -381,10 +374,13 @@ impl RoutingCore {
             let result = agent.tx[class].read(budget, |frame| {
                 ctx.bytes_in += frame.len() as u64;
                 // The ring owner is the source, unless a gateway names a remote agent of its.
-                let source = if remotes.is_empty() {
-                    owner
-                } else {
-                    gateway_source(owner, remotes, frame)
+                let source = match FrameHeader::peek(frame) {
+                    Some(h)
+                        if !remotes.is_empty() && remotes.binary_search(&h.source()).is_ok() =>
+                    {
+                        h.source()
+                    }
+                    _ => owner,
                 };
                 let flow = route_frame(source, frame, &mut ctx, control);
                 ctx.stopped = flow.is_break();
@@ -463,15 +459,5 @@ impl RoutingCore {
             idler.reset();
         }
         work
-    }
-}
-
-/// The source of a frame from gateway `owner`: the remote agent it names, if it is one of
-/// `remotes` (sorted), else the gateway itself. Out of line: only gateways pay for it.
-#[inline(never)]
-fn gateway_source(owner: u32, remotes: &[u32], frame: &[u8]) -> u32 {
-    match FrameHeader::peek(frame) {
-        Some(h) if remotes.binary_search(&h.source()).is_ok() => h.source(),
-        _ => owner,
     }
 }

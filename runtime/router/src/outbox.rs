@@ -260,7 +260,6 @@ impl Outboxes {
     }
 
     /// Publishes every ring and link written since the last call.
-    #[inline]
     pub(crate) fn publish(&mut self) {
         for agent_id in self.dirty.drain(..) {
             if let Some(outbox) = self.rings.get_mut(&agent_id) {

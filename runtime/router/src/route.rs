@@ -70,7 +70,6 @@ pub(crate) fn monotonic_ns() -> u64 {
 
 /// Routes one frame from `source`. `Break` leaves it in the source ring (destination full,
 /// or destination unknown and tables not yet re-read).
-#[inline]
 pub(crate) fn route_frame(
     source: u32,
     frame: &[u8],
@@ -112,39 +111,16 @@ pub(crate) fn route_frame(
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
     // and nothing deferred anywhere (so nothing waits for it either).
     if let Destination::Agent(id) = destination {
-        // Locals, not fields behind `ctx`: the compiler keeps them in registers.
-        let (producers, stats) = (&mut *ctx.producers, ctx.stats);
-        if ctx.deferrals.waiting.is_empty() && producers.deliver_local(id, len, stamp) {
-            count(&stats.frames_delivered, 1);
-            count(&stats.bytes_delivered, len as u64);
+        if ctx.deferrals.waiting.is_empty() && ctx.producers.deliver_local(id, len, stamp) {
+            count(&ctx.stats.frames_delivered, 1);
+            count(&ctx.stats.bytes_delivered, len as u64);
             if header.ack_requested() {
-                ack(source, header.correlation(), producers, stats);
+                ack(source, header.correlation(), ctx.producers, ctx.stats);
             }
             return ControlFlow::Continue(());
         }
     }
-    route_resolved(source, frame, &header, ctx, source_control)
-}
-
-/// Everything but the fast path: resolves the destination and places every copy (or
-/// rejects the frame). Out of line, so the fast path above stays small where it is inlined.
-#[inline(never)]
-fn route_resolved(
-    source: u32,
-    frame: &[u8],
-    header: &FrameHeader,
-    ctx: &mut RouteContext<'_>,
-    source_control: &ControlBlock,
-) -> ControlFlow<()> {
-    // The ring owner is the source, whatever the frame claims.
-    let stamp = |out: &mut [u8]| {
-        out.copy_from_slice(frame);
-        FrameHeader::peek_mut(out)
-            .expect("a validated frame holds a header")
-            .set_source(source);
-    };
-    let len = frame.len();
-    let resolved = match header.destination_kind() {
+    let resolved = match destination {
         Destination::Agent(id) => to_agent(id, ctx.producers),
         Destination::Topic(topic) => to_topic(topic, ctx.table),
         Destination::Capability(route) => {
@@ -163,7 +139,7 @@ fn route_resolved(
                 deadline: &mut ctx.deadline,
                 direct_bits: ctx.direct_bits,
             };
-            placement.place(source, header, len, targets, stamp)
+            placement.place(source, &header, len, targets, stamp)
         }
         // A destination unknown in tables that may be older than the frame waits for one
         // pass that re-reads them, and is refused only if it is still unknown then.
