@@ -22,7 +22,7 @@ use agentwire_shm::control::{
 };
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,7 +102,9 @@ pub(crate) struct ControlLoop {
     conns: HashMap<u64, Conn>,
     watched: HashMap<u32, Watch>,
     next_slot: u64,
-    handshakes_pending: usize,
+    /// Slots in their handshake (status queries too): the only ones with a deadline, so
+    /// deadlines are looked for here and not over every agent's connection.
+    handshaking: HashSet<u64>,
     agents_per_shard: Vec<usize>,
     next_agent_id: u32,
     /// In-process and gateway endpoints by id, with their shard and remote agents.
@@ -145,7 +147,7 @@ impl ControlLoop {
             conns: HashMap::new(),
             watched: HashMap::new(),
             next_slot: 0,
-            handshakes_pending: 0,
+            handshaking: HashSet::new(),
             agents_per_shard: vec![0; shards],
             next_agent_id: first_agent_id,
             endpoints: HashMap::new(),
@@ -208,11 +210,11 @@ impl ControlLoop {
     fn wait_timeout(&self) -> Duration {
         let now = Instant::now();
         let mut due = (now + WAIT_MAX).min(self.liveness_due);
-        if self.handshakes_pending > 0 {
-            for c in self.conns.values() {
-                if let ConnState::Handshake { deadline, .. } = c.state {
-                    due = due.min(deadline);
-                }
+        for slot in &self.handshaking {
+            if let Some(ConnState::Handshake { deadline, .. }) =
+                self.conns.get(slot).map(|c| &c.state)
+            {
+                due = due.min(*deadline);
             }
         }
         due.saturating_duration_since(now)
@@ -238,14 +240,16 @@ impl ControlLoop {
     /// Deadlines, the allow-list reload, waiting removals and liveness.
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        if self.handshakes_pending > 0 {
+        if !self.handshaking.is_empty() {
+            let conns = &self.conns;
             let expired: Vec<u64> = self
-                .conns
+                .handshaking
                 .iter()
-                .filter(|(_, c)| {
-                    matches!(c.state, ConnState::Handshake { deadline, .. } if deadline <= now)
+                .copied()
+                .filter(|slot| {
+                    let state = conns.get(slot).map(|c| &c.state);
+                    matches!(state, Some(ConnState::Handshake { deadline, .. }) if *deadline <= now)
                 })
-                .map(|(&slot, _)| slot)
                 .collect();
             for slot in expired {
                 let stats = &self.shared.stats[0];
@@ -295,7 +299,7 @@ impl ControlLoop {
                     return;
                 }
             };
-            if self.handshakes_pending >= HANDSHAKES_PENDING_MAX {
+            if self.handshaking.len() >= HANDSHAKES_PENDING_MAX {
                 // Dropped unread: a flood of connections waits on nobody's time but its own.
                 count(&self.shared.stats[0].handshakes_refused, 1);
                 continue;
@@ -313,7 +317,7 @@ impl ControlLoop {
                 step: Step::Hello,
                 deadline,
             };
-            self.handshakes_pending += 1;
+            self.handshaking.insert(slot);
             self.conns.insert(slot, Conn { conn, peer, state });
         }
     }
@@ -486,7 +490,7 @@ impl ControlLoop {
                 return;
             }
         }
-        self.handshakes_pending -= 1;
+        self.handshaking.remove(&slot);
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
         tracing::debug!(agent_id, shard, "agent admitted");
@@ -532,7 +536,9 @@ impl ControlLoop {
         };
         // Closing a descriptor removes it from the epoll set.
         match c.state {
-            ConnState::Handshake { .. } => self.handshakes_pending -= 1,
+            ConnState::Handshake { .. } => {
+                self.handshaking.remove(&slot);
+            }
             ConnState::Agent { agent_id, shard } => {
                 self.unwatch(c.peer.pid, slot);
                 if why == Close::Exited {
