@@ -25,6 +25,7 @@ use crate::idle::{IdleStrategy, Idler};
 use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
 use crate::segment::{state, Segment, SegmentError};
 use crate::wire::{
+    DAEMON_AGENT_ID,
     FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, FLAG_FEATURE,
     HEADER_BYTES,
 };
@@ -326,7 +327,7 @@ impl AgentBuilder {
             idler: Idler::new(self.idle),
             builder: self,
             link,
-            next_correlation_id: 1,
+            correlation_ids: CorrelationIds::new(),
             stash: VecDeque::new(),
             topic_ids: HashMap::new(),
             capability_routes: HashMap::new(),
@@ -409,14 +410,16 @@ impl Link {
             .control()
             .agent_pid
             .store(std::process::id(), Ordering::Relaxed);
-        let tx_bell = Doorbell::from_fd(tx_bell);
+        // The ends the daemon passed: we ring tx and wait on rx (pipe ends of its own bells;
+        // an older daemon's eventfds work the same way).
+        let tx_bell = Doorbell::from_ring_fd(tx_bell);
         let tx = (0..crate::segment::TX_LANES)
             .map(|lane| {
                 let bell = tx_bell.try_clone().map_err(ControlError::Io)?;
                 Ok(Producer::new(segment.tx_lane_memory(lane), Some(bell)))
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
-        let rx = Consumer::new(segment.rx_memory(), Some(Doorbell::from_fd(rx_bell)));
+        let rx = Consumer::new(segment.rx_memory(), Some(Doorbell::from_wait_fd(rx_bell)));
         Ok(Self {
             conn,
             segment,
@@ -428,13 +431,37 @@ impl Link {
     }
 }
 
+/// Correlation ids for requests: SipHash (keyed at random per agent) of a counter, so
+/// another agent cannot predict them and answer a request it was never sent. Never 0
+/// (which means "none" on the wire).
+#[derive(Debug)]
+struct CorrelationIds {
+    keys: std::hash::RandomState,
+    counter: u64,
+}
+
+impl CorrelationIds {
+    fn new() -> Self {
+        Self {
+            keys: std::hash::RandomState::new(),
+            counter: 0,
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        use std::hash::BuildHasher;
+        self.counter += 1;
+        self.keys.hash_one(self.counter).max(1)
+    }
+}
+
 /// A connected agent.
 #[derive(Debug)]
 pub struct Agent {
     builder: AgentBuilder,
     link: Link,
     idler: Idler,
-    next_correlation_id: u64,
+    correlation_ids: CorrelationIds,
     stash: VecDeque<OwnedMessage>,
     topic_ids: HashMap<String, u32>,
     /// Capability route ids by capability, then version requirement: looked up with the
@@ -1039,8 +1066,7 @@ impl Agent {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<OwnedMessage, ClientError> {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
+        let correlation_id = self.correlation_ids.next_id();
         let options = SendOptions {
             correlation_id,
             ..Default::default()
@@ -1056,8 +1082,14 @@ impl Agent {
                 let Ok(header) = FrameHeader::validate(frame) else {
                     return core::ops::ControlFlow::Continue(()); // daemon-validated; skip garbage
                 };
+                // The reply is the response from the agent asked, or the router's nack; the
+                // router stamps every source, so another agent cannot pass for either.
                 let is_reply = header.correlation() == correlation_id
-                    && matches!(header.kind(), FrameKind::Response | FrameKind::Nack);
+                    && match header.kind() {
+                        FrameKind::Response => header.source() == to_agent,
+                        FrameKind::Nack => header.source() == DAEMON_AGENT_ID,
+                        _ => false,
+                    };
                 if is_reply {
                     found = Some(OwnedMessage::from_frame(frame));
                     return core::ops::ControlFlow::Break(());

@@ -1,5 +1,6 @@
-//! The wake primitives below the ring and the idle strategies: the eventfd [`Doorbell`] a
-//! parked consumer sleeps on and its producer rings, [`wait_any`] over several bells, and
+//! The wake primitives below the ring and the idle strategies: the [`Doorbell`] (an eventfd
+//! between threads, a pipe between processes) a parked consumer sleeps on and its producer
+//! rings, [`wait_any`] over several bells, and
 //! the asymmetric barrier (`membarrier`) that lets producers publish with a plain release
 //! store while a parking consumer pays the full fence.
 //!
@@ -67,18 +68,42 @@ pub fn asymmetric_barriers_issued() -> u64 {
     ASYMMETRIC_BARRIERS.load(Ordering::Relaxed)
 }
 
-/// An eventfd a parked consumer sleeps on and its producer rings. It can be passed to
-/// another process (SCM_RIGHTS) and polled by a reactor.
+/// What a parked consumer sleeps on and its producer rings.
 ///
-/// Clones share one descriptor: a ring of 10,000 agents costs one eventfd per bell, not one
-/// per lane that holds it.
+/// Two kinds, by whom the two ends are shared with:
+/// - [`Doorbell::new`]: one eventfd, both ends in one handle. For bells whose users all
+///   trust each other (threads of one process).
+/// - [`Doorbell::pipe`]: a pipe, whose two ends are separate open file descriptions. For a
+///   bell one end of which goes to another, untrusted process (an agent): `O_NONBLOCK` is a
+///   property of the open file description, so a peer holding the *same* eventfd could clear
+///   it and fill the counter, and the daemon's next ring would block in the kernel. A peer
+///   holding one end of a pipe can change only its own end; the daemon's end stays
+///   non-blocking, so a ring on a full pipe returns at once (the bell is rung already) and a
+///   drain on an empty one too.
+///
+/// Clones share one descriptor: a router of 10,000 agents holds one descriptor per bell,
+/// not one per lane that holds it. A ring writes the 8-byte value 1 and a drain reads what
+/// is there, so either end of either kind can be used by a peer that expects an eventfd.
 #[derive(Debug)]
 pub struct Doorbell {
-    fd: Arc<OwnedFd>,
+    /// Written to ring (`None`: this handle only waits).
+    ring_fd: Option<Arc<OwnedFd>>,
+    /// Polled and drained to wait (`None`: this handle only rings).
+    wait_fd: Option<Arc<OwnedFd>>,
 }
 
+/// Bytes a pipe doorbell buffers: one page (the smallest pipe), 512 rings before a ring
+/// finds it full, and one page of the user's pipe quota per bell however many agents.
+pub const PIPE_BELL_BYTES: usize = 4096;
+
+/// Bytes one drain read takes from a pipe bell (at most [`PIPE_DRAIN_READS_MAX`] reads).
+const PIPE_DRAIN_BYTES: usize = 512;
+/// Reads one drain makes at most: a pipe of [`PIPE_BELL_BYTES`] empties in this many.
+const PIPE_DRAIN_READS_MAX: usize = PIPE_BELL_BYTES / PIPE_DRAIN_BYTES;
+
 impl Doorbell {
-    /// A new non-blocking, close-on-exec eventfd.
+    /// A new non-blocking, close-on-exec eventfd, both ends in this handle (for threads that
+    /// trust each other; see [`Doorbell::pipe`] for a bell shared with another process).
     ///
     /// ```
     /// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
@@ -86,11 +111,36 @@ impl Doorbell {
     /// bell.wait(std::time::Duration::from_millis(10));
     /// ```
     pub fn new() -> std::io::Result<Self> {
-        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
-        Ok(Self { fd: Arc::new(fd) })
+        let fd = Arc::new(eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?);
+        Ok(Self {
+            ring_fd: Some(fd.clone()),
+            wait_fd: Some(fd),
+        })
     }
 
-    /// Wraps an eventfd received from another process.
+    /// A new bell over a pipe of [`PIPE_BELL_BYTES`]: `(ringing end, waiting end)`, both
+    /// non-blocking and close-on-exec, each its own open file description. Keep one end and
+    /// pass the other to the peer: nothing the peer does to its end can make a ring or a
+    /// wait on this one block.
+    ///
+    /// ```
+    /// let (ringer, waiter) = agentwire_shm::doorbell::Doorbell::pipe().unwrap();
+    /// ringer.ring();
+    /// assert!(waiter.wait(std::time::Duration::from_secs(1)));
+    /// assert!(!waiter.wait(std::time::Duration::from_micros(10))); // drained
+    /// ```
+    pub fn pipe() -> std::io::Result<(Self, Self)> {
+        use rustix::pipe::{fcntl_setpipe_size, pipe_with, PipeFlags};
+        let (read_end, write_end) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        // Best effort: a pipe keeps its default size where the kernel refuses.
+        let _ = fcntl_setpipe_size(&write_end, PIPE_BELL_BYTES);
+        Ok((
+            Self::from_ring_fd(write_end),
+            Self::from_wait_fd(read_end),
+        ))
+    }
+
+    /// Wraps an eventfd received from another process (both ends).
     ///
     /// ```
     /// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
@@ -98,10 +148,46 @@ impl Doorbell {
     /// same.ring();
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Self { fd: Arc::new(fd) }
+        let fd = Arc::new(fd);
+        Self {
+            ring_fd: Some(fd.clone()),
+            wait_fd: Some(fd),
+        }
     }
 
-    /// Another handle on the same eventfd, sharing this one's descriptor (no `dup`). Never
+    /// Wraps a descriptor this side only rings: the write end of a pipe bell (or an
+    /// eventfd).
+    ///
+    /// ```
+    /// let (ringer, waiter) = agentwire_shm::doorbell::Doorbell::pipe().unwrap();
+    /// let again = agentwire_shm::doorbell::Doorbell::from_ring_fd(ringer.into_fd().unwrap());
+    /// again.ring();
+    /// assert!(waiter.wait(std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn from_ring_fd(fd: OwnedFd) -> Self {
+        Self {
+            ring_fd: Some(Arc::new(fd)),
+            wait_fd: None,
+        }
+    }
+
+    /// Wraps a descriptor this side only waits on: the read end of a pipe bell (or an
+    /// eventfd).
+    ///
+    /// ```
+    /// let (ringer, waiter) = agentwire_shm::doorbell::Doorbell::pipe().unwrap();
+    /// let again = agentwire_shm::doorbell::Doorbell::from_wait_fd(waiter.into_fd().unwrap());
+    /// ringer.ring();
+    /// assert!(again.wait(std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn from_wait_fd(fd: OwnedFd) -> Self {
+        Self {
+            ring_fd: None,
+            wait_fd: Some(Arc::new(fd)),
+        }
+    }
+
+    /// Another handle on the same bell, sharing this one's descriptors (no `dup`). Never
     /// fails today; the `Result` keeps callers ready for a handle that needs a descriptor.
     ///
     /// ```
@@ -110,35 +196,47 @@ impl Doorbell {
     /// ```
     pub fn try_clone(&self) -> std::io::Result<Self> {
         Ok(Self {
-            fd: Arc::clone(&self.fd),
+            ring_fd: self.ring_fd.clone(),
+            wait_fd: self.wait_fd.clone(),
         })
     }
 
-    /// Gives up the descriptor (a duplicate when other handles still share it).
+    /// Gives up the descriptor (a duplicate when other handles still share it): the eventfd,
+    /// or the one pipe end this handle holds.
     ///
     /// ```
     /// let fd = agentwire_shm::doorbell::Doorbell::new().unwrap().into_fd().unwrap();
     /// drop(fd);
     /// ```
     pub fn into_fd(self) -> std::io::Result<OwnedFd> {
-        match Arc::try_unwrap(self.fd) {
+        let Self { ring_fd, wait_fd } = self;
+        // `or` drops the other handle of an eventfd first, so the last one unwraps.
+        let Some(fd) = ring_fd.or(wait_fd) else {
+            unreachable!("a doorbell holds at least one end")
+        };
+        match Arc::try_unwrap(fd) {
             Ok(fd) => Ok(fd),
             Err(shared) => shared.try_clone(),
         }
     }
 
-    /// Wakes the consumer. Errors are impossible for a valid eventfd short of counter
-    /// overflow (2^64 - 2 rings without a wait), which would still leave it readable.
+    /// Wakes the consumer. Never blocks: the descriptor written is non-blocking and its
+    /// flags are this process's own (an eventfd from [`Doorbell::new`], or the write end of
+    /// a [`Doorbell::pipe`]); a full bell is already rung. Does nothing on a wait-only
+    /// handle.
     ///
     /// ```
     /// agentwire_shm::doorbell::Doorbell::new().unwrap().ring();
     /// ```
     pub fn ring(&self) {
-        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        if let Some(fd) = &self.ring_fd {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
     }
 
-    /// Waits until rung or `timeout` passes, then drains the counter. Returns true when rung
-    /// (possibly by an earlier ring not yet drained), false on timeout.
+    /// Waits until rung or `timeout` passes, then drains the bell. Returns true when rung
+    /// (possibly by an earlier ring not yet drained), false on timeout or for a ring-only
+    /// handle (which has nothing to wait on).
     ///
     /// ```
     /// let bell = agentwire_shm::doorbell::Doorbell::new().unwrap();
@@ -149,10 +247,30 @@ impl Doorbell {
     pub fn wait(&self, timeout: Duration) -> bool {
         wait_any(&[self], timeout)
     }
+
+    /// Empties the bell without blocking; true when it held at least one ring. Bounded: a
+    /// pipe is read at most [`PIPE_BELL_BYTES`] worth, however fast its peer writes.
+    fn drain(fd: &OwnedFd) -> bool {
+        let mut buffer = [0u8; PIPE_DRAIN_BYTES];
+        let mut rung = false;
+        for _ in 0..PIPE_DRAIN_READS_MAX {
+            match rustix::io::read(fd, &mut buffer) {
+                // An eventfd reads as one 8-byte counter; a short pipe read emptied it.
+                Ok(n) if n > 0 => {
+                    rung = true;
+                    if n < buffer.len() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        rung
+    }
 }
 
-/// Waits until any of `bells` is rung or `timeout` passes, then drains the counters of
-/// those rung. Returns true when one was rung.
+/// Waits until any of `bells` is rung or `timeout` passes, then drains those rung. Returns
+/// true when one was rung. Ring-only handles are skipped.
 ///
 /// ```
 /// use agentwire_shm::doorbell::{wait_any, Doorbell};
@@ -164,7 +282,8 @@ impl Doorbell {
 pub fn wait_any(bells: &[&Doorbell], timeout: Duration) -> bool {
     let mut fds: Vec<PollFd<'_>> = bells
         .iter()
-        .map(|b| PollFd::new(&b.fd, PollFlags::IN))
+        .filter_map(|b| b.wait_fd.as_deref())
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
         .collect();
     let timespec = rustix::time::Timespec {
         tv_sec: timeout.as_secs() as i64,
@@ -172,20 +291,75 @@ pub fn wait_any(bells: &[&Doorbell], timeout: Duration) -> bool {
     };
     let polled = rustix::event::poll(&mut fds, Some(&timespec)).is_ok();
     let mut rung = false;
-    for (bell, fd) in bells.iter().zip(&fds) {
+    let waiting = bells.iter().filter_map(|b| b.wait_fd.as_deref());
+    for (fd, polled_fd) in waiting.zip(&fds) {
         // Read only the bells poll saw rung, so a timed-out park costs one syscall, not one
         // per bell; every bell when poll failed (EINTR), as one may have been rung meanwhile.
-        if polled && fd.revents().is_empty() {
+        if polled && polled_fd.revents().is_empty() {
             continue;
         }
-        let mut counter = [0u8; 8];
-        rung |= matches!(rustix::io::read(&bell.fd, &mut counter), Ok(8));
+        rung |= Doorbell::drain(fd);
     }
     rung
 }
 
 impl AsFd for Doorbell {
+    /// The descriptor to pass or register: the eventfd, or the one pipe end this handle
+    /// holds (the ring end when it holds both).
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match (&self.ring_fd, &self.wait_fd) {
+            (Some(fd), _) | (None, Some(fd)) => fd.as_fd(),
+            (None, None) => unreachable!("a doorbell holds at least one end"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_bell_never_blocks_whatever_the_peer_does_to_its_end() {
+        let (ringer, waiter) = Doorbell::pipe().unwrap();
+        // The peer holds the read end: it clears O_NONBLOCK there and never reads. With a
+        // shared eventfd this would reach our end too, and a ring on a full counter blocks.
+        let peer = waiter.into_fd().unwrap();
+        rustix::fs::fcntl_setfl(&peer, rustix::fs::OFlags::empty()).unwrap();
+        for _ in 0..(4 * PIPE_BELL_BYTES) {
+            ringer.ring(); // fills the pipe, then returns at once on every ring
+        }
+        // The other way round: the peer holds the write end, blocking, and writes nothing.
+        let (ringer, waiter) = Doorbell::pipe().unwrap();
+        let peer = ringer.into_fd().unwrap();
+        rustix::fs::fcntl_setfl(&peer, rustix::fs::OFlags::empty()).unwrap();
+        assert!(!waiter.wait(Duration::ZERO));
+        // A peer that fills its pipe is drained in a bounded number of reads.
+        while rustix::io::write(&peer, &[0u8; 512]).is_ok_and(|n| n == 512) {
+            if rustix::event::poll(
+                &mut [PollFd::new(&peer, PollFlags::OUT)],
+                Some(&rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                }),
+            )
+            .unwrap()
+                == 0
+            {
+                break;
+            }
+        }
+        assert!(waiter.wait(Duration::ZERO));
+    }
+
+    #[test]
+    fn eventfd_and_pipe_ends_interoperate_with_an_eventfd_peer() {
+        // An older peer that treats its end as an eventfd: 8-byte writes and reads.
+        let (ringer, waiter) = Doorbell::pipe().unwrap();
+        let peer_waiter = Doorbell::from_fd(waiter.into_fd().unwrap());
+        ringer.ring();
+        assert!(peer_waiter.wait(Duration::from_secs(1)));
+        let (ringer, waiter) = Doorbell::pipe().unwrap();
+        Doorbell::from_fd(ringer.into_fd().unwrap()).ring();
+        assert!(waiter.wait(Duration::from_secs(1)));
     }
 }

@@ -384,6 +384,9 @@ pub struct Producer {
     doorbell: Option<Doorbell>,
     wake_protocol: u32,
     wakeups: u64,
+    /// The consumer's head was once out of range (`head > published tail` or more than a
+    /// capacity behind): the ring reads as full from then on ([`Producer::is_corrupt`]).
+    corrupt: bool,
 }
 
 impl Producer {
@@ -455,6 +458,7 @@ impl Producer {
             memory,
             doorbell,
             wakeups: 0,
+            corrupt: false,
         }
     }
 
@@ -525,14 +529,7 @@ impl Producer {
             to_end + record_bytes
         };
         if self.tail_position + needed - self.cached_head_position > capacity {
-            // SYNC POINT: head (pairs with the consumer's release; the bytes below the new head
-            // are no longer read, so we may overwrite them).
-            self.cached_head_position = self
-                .memory
-                .control()
-                .head_position
-                .0
-                .load(Ordering::Acquire);
+            self.reload_head();
             if self.tail_position + needed - self.cached_head_position > capacity {
                 return Err(ClaimError::Full {
                     needed_bytes: needed as usize,
@@ -579,14 +576,43 @@ impl Producer {
         if self.tail_position + needed - self.cached_head_position <= capacity {
             return true;
         }
-        // SYNC POINT: head
-        self.cached_head_position = self
+        self.reload_head();
+        self.tail_position + needed - self.cached_head_position <= capacity
+    }
+
+    /// Reloads the consumer's head, which the consumer (another process, untrusted) writes.
+    /// A head past the published tail or more than a capacity behind it is never used: the
+    /// cached head stays where it was (so the ring reads as full) and the producer is marked
+    /// corrupt for its owner to drop the consumer.
+    #[cold]
+    #[inline(never)]
+    fn reload_head(&mut self) {
+        // SYNC POINT: head (pairs with the consumer's release; the bytes below the new head
+        // are no longer read, so we may overwrite them).
+        let head = self
             .memory
             .control()
             .head_position
             .0
             .load(Ordering::Acquire);
-        self.tail_position + needed - self.cached_head_position <= capacity
+        let capacity = self.memory.capacity_bytes as u64;
+        if head > self.published_position || self.tail_position - head > capacity {
+            self.corrupt = true;
+            return;
+        }
+        self.cached_head_position = head;
+    }
+
+    /// Whether the consumer ever published a head out of range (see the ring's checks):
+    /// the ring refuses every claim that needs a fresh head, and the owner should drop the
+    /// consumer.
+    ///
+    /// ```
+    /// let (tx, _rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// assert!(!tx.is_corrupt());
+    /// ```
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
     }
 
     /// Bytes committed and not yet released by the consumer (reloads the consumer's head:
@@ -599,14 +625,8 @@ impl Producer {
     /// assert_eq!(tx.occupied_bytes(), 16);
     /// ```
     pub fn occupied_bytes(&mut self) -> usize {
-        // SYNC POINT: head
-        self.cached_head_position = self
-            .memory
-            .control()
-            .head_position
-            .0
-            .load(Ordering::Acquire);
-        self.tail_position.saturating_sub(self.cached_head_position) as usize
+        self.reload_head();
+        (self.tail_position - self.cached_head_position) as usize
     }
 
     /// Copies `frame` into the ring and publishes it.

@@ -14,6 +14,11 @@
 //! with a release store; the opener acquires the magic, then checks every layout parameter
 //! and returns a distinct error naming the expected and found values.
 //!
+//! Neither side trusts the shared header after that: each keeps the layout (offsets,
+//! capacities, agent id) in its own memory from creation or open on, so a peer that
+//! scribbles over the header, or punches a hole in the memfd (pages read back as zeros),
+//! can corrupt only ring contents, which the ring checks as untrusted input.
+//!
 //! ```
 //! use agentwire_shm::segment::{Segment, SegmentConfig};
 //! let seg = Segment::create(&SegmentConfig::new(7)).unwrap();
@@ -259,11 +264,23 @@ struct Mapping {
     map: memmap2::MmapMut,
 }
 
+/// The layout facts of a segment, kept in the holder's own memory: written by the creator
+/// (or checked by the opener) once, never re-read from the shared header, which the other
+/// side can write at any time.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    agent_id: u32,
+    tx_capacity_bytes: usize,
+    rx_offset: usize,
+    rx_capacity_bytes: usize,
+}
+
 /// A mapped segment.
 #[derive(Clone)]
 pub struct Segment {
     mapping: Arc<Mapping>,
     fd: Arc<OwnedFd>,
+    layout: Layout,
     huge_pages: bool,
     numa_node: Option<u32>,
 }
@@ -277,6 +294,13 @@ impl std::fmt::Debug for Segment {
             .field("numa_node", &self.numa_node)
             .finish()
     }
+}
+
+/// A capacity read from a header, checked before it is used as a `usize`.
+fn check_capacity_u64(capacity_bytes: u64) -> Result<usize, SegmentError> {
+    let capacity = usize::try_from(capacity_bytes).unwrap_or(usize::MAX);
+    check_capacity(capacity)?;
+    Ok(capacity)
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -334,6 +358,12 @@ impl Segment {
         let segment = Self {
             mapping: Arc::new(Mapping { map }),
             fd: Arc::new(fd),
+            layout: Layout {
+                agent_id: config.agent_id,
+                tx_capacity_bytes: config.tx_capacity_bytes,
+                rx_offset,
+                rx_capacity_bytes: config.rx_capacity_bytes,
+            },
             huge_pages,
             numa_node,
         };
@@ -379,15 +409,14 @@ impl Segment {
         if huge {
             flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
         }
-        let fd = match rustix::fs::memfd_create(name, flags) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOSYS) if !huge => Self::dev_shm_file(name)?,
-            Err(e) => return Err(io_error("memfd_create")(e)),
-        };
+        let fd = rustix::fs::memfd_create(name, flags).map_err(io_error(
+            "memfd_create (a segment needs a sealable memfd: Linux 3.17 or later)",
+        ))?;
         rustix::fs::ftruncate(&fd, bytes as u64).map_err(io_error("sizing the segment"))?;
-        // Seals fail on the /dev/shm fallback; that path is for kernels without memfd.
-        let _ =
-            rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL);
+        // Fail closed: an unsealed segment could be shrunk by the agent under the daemon's
+        // mapping (SIGBUS on the daemon's next access), so no seal, no segment.
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(io_error("sealing the segment against resizing"))?;
         let file = std::fs::File::from(fd.try_clone().map_err(|e| SegmentError::Io {
             what: "dup",
             source: e,
@@ -407,20 +436,6 @@ impl Segment {
             let _ = map.first();
         }
         Ok((fd, map))
-    }
-
-    /// A 0600 file in /dev/shm, unlinked at once so it lives only as long as its fds.
-    fn dev_shm_file(name: &str) -> Result<OwnedFd, SegmentError> {
-        use rustix::fs::{Mode, OFlags};
-        let path = format!("/dev/shm/{name}-{}", std::process::id());
-        let fd = rustix::fs::open(
-            path.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
-        )
-        .map_err(io_error("creating /dev/shm segment"))?;
-        rustix::fs::unlink(path.as_str()).map_err(io_error("unlinking /dev/shm segment"))?;
-        Ok(fd)
     }
 
     /// Maps a segment received from the daemon and checks its layout.
@@ -457,6 +472,13 @@ impl Segment {
         let segment = Self {
             mapping: Arc::new(Mapping { map }),
             fd: Arc::new(fd),
+            // Placeholder until every field below is checked; no ring is mapped before.
+            layout: Layout {
+                agent_id: 0,
+                tx_capacity_bytes: 0,
+                rx_offset: 0,
+                rx_capacity_bytes: 0,
+            },
             huge_pages: false,
             numa_node: None,
         };
@@ -465,11 +487,17 @@ impl Segment {
         if magic != SEGMENT_MAGIC {
             return Err(SegmentError::BadMagic { found: magic });
         }
+        // One read of each field into this side's memory; every check and the layout below
+        // use these copies, never the shared header again.
         let h = segment.header();
-        if h.layout_version != SEGMENT_LAYOUT_VERSION {
-            return Err(SegmentError::VersionMismatch {
-                found: h.layout_version,
-            });
+        let (version, header_bytes, segment_bytes) =
+            (h.layout_version, h.header_bytes, h.segment_bytes);
+        let (control_offset, tx_offset, tx_lanes) = (h.control_offset, h.tx_offset, h.tx_lanes);
+        let (tx_capacity_bytes, rx_offset_found, rx_capacity_bytes) =
+            (h.tx_capacity_bytes, h.rx_offset, h.rx_capacity_bytes);
+        let (agent_id, flags) = (h.agent_id, h.flags);
+        if version != SEGMENT_LAYOUT_VERSION {
+            return Err(SegmentError::VersionMismatch { found: version });
         }
         let check = |field, expected: u64, found: u64| {
             if expected == found {
@@ -485,25 +513,32 @@ impl Segment {
         check(
             "header_bytes",
             size_of::<SegmentHeader>() as u64,
-            u64::from(h.header_bytes),
+            u64::from(header_bytes),
         )?;
-        check("segment_bytes", file_bytes, h.segment_bytes)?;
-        check("control_offset", CONTROL_OFFSET as u64, h.control_offset)?;
-        check("tx_offset", TX_OFFSET as u64, h.tx_offset)?;
-        check("tx_lanes", TX_LANES as u64, u64::from(h.tx_lanes))?;
-        check_capacity(h.tx_capacity_bytes as usize)?;
-        check_capacity(h.rx_capacity_bytes as usize)?;
-        let (rx_offset, total) = layout(h.tx_capacity_bytes as usize, h.rx_capacity_bytes as usize);
-        check("rx_offset", rx_offset as u64, h.rx_offset)?;
+        check("segment_bytes", file_bytes, segment_bytes)?;
+        check("control_offset", CONTROL_OFFSET as u64, control_offset)?;
+        check("tx_offset", TX_OFFSET as u64, tx_offset)?;
+        check("tx_lanes", TX_LANES as u64, u64::from(tx_lanes))?;
+        let tx_capacity_bytes = check_capacity_u64(tx_capacity_bytes)?;
+        let rx_capacity_bytes = check_capacity_u64(rx_capacity_bytes)?;
+        let (rx_offset, total) = layout(tx_capacity_bytes, rx_capacity_bytes);
+        check("rx_offset", rx_offset as u64, rx_offset_found)?;
         if total as u64 > file_bytes {
             return Err(SegmentError::SizeMismatch {
                 expected_bytes: total as u64,
                 found_bytes: file_bytes,
             });
         }
-        let huge = h.flags & 1 != 0;
+        let huge = flags & 1 != 0;
+        let layout = Layout {
+            agent_id,
+            tx_capacity_bytes,
+            rx_offset,
+            rx_capacity_bytes,
+        };
         Ok(Self {
             huge_pages: huge,
+            layout,
             ..segment
         })
     }
@@ -530,18 +565,19 @@ impl Segment {
         unsafe { &*(self.mapping.map.as_ptr().add(CONTROL_OFFSET) as *const ControlBlock) }
     }
 
-    fn ring_memory(&self, offset: u64, capacity_bytes: u64) -> RingMemory {
+    fn ring_memory(&self, offset: usize, capacity_bytes: usize) -> RingMemory {
         let keepalive: Arc<dyn std::any::Any + Send + Sync> = self.mapping.clone();
-        // SAFETY: create/open checked that [offset, offset + ring_bytes(capacity)) lies in
-        // the mapping, page-aligned; the Arc keeps the mapping alive.
+        // SAFETY: `offset` and `capacity_bytes` come from this holder's own `Layout`, which
+        // create computed or open checked against the mapping's size: [offset, offset +
+        // ring_bytes(capacity)) lies in the mapping, page-aligned; the Arc keeps it alive.
         unsafe {
             RingMemory::from_raw(
-                self.mapping.map.as_ptr().add(offset as usize) as *mut u8,
-                capacity_bytes as usize,
+                self.mapping.map.as_ptr().add(offset) as *mut u8,
+                capacity_bytes,
                 keepalive,
             )
         }
-        .expect("segment layout was validated at create/open")
+        .expect("the private layout was validated at create/open")
     }
 
     /// The tx lane of the default priority class ([`TX_LANE_DEFAULT`]). The agent produces,
@@ -566,9 +602,9 @@ impl Segment {
     /// ```
     pub fn tx_lane_memory(&self, lane: usize) -> RingMemory {
         assert!(lane < TX_LANES, "tx lane {lane} of {TX_LANES}");
-        let h = self.header();
-        let offset = h.tx_offset + (lane * tx_lane_stride(h.tx_capacity_bytes as usize)) as u64;
-        self.ring_memory(offset, h.tx_capacity_bytes)
+        let capacity_bytes = self.layout.tx_capacity_bytes;
+        let offset = TX_OFFSET + lane * tx_lane_stride(capacity_bytes);
+        self.ring_memory(offset, capacity_bytes)
     }
 
     /// The rx ring (daemon to agent). The daemon produces, the agent consumes.
@@ -578,8 +614,7 @@ impl Segment {
     /// assert_eq!(seg.rx_memory().capacity_bytes(), 1 << 20);
     /// ```
     pub fn rx_memory(&self) -> RingMemory {
-        let h = self.header();
-        self.ring_memory(h.rx_offset, h.rx_capacity_bytes)
+        self.ring_memory(self.layout.rx_offset, self.layout.rx_capacity_bytes)
     }
 
     /// The agent this segment belongs to.
@@ -589,7 +624,7 @@ impl Segment {
     /// assert_eq!(seg.agent_id(), 9);
     /// ```
     pub fn agent_id(&self) -> u32 {
-        self.header().agent_id
+        self.layout.agent_id
     }
 
     /// Total mapped bytes.
@@ -696,6 +731,83 @@ mod tests {
         unsafe { (*seg.header_ptr()).rx_offset += 4096 };
         let err = Segment::open(seg.try_clone_fd().unwrap()).unwrap_err();
         assert!(err.to_string().contains("rx_offset"), "{err}");
+    }
+
+    #[test]
+    fn the_layout_is_never_read_back_from_the_shared_header() {
+        let seg = small();
+        let opened = Segment::open(seg.try_clone_fd().unwrap()).unwrap();
+        // SAFETY: test-only corruption, as a hostile agent would write it.
+        unsafe {
+            let h = seg.header_ptr();
+            (*h).rx_capacity_bytes = 3;
+            (*h).tx_capacity_bytes = 3;
+            (*h).rx_offset = 1 << 40;
+            (*h).agent_id = 99;
+        }
+        for side in [&seg, &opened] {
+            assert_eq!(side.rx_memory().capacity_bytes(), 8192);
+            assert_eq!(side.tx_lane_memory(TX_LANES - 1).capacity_bytes(), 4096);
+            assert_eq!(side.agent_id(), 5);
+        }
+        let mut tx = crate::ring::Producer::new(seg.rx_memory(), None);
+        let mut rx = crate::ring::Consumer::new(opened.rx_memory(), None);
+        tx.try_push(b"still here").unwrap();
+        assert_eq!(
+            rx.read(4, |_| core::ops::ControlFlow::Continue(()))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_consumer_head_out_of_range_marks_the_producer_corrupt() {
+        let seg = small();
+        let mut tx = crate::ring::Producer::new(seg.rx_memory(), None);
+        tx.try_push(&[1; 64]).unwrap();
+        let head_at = seg.layout.rx_offset + 128;
+        // SAFETY: the head word of the rx ring, inside the mapping, 8-aligned; written as a
+        // hostile consumer would.
+        let head = unsafe { &*(seg.mapping.map.as_ptr().add(head_at) as *const AtomicU64) };
+        head.store(1 << 40, Ordering::Release);
+        let mut pushed = 0;
+        while tx.try_push(&[2; 1000]).is_ok() {
+            pushed += 1;
+        }
+        assert!(tx.is_corrupt());
+        // Only what fit before the head was reloaded: nothing overwrote unread data.
+        assert!(pushed * 1008 + 72 <= 8192, "{pushed} frames written");
+        assert!(!tx.can_claim(1000));
+    }
+
+    #[test]
+    fn a_punched_hole_reads_as_zeros_and_the_consumer_finds_the_ring_corrupt() {
+        use rustix::fs::FallocateFlags;
+        let seg = small();
+        let mut tx = crate::ring::Producer::new(seg.tx_lane_memory(0), None);
+        let mut rx = crate::ring::Consumer::new(seg.tx_lane_memory(0), None);
+        for _ in 0..3 {
+            tx.try_push(&[3; 100]).unwrap();
+        }
+        assert_eq!(
+            rx.read(8, |_| core::ops::ControlFlow::Continue(()))
+                .unwrap(),
+            3
+        );
+        let fd = seg.try_clone_fd().unwrap();
+        let bytes = seg.len_bytes() as u64;
+        rustix::fs::fallocate(
+            &fd,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            0,
+            bytes,
+        )
+        .unwrap();
+        assert_eq!(seg.rx_memory().capacity_bytes(), 8192, "layout kept");
+        let err = rx
+            .read(8, |_| core::ops::ControlFlow::Continue(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("tail out of range"), "{err}");
     }
 
     #[test]

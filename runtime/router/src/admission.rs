@@ -54,7 +54,9 @@ pub(crate) fn choose_shard(config: &RouterConfig, per_shard: &[usize], peer: u32
     placement::choose_shard(per_shard, &config.shard_numa_nodes, agent_node)
 }
 
-/// An admitted endpoint's rings, as its owner sees them.
+/// An admitted endpoint's rings, as its owner sees them: the segment, the end of the tx
+/// bell it rings and the end of the rx bell it waits on. The router keeps the other ends
+/// (separate open file descriptions: see [`Doorbell::pipe`]).
 pub(crate) struct Rings {
     pub(crate) segment: Segment,
     pub(crate) tx_bell: Doorbell,
@@ -118,11 +120,13 @@ impl Admission<'_> {
                 .huge_pages(HugePages::Auto),
         )
         .map_err(|e| failed(&e))?;
-        let tx_bell = Doorbell::new().map_err(|e| failed(&e))?;
-        let rx_bell = Doorbell::new().map_err(|e| failed(&e))?;
+        // Pipes, not eventfds: the agent gets its own ends, so nothing it does to them can
+        // make the router's ring of its rx bell, or its drain of the tx bell, block.
+        let (tx_bell, router_tx_bell) = Doorbell::pipe().map_err(|e| failed(&e))?;
+        let (router_rx_bell, rx_bell) = Doorbell::pipe().map_err(|e| failed(&e))?;
         let congested = Arc::new(AtomicBool::new(false));
         let new_agent = self
-            .new_agent(&segment, &tx_bell, &rx_bell, congested.clone())
+            .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())
             .map_err(|e| failed(&e))?;
         let topic_ids = self.register(pid, registration, &segment, congested);
         // Queue the agent for its shard before it learns its id, so any frame naming this id
@@ -161,17 +165,14 @@ impl Admission<'_> {
     fn new_agent(
         &self,
         segment: &Segment,
-        tx_bell: &Doorbell,
-        rx_bell: &Doorbell,
+        tx_bell: Doorbell,
+        rx_bell: Doorbell,
         congested: Arc<AtomicBool>,
     ) -> std::io::Result<NewAgent> {
         // The router parks on lane 0's bell alone (the agent rings one bell for every lane),
         // so the other lanes hold none: three descriptors fewer per agent.
         let mut tx = Vec::with_capacity(TX_LANES);
-        tx.push(Consumer::new(
-            segment.tx_lane_memory(0),
-            Some(tx_bell.try_clone()?),
-        ));
+        tx.push(Consumer::new(segment.tx_lane_memory(0), Some(tx_bell)));
         tx.extend((1..TX_LANES).map(|lane| Consumer::new(segment.tx_lane_memory(lane), None)));
         let deferral = match self.config.defer_capacity_bytes {
             0 => None,
@@ -183,7 +184,7 @@ impl Admission<'_> {
             tx,
             // Agents park often on their rx ring: fenced, so they never interrupt this
             // router's core with a membarrier when they sleep.
-            rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell.try_clone()?)),
+            rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell)),
             segment: segment.clone(),
             deferral,
         })

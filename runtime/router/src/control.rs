@@ -99,6 +99,7 @@ impl RouterControl {
             shutdown: AtomicBool::new(false),
             control_wake: Doorbell::new().map_err(ControlError::Io)?,
             endpoint_requests: Mutex::new(Vec::new()),
+            corrupt_agents: Mutex::new(Vec::new()),
             wakes: (0..shards)
                 .map(|_| ShardWake::new().map(Arc::new))
                 .collect::<Result<_, _>>()

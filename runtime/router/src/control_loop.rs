@@ -90,6 +90,8 @@ enum Close {
     Gone,
     /// An agent's process exited while its socket lived on elsewhere.
     Exited,
+    /// A routing core dropped the agent: one of its rings failed validation.
+    Corrupt,
 }
 
 /// The control loop's state; [`ControlLoop::run`] runs it on its own thread.
@@ -262,6 +264,7 @@ impl ControlLoop {
             }
         }
         self.serve_endpoint_requests();
+        self.remove_corrupt_agents();
         let reloaded = self
             .shared
             .reloaded_allow
@@ -541,9 +544,15 @@ impl ControlLoop {
             }
             ConnState::Agent { agent_id, shard } => {
                 self.unwatch(c.peer.pid, slot);
-                if why == Close::Exited {
-                    tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
-                    count(&self.shared.stats[0].agents_exited, 1);
+                match why {
+                    Close::Exited => {
+                        tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
+                        count(&self.shared.stats[0].agents_exited, 1);
+                    }
+                    Close::Corrupt => {
+                        tracing::warn!(agent_id, pid = c.peer.pid, "agent removed: one of its rings failed validation");
+                    }
+                    Close::Gone => {}
                 }
                 forget_agent(&self.shared, agent_id);
                 self.agents_per_shard[shard] -= 1;
@@ -552,6 +561,30 @@ impl ControlLoop {
                 if self.shard_cmds[shard].try_send(cmd).is_err() {
                     self.removals_waiting.push((shard, agent_id));
                 }
+            }
+        }
+    }
+
+    /// Removes fully the agents a routing core dropped for a corrupt ring: registry entry,
+    /// names and routes, and the connection (the agent learns from its closed segment and
+    /// connection; it may connect again and get fresh rings).
+    fn remove_corrupt_agents(&mut self) {
+        let corrupt = std::mem::take(
+            &mut *self
+                .shared
+                .corrupt_agents
+                .lock()
+                .expect("corrupt agents lock"),
+        );
+        for agent_id in corrupt {
+            let slot = self.conns.iter().find_map(|(&slot, c)| match c.state {
+                ConnState::Agent { agent_id: id, .. } if id == agent_id => Some(slot),
+                _ => None,
+            });
+            match slot {
+                Some(slot) => self.close(slot, Close::Corrupt),
+                None if self.endpoints.contains_key(&agent_id) => self.remove_endpoint(agent_id),
+                None => {}
             }
         }
     }

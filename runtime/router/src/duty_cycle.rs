@@ -328,14 +328,48 @@ impl RoutingCore {
                 }
             }
         }
-        if corrupt {
-            // Rare: drop every agent whose ring failed validation (each was logged).
-            for agent in self.agents.iter().filter(|a| a.corrupt) {
-                self.producers.remove(agent.agent_id);
-            }
-            self.agents.retain(|a| !a.corrupt);
+        if corrupt || !self.producers.corrupt_rx.is_empty() {
+            self.drop_corrupt();
         }
         work
+    }
+
+    /// Drops every agent one of whose rings failed validation (tx: a bad tail or record;
+    /// rx: a head out of range): its segment is marked closed, its rx ring is no longer
+    /// written, and the control loop is told to remove it fully (registry, connection).
+    #[cold]
+    fn drop_corrupt(&mut self) {
+        let stats = &self.shared.stats[self.shard];
+        for agent_id in std::mem::take(&mut self.producers.corrupt_rx) {
+            if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
+                if !agent.corrupt {
+                    tracing::warn!(agent_id, "dropping agent: its rx ring's head is out of range");
+                    count(&stats.rings_corrupt, 1);
+                    agent.corrupt = true;
+                }
+            }
+        }
+        let mut dropped = Vec::new();
+        for agent in self.agents.iter().filter(|a| a.corrupt) {
+            self.producers.remove(agent.agent_id);
+            // SYNC POINT: segment state. Pairs with the client's Acquire load of the state.
+            agent
+                .segment
+                .control()
+                .state
+                .0
+                .store(state::CLOSED, Ordering::Release);
+            dropped.push(agent.agent_id);
+        }
+        self.agents.retain(|a| !a.corrupt);
+        if !dropped.is_empty() {
+            self.shared
+                .corrupt_agents
+                .lock()
+                .expect("corrupt agents lock")
+                .extend(dropped);
+            self.shared.control_wake.ring();
+        }
     }
 
     /// Serves one agent's lane of one class up to the class budget, in reads of at most

@@ -32,6 +32,9 @@ pub(crate) struct Outboxes {
     pub(crate) behind_gateway: rustc_hash::FxHashSet<u32>,
     /// Buffers nack bodies are encoded into (see [`NackEncoder`]).
     pub(crate) nack_encoder: Option<Box<NackEncoder>>,
+    /// Agents of this shard whose rx ring was found corrupt (a head out of range), each
+    /// once: the duty cycle drops them. At most one entry per agent served here.
+    pub(crate) corrupt_rx: Vec<u32>,
 }
 
 /// Where [`Outboxes::write_flagged`] put a frame.
@@ -55,6 +58,20 @@ pub(crate) struct RemoteDest {
 pub(crate) struct Outbox {
     pub(crate) producer: Producer,
     pub(crate) dirty: bool,
+    /// Its corruption was noted in [`Outboxes::corrupt_rx`].
+    pub(crate) corrupt_noted: bool,
+}
+
+impl Outbox {
+    /// After a refused claim: notes the agent in `corrupt_rx` once if the refusal was a
+    /// corrupt ring rather than a full one.
+    #[cold]
+    fn note_if_corrupt(&mut self, owner: u32, corrupt_rx: &mut Vec<u32>) {
+        if self.producer.is_corrupt() && !self.corrupt_noted {
+            self.corrupt_noted = true;
+            corrupt_rx.push(owner);
+        }
+    }
 }
 
 impl Outbox {
@@ -88,6 +105,7 @@ impl Outboxes {
             Outbox {
                 producer,
                 dirty: false,
+                corrupt_noted: false,
             },
         );
     }
@@ -151,8 +169,18 @@ impl Outboxes {
         len_bytes: usize,
         copies: usize,
     ) -> bool {
-        if let Some((_, o)) = self.local_ring(agent_id) {
-            return o.producer.can_claim(len_bytes);
+        let corrupt_rx = &mut self.corrupt_rx;
+        let owner = if self.aliases.is_empty() {
+            agent_id
+        } else {
+            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
+        };
+        if let Some(o) = self.rings.get_mut(&owner) {
+            if o.producer.can_claim(len_bytes) {
+                return true;
+            }
+            o.note_if_corrupt(owner, corrupt_rx);
+            return false;
         }
         let Some(remote) = self.remote.get(&agent_id) else {
             return false;
@@ -217,7 +245,11 @@ impl Outboxes {
         let Some(outbox) = self.rings.get_mut(&owner) else {
             return false;
         };
-        outbox.commit(owner, len_bytes, dirty, fill)
+        if outbox.commit(owner, len_bytes, dirty, fill) {
+            return true;
+        }
+        outbox.note_if_corrupt(owner, &mut self.corrupt_rx);
+        false
     }
 
     /// [`Outboxes::write`] that says where the frame went, with `link_flags` for the record
@@ -255,6 +287,7 @@ impl Outboxes {
         if outbox.commit(owner, len_bytes, &mut self.dirty, fill) {
             Placed::Delivered
         } else {
+            outbox.note_if_corrupt(owner, &mut self.corrupt_rx);
             Placed::Refused
         }
     }

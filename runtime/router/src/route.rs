@@ -9,7 +9,7 @@ use crate::stats::{count, RouterStats};
 use crate::table::RoutingTable;
 use agentwire_shm::control::NackReason;
 use agentwire_shm::segment::ControlBlock;
-use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID};
+use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,12 +100,14 @@ pub(crate) fn route_frame(
         reject(source, header.correlation(), why, ctx, source_control);
         return ControlFlow::Continue(());
     }
-    // The ring owner is the source, whatever the frame claims.
+    // What is copied is what was checked: the header from this core's own copy (the
+    // sender can rewrite the shared bytes after validation, e.g. the kind into an ack),
+    // stamped with the ring owner as source whatever the frame claims; the body after it.
+    let mut checked = header;
+    checked.set_source(source);
     let stamp = |out: &mut [u8]| {
-        out.copy_from_slice(frame);
-        FrameHeader::peek_mut(out)
-            .expect("a validated frame holds a header")
-            .set_source(source);
+        checked.write_to(out);
+        out[HEADER_BYTES..].copy_from_slice(&frame[HEADER_BYTES..]);
     };
     let len = frame.len();
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring

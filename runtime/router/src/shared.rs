@@ -45,6 +45,10 @@ pub(crate) struct Shared {
     /// In-process endpoint requests for the control loop (bounded by
     /// [`crate::endpoint::ENDPOINT_REQUESTS_MAX`]).
     pub(crate) endpoint_requests: Mutex<Vec<EndpointRequest>>,
+    /// Agents a routing core dropped because one of their rings failed validation: the
+    /// control loop removes them fully (registry, connection). Pushed once per agent, so
+    /// bounded by the agents registered.
+    pub(crate) corrupt_agents: Mutex<Vec<u32>>,
     /// Per shard: how other threads wake its core when it is parked ([`wake`]).
     pub(crate) wakes: Box<[Arc<ShardWake>]>,
 }

@@ -1,0 +1,302 @@
+//! The router against a hostile agent (an allowed agent is still untrusted): each test runs a
+//! real router in this process and an attacking agent in its own process
+//! (`agentwire-hostile-agent`), then checks that the router stays up and answers status,
+//! that honest agents keep exchanging every frame, and that the attacker is contained or
+//! removed. Each attack took the daemon down, hung a router shard or fooled an agent before
+//! its fix.
+
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
+use agentwire_shm::client::{Agent, ClientError};
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_shm::pattern::{checked_len, fill_checked, read_checked};
+use agentwire_shm::wire::FrameKind;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Sender};
+use std::time::{Duration, Instant};
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+/// How long any one test may take before the watchdog fails it: a hung router shard must
+/// fail the test, not hang the suite.
+const TEST_WATCHDOG: Duration = Duration::from_secs(60);
+
+fn socket(name: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("aw-hostile-{}-{name}", std::process::id()))
+        .join("agentwire.sock")
+}
+
+fn router(name: &str) -> TestRouter {
+    TestRouter::start(TestRouterConfig::new(socket(name))).unwrap()
+}
+
+fn agent(r: &TestRouter, name: &str) -> Agent {
+    Agent::builder(name)
+        .socket(r.socket_path())
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .unwrap()
+}
+
+/// Fails the whole test binary if not disarmed (dropped) within [`TEST_WATCHDOG`]: what a
+/// hung router shard would otherwise do to the suite is wait forever.
+struct Watchdog(Option<Sender<()>>);
+
+fn watchdog(what: &'static str) -> Watchdog {
+    let (disarm, armed) = channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(TEST_WATCHDOG)
+        {
+            // Straight to the stream: the harness's capture would swallow it at exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "watchdog: {what} did not finish within {TEST_WATCHDOG:?}"
+            );
+            std::process::exit(101);
+        }
+    });
+    Watchdog(Some(disarm))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+/// The attacking agent's process.
+struct Hostile {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+    id: u32,
+}
+
+impl Hostile {
+    /// Starts `attack` and waits until the attacker says it is connected (and, unless it
+    /// needs a target first, that the attack is in place).
+    fn spawn(r: &TestRouter, attack: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentwire-hostile-agent"))
+            .arg(r.socket_path())
+            .arg("hostile")
+            .arg(attack)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut hostile = Self { child, out, id: 0 };
+        hostile.id = hostile.line("id ").parse().unwrap();
+        if attack != "kind-flip" {
+            hostile.line("attacked");
+        }
+        hostile
+    }
+
+    /// The next stdout line, which must start with `prefix`; what follows it.
+    fn line(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("attacker: expected {prefix:?}, got {line:?}"))
+            .to_string()
+    }
+
+    fn tell(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+    }
+
+    /// Closes its stdin (it stops) and reaps it.
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        assert!(self.child.wait().unwrap().success(), "the attacker failed");
+    }
+}
+
+/// Two fresh honest agents exchange `frames` checked frames; every one arrives, in order.
+fn honest_exchange(r: &TestRouter, tag: &str, frames: u64) {
+    let mut a = agent(r, &format!("honest-a-{tag}"));
+    let mut b = agent(r, &format!("honest-b-{tag}"));
+    let len = checked_len(64);
+    let mut payload = vec![0u8; len];
+    let mut received = 0u64;
+    for seq in 0..frames {
+        fill_checked(seq, &mut payload);
+        loop {
+            match a.send(b.id(), &payload) {
+                Ok(()) => break,
+                Err(ClientError::Claim(_)) => {
+                    received += drain(&mut b, received);
+                }
+                Err(e) => panic!("honest send {seq}: {e}"),
+            }
+        }
+        received += drain(&mut b, received);
+    }
+    while received < frames {
+        let m = b.recv(WAIT).unwrap().expect("an honest frame never arrived");
+        assert_eq!(read_checked(m.payload()).unwrap(), received);
+        received += 1;
+    }
+}
+
+/// Takes what `b` has now, checking sequence numbers from `next`; returns how many.
+fn drain(b: &mut Agent, next: u64) -> u64 {
+    let mut n = 0;
+    while let Some(m) = b.try_recv().unwrap() {
+        assert_eq!(read_checked(m.payload()).unwrap(), next + n, "lost or reordered");
+        n += 1;
+    }
+    n
+}
+
+/// The router answers a status query and lists `name` or not.
+fn status_lists(r: &TestRouter, name: &str) -> bool {
+    let report = agentwire_shm::client::query_status(r.socket_path()).expect("status");
+    report.agents.iter().any(|a| a.name == name)
+}
+
+/// Waits (10 s watchdog) until the attacker's agent is gone from the registry.
+fn wait_removed(r: &TestRouter, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_lists(r, name) {
+        assert!(Instant::now() < deadline, "watchdog: {name} never removed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_scribbled_segment_header_never_reaches_the_router() {
+    let _w = watchdog("header");
+    let r = router("header");
+    let hostile = Hostile::spawn(&r, "header");
+    // Before the fix the liveness check and table rebuilds re-read the header: capacity 3
+    // panicked the control thread (and poisoned the registry lock), offset 2^40 faulted.
+    std::thread::sleep(Duration::from_millis(600)); // two liveness checks (250 ms apart)
+    honest_exchange(&r, "header", 2_000);
+    assert!(status_lists(&r, "hostile"), "a header scribble alone is contained");
+    hostile.stop();
+    honest_exchange(&r, "header-after", 100);
+    r.stop();
+}
+
+#[test]
+fn a_punched_hole_reads_as_a_corrupt_ring_and_its_agent_is_removed() {
+    let _w = watchdog("punch-hole");
+    let r = router("punch");
+    let mut hostile = Hostile::spawn(&r, "punch-hole");
+    hostile.line("closed");
+    wait_removed(&r, "hostile");
+    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    honest_exchange(&r, "punch", 2_000);
+    hostile.stop();
+    r.stop();
+}
+
+#[test]
+fn an_agent_cannot_make_a_doorbell_block_the_router() {
+    let _w = watchdog("bells");
+    let r = router("bells");
+    let hostile = Hostile::spawn(&r, "bells");
+    // The attacker keeps publishing to itself with its park flag up: the router rings its
+    // rx bell on every publish. Before the fix (eventfds whose O_NONBLOCK the agent cleared,
+    // counter at 2^64 - 2) the router shard blocked in write() and this exchange stalled.
+    honest_exchange(&r, "bells", 5_000);
+    assert!(status_lists(&r, "hostile"));
+    hostile.stop();
+    // And the router stops: a shard stuck in the kernel could not.
+    r.stop();
+}
+
+#[test]
+fn an_rx_head_out_of_range_removes_its_agent() {
+    let _w = watchdog("rx-head");
+    let r = router("rxhead");
+    let mut hostile = Hostile::spawn(&r, "rx-head");
+    hostile.line("closed");
+    wait_removed(&r, "hostile");
+    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    honest_exchange(&r, "rxhead", 2_000);
+    hostile.stop();
+    r.stop();
+}
+
+#[test]
+fn a_corrupt_tx_ring_removes_its_agent_fully() {
+    let _w = watchdog("tx-tail");
+    let r = router("txtail");
+    let mut watcher = agent(&r, "watcher");
+    let mut hostile = Hostile::spawn(&r, "tx-tail");
+    hostile.line("closed");
+    // Gone from the registry (status), from discovery by name, and its id no longer routes.
+    wait_removed(&r, "hostile");
+    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    let sent = watcher.send(hostile.id, b"anyone there?");
+    if sent.is_ok() {
+        let m = watcher.recv(WAIT).unwrap().expect("a nack");
+        assert_eq!(m.header().kind(), FrameKind::Nack, "routed to a removed agent");
+    }
+    honest_exchange(&r, "txtail", 2_000);
+    hostile.stop();
+    r.stop();
+}
+
+#[test]
+fn a_frame_rewritten_after_validation_arrives_as_validated() {
+    let _w = watchdog("kind-flip");
+    let r = router("kindflip");
+    let mut victim = agent(&r, "victim");
+    let mut hostile = Hostile::spawn(&r, "kind-flip");
+    hostile.tell(&victim.id().to_string());
+    hostile.line("attacked");
+    // The attacker rewrites the kind of its committed frames to Ack, racing the router's
+    // read. Whatever the victim gets from it was validated as sent: never an ack or nack.
+    let mut from_attacker = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Some(m) = victim.recv(Some(Duration::from_millis(50))).unwrap() {
+            if m.header().source() == hostile.id {
+                from_attacker += 1;
+                assert_eq!(m.header().kind(), FrameKind::Send, "a forged kind got through");
+            }
+        }
+    }
+    assert!(from_attacker > 0, "the attacker's frames never arrived");
+    hostile.stop();
+    r.stop();
+}
+
+#[test]
+fn a_forged_response_is_never_taken_for_the_reply() {
+    let _w = watchdog("forged response");
+    let r = router("forged");
+    let mut victim = agent(&r, "victim");
+    let mut forger = agent(&r, "forger");
+    let mut server = agent(&r, "server");
+    let (victim_id, server_id) = (victim.id(), server.id());
+    // Before the fix correlation ids counted up from 1: these were taken for the reply.
+    for correlation_id in 1..=64u64 {
+        let options = agentwire_shm::client::SendOptions {
+            correlation_id,
+            ..Default::default()
+        };
+        forger
+            .send_with(FrameKind::Response, victim_id, b"forged", options)
+            .unwrap();
+    }
+    let serving = std::thread::spawn(move || {
+        let request = server.recv(WAIT).unwrap().expect("the request").to_owned();
+        server.respond(request.header(), b"genuine").unwrap();
+        server
+    });
+    let reply = victim
+        .request(server_id, b"ask", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(reply.payload(), b"genuine");
+    assert_eq!(reply.header().source(), server_id);
+    drop(serving.join().unwrap());
+    r.stop();
+}
