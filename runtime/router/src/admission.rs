@@ -128,7 +128,9 @@ impl Admission<'_> {
         let new_agent = self
             .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())
             .map_err(|e| failed(&e))?;
-        let topic_ids = self.register(pid, registration, &segment, congested);
+        let topic_ids = self
+            .register(pid, registration, &segment, congested)
+            .map_err(AdmitError::Refused)?;
         // Queue the agent for its shard before it learns its id, so any frame naming this id
         // is written after the shard could know it.
         if self
@@ -197,7 +199,7 @@ impl Admission<'_> {
         registration: &Registration,
         segment: &Segment,
         congested: Arc<AtomicBool>,
-    ) -> Vec<u32> {
+    ) -> Result<Vec<u32>, String> {
         let placement = Placement {
             pid,
             segment: segment.clone(),

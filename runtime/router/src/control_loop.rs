@@ -713,7 +713,7 @@ impl ControlLoop {
                 via: Some(gateway),
                 congested: gw.congested.clone(),
             };
-            reg.enter(agent_id, registration, placement);
+            reg.enter(agent_id, registration, placement)?;
         }
         crate::shared::bump(&self.shared);
         self.agents_per_shard[shard] += 1;

@@ -55,6 +55,7 @@ mod forwarded;
 mod handshake;
 mod lanes;
 pub mod links;
+pub mod limits;
 pub mod liveness;
 mod outbox;
 mod park;

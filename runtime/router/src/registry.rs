@@ -2,6 +2,7 @@
 //! behind a mutex on the control path only, with the discovery cache.
 
 use crate::config::DISCOVERY_CACHE_ENTRIES_MAX;
+use crate::limits;
 use agentwire_shm::control::AgentInfo;
 use agentwire_shm::segment::Segment;
 use std::collections::HashMap;
@@ -11,7 +12,13 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub(crate) agents: HashMap<u32, AgentRecord>,
+    /// Topic ids by name, for topics some live agent holds (subscribed or resolved).
     pub(crate) topics: HashMap<String, u32>,
+    /// Each held topic's name and how many agents hold it; freed at zero.
+    pub(crate) topic_entries: HashMap<u32, TopicEntry>,
+    /// The last topic id given out: ids are never reused, so a publisher's old id can never
+    /// name another topic.
+    pub(crate) last_topic_id: u32,
     pub(crate) capability_routes: Vec<(String, semver::VersionReq)>,
     pub(crate) generation: u64,
     /// Discovery answers by (capability, requirement), dropped on every change of who is
@@ -19,12 +26,27 @@ pub(crate) struct Registry {
     pub(crate) discovery: HashMap<(String, String), Vec<AgentInfo>>,
 }
 
+/// A topic some live agent holds.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicEntry {
+    pub(crate) name: String,
+    /// Agents holding it (subscribed, or resolved it to publish).
+    pub(crate) holders: u32,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct AgentRecord {
     pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) capabilities: Vec<(String, semver::Version)>,
+    /// Topics it subscribes to (ids).
     pub(crate) topics: Vec<u32>,
+    /// Topics it holds: subscribed or resolved, each once (at most
+    /// [`limits::TOPICS_PER_AGENT_MAX`]).
+    pub(crate) held_topics: Vec<u32>,
+    /// Capability routes it resolved, each once (at most
+    /// [`limits::CAPABILITY_ROUTES_PER_AGENT_MAX`]).
+    pub(crate) routes_resolved: Vec<u32>,
     /// Feature ids it serves (feature routes).
     pub(crate) features: Vec<u32>,
     /// Its heartbeat and rings stood still past the liveness timeout: kept out of anycast,
@@ -53,18 +75,14 @@ pub(crate) struct Placement {
 
 impl Registry {
     /// Enters agent `agent_id` with `registration` (topics resolved to ids, capabilities
-    /// whose version parses); returns its topics' ids. The caller bumps the generation.
+    /// whose version parses); returns its topics' ids, or why it cannot hold them (the
+    /// router's topic limit; nothing of it is left). The caller bumps the generation.
     pub(crate) fn enter(
         &mut self,
         agent_id: u32,
         registration: &agentwire_shm::control::Registration,
         placement: Placement,
-    ) -> Vec<u32> {
-        let topic_ids: Vec<u32> = registration
-            .topics
-            .iter()
-            .map(|t| self.topic_id(t))
-            .collect();
+    ) -> Result<Vec<u32>, String> {
         let capabilities = registration
             .capabilities
             .iter()
@@ -74,7 +92,9 @@ impl Registry {
             name: registration.name.clone(),
             pid: placement.pid,
             capabilities,
-            topics: topic_ids.clone(),
+            topics: Vec::new(),
+            held_topics: Vec::new(),
+            routes_resolved: Vec::new(),
             features: registration.features.clone(),
             stale: false,
             segment: placement.segment,
@@ -84,7 +104,136 @@ impl Registry {
         };
         self.agents.insert(agent_id, record);
         self.invalidate();
-        topic_ids
+        let mut topic_ids = Vec::with_capacity(registration.topics.len());
+        for topic in &registration.topics {
+            match self.hold_topic(agent_id, topic) {
+                Ok(id) => topic_ids.push(id),
+                Err(e) => {
+                    self.release(agent_id);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(rec) = self.agents.get_mut(&agent_id) {
+            rec.topics = topic_ids.clone();
+            rec.topics.dedup();
+        }
+        Ok(topic_ids)
+    }
+
+    /// Removes an agent and lets go of what it held (a topic no one holds any more is
+    /// freed; its id is not given out again).
+    pub(crate) fn release(&mut self, agent_id: u32) -> Option<AgentRecord> {
+        let rec = self.agents.remove(&agent_id)?;
+        for topic in &rec.held_topics {
+            let Some(entry) = self.topic_entries.get_mut(topic) else {
+                continue;
+            };
+            entry.holders -= 1;
+            if entry.holders == 0 {
+                if let Some(freed) = self.topic_entries.remove(topic) {
+                    self.topics.remove(&freed.name);
+                }
+            }
+        }
+        self.invalidate();
+        Some(rec)
+    }
+
+    /// The id of `topic` for `agent_id`, which from now on holds it: made if no live agent
+    /// holds it yet. Refused past the name length, the agent's topic limit or the router's.
+    pub(crate) fn hold_topic(&mut self, agent_id: u32, topic: &str) -> Result<u32, String> {
+        limits::check_topic_name(topic)?;
+        let existing = self.topics.get(topic).copied();
+        let Some(rec) = self.agents.get_mut(&agent_id) else {
+            return Err(format!("agent {agent_id} is not registered"));
+        };
+        if let Some(id) = existing {
+            if rec.held_topics.contains(&id) {
+                return Ok(id);
+            }
+        }
+        if rec.held_topics.len() >= limits::TOPICS_PER_AGENT_MAX {
+            return Err(format!(
+                "topic {topic:?}: this agent holds {} topics already, the most one agent may",
+                limits::TOPICS_PER_AGENT_MAX
+            ));
+        }
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                if self.topic_entries.len() >= limits::TOPICS_MAX || self.last_topic_id == u32::MAX
+                {
+                    return Err(format!(
+                        "topic {topic:?}: the router holds {} topics, its limit",
+                        self.topic_entries.len()
+                    ));
+                }
+                self.last_topic_id += 1;
+                let id = self.last_topic_id;
+                self.topics.insert(topic.to_string(), id);
+                self.topic_entries.insert(
+                    id,
+                    TopicEntry {
+                        name: topic.to_string(),
+                        holders: 0,
+                    },
+                );
+                id
+            }
+        };
+        rec.held_topics.push(id);
+        if let Some(entry) = self.topic_entries.get_mut(&id) {
+            entry.holders += 1;
+        }
+        Ok(id)
+    }
+
+    /// The route id of (`capability`, `requirement`) for `agent_id`: made if new (the
+    /// second value says so: the routing tables must learn it). Refused past the string
+    /// lengths, the agent's route limit or the router's.
+    pub(crate) fn resolve_capability(
+        &mut self,
+        agent_id: u32,
+        capability: String,
+        requirement: &str,
+    ) -> Result<(u32, bool), String> {
+        limits::check_capability(&capability, requirement)?;
+        let req = semver::VersionReq::parse(requirement)
+            .map_err(|e| format!("requirement {requirement:?}: {e}"))?;
+        let existing = self
+            .capability_routes
+            .iter()
+            .position(|(c, r)| *c == capability && *r == req)
+            .map(|i| i as u32);
+        let routes_max = limits::CAPABILITY_ROUTES_MAX;
+        let Some(rec) = self.agents.get_mut(&agent_id) else {
+            return Err(format!("agent {agent_id} is not registered"));
+        };
+        if let Some(id) = existing.filter(|id| rec.routes_resolved.contains(id)) {
+            return Ok((id, false));
+        }
+        if rec.routes_resolved.len() >= limits::CAPABILITY_ROUTES_PER_AGENT_MAX {
+            return Err(format!(
+                "capability {capability:?}: this agent resolved {} routes already, the most \
+                 one agent may",
+                limits::CAPABILITY_ROUTES_PER_AGENT_MAX
+            ));
+        }
+        let (id, made) = match existing {
+            Some(id) => (id, false),
+            None if self.capability_routes.len() >= routes_max => {
+                return Err(format!(
+                    "capability {capability:?}: the router holds {routes_max} routes, its limit"
+                ));
+            }
+            None => {
+                self.capability_routes.push((capability, req));
+                ((self.capability_routes.len() - 1) as u32, true)
+            }
+        };
+        rec.routes_resolved.push(id);
+        Ok((id, made))
     }
 
     /// Forgets cached discovery answers: call in the same critical section as any change
@@ -114,11 +263,6 @@ impl Registry {
         }
         self.discovery.insert(key, answer.clone());
         Ok((answer, false))
-    }
-
-    pub(crate) fn topic_id(&mut self, topic: &str) -> u32 {
-        let next = self.topics.len() as u32 + 1;
-        *self.topics.entry(topic.to_string()).or_insert(next)
     }
 
     pub(crate) fn matching(

@@ -285,6 +285,7 @@ pub fn validate_registration(r: &Registration) -> Result<(), String> {
             r.name.len()
         ));
     }
+    crate::limits::check_registration(r)?;
     for c in &r.capabilities {
         semver::Version::parse(&c.version).map_err(|e| {
             format!(

@@ -65,8 +65,7 @@ pub(crate) fn bump(shared: &Shared) {
 pub(crate) fn forget_agent(shared: &Shared, agent_id: u32) {
     {
         let mut reg = shared.registry.lock().expect("registry lock");
-        reg.agents.remove(&agent_id);
-        reg.invalidate();
+        reg.release(agent_id);
     }
     bump(shared);
 }

@@ -92,6 +92,9 @@ pub struct RouterStats {
     pub discovery_cache_hits: AtomicU64,
     /// Discovery questions computed from the registry.
     pub discovery_cache_misses: AtomicU64,
+    /// Control requests refused for a limit (name length, topics or routes per agent or
+    /// per router; see [`crate::limits`]).
+    pub control_requests_refused: AtomicU64,
 }
 
 impl RouterStats {
@@ -136,6 +139,7 @@ impl RouterStats {
             ("agents_stale", &self.agents_stale),
             ("discovery_cache_hits", &self.discovery_cache_hits),
             ("discovery_cache_misses", &self.discovery_cache_misses),
+            ("control_requests_refused", &self.control_requests_refused),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
         ];
