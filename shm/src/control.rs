@@ -661,17 +661,26 @@ pub fn negotiate(client: (u16, u16), daemon: (u16, u16)) -> Option<u16> {
     (client.0 <= client.1 && low <= high).then_some(high)
 }
 
-/// Creates a listening SEQPACKET socket at `path` (the daemon's control socket).
+/// Permission bits of the daemon's control socket: its owner and its group may connect
+/// (connecting needs write permission on the socket file), nobody else.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Creates a listening SEQPACKET socket at `path` (the daemon's control socket), with mode
+/// [`SOCKET_MODE`] set explicitly rather than left to the umask. The mode is set between
+/// `bind` and `listen`, so nobody can connect while the file still has the umask's mode.
 ///
 /// ```
+/// use std::os::unix::fs::PermissionsExt;
 /// let p = std::env::temp_dir().join(format!("aw-doc-listen-{}.sock", std::process::id()));
 /// let _fd = agentwire_shm::control::listen(&p, 16).unwrap();
+/// assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o660);
 /// # std::fs::remove_file(&p).unwrap();
 /// ```
 pub fn listen(path: &Path, backlog: i32) -> Result<OwnedFd, ControlError> {
     let fd = seqpacket()?;
     let addr = rustix::net::SocketAddrUnix::new(path)?;
     rustix::net::bind(&fd, &addr)?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(SOCKET_MODE))?;
     rustix::net::listen(&fd, backlog)?;
     Ok(fd)
 }

@@ -4,7 +4,8 @@
 //! - control side: [`control`] starts a router and is its handle ([`RouterControl`]);
 //!   `control_loop` is the one thread (epoll) that serves every connection, each a small
 //!   state machine with its own deadline; [`server`] is the listening socket and the
-//!   allow-list; `handshake` runs a connection's handshake one message at a time;
+//!   allow-list; [`dirs`] creates the daemon's directories and private files with explicit
+//!   modes; `handshake` runs a connection's handshake one message at a time;
 //!   `admission` admits agents; `session` answers an agent's requests; `registry` holds
 //!   who is registered; [`liveness`] tells gone and stale agents; [`status`] answers
 //!   `agentwire status`.
@@ -49,6 +50,7 @@ pub mod control;
 mod control_loop;
 pub mod deferral;
 mod deferred;
+pub mod dirs;
 mod duty_cycle;
 pub mod endpoint;
 mod forwarded;
