@@ -2,9 +2,10 @@
 //! (message boundaries kept, descriptors attached to the message they belong to), rkyv
 //! messages validated with bytecheck on receipt, descriptors passed with SCM_RIGHTS.
 //!
-//! The handshake: the client sends [`ClientMsg::Hello`] with the protocol range it speaks;
-//! the daemon checks the peer's credentials (SO_PEERCRED) against its allow-list, picks the
-//! highest common version or refuses with both ranges named, then takes
+//! The handshake: the daemon checks the peer's credentials (SO_PEERCRED) against its
+//! allow-list as it accepts, before reading anything (and the client checks the daemon's);
+//! the client sends [`ClientMsg::Hello`] with the protocol range it speaks; the daemon picks
+//! the highest common version or refuses with both ranges named, then takes
 //! [`ClientMsg::Register`] and answers [`ServerMsg::Registered`] with three descriptors: the
 //! segment memfd, the tx doorbell and the rx doorbell.
 //!
@@ -141,6 +142,11 @@ pub enum RefuseReason {
     BadRequest,
     /// The daemon is at its agent limit.
     Full,
+    /// The peer's uid already holds as many connections in their handshake, or as many
+    /// agents, as the daemon allows one uid (`handshakes_per_uid_max`, `agents_per_uid_max`);
+    /// the detail names the limit. Added after protocol version 2 shipped: an older client
+    /// reads it as a malformed message.
+    PerUidLimit,
 }
 
 /// A live agent offering a capability.

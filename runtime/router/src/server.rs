@@ -99,6 +99,21 @@ pub enum HandshakeError {
     /// The router admits no more agents.
     #[error("{0} agents max")]
     Full(usize),
+    /// The peer's uid holds as many connections of one kind as one uid may.
+    #[error(
+        "uid {uid} already has {held} {what}, the most one uid may have ({key} = {held}); \
+         close some or raise {key}"
+    )]
+    PerUidLimit {
+        /// The peer's uid.
+        uid: u32,
+        /// How many it holds (the limit).
+        held: usize,
+        /// What it holds: "connections in their handshake" or "agents".
+        what: &'static str,
+        /// The config key of the limit.
+        key: &'static str,
+    },
     /// The client sent something out of order or invalid.
     #[error("bad handshake: {0}")]
     BadRequest(String),
