@@ -97,7 +97,7 @@ fn prepare_dir_beside(dir: &Path, fallback: &Path) -> io::Result<()> {
 /// let dir = std::env::temp_dir().join(format!("aw-doc-priv-{}", std::process::id()));
 /// agentwire_router::dirs::prepare_dir(&dir).unwrap();
 /// assert!(agentwire_router::dirs::check_private_dir(&dir).is_ok());
-/// assert!(agentwire_router::dirs::check_private_dir(&std::env::temp_dir()).is_err()); // world-writable
+/// assert!(agentwire_router::dirs::check_private_dir("/tmp".as_ref()).is_err()); // world-writable
 /// ```
 pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(dir)?;

@@ -5,8 +5,9 @@
 //!   `control_loop` is the one thread (epoll) that serves every connection, each a small
 //!   state machine with its own deadline; [`server`] is the listening socket and the
 //!   allow-list; [`dirs`] creates the daemon's directories and private files with explicit
-//!   modes; `handshake` runs a connection's handshake one message at a time;
-//!   `admission` admits agents; `session` answers an agent's requests; `registry` holds
+//!   modes; `gate` decides at accept, before reading, who may begin a handshake (the
+//!   allow-list, per-uid limits); `handshake` runs a connection's handshake one message at a
+//!   time; `admission` admits agents; `session` answers an agent's requests; `registry` holds
 //!   who is registered; [`liveness`] tells gone and stale agents; [`status`] answers
 //!   `agentwire status`.
 //! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
