@@ -177,6 +177,8 @@ impl Daemon {
         router_config.idle = config.idle;
         router_config.batch_frames = config.router_batch_frames;
         router_config.agents_max = config.agents_max;
+        router_config.handshakes_per_uid_max = config.handshakes_per_uid_max;
+        router_config.agents_per_uid_max = config.agents_per_uid_max;
         router_config.defer_capacity_bytes = config.defer_capacity_bytes;
         router_config.defer_deadline = config.defer_deadline;
         router_config.liveness_timeout = config.liveness_timeout;
@@ -353,6 +355,14 @@ impl Daemon {
                 old.io_memory_bytes != config.io_memory_bytes,
             ),
             ("agents_max", old.agents_max != config.agents_max),
+            (
+                "handshakes_per_uid_max",
+                old.handshakes_per_uid_max != config.handshakes_per_uid_max,
+            ),
+            (
+                "agents_per_uid_max",
+                old.agents_per_uid_max != config.agents_per_uid_max,
+            ),
             (
                 "defer_capacity_bytes",
                 old.defer_capacity_bytes != config.defer_capacity_bytes,

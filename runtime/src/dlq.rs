@@ -31,7 +31,7 @@
 //! ```
 
 use core::mem::size_of;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use zerocopy::little_endian::{U32, U64};
@@ -310,16 +310,14 @@ impl DeadLetterQueue {
     /// ```
     pub fn open(config: DlqConfig) -> Result<Self, DlqError> {
         let path = config.path.clone();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err("creating the directory of", &path))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Created 0750 where missing; the non-root fallback directory is checked.
+            agentwire_router::dirs::prepare_dir(dir)
+                .map_err(io_err("creating the directory of", &path))?;
         }
         let lock_path = lock_path(&path);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
+        // The queue holds undelivered payloads: it, its lock and its rewrites are 0600.
+        let lock = agentwire_router::dirs::open_private(&lock_path, false)
             .map_err(io_err("opening", &lock_path))?;
         let held = lock.try_clone().map_err(io_err("locking", &lock_path))?;
         let _held = LockGuard::acquire(&held, &lock_path, true)?;
@@ -329,13 +327,8 @@ impl DeadLetterQueue {
     /// Opens and recovers the file; the caller holds the lock.
     fn open_locked(config: DlqConfig, lock: File) -> Result<Self, DlqError> {
         let path = config.path.clone();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
+        let mut file =
+            agentwire_router::dirs::open_private(&path, false).map_err(io_err("opening", &path))?;
         let len = file
             .metadata()
             .map_err(io_err("reading metadata of", &path))?
@@ -678,13 +671,8 @@ impl DeadLetterQueue {
     fn rewrite(&mut self, first_sequence: u64, keep: &[DeadLetter]) -> Result<(), DlqError> {
         let path = self.config.path.clone();
         let tmp = path.with_extension("rewrite");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("creating", &tmp))?;
+        let mut file =
+            agentwire_router::dirs::open_private(&tmp, true).map_err(io_err("creating", &tmp))?;
         write_file_header(&mut file, &tmp, first_sequence)?;
         let mut bytes = FILE_HEADER_BYTES;
         for letter in keep {

@@ -104,7 +104,8 @@ fn choose(preferred: PathBuf, fallback: PathBuf, create: bool) -> DefaultDlqPath
 /// its nearest existing ancestor is a directory, and that directory is writable.
 fn dir_usable(dir: &Path, create: bool) -> Result<(), String> {
     if create {
-        std::fs::create_dir_all(dir)
+        // 0750 for each directory created (`agentwire_router::dirs`).
+        agentwire_router::dirs::prepare_dir(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut probe = dir;

@@ -6,7 +6,7 @@
 //! Series (one per router shard, labelled `core="<its cpu>"`): `agentwire_<counter>_total` for every counter
 //! in [`agentwire_router::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
-//! `agentwire_agents_stale`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
+//! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
 //!
 //! ```no_run
 //! # use agentwire_router::{RouterConfig, RouterControl};
@@ -161,9 +161,8 @@ struct RouterCollector {
     cores: Vec<String>,
 }
 
-/// Counters that are gauges (they go down).
-/// Counters that are gauges: (counter, metric name, help).
-const GAUGES: [(&str, &str, &str); 2] = [
+/// Counters that are gauges (they go down): (counter, metric name, help).
+const GAUGES: [(&str, &str, &str); 3] = [
     (
         "deferred_now",
         "agentwire_deferred_frames",
@@ -173,6 +172,11 @@ const GAUGES: [(&str, &str, &str); 2] = [
         "agents_stale",
         "agentwire_agents_stale",
         "Agents whose heartbeat and rings stood still past the liveness timeout",
+    ),
+    (
+        "handshakes_pending",
+        "agentwire_handshakes_pending",
+        "Control connections in their handshake now",
     ),
 ];
 

@@ -55,8 +55,60 @@ pub fn default_socket_path() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) => PathBuf::from(dir).join("agentwire/agentwire.sock"),
-        None => PathBuf::from(format!("/tmp/agentwire-{uid}/agentwire.sock")),
+        None => runtime_dir_fallback().join("agentwire.sock"),
     }
+}
+
+/// The runtime directory of a user other than root without `$XDG_RUNTIME_DIR`:
+/// `/tmp/agentwire-$UID`. It lives in a directory everyone may write, so another user could
+/// have made it first: the daemon refuses it unless this user owns it and nobody else may
+/// write to it (`agentwire_router::dirs`), and an agent checks who the daemon behind the
+/// socket is ([`AgentBuilder::daemon_uid`]).
+///
+/// ```
+/// let dir = agentwire_shm::client::runtime_dir_fallback();
+/// assert!(dir.starts_with("/tmp"));
+/// ```
+pub fn runtime_dir_fallback() -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    PathBuf::from(format!("/tmp/agentwire-{uid}"))
+}
+
+/// The uids a daemon may run as for this process to trust it: `named` when it names any,
+/// else root and this process's own uid (the default of [`AgentBuilder::daemon_uid`]).
+///
+/// ```
+/// use agentwire_shm::client::trusted_daemon_uids;
+/// assert!(trusted_daemon_uids(&[]).contains(&0));
+/// assert_eq!(trusted_daemon_uids(&[1234]), vec![1234]);
+/// ```
+pub fn trusted_daemon_uids(named: &[u32]) -> Vec<u32> {
+    if !named.is_empty() {
+        return named.to_vec();
+    }
+    let uid = rustix::process::getuid().as_raw();
+    if uid == 0 {
+        vec![0]
+    } else {
+        vec![0, uid]
+    }
+}
+
+/// Checks the credentials (SO_PEERCRED) of the process serving `conn` before anything is
+/// sent to it: a socket path another user could have taken first must not hand this
+/// agent's registration, and later its payloads, to that user's process.
+fn check_daemon(conn: &ControlConn, socket: &Path, named: &[u32]) -> Result<(), ClientError> {
+    let peer = conn.peer_credentials()?;
+    let trusted = trusted_daemon_uids(named);
+    if trusted.contains(&peer.uid) {
+        return Ok(());
+    }
+    Err(ClientError::UntrustedDaemon {
+        socket: socket.to_path_buf(),
+        pid: peer.pid,
+        uid: peer.uid,
+        trusted,
+    })
 }
 
 /// Asks the router at `socket` for its status without registering as an agent (what
@@ -119,6 +171,24 @@ pub enum ClientError {
         reason: RefuseReason,
         /// The daemon's explanation.
         detail: String,
+    },
+    /// The process serving the socket runs as a uid this agent does not trust (by default
+    /// root and the agent's own uid; see [`AgentBuilder::daemon_uid`]). Nothing was sent.
+    #[error(
+        "the daemon at {} runs as uid {uid} (pid {pid}), not one this agent trusts \
+         (uids {trusted:?}): refusing to register with it (if that daemon is the right one, \
+         name its uid with AgentBuilder::daemon_uid)",
+        socket.display()
+    )]
+    UntrustedDaemon {
+        /// The socket connected to.
+        socket: PathBuf,
+        /// The serving process's pid.
+        pid: u32,
+        /// The serving process's uid.
+        uid: u32,
+        /// The uids trusted.
+        trusted: Vec<u32>,
     },
     /// The daemon is gone (socket closed or segment marked closed); call `reconnect`.
     #[error("disconnected from the daemon; call reconnect()")]
@@ -203,6 +273,8 @@ pub struct AgentBuilder {
     reconnect_backoff_initial: Duration,
     send_timeout: Duration,
     request_stash_frames_max: usize,
+    /// Uids the daemon may run as (empty: root and this process's uid).
+    daemon_uids: Vec<u32>,
 }
 
 impl AgentBuilder {
@@ -315,6 +387,23 @@ impl AgentBuilder {
         self
     }
 
+    /// Trusts a daemon running as `uid`; call once per uid. Before it sends anything the
+    /// agent reads the credentials of the process behind the socket (SO_PEERCRED) and
+    /// refuses one of another uid with [`ClientError::UntrustedDaemon`]. Default: root and
+    /// this process's own uid. Naming any uid replaces that default (root included: name 0
+    /// too if the daemon may also run as root).
+    ///
+    /// ```
+    /// // The daemon runs as the service user 998, or as root.
+    /// let b = agentwire_shm::client::Agent::builder("a").daemon_uid(998).daemon_uid(0);
+    /// ```
+    pub fn daemon_uid(mut self, uid: u32) -> Self {
+        if !self.daemon_uids.contains(&uid) {
+            self.daemon_uids.push(uid);
+        }
+        self
+    }
+
     /// Connects, negotiates, registers and maps the segment.
     ///
     /// ```no_run
@@ -362,6 +451,7 @@ fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedF
 impl Link {
     fn establish(b: &AgentBuilder) -> Result<Self, ClientError> {
         let conn = ControlConn::connect(&b.socket)?;
+        check_daemon(&conn, &b.socket, &b.daemon_uids)?;
         let hello = ClientMsg::Hello {
             version_min: b.versions.0,
             version_max: b.versions.1,
@@ -510,6 +600,7 @@ impl Agent {
             reconnect_backoff_initial: Duration::from_millis(10),
             send_timeout: Duration::from_secs(1),
             request_stash_frames_max: 4096,
+            daemon_uids: Vec::new(),
         }
     }
 
@@ -1295,7 +1386,9 @@ impl Agent {
                     self.idler.reset();
                     return Ok(());
                 }
-                Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e @ (ClientError::Refused { .. } | ClientError::UntrustedDaemon { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => last = e,
             }
             std::thread::sleep(backoff);

@@ -2,9 +2,10 @@
 //! (message boundaries kept, descriptors attached to the message they belong to), rkyv
 //! messages validated with bytecheck on receipt, descriptors passed with SCM_RIGHTS.
 //!
-//! The handshake: the client sends [`ClientMsg::Hello`] with the protocol range it speaks;
-//! the daemon checks the peer's credentials (SO_PEERCRED) against its allow-list, picks the
-//! highest common version or refuses with both ranges named, then takes
+//! The handshake: the daemon checks the peer's credentials (SO_PEERCRED) against its
+//! allow-list as it accepts, before reading anything (and the client checks the daemon's);
+//! the client sends [`ClientMsg::Hello`] with the protocol range it speaks; the daemon picks
+//! the highest common version or refuses with both ranges named, then takes
 //! [`ClientMsg::Register`] and answers [`ServerMsg::Registered`] with three descriptors: the
 //! segment memfd, the tx doorbell and the rx doorbell.
 //!
@@ -141,6 +142,11 @@ pub enum RefuseReason {
     BadRequest,
     /// The daemon is at its agent limit.
     Full,
+    /// The peer's uid already holds as many connections in their handshake, or as many
+    /// agents, as the daemon allows one uid (`handshakes_per_uid_max`, `agents_per_uid_max`);
+    /// the detail names the limit. Added after protocol version 2 shipped: an older client
+    /// reads it as a malformed message.
+    PerUidLimit,
 }
 
 /// A live agent offering a capability.
@@ -661,17 +667,26 @@ pub fn negotiate(client: (u16, u16), daemon: (u16, u16)) -> Option<u16> {
     (client.0 <= client.1 && low <= high).then_some(high)
 }
 
-/// Creates a listening SEQPACKET socket at `path` (the daemon's control socket).
+/// Permission bits of the daemon's control socket: its owner and its group may connect
+/// (connecting needs write permission on the socket file), nobody else.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Creates a listening SEQPACKET socket at `path` (the daemon's control socket), with mode
+/// [`SOCKET_MODE`] set explicitly rather than left to the umask. The mode is set between
+/// `bind` and `listen`, so nobody can connect while the file still has the umask's mode.
 ///
 /// ```
+/// use std::os::unix::fs::PermissionsExt;
 /// let p = std::env::temp_dir().join(format!("aw-doc-listen-{}.sock", std::process::id()));
 /// let _fd = agentwire_shm::control::listen(&p, 16).unwrap();
+/// assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o660);
 /// # std::fs::remove_file(&p).unwrap();
 /// ```
 pub fn listen(path: &Path, backlog: i32) -> Result<OwnedFd, ControlError> {
     let fd = seqpacket()?;
     let addr = rustix::net::SocketAddrUnix::new(path)?;
     rustix::net::bind(&fd, &addr)?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(SOCKET_MODE))?;
     rustix::net::listen(&fd, backlog)?;
     Ok(fd)
 }

@@ -123,7 +123,8 @@ impl AgentIdStore {
     fn write(&self, mark: u32) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         {
-            let mut file = std::fs::File::create(&tmp)?;
+            // 0600 (`dirs`): the mark is the daemon's alone, like the queue beside it.
+            let mut file = crate::dirs::open_private(&tmp, true)?;
             writeln!(file, "{mark}")?;
             file.sync_all()?;
         }

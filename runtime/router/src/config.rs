@@ -10,6 +10,12 @@ use std::time::Duration;
 pub const AGENTS_MAX_DEFAULT: usize = 4096;
 /// Largest [`RouterConfig::agents_max`] accepted.
 pub const AGENTS_MAX_LIMIT: usize = 1 << 20;
+/// Connections one uid may have in their handshake at once by default
+/// ([`RouterConfig::handshakes_per_uid_max`]): a sixteenth of the router's handshake slots
+/// (`HANDSHAKES_PENDING_MAX`), so one user's silent connections leave the rest to everyone
+/// else, and well above what a user's agents connecting at once need (the control bench
+/// connects from 4 threads, 4 handshakes at a time).
+pub const HANDSHAKES_PER_UID_MAX_DEFAULT: usize = 64;
 /// Smallest ring an agent may ask for by default ([`RouterConfig::ring_capacity_min_bytes`]).
 pub const RING_CAPACITY_MIN_BYTES_DEFAULT: usize = 4096;
 /// Largest ring an agent may ask for by default ([`RouterConfig::ring_capacity_max_bytes`]).
@@ -78,6 +84,13 @@ pub struct RouterConfig {
     pub idle: IdleStrategy,
     /// Most agents admitted at once (1..=[`AGENTS_MAX_LIMIT`]).
     pub agents_max: usize,
+    /// Most connections one uid may have in their handshake at once (silent, slow, or an
+    /// admin tool's status query), at least 1; its next connection is refused at once with
+    /// `PerUidLimit`. Registered agents do not count here (see `agents_per_uid_max`).
+    pub handshakes_per_uid_max: usize,
+    /// Most agents one uid may have registered at once; `None`: only `agents_max` bounds
+    /// them (the default: one service user commonly runs every agent).
+    pub agents_per_uid_max: Option<usize>,
     /// The first agent id this router gives (ids only grow while it runs). A daemon that
     /// persists the ids it gave starts above them, so ids are never reused across restarts.
     pub first_agent_id: u32,
@@ -132,6 +145,8 @@ impl RouterConfig {
                 park_timeout_ns: 200_000,
             },
             agents_max: AGENTS_MAX_DEFAULT,
+            handshakes_per_uid_max: HANDSHAKES_PER_UID_MAX_DEFAULT,
+            agents_per_uid_max: None,
             first_agent_id: 1,
             agent_id_store: None,
             ring_capacity_min_bytes: RING_CAPACITY_MIN_BYTES_DEFAULT,

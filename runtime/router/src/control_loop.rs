@@ -9,6 +9,7 @@ use crate::admission::{choose_shard, Admission, AdmitError};
 use crate::commands::{CommandSender, RouterCmd};
 use crate::config::RouterConfig;
 use crate::endpoint::{EndpointKind, EndpointRequest, EndpointRings};
+use crate::gate::Gate;
 use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
 use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
@@ -28,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Connections in their handshake at once; more are closed at once (and counted), so a
-/// flood of connections cannot grow the loop's memory without bound.
+/// flood of connections cannot grow the loop's memory without bound. Peers not on the
+/// allow-list never take one, and one uid takes at most `handshakes_per_uid_max` (`gate`).
 pub const HANDSHAKES_PENDING_MAX: usize = 1024;
 /// Connections accepted per wakeup before the loop serves the others again.
 const ACCEPTS_PER_WAKE_MAX: usize = 64;
@@ -107,6 +109,8 @@ pub(crate) struct ControlLoop {
     /// Slots in their handshake (status queries too): the only ones with a deadline, so
     /// deadlines are looked for here and not over every agent's connection.
     handshaking: HashSet<u64>,
+    /// Who may begin a handshake, and what each uid holds.
+    gate: Gate,
     agents_per_shard: Vec<usize>,
     next_agent_id: u32,
     /// In-process and gateway endpoints by id, with their shard and remote agents.
@@ -140,6 +144,7 @@ impl ControlLoop {
         let wake = shared.control_wake.as_fd();
         epoll::add(&epoll, wake, epoll::EventData::new_u64(WAKE), readable)?;
         let shards = shard_cmds.len();
+        let gate = Gate::new(&config);
         Ok(Self {
             epoll,
             listener,
@@ -150,6 +155,7 @@ impl ControlLoop {
             watched: HashMap::new(),
             next_slot: 0,
             handshaking: HashSet::new(),
+            gate,
             agents_per_shard: vec![0; shards],
             next_agent_id: first_agent_id,
             endpoints: HashMap::new(),
@@ -292,6 +298,8 @@ impl ControlLoop {
     }
 
     /// Takes waiting connections into the epoll set, each with its first step's deadline.
+    /// Before anything is read, a peer not on the allow-list, or whose uid holds its share of
+    /// handshakes already, is refused and closed (`gate`): it never takes a slot.
     fn accept(&mut self) {
         for _ in 0..ACCEPTS_PER_WAKE_MAX {
             let (conn, peer) = match self.listener.accept_pending() {
@@ -302,9 +310,17 @@ impl ControlLoop {
                     return;
                 }
             };
+            let stats = &self.shared.stats[0];
+            if !self
+                .gate
+                .begin_handshake(&conn, &peer, self.listener.allow(), stats)
+            {
+                continue;
+            }
             if self.handshaking.len() >= HANDSHAKES_PENDING_MAX {
                 // Dropped unread: a flood of connections waits on nobody's time but its own.
-                count(&self.shared.stats[0].handshakes_refused, 1);
+                count(&stats.handshakes_refused, 1);
+                self.gate.end_handshake(peer.uid);
                 continue;
             }
             let slot = self.next_slot;
@@ -313,6 +329,7 @@ impl ControlLoop {
             let data = epoll::EventData::new_u64(socket_token(slot));
             if let Err(e) = epoll::add(&self.epoll, &conn, data, flags) {
                 tracing::warn!("control socket: cannot watch a connection: {e}");
+                self.gate.end_handshake(peer.uid);
                 continue;
             }
             let deadline = Instant::now() + HANDSHAKE_STEP_TIMEOUT;
@@ -321,8 +338,15 @@ impl ControlLoop {
                 deadline,
             };
             self.handshaking.insert(slot);
+            self.pending_changed();
             self.conns.insert(slot, Conn { conn, peer, state });
         }
+    }
+
+    /// Publishes how many connections are in their handshake (a gauge).
+    fn pending_changed(&self) {
+        let pending = &self.shared.stats[0].handshakes_pending;
+        pending.store(self.handshaking.len() as u64, Ordering::Relaxed);
     }
 
     /// Reads one message from the connection in `slot` and acts on it.
@@ -458,6 +482,13 @@ impl ControlLoop {
             self.refuse(slot, RefuseReason::Full, &HandshakeError::Full(agents_max));
             return;
         }
+        let peer = self.conns.get(&slot).expect("slot served").peer;
+        if let Err(error) = self.gate.may_register(peer.uid) {
+            let stats = &self.shared.stats[0];
+            self.gate.note_over_limit(&peer, &error, stats);
+            self.refuse(slot, RefuseReason::PerUidLimit, &error);
+            return;
+        }
         let agent_id = match self.next_id() {
             Ok(id) => id,
             Err(detail) => {
@@ -494,6 +525,8 @@ impl ControlLoop {
             }
         }
         self.handshaking.remove(&slot);
+        self.pending_changed();
+        self.gate.registered(peer.uid);
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
         tracing::debug!(agent_id, shard, "agent admitted");
@@ -541,8 +574,11 @@ impl ControlLoop {
         match c.state {
             ConnState::Handshake { .. } => {
                 self.handshaking.remove(&slot);
+                self.pending_changed();
+                self.gate.end_handshake(c.peer.uid);
             }
             ConnState::Agent { agent_id, shard } => {
+                self.gate.agent_left(c.peer.uid);
                 self.unwatch(c.peer.pid, slot);
                 match why {
                     Close::Exited => {

@@ -50,8 +50,8 @@ pub(crate) struct Policy<'a> {
 }
 
 /// Advances `step` with `msg` from `peer`, sending `Welcome` itself when the version is
-/// agreed. The `Hello` is read before any refusal: closing a socket with unread data resets
-/// it, and the client would lose the `Refused` message that explains why.
+/// agreed. A peer not on the allow-list was refused as it was accepted (`gate`), before
+/// anything was read; the check here catches one the allow-list dropped since (a reload).
 pub(crate) fn advance(
     step: &mut Step,
     msg: ClientMsg,
@@ -136,6 +136,30 @@ pub(crate) fn refuse(conn: &ControlConn, reason: RefuseReason, error: &Handshake
     );
 }
 
+/// Messages a connection refused at accept may have queued that are discarded unread; a
+/// peer that queued more finds its connection reset instead of refused.
+const UNREAD_DISCARD_MAX: usize = 16;
+
+/// Refuses a connection nothing was read from, so that the client still reads why. Closing
+/// a socket with unread messages resets the connection, and the client's next receive then
+/// fails before it reaches the `Refused` waiting for it. So the reading side is shut first
+/// (the client's sends fail from then on instead of queueing), what it already sent is
+/// discarded whole without being looked at (at most [`UNREAD_DISCARD_MAX`] messages, their
+/// descriptors closed by the kernel), and then the refusal goes out; the caller closes.
+pub(crate) fn refuse_unread(conn: &ControlConn, reason: RefuseReason, error: &HandshakeError) {
+    use rustix::net::{RecvFlags, Shutdown};
+    let _ = rustix::net::shutdown(conn, Shutdown::Read);
+    let mut byte = [0u8; 1];
+    for _ in 0..UNREAD_DISCARD_MAX {
+        // TRUNC: the whole message goes, whatever its length; 0: nothing left (read side shut).
+        match rustix::net::recv(conn, &mut byte, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+            Ok((0, _)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    refuse(conn, reason, error);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +241,29 @@ mod tests {
         let empty_name = ClientMsg::Register(Registration::default());
         let next = advance(&mut welcomed, empty_name, &me(), &policy, &server);
         assert!(refused(next, RefuseReason::BadRequest));
+    }
+
+    #[test]
+    fn a_refusal_without_reading_still_reaches_a_client_that_already_sent() {
+        let (server, client) = ControlConn::pair().unwrap();
+        client.send(&hello(2, 2), &[]).unwrap();
+        client.send(&ClientMsg::Status, &[]).unwrap();
+        let error = HandshakeError::NotPermitted(me());
+        refuse_unread(&server, RefuseReason::NotPermitted, &error);
+        drop(server);
+        let wait = Some(std::time::Duration::from_secs(5));
+        match client.recv::<ServerMsg>(wait) {
+            Ok((ServerMsg::Refused { reason, .. }, _)) => {
+                assert_eq!(reason, RefuseReason::NotPermitted)
+            }
+            other => panic!("the refusal was lost: {other:?}"),
+        }
+        // And a client that sends after the refusal sees the connection closed, then reads it.
+        let (server, client) = ControlConn::pair().unwrap();
+        refuse_unread(&server, RefuseReason::NotPermitted, &error);
+        assert!(client.send(&hello(2, 2), &[]).is_err());
+        drop(server);
+        let refusal = client.recv::<ServerMsg>(wait).unwrap().0;
+        assert!(matches!(refusal, ServerMsg::Refused { .. }), "{refusal:?}");
     }
 }

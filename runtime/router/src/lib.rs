@@ -4,8 +4,10 @@
 //! - control side: [`control`] starts a router and is its handle ([`RouterControl`]);
 //!   `control_loop` is the one thread (epoll) that serves every connection, each a small
 //!   state machine with its own deadline; [`server`] is the listening socket and the
-//!   allow-list; `handshake` runs a connection's handshake one message at a time;
-//!   `admission` admits agents; `session` answers an agent's requests; `registry` holds
+//!   allow-list; [`dirs`] creates the daemon's directories and private files with explicit
+//!   modes; `gate` decides at accept, before reading, who may begin a handshake (the
+//!   allow-list, per-uid limits); `handshake` runs a connection's handshake one message at a
+//!   time; `admission` admits agents; `session` answers an agent's requests; `registry` holds
 //!   who is registered; [`liveness`] tells gone and stale agents; [`status`] answers
 //!   `agentwire status`.
 //! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
@@ -49,9 +51,11 @@ pub mod control;
 mod control_loop;
 pub mod deferral;
 mod deferred;
+pub mod dirs;
 mod duty_cycle;
 pub mod endpoint;
 mod forwarded;
+mod gate;
 mod handshake;
 mod lanes;
 pub mod links;
@@ -76,10 +80,10 @@ pub mod wake;
 
 pub use config::{
     lane_batch_frames, RouterConfig, AGENTS_MAX_DEFAULT, AGENTS_MAX_LIMIT,
-    DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX, HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN,
-    LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX, RING_CAPACITY_MAX_BYTES_DEFAULT,
-    RING_CAPACITY_MIN_BYTES_DEFAULT, ROUTER_BATCH_FRAMES_DEFAULT, ROUTER_BATCH_FRAMES_LIMIT,
-    ROUTER_SHARDS_MAX, SHUTDOWN_WAIT,
+    DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX, HANDSHAKES_PER_UID_MAX_DEFAULT,
+    HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN, LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX,
+    RING_CAPACITY_MAX_BYTES_DEFAULT, RING_CAPACITY_MIN_BYTES_DEFAULT, ROUTER_BATCH_FRAMES_DEFAULT,
+    ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX, SHUTDOWN_WAIT,
 };
 pub use control::{RouterControl, StatusHook, COMMANDS_QUEUED_MAX};
 pub use control_loop::HANDSHAKES_PENDING_MAX;

@@ -99,6 +99,21 @@ pub enum HandshakeError {
     /// The router admits no more agents.
     #[error("{0} agents max")]
     Full(usize),
+    /// The peer's uid holds as many connections of one kind as one uid may.
+    #[error(
+        "uid {uid} already has {held} {what}, the most one uid may have ({key} = {held}); \
+         close some or raise {key}"
+    )]
+    PerUidLimit {
+        /// The peer's uid.
+        uid: u32,
+        /// How many it holds (the limit).
+        held: usize,
+        /// What it holds: "connections in their handshake" or "agents".
+        what: &'static str,
+        /// The config key of the limit.
+        key: &'static str,
+    },
     /// The client sent something out of order or invalid.
     #[error("bad handshake: {0}")]
     BadRequest(String),
@@ -119,7 +134,10 @@ pub struct ControlListener {
 impl ControlListener {
     /// Binds the socket at `path`. A stale socket file (nobody listening) is replaced; a live
     /// one is an error naming the path, so two daemons never share a socket; any other file
-    /// at `path` is refused and left as it is.
+    /// at `path` is refused and left as it is. The socket gets mode 0660 and each directory
+    /// created for it 0750 ([`crate::dirs`]); the non-root fallback directory
+    /// (`/tmp/agentwire-$UID`) is refused unless this user owns it and only this user may
+    /// write to it.
     ///
     /// ```
     /// # use agentwire_router::server::{AllowList, ControlListener};
@@ -158,9 +176,11 @@ impl ControlListener {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Created 0750 where missing; the non-root fallback directory is checked.
+            crate::dirs::prepare_dir(parent)?;
         }
+        // Mode 0660, set before anyone can connect (`control::listen`).
         let fd = control::listen(path, LISTEN_BACKLOG)?;
         // Accepting never waits: the control loop accepts when epoll says a client is there.
         rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;

@@ -70,9 +70,17 @@ pub struct RouterStats {
     pub acks_sent: AtomicU64,
     /// Acks or nacks dropped because the sender's rx ring was full.
     pub replies_dropped: AtomicU64,
-    /// Handshakes refused (not allowed, bad version, bad request, garbage, full, or more
-    /// connections in their handshake than the router takes).
+    /// Handshakes refused (not allowed, over a per-uid limit, bad version, bad request,
+    /// garbage, full, or more connections in their handshake than the router takes).
     pub handshakes_refused: AtomicU64,
+    /// Of those, connections refused as they were accepted because the peer's uid and gid
+    /// are not on the allow-list (nothing was read from them).
+    pub connections_not_permitted: AtomicU64,
+    /// Of those, connections refused because their uid held as many connections in their
+    /// handshake (`handshakes_per_uid_max`) or agents (`agents_per_uid_max`) as one uid may.
+    pub connections_over_uid_limit: AtomicU64,
+    /// Gauge: connections in their handshake now (status queries included).
+    pub handshakes_pending: AtomicU64,
     /// Connections closed because a handshake step's deadline passed in silence.
     pub handshakes_timed_out: AtomicU64,
     /// Control messages that failed validation (garbage), before or after registration.
@@ -127,6 +135,12 @@ impl RouterStats {
             ("acks_sent", &self.acks_sent),
             ("replies_dropped", &self.replies_dropped),
             ("handshakes_refused", &self.handshakes_refused),
+            ("connections_not_permitted", &self.connections_not_permitted),
+            (
+                "connections_over_uid_limit",
+                &self.connections_over_uid_limit,
+            ),
+            ("handshakes_pending", &self.handshakes_pending),
             ("handshakes_timed_out", &self.handshakes_timed_out),
             (
                 "control_messages_malformed",

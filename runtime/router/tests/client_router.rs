@@ -801,3 +801,44 @@ fn a_parked_router_wakes_for_any_agent() {
         );
     }
 }
+
+#[test]
+fn an_agent_refuses_a_daemon_running_as_a_uid_it_does_not_trust() {
+    let r = router("daemon-uid");
+    let uid = rustix::process::getuid().as_raw();
+    let stranger = if uid == 4242 { 4243 } else { 4242 };
+    let err = Agent::builder("careful")
+        .socket(r.socket_path())
+        .daemon_uid(stranger)
+        .connect()
+        .unwrap_err();
+    match &err {
+        ClientError::UntrustedDaemon {
+            uid: daemon,
+            trusted,
+            ..
+        } => {
+            assert_eq!((*daemon, trusted.as_slice()), (uid, &[stranger][..]));
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("runs as uid {uid}"))
+                    && text.contains("AgentBuilder::daemon_uid"),
+                "{text}"
+            );
+        }
+        other => panic!("expected UntrustedDaemon, got {other}"),
+    }
+    // Nothing reached the daemon: no agent, no refusal.
+    assert_eq!(r.agent_count(), 0);
+    assert_eq!(r.stats().handshakes_refused.load(Ordering::Relaxed), 0);
+    // By default the daemon's uid is trusted when it is root or our own; naming it works too.
+    assert!(Agent::builder("default")
+        .socket(r.socket_path())
+        .connect()
+        .is_ok());
+    assert!(Agent::builder("named")
+        .socket(r.socket_path())
+        .daemon_uid(uid)
+        .connect()
+        .is_ok());
+}

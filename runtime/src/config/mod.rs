@@ -40,6 +40,8 @@ const KEYS: &[&str] = &[
     "allow_gids",
     "io_memory_bytes",
     "agents_max",
+    "handshakes_per_uid_max",
+    "agents_per_uid_max",
     "defer_capacity_bytes",
     "defer_deadline_ms",
     "liveness_timeout_ms",
@@ -74,6 +76,12 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// Most agents at once.
     pub agents_max: usize,
+    /// Most connections one uid may have in their handshake at once
+    /// (`handshakes_per_uid_max`, default 64).
+    pub handshakes_per_uid_max: usize,
+    /// Most agents one uid may have registered at once (`agents_per_uid_max`; 0 in the
+    /// file, `None` here: only `agents_max` bounds them).
+    pub agents_per_uid_max: Option<usize>,
     /// Per-destination deferral, bytes (0: off).
     pub defer_capacity_bytes: usize,
     /// How long a deferred frame waits before it is dead-lettered (`None`: forever).
@@ -293,6 +301,34 @@ impl Config {
                 &format!("1 to {}", agentwire_router::AGENTS_MAX_LIMIT),
             );
         }
+        let handshakes_per_uid_max = doc
+            .take("handshakes_per_uid_max")
+            .unwrap_or(agentwire_router::HANDSHAKES_PER_UID_MAX_DEFAULT);
+        if !(1..=agentwire_router::HANDSHAKES_PENDING_MAX).contains(&handshakes_per_uid_max) {
+            doc.invalid(
+                "handshakes_per_uid_max",
+                handshakes_per_uid_max,
+                &format!(
+                    "1 to {} (the connections the router holds in their handshake at once)",
+                    agentwire_router::HANDSHAKES_PENDING_MAX
+                ),
+            );
+        }
+        let agents_per_uid_max = match doc.take::<usize>("agents_per_uid_max").unwrap_or(0) {
+            0 => None,
+            n if n > agentwire_router::AGENTS_MAX_LIMIT => {
+                doc.invalid(
+                    "agents_per_uid_max",
+                    n,
+                    &format!(
+                        "0 (no limit per uid) or 1 to {}",
+                        agentwire_router::AGENTS_MAX_LIMIT
+                    ),
+                );
+                None
+            }
+            n => Some(n),
+        };
         let io_memory_bytes = doc.take("io_memory_bytes").unwrap_or(128 * 1024);
         if io_memory_bytes < 64 * 1024 {
             doc.invalid(
@@ -413,6 +449,8 @@ impl Config {
             allow,
             io_memory_bytes,
             agents_max,
+            handshakes_per_uid_max,
+            agents_per_uid_max,
             defer_capacity_bytes,
             defer_deadline,
             liveness_timeout,
@@ -502,6 +540,11 @@ mod tests {
         assert_eq!(c.idle, IdleStrategy::default());
         assert_eq!(c.io_memory_bytes, 131_072);
         assert_eq!(c.agents_max, agentwire_router::AGENTS_MAX_DEFAULT);
+        assert_eq!(
+            c.handshakes_per_uid_max,
+            agentwire_router::HANDSHAKES_PER_UID_MAX_DEFAULT
+        );
+        assert_eq!(c.agents_per_uid_max, None);
         assert_eq!(c.defer_capacity_bytes, 262_144);
         assert_eq!(c.defer_deadline, Some(std::time::Duration::from_secs(1)));
         assert_eq!(c.liveness_timeout, Some(std::time::Duration::from_secs(5)));
@@ -618,6 +661,17 @@ mod tests {
         let err = Config::parse("idle = \"nap\"", "t").unwrap_err();
         assert!(err.to_string().contains("unknown idle strategy"), "{err}");
         assert!(Config::parse("agents_max = 0", "t").is_err());
+        let err = Config::parse("handshakes_per_uid_max = 0", "t").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("handshakes_per_uid_max = 0: 1 to 1024"),
+            "{err}"
+        );
+        let c = Config::parse("handshakes_per_uid_max = 4\nagents_per_uid_max = 100", "t").unwrap();
+        assert_eq!(
+            (c.handshakes_per_uid_max, c.agents_per_uid_max),
+            (4, Some(100))
+        );
         assert!(Config::parse("io_memory_bytes = 10", "t").is_err());
         assert!(Config::parse("defer_capacity_bytes = 3000", "t").is_err());
         assert!(Config::parse("dlq_records_max = 0", "t").is_err());
