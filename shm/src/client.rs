@@ -25,9 +25,8 @@ use crate::idle::{IdleStrategy, Idler};
 use crate::ring::{ClaimError, Consumer, FrameRef, Producer, RingError};
 use crate::segment::{state, Segment, SegmentError};
 use crate::wire::{
-    DAEMON_AGENT_ID,
-    FrameError, FrameHeader, FrameKind, FLAG_ACK_REQUESTED, FLAG_ANYCAST, FLAG_FEATURE,
-    HEADER_BYTES,
+    FrameError, FrameHeader, FrameKind, DAEMON_AGENT_ID, FLAG_ACK_REQUESTED, FLAG_ANYCAST,
+    FLAG_FEATURE, HEADER_BYTES,
 };
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -144,7 +143,20 @@ pub fn query_status(socket: &Path) -> Result<crate::control::StatusReport, Clien
             )))
         }
     };
-    // The rest of the agents, a page at a time.
+    // The rest of the routes and agents, a page at a time.
+    while report.routes.len() < report.routes_total as usize {
+        let skip = report.routes.len() as u32;
+        conn.send(&ClientMsg::StatusRoutes { skip }, &[])?;
+        match expect_reply(&conn)? {
+            (ServerMsg::StatusRoutes { routes }, _) if routes.is_empty() => break,
+            (ServerMsg::StatusRoutes { routes }, _) => report.routes.extend(routes),
+            (other, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected StatusRoutes, got {other:?}"
+                )))
+            }
+        }
+    }
     while report.agents.len() < report.agents_total as usize {
         let after = report.agents.last().map_or(0, |a| a.agent_id);
         conn.send(&ClientMsg::StatusAgents { after }, &[])?;

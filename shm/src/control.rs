@@ -34,12 +34,22 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Oldest control/wire protocol version this build speaks.
-pub const PROTOCOL_VERSION_MIN: u16 = 2;
-/// Newest control/wire protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 2;
-/// Agents per status message: a status report of thousands of agents comes in pages, each
-/// well under [`CONTROL_MESSAGE_BYTES_MAX`].
+pub const PROTOCOL_VERSION_MIN: u16 = 3;
+/// Newest control/wire protocol version this build speaks. Version 3: status routes come in
+/// pages (`StatusRoutes`), a route lists at most [`ROUTE_AGENTS_LISTED_MAX`] agents, and
+/// `Refused { PerUidLimit }`.
+pub const PROTOCOL_VERSION_MAX: u16 = 3;
+/// Agents per status message at most: a status report of thousands of agents comes in
+/// pages, each also bounded in bytes ([`STATUS_PAGE_BYTES_MAX`]).
 pub const STATUS_AGENTS_PER_MESSAGE: usize = 128;
+/// Routes per status message at most (also bounded in bytes).
+pub const STATUS_ROUTES_PER_MESSAGE: usize = 128;
+/// What one status page may hold, estimated from its strings and lists: well under
+/// [`CONTROL_MESSAGE_BYTES_MAX`] whatever agents registered (every name and list they can
+/// register is bounded), so an admin reply can never be broken by what agents register.
+pub const STATUS_PAGE_BYTES_MAX: usize = 24 * 1024;
+/// Agents a route lists at most in a status report (`agents_total` says how many it has).
+pub const ROUTE_AGENTS_LISTED_MAX: usize = 64;
 /// Largest control message in bytes; larger ones are refused.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Most descriptors one control message carries.
@@ -129,6 +139,12 @@ pub enum ClientMsg {
         /// The last agent id already received.
         after: u32,
     },
+    /// After `Status`: the next routes (in the report's order, past the first `skip`),
+    /// answered with `StatusRoutes`.
+    StatusRoutes {
+        /// Routes already received.
+        skip: u32,
+    },
 }
 
 /// Why the daemon refused a connection.
@@ -207,6 +223,11 @@ pub enum ServerMsg {
         /// At most [`STATUS_AGENTS_PER_MESSAGE`] agents.
         agents: Vec<AgentStatus>,
     },
+    /// The next routes of a status report (empty: no more).
+    StatusRoutes {
+        /// At most [`STATUS_ROUTES_PER_MESSAGE`] routes.
+        routes: Vec<RouteStatus>,
+    },
     /// Generic success.
     Done,
     /// A request failed.
@@ -261,8 +282,12 @@ pub struct StatusReport {
     pub agents: Vec<AgentStatus>,
     /// How many agents the router has (`agents` holds them all once every page arrived).
     pub agents_total: u32,
-    /// Topic and capability routes.
+    /// Topic, capability and feature routes: all of them from
+    /// [`query_status`](crate::client::query_status); on the wire, the first page (the rest
+    /// come with `StatusRoutes`).
     pub routes: Vec<RouteStatus>,
+    /// How many routes the router has.
+    pub routes_total: u32,
     /// Facts about the daemon: `router_cpu`, `metrics` (its URL), `dlq` (its path).
     pub info: Vec<(String, String)>,
     /// Each router shard's own counters (`counters` is their sum).
@@ -346,8 +371,11 @@ pub struct RouteStatus {
     pub name: String,
     /// Semver requirement of a capability route (empty for topics).
     pub requirement: String,
-    /// Agents the route reaches now (subscribers; capable live agents).
+    /// Agents the route reaches now (subscribers; capable live agents), in id order: the
+    /// first [`ROUTE_AGENTS_LISTED_MAX`].
     pub agents: Vec<u32>,
+    /// How many agents the route reaches.
+    pub agents_total: u32,
 }
 
 /// Why the daemon refused a frame (the payload of a nack, and the reject counter's code).

@@ -134,10 +134,7 @@ impl Doorbell {
         let (read_end, write_end) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         // Best effort: a pipe keeps its default size where the kernel refuses.
         let _ = fcntl_setpipe_size(&write_end, PIPE_BELL_BYTES);
-        Ok((
-            Self::from_ring_fd(write_end),
-            Self::from_wait_fd(read_end),
-        ))
+        Ok((Self::from_ring_fd(write_end), Self::from_wait_fd(read_end)))
     }
 
     /// Wraps an eventfd received from another process (both ends).

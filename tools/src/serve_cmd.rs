@@ -338,7 +338,7 @@ pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
         let routes: Vec<_> = report
             .routes
             .iter()
-            .map(|r| json!({"kind": r.kind, "route_id": r.route_id, "name": r.name, "requirement": r.requirement, "agents": r.agents}))
+            .map(|r| json!({"kind": r.kind, "route_id": r.route_id, "name": r.name, "requirement": r.requirement, "agents": r.agents, "agents_total": r.agents_total}))
             .collect();
         outln!("{}", json!({ "routes": routes }))?;
         return Ok(());
@@ -351,8 +351,15 @@ pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
         "requirement"
     )?;
     for r in &report.routes {
+        // A route lists its first agents; the count says how many it reaches.
+        let more = r.agents_total as usize - r.agents.len().min(r.agents_total as usize);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         outln!(
-            "{:<11} {:>6}  {:<28} {:<14} {:?}",
+            "{:<11} {:>6}  {:<28} {:<14} {:?}{tail}",
             r.kind,
             r.route_id,
             r.name,

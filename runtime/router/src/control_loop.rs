@@ -16,10 +16,9 @@ use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
 use crate::session;
 use crate::shared::{forget_agent, Shared};
 use crate::stats::count;
-use crate::status::{agent_page, status_report};
+use crate::status::{agent_page, route_page, status_first_page};
 use agentwire_shm::control::{
     ClientMsg, ControlConn, ControlError, PeerCredentials, RefuseReason, ServerMsg,
-    STATUS_AGENTS_PER_MESSAGE,
 };
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
@@ -434,15 +433,19 @@ impl ControlLoop {
                 c.state = ConnState::Handshake { step, deadline };
             }
             Next::Status => {
-                let mut report = status_report(&self.shared);
-                // The rest of the agents go a page at a time (`StatusAgents`).
-                report.agents.truncate(STATUS_AGENTS_PER_MESSAGE);
-                let answer = ServerMsg::Status(report);
+                // The first page of agents and of routes; the rest come a page at a time
+                // (`StatusAgents`, `StatusRoutes`).
+                let answer = ServerMsg::Status(status_first_page(&self.shared));
                 self.answer_status(slot, step, &answer);
             }
             Next::StatusAgents(after) => {
-                let agents = agent_page(&self.shared, after, STATUS_AGENTS_PER_MESSAGE);
+                let agents = agent_page(&self.shared, after);
                 let answer = ServerMsg::StatusAgents { agents };
+                self.answer_status(slot, step, &answer);
+            }
+            Next::StatusRoutes(skip) => {
+                let routes = route_page(&self.shared, skip as usize);
+                let answer = ServerMsg::StatusRoutes { routes };
                 self.answer_status(slot, step, &answer);
             }
             Next::Register(registration) => self.admit(slot, &registration),
@@ -586,7 +589,11 @@ impl ControlLoop {
                         count(&self.shared.stats[0].agents_exited, 1);
                     }
                     Close::Corrupt => {
-                        tracing::warn!(agent_id, pid = c.peer.pid, "agent removed: one of its rings failed validation");
+                        tracing::warn!(
+                            agent_id,
+                            pid = c.peer.pid,
+                            "agent removed: one of its rings failed validation"
+                        );
                     }
                     Close::Gone => {}
                 }

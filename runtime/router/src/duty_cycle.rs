@@ -274,6 +274,7 @@ impl RoutingCore {
         if generation != self.seen_generation || commands_taken {
             self.seen_generation = generation;
             self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
+            count(&self.shared.stats[self.shard].table_rebuilds, 1);
             for agent in &mut self.agents {
                 agent.remotes = self
                     .table
@@ -343,7 +344,10 @@ impl RoutingCore {
         for agent_id in std::mem::take(&mut self.producers.corrupt_rx) {
             if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
                 if !agent.corrupt {
-                    tracing::warn!(agent_id, "dropping agent: its rx ring's head is out of range");
+                    tracing::warn!(
+                        agent_id,
+                        "dropping agent: its rx ring's head is out of range"
+                    );
                     count(&stats.rings_corrupt, 1);
                     agent.corrupt = true;
                 }

@@ -32,6 +32,8 @@ pub(crate) enum Next {
     Status,
     /// Answer the next page of agents, those with ids above this.
     StatusAgents(u32),
+    /// Answer the next page of routes (past the first `skip`).
+    StatusRoutes(u32),
     /// Admit an agent with this registration.
     Register(Box<Registration>),
     /// Refuse (the client is told why), count it, and close.
@@ -104,7 +106,8 @@ pub(crate) fn advance(
             Next::Status
         }
         (Step::Status, ClientMsg::StatusAgents { after }) => Next::StatusAgents(after),
-        (Step::Status, _) => bad("expected StatusAgents after Status"),
+        (Step::Status, ClientMsg::StatusRoutes { skip }) => Next::StatusRoutes(skip),
+        (Step::Status, _) => bad("expected StatusAgents or StatusRoutes after Status"),
         (Step::Register { .. }, ClientMsg::Register(registration)) => {
             match validate_registration(&registration) {
                 Ok(()) => Next::Register(Box::new(registration)),

@@ -83,7 +83,8 @@ pub(crate) fn answer(shared: &Shared, agent_id: u32, msg: ClientMsg) -> Option<S
             ClientMsg::Hello { .. }
             | ClientMsg::Register(_)
             | ClientMsg::Status
-            | ClientMsg::StatusAgents { .. } => (
+            | ClientMsg::StatusAgents { .. }
+            | ClientMsg::StatusRoutes { .. } => (
                 ServerMsg::Error {
                     detail: "already registered".into(),
                 },

@@ -103,6 +103,8 @@ pub struct RouterStats {
     /// Control requests refused for a limit (name length, topics or routes per agent or
     /// per router; see [`crate::limits`]).
     pub control_requests_refused: AtomicU64,
+    /// Routing tables this shard rebuilt (each registry change that affects routing).
+    pub table_rebuilds: AtomicU64,
 }
 
 impl RouterStats {
@@ -154,6 +156,7 @@ impl RouterStats {
             ("discovery_cache_hits", &self.discovery_cache_hits),
             ("discovery_cache_misses", &self.discovery_cache_misses),
             ("control_requests_refused", &self.control_requests_refused),
+            ("table_rebuilds", &self.table_rebuilds),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
         ];

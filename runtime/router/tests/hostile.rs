@@ -47,8 +47,7 @@ struct Watchdog(Option<Sender<()>>);
 fn watchdog(what: &'static str) -> Watchdog {
     let (disarm, armed) = channel::<()>();
     std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(TEST_WATCHDOG)
-        {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(TEST_WATCHDOG) {
             // Straight to the stream: the harness's capture would swallow it at exit.
             let _ = writeln!(
                 std::io::stderr(),
@@ -137,7 +136,10 @@ fn honest_exchange(r: &TestRouter, tag: &str, frames: u64) {
         received += drain(&mut b, received);
     }
     while received < frames {
-        let m = b.recv(WAIT).unwrap().expect("an honest frame never arrived");
+        let m = b
+            .recv(WAIT)
+            .unwrap()
+            .expect("an honest frame never arrived");
         assert_eq!(read_checked(m.payload()).unwrap(), received);
         received += 1;
     }
@@ -147,7 +149,11 @@ fn honest_exchange(r: &TestRouter, tag: &str, frames: u64) {
 fn drain(b: &mut Agent, next: u64) -> u64 {
     let mut n = 0;
     while let Some(m) = b.try_recv().unwrap() {
-        assert_eq!(read_checked(m.payload()).unwrap(), next + n, "lost or reordered");
+        assert_eq!(
+            read_checked(m.payload()).unwrap(),
+            next + n,
+            "lost or reordered"
+        );
         n += 1;
     }
     n
@@ -177,7 +183,10 @@ fn a_scribbled_segment_header_never_reaches_the_router() {
     // panicked the control thread (and poisoned the registry lock), offset 2^40 faulted.
     std::thread::sleep(Duration::from_millis(600)); // two liveness checks (250 ms apart)
     honest_exchange(&r, "header", 2_000);
-    assert!(status_lists(&r, "hostile"), "a header scribble alone is contained");
+    assert!(
+        status_lists(&r, "hostile"),
+        "a header scribble alone is contained"
+    );
     hostile.stop();
     honest_exchange(&r, "header-after", 100);
     r.stop();
@@ -237,7 +246,11 @@ fn a_corrupt_tx_ring_removes_its_agent_fully() {
     let sent = watcher.send(hostile.id, b"anyone there?");
     if sent.is_ok() {
         let m = watcher.recv(WAIT).unwrap().expect("a nack");
-        assert_eq!(m.header().kind(), FrameKind::Nack, "routed to a removed agent");
+        assert_eq!(
+            m.header().kind(),
+            FrameKind::Nack,
+            "routed to a removed agent"
+        );
     }
     honest_exchange(&r, "txtail", 2_000);
     hostile.stop();
@@ -260,7 +273,11 @@ fn a_frame_rewritten_after_validation_arrives_as_validated() {
         if let Some(m) = victim.recv(Some(Duration::from_millis(50))).unwrap() {
             if m.header().source() == hostile.id {
                 from_attacker += 1;
-                assert_eq!(m.header().kind(), FrameKind::Send, "a forged kind got through");
+                assert_eq!(
+                    m.header().kind(),
+                    FrameKind::Send,
+                    "a forged kind got through"
+                );
             }
         }
     }
@@ -298,5 +315,71 @@ fn a_forged_response_is_never_taken_for_the_reply() {
     assert_eq!(reply.payload(), b"genuine");
     assert_eq!(reply.header().source(), server_id);
     drop(serving.join().unwrap());
+    r.stop();
+}
+
+#[test]
+fn control_requests_are_bounded_and_status_survives_them() {
+    use agentwire_router::limits::{TOPICS_PER_AGENT_MAX, TOPIC_NAME_BYTES_MAX};
+    let _w = watchdog("control limits");
+    let r = router("limits");
+    let mut greedy = agent(&r, "greedy");
+    let mut refused = 0;
+    // Before the fix every string made a topic for good, and two 60 KB names broke status.
+    for k in 0..(TOPICS_PER_AGENT_MAX + 200) {
+        match greedy.topic_id(&format!("topic-{k}")) {
+            Ok(_) => {}
+            Err(ClientError::Protocol(detail)) => {
+                assert!(detail.contains("topics"), "{detail}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refused, 200, "the agent's topic limit");
+    for _ in 0..2 {
+        let long = "t".repeat(60 * 1024);
+        assert!(
+            greedy.subscribe(&long).is_err(),
+            "a 60 KB topic name was taken"
+        );
+    }
+    assert!(greedy
+        .subscribe(&"t".repeat(TOPIC_NAME_BYTES_MAX + 1))
+        .is_err());
+    assert!(r.stats().control_requests_refused.load(Ordering::Relaxed) >= 203);
+    // Status still answers, whole, in pages.
+    let report = agentwire_shm::client::query_status(r.socket_path()).expect("status");
+    assert_eq!(report.routes.len(), report.routes_total as usize);
+    assert_eq!(report.routes_total as usize, TOPICS_PER_AGENT_MAX);
+    // Resolving and discovering change no routing: no table rebuild per request.
+    let rebuilds = r.stats().table_rebuilds.load(Ordering::Relaxed);
+    for _ in 0..500 {
+        greedy.topic_id("topic-1").unwrap();
+        greedy.discover("ocr", ">=1").unwrap();
+        greedy.unsubscribe("never-subscribed").unwrap();
+    }
+    honest_exchange(&r, "limits", 100);
+    let after = r.stats().table_rebuilds.load(Ordering::Relaxed);
+    assert!(
+        after - rebuilds < 20,
+        "{} rebuilds for 1,500 requests",
+        after - rebuilds
+    );
+    // Its topics are freed when it leaves.
+    drop(greedy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = agentwire_shm::client::query_status(r.socket_path()).expect("status");
+        if report.routes_total == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: {} topics left",
+            report.routes_total
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     r.stop();
 }

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! It prints `id N` once connected and `attacked` once the attack is in place, then keeps
-//! sending frames to itself (so the daemon writes its rx ring and rings its bells) until
-//! stdin closes. It prints `closed` if the daemon marks its segment closed, and exits 0.
+//! sending frames to itself (so the daemon writes its rx ring and rings its bells; not after
+//! `tx-tail` or `punch-hole`, whose next publish would put a true tail back) until stdin
+//! closes. It prints `closed` if the daemon marks its segment closed, and exits 0.
 
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
@@ -232,7 +233,11 @@ fn main() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut sink = String::new();
-            while std::io::stdin().lock().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut sink)
+                .is_ok_and(|n| n > 0)
+            {}
             stop.store(true, Ordering::Relaxed);
         });
     }
@@ -242,12 +247,16 @@ fn main() {
         std::thread::spawn(move || flip_kinds(&seg, &stop))
     });
     let payload = [0x5a_u8; 2048];
-    // Reading its rx ring would publish a true head over the bogus one.
+    // Reading its rx ring would publish a true head over the bogus one; sending would publish
+    // a true tail over a bogus or zeroed one.
     let reads_rx = attack_name != "rx-head";
+    let sends = !matches!(attack_name.as_str(), "tx-tail" | "punch-hole");
     let mut closed = false;
     while !stop.load(Ordering::Relaxed) {
         // Refusals (a full ring, a closed segment) are expected under attack.
-        let _: Result<(), ClientError> = agent.send(target, &payload);
+        if sends {
+            let _: Result<(), ClientError> = agent.send(target, &payload);
+        }
         if reads_rx {
             let _ = agent.try_recv();
         }
