@@ -630,7 +630,7 @@ impl Agent {
     ///
     /// ```no_run
     /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
-    /// assert_eq!(agent.protocol_version(), 1);
+    /// assert_eq!(agent.protocol_version(), agentwire_shm::control::PROTOCOL_VERSION_MAX);
     /// ```
     pub fn protocol_version(&self) -> u16 {
         self.link.version

@@ -348,7 +348,7 @@ fn version_negotiation_refuses_with_both_ranges_named() {
             detail,
         } => {
             assert!(
-                detail.contains("5..=7") && detail.contains("2..=2"),
+                detail.contains("5..=7") && detail.contains("3..=3"),
                 "{detail}"
             );
         }
@@ -360,7 +360,10 @@ fn version_negotiation_refuses_with_both_ranges_named() {
         .protocol_versions(0, 9)
         .connect()
         .unwrap();
-    assert_eq!(a.protocol_version(), 2);
+    assert_eq!(
+        a.protocol_version(),
+        agentwire_shm::control::PROTOCOL_VERSION_MAX
+    );
 }
 
 #[test]
