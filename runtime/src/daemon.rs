@@ -181,6 +181,8 @@ impl Daemon {
         router_config.agents_per_uid_max = config.agents_per_uid_max;
         router_config.defer_capacity_bytes = config.defer_capacity_bytes;
         router_config.defer_deadline = config.defer_deadline;
+        router_config.slow_subscriber = config.slow_subscriber;
+        router_config.slow_subscriber_evict_copies = config.slow_subscriber_evict_copies;
         router_config.liveness_timeout = config.liveness_timeout;
         router_config.shards = cpus.len();
         router_config.shard_numa_nodes = cpus

@@ -122,6 +122,49 @@ pub struct RouterConfig {
     /// publish ring positions less often (throughput), smaller ones turn to the next agent
     /// sooner (latency under contention).
     pub batch_frames: usize,
+    /// What a publish does for a subscriber whose ring and deferral are both full.
+    pub slow_subscriber: SlowSubscriber,
+    /// With [`SlowSubscriber::Drop`]: a subscriber that missed this many copies in a row is
+    /// removed (its connection closed; it may connect again). 0: never.
+    pub slow_subscriber_evict_copies: u64,
+}
+
+/// What a publish does for a subscriber that cannot take its copy now (its rx ring and its
+/// deferral are full): the policy against one silent subscriber stalling a topic.
+///
+/// ```
+/// use agentwire_router::config::SlowSubscriber;
+/// assert_eq!("drop".parse::<SlowSubscriber>(), Ok(SlowSubscriber::Drop));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowSubscriber {
+    /// Drop that subscriber's copy (counted in `subscriber_copies_dropped`; a publisher that
+    /// asked for an ack is nacked `DestinationFull` instead); the publisher and the other
+    /// subscribers keep their rate. The default, as NATS does for slow consumers.
+    Drop,
+    /// Every copy or none: the frame waits in the publisher's lane until every subscriber
+    /// can take it (no loss; one silent subscriber stalls the topic).
+    Backpressure,
+}
+
+impl std::str::FromStr for SlowSubscriber {
+    type Err = String;
+
+    /// `drop` or `backpressure`.
+    ///
+    /// ```
+    /// use agentwire_router::config::SlowSubscriber;
+    /// assert!("sometimes".parse::<SlowSubscriber>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "drop" => Ok(Self::Drop),
+            "backpressure" => Ok(Self::Backpressure),
+            other => Err(format!(
+                "unknown slow-subscriber policy {other:?}: use drop or backpressure"
+            )),
+        }
+    }
 }
 
 impl RouterConfig {
@@ -157,6 +200,8 @@ impl RouterConfig {
             shards: 1,
             shard_numa_nodes: Vec::new(),
             batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
+            slow_subscriber: SlowSubscriber::Drop,
+            slow_subscriber_evict_copies: 0,
         }
     }
 }

@@ -99,7 +99,7 @@ impl RouterControl {
             shutdown: AtomicBool::new(false),
             control_wake: Doorbell::new().map_err(ControlError::Io)?,
             endpoint_requests: Mutex::new(Vec::new()),
-            corrupt_agents: Mutex::new(Vec::new()),
+            removals_requested: Mutex::new(Vec::new()),
             wakes: (0..shards)
                 .map(|_| ShardWake::new().map(Arc::new))
                 .collect::<Result<_, _>>()
@@ -133,6 +133,9 @@ impl RouterControl {
             core.deferrals.reserve_bytes = plan.reserve_bytes;
             core.batch_frames = config.batch_frames.clamp(1, ROUTER_BATCH_FRAMES_LIMIT);
             core.lane_budget = lane_batch_frames(core.batch_frames);
+            core.slow_subscriber_drop =
+                config.slow_subscriber == crate::config::SlowSubscriber::Drop;
+            core.slow_subscriber_evict_copies = config.slow_subscriber_evict_copies;
             cores.push(core);
         }
         let control = {

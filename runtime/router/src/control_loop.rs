@@ -14,7 +14,7 @@ use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
 use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
 use crate::session;
-use crate::shared::{forget_agent, Shared};
+use crate::shared::{forget_agent, Removal, Shared};
 use crate::stats::count;
 use crate::status::{agent_page, route_page, status_first_page};
 use agentwire_shm::control::{
@@ -93,6 +93,8 @@ enum Close {
     Exited,
     /// A routing core dropped the agent: one of its rings failed validation.
     Corrupt,
+    /// A subscriber that stayed behind (slow-subscriber policy).
+    Slow,
 }
 
 /// The control loop's state; [`ControlLoop::run`] runs it on its own thread.
@@ -269,7 +271,7 @@ impl ControlLoop {
             }
         }
         self.serve_endpoint_requests();
-        self.remove_corrupt_agents();
+        self.serve_removal_requests();
         let reloaded = self
             .shared
             .reloaded_allow
@@ -595,6 +597,13 @@ impl ControlLoop {
                             "agent removed: one of its rings failed validation"
                         );
                     }
+                    Close::Slow => {
+                        tracing::warn!(
+                            agent_id,
+                            pid = c.peer.pid,
+                            "agent removed: a subscriber that stayed behind"
+                        );
+                    }
                     Close::Gone => {}
                 }
                 forget_agent(&self.shared, agent_id);
@@ -608,24 +617,29 @@ impl ControlLoop {
         }
     }
 
-    /// Removes fully the agents a routing core dropped for a corrupt ring: registry entry,
-    /// names and routes, and the connection (the agent learns from its closed segment and
-    /// connection; it may connect again and get fresh rings).
-    fn remove_corrupt_agents(&mut self) {
-        let corrupt = std::mem::take(
+    /// Removes fully the agents a routing core asked to be removed (a corrupt ring, a
+    /// subscriber too far behind): registry entry, names and routes, and the connection (the
+    /// agent learns from its closed connection, and for a corrupt ring its closed segment;
+    /// it may connect again and get fresh rings).
+    fn serve_removal_requests(&mut self) {
+        let requested = std::mem::take(
             &mut *self
                 .shared
-                .corrupt_agents
+                .removals_requested
                 .lock()
-                .expect("corrupt agents lock"),
+                .expect("removals lock"),
         );
-        for agent_id in corrupt {
+        for (agent_id, why) in requested {
             let slot = self.conns.iter().find_map(|(&slot, c)| match c.state {
                 ConnState::Agent { agent_id: id, .. } if id == agent_id => Some(slot),
                 _ => None,
             });
+            let close = match why {
+                Removal::CorruptRing => Close::Corrupt,
+                Removal::SlowSubscriber => Close::Slow,
+            };
             match slot {
-                Some(slot) => self.close(slot, Close::Corrupt),
+                Some(slot) => self.close(slot, close),
                 None if self.endpoints.contains_key(&agent_id) => self.remove_endpoint(agent_id),
                 None => {}
             }

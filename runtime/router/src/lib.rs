@@ -17,8 +17,9 @@
 //!   `shutdown` drains and closes.
 //! - [`testing`]: a router on plain threads for tests and demos.
 //!
-//! Semantics (docs/wire.md §6): unicast; publish to every subscriber, every copy placed or
-//! none; anycast to a capability route, to the least-loaded live agent whose version
+//! Semantics (docs/wire.md §6): unicast; publish to every subscriber, a copy for a
+//! subscriber that cannot take it (ring and deferral full) dropped and counted (or, with
+//! [`config::SlowSubscriber::Backpressure`], every copy placed or none); anycast to a capability route, to the least-loaded live agent whose version
 //! satisfies the route's requirement; a full destination's frames wait in its bounded
 //! deferral ([`deferral`]) and, past the deadline, go to a [`DeadLetterSink`] with a nack
 //! to the sender; when the deferral is full too the frame stays in the sender's lane

@@ -34,6 +34,9 @@ pub(crate) enum NackDetail {
     Malformed(FrameError),
     /// An agent sent an ack or a nack.
     AckFromAgent,
+    /// A publish whose copies for this many subscribers were dropped (they were behind:
+    /// ring and deferral full).
+    SubscribersBehind(u32),
     /// A deferred frame given up on: its destination, why, and where the frame went.
     GaveUp {
         /// The destination that could not take it.
@@ -67,6 +70,9 @@ impl fmt::Display for NackDetail {
             Self::NoFeatureAgent(feature) => write!(f, "no live agent serves feature {feature}"),
             Self::Malformed(e) => write!(f, "{e}"),
             Self::AckFromAgent => f.write_str("agents may not send acks or nacks"),
+            Self::SubscribersBehind(n) => {
+                write!(f, "copies for {n} subscribers dropped: they are behind")
+            }
             Self::GaveUp {
                 destination,
                 why,

@@ -1,5 +1,6 @@
 //! The routing decision for one frame: validate, resolve the destination (agent, topic,
-//! capability route, feature), place every copy or none.
+//! capability route, feature), place every copy or none (a publish drops the copies of
+//! subscribers that cannot take them, under the slow-subscriber drop policy).
 
 use crate::deferred::Deferrals;
 use crate::links::LinkFlags;
@@ -35,6 +36,44 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) stopped: bool,
     /// One bit per copy of a frame: placed directly or deferred (see `Placement`).
     pub(crate) direct_bits: &'a mut Vec<u64>,
+    /// The slow-subscriber policy and its state.
+    pub(crate) slow: SlowPolicy<'a>,
+}
+
+/// What a publish does for subscribers that cannot take their copy
+/// ([`crate::config::SlowSubscriber`]), and who is behind.
+pub(crate) struct SlowPolicy<'a> {
+    /// Drop a slow subscriber's copy (else the whole frame waits: backpressure).
+    pub(crate) drop: bool,
+    /// Copies missed in a row that remove a subscriber (0: never).
+    pub(crate) evict_copies: u64,
+    /// One bit per copy dropped.
+    pub(crate) dropped_bits: &'a mut Vec<u64>,
+    /// Subscribers that missed copies, with how many in a row.
+    pub(crate) behind: &'a mut rustc_hash::FxHashMap<u32, u64>,
+    /// Where removals are asked of the control loop.
+    pub(crate) shared: &'a crate::shared::Shared,
+}
+
+impl SlowPolicy<'_> {
+    /// Notes a copy dropped for `id`; asks for its removal once it missed `evict_copies`
+    /// in a row.
+    #[cold]
+    fn missed(&mut self, id: u32, stats: &RouterStats) {
+        count(&stats.subscriber_copies_dropped, 1);
+        let missed = self.behind.entry(id).or_insert(0);
+        *missed += 1;
+        if self.evict_copies > 0 && *missed == self.evict_copies {
+            count(&stats.subscribers_evicted, 1);
+            tracing::warn!(
+                agent_id = id,
+                copies = *missed,
+                "removing a subscriber that missed every copy of its topics"
+            );
+            self.shared
+                .request_removal(id, crate::shared::Removal::SlowSubscriber);
+        }
+    }
 }
 
 /// The deadline given to frames deferred in one batch: the clock is read only when the
@@ -140,8 +179,9 @@ pub(crate) fn route_frame(
                 stats: ctx.stats,
                 deadline: &mut ctx.deadline,
                 direct_bits: ctx.direct_bits,
+                slow: &mut ctx.slow,
             };
-            placement.place(source, &header, len, targets, stamp)
+            placement.place(source, &header, len, targets, stamp, source_control)
         }
         // A destination unknown in tables that may be older than the frame waits for one
         // pass that re-reads them, and is refused only if it is still unknown then.
@@ -241,13 +281,15 @@ struct Placement<'c, 'a> {
     stats: &'a RouterStats,
     deadline: &'c mut Deadline,
     direct_bits: &'c mut Vec<u64>,
+    slow: &'c mut SlowPolicy<'a>,
 }
 
 impl Placement<'_, '_> {
     /// Places every copy or none: straight into the destination ring when nothing waits for
     /// that destination and it has room, else behind what waits in its deferral. If a copy
     /// fits neither, the frame stays in the sender's ring (`Break`): backpressure on this
-    /// sender only, and only once a destination's deferral is full.
+    /// sender only, and only once a destination's deferral is full. A publish (`Many`)
+    /// under the drop policy instead drops the copies that fit neither.
     fn place(
         &mut self,
         source: u32,
@@ -255,34 +297,55 @@ impl Placement<'_, '_> {
         len: usize,
         targets: Targets<'_>,
         stamp: impl Fn(&mut [u8]),
+        source_control: &ControlBlock,
     ) -> ControlFlow<()> {
-        if !self.plan(targets.as_slice(), len) {
+        let may_drop = self.slow.drop && matches!(targets, Targets::Many(_));
+        let Some(dropped) = self.plan(targets.as_slice(), len, may_drop) else {
             return ControlFlow::Break(());
-        }
+        };
         // A unicast or anycast ack is sent once the frame is in the destination ring; a
         // topic's once every copy is in a ring or a deferral (a copy that later expires is
         // nacked). A unicast to another shard's agent is acked by that shard once it lands.
         let owe_ack = header.ack_requested() && matches!(targets, Targets::One(_));
-        let ack_deferred = self.write_copies(targets.as_slice(), len, owe_ack, stamp);
-        if header.ack_requested() && !ack_deferred {
+        let ack_deferred = self.write_copies(targets.as_slice(), len, owe_ack, dropped, stamp);
+        if dropped > 0 {
+            if header.ack_requested() {
+                let detail = NackDetail::SubscribersBehind(dropped as u32);
+                let why = NackReason::DestinationFull;
+                let (producers, stats) = (&mut *self.producers, self.stats);
+                let corr = header.correlation();
+                nack(
+                    source,
+                    corr,
+                    why,
+                    detail,
+                    producers,
+                    stats,
+                    Some(source_control),
+                );
+            }
+        } else if header.ack_requested() && !ack_deferred {
             ack(source, header.correlation(), self.producers, self.stats);
         }
         ControlFlow::Continue(())
     }
 
-    /// Decides each copy's place: direct (ring or link, bit set) or deferred. A copy for
-    /// another shard's agent goes over that shard's link unless the agent is congested
-    /// (then it waits in this shard's deferral for it). Each choice is made once, here, and
-    /// kept: a congestion flag that flips in between is seen next time. False when some
-    /// copy fits neither.
-    fn plan(&mut self, all: &[u32], len: usize) -> bool {
+    /// Decides each copy's place: direct (ring or link, bit set) or deferred; with
+    /// `may_drop`, a copy that fits neither is dropped (its bit set in `dropped_bits`). A
+    /// copy for another shard's agent goes over that shard's link unless the agent is
+    /// congested (then it waits in this shard's deferral for it). Each choice is made once,
+    /// here, and kept: a congestion flag that flips in between is seen next time. `None`
+    /// when some copy fits neither and may not be dropped; else how many were dropped.
+    fn plan(&mut self, all: &[u32], len: usize, may_drop: bool) -> Option<usize> {
         let words = all.len().div_ceil(64);
         if self.direct_bits.len() < words {
             // Sized for the largest subscriber list at table rebuild; only a list that grew
             // since (not yet rebuilt) reaches here.
             self.direct_bits.resize(words, 0);
+            self.slow.dropped_bits.resize(words, 0);
         }
         self.direct_bits[..words].fill(0);
+        let mut dropped = 0;
         let any_waiting = !self.deferrals.waiting.is_empty();
         for (k, &id) in all.iter().enumerate() {
             let copies = if all.len() > 1 {
@@ -295,19 +358,27 @@ impl Placement<'_, '_> {
             if direct {
                 self.direct_bits[k / 64] |= 1 << (k % 64);
             } else if !self.deferrals.can_take(id, len, false) {
-                return false;
+                if !may_drop {
+                    return None;
+                }
+                if dropped == 0 {
+                    self.slow.dropped_bits[..words].fill(0);
+                }
+                self.slow.dropped_bits[k / 64] |= 1 << (k % 64);
+                dropped += 1;
             }
         }
-        true
+        Some(dropped)
     }
 
-    /// Writes every copy where [`Placement::plan`] put it. Returns whether an owed ack was
-    /// left to another shard or to the deferral.
+    /// Writes every copy where [`Placement::plan`] put it (none of the `dropped` ones).
+    /// Returns whether an owed ack was left to another shard or to the deferral.
     fn write_copies(
         &mut self,
         all: &[u32],
         len: usize,
         owe_ack: bool,
+        dropped: usize,
         stamp: impl Fn(&mut [u8]),
     ) -> bool {
         let stats = self.stats;
@@ -318,6 +389,14 @@ impl Placement<'_, '_> {
         };
         let mut ack_deferred = false;
         for (k, &id) in all.iter().enumerate() {
+            if dropped > 0 && self.slow.dropped_bits[k / 64] & (1 << (k % 64)) != 0 {
+                self.slow.missed(id, stats);
+                continue;
+            }
+            if !self.slow.behind.is_empty() {
+                // It takes copies again: no longer behind.
+                self.slow.behind.remove(&id);
+            }
             let direct = self.direct_bits[k / 64] & (1 << (k % 64)) != 0;
             // A remote agent behind a gateway chosen by anycast or feature: its copy names it.
             let readdress = !self.producers.behind_gateway.is_empty()

@@ -45,12 +45,32 @@ pub(crate) struct Shared {
     /// In-process endpoint requests for the control loop (bounded by
     /// [`crate::endpoint::ENDPOINT_REQUESTS_MAX`]).
     pub(crate) endpoint_requests: Mutex<Vec<EndpointRequest>>,
-    /// Agents a routing core dropped because one of their rings failed validation: the
-    /// control loop removes them fully (registry, connection). Pushed once per agent, so
-    /// bounded by the agents registered.
-    pub(crate) corrupt_agents: Mutex<Vec<u32>>,
+    /// Agents a routing core asks the control loop to remove fully (registry,
+    /// connection), and why. Pushed once per agent and reason, so bounded by the agents
+    /// registered.
+    pub(crate) removals_requested: Mutex<Vec<(u32, Removal)>>,
     /// Per shard: how other threads wake its core when it is parked ([`wake`]).
     pub(crate) wakes: Box<[Arc<ShardWake>]>,
+}
+
+/// Why a routing core asks for an agent's removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// One of its rings failed validation (the shard dropped it already).
+    CorruptRing,
+    /// A subscriber that missed `slow_subscriber_evict_copies` copies in a row.
+    SlowSubscriber,
+}
+
+impl Shared {
+    /// Asks the control loop to remove `agent_id` fully, and wakes it.
+    pub(crate) fn request_removal(&self, agent_id: u32, why: Removal) {
+        self.removals_requested
+            .lock()
+            .expect("removals lock")
+            .push((agent_id, why));
+        self.control_wake.ring();
+    }
 }
 
 pub(crate) fn bump(shared: &Shared) {

@@ -103,6 +103,10 @@ pub struct RouterStats {
     /// Control requests refused for a limit (name length, topics or routes per agent or
     /// per router; see [`crate::limits`]).
     pub control_requests_refused: AtomicU64,
+    /// Copies of publishes dropped for subscribers whose ring and deferral were full.
+    pub subscriber_copies_dropped: AtomicU64,
+    /// Subscribers removed for missing `slow_subscriber_evict_copies` copies in a row.
+    pub subscribers_evicted: AtomicU64,
     /// Routing tables this shard rebuilt (each registry change that affects routing).
     pub table_rebuilds: AtomicU64,
 }
@@ -157,6 +161,8 @@ impl RouterStats {
             ("discovery_cache_misses", &self.discovery_cache_misses),
             ("control_requests_refused", &self.control_requests_refused),
             ("table_rebuilds", &self.table_rebuilds),
+            ("subscriber_copies_dropped", &self.subscriber_copies_dropped),
+            ("subscribers_evicted", &self.subscribers_evicted),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
         ];

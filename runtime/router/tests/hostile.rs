@@ -383,3 +383,125 @@ fn control_requests_are_bounded_and_status_survives_them() {
     }
     r.stop();
 }
+
+/// Publishes `frames` checked frames to `topic`, taking what `readers` have whenever the
+/// publisher's lane is full (a reader that never reads is simply not listed); returns what
+/// each reader got, checked in order.
+fn publish_through(
+    publisher: &mut Agent,
+    topic: &str,
+    frames: u64,
+    readers: &mut [&mut Agent],
+    stall_allowed: bool,
+) -> Vec<u64> {
+    let len = checked_len(64);
+    let mut payload = vec![0u8; len];
+    let mut got = vec![0u64; readers.len()];
+    let mut take = |readers: &mut [&mut Agent], got: &mut [u64]| {
+        for (reader, n) in readers.iter_mut().zip(got.iter_mut()) {
+            *n += drain(reader, *n);
+        }
+    };
+    for seq in 0..frames {
+        fill_checked(seq, &mut payload);
+        loop {
+            match publisher.publish(topic, &payload) {
+                Ok(()) => break,
+                Err(ClientError::Claim(_)) => take(readers, &mut got),
+                Err(ClientError::Backpressure(_)) if stall_allowed => take(readers, &mut got),
+                Err(e) => panic!("publish {seq}: {e}"),
+            }
+        }
+        if seq % 64 == 0 {
+            take(readers, &mut got);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.iter().any(|&n| n < frames) && Instant::now() < deadline {
+        take(readers, &mut got);
+    }
+    got
+}
+
+#[test]
+fn a_silent_subscriber_does_not_stall_its_publisher_or_the_other_subscribers() {
+    let _w = watchdog("slow subscriber");
+    let r = router("slowsub");
+    let mut publisher = agent(&r, "publisher");
+    let mut honest = agent(&r, "honest");
+    let mut silent = agent(&r, "silent");
+    honest.subscribe("news").unwrap();
+    silent.subscribe("news").unwrap();
+    // Far more than the silent subscriber's ring and deferral hold. Before the drop policy
+    // every copy or none was placed: the publisher stalled once the silent one was full.
+    let frames = 100_000;
+    let got = publish_through(&mut publisher, "news", frames, &mut [&mut honest], false);
+    assert_eq!(got, vec![frames], "the honest subscriber lost frames");
+    let dropped = r.stats().subscriber_copies_dropped.load(Ordering::Relaxed);
+    assert!(dropped > 0 && dropped < frames, "{dropped} copies dropped");
+    // What the silent one was kept (in its ring and its deferral) arrives intact and in
+    // order once it reads: every copy was delivered or counted dropped.
+    let mut kept = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kept + dropped < frames {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: {kept} kept, {dropped} dropped"
+        );
+        kept += drain(&mut silent, kept);
+    }
+    assert_eq!(
+        kept + dropped,
+        frames,
+        "a copy both kept and counted dropped"
+    );
+    assert!(status_lists(&r, "silent"), "eviction is off by default");
+    r.stop();
+}
+
+#[test]
+fn a_subscriber_that_stays_behind_is_evicted_when_configured() {
+    let _w = watchdog("eviction");
+    let mut config = TestRouterConfig::new(socket("evict"));
+    config.slow_subscriber_evict_copies = 1_000;
+    let r = TestRouter::start(config).unwrap();
+    let mut publisher = agent(&r, "publisher");
+    let mut honest = agent(&r, "honest");
+    let mut silent = agent(&r, "silent");
+    honest.subscribe("news").unwrap();
+    silent.subscribe("news").unwrap();
+    let got = publish_through(&mut publisher, "news", 50_000, &mut [&mut honest], false);
+    assert_eq!(got, vec![50_000]);
+    wait_removed(&r, "silent");
+    assert_eq!(r.stats().subscribers_evicted.load(Ordering::Relaxed), 1);
+    assert!(status_lists(&r, "honest"));
+    r.stop();
+}
+
+#[test]
+fn backpressure_policy_keeps_every_copy() {
+    let _w = watchdog("backpressure");
+    let mut config = TestRouterConfig::new(socket("backpressure"));
+    config.slow_subscriber = agentwire_router::config::SlowSubscriber::Backpressure;
+    let r = TestRouter::start(config).unwrap();
+    let mut publisher = agent(&r, "publisher");
+    let mut a = agent(&r, "a");
+    let mut late = agent(&r, "late");
+    a.subscribe("news").unwrap();
+    late.subscribe("news").unwrap();
+    // The late subscriber reads only when the publisher is stuck: nothing is dropped.
+    let frames = 20_000;
+    let got = publish_through(
+        &mut publisher,
+        "news",
+        frames,
+        &mut [&mut a, &mut late],
+        true,
+    );
+    assert_eq!(got, vec![frames, frames]);
+    assert_eq!(
+        r.stats().subscriber_copies_dropped.load(Ordering::Relaxed),
+        0
+    );
+    r.stop();
+}

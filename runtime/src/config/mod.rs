@@ -44,6 +44,8 @@ const KEYS: &[&str] = &[
     "agents_per_uid_max",
     "defer_capacity_bytes",
     "defer_deadline_ms",
+    "slow_subscriber",
+    "slow_subscriber_evict_copies",
     "liveness_timeout_ms",
     "dlq_path",
     "dlq_records_max",
@@ -86,6 +88,12 @@ pub struct Config {
     pub defer_capacity_bytes: usize,
     /// How long a deferred frame waits before it is dead-lettered (`None`: forever).
     pub defer_deadline: Option<std::time::Duration>,
+    /// What a publish does for a subscriber that cannot take its copy (`slow_subscriber`:
+    /// `drop`, the default, or `backpressure`).
+    pub slow_subscriber: agentwire_router::config::SlowSubscriber,
+    /// Copies missed in a row that remove a subscriber (`slow_subscriber_evict_copies`; 0:
+    /// never).
+    pub slow_subscriber_evict_copies: u64,
     /// How long an agent may show no progress before anycast, feature routes and discovery
     /// skip it (`None`: never).
     pub liveness_timeout: Option<std::time::Duration>,
@@ -358,6 +366,14 @@ impl Config {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
         };
+        let slow_subscriber = match doc.take::<String>("slow_subscriber") {
+            None => agentwire_router::config::SlowSubscriber::Drop,
+            Some(text) => text.parse().unwrap_or_else(|e: String| {
+                doc.invalid("slow_subscriber", format!("{text:?}"), &e);
+                agentwire_router::config::SlowSubscriber::Drop
+            }),
+        };
+        let slow_subscriber_evict_copies = doc.take("slow_subscriber_evict_copies").unwrap_or(0);
         let router_cpu: Option<usize> = doc.take("router_cpu");
         let router_cpus: Vec<usize> = doc.take("router_cpus").unwrap_or_default();
         let mut distinct = router_cpus.clone();
@@ -453,6 +469,8 @@ impl Config {
             agents_per_uid_max,
             defer_capacity_bytes,
             defer_deadline,
+            slow_subscriber,
+            slow_subscriber_evict_copies,
             liveness_timeout,
             dlq,
             dlq_path_given,
@@ -674,6 +692,17 @@ mod tests {
         );
         assert!(Config::parse("io_memory_bytes = 10", "t").is_err());
         assert!(Config::parse("defer_capacity_bytes = 3000", "t").is_err());
+        let c = Config::parse(
+            "slow_subscriber = \"backpressure\"\nslow_subscriber_evict_copies = 500",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.slow_subscriber,
+            agentwire_router::config::SlowSubscriber::Backpressure
+        );
+        assert_eq!(c.slow_subscriber_evict_copies, 500);
+        assert!(Config::parse("slow_subscriber = \"sometimes\"", "t").is_err());
         assert!(Config::parse("dlq_records_max = 0", "t").is_err());
         assert!(Config::parse("metrics_port = 70000", "t").is_err());
         let c = Config::parse("defer_deadline_ms = 0\nmetrics = false", "t").unwrap();
