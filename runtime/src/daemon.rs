@@ -12,7 +12,8 @@
 //! ([`crate::metrics`]), status over the control socket (partitions, executors with their
 //! affinity read back, core moves), a memlock preflight, SIGHUP reload of the allow-list
 //! and deadline ([`Daemon::reload`]), and a clean shutdown that routes what is committed
-//! and dead-letters what still waits.
+//! and dead-letters what still waits (or drops it, counted and nacked, where the queue
+//! refuses it).
 //!
 //! ```no_run
 //! use agentwire_runtime::{config::Config, daemon::Daemon};

@@ -9,6 +9,9 @@
 //!                         | reason u32 | crc32 u32 (over the 28 bytes before it and the frame) | frame
 //! ```
 //!
+//! Bounds: records and bytes in all, and per sending agent (the frame's source; see
+//! [`crate::dlq_quota`]), so no one agent fills the queue for the others.
+//!
 //! Appends are plain writes at the end; [`DeadLetterQueue::sync`] makes them durable (the
 //! daemon syncs on a timer and at shutdown). On open, records are checked in order; at the
 //! first torn (cut short) or corrupt (bad magic, length or checksum) record the file is
