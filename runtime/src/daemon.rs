@@ -12,7 +12,8 @@
 //! ([`crate::metrics`]), status over the control socket (partitions, executors with their
 //! affinity read back, core moves), a memlock preflight, SIGHUP reload of the allow-list
 //! and deadline ([`Daemon::reload`]), and a clean shutdown that routes what is committed
-//! and dead-letters what still waits.
+//! and dead-letters what still waits (or drops it, counted and nacked, where the queue
+//! refuses it).
 //!
 //! ```no_run
 //! use agentwire_runtime::{config::Config, daemon::Daemon};
@@ -215,7 +216,7 @@ impl Daemon {
                 Some(first) => first,
                 None => crate::dlq::DeadLetterQueue::open(config.dlq.clone())?,
             };
-            core.set_dead_letters(Box::new(DlqSink { dlq: handle }));
+            core.set_dead_letters(Box::new(crate::dlq_sink::DlqSink::new(handle)));
         }
         let cpu_list = cpus
             .iter()
@@ -510,6 +511,7 @@ fn spawn_router(
             glommio::yield_if_needed().await;
         }
         let routed = core.finish();
+        // What could not be routed is logged by `finish`, dead-lettered and dropped apart.
         tracing::info!(routed, cpu, "router shard drained and stopped");
     })
     .map_err(|detail| DaemonError::Executor { cpu, detail })
@@ -535,38 +537,4 @@ pub fn agent_ids_path(dlq: &std::path::Path) -> std::path::PathBuf {
     let mut name = dlq.as_os_str().to_owned();
     name.push(".ids");
     std::path::PathBuf::from(name)
-}
-
-/// The router's dead-letter sink: the persisted queue. `try_append` never waits: while
-/// `agentwire dlq replay` holds the queue's lock, the router keeps the frame and retries.
-struct DlqSink {
-    dlq: crate::dlq::DeadLetterQueue,
-}
-
-impl agentwire_router::DeadLetterSink for DlqSink {
-    fn accept(
-        &mut self,
-        reason: agentwire_shm::control::NackReason,
-        frame: &[u8],
-    ) -> Result<u64, agentwire_router::sink::SinkRefusal> {
-        use crate::dlq::DlqError;
-        use agentwire_router::sink::SinkRefusal;
-        self.dlq
-            .try_append(reason as u32, frame)
-            .map_err(|e| match e {
-                DlqError::Busy { .. } => SinkRefusal::Busy,
-                DlqError::Full { .. } => SinkRefusal::Full,
-                DlqError::FrameTooLarge { .. } => SinkRefusal::TooLarge,
-                other => {
-                    tracing::error!("dead-letter queue: {other}");
-                    SinkRefusal::Failed
-                }
-            })
-    }
-
-    fn flush(&mut self) {
-        if let Err(e) = self.dlq.sync() {
-            tracing::error!("dead-letter queue: {e}");
-        }
-    }
 }

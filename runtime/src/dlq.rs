@@ -9,6 +9,9 @@
 //!                         | reason u32 | crc32 u32 (over the 28 bytes before it and the frame) | frame
 //! ```
 //!
+//! Bounds: records and bytes in all, and per sending agent (the frame's source; see
+//! [`crate::dlq_quota`]), so no one agent fills the queue for the others.
+//!
 //! Appends are plain writes at the end; [`DeadLetterQueue::sync`] makes them durable (the
 //! daemon syncs on a timer and at shutdown). On open, records are checked in order; at the
 //! first torn (cut short) or corrupt (bad magic, length or checksum) record the file is
@@ -30,6 +33,7 @@
 //! assert_eq!((letters[0].sequence, letters[0].frame.as_slice()), (seq, &b"an undeliverable frame"[..]));
 //! ```
 
+use crate::dlq_quota::{SenderUsage, SenderUsages};
 use core::mem::size_of;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -51,6 +55,13 @@ pub const RECORD_HEADER_BYTES: u64 = 32;
 pub const RECORDS_MAX_DEFAULT: u64 = 100_000;
 /// Default bound on file size (64 MiB).
 pub const BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default bound on the records one sending agent may hold: a tenth of
+/// [`RECORDS_MAX_DEFAULT`], so no one agent fills the queue for everyone (see
+/// [`crate::dlq_quota`]).
+pub const RECORDS_PER_SENDER_MAX_DEFAULT: u64 = RECORDS_MAX_DEFAULT / 10;
+/// Default bound on the bytes one sending agent's records may take: a tenth of
+/// [`BYTES_MAX_DEFAULT`].
+pub const BYTES_PER_SENDER_MAX_DEFAULT: u64 = BYTES_MAX_DEFAULT / 10;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -84,20 +95,27 @@ pub struct DlqConfig {
     pub records_max: u64,
     /// Largest file size in bytes; appends beyond are refused.
     pub bytes_max: u64,
+    /// Most records one sending agent (the frame's source) may hold; its appends beyond are
+    /// refused with [`DlqError::SenderQuota`] (see [`crate::dlq_quota`]).
+    pub records_per_sender_max: u64,
+    /// Most bytes (record headers included) one sending agent's records may take.
+    pub bytes_per_sender_max: u64,
 }
 
 impl DlqConfig {
-    /// Defaults: 100,000 records, 64 MiB.
+    /// Defaults: 100,000 records, 64 MiB; a tenth of each per sender.
     ///
     /// ```
     /// let c = agentwire_runtime::dlq::DlqConfig::new("/tmp/dlq.log");
-    /// assert_eq!(c.records_max, 100_000);
+    /// assert_eq!((c.records_max, c.records_per_sender_max), (100_000, 10_000));
     /// ```
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_path_buf(),
             records_max: RECORDS_MAX_DEFAULT,
             bytes_max: BYTES_MAX_DEFAULT,
+            records_per_sender_max: RECORDS_PER_SENDER_MAX_DEFAULT,
+            bytes_per_sender_max: BYTES_PER_SENDER_MAX_DEFAULT,
         }
     }
 }
@@ -173,6 +191,13 @@ pub enum DlqError {
         /// Byte limit.
         bytes_max: u64,
     },
+    /// The frame's sender already holds as many records or bytes as one sender may; the
+    /// frame was not stored.
+    #[error(
+        "agent {} holds {} dead letters ({} bytes); one sender may hold {} records, {} bytes",
+        .0.source, .0.held.records, .0.held.bytes, .0.records_max, .0.bytes_max
+    )]
+    SenderQuota(crate::dlq_quota::OverQuota),
     /// Another process holds the queue's lock (only from [`DeadLetterQueue::try_append`]).
     #[error("dead-letter queue {path} is locked by another process (a replay or purge); retry")]
     Busy {
@@ -198,6 +223,8 @@ pub struct DeadLetterQueue {
     file: File,
     records: u64,
     bytes: u64,
+    /// What each sender holds (see [`crate::dlq_quota`]).
+    senders: SenderUsages,
     next_sequence: u64,
     recovery: RecoveryReport,
 }
@@ -350,6 +377,7 @@ impl DeadLetterQueue {
                 file,
                 records: 0,
                 bytes: FILE_HEADER_BYTES,
+                senders: SenderUsages::default(),
                 next_sequence: 1,
                 recovery,
             });
@@ -376,6 +404,7 @@ impl DeadLetterQueue {
         let mut reader = BufReader::new(&mut file);
         let mut offset = FILE_HEADER_BYTES;
         let mut records = 0u64;
+        let mut senders = SenderUsages::default();
         let mut next_sequence = first_sequence;
         let mut bad = None;
         loop {
@@ -385,6 +414,7 @@ impl DeadLetterQueue {
                 Next::Record(letter, size) => {
                     offset += size;
                     records += 1;
+                    senders.add(&letter.frame, size);
                     next_sequence = letter.sequence + 1;
                 }
                 Next::End => break,
@@ -420,6 +450,7 @@ impl DeadLetterQueue {
             file,
             records,
             bytes: offset,
+            senders,
             next_sequence,
             recovery,
         })
@@ -460,6 +491,19 @@ impl DeadLetterQueue {
         self.records == 0
     }
 
+    /// What the sending agent `source` holds in the queue (as of this handle's last look at
+    /// the file: another process's replay or purge is seen at the next append).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-held-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.held_by(7).records, 0);
+    /// ```
+    pub fn held_by(&self, source: u32) -> SenderUsage {
+        self.senders.of(source)
+    }
+
     /// File size in bytes.
     ///
     /// ```
@@ -484,7 +528,8 @@ impl DeadLetterQueue {
     }
 
     /// Appends a frame with its reason; returns its sequence number. Refused with
-    /// [`DlqError::Full`] at the bounds: the caller counts it as a drop.
+    /// [`DlqError::SenderQuota`] when the frame's sender holds its quota, and with
+    /// [`DlqError::Full`] at the queue's bounds: the caller counts it as a drop.
     ///
     /// ```
     /// # let path = std::env::temp_dir().join(format!("aw-dlq-append-{}.log", std::process::id()));
@@ -524,6 +569,14 @@ impl DeadLetterQueue {
             });
         }
         let size = RECORD_HEADER_BYTES + frame.len() as u64;
+        self.senders
+            .check(
+                frame,
+                size,
+                self.config.records_per_sender_max,
+                self.config.bytes_per_sender_max,
+            )
+            .map_err(DlqError::SenderQuota)?;
         if self.records >= self.config.records_max || self.bytes + size > self.config.bytes_max {
             return Err(DlqError::Full {
                 records: self.records,
@@ -553,6 +606,7 @@ impl DeadLetterQueue {
             .map_err(io_err("appending to", path))?;
         self.records += 1;
         self.bytes += size;
+        self.senders.add(frame, size);
         self.next_sequence += 1;
         Ok(sequence)
     }
@@ -675,6 +729,7 @@ impl DeadLetterQueue {
             agentwire_router::dirs::open_private(&tmp, true).map_err(io_err("creating", &tmp))?;
         write_file_header(&mut file, &tmp, first_sequence)?;
         let mut bytes = FILE_HEADER_BYTES;
+        let mut senders = SenderUsages::default();
         for letter in keep {
             let mut header = RecordHeader {
                 magic: U32::new(RECORD_MAGIC),
@@ -689,7 +744,9 @@ impl DeadLetterQueue {
                 .map_err(io_err("writing", &tmp))?;
             file.write_all(&letter.frame)
                 .map_err(io_err("writing", &tmp))?;
-            bytes += RECORD_HEADER_BYTES + letter.frame.len() as u64;
+            let size = RECORD_HEADER_BYTES + letter.frame.len() as u64;
+            bytes += size;
+            senders.add(&letter.frame, size);
         }
         file.sync_all().map_err(io_err("syncing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
@@ -704,6 +761,7 @@ impl DeadLetterQueue {
             .map_err(io_err("seeking in", &path))?;
         self.records = keep.len() as u64;
         self.bytes = bytes;
+        self.senders = senders;
         Ok(())
     }
 }

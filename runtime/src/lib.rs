@@ -3,7 +3,8 @@
 //! [`planning`] (the live machine, the plan and the start-up checks), [`partitions`] (the
 //! engine partitions' pinned executors and rebalancing), [`config`] (TOML with an embedded,
 //! documented default), the persisted dead-letter queue ([`dlq`]) that the router's deferral
-//! deadline feeds (its default file: [`dlq_path`]), and the Prometheus endpoint ([`metrics`]).
+//! deadline feeds through [`dlq_sink`] (its default file: [`dlq_path`]; per-sender quotas:
+//! [`dlq_quota`]), and the Prometheus endpoint ([`metrics`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -12,6 +13,8 @@ pub mod config;
 pub mod daemon;
 pub mod dlq;
 pub mod dlq_path;
+pub mod dlq_quota;
+pub mod dlq_sink;
 pub mod metrics;
 pub mod partitions;
 pub mod planning;

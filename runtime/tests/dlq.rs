@@ -263,3 +263,77 @@ fn try_append_reports_busy_while_another_process_holds_the_lock() {
     rustix::fs::flock(&other, rustix::fs::FlockOperation::Unlock).unwrap();
     assert_eq!(dlq.try_append(3, b"frame").unwrap(), 1);
 }
+
+/// A frame sent by `source`, as the router stamps it.
+fn frame_from(source: u32, i: u64, payload_len: usize) -> Vec<u8> {
+    use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
+    let mut f = frame(i, HEADER_BYTES + payload_len);
+    FrameHeader::new(FrameKind::Send, source, 99, payload_len as u32).write_to(&mut f);
+    f
+}
+
+#[test]
+fn a_sender_over_its_quota_is_refused_and_its_quota_frees_on_drain_purge_and_reopen() {
+    let path = fresh_path("quota");
+    let config = DlqConfig {
+        records_per_sender_max: 3,
+        ..DlqConfig::new(&path)
+    };
+    let mut dlq = DeadLetterQueue::open(config.clone()).unwrap();
+    for i in 0..3 {
+        dlq.append(3, &frame_from(1, i, 10)).unwrap();
+    }
+    match dlq.append(3, &frame_from(1, 3, 10)) {
+        Err(DlqError::SenderQuota(over)) => {
+            assert_eq!(
+                (over.source, over.held.records, over.records_max),
+                (1, 3, 3)
+            );
+        }
+        other => panic!("expected SenderQuota, got {other:?}"),
+    }
+    // Another sender is not affected; the queue is far from full.
+    dlq.append(3, &frame_from(2, 4, 10)).unwrap();
+    assert_eq!((dlq.held_by(1).records, dlq.held_by(2).records), (3, 1));
+    assert_eq!(dlq.len(), 4, "the refused frame was not stored");
+    // Rebuilt on open (a restart): still at its quota.
+    drop(dlq);
+    let mut dlq = DeadLetterQueue::open(config.clone()).unwrap();
+    assert_eq!(dlq.held_by(1).records, 3);
+    assert!(matches!(
+        dlq.append(3, &frame_from(1, 5, 10)),
+        Err(DlqError::SenderQuota(_))
+    ));
+    // A replay handed every record off: the sender's quota is free again.
+    let drained = dlq.drain(|_| Ok::<_, ()>(Handoff::Next)).unwrap();
+    assert_eq!(drained, (4, None));
+    assert_eq!(dlq.held_by(1), Default::default());
+    for i in 6..9 {
+        dlq.append(3, &frame_from(1, i, 10)).unwrap();
+    }
+    // Another process (`agentwire dlq purge`) empties it: this handle sees it at its next
+    // append and counts again from the file.
+    let mut other = DeadLetterQueue::open(config.clone()).unwrap();
+    assert_eq!(other.purge().unwrap(), 3);
+    dlq.append(3, &frame_from(1, 9, 10)).unwrap();
+    assert_eq!(dlq.held_by(1).records, 1);
+}
+
+#[test]
+fn a_sender_over_its_byte_quota_is_refused() {
+    let path = fresh_path("quota-bytes");
+    let config = DlqConfig {
+        bytes_per_sender_max: 2 * (RECORD_HEADER_BYTES + 100) + 50,
+        ..DlqConfig::new(&path)
+    };
+    let mut dlq = DeadLetterQueue::open(config).unwrap();
+    let header = agentwire_shm::wire::HEADER_BYTES;
+    dlq.append(3, &frame_from(5, 0, 100 - header)).unwrap();
+    dlq.append(3, &frame_from(5, 1, 100 - header)).unwrap();
+    assert!(matches!(
+        dlq.append(3, &frame_from(5, 2, 100 - header)),
+        Err(DlqError::SenderQuota(_))
+    ));
+    dlq.append(3, &frame_from(6, 3, 100 - header)).unwrap();
+    assert_eq!(dlq.held_by(5).bytes, 2 * (RECORD_HEADER_BYTES + 100));
+}

@@ -392,6 +392,12 @@ pub enum NackReason {
     Malformed = 4,
     /// The sender may not send this kind of frame.
     NotPermitted = 5,
+    /// The router gave up on the frame (its destination stayed full past the deadline, left,
+    /// or the daemon shut down) and the dead-letter queue would not keep it: the sender holds
+    /// as many dead letters as one sender may (`dlq_records_per_sender_max`,
+    /// `dlq_bytes_per_sender_max`), the queue is full, or the frame is too large to keep. The
+    /// frame is dropped (counted in `frames_dropped`); the detail says which refusal.
+    DeadLetterRefused = 6,
 }
 
 impl NackReason {
@@ -400,6 +406,8 @@ impl NackReason {
     /// ```
     /// use agentwire_shm::control::NackReason;
     /// assert_eq!(NackReason::from_u32(4), Some(NackReason::Malformed));
+    /// assert_eq!(NackReason::from_u32(6), Some(NackReason::DeadLetterRefused));
+    /// assert_eq!(NackReason::from_u32(7), None);
     /// ```
     pub fn from_u32(code: u32) -> Option<Self> {
         Some(match code {
@@ -408,6 +416,7 @@ impl NackReason {
             3 => Self::DestinationFull,
             4 => Self::Malformed,
             5 => Self::NotPermitted,
+            6 => Self::DeadLetterRefused,
             _ => return None,
         })
     }

@@ -37,6 +37,17 @@ pub const IDLE_SHARD_PARK_MIN: Duration = Duration::from_millis(100);
 pub const DRAIN_PASSES_MAX: usize = 10_000;
 /// How long a shard waits at shutdown for the other shards to go quiet.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// Shortest wait before a shard offers frames again to a dead-letter sink that answered
+/// [`SinkRefusal::Busy`](crate::sink::SinkRefusal::Busy) (a replay or purge holds the
+/// queue's lock); each further `Busy` doubles the wait up to [`DEAD_LETTER_RETRY_MAX`], and
+/// the first frame the sink takes (or refuses for another reason) resets it. Meanwhile the
+/// frames stay deferred and the sink is not called at all, so a long replay costs the router
+/// at most one lock attempt per wait rather than one per duty cycle.
+pub const DEAD_LETTER_RETRY_MIN: Duration = Duration::from_millis(1);
+/// Longest wait between two offers to a busy dead-letter sink (see
+/// [`DEAD_LETTER_RETRY_MIN`]): at most 10 lock attempts per second per shard, and a frame
+/// waits at most this long after the replay ends.
+pub const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_millis(100);
 /// Frames drained from one tx lane per read by default ([`RouterConfig::batch_frames`]).
 pub const ROUTER_BATCH_FRAMES_DEFAULT: usize = 32;
 /// Largest [`RouterConfig::batch_frames`] accepted.

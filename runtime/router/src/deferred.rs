@@ -3,14 +3,12 @@
 
 use crate::deferral::{Deferral, DeferredFrame};
 use crate::duty_cycle::RoutingCore;
+use crate::give_up::{GiveUp, GivenUp};
 use crate::links::LinkFlags;
 use crate::outbox::{Outboxes, Placed};
-use crate::reply::{ack, nack, GaveUpOutcome, NackDetail, REPLY_BYTES_MAX};
+use crate::reply::ack;
 use crate::route::monotonic_ns;
-use crate::sink::DeadLetterSink;
 use crate::stats::{count, RouterStats};
-use agentwire_shm::control::NackReason;
-use agentwire_shm::segment::ControlBlock;
 use agentwire_shm::wire::FrameHeader;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,9 +111,11 @@ impl Deferrals {
 impl RoutingCore {
     /// Moves deferred frames into their destination rings as room appears (acking those
     /// whose sender asked), and gives up on frames past their deadline, for a destination
-    /// that left, or every one when `shutting_down`: each goes to the dead-letter sink and
-    /// its sender gets a nack. Without a sink, frames wait (or, for a destination that left
-    /// or at shutdown, are dropped and counted). Returns the frames moved or given up on.
+    /// that left, or every one when `shutting_down` (see [`crate::give_up`]): each goes to
+    /// the dead-letter sink or is dropped and counted, and its sender gets a nack. A busy
+    /// sink keeps them waiting (with a backoff); without a sink, frames wait (or, for a
+    /// destination that left or at shutdown, are dropped and counted). Returns the frames
+    /// moved or given up on.
     pub(crate) fn service_deferrals(&mut self, shutting_down: bool) -> usize {
         if self.deferrals.waiting.is_empty() {
             return 0;
@@ -128,7 +128,6 @@ impl RoutingCore {
             shared,
             shard,
             dead_letters,
-            dead_letters_unflushed,
             batch_frames,
             shutdown_forced,
             ..
@@ -167,10 +166,9 @@ impl RoutingCore {
                 let mut give_up = GiveUp {
                     producers,
                     dead_letters,
-                    dead_letters_unflushed,
                     stats,
                     shutting_down,
-                    wait_for_reply_room: shutting_down && !*shutdown_forced,
+                    forced: shutting_down && *shutdown_forced,
                 };
                 let frame = GivenUp {
                     dest,
@@ -239,96 +237,5 @@ fn redeliver(
             true
         }
         Placed::Refused => false,
-    }
-}
-
-/// Gives up on deferred frames: each goes to the dead-letter sink (or is dropped and
-/// counted without one) and its sender is nacked.
-pub(crate) struct GiveUp<'c> {
-    pub(crate) producers: &'c mut Outboxes,
-    pub(crate) dead_letters: &'c mut Option<Box<dyn DeadLetterSink>>,
-    pub(crate) dead_letters_unflushed: &'c mut bool,
-    pub(crate) stats: &'c RouterStats,
-    pub(crate) shutting_down: bool,
-    /// Keep a frame (`Break`) while its sender's nack would not be placed: at shutdown, a
-    /// nack for another shard's agent waits for room on the link rather than being lost.
-    pub(crate) wait_for_reply_room: bool,
-}
-
-/// One frame given up on: for `dest` (`gone`: the destination left), from `source`.
-pub(crate) struct GivenUp<'f> {
-    pub(crate) dest: u32,
-    pub(crate) gone: bool,
-    pub(crate) frame: &'f [u8],
-    pub(crate) source: u32,
-    pub(crate) correlation: u64,
-    /// The sender's control block, where its rejections are counted.
-    pub(crate) source_control: Option<&'f ControlBlock>,
-}
-
-impl GiveUp<'_> {
-    /// Gives up on a frame. `Break` keeps it (the sink refused it and the router is not
-    /// shutting down, or there is no sink and the destination may still take it).
-    pub(crate) fn frame(&mut self, given: &GivenUp<'_>) -> ControlFlow<()> {
-        let GivenUp {
-            dest,
-            gone,
-            frame,
-            source,
-            correlation,
-            source_control,
-        } = *given;
-        if self.wait_for_reply_room && !self.producers.can_reply(source, REPLY_BYTES_MAX) {
-            return ControlFlow::Break(());
-        }
-        let stats = self.stats;
-        let (reason, why) = if gone {
-            (NackReason::NoSuchAgent, "left with frames waiting for it")
-        } else if self.shutting_down {
-            (NackReason::DestinationFull, "still full at daemon shutdown")
-        } else {
-            (NackReason::DestinationFull, "stayed full past the deadline")
-        };
-        let outcome = match self.dead_letters.as_mut() {
-            Some(sink) => match sink.accept(reason, frame) {
-                Ok(sequence) => {
-                    *self.dead_letters_unflushed = true;
-                    count(&stats.frames_dead_lettered, 1);
-                    GaveUpOutcome::DeadLettered(sequence)
-                }
-                Err(e) => {
-                    count(&stats.dead_letter_refusals, 1);
-                    if !self.shutting_down {
-                        tracing::debug!("dead-letter queue refused a frame: {e}");
-                        return ControlFlow::Break(());
-                    }
-                    count(&stats.frames_dropped, 1);
-                    tracing::error!("dead-letter queue refused a frame at shutdown ({e}); dropped");
-                    GaveUpOutcome::Refused(e)
-                }
-            },
-            None => {
-                if !gone && !self.shutting_down {
-                    return ControlFlow::Break(());
-                }
-                count(&stats.frames_dropped, 1);
-                GaveUpOutcome::NoQueue
-            }
-        };
-        let detail = NackDetail::GaveUp {
-            destination: dest,
-            why,
-            outcome,
-        };
-        nack(
-            source,
-            correlation,
-            reason,
-            detail,
-            self.producers,
-            stats,
-            source_control,
-        );
-        ControlFlow::Continue(())
     }
 }

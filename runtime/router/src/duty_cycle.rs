@@ -4,6 +4,7 @@ use crate::commands::{CommandReceiver, NewAgent, RouterCmd};
 use crate::config::{HEARTBEAT_PASSES, LANE_BATCH_FRAMES, ROUTER_BATCH_FRAMES_DEFAULT};
 use crate::deferral::Deferral;
 use crate::deferred::Deferrals;
+use crate::give_up::DeadLetters;
 use crate::lanes::lane_order;
 use crate::links::LinkReceiver;
 use crate::outbox::Outboxes;
@@ -51,8 +52,8 @@ pub struct RoutingCore {
     pub(crate) seen_generation: u64,
     pub(crate) needs_refresh: bool,
     pub(crate) passes: u64,
-    pub(crate) dead_letters: Option<Box<dyn DeadLetterSink>>,
-    pub(crate) dead_letters_unflushed: bool,
+    /// The dead-letter sink, if any, with its sync and backoff state.
+    pub(crate) dead_letters: DeadLetters,
     pub(crate) defer_deadline_ns: Option<u64>,
     /// Lane scheduler state: smooth weighted round robin counters, and which classes had
     /// frames left over (blocked or out of budget) in the last duty cycle.
@@ -107,8 +108,7 @@ impl RoutingCore {
             seen_generation: u64::MAX,
             needs_refresh: false,
             passes: 0,
-            dead_letters: None,
-            dead_letters_unflushed: false,
+            dead_letters: DeadLetters::default(),
             defer_deadline_ns: None,
             lane_current: [0; TX_LANES],
             lane_backlog: [false; TX_LANES],
@@ -126,7 +126,9 @@ impl RoutingCore {
 
     /// Gives the core a dead-letter sink: deferred frames past the configured deadline (and
     /// frames still deferred at shutdown) go there and their senders are nacked with
-    /// `DestinationFull`. Without a sink deferred frames wait for as long as it takes.
+    /// `DestinationFull`; a frame the sink refuses for good (sender's quota, full) is dropped,
+    /// counted and nacked `DeadLetterRefused` (see [`crate::sink::SinkRefusal`]). Without a
+    /// sink deferred frames wait for as long as it takes.
     ///
     /// ```
     /// # use agentwire_router::{DeadLetterSink, RouterConfig, RouterControl};
@@ -140,7 +142,7 @@ impl RoutingCore {
     /// core.set_dead_letters(Box::new(Drop_));
     /// ```
     pub fn set_dead_letters(&mut self, sink: Box<dyn DeadLetterSink>) {
-        self.dead_letters = Some(sink);
+        self.dead_letters.set(sink);
     }
 
     /// Whether the control side asked the router to stop.

@@ -1,7 +1,7 @@
 //! Taking what other shards forwarded over links.
 
-use crate::deferred::{GiveUp, GivenUp};
 use crate::duty_cycle::RoutingCore;
+use crate::give_up::{GiveUp, GivenUp};
 use crate::reply::{ack, nack, NackDetail};
 use crate::route::Deadline;
 use crate::stats::count;
@@ -30,7 +30,6 @@ impl RoutingCore {
             needs_refresh,
             defer_deadline_ns,
             dead_letters,
-            dead_letters_unflushed,
             lane_budget,
             shutdown_forced,
             ..
@@ -94,10 +93,9 @@ impl RoutingCore {
                     let mut give_up = GiveUp {
                         producers,
                         dead_letters,
-                        dead_letters_unflushed,
                         stats,
                         shutting_down,
-                        wait_for_reply_room: !*shutdown_forced,
+                        forced: *shutdown_forced,
                     };
                     let given = GivenUp {
                         dest: target,

@@ -12,9 +12,10 @@
 //!   `agentwire status`.
 //! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
 //!   where a frame goes, `outbox` writes it, `deferred` holds frames for full destinations,
-//!   `reply` writes acks and nacks, `lanes` orders the priority classes, `forwarded` takes
-//!   frames from other shards over [`links`], `park` sleeps on every doorbell ([`wake`]),
-//!   `shutdown` drains and closes.
+//!   `give_up` dead-letters or drops (and nacks) what cannot be delivered, `reply` writes
+//!   acks and nacks, `lanes` orders the priority classes, `forwarded` takes frames from
+//!   other shards over [`links`], `park` sleeps on every doorbell ([`wake`]), `shutdown`
+//!   drains and closes.
 //! - [`testing`]: a router on plain threads for tests and demos.
 //!
 //! Semantics (docs/wire.md §6): unicast; publish to every subscriber, a copy for a
@@ -57,6 +58,7 @@ mod duty_cycle;
 pub mod endpoint;
 mod forwarded;
 mod gate;
+mod give_up;
 mod handshake;
 mod lanes;
 pub mod limits;
@@ -80,11 +82,12 @@ pub mod testing;
 pub mod wake;
 
 pub use config::{
-    lane_batch_frames, RouterConfig, AGENTS_MAX_DEFAULT, AGENTS_MAX_LIMIT,
-    DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX, HANDSHAKES_PER_UID_MAX_DEFAULT,
-    HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN, LANE_BATCH_FRAMES, LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX,
-    RING_CAPACITY_MAX_BYTES_DEFAULT, RING_CAPACITY_MIN_BYTES_DEFAULT, ROUTER_BATCH_FRAMES_DEFAULT,
-    ROUTER_BATCH_FRAMES_LIMIT, ROUTER_SHARDS_MAX, SHUTDOWN_WAIT,
+    lane_batch_frames, RouterConfig, AGENTS_MAX_DEFAULT, AGENTS_MAX_LIMIT, DEAD_LETTER_RETRY_MAX,
+    DEAD_LETTER_RETRY_MIN, DISCOVERY_CACHE_ENTRIES_MAX, DRAIN_PASSES_MAX,
+    HANDSHAKES_PER_UID_MAX_DEFAULT, HEARTBEAT_PASSES, IDLE_SHARD_PARK_MIN, LANE_BATCH_FRAMES,
+    LANE_WEIGHTS, LINK_BUDGET_BYTES_MAX, RING_CAPACITY_MAX_BYTES_DEFAULT,
+    RING_CAPACITY_MIN_BYTES_DEFAULT, ROUTER_BATCH_FRAMES_DEFAULT, ROUTER_BATCH_FRAMES_LIMIT,
+    ROUTER_SHARDS_MAX, SHUTDOWN_WAIT,
 };
 pub use control::{RouterControl, StatusHook, COMMANDS_QUEUED_MAX};
 pub use control_loop::HANDSHAKES_PENDING_MAX;

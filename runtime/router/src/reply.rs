@@ -53,7 +53,7 @@ pub(crate) enum NackDetail {
 pub(crate) enum GaveUpOutcome {
     /// Into the dead-letter queue as this record.
     DeadLettered(u64),
-    /// Dropped: the dead-letter queue refused it.
+    /// Dropped: the dead-letter queue refused it (nack `DeadLetterRefused`).
     Refused(SinkRefusal),
     /// Dropped: the router has no dead-letter queue.
     NoQueue,
@@ -84,7 +84,7 @@ impl fmt::Display for NackDetail {
                         write!(f, "dead-lettered as record {sequence}")
                     }
                     GaveUpOutcome::Refused(e) => {
-                        write!(f, "dropped: dead-letter queue refused it ({e})")
+                        write!(f, "dropped: the dead-letter queue refused it ({e})")
                     }
                     GaveUpOutcome::NoQueue => f.write_str("dropped (no dead-letter queue)"),
                 }
@@ -188,6 +188,7 @@ pub(crate) fn nack(
         NackReason::DestinationFull => count(&stats.nacks_destination_full, 1),
         NackReason::Malformed => {} // counted as frames_malformed where it is detected
         NackReason::NotPermitted => count(&stats.nacks_not_permitted, 1),
+        NackReason::DeadLetterRefused => count(&stats.nacks_dead_letter_refused, 1),
     }
     if let Some(control) = source_control {
         // The agent reads these; only the router writes them.

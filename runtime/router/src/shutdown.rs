@@ -1,9 +1,10 @@
 //! Shutdown of a routing core: stop accepting (CLOSING), drain what was committed, give up
-//! on what cannot be routed (dead letters and nacks, across shards in two barriers), close.
+//! on what cannot be routed (dead letters or drops, each nacked, across shards in two
+//! barriers), close, and log the dead-lettered and dropped frames apart.
 
 use crate::config::{DRAIN_PASSES_MAX, SHUTDOWN_WAIT};
-use crate::deferred::{GiveUp, GivenUp};
 use crate::duty_cycle::RoutingCore;
+use crate::give_up::{GiveUp, GivenUp};
 use crate::links::LinkReceiver;
 use agentwire_shm::ring::Consumer;
 use agentwire_shm::segment::state;
@@ -15,12 +16,7 @@ use std::time::Instant;
 impl RoutingCore {
     /// Syncs the dead letters appended since the last sync, if any.
     pub(crate) fn flush_dead_letters(&mut self) {
-        if self.dead_letters_unflushed {
-            self.dead_letters_unflushed = false;
-            if let Some(sink) = self.dead_letters.as_mut() {
-                sink.flush();
-            }
-        }
+        self.dead_letters.flush_unflushed();
     }
 
     /// Marks every served segment closed (agents see it and reconnect).
@@ -47,7 +43,9 @@ impl RoutingCore {
     /// `Disconnected`), routes what was committed before ([`RoutingCore::drain`]), gives up
     /// on what could not be routed (dead letters and nacks), then marks every segment
     /// closed. Every frame an agent committed while its segment was active is delivered,
-    /// dead-lettered or nacked. Returns the frames routed while draining.
+    /// dead-lettered or dropped, and a frame not delivered is nacked. Logs how many frames
+    /// were dead-lettered and how many dropped while shutting down, apart. Returns the
+    /// frames routed while draining.
     ///
     /// ```
     /// # use agentwire_router::{RouterConfig, RouterControl};
@@ -56,6 +54,7 @@ impl RoutingCore {
     /// assert_eq!(core.finish(), 0);
     /// ```
     pub fn finish(&mut self) -> usize {
+        let before = self.given_up_so_far();
         self.begin_closing();
         let mut routed = self.drain();
         let sharded = !self.links_in.is_empty();
@@ -71,33 +70,62 @@ impl RoutingCore {
             self.shutdown_forced = true;
             self.drain_links_to_empty();
         }
-        if let Some(sink) = self.dead_letters.as_mut() {
-            sink.flush();
-        }
+        self.dead_letters.flush();
         self.close();
+        let after = self.given_up_so_far();
+        let (dead_lettered, dropped) = (after.0 - before.0, after.1 - before.1);
+        // Two counts, never one: a dropped frame was not kept anywhere.
+        if dropped > 0 {
+            tracing::warn!(
+                dead_lettered,
+                dropped,
+                shard = self.shard,
+                "at shutdown, frames the router could not route: dead-lettered (kept in the \
+                 dead-letter queue) and dropped (not kept: the queue refused them or there is \
+                 none); each sender was nacked where its ring had room"
+            );
+        } else if dead_lettered > 0 {
+            tracing::info!(
+                dead_lettered,
+                dropped,
+                shard = self.shard,
+                "at shutdown, frames the router could not route were dead-lettered (kept in \
+                 the dead-letter queue) and their senders nacked"
+            );
+        }
         // SYNC POINT: cores finished. Pairs with the control loop's Acquire load: every
         // segment is marked closed before it drops the connections.
         self.shared.cores_finished.fetch_add(1, Ordering::Release);
         routed
     }
 
+    /// This shard's (frames dead-lettered, frames dropped) so far.
+    fn given_up_so_far(&self) -> (u64, u64) {
+        let stats = &self.shared.stats[self.shard];
+        (
+            stats.frames_dead_lettered.load(Ordering::Relaxed),
+            stats.frames_dropped.load(Ordering::Relaxed),
+        )
+    }
+
     /// Gives up on everything the drain could not route (frames still in senders' lanes, in
-    /// deferrals, in links): each is dead-lettered (or dropped and counted) and its sender
+    /// deferrals, in links): each is dead-lettered or dropped (counted), and its sender
     /// nacked. A nack waits for room in its sender's ring or link (senders keep reading
-    /// until their segment is closed), until every shard is done or [`SHUTDOWN_WAIT`]
-    /// passes; then what is left is given up on even if its nack is lost (counted as a
-    /// dropped reply). Returns the records taken from links.
+    /// until their segment is closed), and a frame for a busy dead-letter queue waits for
+    /// it, until every shard is done or [`SHUTDOWN_WAIT`] passes; then what is left is given
+    /// up on even if its nack is lost (counted as a dropped reply) or the queue is still
+    /// busy (dropped). Returns the records taken from links.
     fn settle(&mut self) -> usize {
         let shared = self.shared.clone();
         let sharded = !self.links_in.is_empty();
         let deadline = Instant::now() + SHUTDOWN_WAIT;
-        let (mut routed, mut given_up) = (0, 0);
+        let mut routed = 0;
         loop {
-            given_up += self.give_up_committed();
+            self.give_up_committed();
             if sharded {
                 routed += self.drain_links(true, true);
             }
-            given_up += self.service_deferrals(true);
+            self.service_deferrals(true);
             let done = self.deferrals.waiting.is_empty()
                 && self
                     .agents
@@ -115,16 +143,11 @@ impl RoutingCore {
             }
             if Instant::now() >= deadline {
                 self.shutdown_forced = true;
-                given_up += self.give_up_committed() + self.service_deferrals(true);
+                self.give_up_committed();
+                self.service_deferrals(true);
                 break;
             }
             std::thread::yield_now();
-        }
-        if given_up > 0 {
-            tracing::info!(
-                given_up,
-                "frames the router could not route before shutdown were dead-lettered"
-            );
         }
         routed
     }
@@ -187,14 +210,13 @@ impl RoutingCore {
         agentwire_shm::doorbell::asymmetric_barrier();
     }
 
-    /// Gives up on every frame still in a served agent's tx lanes: dead-lettered (or dropped
-    /// and counted without a sink), its sender nacked. Returns the frames given up on.
+    /// Gives up on every frame still in a served agent's tx lanes: dead-lettered or dropped
+    /// (counted), its sender nacked. Returns the frames given up on.
     fn give_up_committed(&mut self) -> usize {
         let Self {
             agents,
             producers,
             dead_letters,
-            dead_letters_unflushed,
             shared,
             shard,
             shutdown_forced,
@@ -209,10 +231,9 @@ impl RoutingCore {
                 let mut give_up = GiveUp {
                     producers,
                     dead_letters,
-                    dead_letters_unflushed,
                     stats,
                     shutting_down: true,
-                    wait_for_reply_room: !*shutdown_forced,
+                    forced: *shutdown_forced,
                 };
                 let read = lane.read(usize::MAX, |frame| {
                     let Some(header) = FrameHeader::peek(frame) else {

@@ -20,25 +20,30 @@ use agentwire_shm::control::NackReason;
 /// assert_eq!(k.accept(NackReason::DestinationFull, b"f"), Ok(1));
 /// ```
 pub trait DeadLetterSink: Send {
-    /// Keeps `frame` (durably, eventually); returns its sequence number. `Err` when it cannot
-    /// take it now (full, locked by `dlq replay`): the router keeps the frame and retries.
-    /// The refusal is a plain value (no text is built per refused frame); a sink logs the
-    /// details of a failure itself.
+    /// Keeps `frame` (durably, eventually); returns its sequence number. `Err` when it does
+    /// not take it: on [`SinkRefusal::Busy`] the router keeps the frame and offers it again
+    /// after a backoff ([`crate::DEAD_LETTER_RETRY_MIN`] doubling to
+    /// [`crate::DEAD_LETTER_RETRY_MAX`], not called meanwhile); on any other refusal it drops
+    /// the frame, counts it in `frames_dropped` and nacks its sender with
+    /// `NackReason::DeadLetterRefused`. The refusal is a plain value (no text is built per
+    /// refused frame); a sink logs the details of a failure itself.
     fn accept(&mut self, reason: NackReason, frame: &[u8]) -> Result<u64, SinkRefusal>;
     /// Makes what was accepted durable. The router calls it at most once per
     /// [`crate::HEARTBEAT_PASSES`] duty cycles after an accept, and at shutdown.
     fn flush(&mut self) {}
 }
 
-/// Why a [`DeadLetterSink`] could not take a frame now.
+/// Why a [`DeadLetterSink`] did not take a frame. Only `Busy` is worth retrying: the
+/// router drops a frame refused for any other reason (and nacks its sender).
 ///
 /// ```
 /// use agentwire_router::sink::SinkRefusal;
 /// assert_eq!(SinkRefusal::Busy.to_string(), "locked by a replay or purge");
+/// assert_eq!(SinkRefusal::OverQuota.to_string(), "its sender holds its quota of dead letters");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SinkRefusal {
-    /// Another process (a replay or purge) holds it; retry later.
+    /// Another process (a replay or purge) holds it; retry later (the router keeps the frame).
     #[error("locked by a replay or purge")]
     Busy,
     /// It holds as many records or bytes as it may.
@@ -50,4 +55,8 @@ pub enum SinkRefusal {
     /// Writing failed (the sink logged why).
     #[error("write failed (see the daemon log)")]
     Failed,
+    /// The frame's sender already holds as many dead letters (records or bytes) as one
+    /// sender may, so one agent cannot fill the queue for everyone.
+    #[error("its sender holds its quota of dead letters")]
+    OverQuota,
 }

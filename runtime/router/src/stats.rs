@@ -40,6 +40,8 @@ pub struct RouterStats {
     pub nacks_destination_full: AtomicU64,
     /// Nacks by reason: not permitted.
     pub nacks_not_permitted: AtomicU64,
+    /// Nacks by reason: given up on and refused by the dead-letter queue (dropped).
+    pub nacks_dead_letter_refused: AtomicU64,
     /// Frames parked in a destination's deferral because its ring was full.
     pub frames_deferred: AtomicU64,
     /// Frames (copies) handed to another shard's link for an agent it serves.
@@ -48,13 +50,20 @@ pub struct RouterStats {
     pub frames_from_links: AtomicU64,
     /// Gauge: frames waiting in deferrals now.
     pub deferred_now: AtomicU64,
-    /// Frames handed to the dead-letter sink.
+    /// Frames the dead-letter sink kept (each nacked to its sender with the record number).
     pub frames_dead_lettered: AtomicU64,
-    /// Times the dead-letter sink could not take a frame (it stays deferred).
+    /// Times the dead-letter sink refused a frame (each `Busy` answer, after which the frame
+    /// waits and is offered again after a backoff, and each refusal for good).
     pub dead_letter_refusals: AtomicU64,
-    /// Frames dropped because no dead-letter sink existed to take them (shutdown with
-    /// deferred frames, or a destination gone, on a router without a sink).
+    /// Frames given up on that were neither delivered nor dead-lettered: refused by the
+    /// dead-letter sink for good (the sender's quota, full, too large, a write failure; or
+    /// still busy at the end of the shutdown), or no sink at all (shutdown, or a destination
+    /// gone). Every one is nacked to its sender (`DeadLetterRefused` when the sink refused
+    /// it).
     pub frames_dropped: AtomicU64,
+    /// Of `frames_dropped`, frames the dead-letter sink refused because their sender held
+    /// its quota of dead letters (`dlq_records_per_sender_max`, `dlq_bytes_per_sender_max`).
+    pub dead_letters_over_quota: AtomicU64,
     /// Duty cycles run.
     pub duty_cycles: AtomicU64,
     /// Duty cycles that found no work (idle ratio = this / `duty_cycles`).
@@ -131,6 +140,7 @@ impl RouterStats {
             ("nacks_no_subscriber", &self.nacks_no_subscriber),
             ("nacks_destination_full", &self.nacks_destination_full),
             ("nacks_not_permitted", &self.nacks_not_permitted),
+            ("nacks_dead_letter_refused", &self.nacks_dead_letter_refused),
             ("frames_deferred", &self.frames_deferred),
             ("frames_forwarded", &self.frames_forwarded),
             ("frames_from_links", &self.frames_from_links),
@@ -138,6 +148,7 @@ impl RouterStats {
             ("frames_dead_lettered", &self.frames_dead_lettered),
             ("dead_letter_refusals", &self.dead_letter_refusals),
             ("frames_dropped", &self.frames_dropped),
+            ("dead_letters_over_quota", &self.dead_letters_over_quota),
             ("acks_sent", &self.acks_sent),
             ("replies_dropped", &self.replies_dropped),
             ("handshakes_refused", &self.handshakes_refused),

@@ -15,6 +15,7 @@
 //! assert_eq!(msg.payload(), b"hi");
 //! ```
 
+use crate::sink::DeadLetterSink;
 use crate::RouterControl;
 pub use crate::{RouterConfig as TestRouterConfig, RouterStats, ROUTER_BATCH_FRAMES_DEFAULT};
 use agentwire_shm::control::ControlError;
@@ -39,10 +40,48 @@ impl TestRouter {
     /// r.stop();
     /// ```
     pub fn start(config: TestRouterConfig) -> Result<Self, ControlError> {
+        Self::start_inner(config, None)
+    }
+
+    /// Like [`TestRouter::start`], with a dead-letter sink on every shard: `sink_for_shard`
+    /// is called once per shard, shard 0 first (the daemon gives each shard its own handle
+    /// on one queue file). Frames past [`TestRouterConfig::defer_deadline`] and what is
+    /// left at shutdown go to the sinks.
+    ///
+    /// ```
+    /// use agentwire_router::sink::{DeadLetterSink, SinkRefusal};
+    /// use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// use agentwire_shm::control::NackReason;
+    /// struct Discard;
+    /// impl DeadLetterSink for Discard {
+    ///     fn accept(&mut self, _: NackReason, _: &[u8]) -> Result<u64, SinkRefusal> {
+    ///         Ok(1)
+    ///     }
+    /// }
+    /// let p = std::env::temp_dir().join(format!("aw-doc-sink-{}.sock", std::process::id()));
+    /// let r = TestRouter::start_with_dead_letters(TestRouterConfig::new(p), |_| Box::new(Discard))
+    ///     .unwrap();
+    /// r.stop();
+    /// ```
+    pub fn start_with_dead_letters(
+        config: TestRouterConfig,
+        sink_for_shard: impl FnMut(usize) -> Box<dyn DeadLetterSink>,
+    ) -> Result<Self, ControlError> {
+        Self::start_inner(config, Some(Box::new(sink_for_shard)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_inner(
+        config: TestRouterConfig,
+        mut sink_for_shard: Option<Box<dyn FnMut(usize) -> Box<dyn DeadLetterSink> + '_>>,
+    ) -> Result<Self, ControlError> {
         let idle = config.idle;
         let (control, cores) = RouterControl::start_sharded(config)?;
         let mut routers = Vec::new();
-        for (shard, core) in cores.into_iter().enumerate() {
+        for (shard, mut core) in cores.into_iter().enumerate() {
+            if let Some(make) = sink_for_shard.as_mut() {
+                core.set_dead_letters(make(shard));
+            }
             let router = std::thread::Builder::new()
                 .name(format!("aw-test-router-{shard}"))
                 .spawn(move || core.run(idle))

@@ -50,6 +50,8 @@ const KEYS: &[&str] = &[
     "dlq_path",
     "dlq_records_max",
     "dlq_bytes_max",
+    "dlq_records_per_sender_max",
+    "dlq_bytes_per_sender_max",
     "metrics",
     "metrics_port",
     "plan",
@@ -410,6 +412,23 @@ impl Config {
             }
             dlq.bytes_max = bytes_max.max(4096);
         }
+        // Per sender: a tenth of the queue unless set, so no one agent fills it.
+        dlq.records_per_sender_max = match doc.take::<u64>("dlq_records_per_sender_max") {
+            Some(0) => {
+                doc.invalid("dlq_records_per_sender_max", 0, "at least 1");
+                1
+            }
+            Some(records) => records,
+            None => (dlq.records_max / 10).max(1),
+        };
+        dlq.bytes_per_sender_max = match doc.take::<u64>("dlq_bytes_per_sender_max") {
+            Some(bytes) if bytes < 4096 => {
+                doc.invalid("dlq_bytes_per_sender_max", bytes, "at least 4096");
+                4096
+            }
+            Some(bytes) => bytes,
+            None => (dlq.bytes_max / 10).max(4096),
+        };
         let metrics = doc.take("metrics").unwrap_or(true);
         let metrics_port = doc.take("metrics_port").unwrap_or(DEFAULT_METRICS_PORT);
         let socket: Option<PathBuf> = doc.take("socket");
@@ -566,8 +585,37 @@ mod tests {
         assert_eq!(c.defer_capacity_bytes, 262_144);
         assert_eq!(c.defer_deadline, Some(std::time::Duration::from_secs(1)));
         assert_eq!(c.liveness_timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(
+            (c.dlq.records_per_sender_max, c.dlq.bytes_per_sender_max),
+            (10_000, 6_710_886)
+        );
         assert_eq!((c.metrics, c.metrics_port), (true, DEFAULT_METRICS_PORT));
         assert_eq!(c.allow, AllowList::current_user());
+    }
+
+    #[test]
+    fn per_sender_dead_letter_quota_is_a_tenth_of_the_queue_unless_set() {
+        let c = Config::parse("dlq_records_max = 500\ndlq_bytes_max = 1048576", "t").unwrap();
+        assert_eq!(
+            (c.dlq.records_per_sender_max, c.dlq.bytes_per_sender_max),
+            (50, 104_857)
+        );
+        let c = Config::parse(
+            "dlq_records_max = 5\ndlq_records_per_sender_max = 2\ndlq_bytes_per_sender_max = 8192",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dlq.records_per_sender_max, c.dlq.bytes_per_sender_max),
+            (2, 8192)
+        );
+        assert_eq!(
+            Config::parse("dlq_records_max = 5", "t")
+                .unwrap()
+                .dlq
+                .records_per_sender_max,
+            1
+        );
     }
 
     #[test]
@@ -704,6 +752,8 @@ mod tests {
         assert_eq!(c.slow_subscriber_evict_copies, 500);
         assert!(Config::parse("slow_subscriber = \"sometimes\"", "t").is_err());
         assert!(Config::parse("dlq_records_max = 0", "t").is_err());
+        assert!(Config::parse("dlq_records_per_sender_max = 0", "t").is_err());
+        assert!(Config::parse("dlq_bytes_per_sender_max = 100", "t").is_err());
         assert!(Config::parse("metrics_port = 70000", "t").is_err());
         let c = Config::parse("defer_deadline_ms = 0\nmetrics = false", "t").unwrap();
         assert_eq!((c.defer_deadline, c.metrics), (None, false));
