@@ -133,9 +133,9 @@ impl RouterControl {
             core.deferrals.reserve_bytes = plan.reserve_bytes;
             core.batch_frames = config.batch_frames.clamp(1, ROUTER_BATCH_FRAMES_LIMIT);
             core.lane_budget = lane_batch_frames(core.batch_frames);
-            core.slow_subscriber_drop =
+            core.deferrals.slow.drop =
                 config.slow_subscriber == crate::config::SlowSubscriber::Drop;
-            core.slow_subscriber_evict_copies = config.slow_subscriber_evict_copies;
+            core.deferrals.slow.evict_copies = config.slow_subscriber_evict_copies;
             cores.push(core);
         }
         let control = {

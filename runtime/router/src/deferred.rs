@@ -31,6 +31,58 @@ pub(crate) struct Deferrals {
     pub(crate) reserve_bytes: usize,
     /// This shard's agents' congestion flags: set while their deferral holds frames.
     pub(crate) congested: rustc_hash::FxHashMap<u32, Arc<AtomicBool>>,
+    /// Subscribers whose copies of a publish fit neither their ring nor their deferral.
+    pub(crate) slow: SlowSubscribers,
+}
+
+/// What a publish does for subscribers that cannot take their copy
+/// ([`crate::config::SlowSubscriber`]), and who is behind.
+pub(crate) struct SlowSubscribers {
+    /// Drop a slow subscriber's copy (else the whole frame waits: backpressure).
+    pub(crate) drop: bool,
+    /// Copies missed in a row that remove a subscriber (0: never).
+    pub(crate) evict_copies: u64,
+    /// One bit per copy of the frame being placed that is dropped (sized with the
+    /// placement's `direct_bits`).
+    pub(crate) dropped_bits: Vec<u64>,
+    /// Subscribers that missed copies, with how many in a row (empty while everyone keeps
+    /// up, so the fast path never looks here). Bounded by the agents routed to.
+    pub(crate) behind: rustc_hash::FxHashMap<u32, u64>,
+    /// Subscribers to remove (missed `evict_copies` in a row), for the duty cycle to ask the
+    /// control loop; each once.
+    pub(crate) evict: Vec<u32>,
+}
+
+impl Default for SlowSubscribers {
+    fn default() -> Self {
+        Self {
+            drop: true,
+            evict_copies: 0,
+            dropped_bits: vec![0; 1],
+            behind: rustc_hash::FxHashMap::default(),
+            evict: Vec::new(),
+        }
+    }
+}
+
+impl SlowSubscribers {
+    /// Notes a copy dropped for `id`; marks it for removal once it missed `evict_copies`
+    /// in a row.
+    #[cold]
+    pub(crate) fn missed(&mut self, id: u32, stats: &RouterStats) {
+        count(&stats.subscriber_copies_dropped, 1);
+        let missed = self.behind.entry(id).or_insert(0);
+        *missed += 1;
+        if self.evict_copies > 0 && *missed == self.evict_copies {
+            count(&stats.subscribers_evicted, 1);
+            tracing::warn!(
+                agent_id = id,
+                copies = *missed,
+                "removing a subscriber that missed every copy of its topics"
+            );
+            self.evict.push(id);
+        }
+    }
 }
 
 impl Deferrals {

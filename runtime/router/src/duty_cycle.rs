@@ -8,7 +8,7 @@ use crate::give_up::DeadLetters;
 use crate::lanes::lane_order;
 use crate::links::LinkReceiver;
 use crate::outbox::Outboxes;
-use crate::route::{route_frame, Deadline, RouteContext, SlowPolicy};
+use crate::route::{route_frame, Deadline, RouteContext};
 use crate::shared::Shared;
 use crate::sink::DeadLetterSink;
 use crate::stats::{batch_bucket, count};
@@ -66,15 +66,6 @@ pub struct RoutingCore {
     /// One bit per copy of the frame being placed (see `route::Placement`), sized at table
     /// rebuild for the largest fan-out.
     pub(crate) direct_bits: Vec<u64>,
-    /// One bit per copy dropped for a slow subscriber (same sizing as `direct_bits`).
-    pub(crate) dropped_bits: Vec<u64>,
-    /// Drop a slow subscriber's copy of a publish ([`crate::config::SlowSubscriber`]).
-    pub(crate) slow_subscriber_drop: bool,
-    /// Copies missed in a row that remove a subscriber (0: never).
-    pub(crate) slow_subscriber_evict_copies: u64,
-    /// Subscribers that missed copies, with how many in a row (empty while everyone keeps
-    /// up, so the fast path never looks here). Bounded by the agents routed to.
-    pub(crate) behind: rustc_hash::FxHashMap<u32, u64>,
     /// Shutdown barriers this core passed (see `shutdown`).
     pub(crate) barriers_passed: usize,
     /// Past the shutdown's time bound: frames are given up on even when their sender's nack
@@ -115,10 +106,6 @@ impl RoutingCore {
             batch_frames: ROUTER_BATCH_FRAMES_DEFAULT,
             lane_budget: LANE_BATCH_FRAMES,
             direct_bits: vec![0; 1],
-            dropped_bits: vec![0; 1],
-            slow_subscriber_drop: true,
-            slow_subscriber_evict_copies: 0,
-            behind: rustc_hash::FxHashMap::default(),
             barriers_passed: 0,
             shutdown_forced: false,
         }
@@ -203,7 +190,7 @@ impl RoutingCore {
                 }
                 Some(RouterCmd::Remove { agent_id }) => {
                     self.producers.remove(agent_id);
-                    self.behind.remove(&agent_id);
+                    self.deferrals.slow.behind.remove(&agent_id);
                     self.deferrals.congested.remove(&agent_id);
                     // Frames still waiting for it are given up on at the next service.
                     if self
@@ -303,7 +290,7 @@ impl RoutingCore {
             let words = largest.unwrap_or(1).div_ceil(64).max(1);
             if self.direct_bits.len() < words {
                 self.direct_bits.resize(words, 0);
-                self.dropped_bits.resize(words, 0);
+                self.deferrals.slow.dropped_bits.resize(words, 0);
             }
             self.defer_deadline_ns = match self.shared.defer_deadline_ns.load(Ordering::Relaxed) {
                 u64::MAX => None,
@@ -348,6 +335,12 @@ impl RoutingCore {
         }
         if corrupt || !self.producers.corrupt_rx.is_empty() {
             self.drop_corrupt();
+        }
+        if !self.deferrals.slow.evict.is_empty() {
+            for agent_id in std::mem::take(&mut self.deferrals.slow.evict) {
+                self.shared
+                    .request_removal(agent_id, crate::shared::Removal::SlowSubscriber);
+            }
         }
         work
     }
@@ -421,13 +414,6 @@ impl RoutingCore {
                 bytes_in: 0,
                 stopped: false,
                 direct_bits: &mut self.direct_bits,
-                slow: SlowPolicy {
-                    drop: self.slow_subscriber_drop,
-                    evict_copies: self.slow_subscriber_evict_copies,
-                    dropped_bits: &mut self.dropped_bits,
-                    behind: &mut self.behind,
-                    shared: &self.shared,
-                },
             };
             let result = agent.tx[class].read(budget, |frame| {
                 ctx.bytes_in += frame.len() as u64;

@@ -10,7 +10,7 @@ use crate::stats::{count, RouterStats};
 use crate::table::RoutingTable;
 use agentwire_shm::control::NackReason;
 use agentwire_shm::segment::ControlBlock;
-use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
+use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,44 +36,6 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) stopped: bool,
     /// One bit per copy of a frame: placed directly or deferred (see `Placement`).
     pub(crate) direct_bits: &'a mut Vec<u64>,
-    /// The slow-subscriber policy and its state.
-    pub(crate) slow: SlowPolicy<'a>,
-}
-
-/// What a publish does for subscribers that cannot take their copy
-/// ([`crate::config::SlowSubscriber`]), and who is behind.
-pub(crate) struct SlowPolicy<'a> {
-    /// Drop a slow subscriber's copy (else the whole frame waits: backpressure).
-    pub(crate) drop: bool,
-    /// Copies missed in a row that remove a subscriber (0: never).
-    pub(crate) evict_copies: u64,
-    /// One bit per copy dropped.
-    pub(crate) dropped_bits: &'a mut Vec<u64>,
-    /// Subscribers that missed copies, with how many in a row.
-    pub(crate) behind: &'a mut rustc_hash::FxHashMap<u32, u64>,
-    /// Where removals are asked of the control loop.
-    pub(crate) shared: &'a crate::shared::Shared,
-}
-
-impl SlowPolicy<'_> {
-    /// Notes a copy dropped for `id`; asks for its removal once it missed `evict_copies`
-    /// in a row.
-    #[cold]
-    fn missed(&mut self, id: u32, stats: &RouterStats) {
-        count(&stats.subscriber_copies_dropped, 1);
-        let missed = self.behind.entry(id).or_insert(0);
-        *missed += 1;
-        if self.evict_copies > 0 && *missed == self.evict_copies {
-            count(&stats.subscribers_evicted, 1);
-            tracing::warn!(
-                agent_id = id,
-                copies = *missed,
-                "removing a subscriber that missed every copy of its topics"
-            );
-            self.shared
-                .request_removal(id, crate::shared::Removal::SlowSubscriber);
-        }
-    }
 }
 
 /// The deadline given to frames deferred in one batch: the clock is read only when the
@@ -101,6 +63,31 @@ impl Deadline {
     }
 }
 
+/// The kind, routing flags and destination of `frame` (8-aligned, at least a header long:
+/// a validated frame from a ring), each read once with a word load the compiler may not
+/// repeat: the sender can still write the frame, and these are what the router decides on
+/// and writes over every copy.
+#[inline]
+fn pinned_fields(frame: &[u8]) -> (u8, u32, u32) {
+    let word = |at: usize| -> u64 {
+        debug_assert!(at + 8 <= frame.len());
+        let ptr = frame[at..at + 8].as_ptr();
+        if ptr as usize % 8 == 0 {
+            // SAFETY: 8 readable bytes (the slice above), 8-aligned; a relaxed atomic load
+            // is one plain load that is neither split nor repeated.
+            let word = unsafe { &*(ptr as *const std::sync::atomic::AtomicU64) };
+            u64::from_le(word.load(Ordering::Relaxed))
+        } else {
+            // Not from a ring (records are 8-aligned): read once through a volatile load.
+            // SAFETY: 8 readable bytes; an unaligned read of plain bytes.
+            u64::from_le_bytes(unsafe { core::ptr::read_volatile(ptr as *const [u8; 8]) })
+        }
+    };
+    // Little-endian header: kind is byte 6, flags bytes 12..16, destination bytes 28..32.
+    let (w0, w1, w3) = (word(0), word(8), word(24));
+    ((w0 >> 48) as u8, (w1 >> 32) as u32, (w3 >> 32) as u32)
+}
+
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
 pub(crate) fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -115,7 +102,7 @@ pub(crate) fn route_frame(
     ctx: &mut RouteContext<'_>,
     source_control: &ControlBlock,
 ) -> ControlFlow<()> {
-    let header = match FrameHeader::validate(frame) {
+    let mut header = match FrameHeader::validate(frame) {
         Ok(h) => *h,
         Err(e) => {
             count(&ctx.stats.frames_malformed, 1);
@@ -126,6 +113,25 @@ pub(crate) fn route_frame(
             return ControlFlow::Continue(());
         }
     };
+    // The fields the router acts on and restamps on every copy (below), pinned: the sender
+    // can still write the shared bytes, and the compiler, which takes `frame` for immutable,
+    // could otherwise read them again after this point. Every decision from here on and
+    // every copy use these values.
+    let (kind, flags, destination) = pinned_fields(frame);
+    header.kind = kind;
+    header.routing_flags.set(flags);
+    header.destination.set(destination);
+    let (flags_raw, destination_raw) = (header.routing_flags, header.destination);
+    if FrameKind::from_u8(kind).is_none() {
+        // Rewritten between the check and the pinning: as malformed as it gets.
+        count(&ctx.stats.frames_malformed, 1);
+        let why = (
+            NackReason::Malformed,
+            NackDetail::Malformed(agentwire_shm::wire::FrameError::UnknownKind { found: kind }),
+        );
+        reject(source, header.correlation(), why, ctx, source_control);
+        return ControlFlow::Continue(());
+    }
     let destination = header.destination_kind();
     // SYNC POINT: registry generation (the Release store in `shared::bump`).
     if !matches!(destination, Destination::Agent(_))
@@ -139,14 +145,18 @@ pub(crate) fn route_frame(
         reject(source, header.correlation(), why, ctx, source_control);
         return ControlFlow::Continue(());
     }
-    // What is copied is what was checked: the header from this core's own copy (the
-    // sender can rewrite the shared bytes after validation, e.g. the kind into an ack),
-    // stamped with the ring owner as source whatever the frame claims; the body after it.
-    let mut checked = header;
-    checked.set_source(source);
+    // What is copied is what was checked: the frame is copied in one go, then the pinned
+    // kind, flags and destination are written over the copy's (the sender may have
+    // rewritten them in between, e.g. the kind into an ack) and the ring owner is stamped
+    // as source whatever the frame claims. Lengths, version and priority need no restamp:
+    // a receiver checks them itself and nothing it does with them reaches another agent.
     let stamp = |out: &mut [u8]| {
-        checked.write_to(out);
-        out[HEADER_BYTES..].copy_from_slice(&frame[HEADER_BYTES..]);
+        out.copy_from_slice(frame);
+        let copy = FrameHeader::peek_mut(out).expect("a validated frame holds a header");
+        copy.set_source(source);
+        copy.kind = kind;
+        copy.routing_flags = flags_raw;
+        copy.destination = destination_raw;
     };
     let len = frame.len();
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
@@ -179,7 +189,6 @@ pub(crate) fn route_frame(
                 stats: ctx.stats,
                 deadline: &mut ctx.deadline,
                 direct_bits: ctx.direct_bits,
-                slow: &mut ctx.slow,
             };
             placement.place(source, &header, len, targets, stamp, source_control)
         }
@@ -281,7 +290,6 @@ struct Placement<'c, 'a> {
     stats: &'a RouterStats,
     deadline: &'c mut Deadline,
     direct_bits: &'c mut Vec<u64>,
-    slow: &'c mut SlowPolicy<'a>,
 }
 
 impl Placement<'_, '_> {
@@ -299,7 +307,7 @@ impl Placement<'_, '_> {
         stamp: impl Fn(&mut [u8]),
         source_control: &ControlBlock,
     ) -> ControlFlow<()> {
-        let may_drop = self.slow.drop && matches!(targets, Targets::Many(_));
+        let may_drop = self.deferrals.slow.drop && matches!(targets, Targets::Many(_));
         let Some(dropped) = self.plan(targets.as_slice(), len, may_drop) else {
             return ControlFlow::Break(());
         };
@@ -342,7 +350,7 @@ impl Placement<'_, '_> {
             // Sized for the largest subscriber list at table rebuild; only a list that grew
             // since (not yet rebuilt) reaches here.
             self.direct_bits.resize(words, 0);
-            self.slow.dropped_bits.resize(words, 0);
+            self.deferrals.slow.dropped_bits.resize(words, 0);
         }
         self.direct_bits[..words].fill(0);
         let mut dropped = 0;
@@ -362,9 +370,9 @@ impl Placement<'_, '_> {
                     return None;
                 }
                 if dropped == 0 {
-                    self.slow.dropped_bits[..words].fill(0);
+                    self.deferrals.slow.dropped_bits[..words].fill(0);
                 }
-                self.slow.dropped_bits[k / 64] |= 1 << (k % 64);
+                self.deferrals.slow.dropped_bits[k / 64] |= 1 << (k % 64);
                 dropped += 1;
             }
         }
@@ -389,13 +397,13 @@ impl Placement<'_, '_> {
         };
         let mut ack_deferred = false;
         for (k, &id) in all.iter().enumerate() {
-            if dropped > 0 && self.slow.dropped_bits[k / 64] & (1 << (k % 64)) != 0 {
-                self.slow.missed(id, stats);
+            if dropped > 0 && self.deferrals.slow.dropped_bits[k / 64] & (1 << (k % 64)) != 0 {
+                self.deferrals.slow.missed(id, stats);
                 continue;
             }
-            if !self.slow.behind.is_empty() {
+            if !self.deferrals.slow.behind.is_empty() {
                 // It takes copies again: no longer behind.
-                self.slow.behind.remove(&id);
+                self.deferrals.slow.behind.remove(&id);
             }
             let direct = self.direct_bits[k / 64] & (1 << (k % 64)) != 0;
             // A remote agent behind a gateway chosen by anycast or feature: its copy names it.
