@@ -397,7 +397,7 @@ fn publish_through(
     let len = checked_len(64);
     let mut payload = vec![0u8; len];
     let mut got = vec![0u64; readers.len()];
-    let mut take = |readers: &mut [&mut Agent], got: &mut [u64]| {
+    let take = |readers: &mut [&mut Agent], got: &mut [u64]| {
         for (reader, n) in readers.iter_mut().zip(got.iter_mut()) {
             *n += drain(reader, *n);
         }
@@ -504,4 +504,187 @@ fn backpressure_policy_keeps_every_copy() {
         0
     );
     r.stop();
+}
+
+/// This process's resident memory in KiB (VmRSS).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// What a campaign measured.
+struct CampaignReport {
+    hostile_ops: u64,
+    reconnects: u64,
+    honest_frames: u64,
+    honest_seconds: f64,
+    rss_growth_kib: u64,
+}
+
+/// `hostiles` scribbling agents (`agentwire-hostile-agent ... scribble`) for `duration`
+/// while two honest agents exchange a conserved flow of checked frames; then every hostile
+/// process stops. Asserts the router stayed up and answered status throughout, the honest
+/// flow lost, duplicated and reordered nothing, every hostile agent is gone afterwards, and
+/// memory stayed bounded.
+fn campaign(name: &str, hostiles: usize, duration: Duration) -> CampaignReport {
+    let r = router(name);
+    let rss_before = rss_kib();
+    let mut attackers: Vec<std::process::Child> = (0..hostiles)
+        .map(|k| {
+            Command::new(env!("CARGO_BIN_EXE_agentwire-hostile-agent"))
+                .arg(r.socket_path())
+                .arg(format!("hostile-{k}"))
+                .arg("scribble")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut sender = agent(&r, "honest-sender");
+    let mut receiver = agent(&r, "honest-receiver");
+    let (from, to) = (sender.id(), receiver.id());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sending = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut payload = vec![0u8; checked_len(64)];
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                fill_checked(seq, &mut payload);
+                match sender.send(to, &payload) {
+                    Ok(()) => {
+                        seq += 1;
+                        sent.store(seq, Ordering::Relaxed);
+                    }
+                    Err(ClientError::Claim(_)) | Err(ClientError::Backpressure(_)) => {}
+                    Err(e) => panic!("honest send {seq}: {e}"),
+                }
+            }
+            sender
+        })
+    };
+    let started = Instant::now();
+    let mut received = 0u64;
+    let mut next_status = Instant::now();
+    let take = |receiver: &mut Agent, received: &mut u64| {
+        while let Some(m) = receiver.try_recv().unwrap() {
+            // Attackers send to random ids, the honest receiver's among them.
+            if m.header().source() == from {
+                assert_eq!(read_checked(m.payload()).unwrap(), *received, "honest flow");
+                *received += 1;
+            }
+        }
+    };
+    while started.elapsed() < duration {
+        take(&mut receiver, &mut received);
+        if Instant::now() >= next_status {
+            agentwire_shm::client::query_status(r.socket_path()).expect("status under attack");
+            next_status = Instant::now() + Duration::from_millis(200);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _sender = sending.join().unwrap();
+    let total = sent.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received < total {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: {received} of {total} honest frames"
+        );
+        take(&mut receiver, &mut received);
+    }
+    let honest_seconds = started.elapsed().as_secs_f64();
+    let (mut hostile_ops, mut reconnects) = (0, 0);
+    for child in &mut attackers {
+        drop(child.stdin.take());
+    }
+    for mut child in attackers {
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = child.wait();
+        for line in out.lines() {
+            if let Some(n) = line.strip_prefix("ops ") {
+                hostile_ops += n.parse::<u64>().unwrap();
+            }
+            if let Some(n) = line.strip_prefix("reconnects ") {
+                reconnects += n.parse::<u64>().unwrap();
+            }
+        }
+    }
+    // Every attacker is gone (its process exited), and the router still serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = agentwire_shm::client::query_status(r.socket_path()).expect("status");
+        if !report.agents.iter().any(|a| a.name.starts_with("hostile-")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: hostile agents still registered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    honest_exchange(&r, name, 1_000);
+    let rss_growth_kib = rss_kib().saturating_sub(rss_before);
+    assert!(
+        rss_growth_kib < 512 * 1024,
+        "router process grew {rss_growth_kib} KiB under attack"
+    );
+    r.stop();
+    CampaignReport {
+        hostile_ops,
+        reconnects,
+        honest_frames: total,
+        honest_seconds,
+        rss_growth_kib,
+    }
+}
+
+#[test]
+fn a_hostile_campaign_leaves_the_router_up_and_the_honest_flow_whole() {
+    let _w = watchdog("campaign");
+    let report = campaign("campaign", 3, Duration::from_secs(3));
+    assert!(
+        report.hostile_ops > 10_000,
+        "{} hostile operations",
+        report.hostile_ops
+    );
+    assert!(report.honest_frames > 0);
+}
+
+/// The long run for the benchmark record: `cargo test --release -p agentwire-router --test
+/// hostile -- --ignored --nocapture long_hostile_campaign` (AW_CAMPAIGN_S seconds, default
+/// 60; AW_CAMPAIGN_AGENTS attackers, default 4). Prints the operations tried and the honest
+/// flow's rate; its rate alone is measured first, the same way, for the ratio.
+#[test]
+#[ignore]
+fn long_hostile_campaign() {
+    let seconds = std::env::var("AW_CAMPAIGN_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60u64);
+    let agents = std::env::var("AW_CAMPAIGN_AGENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4usize);
+    let quiet = campaign("campaign-quiet", 0, Duration::from_secs(seconds.min(10)));
+    let loud = campaign("campaign-long", agents, Duration::from_secs(seconds));
+    let rate = |r: &CampaignReport| r.honest_frames as f64 / r.honest_seconds;
+    println!(
+        "campaign: {agents} hostile agents, {seconds} s: {} hostile operations, {} reconnects; \
+         honest flow {:.2} M frames/s under attack, {:.2} M/s alone (ratio {:.2}); \
+         RSS growth {} KiB",
+        loud.hostile_ops,
+        loud.reconnects,
+        rate(&loud) / 1e6,
+        rate(&quiet) / 1e6,
+        rate(&loud) / rate(&quiet),
+        loud.rss_growth_kib
+    );
 }

@@ -11,6 +11,9 @@
 //!   tx-tail     publish a tx tail three capacities past the head
 //!   kind-flip   keep rewriting the kind of its committed frames to Ack (to the agent
 //!               named by the line it reads first on stdin, as an id)
+//!   scribble    the campaign: random words over every shared byte, its doorbells and its
+//!               control socket flooded, frames to random ids; connects again whenever
+//!               the daemon removes it; prints `ops N` and `reconnects N` at the end
 //! ```
 //!
 //! It prints `id N` once connected and `attacked` once the attack is in place, then keeps
@@ -42,7 +45,7 @@ const PAGE_BYTES: usize = 4096;
 fn usage() -> ! {
     eprintln!(
         "usage: agentwire-hostile-agent SOCKET NAME \
-         header|punch-hole|bells|rx-head|tx-tail|kind-flip"
+         header|punch-hole|bells|rx-head|tx-tail|kind-flip|scribble"
     );
     std::process::exit(2)
 }
@@ -82,6 +85,13 @@ struct RawSegment {
 
 // SAFETY: the mapping is only accessed through atomics, from any thread.
 unsafe impl Send for RawSegment {}
+
+impl Drop for RawSegment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, of `bytes`, no longer used.
+        let _ = unsafe { rustix::mm::munmap(self.base.cast(), self.bytes) };
+    }
+}
 
 impl RawSegment {
     fn map() -> Self {
@@ -200,6 +210,22 @@ fn main() {
     let [socket, name, attack_name] = args.as_slice() else {
         usage()
     };
+    if attack_name == "scribble" {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut sink)
+                .is_ok_and(|n| n > 0)
+            {}
+            watcher.store(true, Ordering::Relaxed);
+        });
+        println!("attacked");
+        scribble(socket, name, &stop);
+        return;
+    }
     let mut agent = Agent::builder(name)
         .socket(socket)
         .idle(IdleStrategy::Spin)
@@ -270,4 +296,87 @@ fn main() {
         let _ = flipper.join();
     }
     let _ = seg.fd.as_fd();
+}
+
+/// A small xorshift generator: the campaign needs cheap varied bytes, not good randomness.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The campaign: until stdin closes, scribbles random words over every shared byte it can
+/// reach (header, control block, each ring's control words and records), floods its
+/// doorbells and its control socket (valid requests and garbage), and sends frames; when
+/// the daemon removes it, connects again. Prints `ops N` (hostile operations tried) and
+/// `reconnects N` at the end.
+fn scribble(socket: &str, name: &str, stop: &AtomicBool) {
+    let mut rng = Xorshift(u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let (mut ops, mut reconnects) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut agent) = Agent::builder(name)
+            .socket(socket)
+            .idle(IdleStrategy::Spin)
+            .connect()
+        else {
+            // Refused (a limit, the daemon busy removing us): try again shortly.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        };
+        let seg = RawSegment::map();
+        let bells = own_fds("pipe:");
+        let sockets = own_fds("socket:");
+        let rx_offset = seg.word64(RX_OFFSET_AT).load(Ordering::Relaxed) as usize;
+        // Where the interesting words are: header, control block, ring control blocks.
+        let hot: [usize; 4] = [0, 4096, TX_OFFSET_BYTES, rx_offset.min(seg.bytes - 8)];
+        while !stop.load(Ordering::Relaxed) {
+            if seg.word32(CONTROL_STATE_AT).load(Ordering::Acquire) == state::CLOSED {
+                break; // removed: connect again
+            }
+            for _ in 0..64 {
+                let r = rng.next();
+                let at = if r & 3 == 0 {
+                    (hot[(r >> 2) as usize % hot.len()] + ((r >> 8) as usize % 512)) & !7
+                } else {
+                    ((r >> 8) as usize % seg.bytes) & !7
+                };
+                seg.word64(at.min(seg.bytes - 8))
+                    .store(rng.next(), Ordering::Relaxed);
+                ops += 1;
+            }
+            let r = rng.next();
+            match r % 8 {
+                0 => {
+                    for bell in &bells {
+                        let _ = rustix::io::write(bell, &r.to_ne_bytes());
+                    }
+                }
+                1 => {
+                    let _ = agent.subscribe(&format!("t{}", r % 4096));
+                }
+                2 => {
+                    let _ = agent.topic_id(&format!("x{}", r % 100_000));
+                }
+                3 => {
+                    for s in &sockets {
+                        let _ = rustix::io::write(s, &r.to_le_bytes());
+                    }
+                }
+                _ => {
+                    let to = (r >> 8) as u32 % 64;
+                    let _: Result<(), ClientError> = agent.send(to, &r.to_le_bytes());
+                }
+            }
+            ops += 1;
+        }
+        drop(agent);
+        reconnects += 1;
+    }
+    println!("ops {ops}");
+    println!("reconnects {reconnects}");
 }
