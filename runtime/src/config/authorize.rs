@@ -118,6 +118,30 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_locked_down_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\nallow_uids = [1001, 1002]")
+            .expect("the README's locked-down example")
+            + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end], "README.md").unwrap();
+        assert_eq!(config.policy.rules.len(), 2);
+        let dashboard = PeerCredentials {
+            pid: 1,
+            uid: 1002,
+            gid: 1002,
+        };
+        let policy = &config.policy;
+        assert!(policy
+            .permits(&dashboard, Action::Subscribe("alerts.fire"))
+            .is_ok());
+        assert!(policy
+            .permits(&dashboard, Action::Publish("alerts.fire"))
+            .is_err());
+    }
+
+    #[test]
     fn bad_authorize_tables_name_file_line_and_key() {
         let text = "[[authorize]]\n\
                     uids = [1001]\n\
