@@ -174,6 +174,7 @@ impl Daemon {
         }
         let mut router_config = RouterConfig::new(socket);
         router_config.allow = config.allow.clone();
+        router_config.policy = config.policy.clone();
         router_config.ring_capacity_bytes = config.ring_capacity_bytes;
         router_config.idle = config.idle;
         router_config.batch_frames = config.router_batch_frames;
@@ -358,6 +359,7 @@ impl Daemon {
                 old.io_memory_bytes != config.io_memory_bytes,
             ),
             ("agents_max", old.agents_max != config.agents_max),
+            ("authorize", old.policy != config.policy),
             (
                 "handshakes_per_uid_max",
                 old.handshakes_per_uid_max != config.handshakes_per_uid_max,

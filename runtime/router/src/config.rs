@@ -87,6 +87,9 @@ pub struct RouterConfig {
     pub socket: PathBuf,
     /// Who may connect.
     pub allow: AllowList,
+    /// What each peer identity may register, subscribe to and publish to (see
+    /// [`crate::policy`]); open by default (no rules: everything allowed).
+    pub policy: crate::policy::Policy,
     /// Protocol versions accepted.
     pub versions: (u16, u16),
     /// Ring capacity each way for an agent that does not ask for one.
@@ -189,6 +192,7 @@ impl RouterConfig {
         Self {
             socket,
             allow: AllowList::current_user(),
+            policy: crate::policy::Policy::open(),
             versions: (
                 agentwire_shm::control::PROTOCOL_VERSION_MIN,
                 agentwire_shm::control::PROTOCOL_VERSION_MAX,

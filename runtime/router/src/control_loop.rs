@@ -12,6 +12,7 @@ use crate::endpoint::{EndpointKind, EndpointRequest, EndpointRings};
 use crate::gate::Gate;
 use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
+use crate::policy::{Authorizer, NotPermitted};
 use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
 use crate::session;
 use crate::shared::{forget_agent, Removal, Shared};
@@ -123,6 +124,8 @@ pub(crate) struct ControlLoop {
     progress: HashMap<u32, Progress>,
     liveness_due: Instant,
     garbage_logged: HashMap<u32, Instant>,
+    /// The authorization policy, with its refusals' rate-limited logs.
+    authz: Authorizer,
 }
 
 impl ControlLoop {
@@ -146,6 +149,7 @@ impl ControlLoop {
         epoll::add(&epoll, wake, epoll::EventData::new_u64(WAKE), readable)?;
         let shards = shard_cmds.len();
         let gate = Gate::new(&config);
+        let authz = Authorizer::new(config.policy.clone());
         Ok(Self {
             epoll,
             listener,
@@ -165,6 +169,7 @@ impl ControlLoop {
             progress: HashMap::new(),
             liveness_due: Instant::now() + liveness::LIVENESS_CHECK_INTERVAL,
             garbage_logged: HashMap::new(),
+            authz,
         })
     }
 
@@ -370,15 +375,16 @@ impl ControlLoop {
         };
         match c.state {
             ConnState::Handshake { step, .. } => self.handshake_step(slot, step, msg),
-            ConnState::Agent { agent_id, .. } => match session::answer(&self.shared, agent_id, msg)
-            {
-                Some(reply) => {
-                    if c.conn.send(&reply, &[]).is_err() {
-                        self.close(slot, Close::Gone);
+            ConnState::Agent { agent_id, .. } => {
+                match session::answer(&self.shared, agent_id, msg, &mut self.authz, &c.peer) {
+                    Some(reply) => {
+                        if c.conn.send(&reply, &[]).is_err() {
+                            self.close(slot, Close::Gone);
+                        }
                     }
+                    None => self.close(slot, Close::Gone),
                 }
-                None => self.close(slot, Close::Gone),
-            },
+            }
         }
     }
 
@@ -494,6 +500,10 @@ impl ControlLoop {
             self.refuse(slot, RefuseReason::PerUidLimit, &error);
             return;
         }
+        if let Err(refusal) = self.authorize(&peer, registration) {
+            self.refuse_not_permitted(slot, &peer, refusal);
+            return;
+        }
         let agent_id = match self.next_id() {
             Ok(id) => id,
             Err(detail) => {
@@ -537,6 +547,59 @@ impl ControlLoop {
         tracing::debug!(agent_id, shard, "agent admitted");
         let c = self.conns.get_mut(&slot).expect("slot served");
         c.state = ConnState::Agent { agent_id, shard };
+    }
+
+    /// Whether the policy lets `peer` register `registration`: its name, capabilities and
+    /// topics, and, once a policy is configured, a name no live agent of another uid holds.
+    /// The owner check scans the registry and the connections (control path, at
+    /// registration only; no state to keep in step with removals).
+    fn authorize(
+        &self,
+        peer: &PeerCredentials,
+        registration: &agentwire_shm::control::Registration,
+    ) -> Result<(), NotPermitted> {
+        let policy = &self.authz.policy;
+        if policy.is_open() {
+            return Ok(());
+        }
+        policy.permits_registration(peer, registration)?;
+        let holders: Vec<u32> = {
+            let reg = self.shared.registry.lock().expect("registry lock");
+            reg.agents
+                .iter()
+                .filter(|(_, rec)| rec.name == registration.name)
+                .map(|(&id, _)| id)
+                .collect()
+        };
+        if holders.is_empty() {
+            return Ok(());
+        }
+        let other_uid = self.conns.values().find_map(|c| match c.state {
+            ConnState::Agent { agent_id, .. }
+                if c.peer.uid != peer.uid && holders.contains(&agent_id) =>
+            {
+                Some(c.peer.uid)
+            }
+            _ => None,
+        });
+        match other_uid {
+            Some(holder) => Err(Authorizer::name_owned(peer, &registration.name, holder)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a registration the policy does not allow: counted (in `handshakes_refused`
+    /// and `requests_not_permitted`) and logged at a rate limit per kind, unlike other
+    /// refusals, since a hostile peer may repeat it at will.
+    fn refuse_not_permitted(&mut self, slot: u64, peer: &PeerCredentials, refusal: NotPermitted) {
+        let stats = &self.shared.stats[0];
+        self.authz.note(peer, &refusal, stats);
+        if let Some(c) = self.conns.get(&slot) {
+            count(&stats.handshakes_refused, 1);
+            let error = HandshakeError::NotAuthorized(refusal);
+            handshake::refuse(&c.conn, RefuseReason::NotPermitted, &error);
+        }
+        self.close(slot, Close::Gone);
     }
 
     /// Watches the process of the peer in `slot` (a pidfd taken now, or the one already

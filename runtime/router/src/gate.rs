@@ -29,14 +29,14 @@ struct Held {
 
 /// One kind of refusal's log: a line at most once per interval, with the count it stood for.
 #[derive(Debug, Default)]
-struct RefusalLog {
+pub(crate) struct RefusalLog {
     last: Option<Instant>,
     unlogged: u64,
 }
 
 impl RefusalLog {
     /// Whether to log now; when so, how many refusals went unlogged before this one.
-    fn due(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn due(&mut self, now: Instant) -> Option<u64> {
         let due = self
             .last
             .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL);

@@ -7,7 +7,8 @@
 //!   allow-list; [`dirs`] creates the daemon's directories and private files with explicit
 //!   modes; `gate` decides at accept, before reading, who may begin a handshake (the
 //!   allow-list, per-uid limits); `handshake` runs a connection's handshake one message at a
-//!   time; `admission` admits agents; `session` answers an agent's requests; `registry` holds
+//!   time; `admission` admits agents; `session` answers an agent's requests; [`policy`] says
+//!   what each peer identity may register, subscribe to and publish to; `registry` holds
 //!   who is registered; [`liveness`] tells gone and stale agents; [`status`] answers
 //!   `agentwire status`.
 //! - data side: [`RoutingCore`] runs one shard's duty cycle (`duty_cycle`): `route` decides
@@ -67,6 +68,7 @@ pub mod liveness;
 mod outbox;
 mod park;
 pub mod placement;
+pub mod policy;
 mod registry;
 mod reply;
 mod route;

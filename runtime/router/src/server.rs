@@ -114,6 +114,10 @@ pub enum HandshakeError {
         /// The config key of the limit.
         key: &'static str,
     },
+    /// The authorization policy does not allow what the registration asks for (its name, a
+    /// capability, a topic), or another uid owns the name ([`crate::policy`]).
+    #[error(transparent)]
+    NotAuthorized(#[from] crate::policy::NotPermitted),
     /// The client sent something out of order or invalid.
     #[error("bad handshake: {0}")]
     BadRequest(String),

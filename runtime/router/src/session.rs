@@ -2,15 +2,35 @@
 //! a topic or capability route, discover, goodbye. Answered by the control loop as each
 //! arrives; no thread per agent.
 
+use crate::policy::{Action, Authorizer};
 use crate::shared::{bump, Shared};
 use crate::stats::count;
-use agentwire_shm::control::{ClientMsg, ServerMsg};
+use agentwire_shm::control::{ClientMsg, PeerCredentials, ServerMsg};
 use std::sync::atomic::Ordering;
 
 /// The answer to one request from agent `agent_id`; `None` for `Goodbye` (the agent leaves).
 /// The registry generation (which makes every shard rebuild its tables) is bumped only when
-/// routing changed: a subscription added or removed, a capability route made.
-pub(crate) fn answer(shared: &Shared, agent_id: u32, msg: ClientMsg) -> Option<ServerMsg> {
+/// routing changed: a subscription added or removed, a capability route made. A subscribe
+/// or a resolve (to publish) of a topic the policy does not allow `peer` is answered with an
+/// error, counted and logged at a rate limit (`authz`).
+pub(crate) fn answer(
+    shared: &Shared,
+    agent_id: u32,
+    msg: ClientMsg,
+    authz: &mut Authorizer,
+    peer: &PeerCredentials,
+) -> Option<ServerMsg> {
+    let action = match &msg {
+        ClientMsg::Subscribe { topic } => Some(Action::Subscribe(topic)),
+        ClientMsg::ResolveTopic { topic } => Some(Action::Publish(topic)),
+        _ => None,
+    };
+    if let Some(Err(refusal)) = action.map(|a| authz.policy.permits(peer, a)) {
+        authz.note(peer, &refusal, &shared.stats[0]);
+        return Some(ServerMsg::Error {
+            detail: refusal.to_string(),
+        });
+    }
     let refused = |detail: String| {
         count(&shared.stats[0].control_requests_refused, 1);
         ServerMsg::Error { detail }

@@ -112,6 +112,10 @@ pub struct RouterStats {
     /// Control requests refused for a limit (name length, topics or routes per agent or
     /// per router; see [`crate::limits`]).
     pub control_requests_refused: AtomicU64,
+    /// Registrations and requests the authorization policy refused (a name, capability or
+    /// topic its `[[authorize]]` rule does not allow, a name another uid owns; see
+    /// [`crate::policy`]). Refused registrations count in `handshakes_refused` too.
+    pub requests_not_permitted: AtomicU64,
     /// Copies of publishes dropped for subscribers whose ring and deferral were full.
     pub subscriber_copies_dropped: AtomicU64,
     /// Subscribers removed for missing `slow_subscriber_evict_copies` copies in a row.
@@ -171,6 +175,7 @@ impl RouterStats {
             ("discovery_cache_hits", &self.discovery_cache_hits),
             ("discovery_cache_misses", &self.discovery_cache_misses),
             ("control_requests_refused", &self.control_requests_refused),
+            ("requests_not_permitted", &self.requests_not_permitted),
             ("table_rebuilds", &self.table_rebuilds),
             ("subscriber_copies_dropped", &self.subscriber_copies_dropped),
             ("subscribers_evicted", &self.subscribers_evicted),

@@ -54,8 +54,25 @@ impl<'i> Document<'i> {
             };
             let line = self.line_at(key.span().start);
             self.source.lines.entry(path.clone()).or_insert(line);
-            if let DeValue::Table(inner) = value.get_ref() {
-                self.record_lines(&path, inner);
+            match value.get_ref() {
+                DeValue::Table(inner) => self.record_lines(&path, inner),
+                // An array of tables (`[[authorize]]`): each element by index, from 0
+                // (`authorize[1].names`), at the line of its first key.
+                DeValue::Array(elements) => {
+                    for (i, element) in elements.iter().enumerate() {
+                        if let DeValue::Table(inner) = element.get_ref() {
+                            let element_path = format!("{path}[{i}]");
+                            let first = inner.iter().map(|(k, _)| k.span().start).min();
+                            let line = self.line_at(first.unwrap_or(element.span().start));
+                            self.source
+                                .lines
+                                .entry(element_path.clone())
+                                .or_insert(line);
+                            self.record_lines(&element_path, inner);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -88,6 +105,37 @@ impl<'i> Document<'i> {
     /// problem at the line the parser points to, inside a table when it is there).
     pub(super) fn take<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         let value = self.entries.iter().find(|(k, _)| k == key)?.1.clone();
+        self.deserialize(key, value)
+    }
+
+    /// Each element of the array at top-level `key` (an array of tables, `[[authorize]]`)
+    /// as a `T`, taken one at a time so that every element's problems are reported: `None`
+    /// for one of the wrong shape. Empty when absent; a problem when not an array.
+    pub(super) fn take_each<T: DeserializeOwned>(&mut self, key: &str) -> Vec<Option<T>> {
+        let Some(value) = self
+            .entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|e| e.1.clone())
+        else {
+            return Vec::new();
+        };
+        let DeValue::Array(elements) = value.get_ref() else {
+            self.problem(key, ": expected an array of tables ([[key]])".into());
+            return Vec::new();
+        };
+        let elements: Vec<_> = elements.iter().cloned().collect();
+        elements
+            .into_iter()
+            .map(|element| self.deserialize(key, element))
+            .collect()
+    }
+
+    fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: Spanned<DeValue<'i>>,
+    ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -100,7 +148,11 @@ impl<'i> Document<'i> {
                     .source
                     .lines
                     .iter()
-                    .filter(|(path, &l)| Some(l) == line && path.starts_with(&format!("{key}.")))
+                    .filter(|(path, &l)| {
+                        Some(l) == line
+                            && (path.starts_with(&format!("{key}."))
+                                || path.starts_with(&format!("{key}[")))
+                    })
                     .map(|(path, _)| path.clone())
                     .max_by_key(|path| path.len());
                 self.problems.push(ConfigProblem {

@@ -12,6 +12,7 @@
 //! assert!(err.to_string().contains("a.toml:2: agents_max = 0"), "{err}");
 //! ```
 
+mod authorize;
 mod document;
 
 use agentwire_router::server::AllowList;
@@ -38,6 +39,7 @@ const KEYS: &[&str] = &[
     "router_batch_frames",
     "allow_uids",
     "allow_gids",
+    "authorize",
     "io_memory_bytes",
     "agents_max",
     "handshakes_per_uid_max",
@@ -76,6 +78,9 @@ pub struct Config {
     pub router_batch_frames: usize,
     /// Who may connect.
     pub allow: AllowList,
+    /// What each peer identity may register, subscribe to and publish to (`[[authorize]]`
+    /// tables, first match wins; none: everything allowed).
+    pub policy: agentwire_router::policy::Policy,
     /// io_uring memory of the router executor, bytes.
     pub io_memory_bytes: usize,
     /// Most agents at once.
@@ -354,6 +359,7 @@ impl Config {
         } else {
             AllowList { uids, gids }
         };
+        let policy = authorize::take_policy(&mut doc);
         let defer_capacity_bytes = doc.take("defer_capacity_bytes").unwrap_or(256 * 1024);
         if defer_capacity_bytes != 0
             && agentwire_shm::ring::check_capacity(defer_capacity_bytes).is_err()
@@ -482,6 +488,7 @@ impl Config {
             idle,
             router_batch_frames,
             allow,
+            policy,
             io_memory_bytes,
             agents_max,
             handshakes_per_uid_max,
