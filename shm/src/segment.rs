@@ -469,27 +469,30 @@ impl Segment {
             what: "mapping the segment",
             source: e,
         })?;
-        let segment = Self {
+        // SAFETY: the mapping holds at least TX_OFFSET bytes (checked above) and is
+        // page-aligned; the header's plain fields are only written by the creator before it
+        // publishes the magic, which is acquired below before any of them is read.
+        let header = unsafe { &*(map.as_ptr() as *const SegmentHeader) };
+        let (layout, huge_pages) = Self::checked_layout(header, file_bytes)?;
+        Ok(Self {
             mapping: Arc::new(Mapping { map }),
             fd: Arc::new(fd),
-            // Placeholder until every field below is checked; no ring is mapped before.
-            layout: Layout {
-                agent_id: 0,
-                tx_capacity_bytes: 0,
-                rx_offset: 0,
-                rx_capacity_bytes: 0,
-            },
-            huge_pages: false,
+            layout,
+            huge_pages,
             numa_node: None,
-        };
+        })
+    }
+
+    /// Checks a received header against the file's size and this build's layout; returns the
+    /// layout this side keeps (and whether the segment is on huge pages). Each field is read
+    /// once into this side's memory; every check and the layout use these copies, never the
+    /// shared header again.
+    fn checked_layout(h: &SegmentHeader, file_bytes: u64) -> Result<(Layout, bool), SegmentError> {
         // SYNC POINT: magic
-        let magic = segment.header().magic.load(Ordering::Acquire);
+        let magic = h.magic.load(Ordering::Acquire);
         if magic != SEGMENT_MAGIC {
             return Err(SegmentError::BadMagic { found: magic });
         }
-        // One read of each field into this side's memory; every check and the layout below
-        // use these copies, never the shared header again.
-        let h = segment.header();
         let (version, header_bytes, segment_bytes) =
             (h.layout_version, h.header_bytes, h.segment_bytes);
         let (control_offset, tx_offset, tx_lanes) = (h.control_offset, h.tx_offset, h.tx_lanes);
@@ -529,18 +532,13 @@ impl Segment {
                 found_bytes: file_bytes,
             });
         }
-        let huge = flags & 1 != 0;
         let layout = Layout {
             agent_id,
             tx_capacity_bytes,
             rx_offset,
             rx_capacity_bytes,
         };
-        Ok(Self {
-            huge_pages: huge,
-            layout,
-            ..segment
-        })
+        Ok((layout, flags & 1 != 0))
     }
 
     fn header_ptr(&self) -> *mut SegmentHeader {
