@@ -24,7 +24,7 @@
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::segment::{state, TX_LANE_DEFAULT};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::OwnedFd;
 use rustix::mm::{MapFlags, ProtFlags};
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -85,6 +85,8 @@ struct RawSegment {
 
 // SAFETY: the mapping is only accessed through atomics, from any thread.
 unsafe impl Send for RawSegment {}
+// SAFETY: as above: every access through a shared reference is an atomic.
+unsafe impl Sync for RawSegment {}
 
 impl Drop for RawSegment {
     fn drop(&mut self) {
@@ -211,17 +213,7 @@ fn main() {
         usage()
     };
     if attack_name == "scribble" {
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while std::io::stdin()
-                .lock()
-                .read_line(&mut sink)
-                .is_ok_and(|n| n > 0)
-            {}
-            watcher.store(true, Ordering::Relaxed);
-        });
+        let stop = stop_when_stdin_closes();
         println!("attacked");
         scribble(socket, name, &stop);
         return;
@@ -254,22 +246,10 @@ fn main() {
     let running = attack(attack_name, &seg);
     println!("attacked");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while std::io::stdin()
-                .lock()
-                .read_line(&mut sink)
-                .is_ok_and(|n| n > 0)
-            {}
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
+    let stop = stop_when_stdin_closes();
+    let seg = Arc::new(seg);
     let flipper = matches!(running, Running::KindFlip).then(|| {
-        let stop = stop.clone();
-        let seg = RawSegment::map();
+        let (stop, seg) = (stop.clone(), seg.clone());
         std::thread::spawn(move || flip_kinds(&seg, &stop))
     });
     let payload = [0x5a_u8; 2048];
@@ -295,7 +275,23 @@ fn main() {
     if let Some(flipper) = flipper {
         let _ = flipper.join();
     }
-    let _ = seg.fd.as_fd();
+}
+
+/// A flag set once stdin closes (the test's way of saying stop), from a thread that reads
+/// and discards it.
+fn stop_when_stdin_closes() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = stop.clone();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .lock()
+            .read_line(&mut sink)
+            .is_ok_and(|n| n > 0)
+        {}
+        watcher.store(true, Ordering::Relaxed);
+    });
+    stop
 }
 
 /// A small xorshift generator: the campaign needs cheap varied bytes, not good randomness.
