@@ -25,10 +25,7 @@ const HONEST_FRAMES: u64 = 15;
 
 fn counter(observer: &RouterObserver, name: &str) -> u64 {
     observer
-        .counters()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v)
+        .counter(name)
         .unwrap_or_else(|| panic!("no counter {name}"))
 }
 

@@ -145,7 +145,8 @@ fn routes_from(
             }
         }
     }
-    let route = |p: usize| -> RouteStatus {
+    // Takes each page topic's subscriber list out of `subscribers` as it builds the route.
+    let mut route = |p: usize| -> RouteStatus {
         if p < topic_ids.len() {
             let topic_id = topic_ids[p];
             let (agents, agents_total) = listed(subscribers.remove(&topic_id).unwrap_or_default());
@@ -186,8 +187,6 @@ fn routes_from(
             agents_total,
         }
     };
-    // `route` borrows `subscribers` mutably through `remove`: collect in order.
-    let mut route = route;
     take_page(positions.map(&mut route), count_max, bytes_max, route_bytes)
 }
 
@@ -275,6 +274,22 @@ impl RouterObserver {
     /// ```
     pub fn counters(&self) -> Vec<(String, u64)> {
         summed_counters(&self.shared)
+    }
+
+    /// One counter by the name [`RouterObserver::counters`] lists it under, summed over the
+    /// shards (`None` for a name it does not list).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-obs1-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.observer().counter("frames_in"), Some(0));
+    /// assert_eq!(control.observer().counter("no such counter"), None);
+    /// ```
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters()
+            .into_iter()
+            .find_map(|(n, v)| (n == name).then_some(v))
     }
 
     /// The full status report (counters, agents with ring occupancy, routes, info).

@@ -92,10 +92,7 @@ fn connect(router: &TestRouter, name: &str, ring_bytes: Option<u32>) -> Agent {
 
 fn counter(observer: &RouterObserver, name: &str) -> u64 {
     observer
-        .counters()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v)
+        .counter(name)
         .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
