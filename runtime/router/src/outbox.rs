@@ -116,16 +116,23 @@ impl Outboxes {
         }
     }
 
-    /// The ring that takes frames for `agent_id` on this shard, and its owner: the agent's
-    /// own, or its gateway's for a remote agent behind a gateway endpoint. One map lookup
-    /// while this shard serves no gateway with remote agents.
+    /// Whose ring takes frames for `agent_id` on this shard: the agent's own, or its
+    /// gateway's for a remote agent behind a gateway endpoint. No map lookup while this shard
+    /// serves no gateway with remote agents.
     #[inline]
-    fn local_ring(&mut self, agent_id: u32) -> Option<(u32, &mut Outbox)> {
-        let owner = if self.aliases.is_empty() {
+    fn owner(&self, agent_id: u32) -> u32 {
+        if self.aliases.is_empty() {
             agent_id
         } else {
             self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
-        };
+        }
+    }
+
+    /// The ring that takes frames for `agent_id` on this shard, and its owner (see
+    /// [`Outboxes::owner`]).
+    #[inline]
+    fn local_ring(&mut self, agent_id: u32) -> Option<(u32, &mut Outbox)> {
+        let owner = self.owner(agent_id);
         self.rings.get_mut(&owner).map(|o| (owner, o))
     }
 
@@ -169,12 +176,8 @@ impl Outboxes {
         len_bytes: usize,
         copies: usize,
     ) -> bool {
+        let owner = self.owner(agent_id);
         let corrupt_rx = &mut self.corrupt_rx;
-        let owner = if self.aliases.is_empty() {
-            agent_id
-        } else {
-            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
-        };
         if let Some(o) = self.rings.get_mut(&owner) {
             if o.producer.can_claim(len_bytes) {
                 return true;
@@ -236,12 +239,8 @@ impl Outboxes {
         len_bytes: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
+        let owner = self.owner(agent_id);
         let dirty = &mut self.dirty;
-        let owner = if self.aliases.is_empty() {
-            agent_id
-        } else {
-            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
-        };
         let Some(outbox) = self.rings.get_mut(&owner) else {
             return false;
         };
@@ -262,11 +261,7 @@ impl Outboxes {
         link_flags: LinkFlags,
         fill: impl FnOnce(&mut [u8]),
     ) -> Placed {
-        let owner = if self.aliases.is_empty() {
-            agent_id
-        } else {
-            self.aliases.get(&agent_id).copied().unwrap_or(agent_id)
-        };
+        let owner = self.owner(agent_id);
         let Some(outbox) = self.rings.get_mut(&owner) else {
             let Some(remote) = self.remote.get(&agent_id) else {
                 return Placed::Refused;
