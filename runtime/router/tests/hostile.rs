@@ -174,6 +174,14 @@ fn wait_removed(r: &TestRouter, name: &str) {
     }
 }
 
+/// Waits until the attacker saw its segment closed and the router removed it, counted as a
+/// corrupt ring.
+fn removed_for_a_corrupt_ring(r: &TestRouter, hostile: &mut Hostile) {
+    hostile.line("closed");
+    wait_removed(r, "hostile");
+    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+}
+
 #[test]
 fn a_scribbled_segment_header_never_reaches_the_router() {
     let _w = watchdog("header");
@@ -197,9 +205,7 @@ fn a_punched_hole_reads_as_a_corrupt_ring_and_its_agent_is_removed() {
     let _w = watchdog("punch-hole");
     let r = router("punch");
     let mut hostile = Hostile::spawn(&r, "punch-hole");
-    hostile.line("closed");
-    wait_removed(&r, "hostile");
-    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    removed_for_a_corrupt_ring(&r, &mut hostile);
     honest_exchange(&r, "punch", 2_000);
     hostile.stop();
     r.stop();
@@ -225,9 +231,7 @@ fn an_rx_head_out_of_range_removes_its_agent() {
     let _w = watchdog("rx-head");
     let r = router("rxhead");
     let mut hostile = Hostile::spawn(&r, "rx-head");
-    hostile.line("closed");
-    wait_removed(&r, "hostile");
-    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    removed_for_a_corrupt_ring(&r, &mut hostile);
     honest_exchange(&r, "rxhead", 2_000);
     hostile.stop();
     r.stop();
@@ -239,10 +243,8 @@ fn a_corrupt_tx_ring_removes_its_agent_fully() {
     let r = router("txtail");
     let mut watcher = agent(&r, "watcher");
     let mut hostile = Hostile::spawn(&r, "tx-tail");
-    hostile.line("closed");
-    // Gone from the registry (status), from discovery by name, and its id no longer routes.
-    wait_removed(&r, "hostile");
-    assert!(r.stats().rings_corrupt.load(Ordering::Relaxed) >= 1);
+    // Gone from the registry (status), and its id no longer routes.
+    removed_for_a_corrupt_ring(&r, &mut hostile);
     let sent = watcher.send(hostile.id, b"anyone there?");
     if sent.is_ok() {
         let m = watcher.recv(WAIT).unwrap().expect("a nack");
