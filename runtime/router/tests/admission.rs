@@ -5,51 +5,20 @@
 //! the strangers test opens over a thousand connections, which would disturb the descriptor
 //! counts other control-plane tests measure.
 
+mod common;
+
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::control::{ControlConn, RefuseReason, ServerMsg};
+use common::{raise_fd_limit, within};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn socket(name: &str) -> PathBuf {
     std::env::temp_dir()
         .join(format!("aw-adm-{}-{name}", std::process::id()))
         .join("agentwire.sock")
-}
-
-/// Runs `f` on a thread and returns its result, failing the test if it has not finished
-/// within `limit` (a watchdog against a stalled control plane, not a timing target: one
-/// handshake step a stalled loop would wait out is 5 s).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit).unwrap_or_else(|_| {
-        panic!("{what} did not finish within {limit:?}: the control plane stalled")
-    })
-}
-
-/// Raises this process's soft descriptor limit to the hard one.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    let raised = libc::rlimit {
-        rlim_cur: lim.rlim_max,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct it is given.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0);
 }
 
 /// Reads what the router answered a connection that never spoke: the refusal's reason and

@@ -5,6 +5,8 @@
 //! limits; and ten thousand agents register, each receives a unicast, and all are removed
 //! when they leave.
 
+mod common;
+
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_router::{RouterConfig, RouterControl};
 use agentwire_shm::client::{query_status, Agent, ClientError};
@@ -13,32 +15,15 @@ use agentwire_shm::control::{
     PROTOCOL_VERSION_MIN,
 };
 use agentwire_shm::idle::IdleStrategy;
+use common::{raise_fd_limit, within};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn socket(name: &str) -> PathBuf {
     std::env::temp_dir()
         .join(format!("aw-ctl-{}-{name}", std::process::id()))
         .join("agentwire.sock")
-}
-
-/// Runs `f` on a thread and returns its result, failing the test if it has not finished
-/// within `limit` (a watchdog against a stalled control plane, not a timing target: the
-/// work takes milliseconds, and one handshake step a stalled loop would wait out is 5 s).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit).unwrap_or_else(|_| {
-        panic!("{what} did not finish within {limit:?}: the control plane stalled")
-    })
 }
 
 fn counter(socket: &std::path::Path, name: &str) -> u64 {
@@ -226,23 +211,6 @@ fn agents_choose_their_ring_size_within_the_routers_limits() {
             other => panic!("ring of {bad} bytes: expected a refusal, got {other}"),
         }
     }
-}
-
-/// This process's descriptor limits (soft, hard), after raising the soft one to the hard.
-fn raise_fd_limit() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    let raised = libc::rlimit {
-        rlim_cur: lim.rlim_max,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct it is given.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0);
-    (lim.rlim_max, lim.rlim_max)
 }
 
 fn open_fds() -> u64 {
