@@ -111,7 +111,9 @@ fn check_daemon(conn: &ControlConn, socket: &Path, named: &[u32]) -> Result<(), 
 }
 
 /// Asks the router at `socket` for its status without registering as an agent (what
-/// `agentwire status` and `agentwire agents` use).
+/// `agentwire status` and `agentwire agents` use). The daemon is checked first, as an agent
+/// checks it: it must run as root or as this process's uid (else `UntrustedDaemon`, and
+/// nothing was sent; [`query_status_trusting`] names other uids).
 ///
 /// ```no_run
 /// let report = agentwire_shm::client::query_status("/run/agentwire/agentwire.sock".as_ref())?;
@@ -119,7 +121,23 @@ fn check_daemon(conn: &ControlConn, socket: &Path, named: &[u32]) -> Result<(), 
 /// # Ok::<(), agentwire_shm::client::ClientError>(())
 /// ```
 pub fn query_status(socket: &Path) -> Result<crate::control::StatusReport, ClientError> {
+    query_status_trusting(socket, &[])
+}
+
+/// [`query_status`] from a daemon that runs as one of `daemon_uids` (empty: root or this
+/// process's uid, as for agents; see [`trusted_daemon_uids`]).
+///
+/// ```no_run
+/// let socket = "/run/agentwire/agentwire.sock".as_ref();
+/// let report = agentwire_shm::client::query_status_trusting(socket, &[998])?;
+/// # Ok::<(), agentwire_shm::client::ClientError>(())
+/// ```
+pub fn query_status_trusting(
+    socket: &Path,
+    daemon_uids: &[u32],
+) -> Result<crate::control::StatusReport, ClientError> {
     let conn = ControlConn::connect(socket)?;
+    check_daemon(&conn, socket, daemon_uids)?;
     let hello = ClientMsg::Hello {
         version_min: PROTOCOL_VERSION_MIN,
         version_max: PROTOCOL_VERSION_MAX,

@@ -160,33 +160,12 @@ enum Cmd {
         dlq: Option<PathBuf>,
     },
     /// Show the running daemon's counters.
-    Status {
-        /// The daemon's control socket.
-        #[arg(long, env = "AGENTWIRE_SOCKET")]
-        socket: Option<PathBuf>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(serve_cmd::QueryArgs),
     /// List the routes of the running daemon: topics with their subscribers, capability
     /// routes with the live agents that satisfy them.
-    Routes {
-        /// The daemon's control socket.
-        #[arg(long, env = "AGENTWIRE_SOCKET")]
-        socket: Option<PathBuf>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Routes(serve_cmd::QueryArgs),
     /// List the agents connected to the running daemon.
-    Agents {
-        /// The daemon's control socket.
-        #[arg(long, env = "AGENTWIRE_SOCKET")]
-        socket: Option<PathBuf>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Agents(serve_cmd::QueryArgs),
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.
     Demo {
@@ -510,9 +489,9 @@ fn main() -> ExitCode {
             topology,
             json,
         } => plan_cmd::plan(config, topology, json),
-        Cmd::Routes { socket, json } => serve_cmd::routes(socket, json),
-        Cmd::Status { socket, json } => serve_cmd::status(socket, json),
-        Cmd::Agents { socket, json } => serve_cmd::agents(socket, json),
+        Cmd::Routes(q) => serve_cmd::routes(&q),
+        Cmd::Status(q) => serve_cmd::status(&q),
+        Cmd::Agents(q) => serve_cmd::agents(&q),
         Cmd::Dlq { action, dlq, json } => {
             // Without --dlq, the queue the daemon would use (the runtime directory's when the
             // state directory cannot be used), found without creating anything.

@@ -2,7 +2,7 @@
 
 use agentwire_runtime::config::Config;
 use agentwire_runtime::daemon::{Daemon, DaemonError};
-use agentwire_shm::client::query_status;
+use agentwire_shm::client::{query_status_trusting, ClientError};
 use agentwire_shm::control::StatusReport;
 use serde_json::json;
 use std::path::PathBuf;
@@ -19,7 +19,6 @@ fn resolve_socket(flag: Option<PathBuf>, config: Option<&Config>) -> PathBuf {
         .unwrap_or_else(agentwire_shm::client::default_socket_path)
 }
 
-/// Runs the daemon in the foreground until SIGTERM or SIGINT; exits 0 after draining.
 /// Command-line settings that override the config file.
 #[derive(Debug, Default)]
 pub struct Overrides {
@@ -158,17 +157,38 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
     Ok(())
 }
 
-fn fetch_status(socket: Option<PathBuf>) -> Result<(PathBuf, StatusReport), BoxError> {
-    let socket = resolve_socket(socket, None);
-    let report = query_status(&socket)
-        .map_err(|e| format!("no daemon answering at {}: {e}", socket.display()))?;
+/// What `status`, `routes` and `agents` ask: which daemon, whom to trust, how to print
+/// (`agentwire status --daemon-uid 998 --json`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct QueryArgs {
+    /// The daemon's control socket.
+    #[arg(long, env = "AGENTWIRE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// The uid the daemon runs as, when it is neither root nor yours (e.g. a dedicated
+    /// system user); repeat or separate with commas for several. The daemon's credentials
+    /// are checked before anything is sent [default: root and your own uid].
+    #[arg(long, env = "AGENTWIRE_DAEMON_UID", value_delimiter = ',')]
+    pub daemon_uid: Vec<u32>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn fetch_status(q: &QueryArgs) -> Result<(PathBuf, StatusReport), BoxError> {
+    let socket = resolve_socket(q.socket.clone(), None);
+    let report = query_status_trusting(&socket, &q.daemon_uid).map_err(|e| match e {
+        e @ ClientError::UntrustedDaemon { .. } => {
+            format!("{e}; `--daemon-uid UID` trusts it for this command")
+        }
+        e => format!("no daemon answering at {}: {e}", socket.display()),
+    })?;
     Ok((socket, report))
 }
 
 /// `agentwire status`: the router's counters (and agent count).
-pub fn status(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
-    let (socket, report) = fetch_status(socket)?;
-    if as_json {
+pub fn status(q: &QueryArgs) -> Result<(), BoxError> {
+    let (socket, report) = fetch_status(q)?;
+    if q.json {
         let counters: serde_json::Map<String, serde_json::Value> = report
             .counters
             .iter()
@@ -332,9 +352,9 @@ fn idle_ratio(report: &StatusReport) -> Option<f64> {
 }
 
 /// `agentwire routes`: topics and capability routes with the agents they reach.
-pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
-    let (_, report) = fetch_status(socket)?;
-    if as_json {
+pub fn routes(q: &QueryArgs) -> Result<(), BoxError> {
+    let (_, report) = fetch_status(q)?;
+    if q.json {
         let routes: Vec<_> = report
             .routes
             .iter()
@@ -371,9 +391,9 @@ pub fn routes(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
 }
 
 /// `agentwire agents`: the live agents.
-pub fn agents(socket: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
-    let (_, report) = fetch_status(socket)?;
-    if as_json {
+pub fn agents(q: &QueryArgs) -> Result<(), BoxError> {
+    let (_, report) = fetch_status(q)?;
+    if q.json {
         let agents: Vec<_> = report
             .agents
             .iter()

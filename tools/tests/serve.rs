@@ -253,6 +253,9 @@ fn status_without_a_daemon_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon answering at"));
 }
 
+/// The uid of user `nobody`, as which some tests run the daemon.
+const NOBODY: u32 = 65534;
+
 /// Runs `agentwire serve` as user `nobody` under a memlock limit (needs root to switch user;
 /// CI runs as root), with HOME and XDG_RUNTIME_DIR in a directory nobody owns. Returns the
 /// child, or `None` when not root.
@@ -318,9 +321,37 @@ fn non_root_user_with_8_mib_memlock_runs_the_daemon() {
         return;
     };
     let socket = dir.join("run/agentwire/agentwire.sock");
-    let served = Served::adopt(child, &socket);
-    let report = query_status(&socket).unwrap();
-    assert!(report.pid > 0);
+    let served = Served::adopt_as(child, &socket, NOBODY);
+    assert!(served.status().pid > 0);
+    // A daemon of another uid is not trusted by default, by the library or the CLI; the CLI
+    // names the flag that trusts it.
+    assert!(matches!(
+        query_status(&socket),
+        Err(ClientError::UntrustedDaemon { uid: NOBODY, .. })
+    ));
+    let refused = Command::new(AGENTWIRE)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runs as uid 65534") && stderr.contains("--daemon-uid"),
+        "{stderr}"
+    );
+    let trusted = Command::new(AGENTWIRE)
+        .args(["agents", "--json", "--daemon-uid", "65534", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let agents: serde_json::Value = serde_json::from_slice(&trusted.stdout).unwrap();
+    assert_eq!(agents["agents"], serde_json::json!([]));
     let out = served.terminate();
     assert!(
         out.status.success(),
@@ -340,9 +371,9 @@ fn a_home_that_cannot_be_written_puts_the_dead_letter_queue_in_the_runtime_dir()
         return;
     };
     let socket = dir.join("run/agentwire/agentwire.sock");
-    let served = Served::adopt(child, &socket);
+    let served = Served::adopt_as(child, &socket, NOBODY);
     let fallback = dir.join("run/agentwire/dlq.log");
-    let report = query_status(&socket).unwrap();
+    let report = served.status();
     let dlq = report.info.iter().find(|(k, _)| k == "dlq").map(|(_, v)| v);
     assert_eq!(
         dlq,

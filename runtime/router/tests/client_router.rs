@@ -845,3 +845,21 @@ fn an_agent_refuses_a_daemon_running_as_a_uid_it_does_not_trust() {
         .connect()
         .is_ok());
 }
+
+#[test]
+fn a_status_query_refuses_a_daemon_running_as_a_uid_it_does_not_trust() {
+    let r = router("status-uid");
+    let uid = rustix::process::getuid().as_raw();
+    let stranger = if uid == 4242 { 4243 } else { 4242 };
+    let err =
+        agentwire_shm::client::query_status_trusting(r.socket_path(), &[stranger]).unwrap_err();
+    assert!(
+        matches!(err, ClientError::UntrustedDaemon { uid: daemon, .. } if daemon == uid),
+        "{err}"
+    );
+    // Nothing was sent: the daemon saw no handshake.
+    let handshakes = r.stats().handshakes_refused.load(Ordering::Relaxed);
+    assert_eq!(handshakes, 0);
+    let report = agentwire_shm::client::query_status(r.socket_path()).unwrap();
+    assert_eq!(report.pid, std::process::id());
+}

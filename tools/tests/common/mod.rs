@@ -1,7 +1,8 @@
 //! Helpers shared by the tests that run `agentwire serve` as a real process.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use agentwire_shm::client::query_status;
+use agentwire_shm::client::query_status_trusting;
+use agentwire_shm::control::StatusReport;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub fn serve_command(socket: &Path) -> Command {
 pub struct Served {
     pub child: Child,
     pub socket: PathBuf,
+    /// The uid the daemon runs as (the status queries trust it).
+    pub daemon_uid: u32,
 }
 
 impl Served {
@@ -44,12 +47,18 @@ impl Served {
     /// Takes charge of a daemon process, waiting (watchdog) until it answers on `socket`;
     /// a daemon that exits first fails the test with its stderr (when piped).
     pub fn adopt(child: Child, socket: &Path) -> Self {
+        Self::adopt_as(child, socket, rustix::process::getuid().as_raw())
+    }
+
+    /// [`Served::adopt`] for a daemon that runs as `daemon_uid`.
+    pub fn adopt_as(child: Child, socket: &Path, daemon_uid: u32) -> Self {
         let mut served = Self {
             child,
             socket: socket.to_path_buf(),
+            daemon_uid,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while query_status(socket).is_err() {
+        while query_status_trusting(socket, &[daemon_uid]).is_err() {
             if let Some(status) = served.child.try_wait().unwrap() {
                 let mut stderr = String::new();
                 if let Some(mut pipe) = served.child.stderr.take() {
@@ -65,6 +74,11 @@ impl Served {
             std::thread::sleep(Duration::from_millis(10));
         }
         served
+    }
+
+    /// The daemon's status, trusting its uid.
+    pub fn status(&self) -> StatusReport {
+        query_status_trusting(&self.socket, &[self.daemon_uid]).unwrap()
     }
 
     pub fn terminate(mut self) -> Output {
