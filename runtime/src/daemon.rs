@@ -324,8 +324,9 @@ impl Daemon {
         })
     }
 
-    /// Applies a re-read configuration without dropping clients: the allow-list (for new
-    /// connections) and the deferral deadline. Keys that need a restart (socket, router
+    /// Applies a re-read configuration: the allow-list, the `[[authorize]]` policy (agents
+    /// they no longer admit are removed; see `RouterControl::reload`) and the deferral
+    /// deadline. Keys that need a restart (socket, router
     /// CPU, ring sizes, io memory, DLQ file, metrics) are kept as they are; returns their
     /// names so the caller can say so.
     ///
@@ -336,8 +337,11 @@ impl Daemon {
     /// assert!(kept.is_empty());
     /// ```
     pub fn reload(&mut self, config: &Config) -> Vec<&'static str> {
-        self.control
-            .reload(config.allow.clone(), config.defer_deadline);
+        self.control.reload(
+            config.allow.clone(),
+            config.policy.clone(),
+            config.defer_deadline,
+        );
         let old = &self.config;
         let needs_restart = [
             ("socket", old.socket != config.socket),
@@ -359,7 +363,6 @@ impl Daemon {
                 old.io_memory_bytes != config.io_memory_bytes,
             ),
             ("agents_max", old.agents_max != config.agents_max),
-            ("authorize", old.policy != config.policy),
             (
                 "handshakes_per_uid_max",
                 old.handshakes_per_uid_max != config.handshakes_per_uid_max,
@@ -388,10 +391,12 @@ impl Daemon {
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect();
         self.config.allow = config.allow.clone();
+        self.config.policy = config.policy.clone();
         self.config.defer_deadline = config.defer_deadline;
         tracing::info!(
             allow_uids = ?config.allow.uids,
             allow_gids = ?config.allow.gids,
+            authorize_rules = config.policy.rules.len(),
             defer_deadline = ?config.defer_deadline,
             "configuration reloaded"
         );

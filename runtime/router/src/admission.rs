@@ -83,7 +83,7 @@ impl Admission<'_> {
         registration: &Registration,
     ) -> Result<(), AdmitError> {
         let failed = |e: &dyn std::fmt::Display| AdmitError::Failed(e.to_string());
-        let rings = self.set_up(peer.pid, registration)?;
+        let rings = self.set_up(peer.pid, Some(*peer), registration)?;
         let answered = rings
             .segment
             .try_clone_fd()
@@ -105,10 +105,12 @@ impl Admission<'_> {
 
     /// Sets up an endpoint's rings, registry entry and shard, and returns its rings: the
     /// agent side of the segment and both doorbells (for a socket agent, sent over its
-    /// connection; for an in-process endpoint, handed over directly).
+    /// connection; for an in-process endpoint, handed over directly). `peer`: who the kernel
+    /// says connected (`None` for an endpoint of the daemon's own).
     pub(crate) fn set_up(
         &self,
         pid: u32,
+        peer: Option<PeerCredentials>,
         registration: &Registration,
     ) -> Result<Rings, AdmitError> {
         let capacity = ring_capacity(self.config, registration.ring_capacity_bytes)
@@ -129,7 +131,7 @@ impl Admission<'_> {
             .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())
             .map_err(|e| failed(&e))?;
         let topic_ids = self
-            .register(pid, registration, &segment, congested)
+            .register(pid, peer, registration, &segment, congested)
             .map_err(AdmitError::Refused)?;
         // Queue the agent for its shard before it learns its id, so any frame naming this id
         // is written after the shard could know it.
@@ -196,12 +198,14 @@ impl Admission<'_> {
     fn register(
         &self,
         pid: u32,
+        peer: Option<PeerCredentials>,
         registration: &Registration,
         segment: &Segment,
         congested: Arc<AtomicBool>,
     ) -> Result<Vec<u32>, String> {
         let placement = Placement {
             pid,
+            peer,
             segment: segment.clone(),
             shard: self.shard,
             via: None,

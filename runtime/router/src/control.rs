@@ -10,6 +10,7 @@ use crate::control_loop::ControlLoop;
 use crate::duty_cycle::RoutingCore;
 use crate::endpoint::{Endpoint, EndpointError, EndpointKind};
 use crate::links::{LinkReceiver, LinkSender};
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::server::{AllowList, ControlListener};
 use crate::shared::{bump, Shared};
@@ -83,12 +84,15 @@ impl RouterControl {
         let listener = ControlListener::bind(&config.socket, config.allow.clone())?
             .with_versions(config.versions.0, config.versions.1);
         let shared = Arc::new(Shared {
-            reloaded_allow: Mutex::new(None),
+            reloaded: Mutex::new(None),
             defer_deadline_ns: AtomicU64::new(deadline_ns(config.defer_deadline)),
             info: Mutex::new(Vec::new()),
             status_hook: Mutex::new(None),
             started: std::time::Instant::now(),
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry {
+                policy: Arc::new(config.policy.clone()),
+                ..Registry::default()
+            }),
             generation: AtomicU64::new(0),
             stats: (0..shards).map(|_| RouterStats::default()).collect(),
             quiet: (0..shards).map(|_| AtomicBool::new(false)).collect(),
@@ -190,19 +194,25 @@ impl RouterControl {
         }
     }
 
-    /// Applies a reloaded configuration (SIGHUP) without dropping clients: the allow-list
-    /// for connections accepted from now on, and the deferral deadline for frames deferred
-    /// from now on.
+    /// Applies a reloaded configuration (SIGHUP): the allow-list and the authorization
+    /// policy, and the deferral deadline for frames deferred from now on. Clients stay
+    /// connected unless the new configuration takes away what they hold: the connections of
+    /// peers no longer on the allow-list are closed, and agents whose name, capabilities or
+    /// subscriptions the new policy refuses are removed (each logged, counted in
+    /// `agents_revoked`). Whom agents may send to follows the new policy from the next
+    /// table rebuild on.
     ///
     /// ```
     /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # use agentwire_router::policy::Policy;
     /// # use agentwire_router::server::AllowList;
     /// # let p = std::env::temp_dir().join(format!("aw-doc-rl-{}.sock", std::process::id()));
     /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
-    /// control.reload(AllowList::current_user(), Some(std::time::Duration::from_millis(500)));
+    /// let deadline = Some(std::time::Duration::from_millis(500));
+    /// control.reload(AllowList::current_user(), Policy::open(), deadline);
     /// ```
-    pub fn reload(&self, allow: AllowList, defer_deadline: Option<Duration>) {
-        *self.shared.reloaded_allow.lock().expect("allow lock") = Some(allow);
+    pub fn reload(&self, allow: AllowList, policy: Policy, defer_deadline: Option<Duration>) {
+        *self.shared.reloaded.lock().expect("reload lock") = Some((allow, policy));
         self.shared.control_wake.ring();
         self.shared
             .defer_deadline_ns

@@ -13,7 +13,7 @@ use crate::gate::Gate;
 use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
 use crate::policy::{Authorizer, NotPermitted};
-use crate::server::{ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
+use crate::server::{AllowList, ControlListener, HandshakeError, HANDSHAKE_STEP_TIMEOUT};
 use crate::session;
 use crate::shared::{forget_agent, Removal, Shared};
 use crate::stats::count;
@@ -86,7 +86,7 @@ struct EndpointEntry {
 }
 
 /// Why a connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Close {
     /// The peer closed, said goodbye, or the socket failed.
     Gone,
@@ -96,6 +96,8 @@ enum Close {
     Corrupt,
     /// A subscriber that stayed behind (slow-subscriber policy).
     Slow,
+    /// A reload took away what it holds (the allow-list or the policy), and why.
+    Revoked(String),
 }
 
 /// The control loop's state; [`ControlLoop::run`] runs it on its own thread.
@@ -277,15 +279,9 @@ impl ControlLoop {
         }
         self.serve_endpoint_requests();
         self.serve_removal_requests();
-        let reloaded = self
-            .shared
-            .reloaded_allow
-            .lock()
-            .expect("allow lock")
-            .take();
-        if let Some(allow) = reloaded {
-            tracing::info!(uids = ?allow.uids, gids = ?allow.gids, "allow-list reloaded");
-            self.listener.set_allow_list(allow);
+        let reloaded = self.shared.reloaded.lock().expect("reload lock").take();
+        if let Some((allow, policy)) = reloaded {
+            self.apply_reload(allow, policy);
         }
         if !self.removals_waiting.is_empty() {
             let cmds = &self.shard_cmds;
@@ -667,6 +663,13 @@ impl ControlLoop {
                             "agent removed: a subscriber that stayed behind"
                         );
                     }
+                    Close::Revoked(why) => {
+                        tracing::warn!(
+                            agent_id,
+                            pid = c.peer.pid,
+                            "agent removed on reload: {why}"
+                        );
+                    }
                     Close::Gone => {}
                 }
                 forget_agent(&self.shared, agent_id);
@@ -706,6 +709,44 @@ impl ControlLoop {
                 None if self.endpoints.contains_key(&agent_id) => self.remove_endpoint(agent_id),
                 None => {}
             }
+        }
+    }
+
+    /// Puts a reloaded allow-list and policy in force: closes the connections of peers no
+    /// longer allowed, removes agents whose registration the policy now refuses, and gives
+    /// the shards the policy to build send rights from (the reload bumps the generation).
+    fn apply_reload(&mut self, allow: AllowList, policy: crate::policy::Policy) {
+        tracing::info!(uids = ?allow.uids, gids = ?allow.gids, rules = policy.rules.len(), "allow-list and policy reloaded");
+        let policy_changed = policy != self.authz.policy;
+        if policy_changed {
+            let mut reg = self.shared.registry.lock().expect("registry lock");
+            reg.policy = Arc::new(policy.clone());
+            self.authz.policy = policy;
+        }
+        let revoked: Vec<(u64, String)> = {
+            let reg = self.shared.registry.lock().expect("registry lock");
+            self.conns
+                .iter()
+                .filter_map(|(&slot, c)| {
+                    if !allow.permits(&c.peer) {
+                        return Some((slot, "no longer on the allow-list".to_string()));
+                    }
+                    let ConnState::Agent { agent_id, .. } = c.state else {
+                        return None;
+                    };
+                    let rec = reg.agents.get(&agent_id)?;
+                    self.authz
+                        .policy
+                        .permits_held(&c.peer, rec, &reg)
+                        .err()
+                        .map(|refusal| (slot, refusal.to_string()))
+                })
+                .collect()
+        };
+        self.listener.set_allow_list(allow);
+        for (slot, why) in revoked {
+            count(&self.shared.stats[0].agents_revoked, 1);
+            self.close(slot, Close::Revoked(why));
         }
     }
 
@@ -783,7 +824,7 @@ impl ControlLoop {
         let shard = choose_shard(&self.config, &self.agents_per_shard, std::process::id());
         let admission = self.admission(agent_id, shard);
         let rings = admission
-            .set_up(std::process::id(), registration)
+            .set_up(std::process::id(), None, registration)
             .map_err(|e| e.to_string())?;
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
@@ -828,6 +869,7 @@ impl ControlLoop {
             };
             let placement = crate::registry::Placement {
                 pid: std::process::id(),
+                peer: None,
                 segment: gw.segment.clone(),
                 shard,
                 via: Some(gateway),

@@ -276,7 +276,16 @@ impl RoutingCore {
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation != self.seen_generation || commands_taken {
             self.seen_generation = generation;
+            let refusal_log = self
+                .table
+                .send_rights
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.log));
             self.table = rebuild_table(&self.shared, &mut self.producers, self.shard);
+            if let (Some(log), Some(rights)) = (refusal_log, self.table.send_rights.as_mut()) {
+                // Refusals stay rate-limited across rebuilds.
+                rights.log = log;
+            }
             count(&self.shared.stats[self.shard].table_rebuilds, 1);
             for agent in &mut self.agents {
                 agent.remotes = self

@@ -72,6 +72,7 @@ pub mod policy;
 mod registry;
 mod reply;
 mod route;
+mod send_rights;
 pub mod server;
 mod session;
 mod shared;

@@ -1,6 +1,6 @@
 //! Authorization per peer identity: which agent names and capabilities a peer may register,
-//! which topics it may subscribe to and which it may publish to (resolve). The peer is who
-//! the kernel says connected (SO_PEERCRED uid and gid, as for the allow-list).
+//! which topics it may subscribe to and publish to, and which agents it may send to. The
+//! peer is who the kernel says connected (SO_PEERCRED uid and gid, as for the allow-list).
 //!
 //! A [`Policy`] is a list of [`Rule`]s. The first rule that matches the peer (its uid is in
 //! the rule's `uids` or its gid in its `gids`) decides everything that peer may do; a peer
@@ -15,8 +15,15 @@
 //! What is enforced, on the control path: the name, each capability and each topic of a
 //! registration (refused `NotPermitted` with a detail naming what), `Subscribe` and
 //! `ResolveTopic` (answered with an error), and, once a policy is configured, names are
-//! owned: a name a live agent of another uid registered is refused. Whom a peer may send to
-//! (unicast and anycast on the data path) is not enforced yet.
+//! owned: a name a live agent of another uid registered is refused. On the data path, every
+//! frame of an agent its rule restricts: a publish only to a topic its `publish` patterns
+//! allow (whatever id the frame names, resolved or guessed), a unicast, request or response
+//! only to an agent whose name its `send` patterns allow, and an anycast or feature route
+//! only ever picks such an agent; anything else is nacked `NotPermitted`. The sets are
+//! computed per rule when a shard rebuilds its tables, so the per-frame cost is one
+//! membership test, and nothing at all with no rules. Agents behind a gateway and in-process
+//! endpoints have no kernel identity and are not restricted (network identities come with
+//! the network transport).
 //!
 //! ```
 //! use agentwire_router::policy::{Action, Pattern, Policy, Rule};
@@ -37,6 +44,7 @@
 //! ```
 
 use crate::gate::RefusalLog;
+use crate::registry::{AgentRecord, Registry};
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::{PeerCredentials, Registration};
 use std::time::Instant;
@@ -120,8 +128,12 @@ pub struct Rule {
     pub capabilities: Vec<Pattern>,
     /// Topics they may subscribe to (at registration or later).
     pub subscribe: Vec<Pattern>,
-    /// Topics they may publish to (resolve to an id).
+    /// Topics they may publish to (resolve to an id, and send publishes to).
     pub publish: Vec<Pattern>,
+    /// Agents they may send to, by name: unicast, request and response frames, and the
+    /// agents an anycast or feature route may pick for them. A service that answers
+    /// requests lists its clients here.
+    pub send: Vec<Pattern>,
 }
 
 impl Rule {
@@ -144,7 +156,20 @@ impl Rule {
             ActionKind::Capability => &self.capabilities,
             ActionKind::Subscribe => &self.subscribe,
             ActionKind::Publish => &self.publish,
+            ActionKind::Send => &self.send,
         }
+    }
+
+    /// Whether this rule lets its peers do `action` (whoever they are).
+    ///
+    /// ```
+    /// use agentwire_router::policy::{Action, Pattern, Rule};
+    /// let rule = Rule { send: vec![Pattern::new("ocr-*").unwrap()], ..Rule::default() };
+    /// assert!(rule.allows(Action::Send("ocr-1")) && !rule.allows(Action::Send("billing")));
+    /// ```
+    pub fn allows(&self, action: Action<'_>) -> bool {
+        let (kind, subject) = action.kind_and_subject();
+        self.patterns(kind).iter().any(|p| p.matches(subject))
     }
 }
 
@@ -162,8 +187,10 @@ pub enum Action<'a> {
     Capability(&'a str),
     /// Subscribe to this topic.
     Subscribe(&'a str),
-    /// Publish to this topic (resolve its id).
+    /// Publish to this topic (resolve its id, send publishes to it).
     Publish(&'a str),
+    /// Send to the agent of this name (unicast, request, response; picked by a route).
+    Send(&'a str),
 }
 
 impl Action<'_> {
@@ -173,6 +200,7 @@ impl Action<'_> {
             Action::Capability(s) => (ActionKind::Capability, s),
             Action::Subscribe(s) => (ActionKind::Subscribe, s),
             Action::Publish(s) => (ActionKind::Publish, s),
+            Action::Send(s) => (ActionKind::Send, s),
         }
     }
 }
@@ -184,6 +212,7 @@ impl std::fmt::Display for Action<'_> {
             Action::Capability(s) => write!(f, "offer the capability {s:?}"),
             Action::Subscribe(s) => write!(f, "subscribe to topic {s:?}"),
             Action::Publish(s) => write!(f, "publish to topic {s:?}"),
+            Action::Send(s) => write!(f, "send to the agent {s:?}"),
         }
     }
 }
@@ -195,6 +224,7 @@ enum ActionKind {
     Capability,
     Subscribe,
     Publish,
+    Send,
 }
 
 /// Why a peer may not do something; its text is what the client is told.
@@ -257,6 +287,20 @@ impl Policy {
         self.rules.is_empty()
     }
 
+    /// The index of the rule that applies to `peer` (the first that matches), or `None`:
+    /// no rule matches (it may do nothing, unless the policy is open).
+    ///
+    /// ```
+    /// use agentwire_router::policy::{Policy, Rule};
+    /// use agentwire_shm::control::PeerCredentials;
+    /// let policy = Policy { rules: vec![Rule { gids: vec![6], ..Rule::default() }] };
+    /// assert_eq!(policy.rule_of(&PeerCredentials { pid: 1, uid: 5, gid: 6 }), Some(0));
+    /// assert_eq!(policy.rule_of(&PeerCredentials { pid: 1, uid: 5, gid: 7 }), None);
+    /// ```
+    pub fn rule_of(&self, peer: &PeerCredentials) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(peer))
+    }
+
     /// Whether `peer` may do `action`.
     ///
     /// ```
@@ -269,14 +313,14 @@ impl Policy {
         if self.is_open() {
             return Ok(());
         }
-        let (kind, subject) = action.kind_and_subject();
-        let why = match self.rules.iter().position(|r| r.matches(peer)) {
+        let (kind, _) = action.kind_and_subject();
+        let why = match self.rule_of(peer) {
             None => "no [[authorize]] rule matches its uid or gid".to_string(),
             Some(i) => {
-                let patterns = self.rules[i].patterns(kind);
-                if patterns.iter().any(|p| p.matches(subject)) {
+                if self.rules[i].allows(action) {
                     return Ok(());
                 }
+                let patterns = self.rules[i].patterns(kind);
                 let listed: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
                 format!("its [[authorize]] rule {i} allows {listed:?}")
             }
@@ -319,6 +363,31 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether `peer` may still hold what agent `rec` registered (its name, capabilities and
+    /// subscriptions), after a reload changed the policy.
+    pub(crate) fn permits_held(
+        &self,
+        peer: &PeerCredentials,
+        rec: &AgentRecord,
+        reg: &Registry,
+    ) -> Result<(), NotPermitted> {
+        if self.is_open() {
+            return Ok(());
+        }
+        self.permits(peer, Action::Name(&rec.name))?;
+        for (capability, _) in &rec.capabilities {
+            self.permits(peer, Action::Capability(capability))?;
+        }
+        for topic in &rec.topics {
+            if let Some(entry) = reg.topic_entries.get(topic) {
+                self.permits(peer, Action::Subscribe(&entry.name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The router's side of a [`Policy`]: the policy, and the refusals' counter and rate-limited
 /// logs (one line per kind of refusal at most once per
 /// [`REFUSAL_LOG_INTERVAL`](crate::gate::REFUSAL_LOG_INTERVAL), with the number left
@@ -326,7 +395,7 @@ impl Policy {
 #[derive(Debug)]
 pub(crate) struct Authorizer {
     pub(crate) policy: Policy,
-    logs: [RefusalLog; 5],
+    logs: [RefusalLog; 6],
 }
 
 impl Authorizer {
@@ -362,6 +431,7 @@ impl Authorizer {
             Refusal::Action(ActionKind::Capability) => 1,
             Refusal::Action(ActionKind::Subscribe) => 2,
             Refusal::Action(ActionKind::Publish) => 3,
+            Refusal::Action(ActionKind::Send) => 5,
             Refusal::NameOwned => 4,
         };
         if let Some(unlogged) = self.logs[slot].due(Instant::now()) {

@@ -3,7 +3,8 @@
 
 use crate::config::DISCOVERY_CACHE_ENTRIES_MAX;
 use crate::limits;
-use agentwire_shm::control::AgentInfo;
+use crate::policy::Policy;
+use agentwire_shm::control::{AgentInfo, PeerCredentials};
 use agentwire_shm::segment::Segment;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +25,9 @@ pub(crate) struct Registry {
     /// Discovery answers by (capability, requirement), dropped on every change of who is
     /// registered or live ([`Registry::invalidate`]).
     pub(crate) discovery: HashMap<(String, String), Vec<AgentInfo>>,
+    /// The authorization policy the shards build their send rights from (replaced on
+    /// reload, with a generation bump).
+    pub(crate) policy: Arc<Policy>,
 }
 
 /// A topic some live agent holds.
@@ -38,6 +42,9 @@ pub(crate) struct TopicEntry {
 pub(crate) struct AgentRecord {
     pub(crate) name: String,
     pub(crate) pid: u32,
+    /// Who the kernel says connected (an agent with rings of its own), or `None` (an
+    /// in-process endpoint, an agent behind a gateway): the identity the policy restricts.
+    pub(crate) peer: Option<PeerCredentials>,
     pub(crate) capabilities: Vec<(String, semver::Version)>,
     /// Topics it subscribes to (ids).
     pub(crate) topics: Vec<u32>,
@@ -67,6 +74,7 @@ pub(crate) struct AgentRecord {
 /// Where a new registry entry's rings are and who it is, besides its registration.
 pub(crate) struct Placement {
     pub(crate) pid: u32,
+    pub(crate) peer: Option<PeerCredentials>,
     pub(crate) segment: Segment,
     pub(crate) shard: usize,
     pub(crate) via: Option<u32>,
@@ -91,6 +99,7 @@ impl Registry {
         let record = AgentRecord {
             name: registration.name.clone(),
             pid: placement.pid,
+            peer: placement.peer,
             capabilities,
             topics: Vec::new(),
             held_topics: Vec::new(),

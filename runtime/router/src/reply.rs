@@ -6,7 +6,9 @@ use crate::outbox::{Outboxes, Placed};
 use crate::sink::SinkRefusal;
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::{NackBody, NackReason};
-use agentwire_shm::wire::{FrameError, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES};
+use agentwire_shm::wire::{
+    Destination, FrameError, FrameHeader, FrameKind, DAEMON_AGENT_ID, HEADER_BYTES,
+};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering;
 
@@ -34,6 +36,8 @@ pub(crate) enum NackDetail {
     Malformed(FrameError),
     /// An agent sent an ack or a nack.
     AckFromAgent,
+    /// The sender's `[[authorize]]` rule does not let it reach this destination.
+    NotPermitted(Destination),
     /// A publish whose copies for this many subscribers were dropped (they were behind:
     /// ring and deferral full).
     SubscribersBehind(u32),
@@ -70,6 +74,19 @@ impl fmt::Display for NackDetail {
             Self::NoFeatureAgent(feature) => write!(f, "no live agent serves feature {feature}"),
             Self::Malformed(e) => write!(f, "{e}"),
             Self::AckFromAgent => f.write_str("agents may not send acks or nacks"),
+            Self::NotPermitted(to) => {
+                f.write_str("not permitted: the sender's [[authorize]] rule does not allow ")?;
+                match to {
+                    Destination::Agent(id) => write!(f, "sending to agent {id} (`send`)"),
+                    Destination::Topic(id) => write!(f, "publishing to topic {id} (`publish`)"),
+                    Destination::Capability(route) => {
+                        write!(f, "any agent on capability route {route} (`send`)")
+                    }
+                    Destination::Feature(id) => {
+                        write!(f, "any agent serving feature {id} (`send`)")
+                    }
+                }
+            }
             Self::SubscribersBehind(n) => {
                 write!(f, "copies for {n} subscribers dropped: they are behind")
             }

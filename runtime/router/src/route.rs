@@ -159,9 +159,16 @@ pub(crate) fn route_frame(
         copy.destination = destination_raw;
     };
     let len = frame.len();
+    // A sender the `[[authorize]]` policy restricts (none without rules): its destination is
+    // checked, and routes pick only among agents it may reach.
+    let restricted = ctx
+        .table
+        .send_rights
+        .as_ref()
+        .is_some_and(|rights| rights.of(source).is_some());
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
     // and nothing deferred anywhere (so nothing waits for it either).
-    if let Destination::Agent(id) = destination {
+    if let (false, Destination::Agent(id)) = (restricted, destination) {
         if ctx.deferrals.waiting.is_empty() && ctx.producers.deliver_local(id, len, stamp) {
             count(&ctx.stats.frames_delivered, 1);
             count(&ctx.stats.bytes_delivered, len as u64);
@@ -171,14 +178,22 @@ pub(crate) fn route_frame(
             return ControlFlow::Continue(());
         }
     }
-    let resolved = match destination {
-        Destination::Agent(id) => to_agent(id, ctx.producers),
-        Destination::Topic(topic) => to_topic(topic, ctx.table),
-        Destination::Capability(route) => {
-            to_capability(route, ctx.table, ctx.producers, ctx.deferrals)
-        }
-        Destination::Feature(feature) => {
-            to_feature(feature, ctx.table, ctx.producers, ctx.deferrals)
+    let resolved = if restricted {
+        to_permitted(source, destination, ctx.table, ctx.producers, ctx.deferrals)
+    } else {
+        let anyone = |_: u32| true;
+        match destination {
+            Destination::Agent(id) => to_agent(id, ctx.producers),
+            Destination::Topic(topic) => to_topic(topic, ctx.table),
+            Destination::Capability(route) => {
+                let t = &mut *ctx.table;
+                let (routes, cursors) = (&t.capability_routes, &mut t.round_robin);
+                to_capability(route, routes, cursors, ctx.producers, ctx.deferrals, anyone)
+            }
+            Destination::Feature(feature) => {
+                let features = &mut ctx.table.features;
+                to_feature(feature, features, ctx.producers, ctx.deferrals, anyone)
+            }
         }
     };
     match resolved {
@@ -199,8 +214,77 @@ pub(crate) fn route_frame(
             ControlFlow::Break(())
         }
         Err(why) => {
+            if let (NackDetail::NotPermitted(_), Some(rights)) =
+                (&why.1, ctx.table.send_rights.as_mut())
+            {
+                count(&ctx.stats.frames_not_permitted, 1);
+                rights.note_refusal(source, &why.1);
+            }
             reject(source, header.correlation(), why, ctx, source_control);
             ControlFlow::Continue(())
+        }
+    }
+}
+
+/// Resolves `destination` for a `source` the policy restricts: a unicast or a publish only
+/// to what its rule allows, a route only among the agents it may reach; `NotPermitted`
+/// otherwise.
+fn to_permitted<'t>(
+    source: u32,
+    destination: Destination,
+    table: &'t mut RoutingTable,
+    producers: &mut Outboxes,
+    deferrals: &Deferrals,
+) -> Result<Targets<'t>, Unresolved> {
+    let RoutingTable {
+        send_rights,
+        subscribers,
+        capability_routes,
+        round_robin,
+        features,
+        ..
+    } = table;
+    let allowed = send_rights
+        .as_ref()
+        .and_then(|rights| rights.of(source))
+        .expect("called for a restricted source only");
+    let may_reach = |id: u32| allowed.agent(id);
+    let refused = || {
+        (
+            NackReason::NotPermitted,
+            NackDetail::NotPermitted(destination),
+        )
+    };
+    match destination {
+        Destination::Agent(id) if may_reach(id) => to_agent(id, producers),
+        Destination::Topic(topic) if allowed.topic(topic) => match subscribers.get(&topic) {
+            Some(subs) if !subs.is_empty() => Ok(Targets::Many(subs)),
+            _ => Err((NackReason::NoSubscriber, NackDetail::NoSubscriber(topic))),
+        },
+        Destination::Agent(_) | Destination::Topic(_) => Err(refused()),
+        Destination::Capability(route) => to_capability(
+            route,
+            capability_routes,
+            round_robin,
+            producers,
+            deferrals,
+            may_reach,
+        )
+        .map_err(|e| {
+            if e.0 == NackReason::NotPermitted {
+                refused()
+            } else {
+                e
+            }
+        }),
+        Destination::Feature(feature) => {
+            to_feature(feature, features, producers, deferrals, may_reach).map_err(|e| {
+                if e.0 == NackReason::NotPermitted {
+                    refused()
+                } else {
+                    e
+                }
+            })
         }
     }
 }
@@ -244,19 +328,28 @@ fn to_topic(topic: u32, table: &RoutingTable) -> Result<Targets<'_>, Unresolved>
     }
 }
 
-/// An anycast: the least-loaded live agent on the capability route.
+/// An anycast: the least-loaded live agent on the capability route that `may_reach`
+/// allows (`NotPermitted` when it allows none of them).
 fn to_capability(
     route: u32,
-    table: &mut RoutingTable,
+    routes: &[Vec<u32>],
+    cursors: &mut [usize],
     producers: &mut Outboxes,
     deferrals: &Deferrals,
+    may_reach: impl Fn(u32) -> bool,
 ) -> Result<Targets<'static>, Unresolved> {
     let index = route as usize;
-    match table.capability_routes.get(index) {
+    match routes.get(index) {
         Some(ids) if !ids.is_empty() => {
-            let start = table.round_robin[index];
-            table.round_robin[index] = start.wrapping_add(1);
-            Ok(Targets::One(least_loaded(ids, start, producers, deferrals)))
+            let start = cursors[index];
+            cursors[index] = start.wrapping_add(1);
+            match least_loaded(ids, start, producers, deferrals, may_reach) {
+                Some(id) => Ok(Targets::One(id)),
+                None => Err((
+                    NackReason::NotPermitted,
+                    NackDetail::NoCapabilityAgent(route),
+                )),
+            }
         }
         _ => Err((
             NackReason::NoSuchAgent,
@@ -265,18 +358,26 @@ fn to_capability(
     }
 }
 
-/// A feature route: the least-loaded live agent serving the feature.
+/// A feature route: the least-loaded live agent serving the feature that `may_reach` allows
+/// (`NotPermitted` when it allows none of them).
 fn to_feature(
     feature: u32,
-    table: &mut RoutingTable,
+    features: &mut rustc_hash::FxHashMap<u32, (Vec<u32>, usize)>,
     producers: &mut Outboxes,
     deferrals: &Deferrals,
+    may_reach: impl Fn(u32) -> bool,
 ) -> Result<Targets<'static>, Unresolved> {
-    match table.features.get_mut(&feature) {
+    match features.get_mut(&feature) {
         Some((ids, cursor)) => {
             let start = *cursor;
             *cursor = start.wrapping_add(1);
-            Ok(Targets::One(least_loaded(ids, start, producers, deferrals)))
+            match least_loaded(ids, start, producers, deferrals, may_reach) {
+                Some(id) => Ok(Targets::One(id)),
+                None => Err((
+                    NackReason::NotPermitted,
+                    NackDetail::NoFeatureAgent(feature),
+                )),
+            }
         }
         None => Err((NackReason::NoSuchAgent, NackDetail::NoFeatureAgent(feature))),
     }
@@ -440,28 +541,32 @@ impl Placement<'_, '_> {
     }
 }
 
-/// The candidate whose rx ring holds the fewest bytes (a destination with deferred frames
-/// counts as full; so does a congested agent of another shard), scanning from the
-/// round-robin cursor so ties spread the load.
+/// The candidate `may_reach` allows whose rx ring holds the fewest bytes (a destination
+/// with deferred frames counts as full; so does a congested agent of another shard),
+/// scanning from the round-robin cursor so ties spread the load; `None` when it allows none.
 pub(crate) fn least_loaded(
     ids: &[u32],
     start: usize,
     producers: &mut Outboxes,
     deferrals: &Deferrals,
-) -> u32 {
+    may_reach: impl Fn(u32) -> bool,
+) -> Option<u32> {
     if ids.len() == 1 {
-        return ids[0];
+        return Some(ids[0]).filter(|&id| may_reach(id));
     }
-    let mut best = (usize::MAX, ids[start % ids.len()]);
+    let mut best = (usize::MAX, None);
     for k in 0..ids.len() {
         let id = ids[(start + k) % ids.len()];
+        if !may_reach(id) {
+            continue;
+        }
         let load = if deferrals.is_waiting(id) {
             usize::MAX - 1
         } else {
             producers.occupied_bytes(id)
         };
         if load < best.0 {
-            best = (load, id);
+            best = (load, Some(id));
             if load == 0 {
                 break;
             }

@@ -3,6 +3,7 @@
 
 use crate::control::StatusHook;
 use crate::endpoint::EndpointRequest;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::server::AllowList;
 use crate::stats::RouterStats;
@@ -12,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct Shared {
-    /// A new allow-list for the control loop (SIGHUP reload).
-    pub(crate) reloaded_allow: Mutex<Option<AllowList>>,
+    /// A new allow-list and policy for the control loop (SIGHUP reload).
+    pub(crate) reloaded: Mutex<Option<(AllowList, Policy)>>,
     /// The deferral deadline in ns (`u64::MAX`: none); re-read by the core when the
     /// registry generation changes.
     pub(crate) defer_deadline_ns: AtomicU64,

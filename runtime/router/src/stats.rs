@@ -116,6 +116,13 @@ pub struct RouterStats {
     /// topic its `[[authorize]]` rule does not allow, a name another uid owns; see
     /// [`crate::policy`]). Refused registrations count in `handshakes_refused` too.
     pub requests_not_permitted: AtomicU64,
+    /// Frames nacked `NotPermitted` because the sender's `[[authorize]]` rule does not let it
+    /// reach their destination (an agent outside its `send` patterns, a topic outside its
+    /// `publish` patterns, a route with no agent it may reach).
+    pub frames_not_permitted: AtomicU64,
+    /// Agents removed on a reload: their peer left the allow-list, or the new policy
+    /// refuses their name, a capability or a subscription.
+    pub agents_revoked: AtomicU64,
     /// Copies of publishes dropped for subscribers whose ring and deferral were full.
     pub subscriber_copies_dropped: AtomicU64,
     /// Subscribers removed for missing `slow_subscriber_evict_copies` copies in a row.
@@ -176,6 +183,8 @@ impl RouterStats {
             ("discovery_cache_misses", &self.discovery_cache_misses),
             ("control_requests_refused", &self.control_requests_refused),
             ("requests_not_permitted", &self.requests_not_permitted),
+            ("frames_not_permitted", &self.frames_not_permitted),
+            ("agents_revoked", &self.agents_revoked),
             ("table_rebuilds", &self.table_rebuilds),
             ("subscriber_copies_dropped", &self.subscriber_copies_dropped),
             ("subscribers_evicted", &self.subscribers_evicted),

@@ -2,6 +2,7 @@
 //! generation changes.
 
 use crate::outbox::{Outboxes, RemoteDest};
+use crate::send_rights::SendRights;
 use crate::shared::Shared;
 use std::collections::HashMap;
 
@@ -16,6 +17,8 @@ pub(crate) struct RoutingTable {
     /// Gateway endpoint of this shard → the remote agents behind it, sorted (the sources
     /// its frames may carry).
     pub(crate) gateway_remotes: rustc_hash::FxHashMap<u32, Vec<u32>>,
+    /// Whom this shard's restricted agents may send to; `None` when the policy is open.
+    pub(crate) send_rights: Option<Box<SendRights>>,
 }
 
 /// Rebuilds the routing tables from the registry and the rings this shard holds, and tells
@@ -86,5 +89,6 @@ pub(crate) fn rebuild_table(
             table.features.insert(feature, (ids, 0));
         }
     }
+    table.send_rights = SendRights::build(&reg.policy, &reg, shard);
     table
 }

@@ -64,8 +64,12 @@ fn strangers_are_refused_at_accept_and_hold_no_handshake_slot() {
     assert_eq!(stats.handshakes_timed_out.load(Ordering::Relaxed), 0);
     assert!(stats.handshakes_refused.load(Ordering::Relaxed) >= STRANGERS as u64);
     // Allowed from now on: an agent connects at once, the strangers' sockets still open here.
-    r.control()
-        .reload(agentwire_router::server::AllowList::current_user(), None);
+    let policy = agentwire_router::policy::Policy::open();
+    r.control().reload(
+        agentwire_router::server::AllowList::current_user(),
+        policy,
+        None,
+    );
     let p = path.clone();
     let agent = within(Duration::from_secs(4), "an allowed agent", move || {
         connect_once_allowed(&p)

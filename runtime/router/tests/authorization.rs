@@ -3,16 +3,25 @@
 //! (`NotPermitted`, the detail naming it), a subscribe or a publish (topic resolve) outside
 //! it is answered with an error, every refusal is counted in `requests_not_permitted`,
 //! what the rule allows works, a peer no rule matches gets nothing, and with no rules (the
-//! default) everything is allowed. All tests run as one uid, so the policies match the
+//! default) everything is allowed. On the data path a frame reaches only what the sender's
+//! rule allows (nacked `NotPermitted` and counted in `frames_not_permitted` otherwise, a
+//! topic id never resolved included), and a reload removes agents the new allow-list or
+//! policy no longer admits. All tests run as one uid, so the policies match the
 //! current uid; a second uid is shown, where the tests run as root, by a thread that
 //! switches its own credentials before it connects.
 
 use agentwire_router::policy::{Pattern, Policy, Rule};
+use agentwire_router::server::AllowList;
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
-use agentwire_shm::client::{Agent, ClientError};
-use agentwire_shm::control::RefuseReason;
+use agentwire_shm::client::{Agent, ClientError, SendOptions};
+use agentwire_shm::control::{NackReason, RefuseReason};
+use agentwire_shm::wire::FrameKind;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a frame may take to arrive before a test fails (a watchdog, not a timing).
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
 fn socket(name: &str) -> PathBuf {
     std::env::temp_dir()
@@ -248,4 +257,206 @@ fn with_a_policy_a_name_another_uid_holds_is_refused() {
     }
     assert!(own.is_ok(), "{:?}", own.err());
     assert_eq!(not_permitted(&router), 1);
+}
+
+/// The next frame `agent` receives must be a nack `NotPermitted`; its detail.
+fn nacked_not_permitted(agent: &mut Agent) -> String {
+    let nack = agent.recv(WAIT).unwrap().expect("a nack").to_owned();
+    let body = nack.nack_body().expect("a nack");
+    assert_eq!(
+        body.reason,
+        NackReason::NotPermitted as u32,
+        "{}",
+        body.detail
+    );
+    body.detail
+}
+
+/// The next frame `agent` receives: its payload (failing on a nack or nothing).
+fn received(agent: &mut Agent) -> Vec<u8> {
+    let msg = agent.recv(WAIT).unwrap().expect("a frame").to_owned();
+    assert!(msg.nack_body().is_none(), "{:?}", msg.nack_body());
+    msg.payload().to_vec()
+}
+
+fn frames_not_permitted(router: &TestRouter) -> u64 {
+    router.stats().frames_not_permitted.load(Ordering::Relaxed)
+}
+
+/// This uid may register anything, but publish only to `sensor.*` and send only to `db-*`
+/// and `ocr-ok`.
+fn sends_restricted() -> Policy {
+    Policy {
+        rules: vec![Rule {
+            uids: vec![me()],
+            names: patterns(&["*"]),
+            capabilities: patterns(&["*"]),
+            subscribe: patterns(&["*"]),
+            publish: patterns(&["sensor.*"]),
+            send: patterns(&["db-*", "ocr-ok"]),
+            ..Rule::default()
+        }],
+    }
+}
+
+#[test]
+fn a_frame_reaches_only_what_the_senders_rule_allows() {
+    let router = start("send", sends_restricted());
+    let path = router.socket_path().to_path_buf();
+    let connect = |name: &str| Agent::builder(name).socket(&path).connect().unwrap();
+    let mut client = connect("client");
+    let mut db = connect("db-1");
+    let mut secret = Agent::builder("secret")
+        .capability("ocr", "1.0.0")
+        .socket(&path)
+        .connect()
+        .unwrap();
+    let mut ocr = Agent::builder("ocr-ok")
+        .capability("ocr", "1.0.0")
+        .socket(&path)
+        .connect()
+        .unwrap();
+    let mut listener = connect("listener");
+    listener.subscribe("sensor.temp").unwrap();
+    // Unicast: to an agent the rule names, and to one it does not.
+    client.send(db.id(), b"to db").unwrap();
+    assert_eq!(received(&mut db), b"to db");
+    client.send(secret.id(), b"to secret").unwrap();
+    let detail = nacked_not_permitted(&mut client);
+    assert!(
+        detail.contains(&format!("sending to agent {}", secret.id())),
+        "{detail}"
+    );
+    // A publish to a topic id the sender never resolved (the control path would refuse
+    // `secrets.keys`): refused on the data path too.
+    let secret_topic = secret.subscribe("secrets.keys").unwrap();
+    let options = SendOptions::default();
+    client
+        .send_with(FrameKind::Publish, secret_topic, b"leak", options)
+        .unwrap();
+    let detail = nacked_not_permitted(&mut client);
+    assert!(
+        detail.contains(&format!("publishing to topic {secret_topic}")),
+        "{detail}"
+    );
+    // Nothing reached `secret` (both frames were refused before the nacks were written).
+    assert!(secret.try_recv().unwrap().is_none());
+    client.publish("sensor.temp", b"21.5").unwrap();
+    assert_eq!(received(&mut listener), b"21.5");
+    // Anycast picks only among the agents the sender may reach.
+    for i in 0u8..6 {
+        client.anycast("ocr", "^1", &[i]).unwrap();
+    }
+    for i in 0u8..6 {
+        assert_eq!(received(&mut ocr), [i]);
+    }
+    assert!(secret.try_recv().unwrap().is_none());
+    // A service answers only the clients its rule names: `client` is not among `db-1`'s.
+    let request = {
+        client
+            .send_with(FrameKind::Request, db.id(), b"q", options)
+            .unwrap();
+        *db.recv(WAIT).unwrap().expect("the request").header()
+    };
+    db.respond(&request, b"a").unwrap();
+    let detail = nacked_not_permitted(&mut db);
+    assert!(
+        detail.contains(&format!("sending to agent {}", client.id())),
+        "{detail}"
+    );
+    assert_eq!(frames_not_permitted(&router), 3);
+}
+
+#[test]
+fn a_route_with_no_agent_the_sender_may_reach_is_refused() {
+    let router = start("route", sends_restricted());
+    let path = router.socket_path().to_path_buf();
+    let mut client = Agent::builder("client").socket(&path).connect().unwrap();
+    let _secret = Agent::builder("secret")
+        .capability("ocr", "1.0.0")
+        .feature(7)
+        .socket(&path)
+        .connect()
+        .unwrap();
+    client.anycast("ocr", "^1", b"x").unwrap();
+    let detail = nacked_not_permitted(&mut client);
+    assert!(detail.contains("any agent on capability route"), "{detail}");
+    client.send_feature(7, b"x").unwrap();
+    let detail = nacked_not_permitted(&mut client);
+    assert!(detail.contains("any agent serving feature 7"), "{detail}");
+    assert_eq!(frames_not_permitted(&router), 2);
+}
+
+#[test]
+fn an_agent_the_rule_names_is_reachable_as_soon_as_it_registers() {
+    let router = start("fresh", sends_restricted());
+    let path = router.socket_path().to_path_buf();
+    let mut client = Agent::builder("client").socket(&path).connect().unwrap();
+    // Each new agent is sent to at once: the shard's send rights may predate it, and the
+    // frame waits for a rebuild rather than being refused.
+    for i in 0..20 {
+        let mut db = Agent::builder(&format!("db-{i}"))
+            .socket(&path)
+            .connect()
+            .unwrap();
+        client.send(db.id(), b"hello").unwrap();
+        assert_eq!(received(&mut db), b"hello");
+    }
+    assert_eq!(frames_not_permitted(&router), 0);
+}
+
+/// Polls `done` until it holds (a watchdog of 10 s, not a timing).
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_reload_removes_the_agents_it_no_longer_admits() {
+    let router = start("reload", Policy::open());
+    let path = router.socket_path().to_path_buf();
+    let mut db = Agent::builder("db-1").socket(&path).connect().unwrap();
+    let mut rogue = Agent::builder("rogue")
+        .capability("payments", "1.0.0")
+        .socket(&path)
+        .connect()
+        .unwrap();
+    let mut reader = Agent::builder("reader").socket(&path).connect().unwrap();
+    reader.subscribe("secrets.keys").unwrap();
+    // The new policy lets this uid keep `db-1` (no capabilities, sends to db-*), but not
+    // offer `payments` or subscribe to `secrets.*`.
+    let narrowed = Policy {
+        rules: vec![Rule {
+            uids: vec![me()],
+            names: patterns(&["*"]),
+            subscribe: patterns(&["public.*"]),
+            send: patterns(&["db-*"]),
+            ..Rule::default()
+        }],
+    };
+    let revoked = || router.stats().agents_revoked.load(Ordering::Relaxed);
+    router
+        .control()
+        .reload(AllowList::current_user(), narrowed, None);
+    wait_until("the reload to remove two agents", || revoked() == 2);
+    assert_eq!(router.agent_count(), 1);
+    // The one left sends under the new rule: to db-* only.
+    let mut client = Agent::builder("client").socket(&path).connect().unwrap();
+    client.send(db.id(), b"still here").unwrap();
+    assert_eq!(received(&mut db), b"still here");
+    db.send(client.id(), b"not allowed").unwrap();
+    nacked_not_permitted(&mut db);
+    // A removed agent's next call finds its connection closed.
+    assert!(rogue.subscribe("public.x").is_err());
+    // An allow-list without this uid closes every connection it has.
+    router
+        .control()
+        .reload(AllowList::nobody(), Policy::open(), None);
+    wait_until("the reload to remove everyone", || {
+        router.agent_count() == 0
+    });
+    assert_eq!(revoked(), 4);
 }

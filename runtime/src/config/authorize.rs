@@ -9,6 +9,8 @@
 //! capabilities = ["ocr"]        # capabilities they may offer
 //! subscribe = ["alerts.*"]      # topics they may subscribe to
 //! publish = ["sensor.*"]        # topics they may publish to
+//! send = ["ocr-*", "client-*"]  # agents they may send to (unicast, request, response,
+//!                               # and whom anycast and feature routes may pick), by name
 //! ```
 //!
 //! Every problem names file, line and key: an unknown key in a rule, a rule that names no
@@ -33,6 +35,8 @@ struct RuleToml {
     subscribe: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    send: Vec<String>,
 }
 
 /// The policy `doc` configures (open when it has no `[[authorize]]`), every problem reported
@@ -70,6 +74,7 @@ pub(super) fn take_policy(doc: &mut Document<'_>) -> Policy {
             capabilities: patterns("capabilities", table.capabilities),
             subscribe: patterns("subscribe", table.subscribe),
             publish: patterns("publish", table.publish),
+            send: patterns("send", table.send),
             uids: table.uids,
             gids: table.gids,
         };
@@ -95,6 +100,7 @@ mod tests {
                     capabilities = [\"ocr\"]\n\
                     subscribe = [\"alerts.*\"]\n\
                     publish = [\"sensor.*\"]\n\
+                    send = [\"db\"]\n\
                     \n\
                     [[authorize]]\n\
                     gids = [2000]\n\
@@ -111,9 +117,11 @@ mod tests {
         assert!(policy.permits(&ocr, Action::Name("other")).is_err());
         assert!(policy.permits(&ocr, Action::Publish("sensor.t")).is_ok());
         assert!(policy.permits(&ocr, Action::Subscribe("sensor.t")).is_err());
+        assert!(policy.permits(&ocr, Action::Send("db")).is_ok());
+        assert!(policy.permits(&ocr, Action::Send("db2")).is_err());
         let group = PeerCredentials { uid: 7, ..ocr };
         assert!(policy.permits(&group, Action::Name("other")).is_ok());
-        assert_eq!(config.source.line("authorize[1].names"), Some(11));
+        assert_eq!(config.source.line("authorize[1].names"), Some(12));
         assert_eq!(Config::parse("", "e").unwrap().policy, Policy::open());
     }
 
@@ -139,6 +147,8 @@ mod tests {
         assert!(policy
             .permits(&dashboard, Action::Publish("alerts.fire"))
             .is_err());
+        assert!(policy.permits(&dashboard, Action::Send("ocr-3")).is_ok());
+        assert!(policy.permits(&dashboard, Action::Send("billing")).is_err());
     }
 
     #[test]
