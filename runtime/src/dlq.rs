@@ -4,13 +4,17 @@
 //! File layout (all little-endian):
 //!
 //! ```text
-//! file header, 24 bytes:  magic "AWDLQ\0\0\0" u64 | version u32 (1) | reserved u32 | first_sequence u64
-//! record, 32 + n bytes:   magic "AWDQ" u32 | frame_len_bytes u32 | sequence u64 | dead_time_ns u64
-//!                         | reason u32 | crc32 u32 (over the 28 bytes before it and the frame) | frame
+//! file header, 24 bytes:  magic "AWDLQ\0\0\0" u64 | version u32 (2) | reserved u32 | first_sequence u64
+//! record, 40 + n bytes:   magic "AWDQ" u32 | frame_len_bytes u32 | sequence u64 | dead_time_ns u64
+//!                         | reason u32 | owner_uid u32 (u32::MAX: none) | reserved u32
+//!                         | crc32 u32 (over the 36 bytes before it and the frame) | frame
 //! ```
 //!
-//! Bounds: records and bytes in all, and per sending agent (the frame's source; see
-//! [`crate::dlq_quota`]), so no one agent fills the queue for the others.
+//! Format 1 (records of 32 bytes, no owner) is read and rewritten as format 2 when opened.
+//!
+//! Bounds: records and bytes in all, per sending agent (the frame's source) and per uid (the
+//! record's owner; see [`crate::dlq_quota`]), so no one agent or user fills the queue for
+//! the others.
 //!
 //! Appends are plain writes at the end; [`DeadLetterQueue::sync`] makes them durable (the
 //! daemon syncs on a timer and at shutdown). On open, records are checked in order; at the
@@ -43,14 +47,20 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// "AWDLQ\0\0\0" as a little-endian u64.
 pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"AWDLQ\0\0\0");
-/// File format version.
-pub const FILE_VERSION: u32 = 1;
+/// File format version written (format 1, without owners, is upgraded on open).
+pub const FILE_VERSION: u32 = 2;
+/// The earlier format this build reads (and rewrites as [`FILE_VERSION`]).
+pub const FILE_VERSION_V1: u32 = 1;
 /// "AWDQ" as a little-endian u32.
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"AWDQ");
 /// Bytes of the file header.
 pub const FILE_HEADER_BYTES: u64 = 24;
 /// Bytes of a record header.
-pub const RECORD_HEADER_BYTES: u64 = 32;
+pub const RECORD_HEADER_BYTES: u64 = 40;
+/// Bytes of a record header in format 1.
+const RECORD_HEADER_BYTES_V1: u64 = 32;
+/// `owner_uid` of a record without an owner.
+const NO_OWNER: u32 = u32::MAX;
 /// Default bound on records kept.
 pub const RECORDS_MAX_DEFAULT: u64 = 100_000;
 /// Default bound on file size (64 MiB).
@@ -62,6 +72,12 @@ pub const RECORDS_PER_SENDER_MAX_DEFAULT: u64 = RECORDS_MAX_DEFAULT / 10;
 /// Default bound on the bytes one sending agent's records may take: a tenth of
 /// [`BYTES_MAX_DEFAULT`].
 pub const BYTES_PER_SENDER_MAX_DEFAULT: u64 = BYTES_MAX_DEFAULT / 10;
+/// Default bound on the records the agents of one uid may hold together: the whole queue
+/// (on a single-user machine every agent has the same uid); a machine shared by several
+/// users lowers it (`dlq_records_per_uid_max`).
+pub const RECORDS_PER_UID_MAX_DEFAULT: u64 = RECORDS_MAX_DEFAULT;
+/// Default bound on the bytes the agents of one uid may hold together: the whole queue.
+pub const BYTES_PER_UID_MAX_DEFAULT: u64 = BYTES_MAX_DEFAULT;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -80,11 +96,26 @@ struct RecordHeader {
     sequence: U64,
     dead_time_ns: U64,
     reason: U32,
+    owner_uid: U32,
+    reserved: U32,
+    crc32: U32,
+}
+
+/// A record header of format 1 (read only, to upgrade a file).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct RecordHeaderV1 {
+    magic: U32,
+    frame_len_bytes: U32,
+    sequence: U64,
+    dead_time_ns: U64,
+    reason: U32,
     crc32: U32,
 }
 
 const _: () = assert!(size_of::<FileHeader>() as u64 == FILE_HEADER_BYTES);
 const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_BYTES);
+const _: () = assert!(size_of::<RecordHeaderV1>() as u64 == RECORD_HEADER_BYTES_V1);
 
 /// Where the queue lives and how large it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,14 +131,20 @@ pub struct DlqConfig {
     pub records_per_sender_max: u64,
     /// Most bytes (record headers included) one sending agent's records may take.
     pub bytes_per_sender_max: u64,
+    /// Most records the agents of one uid (the record's owner) may hold together; appends
+    /// beyond are refused with [`DlqError::SenderQuota`].
+    pub records_per_uid_max: u64,
+    /// Most bytes the agents of one uid may hold together.
+    pub bytes_per_uid_max: u64,
 }
 
 impl DlqConfig {
-    /// Defaults: 100,000 records, 64 MiB; a tenth of each per sender.
+    /// Defaults: 100,000 records, 64 MiB; a tenth of each per sender; all of it per uid.
     ///
     /// ```
     /// let c = agentwire_runtime::dlq::DlqConfig::new("/tmp/dlq.log");
     /// assert_eq!((c.records_max, c.records_per_sender_max), (100_000, 10_000));
+    /// assert_eq!(c.records_per_uid_max, 100_000);
     /// ```
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
@@ -116,6 +153,8 @@ impl DlqConfig {
             bytes_max: BYTES_MAX_DEFAULT,
             records_per_sender_max: RECORDS_PER_SENDER_MAX_DEFAULT,
             bytes_per_sender_max: BYTES_PER_SENDER_MAX_DEFAULT,
+            records_per_uid_max: RECORDS_PER_UID_MAX_DEFAULT,
+            bytes_per_uid_max: BYTES_PER_UID_MAX_DEFAULT,
         }
     }
 }
@@ -133,6 +172,9 @@ pub struct DeadLetter {
     pub dead_time_ns: u64,
     /// Why (a `NackReason` code).
     pub reason: u32,
+    /// The uid of the agent that sent it, when the router knew it (agents on the control
+    /// socket; not in-process endpoints, nor records from before format 2).
+    pub owner_uid: Option<u32>,
     /// The frame, header included, as the sender wrote it.
     pub frame: Vec<u8>,
 }
@@ -172,7 +214,7 @@ pub enum DlqError {
         found: u64,
     },
     /// The file was written by another format version.
-    #[error("{} is dead-letter queue format version {found}; this build reads version {FILE_VERSION}", path.display())]
+    #[error("{} is dead-letter queue format version {found}; this build reads versions {FILE_VERSION_V1} and {FILE_VERSION}", path.display())]
     VersionMismatch {
         /// The file.
         path: PathBuf,
@@ -194,8 +236,8 @@ pub enum DlqError {
     /// The frame's sender already holds as many records or bytes as one sender may; the
     /// frame was not stored.
     #[error(
-        "agent {} holds {} dead letters ({} bytes); one sender may hold {} records, {} bytes",
-        .0.source, .0.held.records, .0.held.bytes, .0.records_max, .0.bytes_max
+        "{} holds {} dead letters ({} bytes) and may hold {} records, {} bytes",
+        .0.holder, .0.held.records, .0.held.bytes, .0.records_max, .0.bytes_max
     )]
     SenderQuota(crate::dlq_quota::OverQuota),
     /// Another process holds the queue's lock (only from [`DeadLetterQueue::try_append`]).
@@ -244,11 +286,71 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn checksum(header: &RecordHeader, frame: &[u8]) -> u32 {
+/// The checksum of a record: over its header up to the checksum field, and its frame.
+fn checksum(header_before_crc: &[u8], frame: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header.as_bytes()[..28]);
+    hasher.update(header_before_crc);
     hasher.update(frame);
     hasher.finalize()
+}
+
+/// A format-2 record header for `letter` (whose frame may be elsewhere: `frame`), its
+/// checksum filled in.
+fn record_header(letter: &DeadLetter, frame: &[u8]) -> RecordHeader {
+    let mut header = RecordHeader {
+        magic: U32::new(RECORD_MAGIC),
+        frame_len_bytes: U32::new(frame.len() as u32),
+        sequence: U64::new(letter.sequence),
+        dead_time_ns: U64::new(letter.dead_time_ns),
+        reason: U32::new(letter.reason),
+        owner_uid: U32::new(letter.owner_uid.unwrap_or(NO_OWNER)),
+        reserved: U32::ZERO,
+        crc32: U32::ZERO,
+    };
+    let crc = checksum(&header.as_bytes()[..36], frame);
+    header.crc32 = U32::new(crc);
+    header
+}
+
+/// A record header as read, of either format.
+struct ReadHeader {
+    magic: u32,
+    frame_len_bytes: u32,
+    sequence: u64,
+    dead_time_ns: u64,
+    reason: u32,
+    owner_uid: Option<u32>,
+    crc32: u32,
+}
+
+/// Decodes a record header of format `version` from `raw` (its exact size); returns it with
+/// the bytes its checksum covers.
+fn decode_header(version: u32, raw: &[u8]) -> (ReadHeader, &[u8]) {
+    if version == FILE_VERSION_V1 {
+        let h = RecordHeaderV1::ref_from_bytes(raw).expect("a format-1 record header");
+        let read = ReadHeader {
+            magic: h.magic.get(),
+            frame_len_bytes: h.frame_len_bytes.get(),
+            sequence: h.sequence.get(),
+            dead_time_ns: h.dead_time_ns.get(),
+            reason: h.reason.get(),
+            owner_uid: None,
+            crc32: h.crc32.get(),
+        };
+        return (read, &raw[..28]);
+    }
+    let h = RecordHeader::ref_from_bytes(raw).expect("a format-2 record header");
+    let owner = h.owner_uid.get();
+    let read = ReadHeader {
+        magic: h.magic.get(),
+        frame_len_bytes: h.frame_len_bytes.get(),
+        sequence: h.sequence.get(),
+        dead_time_ns: h.dead_time_ns.get(),
+        reason: h.reason.get(),
+        owner_uid: (owner != NO_OWNER).then_some(owner),
+        crc32: h.crc32.get(),
+    };
+    (read, &raw[..36])
 }
 
 fn write_file_header(file: &mut File, path: &Path, first_sequence: u64) -> Result<(), DlqError> {
@@ -271,28 +373,39 @@ enum Next {
     Bad(String),
 }
 
-fn read_record(reader: &mut impl Read, frame_bytes_max: usize) -> Result<Next, std::io::Error> {
-    let mut raw = [0u8; RECORD_HEADER_BYTES as usize];
+/// Reads the next record of a file of format `version`.
+fn read_record(
+    reader: &mut impl Read,
+    version: u32,
+    frame_bytes_max: usize,
+) -> Result<Next, std::io::Error> {
+    let mut buf = [0u8; RECORD_HEADER_BYTES as usize];
+    let header_bytes = if version == FILE_VERSION_V1 {
+        RECORD_HEADER_BYTES_V1
+    } else {
+        RECORD_HEADER_BYTES
+    };
+    let raw = &mut buf[..header_bytes as usize];
     let mut filled = 0;
     while filled < raw.len() {
         match reader.read(&mut raw[filled..])? {
             0 if filled == 0 => return Ok(Next::End),
             0 => {
                 return Ok(Next::Bad(format!(
-                    "torn record header ({filled} of {RECORD_HEADER_BYTES} bytes)"
+                    "torn record header ({filled} of {header_bytes} bytes)"
                 )))
             }
             n => filled += n,
         }
     }
-    let header = RecordHeader::read_from_bytes(&raw).expect("32 bytes");
-    if header.magic.get() != RECORD_MAGIC {
+    let (header, covered) = decode_header(version, raw);
+    if header.magic != RECORD_MAGIC {
         return Ok(Next::Bad(format!(
             "bad record magic {:#010x}",
-            header.magic.get()
+            header.magic
         )));
     }
-    let len = header.frame_len_bytes.get() as usize;
+    let len = header.frame_len_bytes as usize;
     if len > frame_bytes_max {
         return Ok(Next::Bad(format!(
             "record length {len} exceeds {frame_bytes_max}"
@@ -310,19 +423,20 @@ fn read_record(reader: &mut impl Read, frame_bytes_max: usize) -> Result<Next, s
             n => got += n,
         }
     }
-    if checksum(&header, &frame) != header.crc32.get() {
+    if checksum(covered, &frame) != header.crc32 {
         return Ok(Next::Bad(format!(
             "checksum mismatch in record {}",
-            header.sequence.get()
+            header.sequence
         )));
     }
     let letter = DeadLetter {
-        sequence: header.sequence.get(),
-        dead_time_ns: header.dead_time_ns.get(),
-        reason: header.reason.get(),
+        sequence: header.sequence,
+        dead_time_ns: header.dead_time_ns,
+        reason: header.reason,
+        owner_uid: header.owner_uid,
         frame,
     };
-    Ok(Next::Record(letter, RECORD_HEADER_BYTES + len as u64))
+    Ok(Next::Record(letter, header_bytes + len as u64))
 }
 
 impl DeadLetterQueue {
@@ -394,10 +508,11 @@ impl DeadLetterQueue {
                 found: header.magic.get(),
             });
         }
-        if header.version.get() != FILE_VERSION {
+        let version = header.version.get();
+        if version != FILE_VERSION && version != FILE_VERSION_V1 {
             return Err(DlqError::VersionMismatch {
                 path,
-                found: header.version.get(),
+                found: version,
             });
         }
         let first_sequence = header.first_sequence.get();
@@ -407,15 +522,21 @@ impl DeadLetterQueue {
         let mut senders = SenderUsages::default();
         let mut next_sequence = first_sequence;
         let mut bad = None;
+        // A format-1 file's intact records, rewritten below as format 2 (bounded by the
+        // queue's byte limit, as `read_all` is).
+        let mut upgraded = Vec::new();
         loop {
-            match read_record(&mut reader, agentwire_shm::wire::FRAME_BYTES_MAX)
+            match read_record(&mut reader, version, agentwire_shm::wire::FRAME_BYTES_MAX)
                 .map_err(io_err("reading", &path))?
             {
                 Next::Record(letter, size) => {
                     offset += size;
                     records += 1;
-                    senders.add(&letter.frame, size);
+                    senders.add(&letter.frame, letter.owner_uid, size);
                     next_sequence = letter.sequence + 1;
+                    if version == FILE_VERSION_V1 {
+                        upgraded.push(letter);
+                    }
                 }
                 Next::End => break,
                 Next::Bad(reason) => {
@@ -444,7 +565,7 @@ impl DeadLetterQueue {
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(io_err("seeking in", &path))?;
-        Ok(Self {
+        let mut queue = Self {
             config,
             lock,
             file,
@@ -453,7 +574,17 @@ impl DeadLetterQueue {
             senders,
             next_sequence,
             recovery,
-        })
+        };
+        if version == FILE_VERSION_V1 {
+            queue.rewrite(first_sequence, &upgraded)?;
+            tracing::info!(
+                path = %queue.config.path.display(),
+                records,
+                "dead-letter queue: upgraded from format {FILE_VERSION_V1} to {FILE_VERSION} \
+                 (records now carry their sender's uid; these have none)"
+            );
+        }
+        Ok(queue)
     }
 
     /// What recovery found at open.
@@ -504,6 +635,18 @@ impl DeadLetterQueue {
         self.senders.of(source)
     }
 
+    /// What the agents of `uid` hold in the queue together (as of this handle's last look).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-held-uid-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.held_by_uid(1000).records, 0);
+    /// ```
+    pub fn held_by_uid(&self, uid: u32) -> SenderUsage {
+        self.senders.of_uid(uid)
+    }
+
     /// File size in bytes.
     ///
     /// ```
@@ -539,7 +682,27 @@ impl DeadLetterQueue {
     /// assert_eq!(dlq.append(1, b"y").unwrap(), 2);
     /// ```
     pub fn append(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
-        self.append_with(reason, frame, true)
+        self.append_with(reason, frame, None, true)
+    }
+
+    /// [`DeadLetterQueue::append`] of a frame sent by an agent of `owner_uid`, which is
+    /// kept with the record and charged the per-uid quota (see [`crate::dlq_quota`]).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-append-from-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// dlq.append_from(1, b"x", Some(1000)).unwrap();
+    /// assert_eq!(dlq.read_all().unwrap()[0].owner_uid, Some(1000));
+    /// assert_eq!(dlq.held_by_uid(1000).records, 1);
+    /// ```
+    pub fn append_from(
+        &mut self,
+        reason: u32,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+    ) -> Result<u64, DlqError> {
+        self.append_with(reason, frame, owner_uid, true)
     }
 
     /// Like [`DeadLetterQueue::append`] but never waits for the lock: [`DlqError::Busy`]
@@ -553,14 +716,43 @@ impl DeadLetterQueue {
     /// assert_eq!(dlq.try_append(1, b"x").unwrap(), 1);
     /// ```
     pub fn try_append(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
-        self.append_with(reason, frame, false)
+        self.append_with(reason, frame, None, false)
     }
 
-    fn append_with(&mut self, reason: u32, frame: &[u8], wait: bool) -> Result<u64, DlqError> {
-        self.locked(wait, |q| q.append_unlocked(reason, frame))
+    /// [`DeadLetterQueue::try_append`] of a frame sent by an agent of `owner_uid` (what the
+    /// daemon's router uses).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("aw-dlq-try-from-{}.log", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let mut dlq = agentwire_runtime::dlq::DeadLetterQueue::open(agentwire_runtime::dlq::DlqConfig::new(&path)).unwrap();
+    /// assert_eq!(dlq.try_append_from(1, b"x", Some(7)).unwrap(), 1);
+    /// ```
+    pub fn try_append_from(
+        &mut self,
+        reason: u32,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+    ) -> Result<u64, DlqError> {
+        self.append_with(reason, frame, owner_uid, false)
     }
 
-    fn append_unlocked(&mut self, reason: u32, frame: &[u8]) -> Result<u64, DlqError> {
+    fn append_with(
+        &mut self,
+        reason: u32,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+        wait: bool,
+    ) -> Result<u64, DlqError> {
+        self.locked(wait, |q| q.append_unlocked(reason, frame, owner_uid))
+    }
+
+    fn append_unlocked(
+        &mut self,
+        reason: u32,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+    ) -> Result<u64, DlqError> {
         let max_bytes = agentwire_shm::wire::FRAME_BYTES_MAX;
         if frame.len() > max_bytes {
             return Err(DlqError::FrameTooLarge {
@@ -570,12 +762,7 @@ impl DeadLetterQueue {
         }
         let size = RECORD_HEADER_BYTES + frame.len() as u64;
         self.senders
-            .check(
-                frame,
-                size,
-                self.config.records_per_sender_max,
-                self.config.bytes_per_sender_max,
-            )
+            .check(frame, owner_uid, size, &self.config)
             .map_err(DlqError::SenderQuota)?;
         if self.records >= self.config.records_max || self.bytes + size > self.config.bytes_max {
             return Err(DlqError::Full {
@@ -586,15 +773,14 @@ impl DeadLetterQueue {
             });
         }
         let sequence = self.next_sequence;
-        let mut header = RecordHeader {
-            magic: U32::new(RECORD_MAGIC),
-            frame_len_bytes: U32::new(frame.len() as u32),
-            sequence: U64::new(sequence),
-            dead_time_ns: U64::new(now_ns()),
-            reason: U32::new(reason),
-            crc32: U32::ZERO,
+        let meta = DeadLetter {
+            sequence,
+            dead_time_ns: now_ns(),
+            reason,
+            owner_uid,
+            frame: Vec::new(),
         };
-        header.crc32 = U32::new(checksum(&header, frame));
+        let header = record_header(&meta, frame);
         let path = &self.config.path;
         // One write per record keeps a crash between header and body to a torn tail, which
         // recovery cuts off.
@@ -606,7 +792,7 @@ impl DeadLetterQueue {
             .map_err(io_err("appending to", path))?;
         self.records += 1;
         self.bytes += size;
-        self.senders.add(frame, size);
+        self.senders.add(frame, owner_uid, size);
         self.next_sequence += 1;
         Ok(sequence)
     }
@@ -640,9 +826,12 @@ impl DeadLetterQueue {
             .map_err(io_err("seeking in", path))?;
         let mut reader = BufReader::new(file.take(self.bytes - FILE_HEADER_BYTES));
         let mut out = Vec::with_capacity(self.records as usize);
-        while let Next::Record(letter, _) =
-            read_record(&mut reader, agentwire_shm::wire::FRAME_BYTES_MAX)
-                .map_err(io_err("reading", path))?
+        while let Next::Record(letter, _) = read_record(
+            &mut reader,
+            FILE_VERSION,
+            agentwire_shm::wire::FRAME_BYTES_MAX,
+        )
+        .map_err(io_err("reading", path))?
         {
             out.push(letter);
         }
@@ -731,22 +920,14 @@ impl DeadLetterQueue {
         let mut bytes = FILE_HEADER_BYTES;
         let mut senders = SenderUsages::default();
         for letter in keep {
-            let mut header = RecordHeader {
-                magic: U32::new(RECORD_MAGIC),
-                frame_len_bytes: U32::new(letter.frame.len() as u32),
-                sequence: U64::new(letter.sequence),
-                dead_time_ns: U64::new(letter.dead_time_ns),
-                reason: U32::new(letter.reason),
-                crc32: U32::ZERO,
-            };
-            header.crc32 = U32::new(checksum(&header, &letter.frame));
+            let header = record_header(letter, &letter.frame);
             file.write_all(header.as_bytes())
                 .map_err(io_err("writing", &tmp))?;
             file.write_all(&letter.frame)
                 .map_err(io_err("writing", &tmp))?;
             let size = RECORD_HEADER_BYTES + letter.frame.len() as u64;
             bytes += size;
-            senders.add(&letter.frame, size);
+            senders.add(&letter.frame, letter.owner_uid, size);
         }
         file.sync_all().map_err(io_err("syncing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;

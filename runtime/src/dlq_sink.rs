@@ -4,7 +4,7 @@
 //!
 //! How each refusal reaches the router ([`SinkRefusal`]): the queue's lock held by `agentwire
 //! dlq replay` or `purge` is `Busy` (the router keeps the frame and offers it again after a
-//! backoff); the sender's quota is `OverQuota`, the queue's bounds `Full`, an oversized frame
+//! backoff); the sender's or its uid's quota is `OverQuota`, the queue's bounds `Full`, an oversized frame
 //! `TooLarge` and an I/O error `Failed` (logged here): for those the router drops the frame,
 //! counts it and nacks its sender.
 //!
@@ -67,8 +67,17 @@ impl DlqSink {
 
 impl DeadLetterSink for DlqSink {
     fn accept(&mut self, reason: NackReason, frame: &[u8]) -> Result<u64, SinkRefusal> {
+        self.accept_from(reason, frame, None)
+    }
+
+    fn accept_from(
+        &mut self,
+        reason: NackReason,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+    ) -> Result<u64, SinkRefusal> {
         self.dlq
-            .try_append(reason as u32, frame)
+            .try_append_from(reason as u32, frame, owner_uid)
             .map_err(|e| match e {
                 DlqError::Busy { .. } => SinkRefusal::Busy,
                 DlqError::SenderQuota(_) => SinkRefusal::OverQuota,

@@ -2,8 +2,10 @@
 //! partial drains.
 
 use agentwire_runtime::dlq::{
-    DeadLetterQueue, DlqConfig, DlqError, Handoff, FILE_HEADER_BYTES, RECORD_HEADER_BYTES,
+    DeadLetterQueue, DlqConfig, DlqError, Handoff, FILE_HEADER_BYTES, FILE_VERSION,
+    RECORD_HEADER_BYTES,
 };
+use agentwire_runtime::dlq_quota::Holder;
 use proptest::prelude::*;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -286,8 +288,8 @@ fn a_sender_over_its_quota_is_refused_and_its_quota_frees_on_drain_purge_and_reo
     match dlq.append(3, &frame_from(1, 3, 10)) {
         Err(DlqError::SenderQuota(over)) => {
             assert_eq!(
-                (over.source, over.held.records, over.records_max),
-                (1, 3, 3)
+                (over.holder, over.held.records, over.records_max),
+                (Holder::Agent(1), 3, 3)
             );
         }
         other => panic!("expected SenderQuota, got {other:?}"),
@@ -336,4 +338,130 @@ fn a_sender_over_its_byte_quota_is_refused() {
     ));
     dlq.append(3, &frame_from(6, 3, 100 - header)).unwrap();
     assert_eq!(dlq.held_by(5).bytes, 2 * (RECORD_HEADER_BYTES + 100));
+}
+
+#[test]
+fn the_agents_of_one_uid_share_its_quota_and_it_is_counted_again_on_open() {
+    let path = fresh_path("quota-uid");
+    let config = DlqConfig {
+        records_per_sender_max: 3,
+        records_per_uid_max: 4,
+        ..DlqConfig::new(&path)
+    };
+    let mut dlq = DeadLetterQueue::open(config.clone()).unwrap();
+    // Agents 1 and 2 of uid 1000: 3 + 1 records fill the uid's 4.
+    for i in 0..3 {
+        dlq.append_from(3, &frame_from(1, i, 10), Some(1000))
+            .unwrap();
+    }
+    dlq.append_from(3, &frame_from(2, 3, 10), Some(1000))
+        .unwrap();
+    match dlq.append_from(3, &frame_from(3, 4, 10), Some(1000)) {
+        Err(DlqError::SenderQuota(over)) => {
+            assert_eq!(
+                (over.holder, over.held.records, over.records_max),
+                (Holder::Uid(1000), 4, 4)
+            );
+        }
+        other => panic!("expected the uid's quota, got {other:?}"),
+    }
+    // Another uid, and a frame without an owner, are not affected.
+    dlq.append_from(3, &frame_from(4, 5, 10), Some(1001))
+        .unwrap();
+    dlq.append(3, &frame_from(5, 6, 10)).unwrap();
+    assert_eq!(dlq.held_by_uid(1000).records, 4);
+    assert_eq!(dlq.len(), 6);
+    let err = dlq
+        .append_from(3, &frame_from(6, 7, 10), Some(1000))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("uid 1000 holds 4 dead letters"), "{err}");
+    // Rebuilt from the file on open: the owners were kept with the records.
+    drop(dlq);
+    let mut dlq = DeadLetterQueue::open(config).unwrap();
+    assert_eq!(dlq.held_by_uid(1000).records, 4);
+    assert_eq!(dlq.held_by_uid(1001).records, 1);
+    let owners: Vec<Option<u32>> = dlq
+        .read_all()
+        .unwrap()
+        .iter()
+        .map(|l| l.owner_uid)
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            Some(1000),
+            Some(1000),
+            Some(1000),
+            Some(1000),
+            Some(1001),
+            None
+        ]
+    );
+    assert!(matches!(
+        dlq.append_from(3, &frame_from(7, 8, 10), Some(1000)),
+        Err(DlqError::SenderQuota(_))
+    ));
+    // A drain frees the uid's quota with its records.
+    dlq.drain(|_| Ok::<_, ()>(Handoff::Next)).unwrap();
+    assert_eq!(dlq.held_by_uid(1000).records, 0);
+}
+
+/// Writes a queue file of format 1 (records of 32-byte headers, no owner), as the daemon
+/// wrote before format 2.
+fn write_format_1(path: &std::path::Path, frames: &[&[u8]]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"AWDLQ\0\0\0");
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&7u64.to_le_bytes()); // first sequence
+    for (i, frame) in frames.iter().enumerate() {
+        let mut header = Vec::new();
+        header.extend_from_slice(b"AWDQ");
+        header.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        header.extend_from_slice(&(7 + i as u64).to_le_bytes());
+        header.extend_from_slice(&123u64.to_le_bytes());
+        header.extend_from_slice(&3u32.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(frame);
+        header.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_format_1_queue_is_read_and_rewritten_as_format_2() {
+    let path = fresh_path("format-1");
+    let (a, b) = (frame_from(1, 0, 10), frame_from(2, 1, 20));
+    write_format_1(&path, &[&a, &b]);
+    let mut dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    let letters = dlq.read_all().unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!((letters[0].sequence, letters[1].sequence), (7, 8));
+    assert_eq!(
+        (letters[0].frame.as_slice(), letters[1].frame.as_slice()),
+        (&a[..], &b[..])
+    );
+    assert_eq!((letters[0].reason, letters[0].dead_time_ns), (3, 123));
+    assert_eq!((letters[0].owner_uid, letters[1].owner_uid), (None, None));
+    assert_eq!(dlq.held_by(1).records, 1);
+    // Now format 2 on disk, and appends go on after it.
+    let raw = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(raw[8..12].try_into().unwrap()),
+        FILE_VERSION
+    );
+    assert_eq!(
+        dlq.append_from(3, &frame_from(3, 2, 5), Some(1000))
+            .unwrap(),
+        9
+    );
+    drop(dlq);
+    let dlq = DeadLetterQueue::open(DlqConfig::new(&path)).unwrap();
+    assert_eq!(dlq.len(), 3);
+    assert_eq!(dlq.recovery().truncated_bytes, 0);
+    assert_eq!(dlq.read_all().unwrap()[2].owner_uid, Some(1000));
 }

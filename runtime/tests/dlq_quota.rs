@@ -227,3 +227,97 @@ fn one_sender_cannot_take_more_than_its_quota_and_honest_dead_letters_are_kept()
     assert_eq!(counter(&observer, "frames_dropped"), dropped);
     drop(deaf);
 }
+
+/// Records in the queue file by owner uid: (this uid's, without an owner).
+fn records_by_owner(config: &DlqConfig, uid: u32) -> (u64, u64) {
+    let dlq = DeadLetterQueue::open(config.clone()).unwrap();
+    let letters = dlq.read_all().unwrap();
+    let mine = letters.iter().filter(|l| l.owner_uid == Some(uid)).count() as u64;
+    let none = letters.iter().filter(|l| l.owner_uid.is_none()).count() as u64;
+    assert_eq!(
+        dlq.held_by_uid(uid).records,
+        mine,
+        "the quota counts the file"
+    );
+    (mine, none)
+}
+
+#[test]
+fn one_user_cannot_get_around_the_quota_by_connecting_again_as_new_agents() {
+    const PER_UID_MAX: u64 = 30;
+    const ROUNDS: u64 = 4;
+    const FRAMES_EACH: u64 = 25;
+    let dir = std::env::temp_dir().join(format!("aw-dlq-uid-quota-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dlq_config = DlqConfig {
+        records_max: RECORDS_MAX,
+        records_per_sender_max: RECORDS_PER_SENDER_MAX,
+        records_per_uid_max: PER_UID_MAX,
+        ..DlqConfig::new(dir.join("dlq.log"))
+    };
+    let sink_config = dlq_config.clone();
+    let router = TestRouter::start_with_dead_letters(
+        TestRouterConfig {
+            ring_capacity_bytes: 4096,
+            defer_capacity_bytes: 4096,
+            defer_deadline: Some(Duration::from_millis(10)),
+            idle: IdleStrategy::Spin,
+            ..TestRouterConfig::new(dir.join("agentwire.sock"))
+        },
+        move |_| {
+            Box::new(DlqSink::new(
+                DeadLetterQueue::open(sink_config.clone()).unwrap(),
+            ))
+        },
+    )
+    .unwrap();
+    let observer = router.control().observer();
+    let deaf = Agent::builder("deaf")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    let payload = [0x5Au8; 200];
+    let mut ids = Vec::new();
+    // Each round a new agent (a new id, a fresh per-agent quota) of the same uid sends its
+    // frames and leaves at once: its frames expire after it left, so their uid comes from
+    // what the registry remembers of departed agents.
+    for round in 0..ROUNDS {
+        let mut agent = Agent::builder(&format!("again-{round}"))
+            .socket(router.socket_path())
+            .idle(IdleStrategy::Spin)
+            .ring_capacity(256 * 1024)
+            .send_timeout(Duration::from_secs(10))
+            .connect()
+            .unwrap();
+        for _ in 0..FRAMES_EACH {
+            agent.send(deaf.id(), &payload).unwrap();
+        }
+        ids.push(agent.id());
+        drop(agent);
+    }
+    let sent = ROUNDS * FRAMES_EACH;
+    wait_until("every frame delivered, dead-lettered or dropped", || {
+        counter(&observer, "deferred_now") == 0
+            && counter(&observer, "frames_delivered")
+                + counter(&observer, "frames_dead_lettered")
+                + counter(&observer, "frames_dropped")
+                == sent
+    });
+    let uid = rustix::process::getuid().as_raw();
+    let (mine, without_owner) = records_by_owner(&dlq_config, uid);
+    assert_eq!(without_owner, 0, "every record names its sender's uid");
+    assert_eq!(
+        mine, PER_UID_MAX,
+        "the uid holds its quota, not the per-agent quota times its agents"
+    );
+    for id in ids {
+        assert!(records_of(&dlq_config, id) <= RECORDS_PER_SENDER_MAX);
+    }
+    let delivered = counter(&observer, "frames_delivered");
+    assert_eq!(counter(&observer, "frames_dead_lettered"), PER_UID_MAX);
+    assert_eq!(
+        counter(&observer, "dead_letters_over_quota"),
+        sent - delivered - PER_UID_MAX
+    );
+    drop(deaf);
+}

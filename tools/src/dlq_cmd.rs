@@ -26,6 +26,7 @@ fn describe(letter: &DeadLetter) -> serde_json::Value {
         "reason_name": reason_name(letter.reason),
         "kind": header.map(|h| format!("{:?}", h.kind())),
         "source": header.map(|h| h.source()),
+        "source_uid": letter.owner_uid,
         "destination": header.map(|h| h.destination()),
         "correlation_id": header.map(|h| h.correlation()),
         "frame_bytes": letter.frame.len(),
@@ -83,11 +84,12 @@ pub fn list(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
     outln!("{} record(s) in {}", letters.len(), dlq.path().display())?;
     if !letters.is_empty() {
         outln!(
-            "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
+            "{:>8}  {:<16} {:<9} {:>7} {:>7} {:>11} {:>14} {:>7}",
             "seq",
             "reason",
             "kind",
             "source",
+            "uid",
             "destination",
             "correlation",
             "bytes"
@@ -96,11 +98,14 @@ pub fn list(path: PathBuf, as_json: bool) -> Result<(), BoxError> {
     for letter in &letters {
         match FrameHeader::validate(&letter.frame) {
             Ok(h) => outln!(
-                "{:>8}  {:<16} {:<9} {:>7} {:>11} {:>14} {:>7}",
+                "{:>8}  {:<16} {:<9} {:>7} {:>7} {:>11} {:>14} {:>7}",
                 letter.sequence,
                 reason_name(letter.reason),
                 format!("{:?}", h.kind()),
                 h.source(),
+                letter
+                    .owner_uid
+                    .map_or_else(|| "-".to_string(), |uid| uid.to_string()),
                 h.destination(),
                 h.correlation(),
                 letter.frame.len()

@@ -21,17 +21,25 @@ use crate::config::{DEAD_LETTER_RETRY_MAX, DEAD_LETTER_RETRY_MIN};
 use crate::outbox::Outboxes;
 use crate::reply::{nack, GaveUpOutcome, NackDetail, REPLY_BYTES_MAX};
 use crate::route::monotonic_ns;
+use crate::shared::Shared;
 use crate::sink::{DeadLetterSink, SinkRefusal};
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::segment::ControlBlock;
+use rustc_hash::FxHashMap;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// A shard's dead-letter sink, whether it holds appends not yet synced, and the backoff
 /// after it answered `Busy`.
 #[derive(Default)]
 pub(crate) struct DeadLetters {
     sink: Option<Box<dyn DeadLetterSink>>,
+    /// Where the senders' uids are looked up (the registry), and the answers so far
+    /// (at most [`OWNERS_CACHED_MAX`]; a frame is dead-lettered rarely, so a miss may take
+    /// the registry's lock).
+    owners: Option<Arc<Shared>>,
+    owners_cached: FxHashMap<u32, Option<u32>>,
     /// Something was kept since the last flush.
     unflushed: bool,
     /// Monotonic ns before which the sink is not asked again (0: no backoff).
@@ -54,9 +62,36 @@ enum Offer {
     NoSink,
 }
 
+/// Senders whose uids a shard's [`DeadLetters`] remembers before it starts over.
+const OWNERS_CACHED_MAX: usize = 4096;
+
 impl DeadLetters {
-    pub(crate) fn set(&mut self, sink: Box<dyn DeadLetterSink>) {
+    /// Sets the sink, and where the senders' uids are looked up.
+    pub(crate) fn set(&mut self, sink: Box<dyn DeadLetterSink>, owners: Arc<Shared>) {
         self.sink = Some(sink);
+        self.owners = Some(owners);
+        // Reserved once: remembering a sender never allocates on the give-up path.
+        self.owners_cached =
+            FxHashMap::with_capacity_and_hasher(OWNERS_CACHED_MAX, Default::default());
+    }
+
+    /// The uid the agent `source` connected as, if the registry knows it.
+    fn owner_of(&mut self, source: u32) -> Option<u32> {
+        if let Some(&owner) = self.owners_cached.get(&source) {
+            return owner;
+        }
+        let owner = self
+            .owners
+            .as_ref()?
+            .registry
+            .lock()
+            .expect("registry lock")
+            .owner_of(source);
+        if self.owners_cached.len() >= OWNERS_CACHED_MAX {
+            self.owners_cached.clear();
+        }
+        self.owners_cached.insert(source, owner);
+        owner
     }
 
     pub(crate) fn is_some(&self) -> bool {
@@ -84,16 +119,21 @@ impl DeadLetters {
         &mut self,
         reason: NackReason,
         frame: &[u8],
+        source: u32,
         ignore_backoff: bool,
         stats: &RouterStats,
     ) -> Offer {
-        let Some(sink) = self.sink.as_mut() else {
+        if self.sink.is_none() {
             return Offer::NoSink;
-        };
+        }
         if self.retry_at_ns != 0 && !ignore_backoff && monotonic_ns() < self.retry_at_ns {
             return Offer::Busy;
         }
-        match sink.accept(reason, frame) {
+        let owner = self.owner_of(source);
+        let Some(sink) = self.sink.as_mut() else {
+            return Offer::NoSink;
+        };
+        match sink.accept_from(reason, frame, owner) {
             Ok(sequence) => {
                 self.unflushed = true;
                 self.backoff_ns = 0;
@@ -184,7 +224,10 @@ impl GiveUp<'_> {
         } else {
             (NackReason::DestinationFull, "stayed full past the deadline")
         };
-        let outcome = match self.dead_letters.offer(reason, frame, self.forced, stats) {
+        let outcome = match self
+            .dead_letters
+            .offer(reason, frame, source, self.forced, stats)
+        {
             Offer::Kept(sequence) => {
                 count(&stats.frames_dead_lettered, 1);
                 GaveUpOutcome::DeadLettered(sequence)

@@ -28,6 +28,32 @@ pub(crate) struct Registry {
     /// The authorization policy the shards build their send rights from (replaced on
     /// reload, with a generation bump).
     pub(crate) policy: Arc<Policy>,
+    /// The uids of agents that left, most recent last (at most
+    /// [`DEPARTED_OWNERS_MAX`]), so that their frames still held (deferred, or on a link)
+    /// are charged to their uid when they are dead-lettered.
+    pub(crate) departed_owners: DepartedOwners,
+}
+
+/// How many departed agents' uids the registry remembers (see [`Registry::owner_of`]).
+pub(crate) const DEPARTED_OWNERS_MAX: usize = 4096;
+
+/// The uids of agents that left, bounded: the oldest is forgotten first.
+#[derive(Debug, Default)]
+pub(crate) struct DepartedOwners {
+    uid_of: rustc_hash::FxHashMap<u32, u32>,
+    order: std::collections::VecDeque<u32>,
+}
+
+impl DepartedOwners {
+    fn remember(&mut self, agent_id: u32, uid: u32) {
+        if self.order.len() == DEPARTED_OWNERS_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.uid_of.remove(&oldest);
+            }
+        }
+        self.uid_of.insert(agent_id, uid);
+        self.order.push_back(agent_id);
+    }
 }
 
 /// A topic some live agent holds.
@@ -134,6 +160,9 @@ impl Registry {
     /// freed; its id is not given out again).
     pub(crate) fn release(&mut self, agent_id: u32) -> Option<AgentRecord> {
         let rec = self.agents.remove(&agent_id)?;
+        if let Some(peer) = rec.peer.filter(|_| rec.via.is_none()) {
+            self.departed_owners.remember(agent_id, peer.uid);
+        }
         for topic in &rec.held_topics {
             let Some(entry) = self.topic_entries.get_mut(topic) else {
                 continue;
@@ -147,6 +176,16 @@ impl Registry {
         }
         self.invalidate();
         Some(rec)
+    }
+
+    /// The uid `agent_id` connected as (live, or among the last [`DEPARTED_OWNERS_MAX`] to
+    /// leave); `None` for an in-process endpoint, an agent behind a gateway, or one
+    /// forgotten.
+    pub(crate) fn owner_of(&self, agent_id: u32) -> Option<u32> {
+        match self.agents.get(&agent_id) {
+            Some(rec) => rec.peer.filter(|_| rec.via.is_none()).map(|p| p.uid),
+            None => self.departed_owners.uid_of.get(&agent_id).copied(),
+        }
     }
 
     /// The id of `topic` for `agent_id`, which from now on holds it: made if no live agent

@@ -28,6 +28,18 @@ pub trait DeadLetterSink: Send {
     /// `NackReason::DeadLetterRefused`. The refusal is a plain value (no text is built per
     /// refused frame); a sink logs the details of a failure itself.
     fn accept(&mut self, reason: NackReason, frame: &[u8]) -> Result<u64, SinkRefusal>;
+    /// [`DeadLetterSink::accept`] of a frame whose sender runs as `owner_uid` (known for
+    /// agents on the control socket), so that a sink can keep it and bound what one user's
+    /// agents hold together. By default the uid is ignored.
+    fn accept_from(
+        &mut self,
+        reason: NackReason,
+        frame: &[u8],
+        owner_uid: Option<u32>,
+    ) -> Result<u64, SinkRefusal> {
+        let _ = owner_uid;
+        self.accept(reason, frame)
+    }
     /// Makes what was accepted durable. The router calls it at most once per
     /// [`crate::HEARTBEAT_PASSES`] duty cycles after an accept, and at shutdown.
     fn flush(&mut self) {}

@@ -54,6 +54,8 @@ const KEYS: &[&str] = &[
     "dlq_bytes_max",
     "dlq_records_per_sender_max",
     "dlq_bytes_per_sender_max",
+    "dlq_records_per_uid_max",
+    "dlq_bytes_per_uid_max",
     "metrics",
     "metrics_port",
     "plan",
@@ -435,6 +437,24 @@ impl Config {
             Some(bytes) => bytes,
             None => (dlq.bytes_max / 10).max(4096),
         };
+        // Per uid (all of one user's agents, however often they connect again): the whole
+        // queue unless set; a machine shared by several users sets it.
+        dlq.records_per_uid_max = match doc.take::<u64>("dlq_records_per_uid_max") {
+            Some(0) => {
+                doc.invalid("dlq_records_per_uid_max", 0, "at least 1");
+                1
+            }
+            Some(records) => records,
+            None => dlq.records_max,
+        };
+        dlq.bytes_per_uid_max = match doc.take::<u64>("dlq_bytes_per_uid_max") {
+            Some(bytes) if bytes < 4096 => {
+                doc.invalid("dlq_bytes_per_uid_max", bytes, "at least 4096");
+                4096
+            }
+            Some(bytes) => bytes,
+            None => dlq.bytes_max,
+        };
         let metrics = doc.take("metrics").unwrap_or(true);
         let metrics_port = doc.take("metrics_port").unwrap_or(DEFAULT_METRICS_PORT);
         let socket: Option<PathBuf> = doc.take("socket");
@@ -622,6 +642,35 @@ mod tests {
                 .dlq
                 .records_per_sender_max,
             1
+        );
+    }
+
+    #[test]
+    fn per_uid_dead_letter_quota_is_the_whole_queue_unless_set() {
+        let c = Config::parse("dlq_records_max = 500\ndlq_bytes_max = 1048576", "t").unwrap();
+        assert_eq!(
+            (c.dlq.records_per_uid_max, c.dlq.bytes_per_uid_max),
+            (500, 1_048_576)
+        );
+        let c = Config::parse(
+            "dlq_records_per_uid_max = 300\ndlq_bytes_per_uid_max = 65536",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dlq.records_per_uid_max, c.dlq.bytes_per_uid_max),
+            (300, 65_536)
+        );
+        let err = Config::parse(
+            "dlq_records_per_uid_max = 0\ndlq_bytes_per_uid_max = 10",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("t:1: dlq_records_per_uid_max")
+                && err.contains("t:2: dlq_bytes_per_uid_max"),
+            "{err}"
         );
     }
 
