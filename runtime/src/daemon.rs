@@ -109,6 +109,8 @@ pub struct Daemon {
     plan: Plan,
     checks: Vec<Check>,
     partitions: PartitionHost,
+    /// Configurations applied by [`Daemon::reload`] (status info `reloads`).
+    reloads: u64,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -321,6 +323,7 @@ impl Daemon {
             plan,
             checks,
             partitions,
+            reloads: 0,
         })
     }
 
@@ -400,6 +403,8 @@ impl Daemon {
             defer_deadline = ?config.defer_deadline,
             "configuration reloaded"
         );
+        self.reloads += 1;
+        self.control.set_info("reloads", self.reloads.to_string());
         needs_restart
     }
 

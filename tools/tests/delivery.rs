@@ -128,6 +128,11 @@ fn full_destination_stalls_only_its_flows_then_dead_letters_then_replay_delivers
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["records"].as_array().unwrap().len() as u64, dead);
     assert_eq!(listed["records"][0]["reason_name"], "DestinationFull");
+    // The daemon keeps the uid the sender connected as with each record.
+    assert_eq!(
+        listed["records"][0]["source_uid"],
+        rustix::process::getuid().as_raw()
+    );
     // The slow agent wakes up and reads what reached its ring, in order...
     let mut got = Vec::new();
     while let Some(msg) = slow.try_recv().unwrap() {
@@ -310,37 +315,38 @@ fn routes_lists_topics_and_capability_routes() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("prices"));
 }
 
+/// SIGHUP to the daemon, then waits until `applied` says the new config is in force.
+fn reload(served: &Served, mut applied: impl FnMut() -> bool) {
+    let pid = rustix::process::Pid::from_child(&served.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let deadline = Instant::now() + WATCHDOG;
+    while !applied() {
+        assert!(Instant::now() < deadline, "watchdog: reload never applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn sighup_reloads_the_allow_list_without_dropping_clients() {
+fn sighup_reloads_the_allow_list_keeping_the_clients_it_still_admits() {
     let dir = scratch("sighup");
     let config = dir.join("agentwire.toml");
     let socket = dir.join("agentwire.sock");
     let served = serve_with_config(&config, &socket, "defer_deadline_ms = 1000\n");
     let mut kept = Agent::builder("kept").socket(&socket).connect().unwrap();
-    // Only a uid that is not ours may connect from now on.
     let uid = rustix::process::getuid().as_raw();
+    // A reload that still admits our uid keeps the client connected and routing.
     std::fs::write(
         &config,
-        format!(
-            "allow_uids = [{}]\ndefer_deadline_ms = 500\nring_capacity_bytes = 8192\n",
-            uid + 4242
-        ),
+        format!("allow_uids = [{uid}]\ndefer_deadline_ms = 500\nring_capacity_bytes = 8192\n"),
     )
     .unwrap();
-    let pid = rustix::process::Pid::from_child(&served.child);
-    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        match Agent::builder("late").socket(&socket).connect() {
-            Err(ClientError::Refused { .. }) => break,
-            Ok(_) => {
-                assert!(Instant::now() < deadline, "watchdog: reload never applied");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    // The client connected before the reload still routes.
+    reload(&served, || {
+        query_status(&socket)
+            .unwrap()
+            .info
+            .iter()
+            .any(|(k, v)| k == "reloads" && v == "1")
+    });
     kept.send(kept.id(), b"still here").unwrap();
     assert_eq!(
         kept.recv(Some(WATCHDOG))
@@ -349,6 +355,33 @@ fn sighup_reloads_the_allow_list_without_dropping_clients() {
             .payload(),
         b"still here"
     );
+    // Only a uid that is not ours may connect from now on: new connections are refused and
+    // the client of the uid dropped is removed (and logged; our uid may no longer ask for
+    // the status, so the log is what shows it).
+    std::fs::write(
+        &config,
+        format!("allow_uids = [{}]\ndefer_deadline_ms = 500\n", uid + 4242),
+    )
+    .unwrap();
+    reload(&served, || {
+        matches!(
+            Agent::builder("late").socket(&socket).connect(),
+            Err(ClientError::Refused { .. })
+        )
+    });
+    let deadline = Instant::now() + WATCHDOG;
+    let gone = loop {
+        match kept.recv(Some(Duration::from_millis(50))) {
+            Err(ClientError::Disconnected) => break true,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the client never saw its removal"
+        );
+    };
+    assert!(gone);
     let out = served.terminate();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -358,6 +391,10 @@ fn sighup_reloads_the_allow_list_without_dropping_clients() {
     );
     assert!(
         stderr.contains("need a restart were not applied: ring_capacity_bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("agent removed on reload: no longer on the allow-list"),
         "{stderr}"
     );
 }

@@ -129,7 +129,7 @@ impl RoutingCore {
     /// core.set_dead_letters(Box::new(Drop_));
     /// ```
     pub fn set_dead_letters(&mut self, sink: Box<dyn DeadLetterSink>) {
-        self.dead_letters.set(sink);
+        self.dead_letters.set(sink, self.shared.clone());
     }
 
     /// Whether the control side asked the router to stop.
