@@ -98,12 +98,23 @@ impl RingMem {
 }
 
 /// The producer's view: where it writes, and the last head it saw.
+#[derive(Default)]
 struct Cursor {
     tail: u64,
     cached_head: u64,
 }
 
 impl Cursor {
+    /// Where the next record goes: its index, and the bytes to the end of the data area when
+    /// it must wrap behind a padding record there. Waits for room for both plus `extra`.
+    fn next_slot(&mut self, mem: &RingMem, extra: usize) -> (usize, Option<usize>) {
+        let index = (self.tail as usize) % CAPACITY_BYTES;
+        let to_end = CAPACITY_BYTES - index;
+        let wraps = RECORD_BYTES > to_end;
+        self.wait_room(mem, RECORD_BYTES + extra + if wraps { to_end } else { 0 });
+        (index, wraps.then_some(to_end))
+    }
+
     /// Waits for `need` free bytes (the consumer's head reloaded only when short).
     fn wait_room(&mut self, mem: &RingMem, need: usize) {
         while self.tail + need as u64 - self.cached_head > CAPACITY_BYTES as u64 {
@@ -114,22 +125,31 @@ impl Cursor {
     }
 }
 
+/// Consumes the published record of `length` at `head` (a padding record is skipped):
+/// checks its sequence number against `expected` and releases the head.
+fn consume(mem: &RingMem, head: &mut u64, length: u64, expected: &mut u64, protocol: &str) {
+    let index = (*head as usize) % CAPACITY_BYTES;
+    if mem.header_word(index, 1).load(Ordering::Relaxed) == RECORD_PADDING {
+        *head += length;
+        return;
+    }
+    assert_eq!(mem.read_seq(index), *expected, "{protocol}: order");
+    *expected += 1;
+    *head += length;
+    // SYNC POINT: head (pairs with the producer's acquire in `wait_room`).
+    mem.head().store(*head, Ordering::Release);
+}
+
 /// Producer and consumer of the tail-index protocol.
 fn tail_protocol(mem: &RingMem, messages: u64) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {
             pin_to_cpu(0);
-            let mut c = Cursor {
-                tail: 0,
-                cached_head: 0,
-            };
+            let mut c = Cursor::default();
             for seq in 0..messages {
-                let mut index = (c.tail as usize) % CAPACITY_BYTES;
-                let to_end = CAPACITY_BYTES - index;
-                let wraps = RECORD_BYTES > to_end;
-                c.wait_room(mem, RECORD_BYTES + if wraps { to_end } else { 0 });
-                if wraps {
+                let (mut index, wrap) = c.next_slot(mem, 0);
+                if let Some(to_end) = wrap {
                     mem.header_word(index, 0)
                         .store(to_end as u32, Ordering::Relaxed);
                     mem.header_word(index, 1)
@@ -162,15 +182,7 @@ fn tail_protocol(mem: &RingMem, messages: u64) -> Duration {
                 }
                 let index = (head as usize) % CAPACITY_BYTES;
                 let length = mem.header_word(index, 0).load(Ordering::Relaxed) as u64;
-                if mem.header_word(index, 1).load(Ordering::Relaxed) == RECORD_PADDING {
-                    head += length;
-                    continue;
-                }
-                assert_eq!(mem.read_seq(index), expected, "tail protocol: order");
-                expected += 1;
-                head += length;
-                // SYNC POINT: head (pairs with the producer's acquire in `wait_room`).
-                mem.head().store(head, Ordering::Release);
+                consume(mem, &mut head, length, &mut expected, "tail protocol");
             }
         });
     });
@@ -183,10 +195,7 @@ fn length_word_protocol(mem: &RingMem, messages: u64) -> Duration {
     std::thread::scope(|s| {
         s.spawn(|| {
             pin_to_cpu(0);
-            let mut c = Cursor {
-                tail: 0,
-                cached_head: 0,
-            };
+            let mut c = Cursor::default();
             // Publishes a record of `length` at `index`: the next record's length word is
             // zeroed first, then this one's is stored last, with release.
             let publish = |index: usize, length: usize, kind: u32| {
@@ -198,12 +207,9 @@ fn length_word_protocol(mem: &RingMem, messages: u64) -> Duration {
                     .store(length as u32, Ordering::Release);
             };
             for seq in 0..messages {
-                let mut index = (c.tail as usize) % CAPACITY_BYTES;
-                let to_end = CAPACITY_BYTES - index;
-                let wraps = RECORD_BYTES > to_end;
                 // Room for the record and the next record's length word.
-                c.wait_room(mem, RECORD_BYTES + 8 + if wraps { to_end } else { 0 });
-                if wraps {
+                let (mut index, wrap) = c.next_slot(mem, 8);
+                if let Some(to_end) = wrap {
                     publish(index, to_end, RECORD_PADDING);
                     c.tail += to_end as u64;
                     index = 0;
@@ -224,15 +230,13 @@ fn length_word_protocol(mem: &RingMem, messages: u64) -> Duration {
                     core::hint::spin_loop();
                     continue;
                 }
-                if mem.header_word(index, 1).load(Ordering::Relaxed) == RECORD_PADDING {
-                    head += length;
-                    continue;
-                }
-                assert_eq!(mem.read_seq(index), expected, "length-word protocol: order");
-                expected += 1;
-                head += length;
-                // SYNC POINT: head (pairs with the producer's acquire in `wait_room`).
-                mem.head().store(head, Ordering::Release);
+                consume(
+                    mem,
+                    &mut head,
+                    length,
+                    &mut expected,
+                    "length-word protocol",
+                );
             }
         });
     });

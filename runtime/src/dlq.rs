@@ -312,45 +312,25 @@ fn record_header(letter: &DeadLetter, frame: &[u8]) -> RecordHeader {
     header
 }
 
-/// A record header as read, of either format.
-struct ReadHeader {
-    magic: u32,
-    frame_len_bytes: u32,
-    sequence: u64,
-    dead_time_ns: u64,
-    reason: u32,
-    owner_uid: Option<u32>,
-    crc32: u32,
-}
-
-/// Decodes a record header of format `version` from `raw` (its exact size); returns it with
-/// the bytes its checksum covers.
-fn decode_header(version: u32, raw: &[u8]) -> (ReadHeader, &[u8]) {
+/// Decodes a record header of format `version` from `raw` (its exact size), a format-1
+/// header as a format-2 one without an owner; returns it with the bytes its checksum covers.
+fn decode_header(version: u32, raw: &[u8]) -> (RecordHeader, &[u8]) {
     if version == FILE_VERSION_V1 {
-        let h = RecordHeaderV1::ref_from_bytes(raw).expect("a format-1 record header");
-        let read = ReadHeader {
-            magic: h.magic.get(),
-            frame_len_bytes: h.frame_len_bytes.get(),
-            sequence: h.sequence.get(),
-            dead_time_ns: h.dead_time_ns.get(),
-            reason: h.reason.get(),
-            owner_uid: None,
-            crc32: h.crc32.get(),
+        let v1 = RecordHeaderV1::ref_from_bytes(raw).expect("a format-1 record header");
+        let header = RecordHeader {
+            magic: v1.magic,
+            frame_len_bytes: v1.frame_len_bytes,
+            sequence: v1.sequence,
+            dead_time_ns: v1.dead_time_ns,
+            reason: v1.reason,
+            owner_uid: U32::new(NO_OWNER),
+            reserved: U32::ZERO,
+            crc32: v1.crc32,
         };
-        return (read, &raw[..28]);
+        return (header, &raw[..28]);
     }
-    let h = RecordHeader::ref_from_bytes(raw).expect("a format-2 record header");
-    let owner = h.owner_uid.get();
-    let read = ReadHeader {
-        magic: h.magic.get(),
-        frame_len_bytes: h.frame_len_bytes.get(),
-        sequence: h.sequence.get(),
-        dead_time_ns: h.dead_time_ns.get(),
-        reason: h.reason.get(),
-        owner_uid: (owner != NO_OWNER).then_some(owner),
-        crc32: h.crc32.get(),
-    };
-    (read, &raw[..36])
+    let header = *RecordHeader::ref_from_bytes(raw).expect("a format-2 record header");
+    (header, &raw[..36])
 }
 
 fn write_file_header(file: &mut File, path: &Path, first_sequence: u64) -> Result<(), DlqError> {
@@ -399,13 +379,13 @@ fn read_record(
         }
     }
     let (header, covered) = decode_header(version, raw);
-    if header.magic != RECORD_MAGIC {
+    if header.magic.get() != RECORD_MAGIC {
         return Ok(Next::Bad(format!(
             "bad record magic {:#010x}",
-            header.magic
+            header.magic.get()
         )));
     }
-    let len = header.frame_len_bytes as usize;
+    let len = header.frame_len_bytes.get() as usize;
     if len > frame_bytes_max {
         return Ok(Next::Bad(format!(
             "record length {len} exceeds {frame_bytes_max}"
@@ -423,17 +403,18 @@ fn read_record(
             n => got += n,
         }
     }
-    if checksum(covered, &frame) != header.crc32 {
+    if checksum(covered, &frame) != header.crc32.get() {
         return Ok(Next::Bad(format!(
             "checksum mismatch in record {}",
-            header.sequence
+            header.sequence.get()
         )));
     }
+    let owner = header.owner_uid.get();
     let letter = DeadLetter {
-        sequence: header.sequence,
-        dead_time_ns: header.dead_time_ns,
-        reason: header.reason,
-        owner_uid: header.owner_uid,
+        sequence: header.sequence.get(),
+        dead_time_ns: header.dead_time_ns.get(),
+        reason: header.reason.get(),
+        owner_uid: (owner != NO_OWNER).then_some(owner),
         frame,
     };
     Ok(Next::Record(letter, header_bytes + len as u64))

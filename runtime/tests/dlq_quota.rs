@@ -87,17 +87,11 @@ fn records_of(config: &DlqConfig, source: u32) -> u64 {
     read
 }
 
-#[test]
-fn one_sender_cannot_take_more_than_its_quota_and_honest_dead_letters_are_kept() {
-    let dir = std::env::temp_dir().join(format!("aw-dlq-quota-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let dlq_config = DlqConfig {
-        records_max: RECORDS_MAX,
-        records_per_sender_max: RECORDS_PER_SENDER_MAX,
-        ..DlqConfig::new(dir.join("dlq.log"))
-    };
+/// A router (one shard, small rings and deferrals, a 10 ms deadline) whose shard appends to
+/// the queue of `dlq_config` through the daemon's sink.
+fn start_router(dir: &std::path::Path, dlq_config: &DlqConfig) -> TestRouter {
     let sink_config = dlq_config.clone();
-    let router = TestRouter::start_with_dead_letters(
+    TestRouter::start_with_dead_letters(
         TestRouterConfig {
             ring_capacity_bytes: 4096,
             defer_capacity_bytes: 4096,
@@ -111,7 +105,19 @@ fn one_sender_cannot_take_more_than_its_quota_and_honest_dead_letters_are_kept()
             ))
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn one_sender_cannot_take_more_than_its_quota_and_honest_dead_letters_are_kept() {
+    let dir = std::env::temp_dir().join(format!("aw-dlq-quota-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dlq_config = DlqConfig {
+        records_max: RECORDS_MAX,
+        records_per_sender_max: RECORDS_PER_SENDER_MAX,
+        ..DlqConfig::new(dir.join("dlq.log"))
+    };
+    let router = start_router(&dir, &dlq_config);
     let observer = router.control().observer();
     let connect = |name: &str| {
         Agent::builder(name)
@@ -255,22 +261,7 @@ fn one_user_cannot_get_around_the_quota_by_connecting_again_as_new_agents() {
         records_per_uid_max: PER_UID_MAX,
         ..DlqConfig::new(dir.join("dlq.log"))
     };
-    let sink_config = dlq_config.clone();
-    let router = TestRouter::start_with_dead_letters(
-        TestRouterConfig {
-            ring_capacity_bytes: 4096,
-            defer_capacity_bytes: 4096,
-            defer_deadline: Some(Duration::from_millis(10)),
-            idle: IdleStrategy::Spin,
-            ..TestRouterConfig::new(dir.join("agentwire.sock"))
-        },
-        move |_| {
-            Box::new(DlqSink::new(
-                DeadLetterQueue::open(sink_config.clone()).unwrap(),
-            ))
-        },
-    )
-    .unwrap();
+    let router = start_router(&dir, &dlq_config);
     let observer = router.control().observer();
     let deaf = Agent::builder("deaf")
         .socket(router.socket_path())
