@@ -180,6 +180,9 @@ fn fetch_status(q: &QueryArgs) -> Result<(PathBuf, StatusReport), BoxError> {
         e @ ClientError::UntrustedDaemon { .. } => {
             format!("{e}; `--daemon-uid UID` trusts it for this command")
         }
+        e @ ClientError::Refused { .. } => {
+            format!("the daemon at {} refused the query: {e}", socket.display())
+        }
         e => format!("no daemon answering at {}: {e}", socket.display()),
     })?;
     Ok((socket, report))

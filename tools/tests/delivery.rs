@@ -369,6 +369,18 @@ fn sighup_reloads_the_allow_list_keeping_the_clients_it_still_admits() {
             Err(ClientError::Refused { .. })
         )
     });
+    // The status query is a control connection too: refused, and said so.
+    let refused = Command::new(AGENTWIRE)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("refused the query") && said.contains("not on the allow-list"),
+        "{said}"
+    );
     let deadline = Instant::now() + WATCHDOG;
     let gone = loop {
         match kept.recv(Some(Duration::from_millis(50))) {
