@@ -143,7 +143,7 @@ pub fn query_status_trusting(
         version_max: PROTOCOL_VERSION_MAX,
         client: format!("agentwire status, pid {}", std::process::id()),
     };
-    conn.send(&hello, &[])?;
+    send_hello(&conn, &hello)?;
     match expect_reply(&conn)? {
         (ServerMsg::Welcome { .. }, _) => {}
         (other, _) => {
@@ -467,6 +467,19 @@ struct Link {
     version: u16,
 }
 
+/// Sends Hello. A refused peer (not on the allow-list, over a limit) may find the socket
+/// closed by the daemon before Hello goes out: then the daemon's refusal is read and
+/// returned, not the broken pipe.
+fn send_hello(conn: &ControlConn, hello: &ClientMsg) -> Result<(), ClientError> {
+    if let Err(e) = conn.send(hello, &[]) {
+        return match expect_reply(conn) {
+            Err(refused @ ClientError::Refused { .. }) => Err(refused),
+            _ => Err(e.into()),
+        };
+    }
+    Ok(())
+}
+
 fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
     match conn.recv::<ServerMsg>(Some(CONTROL_REPLY_TIMEOUT)) {
         Ok((ServerMsg::Refused { reason, detail }, _)) => {
@@ -491,13 +504,7 @@ impl Link {
                 std::process::id()
             ),
         };
-        // A refused peer may find the socket closed before Hello goes out; read the refusal.
-        if let Err(e) = conn.send(&hello, &[]) {
-            return match expect_reply(&conn) {
-                Err(refused @ ClientError::Refused { .. }) => Err(refused),
-                _ => Err(e.into()),
-            };
-        }
+        send_hello(&conn, &hello)?;
         let version = match expect_reply(&conn)? {
             (ServerMsg::Welcome { version, .. }, _) => version,
             (other, _) => {
