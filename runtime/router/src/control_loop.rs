@@ -745,8 +745,10 @@ impl ControlLoop {
         };
         self.listener.set_allow_list(allow);
         for (slot, why) in revoked {
-            count(&self.shared.stats[0].agents_revoked, 1);
             self.close(slot, Close::Revoked(why));
+            // Counted once it is gone: a reader that sees the count sees the registry
+            // without it.
+            count(&self.shared.stats[0].agents_revoked, 1);
         }
     }
 
