@@ -151,7 +151,14 @@ impl ControlLoop {
         epoll::add(&epoll, wake, epoll::EventData::new_u64(WAKE), readable)?;
         let shards = shard_cmds.len();
         let gate = Gate::new(&config);
-        let authz = Authorizer::new(config.policy.clone());
+        let authz = Authorizer::new(
+            shared
+                .registry
+                .lock()
+                .expect("registry lock")
+                .policy
+                .clone(),
+        );
         Ok(Self {
             epoll,
             listener,
@@ -714,17 +721,17 @@ impl ControlLoop {
 
     /// Puts a reloaded allow-list and policy in force: closes the connections of peers no
     /// longer allowed, removes agents whose registration the policy now refuses, and gives
-    /// the shards the policy to build send rights from (the reload bumps the generation).
+    /// the shards the policy to build send rights from (a new generation once it is in the
+    /// registry, so no shard rebuilds from the old one last).
     fn apply_reload(&mut self, allow: AllowList, policy: crate::policy::Policy) {
         tracing::info!(uids = ?allow.uids, gids = ?allow.gids, rules = policy.rules.len(), "allow-list and policy reloaded");
-        let policy_changed = policy != self.authz.policy;
-        if policy_changed {
-            let mut reg = self.shared.registry.lock().expect("registry lock");
-            reg.policy = Arc::new(policy.clone());
-            self.authz.policy = policy;
-        }
+        let policy_changed = policy != *self.authz.policy;
         let revoked: Vec<(u64, String)> = {
-            let reg = self.shared.registry.lock().expect("registry lock");
+            let mut reg = self.shared.registry.lock().expect("registry lock");
+            if policy_changed {
+                self.authz.policy = Arc::new(policy);
+                reg.policy = self.authz.policy.clone();
+            }
             self.conns
                 .iter()
                 .filter_map(|(&slot, c)| {
@@ -743,6 +750,9 @@ impl ControlLoop {
                 })
                 .collect()
         };
+        if policy_changed {
+            crate::shared::bump(&self.shared);
+        }
         self.listener.set_allow_list(allow);
         for (slot, why) in revoked {
             self.close(slot, Close::Revoked(why));

@@ -47,6 +47,7 @@ use crate::gate::RefusalLog;
 use crate::registry::{AgentRecord, Registry};
 use crate::stats::{count, RouterStats};
 use agentwire_shm::control::{PeerCredentials, Registration};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// An allowed string: exact, or a prefix when it ends in `*` (`*` alone matches everything).
@@ -394,12 +395,14 @@ impl Policy {
 /// unlogged).
 #[derive(Debug)]
 pub(crate) struct Authorizer {
-    pub(crate) policy: Policy,
+    /// The policy in force, shared with the registry (which the shards build send rights
+    /// from): one value, replaced whole on reload.
+    pub(crate) policy: Arc<Policy>,
     logs: [RefusalLog; 6],
 }
 
 impl Authorizer {
-    pub(crate) fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Arc<Policy>) -> Self {
         Self {
             policy,
             logs: Default::default(),
@@ -502,7 +505,7 @@ mod tests {
     #[test]
     fn refusals_are_counted_each_time_and_logged_per_kind() {
         let stats = RouterStats::default();
-        let mut authz = Authorizer::new(Policy::open());
+        let mut authz = Authorizer::new(Arc::new(Policy::open()));
         let refusal = Authorizer::name_owned(&peer(1, 1), "a", 2);
         for _ in 0..3 {
             authz.note(&peer(1, 1), &refusal, &stats);
