@@ -298,7 +298,12 @@ fn main() {
     }
     println!(
         "{:<38} {:>9} {:>8} {:>11} {:>11} {:>11}",
-        "Aeron C IPC [cited, not run here]", "33.2", "0.25 [c]", "-", "96", "-"
+        "Aeron C IPC [cited, not run here]",
+        AERON_MSGS_PER_S_M,
+        format!("{AERON_VS_BARE} [c]"),
+        "-",
+        "96",
+        "-"
     );
     println!("[*] the router needs a core of its own: it spins on cpu 1 and one thread on cpu 0 plays both agents.");
     println!(

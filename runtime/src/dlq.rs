@@ -294,20 +294,29 @@ fn checksum(header_before_crc: &[u8], frame: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// A format-2 record header for `letter` (whose frame may be elsewhere: `frame`), its
-/// checksum filled in.
-fn record_header(letter: &DeadLetter, frame: &[u8]) -> RecordHeader {
+/// Bytes of a record header its checksum covers (all but the checksum), by format.
+const CRC_COVERED_BYTES: usize = RECORD_HEADER_BYTES as usize - 4;
+const CRC_COVERED_BYTES_V1: usize = RECORD_HEADER_BYTES_V1 as usize - 4;
+
+/// A format-2 record header for `frame` with these fields, its checksum filled in.
+fn record_header(
+    sequence: u64,
+    dead_time_ns: u64,
+    reason: u32,
+    owner_uid: Option<u32>,
+    frame: &[u8],
+) -> RecordHeader {
     let mut header = RecordHeader {
         magic: U32::new(RECORD_MAGIC),
         frame_len_bytes: U32::new(frame.len() as u32),
-        sequence: U64::new(letter.sequence),
-        dead_time_ns: U64::new(letter.dead_time_ns),
-        reason: U32::new(letter.reason),
-        owner_uid: U32::new(letter.owner_uid.unwrap_or(NO_OWNER)),
+        sequence: U64::new(sequence),
+        dead_time_ns: U64::new(dead_time_ns),
+        reason: U32::new(reason),
+        owner_uid: U32::new(owner_uid.unwrap_or(NO_OWNER)),
         reserved: U32::ZERO,
         crc32: U32::ZERO,
     };
-    let crc = checksum(&header.as_bytes()[..36], frame);
+    let crc = checksum(&header.as_bytes()[..CRC_COVERED_BYTES], frame);
     header.crc32 = U32::new(crc);
     header
 }
@@ -327,10 +336,10 @@ fn decode_header(version: u32, raw: &[u8]) -> (RecordHeader, &[u8]) {
             reserved: U32::ZERO,
             crc32: v1.crc32,
         };
-        return (header, &raw[..28]);
+        return (header, &raw[..CRC_COVERED_BYTES_V1]);
     }
     let header = *RecordHeader::ref_from_bytes(raw).expect("a format-2 record header");
-    (header, &raw[..36])
+    (header, &raw[..CRC_COVERED_BYTES])
 }
 
 fn write_file_header(file: &mut File, path: &Path, first_sequence: u64) -> Result<(), DlqError> {
@@ -754,14 +763,7 @@ impl DeadLetterQueue {
             });
         }
         let sequence = self.next_sequence;
-        let meta = DeadLetter {
-            sequence,
-            dead_time_ns: now_ns(),
-            reason,
-            owner_uid,
-            frame: Vec::new(),
-        };
-        let header = record_header(&meta, frame);
+        let header = record_header(sequence, now_ns(), reason, owner_uid, frame);
         let path = &self.config.path;
         // One write per record keeps a crash between header and body to a torn tail, which
         // recovery cuts off.
@@ -901,7 +903,13 @@ impl DeadLetterQueue {
         let mut bytes = FILE_HEADER_BYTES;
         let mut senders = SenderUsages::default();
         for letter in keep {
-            let header = record_header(letter, &letter.frame);
+            let header = record_header(
+                letter.sequence,
+                letter.dead_time_ns,
+                letter.reason,
+                letter.owner_uid,
+                &letter.frame,
+            );
             file.write_all(header.as_bytes())
                 .map_err(io_err("writing", &tmp))?;
             file.write_all(&letter.frame)

@@ -75,25 +75,6 @@ impl DeadLetters {
             FxHashMap::with_capacity_and_hasher(OWNERS_CACHED_MAX, Default::default());
     }
 
-    /// The uid the agent `source` connected as, if the registry knows it.
-    fn owner_of(&mut self, source: u32) -> Option<u32> {
-        if let Some(&owner) = self.owners_cached.get(&source) {
-            return owner;
-        }
-        let owner = self
-            .owners
-            .as_ref()?
-            .registry
-            .lock()
-            .expect("registry lock")
-            .owner_of(source);
-        if self.owners_cached.len() >= OWNERS_CACHED_MAX {
-            self.owners_cached.clear();
-        }
-        self.owners_cached.insert(source, owner);
-        owner
-    }
-
     pub(crate) fn is_some(&self) -> bool {
         self.sink.is_some()
     }
@@ -123,16 +104,13 @@ impl DeadLetters {
         ignore_backoff: bool,
         stats: &RouterStats,
     ) -> Offer {
-        if self.sink.is_none() {
-            return Offer::NoSink;
-        }
-        if self.retry_at_ns != 0 && !ignore_backoff && monotonic_ns() < self.retry_at_ns {
-            return Offer::Busy;
-        }
-        let owner = self.owner_of(source);
         let Some(sink) = self.sink.as_mut() else {
             return Offer::NoSink;
         };
+        if self.retry_at_ns != 0 && !ignore_backoff && monotonic_ns() < self.retry_at_ns {
+            return Offer::Busy;
+        }
+        let owner = owner_of(self.owners.as_deref(), &mut self.owners_cached, source);
         match sink.accept_from(reason, frame, owner) {
             Ok(sequence) => {
                 self.unflushed = true;
@@ -172,6 +150,29 @@ impl DeadLetters {
             }
         }
     }
+}
+
+/// The uid the agent `source` connected as, if the registry of `owners` knows it: from
+/// `cached` when asked before, else from the registry (its lock, on the give-up path only),
+/// remembered in `cached` (its capacity reserved: it starts over when full).
+fn owner_of(
+    owners: Option<&Shared>,
+    cached: &mut FxHashMap<u32, Option<u32>>,
+    source: u32,
+) -> Option<u32> {
+    if let Some(&owner) = cached.get(&source) {
+        return owner;
+    }
+    let owner = owners?
+        .registry
+        .lock()
+        .expect("registry lock")
+        .owner_of(source);
+    if cached.len() >= OWNERS_CACHED_MAX {
+        cached.clear();
+    }
+    cached.insert(source, owner);
+    owner
 }
 
 /// Gives up on frames: each goes to the dead-letter sink or is dropped and counted, and its

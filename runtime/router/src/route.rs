@@ -11,6 +11,7 @@ use crate::table::RoutingTable;
 use agentwire_shm::control::NackReason;
 use agentwire_shm::segment::ControlBlock;
 use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -165,10 +166,10 @@ pub(crate) fn route_frame(
         .table
         .send_rights
         .as_ref()
-        .is_some_and(|rights| rights.of(source).is_some());
+        .and_then(|rights| rights.slot_of(source));
     // Fast path, one map lookup: a unicast to an agent of this shard with room in its ring
     // and nothing deferred anywhere (so nothing waits for it either).
-    if let (false, Destination::Agent(id)) = (restricted, destination) {
+    if let (None, Destination::Agent(id)) = (restricted, destination) {
         if ctx.deferrals.waiting.is_empty() && ctx.producers.deliver_local(id, len, stamp) {
             count(&ctx.stats.frames_delivered, 1);
             count(&ctx.stats.bytes_delivered, len as u64);
@@ -178,13 +179,13 @@ pub(crate) fn route_frame(
             return ControlFlow::Continue(());
         }
     }
-    let resolved = if restricted {
-        to_permitted(source, destination, ctx.table, ctx.producers, ctx.deferrals)
+    let resolved = if let Some(slot) = restricted {
+        to_permitted(slot, destination, ctx.table, ctx.producers, ctx.deferrals)
     } else {
         let anyone = |_: u32| true;
         match destination {
             Destination::Agent(id) => to_agent(id, ctx.producers),
-            Destination::Topic(topic) => to_topic(topic, ctx.table),
+            Destination::Topic(topic) => to_topic(topic, &ctx.table.subscribers),
             Destination::Capability(route) => {
                 let t = &mut *ctx.table;
                 let (routes, cursors) = (&t.capability_routes, &mut t.round_robin);
@@ -226,11 +227,11 @@ pub(crate) fn route_frame(
     }
 }
 
-/// Resolves `destination` for a `source` the policy restricts: a unicast or a publish only
-/// to what its rule allows, a route only among the agents it may reach; `NotPermitted`
-/// otherwise.
+/// Resolves `destination` for a source the policy restricts (its rights: `slot` in the
+/// shard's send rights): a unicast or a publish only to what its rule allows, a route only
+/// among the agents it may reach; `NotPermitted` otherwise.
 fn to_permitted<'t>(
-    source: u32,
+    slot: usize,
     destination: Destination,
     table: &'t mut RoutingTable,
     producers: &mut Outboxes,
@@ -246,22 +247,16 @@ fn to_permitted<'t>(
     } = table;
     let allowed = send_rights
         .as_ref()
-        .and_then(|rights| rights.of(source))
-        .expect("called for a restricted source only");
+        .expect("called for a restricted source only")
+        .allowed(slot);
     let may_reach = |id: u32| allowed.agent(id);
-    let refused = || {
-        (
+    let resolved = match destination {
+        Destination::Agent(id) if may_reach(id) => to_agent(id, producers),
+        Destination::Topic(topic) if allowed.topic(topic) => to_topic(topic, subscribers),
+        Destination::Agent(_) | Destination::Topic(_) => Err((
             NackReason::NotPermitted,
             NackDetail::NotPermitted(destination),
-        )
-    };
-    match destination {
-        Destination::Agent(id) if may_reach(id) => to_agent(id, producers),
-        Destination::Topic(topic) if allowed.topic(topic) => match subscribers.get(&topic) {
-            Some(subs) if !subs.is_empty() => Ok(Targets::Many(subs)),
-            _ => Err((NackReason::NoSubscriber, NackDetail::NoSubscriber(topic))),
-        },
-        Destination::Agent(_) | Destination::Topic(_) => Err(refused()),
+        )),
         Destination::Capability(route) => to_capability(
             route,
             capability_routes,
@@ -269,24 +264,16 @@ fn to_permitted<'t>(
             producers,
             deferrals,
             may_reach,
-        )
-        .map_err(|e| {
-            if e.0 == NackReason::NotPermitted {
-                refused()
-            } else {
-                e
-            }
-        }),
+        ),
         Destination::Feature(feature) => {
-            to_feature(feature, features, producers, deferrals, may_reach).map_err(|e| {
-                if e.0 == NackReason::NotPermitted {
-                    refused()
-                } else {
-                    e
-                }
-            })
+            to_feature(feature, features, producers, deferrals, may_reach)
         }
-    }
+    };
+    // Every refusal names the destination the rule does not let it reach.
+    resolved.map_err(|e| match e.0 {
+        NackReason::NotPermitted => (e.0, NackDetail::NotPermitted(destination)),
+        _ => e,
+    })
 }
 
 /// Why a destination resolved to nobody.
@@ -321,8 +308,8 @@ fn to_agent(id: u32, producers: &Outboxes) -> Result<Targets<'static>, Unresolve
 }
 
 /// A publish: every subscriber of the topic.
-fn to_topic(topic: u32, table: &RoutingTable) -> Result<Targets<'_>, Unresolved> {
-    match table.subscribers.get(&topic) {
+fn to_topic(topic: u32, subscribers: &HashMap<u32, Vec<u32>>) -> Result<Targets<'_>, Unresolved> {
+    match subscribers.get(&topic) {
         Some(subs) if !subs.is_empty() => Ok(Targets::Many(subs)),
         _ => Err((NackReason::NoSubscriber, NackDetail::NoSubscriber(topic))),
     }

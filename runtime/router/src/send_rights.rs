@@ -86,9 +86,15 @@ impl SendRights {
         Some(rights)
     }
 
-    /// What `source` may reach, or `None` when it is not restricted.
-    pub(crate) fn of(&self, source: u32) -> Option<&Allowed> {
-        self.of_source.get(&source).map(|&slot| &self.allowed[slot])
+    /// Where the rights of `source` are ([`SendRights::allowed`]), or `None` when it is not
+    /// restricted: one lookup per frame, the rights then taken by index.
+    pub(crate) fn slot_of(&self, source: u32) -> Option<usize> {
+        self.of_source.get(&source).copied()
+    }
+
+    /// The rights at `slot` (from [`SendRights::slot_of`]).
+    pub(crate) fn allowed(&self, slot: usize) -> &Allowed {
+        &self.allowed[slot]
     }
 
     /// Logs a refused frame (at a rate limit; every refusal is counted by the caller).

@@ -108,6 +108,16 @@ impl<'i> Document<'i> {
         self.deserialize(key, value)
     }
 
+    /// The value of top-level `key` as a count that must be at least `min`: a smaller one
+    /// is reported (`at least MIN`) and `min` is used, so the rest of the file is checked.
+    pub(super) fn take_at_least(&mut self, key: &str, min: u64) -> Option<u64> {
+        let value = self.take::<u64>(key)?;
+        if value < min {
+            self.invalid(key, value, &format!("at least {min}"));
+        }
+        Some(value.max(min))
+    }
+
     /// Each element of the array at top-level `key` (an array of tables, `[[authorize]]`)
     /// as a `T`, taken one at a time so that every element's problems are reported: `None`
     /// for one of the wrong shape. Empty when absent; a problem when not an array.

@@ -408,53 +408,29 @@ impl Config {
         let dlq_path: Option<PathBuf> = doc.take("dlq_path");
         let dlq_path_given = dlq_path.is_some();
         let mut dlq = crate::dlq::DlqConfig::new(dlq_path.unwrap_or_else(crate::dlq::default_path));
-        if let Some(records_max) = doc.take::<u64>("dlq_records_max") {
-            if records_max == 0 {
-                doc.invalid("dlq_records_max", 0, "at least 1");
-            }
-            dlq.records_max = records_max.max(1);
+        // Records at least 1, bytes at least 4096, everywhere.
+        let (records_min, bytes_min) = (1, 4096);
+        if let Some(records_max) = doc.take_at_least("dlq_records_max", records_min) {
+            dlq.records_max = records_max;
         }
-        if let Some(bytes_max) = doc.take::<u64>("dlq_bytes_max") {
-            if bytes_max < 4096 {
-                doc.invalid("dlq_bytes_max", bytes_max, "at least 4096");
-            }
-            dlq.bytes_max = bytes_max.max(4096);
+        if let Some(bytes_max) = doc.take_at_least("dlq_bytes_max", bytes_min) {
+            dlq.bytes_max = bytes_max;
         }
         // Per sender: a tenth of the queue unless set, so no one agent fills it.
-        dlq.records_per_sender_max = match doc.take::<u64>("dlq_records_per_sender_max") {
-            Some(0) => {
-                doc.invalid("dlq_records_per_sender_max", 0, "at least 1");
-                1
-            }
-            Some(records) => records,
-            None => (dlq.records_max / 10).max(1),
-        };
-        dlq.bytes_per_sender_max = match doc.take::<u64>("dlq_bytes_per_sender_max") {
-            Some(bytes) if bytes < 4096 => {
-                doc.invalid("dlq_bytes_per_sender_max", bytes, "at least 4096");
-                4096
-            }
-            Some(bytes) => bytes,
-            None => (dlq.bytes_max / 10).max(4096),
-        };
+        dlq.records_per_sender_max = doc
+            .take_at_least("dlq_records_per_sender_max", records_min)
+            .unwrap_or((dlq.records_max / 10).max(records_min));
+        dlq.bytes_per_sender_max = doc
+            .take_at_least("dlq_bytes_per_sender_max", bytes_min)
+            .unwrap_or((dlq.bytes_max / 10).max(bytes_min));
         // Per uid (all of one user's agents, however often they connect again): the whole
         // queue unless set; a machine shared by several users sets it.
-        dlq.records_per_uid_max = match doc.take::<u64>("dlq_records_per_uid_max") {
-            Some(0) => {
-                doc.invalid("dlq_records_per_uid_max", 0, "at least 1");
-                1
-            }
-            Some(records) => records,
-            None => dlq.records_max,
-        };
-        dlq.bytes_per_uid_max = match doc.take::<u64>("dlq_bytes_per_uid_max") {
-            Some(bytes) if bytes < 4096 => {
-                doc.invalid("dlq_bytes_per_uid_max", bytes, "at least 4096");
-                4096
-            }
-            Some(bytes) => bytes,
-            None => dlq.bytes_max,
-        };
+        dlq.records_per_uid_max = doc
+            .take_at_least("dlq_records_per_uid_max", records_min)
+            .unwrap_or(dlq.records_max);
+        dlq.bytes_per_uid_max = doc
+            .take_at_least("dlq_bytes_per_uid_max", bytes_min)
+            .unwrap_or(dlq.bytes_max);
         let metrics = doc.take("metrics").unwrap_or(true);
         let metrics_port = doc.take("metrics_port").unwrap_or(DEFAULT_METRICS_PORT);
         let socket: Option<PathBuf> = doc.take("socket");
