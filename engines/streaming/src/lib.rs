@@ -16,4 +16,5 @@ pub mod detect;
 pub mod event;
 pub mod log;
 pub mod nab;
+pub mod pipeline;
 pub mod window;

@@ -116,9 +116,25 @@ impl WindowOperator {
                 out(Output::Late(event.clone()));
             }
         }
-        let t = event.event_time_ns;
-        if self.max_event_time_ns.is_none_or(|max| t > max) {
-            self.max_event_time_ns = Some(t);
+        self.observe_time(event.event_time_ns, out);
+    }
+
+    /// Moves the watermark as if an event of time `event_time_ns` had been seen (by another
+    /// shard of the same input: the source's progress reaches every shard this way), firing
+    /// and dropping windows as [`push`](Self::push) does. An earlier time changes nothing.
+    ///
+    /// ```
+    /// use agentwire_streaming::event::{Event, Key};
+    /// use agentwire_streaming::window::{WindowKind, WindowOperator, WindowSpec};
+    /// let mut op = WindowOperator::new(WindowSpec::new(WindowKind::Tumbling { size_ns: 10 })).unwrap();
+    /// op.push(&Event::new(Key::Id(1), 5, 1.0), &mut |_| {});
+    /// let mut fired = 0;
+    /// op.observe_time(10, &mut |_| fired += 1);
+    /// assert_eq!((fired, op.watermark_ns()), (1, 10));
+    /// ```
+    pub fn observe_time(&mut self, event_time_ns: i64, out: &mut impl FnMut(Output)) {
+        if self.max_event_time_ns.is_none_or(|max| event_time_ns > max) {
+            self.max_event_time_ns = Some(event_time_ns);
             self.advance(out);
         }
     }
