@@ -16,6 +16,7 @@ mod load;
 mod perf;
 mod plan_cmd;
 mod serve_cmd;
+mod stream_cmd;
 mod tune;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -62,6 +63,35 @@ enum DlqCmd {
     },
     /// Remove every dead letter.
     Purge,
+}
+
+#[derive(Subcommand)]
+enum StreamCmd {
+    /// Run a pipeline declared in TOML (stages, then event-time windows; see
+    /// engines/streaming/src/pipeline/file.rs for every key) over a CSV input, writing one
+    /// JSON object per window result. The CSV's first line names its columns: `value`, the
+    /// time as `event_time_ns` or `timestamp` (`YYYY-MM-DD HH:MM:SS[.fff]` UTC or RFC 3339),
+    /// an optional `key`; other columns become attributes. Malformed rows are skipped,
+    /// counted and described on stderr.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The CSV input (`-` for stdin) [default: the file's [input] path].
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Where results go (`-` for stdout) [default: the file's [output] path, else stdout].
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Shard threads [default: the file's `shards`, else 1].
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Overwrite the output file if it exists (without it, an existing file is refused).
+        #[arg(long)]
+        force: bool,
+        /// Print a JSON summary on stdout (results must then go to a file).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The flow `load` drives and `tune` trials: mode, rate, pattern, size, agents.
@@ -364,6 +394,11 @@ enum Cmd {
         #[arg(long)]
         echo: bool,
     },
+    /// The streaming engine: run a pipeline declared in TOML.
+    Stream {
+        #[command(subcommand)]
+        action: StreamCmd,
+    },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
     DemoPeer {
@@ -489,6 +524,23 @@ fn main() -> ExitCode {
             topology,
             json,
         } => plan_cmd::plan(config, topology, json),
+        Cmd::Stream { action } => match action {
+            StreamCmd::Run {
+                pipeline,
+                input,
+                output,
+                shards,
+                force,
+                json,
+            } => stream_cmd::run(stream_cmd::RunArgs {
+                pipeline,
+                input,
+                output,
+                shards,
+                force,
+                json,
+            }),
+        },
         Cmd::Routes(q) => serve_cmd::routes(&q),
         Cmd::Status(q) => serve_cmd::status(&q),
         Cmd::Agents(q) => serve_cmd::agents(&q),

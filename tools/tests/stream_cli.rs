@@ -1,0 +1,134 @@
+//! `agentwire stream run` as a user runs it: the real binary, a pipeline file and a CSV on
+//! disk, results read back.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aw-stream-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn agentwire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(args)
+        .output()
+        .expect("run agentwire")
+}
+
+const PIPELINE: &str = r#"
+[[stage]]
+op = "filter"
+value_min = 0.0
+[window]
+kind = "tumbling"
+size_ms = 10
+quantiles = [0.5]
+"#;
+
+/// Keys a and b over two 10 ms windows, a negative value filtered, a malformed row.
+const CSV: &str = "key,event_time_ns,value\n\
+a,1000000,1\n\
+b,2000000,4\n\
+a,3000000,-7\n\
+a,4000000,oops\n\
+a,12000000,5\n\
+b,19000000,6\n";
+
+fn setup(name: &str) -> (PathBuf, String, String) {
+    let dir = scratch(name);
+    std::fs::write(dir.join("p.toml"), PIPELINE).unwrap();
+    std::fs::write(dir.join("in.csv"), CSV).unwrap();
+    let p = dir.join("p.toml").display().to_string();
+    let i = dir.join("in.csv").display().to_string();
+    (dir, p, i)
+}
+
+#[test]
+fn run_writes_one_json_object_per_window_and_a_json_summary() {
+    let (dir, pipeline, input) = setup("run");
+    let output = dir.join("out.jsonl");
+    let out = agentwire(&[
+        "stream",
+        "run",
+        &pipeline,
+        "--input",
+        &input,
+        "--output",
+        output.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["events_in"], 5);
+    assert_eq!(summary["events_filtered"], 1);
+    assert_eq!(summary["malformed"], 1);
+    assert_eq!(summary["outputs"], 4);
+    assert_eq!(
+        summary["malformed_rows"][0],
+        "line 5: value = \"oops\": not a number"
+    );
+    let text = std::fs::read_to_string(&output).unwrap();
+    let mut results: Vec<(String, i64, u64, f64)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let key = v["key"].as_str().unwrap().to_string();
+            (
+                key,
+                v["start_ns"].as_i64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["sum"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    results.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        results,
+        vec![
+            ("a".into(), 0, 1, 1.0),
+            ("a".into(), 10_000_000, 1, 5.0),
+            ("b".into(), 0, 1, 4.0),
+            ("b".into(), 10_000_000, 1, 6.0),
+        ]
+    );
+}
+
+#[test]
+fn run_refuses_to_overwrite_a_file_unless_forced() {
+    let (dir, pipeline, input) = setup("force");
+    let output = dir.join("precious.txt");
+    std::fs::write(&output, "keep me").unwrap();
+    let o = output.to_str().unwrap();
+    let out = agentwire(&["stream", "run", &pipeline, "--input", &input, "--output", o]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists; pass --force"));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "keep me");
+    let out = agentwire(&[
+        "stream", "run", &pipeline, "--input", &input, "--output", o, "--force",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn run_names_the_file_and_line_of_a_bad_pipeline() {
+    let dir = scratch("bad");
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, "[window]\nkind = \"tumbling\"\nsize = 5\n").unwrap();
+    let out = agentwire(&["stream", "run", p.to_str().unwrap(), "--input", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3: unknown field `size`", p.display())),
+        "{stderr}"
+    );
+}
