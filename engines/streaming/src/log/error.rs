@@ -128,7 +128,9 @@ pub enum LogError {
         defect: RecordDefect,
     },
     /// The offset was deleted by retention.
-    #[error("log: offset {offset} of partition {partition} is below its start offset {start_offset}")]
+    #[error(
+        "log: offset {offset} of partition {partition} is below its start offset {start_offset}"
+    )]
     OffsetBelowStart {
         /// The partition.
         partition: u32,
@@ -161,7 +163,10 @@ pub enum LogError {
         read_buffer_bytes: usize,
     },
     /// The directory holds files but no log meta file.
-    #[error("log: {dir} is not empty and has no {} meta file", super::layout::META_FILE_NAME)]
+    #[error(
+        "log: {dir} is not empty and has no {} meta file",
+        super::layout::META_FILE_NAME
+    )]
     MetaMissing {
         /// The log directory.
         dir: PathBuf,

@@ -64,8 +64,11 @@ impl Partition {
         let mut segments = VecDeque::with_capacity(bases.len());
         for &base_offset in sealed_bases {
             let path = segment_path(&dir, base_offset);
-            let file = SegmentFile::open_read_only(&path).map_err(LogError::io("open segment", &path))?;
-            let len_bytes = file.len_bytes().map_err(LogError::io("stat segment", &path))?;
+            let file =
+                SegmentFile::open_read_only(&path).map_err(LogError::io("open segment", &path))?;
+            let len_bytes = file
+                .len_bytes()
+                .map_err(LogError::io("stat segment", &path))?;
             check_sealed_name(&path, &file, base_offset, len_bytes, buf)?;
             segments.push_back(Segment {
                 base_offset,
@@ -75,8 +78,11 @@ impl Partition {
             });
         }
         let path = segment_path(&dir, last_base);
-        let active = SegmentFile::open_read_write(&path).map_err(LogError::io("open segment", &path))?;
-        let len_bytes = active.len_bytes().map_err(LogError::io("stat segment", &path))?;
+        let active =
+            SegmentFile::open_read_write(&path).map_err(LogError::io("open segment", &path))?;
+        let len_bytes = active
+            .len_bytes()
+            .map_err(LogError::io("stat segment", &path))?;
         let tail = scan_tail(&path, &active, last_base, len_bytes, buf)?;
         let bytes_truncated = len_bytes - tail.good_bytes;
         if bytes_truncated > 0 {
@@ -221,7 +227,8 @@ impl Partition {
         self.sync(stats)?;
         let path = segment_path(&self.dir, self.next_offset);
         let file = SegmentFile::create_new(&path).map_err(LogError::io("create segment", &path))?;
-        file_io::sync_dir(&self.dir).map_err(LogError::io("sync partition directory", &self.dir))?;
+        file_io::sync_dir(&self.dir)
+            .map_err(LogError::io("sync partition directory", &self.dir))?;
         stats.dir_syncs += 1;
         self.active = file;
         self.segments.push_back(Segment {
@@ -243,7 +250,10 @@ impl Partition {
         visit: &mut F,
     ) -> Result<ReadOutcome, LogError> {
         self.check_readable(from_offset)?;
-        let mut segment_index = self.segments.partition_point(|s| s.base_offset <= from_offset) - 1;
+        let mut segment_index = self
+            .segments
+            .partition_point(|s| s.base_offset <= from_offset)
+            - 1;
         let segment_base = self.segments[segment_index].base_offset;
         let (mut offset, mut position) = match self.read_hint {
             Some(hint) if hint.segment_base == segment_base && hint.offset <= from_offset => {
@@ -263,7 +273,11 @@ impl Partition {
             if position >= segment.len_bytes || offset >= limit_offset {
                 // The end of a sealed segment: it must end exactly where the next one begins.
                 if position != segment.len_bytes || offset != limit_offset {
-                    return Err(self.corrupt(segment.base_offset, position, RecordDefect::OffsetOutOfSequence));
+                    return Err(self.corrupt(
+                        segment.base_offset,
+                        position,
+                        RecordDefect::OffsetOutOfSequence,
+                    ));
                 }
                 segment_index += 1;
                 position = 0;
@@ -271,15 +285,25 @@ impl Partition {
                 continue;
             }
             let file = reader_file(&self.active, &mut self.sealed_reader, segment, is_active)?;
-            let check = if offset < from_offset { Check::HeaderOnly } else { Check::Full };
+            let check = if offset < from_offset {
+                Check::HeaderOnly
+            } else {
+                Check::Full
+            };
             let next = next_record(buf, file, position, segment.len_bytes, offset, check)
                 .map_err(LogError::io("read segment", &segment.path))?;
             let found = match next {
                 Next::Record(found) => found,
                 Next::Misplaced(_) => {
-                    return Err(self.corrupt(segment.base_offset, position, RecordDefect::OffsetOutOfSequence))
+                    return Err(self.corrupt(
+                        segment.base_offset,
+                        position,
+                        RecordDefect::OffsetOutOfSequence,
+                    ))
                 }
-                Next::Defect(defect) => return Err(self.corrupt(segment.base_offset, position, defect)),
+                Next::Defect(defect) => {
+                    return Err(self.corrupt(segment.base_offset, position, defect))
+                }
             };
             if offset >= from_offset {
                 let read_buffer_bytes = buf.capacity_bytes();
@@ -350,20 +374,27 @@ impl Partition {
         let mut stored_bytes = self.stored_bytes();
         let mut deleted_count = 0;
         while self.segments.len() > 1 {
-            let over_size = config.retention_bytes_max != 0 && stored_bytes > config.retention_bytes_max;
+            let over_size =
+                config.retention_bytes_max != 0 && stored_bytes > config.retention_bytes_max;
             let expired = !over_size
                 && config.retention_age_ms != 0
-                && now_ms.saturating_sub(self.oldest_newest_append_time_ms(buf)?) > config.retention_age_ms;
+                && now_ms.saturating_sub(self.oldest_newest_append_time_ms(buf)?)
+                    > config.retention_age_ms;
             if !over_size && !expired {
                 break;
             }
             let oldest = self.segments.front().expect("len > 1");
-            if self.sealed_reader.as_ref().is_some_and(|(base, _)| *base == oldest.base_offset) {
+            if self
+                .sealed_reader
+                .as_ref()
+                .is_some_and(|(base, _)| *base == oldest.base_offset)
+            {
                 self.sealed_reader = None;
             }
             // Not followed by a directory sync: a deletion undone by a power failure only
             // keeps a whole, synced segment a little longer.
-            file_io::remove_file(&oldest.path).map_err(LogError::io("delete segment", &oldest.path))?;
+            file_io::remove_file(&oldest.path)
+                .map_err(LogError::io("delete segment", &oldest.path))?;
             stored_bytes -= oldest.len_bytes;
             self.segments.pop_front();
             deleted_count += 1;

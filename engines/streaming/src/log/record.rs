@@ -45,7 +45,10 @@ pub(crate) fn encoded_bytes(payload_bytes: usize) -> usize {
 
 /// Appends one encoded record to `buf`. Allocates nothing once `buf` has the capacity.
 pub(crate) fn encode_into(buf: &mut Vec<u8>, offset: u64, append_time_ms: u64, payload: &[u8]) {
-    debug_assert!(u32::try_from(payload.len()).is_ok(), "validated against record_bytes_max");
+    debug_assert!(
+        u32::try_from(payload.len()).is_ok(),
+        "validated against record_bytes_max"
+    );
     let start = buf.len();
     buf.push(RECORD_MAGIC);
     buf.extend_from_slice(&[0; 4]); // the checksum, patched below once the rest is in place

@@ -147,7 +147,9 @@ pub(crate) fn next_record(
         return Ok(Next::Defect(RecordDefect::ShortPayload));
     }
     let found = Found { header, position };
-    if check == Check::Full && checksum_of(buf, file, &found, &header_bytes, end_position)? != header.checksum {
+    if check == Check::Full
+        && checksum_of(buf, file, &found, &header_bytes, end_position)? != header.checksum
+    {
         return Ok(Next::Defect(RecordDefect::BadChecksum));
     }
     if header.offset != expected_offset {

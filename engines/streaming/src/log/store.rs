@@ -103,7 +103,8 @@ impl Log {
         let mut partitions = Vec::with_capacity(config.partition_count as usize);
         let mut report = RecoveryReport::default();
         for index in 0..config.partition_count {
-            let (partition, recovery) = Partition::open(index, &config.dir, &mut read_buf, &mut stats)?;
+            let (partition, recovery) =
+                Partition::open(index, &config.dir, &mut read_buf, &mut stats)?;
             partitions.push(partition);
             report.partitions.push(recovery);
         }
@@ -129,7 +130,11 @@ impl Log {
     /// assert_eq!(log.append_batch(0, &[b"a"]).unwrap().start, 0);
     /// assert_eq!(log.append_batch(0, &[b"b", b"c"]).unwrap().start, 1);
     /// ```
-    pub fn append_batch(&mut self, partition: u32, records: &[&[u8]]) -> Result<OffsetRange, LogError> {
+    pub fn append_batch(
+        &mut self,
+        partition: u32,
+        records: &[&[u8]],
+    ) -> Result<OffsetRange, LogError> {
         self.append_batch_at(partition, records, wall_clock_ms())
     }
 
@@ -257,8 +262,12 @@ impl Log {
     pub fn enforce_retention(&mut self, now_ms: u64) -> Result<u64, LogError> {
         let mut deleted_count = 0;
         for partition in &mut self.partitions {
-            deleted_count +=
-                partition.enforce_retention(now_ms, &self.config, &mut self.read_buf, &mut self.stats)?;
+            deleted_count += partition.enforce_retention(
+                now_ms,
+                &self.config,
+                &mut self.read_buf,
+                &mut self.stats,
+            )?;
         }
         Ok(deleted_count)
     }
