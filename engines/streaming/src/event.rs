@@ -57,6 +57,48 @@ impl fmt::Debug for Key {
     }
 }
 
+/// A key is stored as a number or a string (checkpoints, JSON output).
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, s.is_human_readable()) {
+            (Key::Id(id), true) => s.serialize_u64(*id),
+            (Key::Name(name), true) => s.serialize_str(name.as_str()),
+            (Key::Id(id), false) => s.serialize_newtype_variant("Stored", 0, "Id", id),
+            (Key::Name(name), false) => {
+                s.serialize_newtype_variant("Stored", 1, "Name", name.as_str())
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        enum Stored {
+            Id(u64),
+            Name(String),
+        }
+        // Self-describing formats (JSON) give a number or a string; postcard needs the
+        // variant, so Key is written as an enum there too.
+        if d.is_human_readable() {
+            #[derive(serde::Deserialize)]
+            #[serde(untagged)]
+            enum Text {
+                Id(u64),
+                Name(String),
+            }
+            return match Text::deserialize(d)? {
+                Text::Id(id) => Ok(Key::Id(id)),
+                Text::Name(name) => Key::name(&name).map_err(serde::de::Error::custom),
+            };
+        }
+        match Stored::deserialize(d)? {
+            Stored::Id(id) => Ok(Key::Id(id)),
+            Stored::Name(name) => Key::name(&name).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A key name of at most [`KEY_NAME_BYTES_MAX`] bytes of UTF-8, held inline.
 ///
 /// ```

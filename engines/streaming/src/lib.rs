@@ -12,6 +12,7 @@
 //! adapter, never the daemon.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod detect;
 pub mod event;
 pub mod log;

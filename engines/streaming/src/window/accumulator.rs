@@ -14,7 +14,7 @@ const SKETCH_BUCKETS_MAX: u32 = 2_048;
 const SKETCH_VALUE_MIN: f64 = 1e-9;
 
 /// What one window has seen so far.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Accumulator {
     pub(crate) count: u64,
     pub(crate) sum: f64,

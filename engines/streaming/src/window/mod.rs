@@ -42,9 +42,11 @@
 
 mod accumulator;
 mod operator;
+mod snapshot;
 
 pub use accumulator::QUANTILE_RELATIVE_ACCURACY;
 pub use operator::WindowOperator;
+pub use snapshot::{OperatorSnapshot, SnapshotError};
 
 use crate::event::{Event, Key};
 
@@ -291,7 +293,7 @@ pub enum Output {
 /// let s = WindowStats::default();
 /// assert_eq!(s.events_in, 0);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Events pushed.
     pub events_in: u64,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::accumulator::Accumulator;
+use super::snapshot::{OperatorSnapshot, SnapshotError, StoredWindow};
 use super::{Output, SpecError, WindowKind, WindowResult, WindowSpec, WindowStats};
 use crate::event::{Event, Key};
 
@@ -60,6 +61,72 @@ impl WindowOperator {
             max_event_time_ns: None,
             stats: WindowStats::default(),
         })
+    }
+
+    /// The operator's whole state, for a checkpoint.
+    ///
+    /// ```
+    /// use agentwire_streaming::event::{Event, Key};
+    /// use agentwire_streaming::window::{WindowKind, WindowOperator, WindowSpec};
+    /// let mut op = WindowOperator::new(WindowSpec::new(WindowKind::Tumbling { size_ns: 10 })).unwrap();
+    /// op.push(&Event::new(Key::Id(1), 3, 2.0), &mut |_| {});
+    /// assert_eq!(op.snapshot().windows_open(), 1);
+    /// ```
+    pub fn snapshot(&self) -> OperatorSnapshot {
+        let mut windows: Vec<StoredWindow> = self
+            .windows
+            .iter()
+            .flat_map(|(key, keyed)| {
+                keyed.iter().map(|(&start_ns, w)| StoredWindow {
+                    key: *key,
+                    start_ns,
+                    end_ns: w.end_ns,
+                    fired: w.fired,
+                    acc: w.acc.clone(),
+                })
+            })
+            .collect();
+        windows.sort_by_key(|w| (w.key, w.start_ns));
+        OperatorSnapshot {
+            max_event_time_ns: self.max_event_time_ns,
+            stats: self.stats,
+            windows,
+        }
+    }
+
+    /// An operator for `spec` in the state `snapshot` holds: it emits exactly what the
+    /// snapshotted one would have for the same further input.
+    ///
+    /// ```
+    /// use agentwire_streaming::window::{WindowKind, WindowOperator, WindowSpec};
+    /// let spec = WindowSpec::new(WindowKind::Tumbling { size_ns: 10 });
+    /// let snap = WindowOperator::new(spec.clone()).unwrap().snapshot();
+    /// assert!(WindowOperator::restore(spec, snap).is_ok());
+    /// ```
+    pub fn restore(spec: WindowSpec, snapshot: OperatorSnapshot) -> Result<Self, SnapshotError> {
+        snapshot.check(&spec)?;
+        let mut op = Self::new(spec)?;
+        op.max_event_time_ns = snapshot.max_event_time_ns;
+        op.stats = snapshot.stats;
+        let watermark_ns = op.watermark_ns();
+        let lateness_ns = op.spec.allowed_lateness_ns;
+        for w in snapshot.windows {
+            // Every window at or below the watermark fired when it got there; only those
+            // above it wait for their timer.
+            if w.end_ns > watermark_ns {
+                op.fire_at.insert((w.end_ns, w.key, w.start_ns));
+            }
+            op.drop_at
+                .insert((w.end_ns.saturating_add(lateness_ns), w.key, w.start_ns));
+            let window = Window {
+                end_ns: w.end_ns,
+                acc: w.acc,
+                fired: w.fired,
+            };
+            op.windows.entry(w.key).or_default().insert(w.start_ns, window);
+        }
+        op.stats.windows_open = op.windows.values().map(|k| k.len() as u64).sum();
+        Ok(op)
     }
 
     /// The current watermark, in ns (`i64::MIN` before the first event).
