@@ -8,12 +8,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agentwire_streaming::event::{Event, Key};
+use agentwire_streaming::output_json::output_json;
 use agentwire_streaming::pipeline::file::PipelineFile;
 use agentwire_streaming::pipeline::input::CsvEvents;
 use agentwire_streaming::pipeline::sharded::run_sharded;
-use agentwire_streaming::window::{Output, WindowResult};
-use serde_json::{json, Value};
+use serde_json::json;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -31,38 +30,6 @@ pub struct RunArgs {
     pub force: bool,
     /// A JSON summary on stdout.
     pub json: bool,
-}
-
-fn key_json(key: &Key) -> Value {
-    match key {
-        Key::Id(id) => json!(id),
-        Key::Name(name) => json!(name.as_str()),
-    }
-}
-
-fn result_json(w: &WindowResult, quantiles: &[f64]) -> Value {
-    let q: serde_json::Map<String, Value> = quantiles
-        .iter()
-        .zip(&w.quantiles)
-        .map(|(q, v)| (q.to_string(), json!(v)))
-        .collect();
-    json!({
-        "key": key_json(&w.key), "start_ns": w.start_ns, "end_ns": w.end_ns,
-        "count": w.count, "sum": w.sum, "min": w.min, "max": w.max, "mean": w.mean,
-        "quantiles": q, "late": w.late,
-    })
-}
-
-fn late_json(e: &Event) -> Value {
-    let attributes: serde_json::Map<String, Value> = e
-        .attributes
-        .iter()
-        .map(|a| (a.name.clone(), json!(a.value)))
-        .collect();
-    json!({"late_event": {
-        "key": key_json(&e.key), "event_time_ns": e.event_time_ns, "value": e.value,
-        "attributes": attributes,
-    }})
 }
 
 /// Opens `path` for writing results: `-` is stdout; an existing file is refused unless
@@ -140,10 +107,7 @@ pub fn run(args: RunArgs) -> Result<(), BoxError> {
         if write_error.is_some() {
             return;
         }
-        let line = match &o {
-            Output::Window(w) => result_json(w, &quantiles),
-            Output::Late(e) => late_json(e),
-        };
+        let line = output_json(&o, &quantiles);
         if let Err(e) = writeln!(writer, "{line}") {
             write_error = Some(e);
         }

@@ -214,11 +214,17 @@ mod tests {
     #[test]
     fn every_cut_of_an_event_is_short_and_extra_bytes_are_refused() {
         let mut e = Event::new(Key::name("k").unwrap(), 1, 2.0);
-        e.attributes.push(Attribute { name: "a".into(), value: "b".into() });
+        e.attributes.push(Attribute {
+            name: "a".into(),
+            value: "b".into(),
+        });
         let mut bytes = vec![];
         encode(&e, &mut bytes);
         for len in 0..bytes.len() {
-            assert!(matches!(decode(&bytes[..len]), Err(DecodeError::Short { .. })), "{len}");
+            assert!(
+                matches!(decode(&bytes[..len]), Err(DecodeError::Short { .. })),
+                "{len}"
+            );
         }
         bytes.push(0);
         assert_eq!(decode(&bytes), Err(DecodeError::Trailing { extra: 1 }));

@@ -15,7 +15,9 @@
 pub mod codec;
 pub mod detect;
 pub mod event;
+pub mod exactly_once;
 pub mod log;
 pub mod nab;
+pub mod output_json;
 pub mod pipeline;
 pub mod window;

@@ -5,9 +5,11 @@
 //! **Watermark across shards.** The feeder sends in rounds of at most
 //! [`ROUND_EVENTS_MAX`] events; with each round every shard gets its part (possibly empty)
 //! and the largest event time of the whole input so far, so a shard whose keys fall quiet
-//! still fires its windows. Within a round a shard's watermark follows its own events, so it
-//! is never ahead of a single operator's over the same input: sharding never makes an
-//! event late that one operator would have taken.
+//! still fires its windows. A shard's watermark moves only then (events are taken with
+//! [`WindowOperator::push_held`]), so every shard judges lateness against the same
+//! watermark and the results do not depend on the shard count. Against one operator that
+//! moves its watermark with every event, the watermark here lags by at most a round, so
+//! no event is late here that one operator would have taken.
 //!
 //! **Bounds.** Each shard's queue holds at most [`SHARD_QUEUE_ROUNDS_MAX`] rounds, the output
 //! queue [`OUTPUT_QUEUE_MAX`] outputs; a slow consumer slows the feeder, never grows memory.
@@ -163,7 +165,7 @@ where
                     let mut emit = |o| drop(out_tx.send((shard, o)));
                     for round in rx {
                         for event in &round.events {
-                            op.push(event, &mut emit);
+                            op.push_held(event, &mut emit);
                         }
                         if let Some(t) = round.source_max_ns {
                             op.observe_time(t, &mut emit);

@@ -123,7 +123,10 @@ impl WindowOperator {
                 acc: w.acc,
                 fired: w.fired,
             };
-            op.windows.entry(w.key).or_default().insert(w.start_ns, window);
+            op.windows
+                .entry(w.key)
+                .or_default()
+                .insert(w.start_ns, window);
         }
         op.stats.windows_open = op.windows.values().map(|k| k.len() as u64).sum();
         Ok(op)
@@ -170,6 +173,23 @@ impl WindowOperator {
     /// assert_eq!(fired, 1);
     /// ```
     pub fn push(&mut self, event: &Event, out: &mut impl FnMut(Output)) {
+        self.push_held(event, out);
+        self.observe_time(event.event_time_ns, out);
+    }
+
+    /// Takes one event into its windows against the current watermark without moving it
+    /// (the caller moves it with [`observe_time`](Self::observe_time)): a sharded run holds
+    /// every shard's watermark to the input's progress at the last round, so which events
+    /// are late does not depend on how keys are split over shards.
+    ///
+    /// ```
+    /// use agentwire_streaming::event::{Event, Key};
+    /// use agentwire_streaming::window::{WindowKind, WindowOperator, WindowSpec};
+    /// let mut op = WindowOperator::new(WindowSpec::new(WindowKind::Tumbling { size_ns: 10 })).unwrap();
+    /// op.push_held(&Event::new(Key::Id(1), 50, 1.0), &mut |_| {});
+    /// assert_eq!(op.watermark_ns(), i64::MIN);
+    /// ```
+    pub fn push_held(&mut self, event: &Event, out: &mut impl FnMut(Output)) {
         self.stats.events_in += 1;
         let watermark_ns = self.watermark_ns();
         let taken = match self.spec.kind {
@@ -183,7 +203,6 @@ impl WindowOperator {
                 out(Output::Late(event.clone()));
             }
         }
-        self.observe_time(event.event_time_ns, out);
     }
 
     /// Moves the watermark as if an event of time `event_time_ns` had been seen (by another

@@ -98,6 +98,55 @@ impl OperatorSnapshot {
         self.windows.len()
     }
 
+    /// Moves the windows of `snapshots` (one per old shard, taken at the same barrier) to
+    /// `shards` new ones by `shard_of` each key: the keys and their state move, nothing is
+    /// lost. At a barrier every shard has seen the input's progress, so all share one
+    /// watermark; the counters are added up in the new shard 0.
+    ///
+    /// ```
+    /// use agentwire_streaming::event::{Event, Key};
+    /// use agentwire_streaming::pipeline::sharded::shard_of;
+    /// use agentwire_streaming::window::{OperatorSnapshot, WindowKind, WindowOperator, WindowSpec};
+    /// let mut op = WindowOperator::new(WindowSpec::new(WindowKind::Tumbling { size_ns: 10 })).unwrap();
+    /// for key in 0..8 {
+    ///     op.push(&Event::new(Key::Id(key), 1, 1.0), &mut |_| {});
+    /// }
+    /// let three = OperatorSnapshot::reshard(vec![op.snapshot()], 3, shard_of);
+    /// assert_eq!(three.iter().map(|s| s.windows_open()).sum::<usize>(), 8);
+    /// ```
+    pub fn reshard(
+        snapshots: Vec<OperatorSnapshot>,
+        shards: usize,
+        shard_of: fn(&Key, usize) -> usize,
+    ) -> Vec<OperatorSnapshot> {
+        let shards = shards.max(1);
+        let max_event_time_ns = snapshots.iter().filter_map(|s| s.max_event_time_ns).max();
+        let mut out: Vec<OperatorSnapshot> = (0..shards)
+            .map(|_| OperatorSnapshot {
+                max_event_time_ns,
+                stats: WindowStats::default(),
+                windows: Vec::new(),
+            })
+            .collect();
+        for snapshot in snapshots {
+            let s = &snapshot.stats;
+            let total = &mut out[0].stats;
+            total.events_in += s.events_in;
+            total.late_events_dropped += s.late_events_dropped;
+            total.late_assignments_dropped += s.late_assignments_dropped;
+            total.events_refused_window_limit += s.events_refused_window_limit;
+            total.windows_fired += s.windows_fired;
+            total.late_firings += s.late_firings;
+            for w in snapshot.windows {
+                out[shard_of(&w.key, shards)].windows.push(w);
+            }
+        }
+        for s in &mut out {
+            s.windows.sort_by_key(|w| (w.key, w.start_ns));
+        }
+        out
+    }
+
     pub(crate) fn check(&self, spec: &WindowSpec) -> Result<(), SnapshotError> {
         if self.windows.len() > spec.open_windows_max {
             let why = format!(
