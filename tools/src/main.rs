@@ -16,6 +16,7 @@ mod load;
 mod perf;
 mod plan_cmd;
 mod serve_cmd;
+mod stream_chaos;
 mod stream_cmd;
 mod tune;
 
@@ -91,6 +92,42 @@ enum StreamCmd {
         /// Print a JSON summary on stdout (results must then go to a file).
         #[arg(long)]
         json: bool,
+    },
+    /// Test exactly-once with real SIGKILLs: write --events generated events to a durable
+    /// log, run a windowed pipeline over it in a child process with checkpoints and a
+    /// de-duplicating sink, SIGKILL it at --kills random points and restart it each time,
+    /// run the same input once without failures, and compare the outputs. Exits 1 if they
+    /// differ.
+    Chaos {
+        /// Events to generate.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// SIGKILLs to send.
+        #[arg(long, default_value_t = 5)]
+        kills: u32,
+        /// Seed of the input and of the kill points.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Shard threads of the pipeline.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Work directory, kept afterwards (must be empty or new) [default: a temporary
+        /// one, removed at the end].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print one JSON object: events, kills, outputs_equal, duplicates, missing, ...
+        #[arg(long)]
+        json: bool,
+    },
+    /// One incarnation of the pipeline `chaos` kills (runs in its own process).
+    #[command(hide = true)]
+    ChaosWorker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        shards: usize,
     },
 }
 
@@ -540,6 +577,24 @@ fn main() -> ExitCode {
                 force,
                 json,
             }),
+            StreamCmd::Chaos {
+                events,
+                kills,
+                seed,
+                shards,
+                dir,
+                json,
+            } => stream_chaos::chaos(stream_chaos::ChaosArgs {
+                events,
+                kills,
+                seed,
+                shards,
+                dir,
+                json,
+            }),
+            StreamCmd::ChaosWorker { dir, name, shards } => {
+                stream_chaos::worker(&dir, &name, shards)
+            }
         },
         Cmd::Routes(q) => serve_cmd::routes(&q),
         Cmd::Status(q) => serve_cmd::status(&q),

@@ -132,3 +132,40 @@ fn run_names_the_file_and_line_of_a_bad_pipeline() {
         "{stderr}"
     );
 }
+
+#[test]
+fn chaos_with_sigkills_ends_with_the_output_of_a_run_without_failures() {
+    let dir = scratch("chaos");
+    let work = dir.join("work");
+    let out = agentwire(&[
+        "stream",
+        "chaos",
+        "--events",
+        "40000",
+        "--kills",
+        "6",
+        "--seed",
+        "7",
+        "--json",
+        "--dir",
+        work.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"], 40000);
+    assert_eq!(v["kills"], 6);
+    assert_eq!(v["outputs_equal"], true);
+    assert_eq!(
+        (v["duplicates"].as_u64(), v["missing"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(v["outputs"].as_u64().unwrap() > 10_000);
+    // --dir is kept, and a second run refuses to reuse it.
+    let again = agentwire(&["stream", "chaos", "--dir", work.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
