@@ -119,6 +119,45 @@ enum StreamCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Score every row of a Numenta Anomaly Benchmark CSV (`timestamp,value`) with a
+    /// streaming detector (each score from that row and earlier ones only) and write
+    /// `timestamp,value,anomaly_score`, one row per input row.
+    Detect {
+        /// The input CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// The output CSV (an existing file is refused without --force).
+        #[arg(long)]
+        output: PathBuf,
+        /// The detector [default: the best one; `agentwire stream nab-score` lists them in
+        /// its errors].
+        #[arg(long, default_value = agentwire_streaming::detect::DEFAULT)]
+        detector: String,
+        /// Overwrite the output file.
+        #[arg(long)]
+        force: bool,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// NAB's standard-profile score of a detector over a corpus (label windows, scaled
+    /// sigmoid, tp 1 / fp 0.11 / fn 1, one threshold per detector across the corpus,
+    /// normalised between the null detector at 0 and a perfect one at 100), beside the null
+    /// and windowed-Gaussian baselines.
+    NabScore {
+        /// The corpus's data directory (category folders of CSV files).
+        #[arg(long)]
+        data: PathBuf,
+        /// The label windows (NAB's combined_windows.json; keys relative to --data).
+        #[arg(long)]
+        labels: PathBuf,
+        /// The detector scored.
+        #[arg(long, default_value = agentwire_streaming::detect::DEFAULT)]
+        detector: String,
+        /// Print one JSON object (with the per-file breakdown).
+        #[arg(long)]
+        json: bool,
+    },
     /// One incarnation of the pipeline `chaos` kills (runs in its own process).
     #[command(hide = true)]
     ChaosWorker {
@@ -592,6 +631,19 @@ fn main() -> ExitCode {
                 dir,
                 json,
             }),
+            StreamCmd::Detect {
+                input,
+                output,
+                detector,
+                force,
+                json,
+            } => stream_cmd::detect(&input, &output, &detector, force, json),
+            StreamCmd::NabScore {
+                data,
+                labels,
+                detector,
+                json,
+            } => stream_cmd::nab_score(&data, &labels, &detector, json),
             StreamCmd::ChaosWorker { dir, name, shards } => {
                 stream_chaos::worker(&dir, &name, shards)
             }

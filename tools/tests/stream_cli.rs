@@ -169,3 +169,96 @@ fn chaos_with_sigkills_ends_with_the_output_of_a_run_without_failures() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
 }
+
+/// A tiny NAB-style corpus: one file of 200 rows, flat then a jump, one window at the jump.
+fn tiny_corpus(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("cat")).unwrap();
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..200 {
+        let value = if i < 150 { 10.0 + (i % 3) as f64 } else { 90.0 };
+        csv.push_str(&format!(
+            "2020-01-01 {:02}:{:02}:00,{value}\n",
+            i / 60,
+            i % 60
+        ));
+    }
+    std::fs::write(data.join("cat/f.csv"), csv).unwrap();
+    let labels = dir.join("labels.json");
+    std::fs::write(
+        &labels,
+        r#"{"cat/f.csv": [["2020-01-01 02:25:00.000000", "2020-01-01 02:40:00.000000"]]}"#,
+    )
+    .unwrap();
+    (data, labels)
+}
+
+#[test]
+fn detect_writes_one_scored_row_per_input_row() {
+    let dir = scratch("detect");
+    let (data, _) = tiny_corpus(&dir);
+    let input = data.join("cat/f.csv");
+    let output = dir.join("scored.csv");
+    let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
+    let out = agentwire(&["stream", "detect", "--input", i, "--output", o, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 200);
+    let text = std::fs::read_to_string(&output).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
+    let scores: Vec<f64> = lines
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 200);
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    // An existing output is refused; an unknown detector is named with the known ones.
+    let again = agentwire(&["stream", "detect", "--input", i, "--output", o]);
+    assert_eq!(again.status.code(), Some(1));
+    let bad = agentwire(&[
+        "stream",
+        "detect",
+        "--input",
+        i,
+        "--output",
+        o,
+        "--force",
+        "--detector",
+        "magic",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("unknown detector \"magic\"; known detectors: null"));
+}
+
+#[test]
+fn nab_score_of_the_null_detector_is_zero_and_json_has_the_baselines() {
+    let dir = scratch("nab");
+    let (data, labels) = tiny_corpus(&dir);
+    let out = agentwire(&[
+        "stream",
+        "nab-score",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--detector",
+        "null",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["score"], 0.0);
+    assert_eq!(
+        (v["windows"].as_u64(), v["windows_missed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["baselines"][0]["detector"], "windowed-gaussian");
+}
