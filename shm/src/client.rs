@@ -1086,6 +1086,54 @@ impl Agent {
         self.confirm_lane(lane)
     }
 
+    /// Sends `batch` to the streaming engine serving `feature_id` (usually
+    /// [`STREAM_FEATURE_ID`](crate::stream_events::STREAM_FEATURE_ID)): many events in one
+    /// frame. The engine counts malformed events and answers with an
+    /// [`IngestAck`](crate::stream_events::IngestAck) only if there were any; use
+    /// [`stream_batch_acked`](Self::stream_batch_acked) to wait for the answer every time.
+    ///
+    /// ```no_run
+    /// use agentwire_shm::stream_events::{EventBatch, WireEvent, WireKey, STREAM_FEATURE_ID};
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let batch = EventBatch { events: vec![WireEvent {
+    ///     key: WireKey::Id(7), event_time_ns: 1_000, value: 0.25, attributes: vec![],
+    /// }] };
+    /// agent.stream_batch(STREAM_FEATURE_ID, &batch)?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn stream_batch(
+        &mut self,
+        feature_id: u32,
+        batch: &crate::stream_events::EventBatch,
+    ) -> Result<(), ClientError> {
+        let bytes = crate::stream_events::encode_batch(batch);
+        self.send_feature(feature_id, &bytes)
+    }
+
+    /// Sends `batch` as a request to the streaming engine's agent `engine` (found with
+    /// `discover(STREAM_CAPABILITY, "^1")`) and waits up to `timeout` for its
+    /// [`IngestAck`](crate::stream_events::IngestAck): how many events it took and refused.
+    ///
+    /// ```no_run
+    /// use agentwire_shm::stream_events::{EventBatch, STREAM_CAPABILITY};
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// let engine = agent.discover(STREAM_CAPABILITY, "^1")?[0].agent_id;
+    /// let ack = agent.stream_batch_acked(engine, &EventBatch::default(), std::time::Duration::from_secs(1))?;
+    /// println!("{} taken, {} refused", ack.accepted, ack.malformed);
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn stream_batch_acked(
+        &mut self,
+        engine: u32,
+        batch: &crate::stream_events::EventBatch,
+        timeout: Duration,
+    ) -> Result<crate::stream_events::IngestAck, ClientError> {
+        let bytes = crate::stream_events::encode_batch(batch);
+        let reply = self.request(engine, &bytes, timeout)?;
+        crate::stream_events::decode_ack(reply.payload())
+            .map_err(|e| ClientError::Protocol(format!("the engine's ack does not decode: {e}")))
+    }
+
     fn capability_route(
         &mut self,
         capability: &str,

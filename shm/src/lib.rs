@@ -11,6 +11,7 @@
 //! - [`control`]: the Unix control socket protocol (messages, framing, SCM_RIGHTS).
 //! - [`client`]: the agent library.
 //! - [`pattern`]: checked payloads for conservation tests across processes.
+//! - [`stream_events`]: the streaming engine's ingest schema (event batches, acks).
 //!
 //! Nothing of the daemon lives here: the router (registry, admission, routing core, the
 //! test router) is the `agentwire-router` crate, which builds on this one.
@@ -35,4 +36,5 @@ pub mod pattern;
 pub mod placement;
 pub mod ring;
 pub mod segment;
+pub mod stream_events;
 pub mod wire;

@@ -12,6 +12,7 @@
 //! adapter, never the daemon.
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 pub mod codec;
 pub mod detect;
 pub mod event;

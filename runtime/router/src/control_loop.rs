@@ -788,6 +788,14 @@ impl ControlLoop {
                     let _ = reply.send(self.add_remote(gateway, &registration));
                 }
                 EndpointRequest::Remove { agent_id } => self.remove_endpoint(agent_id),
+                EndpointRequest::ResolveTopic {
+                    agent_id,
+                    topic,
+                    reply,
+                } => {
+                    let mut reg = self.shared.registry.lock().expect("registry lock");
+                    let _ = reply.send(reg.hold_topic(agent_id, &topic));
+                }
             }
         }
     }

@@ -102,6 +102,11 @@ pub(crate) enum EndpointRequest {
     Remove {
         agent_id: u32,
     },
+    ResolveTopic {
+        agent_id: u32,
+        topic: String,
+        reply: SyncSender<Result<u32, String>>,
+    },
 }
 
 /// What the control loop hands a new in-process endpoint.
@@ -167,6 +172,7 @@ pub(crate) fn register(
         _segment: rings.segment,
         shared: shared.clone(),
         remotes: Vec::new(),
+        topics: Vec::new(),
     })
 }
 
@@ -181,6 +187,8 @@ pub struct Endpoint {
     _segment: Segment,
     shared: Arc<Shared>,
     remotes: Vec<u32>,
+    /// Topics resolved so far, by name (a handful per endpoint: a list is enough).
+    topics: Vec<(String, u32)>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -317,6 +325,34 @@ impl Endpoint {
             reply,
         })?;
         self.remotes.push(id);
+        Ok(id)
+    }
+
+    /// The id of `topic`, to publish to it (`FrameKind::Publish` with the id as destination):
+    /// resolved through the control loop once, then cached. Endpoints are the daemon's own
+    /// parties, so no `[[authorize]]` rule applies.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-topic-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let mut e = r.control().register_endpoint(
+    ///     Registration { name: "engine".into(), ..Default::default() }, EndpointKind::InProcess).unwrap();
+    /// let alerts = e.topic_id("alerts").unwrap();
+    /// assert_eq!(e.topic_id("alerts").unwrap(), alerts);
+    /// ```
+    pub fn topic_id(&mut self, topic: &str) -> Result<u32, EndpointError> {
+        if let Some((_, id)) = self.topics.iter().find(|(name, _)| name == topic) {
+            return Ok(*id);
+        }
+        let agent_id = self.id;
+        let id = ask(&self.shared, |reply| EndpointRequest::ResolveTopic {
+            agent_id,
+            topic: topic.to_string(),
+            reply,
+        })?;
+        self.topics.push((topic.to_string(), id));
         Ok(id)
     }
 

@@ -1,0 +1,361 @@
+//! The streaming engine inside the daemon: an in-process router endpoint that serves the
+//! engine's feature id, takes event batches from any agent, runs event-time windows and a
+//! streaming anomaly detector per key, and publishes window results and alerts to topics.
+//!
+//! - Frames to [`STREAM_FEATURE_ID`] (or the configured id) carry an rkyv
+//!   [`EventBatch`](agentwire_shm::stream_events::EventBatch) ([`ingest`]).
+//! - A batch sent as a request is answered with an
+//!   [`IngestAck`](agentwire_shm::stream_events::IngestAck); a batch sent plainly is answered
+//!   only when some of it was refused, so a sender always learns of bad events.
+//! - Each event is scored by its key's detector (from that event and the key's earlier ones);
+//!   a score at or above `alert_threshold` publishes an alert (JSON: key, event_time_ns,
+//!   value, score, detector) to `alerts_topic`. Window results go to `results_topic` (JSON,
+//!   as `agentwire stream run` writes them).
+//! - [`StreamEngine::do_work`] is one duty-cycle pass (Aeron's contract: returns the work
+//!   done); the daemon calls it from the streaming partition's executors. Outgoing frames
+//!   that find the ring full wait in a bounded outbox; past its bound the oldest are
+//!   dropped and counted.
+//!
+//! ```
+//! use agentwire_router::testing::{TestRouter, TestRouterConfig};
+//! use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+//! let sock = std::env::temp_dir().join(format!("aw-doc-stream-{}.sock", std::process::id()));
+//! let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+//! let mut engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+//! assert_eq!(engine.do_work(), 0); // nothing sent yet
+//! ```
+
+pub mod ingest;
+
+use std::collections::{HashMap, VecDeque};
+
+use agentwire_router::control::RouterControl;
+use agentwire_router::endpoint::{Endpoint, EndpointError, EndpointKind};
+use agentwire_shm::control::{CapabilitySpec, Registration};
+use agentwire_shm::stream_events::{encode_ack, IngestAck, STREAM_CAPABILITY, STREAM_FEATURE_ID};
+use agentwire_shm::wire::{FrameHeader, FrameKind};
+
+use crate::detect::{by_name, Detector, UnknownDetector};
+use crate::event::{Event, Key};
+use crate::output_json::output_json;
+use crate::window::{Output, SpecError, WindowKind, WindowOperator, WindowSpec};
+
+/// Frames read per duty-cycle pass.
+pub const FRAMES_PER_PASS_MAX: usize = 64;
+/// Outgoing frames held while the ring is full; past it the oldest are dropped (counted).
+pub const OUTBOX_FRAMES_MAX: usize = 4_096;
+
+/// The engine's settings.
+///
+/// ```
+/// use agentwire_streaming::adapter::StreamEngineConfig;
+/// let c = StreamEngineConfig::default();
+/// assert_eq!((c.name.as_str(), c.alerts_topic.as_str()), ("streaming", "stream.alerts"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamEngineConfig {
+    /// The endpoint's agent name.
+    pub name: String,
+    /// The feature id it serves.
+    pub feature_id: u32,
+    /// Windows over every key.
+    pub window: WindowSpec,
+    /// Where window results are published (`None`: not published).
+    pub results_topic: Option<String>,
+    /// Where alerts are published.
+    pub alerts_topic: String,
+    /// The detector each key gets (a [`crate::detect::NAMES`] entry).
+    pub detector: String,
+    /// Scores at or above this publish an alert.
+    pub alert_threshold: f64,
+    /// The most keys with a detector; events of further keys are windowed but not scored
+    /// (counted in [`EngineStats::events_unscored`]).
+    pub detector_keys_max: usize,
+}
+
+impl Default for StreamEngineConfig {
+    fn default() -> Self {
+        Self {
+            name: "streaming".into(),
+            feature_id: STREAM_FEATURE_ID,
+            window: WindowSpec::new(WindowKind::Tumbling {
+                size_ns: 1_000_000_000,
+            }),
+            results_topic: Some("stream.windows".into()),
+            alerts_topic: "stream.alerts".into(),
+            detector: crate::detect::DEFAULT.into(),
+            alert_threshold: 0.99,
+            detector_keys_max: 65_536,
+        }
+    }
+}
+
+/// What the engine counted.
+///
+/// ```
+/// use agentwire_streaming::adapter::EngineStats;
+/// assert_eq!(EngineStats::default().events_accepted, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Frames read.
+    pub frames_in: u64,
+    /// Events taken.
+    pub events_accepted: u64,
+    /// Events refused as malformed.
+    pub events_malformed: u64,
+    /// Events past `detector_keys_max` keys: windowed, not scored.
+    pub events_unscored: u64,
+    /// Alerts published.
+    pub alerts: u64,
+    /// Window results published.
+    pub results: u64,
+    /// Acks sent to senders.
+    pub acks: u64,
+    /// Outgoing frames dropped because the outbox was full.
+    pub outbox_dropped: u64,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The router refused the endpoint or a topic.
+    #[error("router: {0}")]
+    Endpoint(#[from] EndpointError),
+    /// The window spec.
+    #[error("window: {0}")]
+    Spec(#[from] SpecError),
+    /// The detector name.
+    #[error(transparent)]
+    Detector(#[from] UnknownDetector),
+}
+
+/// The engine's state besides its endpoint (split so frames can be read while it changes).
+struct Core {
+    config: StreamEngineConfig,
+    op: WindowOperator,
+    detectors: HashMap<Key, Box<dyn Detector>>,
+    outbox: VecDeque<(FrameHeader, Vec<u8>)>,
+    stats: EngineStats,
+    alerts_topic_id: u32,
+    results_topic_id: Option<u32>,
+    aligned: rkyv::util::AlignedVec<16>,
+}
+
+/// The streaming engine as a router endpoint.
+pub struct StreamEngine {
+    endpoint: Endpoint,
+    core: Core,
+}
+
+impl StreamEngine {
+    /// Registers the engine with the router (name, capability `stream-ingest` 1.0.0, its
+    /// feature id) and resolves its topics.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-reg-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let config = StreamEngineConfig { detector: "no-such".into(), ..Default::default() };
+    /// assert!(StreamEngine::register(router.control(), config).is_err());
+    /// ```
+    pub fn register(
+        control: &RouterControl,
+        config: StreamEngineConfig,
+    ) -> Result<Self, EngineError> {
+        by_name(&config.detector)?;
+        let op = WindowOperator::new(config.window.clone())?;
+        let identity = Registration {
+            name: config.name.clone(),
+            capabilities: vec![CapabilitySpec {
+                name: STREAM_CAPABILITY.into(),
+                version: "1.0.0".into(),
+            }],
+            features: vec![config.feature_id],
+            ..Default::default()
+        };
+        let mut endpoint = control.register_endpoint(identity, EndpointKind::InProcess)?;
+        let alerts_topic_id = endpoint.topic_id(&config.alerts_topic)?;
+        let results_topic_id = match &config.results_topic {
+            Some(topic) => Some(endpoint.topic_id(topic)?),
+            None => None,
+        };
+        Ok(Self {
+            endpoint,
+            core: Core {
+                config,
+                op,
+                detectors: HashMap::new(),
+                outbox: VecDeque::new(),
+                stats: EngineStats::default(),
+                alerts_topic_id,
+                results_topic_id,
+                aligned: rkyv::util::AlignedVec::new(),
+            },
+        })
+    }
+
+    /// The engine's agent id (what `discover("stream-ingest", "^1")` finds).
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-id-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// assert!(engine.agent_id() > 0);
+    /// ```
+    pub fn agent_id(&self) -> u32 {
+        self.endpoint.id()
+    }
+
+    /// What the engine counted.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-st-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// assert_eq!(engine.stats().frames_in, 0);
+    /// ```
+    pub fn stats(&self) -> EngineStats {
+        self.core.stats
+    }
+
+    /// One duty-cycle pass: sends what waits in the outbox, reads up to
+    /// [`FRAMES_PER_PASS_MAX`] frames and processes their events. Returns the frames read
+    /// plus the frames sent (0: idle).
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-dw-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let mut engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// assert_eq!(engine.do_work(), 0);
+    /// ```
+    pub fn do_work(&mut self) -> usize {
+        let mut work = self.flush_outbox();
+        let core = &mut self.core;
+        let read = self.endpoint.read(FRAMES_PER_PASS_MAX, |header, payload| {
+            core.on_frame(header, payload)
+        });
+        // A ring the router found corrupt is its to report; the engine reads on.
+        work += read.unwrap_or(0);
+        work + self.flush_outbox()
+    }
+
+    /// Parks until the router rings the engine's doorbell or `timeout` passes.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-park-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// engine.park(std::time::Duration::from_millis(1));
+    /// ```
+    pub fn park(&self, timeout: std::time::Duration) {
+        self.endpoint.doorbell().wait(timeout);
+    }
+
+    fn flush_outbox(&mut self) -> usize {
+        let mut sent = 0;
+        while let Some((header, payload)) = self.core.outbox.front() {
+            if self.endpoint.try_send(*header, payload).is_err() {
+                break;
+            }
+            self.core.outbox.pop_front();
+            sent += 1;
+        }
+        sent
+    }
+}
+
+impl Core {
+    /// One frame: decode, window, score; the ack to send back, if any.
+    fn on_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> Option<(FrameHeader, Vec<u8>)> {
+        self.stats.frames_in += 1;
+        let mut events = Vec::new();
+        let outcome = ingest::decode_batch(payload, &mut self.aligned, &mut |e| events.push(e));
+        self.stats.events_accepted += u64::from(outcome.accepted);
+        self.stats.events_malformed += u64::from(outcome.malformed);
+        for event in &events {
+            self.take(event);
+        }
+        let wants_ack = header.kind() == FrameKind::Request || outcome.malformed > 0;
+        if !wants_ack {
+            return None;
+        }
+        self.stats.acks += 1;
+        let ack = IngestAck {
+            accepted: outcome.accepted,
+            malformed: outcome.malformed,
+            first_problem: outcome.first_problem,
+        };
+        let bytes = encode_ack(&ack).to_vec();
+        let reply = FrameHeader::new(FrameKind::Response, 0, header.source(), bytes.len() as u32)
+            .with_correlation(header.correlation());
+        Some((reply, bytes))
+    }
+
+    fn take(&mut self, event: &Event) {
+        let Core {
+            op,
+            outbox,
+            stats,
+            config,
+            results_topic_id,
+            ..
+        } = self;
+        let quantiles = &config.window.quantiles;
+        op.push(event, &mut |o: Output| {
+            if let Some(topic) = *results_topic_id {
+                stats.results += 1;
+                let json = output_json(&o, quantiles).to_string().into_bytes();
+                push_bounded(outbox, stats, publish(topic, json));
+            }
+        });
+        let detectors_full = self.detectors.len() >= self.config.detector_keys_max;
+        let detector = match self.detectors.get_mut(&event.key) {
+            Some(d) => d,
+            None if detectors_full => {
+                self.stats.events_unscored += 1;
+                return;
+            }
+            None => {
+                let d = by_name(&self.config.detector).expect("checked at registration");
+                self.detectors.entry(event.key).or_insert(d)
+            }
+        };
+        let score = detector.score(event.event_time_ns, event.value);
+        if score >= self.config.alert_threshold {
+            self.stats.alerts += 1;
+            let alert = serde_json::json!({
+                "key": event.key, "event_time_ns": event.event_time_ns, "value": event.value,
+                "score": score, "detector": self.config.detector,
+            });
+            let frame = publish(self.alerts_topic_id, alert.to_string().into_bytes());
+            push_bounded(&mut self.outbox, &mut self.stats, frame);
+        }
+    }
+}
+
+fn publish(topic_id: u32, payload: Vec<u8>) -> (FrameHeader, Vec<u8>) {
+    let header = FrameHeader::new(FrameKind::Publish, 0, topic_id, payload.len() as u32);
+    (header, payload)
+}
+
+fn push_bounded(
+    outbox: &mut VecDeque<(FrameHeader, Vec<u8>)>,
+    stats: &mut EngineStats,
+    frame: (FrameHeader, Vec<u8>),
+) {
+    if outbox.len() >= OUTBOX_FRAMES_MAX {
+        outbox.pop_front();
+        stats.outbox_dropped += 1;
+    }
+    outbox.push_back(frame);
+}
