@@ -14,6 +14,8 @@
 
 pub mod detect;
 pub mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod nab;
 pub mod pipeline;
