@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what agentwire needs to build on a fresh Debian machine with a Rust toolchain:
-# the C libraries behind hwlocality (NUMA placement), pkg-config, and perf (for
-# `agentwire perf record`). Idempotent: it installs
-# only what is missing, so it is cheap to call before every build.
+# the C libraries behind hwlocality (NUMA placement), pkg-config, perf (for
+# `agentwire perf record`), and what the streaming engine's `kafka` feature needs to build
+# librdkafka from the sources bundled in rdkafka-sys (its ./configure and make, C and C++:
+# build-essential; the gzip codec: zlib1g-dev, found through pkg-config). Idempotent: it
+# installs only what is missing, so it is cheap to call before every build.
 set -euo pipefail
 
-packages=(pkg-config libhwloc-dev libudev-dev linux-perf)
+packages=(pkg-config libhwloc-dev libudev-dev linux-perf build-essential zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,8 @@ pub mod codec;
 pub mod detect;
 pub mod event;
 pub mod exactly_once;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod nab;
 pub mod output_json;
