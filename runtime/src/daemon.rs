@@ -71,6 +71,9 @@ pub enum DaemonError {
     /// An engine partition's executor failed to start.
     #[error(transparent)]
     Partition(#[from] crate::partitions::PartitionError),
+    /// The streaming engine could not start (`[streaming] enabled = true`).
+    #[error("streaming engine: {0}")]
+    Stream(String),
     /// The router executor failed to start.
     #[error("starting the router executor on cpu {cpu}: {detail}")]
     Executor {
@@ -274,6 +277,24 @@ impl Daemon {
             routers.push(spawn_router(core, state.clone(), config)?);
             router_states.push(state);
         }
+        let stream = match config.streaming.as_ref().filter(|s| s.enabled) {
+            Some(section) => {
+                let engine = section
+                    .engine_config()
+                    .map_err(|(key, why)| DaemonError::Stream(format!("{key}: {why}")))?;
+                let handle = crate::stream_engine::start(&control, partitions.submitter(), engine)
+                    .map_err(DaemonError::Stream)?;
+                tracing::info!(
+                    partition = crate::stream_engine::PARTITION,
+                    "streaming engine serving feature id {:#x}",
+                    section
+                        .feature_id
+                        .unwrap_or(agentwire_shm::stream_events::STREAM_FEATURE_ID)
+                );
+                Some(handle)
+            }
+            None => None,
+        };
         let engines = partitions.status_source();
         let router_cpus_u32: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
         control.set_status_hook(Box::new(move |report| {
@@ -301,6 +322,9 @@ impl Daemon {
                 jobs_queued: 0,
                 executors: router_states.iter().map(|s| s.status()).collect(),
             };
+            if let Some(stream) = &stream {
+                report.counters.extend(stream.counters());
+            }
             let (mut partitions, moves) = engines();
             partitions.insert(0, router);
             report.partitions = partitions;
@@ -388,6 +412,7 @@ impl Daemon {
                 old.metrics != config.metrics || old.metrics_port != config.metrics_port,
             ),
             ("plan/partitions", old.plan != config.plan),
+            ("streaming", old.streaming != config.streaming),
             ("rebalance", old.rebalance != config.rebalance),
         ]
         .into_iter()

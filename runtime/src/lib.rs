@@ -18,3 +18,4 @@ pub mod dlq_sink;
 pub mod metrics;
 pub mod partitions;
 pub mod planning;
+pub mod stream_engine;

@@ -41,6 +41,61 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Queues `job` on `partition` of the host `shared`.
+fn submit_to(shared: &HostShared, partition: &str, job: Job) -> Result<(), PartitionError> {
+    if shared.stop.load(Ordering::Relaxed) {
+        return Err(PartitionError::ShuttingDown);
+    }
+    let cell = shared
+        .partitions
+        .iter()
+        .find(|p| p.name == partition)
+        .ok_or_else(|| PartitionError::NoSuchPartition(partition.to_string()))?;
+    cell.queue.push(job).map_err(|_| {
+        cell.rejected.fetch_add(1, Ordering::Relaxed);
+        PartitionError::QueueFull {
+            partition: partition.to_string(),
+            capacity: PARTITION_QUEUE_JOBS,
+        }
+    })
+}
+
+/// Submits jobs to a [`PartitionHost`]'s partitions; cloneable and `Send`.
+#[derive(Clone)]
+pub struct Submitter {
+    shared: Arc<HostShared>,
+}
+
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitter").finish_non_exhaustive()
+    }
+}
+
+impl Submitter {
+    /// As [`PartitionHost::submit`].
+    ///
+    /// ```no_run
+    /// # fn f(s: &agentwire_runtime::partitions::Submitter) {
+    /// s.submit("nas", Box::new(|| {})).unwrap();
+    /// # }
+    /// ```
+    pub fn submit(&self, partition: &str, job: Job) -> Result<(), PartitionError> {
+        submit_to(&self.shared, partition, job)
+    }
+
+    /// Whether the host is shutting down (no job is taken any more).
+    ///
+    /// ```no_run
+    /// # fn f(s: &agentwire_runtime::partitions::Submitter) {
+    /// if s.stopping() { return; }
+    /// # }
+    /// ```
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+}
+
 /// A unit of engine work: runs to completion on one of the partition's cores.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -329,22 +384,22 @@ impl PartitionHost {
     /// # }
     /// ```
     pub fn submit(&self, partition: &str, job: Job) -> Result<(), PartitionError> {
-        if self.shared.stop.load(Ordering::Relaxed) {
-            return Err(PartitionError::ShuttingDown);
+        submit_to(&self.shared, partition, job)
+    }
+
+    /// A handle that submits jobs from anywhere, a job included (an engine's duty cycle
+    /// queues its next slice with it).
+    ///
+    /// ```no_run
+    /// # fn f(host: &agentwire_runtime::partitions::PartitionHost) {
+    /// let submitter = host.submitter();
+    /// submitter.submit("streaming", Box::new(|| {})).unwrap();
+    /// # }
+    /// ```
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            shared: self.shared.clone(),
         }
-        let cell = self
-            .shared
-            .partitions
-            .iter()
-            .find(|p| p.name == partition)
-            .ok_or_else(|| PartitionError::NoSuchPartition(partition.to_string()))?;
-        cell.queue.push(job).map_err(|_| {
-            cell.rejected.fetch_add(1, Ordering::Relaxed);
-            PartitionError::QueueFull {
-                partition: partition.to_string(),
-                capacity: PARTITION_QUEUE_JOBS,
-            }
-        })
     }
 
     /// Every executor thread: (name, CPU).

@@ -158,6 +158,9 @@ enum StreamCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon's streaming engine ([streaming] in its config): agent id, frames and
+    /// events taken, malformed events, alerts and window results published, acks.
+    Status(serve_cmd::QueryArgs),
     /// One incarnation of the pipeline `chaos` kills (runs in its own process).
     #[command(hide = true)]
     ChaosWorker {
@@ -644,6 +647,7 @@ fn main() -> ExitCode {
                 detector,
                 json,
             } => stream_cmd::nab_score(&data, &labels, &detector, json),
+            StreamCmd::Status(q) => stream_cmd::status(&q),
             StreamCmd::ChaosWorker { dir, name, shards } => {
                 stream_chaos::worker(&dir, &name, shards)
             }

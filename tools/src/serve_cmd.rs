@@ -174,7 +174,7 @@ pub struct QueryArgs {
     pub json: bool,
 }
 
-fn fetch_status(q: &QueryArgs) -> Result<(PathBuf, StatusReport), BoxError> {
+pub(crate) fn fetch_status(q: &QueryArgs) -> Result<(PathBuf, StatusReport), BoxError> {
     let socket = resolve_socket(q.socket.clone(), None);
     let report = query_status_trusting(&socket, &q.daemon_uid).map_err(|e| match e {
         e @ ClientError::UntrustedDaemon { .. } => {

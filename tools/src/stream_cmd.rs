@@ -263,3 +263,33 @@ pub fn nab_score(data: &Path, labels: &Path, detector: &str, json: bool) -> Resu
     }
     Ok(())
 }
+
+/// `agentwire stream status`: the daemon's streaming engine, from its status report.
+pub fn status(q: &crate::serve_cmd::QueryArgs) -> Result<(), BoxError> {
+    let (socket, report) = crate::serve_cmd::fetch_status(q)?;
+    let stream: Vec<(&str, u64)> = report
+        .counters
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("stream.").map(|k| (k, *v)))
+        .collect();
+    if stream.is_empty() {
+        return Err(format!(
+            "the daemon at {} runs no streaming engine (set [streaming] enabled = true in its config)",
+            socket.display()
+        )
+        .into());
+    }
+    if q.json {
+        let map: serde_json::Map<String, serde_json::Value> = stream
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        outln!("{}", json!({ "socket": socket, "streaming": map }))?;
+        return Ok(());
+    }
+    outln!("streaming engine of the daemon at {}", socket.display())?;
+    for (k, v) in stream {
+        outln!("  {k:<18} {v}")?;
+    }
+    Ok(())
+}

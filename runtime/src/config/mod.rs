@@ -61,6 +61,7 @@ const KEYS: &[&str] = &[
     "plan",
     "partitions",
     "rebalance",
+    "streaming",
 ];
 
 /// A validated configuration.
@@ -124,6 +125,9 @@ pub struct Config {
     pub partitions_configured: bool,
     /// Rebalancing between engine partitions (`[rebalance]`).
     pub rebalance: RebalanceConfig,
+    /// The streaming engine (`[streaming]`; `None` or `enabled = false`: not run). Checked
+    /// at load ([`StreamingSection::engine_config`](crate::stream_engine::StreamingSection::engine_config)).
+    pub streaming: Option<crate::stream_engine::StreamingSection>,
     /// The file and the line of each key it set, for errors found after parsing.
     pub source: ConfigSource,
 }
@@ -472,8 +476,13 @@ impl Config {
             let why = why.trim_start_matches("[rebalance] ");
             doc.problem(key, format!(": {why}"));
         }
+        let streaming: Option<crate::stream_engine::StreamingSection> = doc.take("streaming");
+        if let Some(Err((key, why))) = streaming.as_ref().map(|s| s.engine_config()) {
+            doc.problem(key, format!(": {why}"));
+        }
         let source = doc.finish()?;
         Ok(Self {
+            streaming,
             plan,
             partitions_configured,
             rebalance,

@@ -128,7 +128,7 @@ pub enum StageSpec {
 }
 
 /// `[window]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSection {
     /// `tumbling`, `sliding` or `session`.
@@ -247,7 +247,15 @@ impl PipelineFile {
 }
 
 impl WindowSection {
-    fn to_spec(&self) -> Result<WindowSpec, String> {
+    /// The window spec this section declares, every setting checked; the error names the
+    /// key (`window.size_ms = 0: ...`).
+    ///
+    /// ```
+    /// use agentwire_streaming::pipeline::file::PipelineFile;
+    /// let f = PipelineFile::parse("[window]\nkind = \"tumbling\"\nsize_ms = 5\n", "p").unwrap();
+    /// assert!(f.window.to_spec().is_ok());
+    /// ```
+    pub fn to_spec(&self) -> Result<WindowSpec, String> {
         let ns = |name: &str, ms: Option<u64>| -> Result<i64, String> {
             let ms =
                 ms.ok_or_else(|| format!("window.{name} is missing (kind = {:?})", self.kind))?;

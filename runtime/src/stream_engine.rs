@@ -1,0 +1,199 @@
+//! The streaming engine in the daemon: `[streaming] enabled = true` registers the engine as
+//! an in-process router endpoint ([`agentwire_streaming::adapter`]) and drives its duty
+//! cycle on the streaming partition's executors, one slice per job: each job runs passes
+//! for up to [`SLICE`] (parking on the engine's doorbell when idle), then queues the next
+//! one, so the partition's cores can still move between partitions (a job always ends).
+//! The engine's counters show in `agentwire status` as `stream.*` and in
+//! `agentwire stream status`.
+//!
+//! ```toml
+//! [streaming]
+//! enabled = true                    # default false
+//! detector = "surprise-likelihood"  # per key; `agentwire stream nab-score` compares them
+//! alert_threshold = 0.99            # a score at or above it publishes an alert
+//! alerts_topic = "stream.alerts"
+//! results_topic = "stream.windows"  # "" publishes no window results
+//! feature_id = 1398013953           # the engine's feature id (0x53540001)
+//! detector_keys_max = 65536         # keys with a detector; further keys are not scored
+//! [streaming.window]                # as in a pipeline file (`agentwire stream run`)
+//! kind = "tumbling"
+//! size_ms = 1000
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentwire_router::control::RouterControl;
+use agentwire_streaming::adapter::{EngineStats, StreamEngine, StreamEngineConfig};
+use agentwire_streaming::pipeline::file::WindowSection;
+use serde::Deserialize;
+
+use crate::partitions::Submitter;
+
+/// The partition the engine runs on.
+pub const PARTITION: &str = "streaming";
+/// The longest one job drives the engine before it queues the next.
+pub const SLICE: Duration = Duration::from_millis(2);
+/// How long an idle engine parks on its doorbell within a slice.
+const IDLE_PARK: Duration = Duration::from_micros(500);
+
+/// `[streaming]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSection {
+    /// Run the engine (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The feature id it serves.
+    pub feature_id: Option<u32>,
+    /// The detector each key gets.
+    pub detector: Option<String>,
+    /// Alert threshold in [0, 1].
+    pub alert_threshold: Option<f64>,
+    /// Alerts topic.
+    pub alerts_topic: Option<String>,
+    /// Window results topic (`""`: none).
+    pub results_topic: Option<String>,
+    /// Keys with a detector at most.
+    pub detector_keys_max: Option<usize>,
+    /// The windows.
+    pub window: Option<WindowSection>,
+}
+
+impl StreamingSection {
+    /// The engine's settings, checked; the error names the key (`streaming.detector`).
+    ///
+    /// ```
+    /// use agentwire_runtime::stream_engine::StreamingSection;
+    /// let s = StreamingSection { enabled: true, alert_threshold: Some(2.0), ..Default::default() };
+    /// assert_eq!(s.engine_config().unwrap_err(), ("streaming.alert_threshold", "2 is not in [0, 1]".to_string()));
+    /// ```
+    pub fn engine_config(&self) -> Result<StreamEngineConfig, (&'static str, String)> {
+        let mut c = StreamEngineConfig::default();
+        if let Some(id) = self.feature_id {
+            if id == 0 {
+                return Err(("streaming.feature_id", "0 is no feature id".into()));
+            }
+            c.feature_id = id;
+        }
+        if let Some(d) = &self.detector {
+            agentwire_streaming::detect::by_name(d)
+                .map_err(|e| ("streaming.detector", e.to_string()))?;
+            c.detector = d.clone();
+        }
+        if let Some(t) = self.alert_threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(("streaming.alert_threshold", format!("{t} is not in [0, 1]")));
+            }
+            c.alert_threshold = t;
+        }
+        if let Some(topic) = &self.alerts_topic {
+            if topic.is_empty() {
+                return Err(("streaming.alerts_topic", "empty".into()));
+            }
+            c.alerts_topic = topic.clone();
+        }
+        if let Some(topic) = &self.results_topic {
+            c.results_topic = (!topic.is_empty()).then(|| topic.clone());
+        }
+        if let Some(keys) = self.detector_keys_max {
+            if keys == 0 {
+                return Err(("streaming.detector_keys_max", "at least 1".into()));
+            }
+            c.detector_keys_max = keys;
+        }
+        if let Some(window) = &self.window {
+            c.window = window.to_spec().map_err(|e| ("streaming.window", e))?;
+        }
+        Ok(c)
+    }
+}
+
+/// The running engine's shared view: its counters, refreshed after each slice.
+#[derive(Debug, Clone, Default)]
+pub struct StreamHandle {
+    stats: Arc<Mutex<EngineStats>>,
+    agent_id: u32,
+}
+
+impl StreamHandle {
+    /// The counters as `stream.*` status counters.
+    ///
+    /// ```
+    /// let h = agentwire_runtime::stream_engine::StreamHandle::default();
+    /// assert!(h.counters().iter().any(|(k, _)| k == "stream.events_accepted"));
+    /// ```
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let s = self.stats.lock().map(|s| *s).unwrap_or_default();
+        [
+            ("stream.agent_id", u64::from(self.agent_id)),
+            ("stream.frames_in", s.frames_in),
+            ("stream.events_accepted", s.events_accepted),
+            ("stream.events_malformed", s.events_malformed),
+            ("stream.events_unscored", s.events_unscored),
+            ("stream.alerts", s.alerts),
+            ("stream.results", s.results),
+            ("stream.acks", s.acks),
+            ("stream.outbox_dropped", s.outbox_dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Registers the engine and queues its first slice on the streaming partition.
+///
+/// ```no_run
+/// # fn f(control: &agentwire_router::RouterControl, s: agentwire_runtime::partitions::Submitter) {
+/// let config = agentwire_streaming::adapter::StreamEngineConfig::default();
+/// let handle = agentwire_runtime::stream_engine::start(control, s, config).unwrap();
+/// # }
+/// ```
+pub fn start(
+    control: &RouterControl,
+    submitter: Submitter,
+    config: StreamEngineConfig,
+) -> Result<StreamHandle, String> {
+    let engine = StreamEngine::register(control, config).map_err(|e| e.to_string())?;
+    let handle = StreamHandle {
+        stats: Arc::default(),
+        agent_id: engine.agent_id(),
+    };
+    let stopped = Arc::new(AtomicBool::new(false));
+    let job = slice(engine, submitter.clone(), handle.stats.clone(), stopped);
+    submitter
+        .submit(PARTITION, job)
+        .map_err(|e| format!("the {PARTITION} partition: {e}"))?;
+    Ok(handle)
+}
+
+/// One slice of the engine's duty cycle, which queues the next.
+fn slice(
+    mut engine: StreamEngine,
+    submitter: Submitter,
+    stats: Arc<Mutex<EngineStats>>,
+    stopped: Arc<AtomicBool>,
+) -> crate::partitions::Job {
+    Box::new(move || {
+        let end = Instant::now() + SLICE;
+        while Instant::now() < end && !submitter.stopping() {
+            if engine.do_work() == 0 {
+                engine.park(IDLE_PARK);
+            }
+        }
+        if let Ok(mut s) = stats.lock() {
+            *s = engine.stats();
+        }
+        if submitter.stopping() || stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let next = slice(engine, submitter.clone(), stats, stopped.clone());
+        if let Err(e) = submitter.submit(PARTITION, next) {
+            // Only a host shutting down (or a queue a runaway filled) refuses: stop cleanly.
+            stopped.store(true, Ordering::Relaxed);
+            tracing::warn!("streaming engine stopped: {e}");
+        }
+    })
+}

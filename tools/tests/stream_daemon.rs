@@ -1,0 +1,137 @@
+//! The streaming engine inside a real `agentwire serve`: an agent process streams events to
+//! it, another subscribes to its alerts, and `agentwire stream status` reports it.
+
+mod common;
+
+use agentwire_shm::client::Agent;
+use agentwire_shm::stream_events::{EventBatch, WireEvent, WireKey, STREAM_CAPABILITY};
+use agentwire_shm::wire::FrameKind;
+use common::{cli_json, scratch, Served, AGENTWIRE};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[streaming]
+enabled = true
+detector = "windowed-gaussian"
+alert_threshold = 0.999
+results_topic = ""
+[streaming.window]
+kind = "tumbling"
+size_ms = 1000
+"#;
+
+fn event(t: i64, value: f64) -> WireEvent {
+    WireEvent {
+        key: WireKey::Name("disk-1".into()),
+        event_time_ns: t,
+        value,
+        attributes: vec![],
+    }
+}
+
+#[test]
+fn the_daemon_runs_the_engine_and_an_agent_gets_its_alert() {
+    let dir = scratch("stream-daemon");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let socket = dir.join("aw.sock");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let mut watcher = Agent::builder("watcher").socket(&socket).connect().unwrap();
+    watcher.subscribe("stream.alerts").unwrap();
+    let mut sensor = Agent::builder("sensor").socket(&socket).connect().unwrap();
+    // The control socket answers while the daemon is still starting its engines: wait for
+    // the engine to be discoverable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let engine = loop {
+        if let Some(found) = sensor.discover(STREAM_CAPABILITY, "^1").unwrap().first() {
+            break found.agent_id;
+        }
+        assert!(Instant::now() < deadline, "the engine never registered");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let calm: Vec<WireEvent> = (0..1_000)
+        .map(|i| event(i * 1_000_000, 50.0 + (i % 5) as f64))
+        .collect();
+    let ack = sensor
+        .stream_batch_acked(
+            engine,
+            &EventBatch { events: calm },
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!((ack.accepted, ack.malformed), (1_000, 0));
+    let spike = EventBatch {
+        events: vec![
+            event(1_000_000_001, 5e5),
+            event(1_000_000_002, f64::INFINITY),
+        ],
+    };
+    let ack = sensor
+        .stream_batch_acked(engine, &spike, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!((ack.accepted, ack.malformed), (1, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alert = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no alert for the spike within 10 s");
+        let Some(m) = watcher.recv(Some(left)).unwrap() else {
+            continue;
+        };
+        if m.header().kind() != FrameKind::Publish {
+            continue;
+        }
+        let alert: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+        if alert["value"] == 5e5 {
+            break alert;
+        }
+    };
+    assert_eq!(alert["key"], "disk-1");
+    // The engine's counters, as a script reads them.
+    let status = cli_json(&["stream", "status"], &socket);
+    let stream = &status["streaming"];
+    assert_eq!(stream["agent_id"], engine);
+    assert_eq!(
+        (
+            stream["events_accepted"].as_u64(),
+            stream["events_malformed"].as_u64()
+        ),
+        (Some(1_001), Some(1))
+    );
+    assert!(stream["alerts"].as_u64().unwrap() >= 1);
+    drop(served.terminate());
+}
+
+#[test]
+fn stream_status_without_the_engine_says_how_to_turn_it_on() {
+    let dir = scratch("stream-off");
+    let socket = dir.join("aw.sock");
+    let served = Served::start(&socket, &[]);
+    let out = Command::new(AGENTWIRE)
+        .args(["stream", "status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set [streaming] enabled = true"));
+    drop(served.terminate());
+}
+
+#[test]
+fn a_bad_streaming_section_is_refused_with_its_line() {
+    let dir = scratch("stream-bad");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(
+        &config,
+        "[streaming]\nenabled = true\ndetector = \"psychic\"\n",
+    )
+    .unwrap();
+    let out = common::serve_command(&dir.join("aw.sock"))
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("streaming.detector"), "{stderr}");
+    assert!(stderr.contains("unknown detector \"psychic\""), "{stderr}");
+}
