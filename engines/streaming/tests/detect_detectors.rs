@@ -1,19 +1,106 @@
 //! Detector behaviour common to every registered detector, and the CSV helper's errors.
 
-use agentwire_streaming::detect::{by_name, detect_csv, DetectCsvError, DEFAULT, NAMES};
+use agentwire_streaming::detect::cad_ose::CadOse;
+use agentwire_streaming::detect::{by_name, detect_csv, DetectCsvError, Detector, DEFAULT, NAMES};
 use proptest::prelude::*;
+
+/// Rows of random noise given to `cad-ose` in the shared property test. CAD OSE stores about
+/// 16 contexts per row of noise and its cost per row grows with them, too slow for 256 debug
+/// cases of 1500 rows; the longer noisy runs are in `cad_ose_scores_in_unit_interval`.
+const CAD_OSE_NOISE_ROWS_MAX: usize = 300;
 
 proptest! {
     #[test]
     fn every_detector_scores_in_unit_interval(values in prop::collection::vec(-1e9f64..1e9, 1..1500)) {
         for name in NAMES {
             let mut d = by_name(name).unwrap();
-            for (i, v) in values.iter().enumerate() {
+            let rows = if *name == "cad-ose" { CAD_OSE_NOISE_ROWS_MAX } else { values.len() };
+            for (i, v) in values.iter().take(rows).enumerate() {
                 let s = d.score(i as i64 * 300_000_000_000, *v);
                 prop_assert!((0.0..=1.0).contains(&s), "{name}: {s}");
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn cad_ose_scores_in_unit_interval(
+        values in prop::collection::vec(prop_oneof![
+            8 => -1e9f64..1e9,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => Just(f64::MAX),
+            1 => Just(-f64::MAX),
+        ], 1..1500)
+    ) {
+        // A small memory, so the noise also fills it and the relearning path runs.
+        let mut d = CadOse::with_contexts_max(512);
+        for (i, v) in values.iter().enumerate() {
+            let s = d.score(i as i64, *v);
+            prop_assert!((0.0..=1.0).contains(&s), "row {i}: {s}");
+            prop_assert!(d.contexts() <= 512);
+        }
+    }
+}
+
+#[test]
+fn cad_ose_scores_a_spike_in_a_flat_series_highest() {
+    let mut d = by_name("cad-ose").unwrap();
+    let flat_max = (0..1000).map(|i| d.score(i, 5.0)).fold(0.0, f64::max);
+    let spike = d.score(1000, 50.0);
+    assert_eq!(flat_max, 0.0, "a constant is always predicted");
+    assert!(spike >= 0.5, "spike scored {spike}");
+    let after_max = (1001..1100).map(|i| d.score(i, 5.0)).fold(0.0, f64::max);
+    assert!(spike > after_max, "spike {spike}, after {after_max}");
+}
+
+#[test]
+fn cad_ose_takes_nan_infinities_and_constants() {
+    let mut d = by_name("cad-ose").unwrap();
+    for i in 0..400 {
+        let v = match i % 7 {
+            0 => f64::NAN,
+            1 => f64::INFINITY,
+            2 => f64::NEG_INFINITY,
+            _ => 1.0,
+        };
+        let s = d.score(i, v);
+        assert!((0.0..=1.0).contains(&s), "row {i}: {s}");
+    }
+    let mut constant = by_name("cad-ose").unwrap();
+    assert!((0..400).all(|i| constant.score(i, -3.25) == 0.0));
+}
+
+#[test]
+fn cad_ose_memory_stays_bounded_over_a_million_rows() {
+    // Mostly a daily-like cycle (cheap: few contexts), with a burst of pseudo-random values
+    // every 10,000 rows that keeps adding contexts until the memory fills and relearns.
+    let contexts_max = 64;
+    let mut d = CadOse::with_contexts_max(contexts_max);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut peak = 0;
+    for i in 0..1_000_000i64 {
+        let v = if i % 10_000 < 50 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f64
+        } else {
+            (i % 288) as f64
+        };
+        let s = d.score(i, v);
+        assert!((0.0..=1.0).contains(&s));
+        peak = peak.max(d.contexts());
+    }
+    assert!(peak <= contexts_max, "peak {peak}");
+    assert!(
+        peak > contexts_max / 2,
+        "the bursts should fill the memory: peak {peak}"
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! | `windowed-gaussian` | NAB's baseline ([`WindowedGaussian`]) |
 //! | `surprise` | the raw multi-scale prediction surprise alone ([`surprise::Surprise`]) |
 //! | `surprise-likelihood` | surprise + context novelty → likelihood → suppression ([`SurpriseLikelihood`]) |
+//! | `cad-ose` | NAB's CAD OSE, streaming value range ([`cad_ose::CadOse`]) |
 
+pub mod cad_ose;
 pub mod composite;
 pub mod context;
 mod csv_io;
@@ -41,8 +43,10 @@ pub trait Detector: Send {
     fn score(&mut self, timestamp_ns: i64, value: f64) -> f64;
 }
 
-/// The detector used when none is named.
-pub const DEFAULT: &str = "surprise-likelihood";
+/// The detector used when none is named: `cad-ose`, the faithful port of the published NAB
+/// detector with the best published score among those ported here (CAD OSE, 69.9 on NAB's
+/// 58 files). Chosen by that rule before any subset score was seen, not by comparing scores.
+pub const DEFAULT: &str = "cad-ose";
 
 /// Every registered detector name.
 pub const NAMES: &[&str] = &[
@@ -50,6 +54,7 @@ pub const NAMES: &[&str] = &[
     "windowed-gaussian",
     "surprise",
     "surprise-likelihood",
+    "cad-ose",
 ];
 
 /// A detector name that is not registered; lists the registered ones.
@@ -74,6 +79,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Detector>, UnknownDetector> {
         "windowed-gaussian" => Ok(Box::new(WindowedGaussian::new())),
         "surprise" => Ok(Box::new(RawSurprise(surprise::Surprise::new()))),
         "surprise-likelihood" => Ok(Box::new(SurpriseLikelihood::new())),
+        "cad-ose" => Ok(Box::new(cad_ose::CadOse::new())),
         _ => Err(UnknownDetector {
             name: name.to_owned(),
         }),
