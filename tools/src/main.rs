@@ -16,6 +16,7 @@ mod load;
 mod perf;
 mod plan_cmd;
 mod serve_cmd;
+mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
 mod tune;
@@ -161,6 +162,25 @@ enum StreamCmd {
     /// The daemon's streaming engine ([streaming] in its config): agent id, frames and
     /// events taken, malformed events, alerts and window results published, acks.
     Status(serve_cmd::QueryArgs),
+    /// Events per second and ingest-to-score latency through the engine path (a durable log
+    /// with group commit, a tumbling window and a detector per key), against the raw ingest
+    /// path (the same events through a bare ring) measured in the same run.
+    Bench {
+        /// Events per run.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// The detector each key gets.
+        #[arg(long, default_value = agentwire_streaming::detect::DEFAULT)]
+        detector: String,
+        /// Where the log goes (must be empty or new; kept) [default: a temporary directory,
+        /// removed at the end].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print one JSON object: events, events_per_s, latency_ms {p50, p99},
+        /// baseline_events_per_s, ...
+        #[arg(long)]
+        json: bool,
+    },
     /// One incarnation of the pipeline `chaos` kills (runs in its own process).
     #[command(hide = true)]
     ChaosWorker {
@@ -648,6 +668,17 @@ fn main() -> ExitCode {
                 json,
             } => stream_cmd::nab_score(&data, &labels, &detector, json),
             StreamCmd::Status(q) => stream_cmd::status(&q),
+            StreamCmd::Bench {
+                events,
+                detector,
+                dir,
+                json,
+            } => stream_bench::bench(stream_bench::BenchArgs {
+                events,
+                detector,
+                dir,
+                json,
+            }),
             StreamCmd::ChaosWorker { dir, name, shards } => {
                 stream_chaos::worker(&dir, &name, shards)
             }

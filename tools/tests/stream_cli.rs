@@ -262,3 +262,31 @@ fn nab_score_of_the_null_detector_is_zero_and_json_has_the_baselines() {
     );
     assert_eq!(v["baselines"][0]["detector"], "windowed-gaussian");
 }
+
+#[test]
+fn bench_prints_the_engine_path_beside_the_raw_ring() {
+    let out = agentwire(&[
+        "stream",
+        "bench",
+        "--events",
+        "20000",
+        "--detector",
+        "windowed-gaussian",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"], 20000);
+    for key in ["events_per_s", "baseline_events_per_s", "ratio_to_baseline"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let (p50, p99) = (
+        v["latency_ms"]["p50"].as_f64().unwrap(),
+        v["latency_ms"]["p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{v}");
+}

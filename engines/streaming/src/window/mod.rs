@@ -41,6 +41,7 @@
 //! ```
 
 mod accumulator;
+mod keyed;
 mod operator;
 mod snapshot;
 

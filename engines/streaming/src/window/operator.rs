@@ -1,9 +1,10 @@
 //! The window operator: assigns events to windows, keeps their state, and fires and drops
 //! them as the watermark moves (the rules are in the module above).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use super::accumulator::Accumulator;
+use super::keyed::SortedWindows;
 use super::snapshot::{OperatorSnapshot, SnapshotError, StoredWindow};
 use super::{Output, SpecError, WindowKind, WindowResult, WindowSpec, WindowStats};
 use crate::event::{Event, Key};
@@ -33,8 +34,9 @@ type Timer = (i64, Key, i64);
 /// ```
 pub struct WindowOperator {
     spec: WindowSpec,
-    /// Per key, its open windows by start.
-    windows: HashMap<Key, BTreeMap<i64, Window>>,
+    /// Per key, its open windows by start. Keys come from agents: foldhash, seeded per
+    /// process (fast, and no fixed seed to collide against).
+    windows: HashMap<Key, SortedWindows<Window>, foldhash::fast::RandomState>,
     /// (end, key, start): fire when the watermark reaches end.
     fire_at: BTreeSet<Timer>,
     /// (end + allowed lateness, key, start): drop the window then.
@@ -55,7 +57,7 @@ impl WindowOperator {
         spec.validate()?;
         Ok(Self {
             spec,
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             fire_at: BTreeSet::new(),
             drop_at: BTreeSet::new(),
             max_event_time_ns: None,
@@ -339,7 +341,7 @@ impl WindowOperator {
         // Sessions of one key never overlap, so those this one overlaps are the ones
         // starting before its end, walked back while they end after its start.
         let mut merged: Option<Window> = None;
-        while let Some((&s, w)) = keyed.range(..end_ns).next_back() {
+        while let Some((s, w)) = keyed.last_before(end_ns) {
             if w.end_ns <= t {
                 break;
             }
