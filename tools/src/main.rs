@@ -19,6 +19,7 @@ mod serve_cmd;
 mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
+mod stream_listen;
 mod tune;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -180,6 +181,24 @@ enum StreamCmd {
         /// baseline_events_per_s, ...
         #[arg(long)]
         json: bool,
+    },
+    /// Line input for tools that cannot link the client library: listen on TCP and/or UDP
+    /// for lines `KEY VALUE [EVENT_TIME_NS]` (spaces or commas; no time: the arrival time)
+    /// and forward them in batches to the daemon's streaming engine. A bad line is counted
+    /// and a TCP sender gets `error LINE: WHY` back. Runs until SIGTERM or Ctrl-C.
+    Listen {
+        /// TCP address, e.g. 127.0.0.1:9470.
+        #[arg(long)]
+        tcp: Option<String>,
+        /// UDP address, e.g. 127.0.0.1:9470 (no backpressure: a full queue drops, counted).
+        #[arg(long)]
+        udp: Option<String>,
+        /// The daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// The engine's feature id.
+        #[arg(long, default_value_t = agentwire_shm::stream_events::STREAM_FEATURE_ID)]
+        feature_id: u32,
     },
     /// One incarnation of the pipeline `chaos` kills (runs in its own process).
     #[command(hide = true)]
@@ -668,6 +687,17 @@ fn main() -> ExitCode {
                 json,
             } => stream_cmd::nab_score(&data, &labels, &detector, json),
             StreamCmd::Status(q) => stream_cmd::status(&q),
+            StreamCmd::Listen {
+                tcp,
+                udp,
+                socket,
+                feature_id,
+            } => stream_listen::listen(stream_listen::ListenArgs {
+                tcp,
+                udp,
+                socket,
+                feature_id,
+            }),
             StreamCmd::Bench {
                 events,
                 detector,

@@ -135,3 +135,79 @@ fn a_bad_streaming_section_is_refused_with_its_line() {
     assert!(stderr.contains("streaming.detector"), "{stderr}");
     assert!(stderr.contains("unknown detector \"psychic\""), "{stderr}");
 }
+
+#[test]
+fn tcp_and_udp_lines_reach_the_engine_through_stream_listen() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch("stream-listen");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let socket = dir.join("aw.sock");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let mut listen = Command::new(AGENTWIRE)
+        .args([
+            "stream",
+            "listen",
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--socket",
+        ])
+        .arg(&socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(listen.stderr.take().unwrap());
+    let mut addr = |proto: &str| {
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let prefix = format!("agentwire stream listen: {proto} ");
+        line.trim()
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string()
+    };
+    let (tcp, udp) = (addr("tcp"), addr("udp"));
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    for i in 0..100 {
+        writeln!(conn, "disk-{} {} {}", i % 3, 40 + i % 5, 1_000_000 * i).unwrap();
+    }
+    writeln!(conn, "disk-1 lots").unwrap();
+    let mut reply = String::new();
+    BufReader::new(conn.try_clone().unwrap())
+        .read_line(&mut reply)
+        .unwrap();
+    assert_eq!(reply.trim(), "error 101: value \"lots\" is not a number");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagram: String = (0..10)
+        .map(|i| format!("7,{i}.5,{}\n", 200_000_000 + i))
+        .collect();
+    sender.send_to(datagram.as_bytes(), &udp).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cli_json(&["stream", "status"], &socket);
+        if status["streaming"]["events_accepted"] == 110 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine took {} events, not 110",
+            status["streaming"]["events_accepted"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_child(&listen);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    // The summary comes after the signal; close our end so the listener's reads end too.
+    drop(conn);
+    let status = listen.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut summary = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut summary).unwrap();
+    assert!(
+        summary.contains("111 lines, 110 forwarded, 1 malformed"),
+        "{summary}"
+    );
+    drop(served.terminate());
+}
