@@ -6,7 +6,9 @@
 //! Series (one per router shard, labelled `core="<its cpu>"`): `agentwire_<counter>_total` for every counter
 //! in [`agentwire_router::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
-//! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`.
+//! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`;
+//! with `[streaming] enabled`, the engine's `agentwire_stream_<counter>_total` (events
+//! accepted and malformed, alerts, results, acks, ...).
 //!
 //! ```no_run
 //! # use agentwire_router::{RouterConfig, RouterControl};
@@ -247,6 +249,21 @@ impl Collector for RouterCollector {
                 let labels = [("core", core.as_str()), ("frames", range.as_str())];
                 ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
             }
+        }
+        // The streaming engine's counters (`[streaming]`), added to the status report by the
+        // daemon's status hook: `agentwire_stream_<counter>_total`.
+        for (name, value) in &status.counters {
+            let Some(stream) = name.strip_prefix("stream.") else {
+                continue;
+            };
+            if stream == "agent_id" {
+                continue;
+            }
+            let counter = ConstCounter::new(*value);
+            let metric = format!("agentwire_stream_{stream}");
+            let help = format!("Streaming engine: {}", stream.replace('_', " "));
+            let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
+            counter.encode(m)?;
         }
         let core0 = core_of(0);
         let core = [("core", core0.as_str())];

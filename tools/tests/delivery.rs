@@ -6,12 +6,11 @@ use agentwire_shm::client::{decode_nack, query_status, Agent, ClientError};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::wire::FrameKind;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{cli_json, scratch, Served, AGENTWIRE};
+use common::{cli_json, http_get, scratch, Served, AGENTWIRE};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 
@@ -207,21 +206,6 @@ fn shutdown_dead_letters_what_still_waits() {
         .unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["records"].as_array().unwrap().len() as u64, waiting);
-}
-
-fn http_get(url: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
 }
 
 #[test]

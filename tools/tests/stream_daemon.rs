@@ -6,7 +6,7 @@ mod common;
 use agentwire_shm::client::Agent;
 use agentwire_shm::stream_events::{EventBatch, WireEvent, WireKey, STREAM_CAPABILITY};
 use agentwire_shm::wire::FrameKind;
-use common::{cli_json, scratch, Served, AGENTWIRE};
+use common::{cli_json, http_get, scratch, Served, AGENTWIRE};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,25 @@ fn the_daemon_runs_the_engine_and_an_agent_gets_its_alert() {
         (Some(1_001), Some(1))
     );
     assert!(stream["alerts"].as_u64().unwrap() >= 1);
+    // And as Prometheus scrapes them.
+    let url = served
+        .status()
+        .info
+        .iter()
+        .find(|(k, _)| k == "metrics")
+        .unwrap()
+        .1
+        .clone();
+    let (code, body) = http_get(&url);
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("agentwire_stream_events_accepted_total 1001"),
+        "{body}"
+    );
+    assert!(
+        body.contains("agentwire_stream_events_malformed_total 1"),
+        "{body}"
+    );
     drop(served.terminate());
 }
 
