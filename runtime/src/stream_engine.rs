@@ -9,7 +9,7 @@
 //! ```toml
 //! [streaming]
 //! enabled = true                    # default false
-//! detector = "surprise-likelihood"  # per key; `agentwire stream nab-score` compares them
+//! detector = "cad-ose"              # per key (the default); see `agentwire stream nab-score`
 //! alert_threshold = 0.99            # a score at or above it publishes an alert
 //! alerts_topic = "stream.alerts"
 //! results_topic = "stream.windows"  # "" publishes no window results
@@ -196,4 +196,39 @@ fn slice(
             tracing::warn!("streaming engine stopped: {e}");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, DEFAULT_CONFIG_TOML};
+
+    /// The `[streaming]` example in the embedded default, uncommented, is a valid config.
+    #[test]
+    fn the_documented_streaming_section_parses() {
+        let block: String = DEFAULT_CONFIG_TOML
+            .lines()
+            .skip_while(|l| !l.starts_with("# [streaming]"))
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.trim_start_matches('#').trim_start().starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start())
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("[streaming.window]"), "{block}");
+        let config = Config::parse(&block, "example.toml").unwrap();
+        let section = config.streaming.unwrap();
+        assert!(section.enabled);
+        let engine = section.engine_config().unwrap();
+        assert_eq!(engine.detector, "cad-ose");
+        assert_eq!(engine.results_topic.as_deref(), Some("stream.windows"));
+    }
+
+    #[test]
+    fn a_bad_window_is_refused_with_its_key() {
+        let text =
+            "[streaming]\nenabled = true\n[streaming.window]\nkind = \"tumbling\"\nsize_ms = 0\n";
+        let e = Config::parse(text, "a.toml").unwrap_err().to_string();
+        assert!(e.contains("streaming.window"), "{e}");
+        assert!(e.contains("window.size_ms = 0"), "{e}");
+    }
 }
