@@ -14,7 +14,8 @@
 //! alerts_topic = "stream.alerts"
 //! results_topic = "stream.windows"  # "" publishes no window results
 //! feature_id = 1398013953           # the engine's feature id (0x53540001)
-//! detector_keys_max = 65536         # keys with a detector; further keys are not scored
+//! detector_keys_max = 1024          # keys with a detector; further keys are not scored
+//! future_tolerance_ms = 300000      # events further ahead of this host's clock are refused
 //! [streaming.window]                # as in a pipeline file (`agentwire stream run`)
 //! kind = "tumbling"
 //! size_ms = 1000
@@ -57,6 +58,8 @@ pub struct StreamingSection {
     pub results_topic: Option<String>,
     /// Keys with a detector at most.
     pub detector_keys_max: Option<usize>,
+    /// Events further than this ahead of the host's clock are refused (0: no limit).
+    pub future_tolerance_ms: Option<u64>,
     /// The windows.
     pub window: Option<WindowSection>,
 }
@@ -103,6 +106,20 @@ impl StreamingSection {
             }
             c.detector_keys_max = keys;
         }
+        if let Some(ms) = self.future_tolerance_ms {
+            c.future_tolerance_ns = match ms {
+                0 => None,
+                ms => Some(
+                    i64::try_from(ms)
+                        .ok()
+                        .and_then(|ms| ms.checked_mul(1_000_000))
+                        .ok_or((
+                            "streaming.future_tolerance_ms",
+                            format!("{ms} is too large"),
+                        ))?,
+                ),
+            };
+        }
         if let Some(window) = &self.window {
             c.window = window.to_spec().map_err(|e| ("streaming.window", e))?;
         }
@@ -115,6 +132,8 @@ impl StreamingSection {
 pub struct StreamHandle {
     stats: Arc<Mutex<EngineStats>>,
     agent_id: u32,
+    /// False once the engine stopped (a panic in it, or the host shutting down).
+    running: Arc<AtomicBool>,
 }
 
 impl StreamHandle {
@@ -128,6 +147,10 @@ impl StreamHandle {
         let s = self.stats.lock().map(|s| *s).unwrap_or_default();
         [
             ("stream.agent_id", u64::from(self.agent_id)),
+            (
+                "stream.running",
+                u64::from(self.running.load(Ordering::Relaxed)),
+            ),
             ("stream.frames_in", s.frames_in),
             ("stream.events_accepted", s.events_accepted),
             ("stream.events_malformed", s.events_malformed),
@@ -160,9 +183,14 @@ pub fn start(
     let handle = StreamHandle {
         stats: Arc::default(),
         agent_id: engine.agent_id(),
+        running: Arc::new(AtomicBool::new(true)),
     };
-    let stopped = Arc::new(AtomicBool::new(false));
-    let job = slice(engine, submitter.clone(), handle.stats.clone(), stopped);
+    let job = slice(
+        engine,
+        submitter.clone(),
+        handle.stats.clone(),
+        handle.running.clone(),
+    );
     submitter
         .submit(PARTITION, job)
         .map_err(|e| format!("the {PARTITION} partition: {e}"))?;
@@ -174,25 +202,35 @@ fn slice(
     mut engine: StreamEngine,
     submitter: Submitter,
     stats: Arc<Mutex<EngineStats>>,
-    stopped: Arc<AtomicBool>,
+    running: Arc<AtomicBool>,
 ) -> crate::partitions::Job {
     Box::new(move || {
         let end = Instant::now() + SLICE;
-        while Instant::now() < end && !submitter.stopping() {
-            if engine.do_work() == 0 {
-                engine.park(IDLE_PARK);
+        let mut pass = || {
+            while Instant::now() < end && !submitter.stopping() {
+                if engine.do_work() == 0 {
+                    engine.park(IDLE_PARK);
+                }
             }
+        };
+        // A bug in a stage or detector must not pass silently: the engine stops, says so
+        // once, and `stream.running` turns 0.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut pass)).is_err() {
+            running.store(false, Ordering::Relaxed);
+            tracing::error!("streaming engine panicked and stopped; its endpoint is removed");
+            return;
         }
         if let Ok(mut s) = stats.lock() {
             *s = engine.stats();
         }
-        if submitter.stopping() || stopped.load(Ordering::Relaxed) {
+        if submitter.stopping() {
+            running.store(false, Ordering::Relaxed);
             return;
         }
-        let next = slice(engine, submitter.clone(), stats, stopped.clone());
+        let next = slice(engine, submitter.clone(), stats, running.clone());
         if let Err(e) = submitter.submit(PARTITION, next) {
             // Only a host shutting down (or a queue a runaway filled) refuses: stop cleanly.
-            stopped.store(true, Ordering::Relaxed);
+            running.store(false, Ordering::Relaxed);
             tracing::warn!("streaming engine stopped: {e}");
         }
     })

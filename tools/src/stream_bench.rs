@@ -10,6 +10,7 @@
 //! - **Baseline.** The same events, encoded the same way, through a bare shared-memory ring
 //!   between the same two threads and out, nothing else.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -205,7 +206,8 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
     }
     std::fs::create_dir_all(&dir)?;
     if !args.json {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "agentwire stream bench: {} events through the log at {} and {} ...",
             args.events,
             dir.display(),

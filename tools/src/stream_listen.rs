@@ -32,6 +32,10 @@ pub const CONNECTIONS_MAX: usize = 64;
 pub const QUEUE_EVENTS_MAX: usize = 65_536;
 /// Events per forwarded batch at most.
 pub const BATCH_EVENTS_MAX: usize = 1_024;
+/// A TCP connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest an error reply may wait for its reader.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest an event waits for its batch to fill.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -107,6 +111,10 @@ fn serve_tcp(
     counters: &Counters,
     open: &AtomicUsize,
 ) {
+    // An idle connection does not hold one of the CONNECTIONS_MAX places forever, and a
+    // client that never reads its error replies does not block this reader.
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
     let mut writer = stream.try_clone().ok();
     let mut reader = BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
@@ -122,9 +130,10 @@ fn serve_tcp(
         number += 1;
         counters.lines.fetch_add(1, Ordering::Relaxed);
         let parsed = if line.len() > LINE_BYTES_MAX && !line.ends_with(b"\n") {
-            // Skip the rest of the long line.
-            let mut rest = Vec::new();
-            let _ = reader.read_until(b'\n', &mut rest);
+            // Skip the rest of the long line without keeping it.
+            if !skip_line(&mut reader) {
+                break;
+            }
             Err(format!("a line over {LINE_BYTES_MAX} bytes"))
         } else {
             std::str::from_utf8(&line)
@@ -146,6 +155,24 @@ fn serve_tcp(
         }
     }
     open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Consumes input up to and including the next newline, holding nothing; false at the end
+/// of the stream or on an error.
+fn skip_line(reader: &mut impl BufRead) -> bool {
+    loop {
+        let (found, used) = match reader.fill_buf() {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(at) => (true, at + 1),
+                None => (false, buf.len()),
+            },
+        };
+        reader.consume(used);
+        if found {
+            return true;
+        }
+    }
 }
 
 fn serve_udp(socket: UdpSocket, queue: SyncSender<WireEvent>, counters: &Counters) {
@@ -240,6 +267,11 @@ fn send(
     Ok(())
 }
 
+/// A line on stderr; a closed stderr is not an error worth dying for.
+fn say(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "agentwire stream listen: {args}");
+}
+
 /// `agentwire stream listen`.
 pub fn listen(args: ListenArgs) -> Result<(), BoxError> {
     if args.tcp.is_none() && args.udp.is_none() {
@@ -262,7 +294,7 @@ pub fn listen(args: ListenArgs) -> Result<(), BoxError> {
     if let Some(addr) = &args.tcp {
         let listener =
             TcpListener::bind(addr).map_err(|e| format!("listening on tcp {addr}: {e}"))?;
-        eprintln!("agentwire stream listen: tcp {}", listener.local_addr()?);
+        say(format_args!("tcp {}", listener.local_addr()?));
         let (queue, counters) = (queue_tx.clone(), counters.clone());
         std::thread::Builder::new()
             .name("aw-listen-tcp".into())
@@ -286,7 +318,7 @@ pub fn listen(args: ListenArgs) -> Result<(), BoxError> {
     }
     if let Some(addr) = &args.udp {
         let udp = UdpSocket::bind(addr).map_err(|e| format!("listening on udp {addr}: {e}"))?;
-        eprintln!("agentwire stream listen: udp {}", udp.local_addr()?);
+        say(format_args!("udp {}", udp.local_addr()?));
         let (queue, counters) = (queue_tx.clone(), counters.clone());
         std::thread::Builder::new()
             .name("aw-listen-udp".into())
@@ -295,14 +327,14 @@ pub fn listen(args: ListenArgs) -> Result<(), BoxError> {
     drop(queue_tx);
     forward(&mut agent, args.feature_id, &queue_rx, &counters, &stop)?;
     let c = &counters;
-    eprintln!(
-        "agentwire stream listen: {} lines, {} forwarded, {} malformed, {} UDP events dropped (queue full), {} connections refused",
+    say(format_args!(
+        "{} lines, {} forwarded, {} malformed, {} UDP events dropped (queue full), {} connections refused",
         c.lines.load(Ordering::Relaxed),
         c.forwarded.load(Ordering::Relaxed),
         c.malformed.load(Ordering::Relaxed),
         c.udp_dropped.load(Ordering::Relaxed),
         c.connections_refused.load(Ordering::Relaxed),
-    );
+    ));
     Ok(())
 }
 

@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+/// The largest event time taken, either side of the Unix epoch: 2^62 ns, about 146 years.
+/// Times beyond it are refused (window arithmetic near `i64`'s ends would overflow).
+pub const EVENT_TIME_NS_MAX: i64 = 1 << 62;
+
 /// The longest key name held inline, in bytes (UTF-8).
 pub const KEY_NAME_BYTES_MAX: usize = 23;
 

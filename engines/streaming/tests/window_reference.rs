@@ -365,3 +365,37 @@ fn bad_specs_are_refused_with_the_setting_named() {
         "quantiles = 1.5: each must be in [0, 1]"
     );
 }
+
+#[test]
+fn a_late_event_inside_an_open_session_joins_it() {
+    // Gap 10, slack 20: events every 5 ns keep one session open; an event at 52 arrives
+    // when the watermark is past 52 + 10, but the session it falls in is still open.
+    let mut spec = WindowSpec::new(WindowKind::Session { gap_ns: 10 });
+    spec.out_of_orderness_ns = 20;
+    let mut op = WindowOperator::new(spec).unwrap();
+    let mut out = vec![];
+    for t in (0..=90).step_by(5) {
+        op.push(&event(1, t, 1.0), &mut |o| out.push(o));
+    }
+    op.push(&event(1, 52, 1.0), &mut |o| out.push(o));
+    op.finish(&mut |o| out.push(o));
+    assert_eq!(op.stats().late_events_dropped, 0);
+    assert_eq!(windows(&out), vec![(0, 20, false)]);
+}
+
+#[test]
+fn event_times_near_the_ends_of_i64_are_refused_not_overflowed() {
+    let mut op = WindowOperator::new(WindowSpec::new(WindowKind::Tumbling {
+        size_ns: 1_000_000_000,
+    }))
+    .unwrap();
+    for t in [i64::MIN, i64::MIN + 1, i64::MAX] {
+        op.push(&event(1, t, 1.0), &mut |_| {});
+    }
+    op.push(&event(1, 5, 1.0), &mut |_| {});
+    let stats = op.stats();
+    assert_eq!(
+        (stats.events_refused_time_range, stats.windows_open),
+        (3, 1)
+    );
+}

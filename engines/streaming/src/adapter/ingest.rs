@@ -4,7 +4,7 @@
 
 use agentwire_shm::stream_events::{access_batch, ArchivedWireKey, EVENTS_PER_BATCH_MAX};
 
-use crate::event::{Attribute, Event, Key};
+use crate::event::{Attribute, Event, Key, EVENT_TIME_NS_MAX};
 
 /// What one batch gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +28,7 @@ impl BatchOutcome {
 
 /// Decodes the batch in `payload` (copied into `aligned`, a reused buffer, because a frame's
 /// payload need not sit at the archive's alignment) and hands each good event to `take`.
+/// An event later than `time_max_ns`, or earlier than `-EVENT_TIME_NS_MAX`, is refused.
 ///
 /// ```
 /// use agentwire_shm::stream_events::{encode_batch, EventBatch, WireEvent, WireKey};
@@ -38,13 +39,14 @@ impl BatchOutcome {
 /// ] };
 /// let mut aligned = rkyv::util::AlignedVec::<16>::new();
 /// let mut taken = Vec::new();
-/// let outcome = decode_batch(&encode_batch(&batch), &mut aligned, &mut |e| taken.push(e));
+/// let outcome = decode_batch(&encode_batch(&batch), &mut aligned, i64::MAX, &mut |e| taken.push(e));
 /// assert_eq!((outcome.accepted, outcome.malformed, taken.len()), (1, 1, 1));
 /// assert_eq!(outcome.first_problem, "event 1: value NaN is not finite");
 /// ```
 pub fn decode_batch(
     payload: &[u8],
     aligned: &mut rkyv::util::AlignedVec<16>,
+    time_max_ns: i64,
     take: &mut dyn FnMut(Event),
 ) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
@@ -67,6 +69,13 @@ pub fn decode_batch(
         let value = wire.value.to_native();
         if !value.is_finite() {
             outcome.refuse(|| format!("event {i}: value {value} is not finite"));
+            continue;
+        }
+        let t = wire.event_time_ns.to_native();
+        if t > time_max_ns || t < -EVENT_TIME_NS_MAX {
+            outcome.refuse(|| {
+                format!("event {i}: event time {t} ns is out of range (at most {time_max_ns})")
+            });
             continue;
         }
         let key = match &wire.key {

@@ -40,8 +40,11 @@ use crate::event::{Event, Key};
 use crate::output_json::output_json;
 use crate::window::{Output, SpecError, WindowKind, WindowOperator, WindowSpec};
 
-/// Frames read per duty-cycle pass.
+/// Frames read per duty-cycle pass at most.
 pub const FRAMES_PER_PASS_MAX: usize = 64;
+/// A pass stops reading frames once it has handled this many events (a frame is never
+/// split, so one pass handles at most this plus one batch).
+pub const EVENTS_PER_PASS_MAX: usize = 8_192;
 /// Outgoing frames held while the ring is full; past it the oldest are dropped (counted).
 pub const OUTBOX_FRAMES_MAX: usize = 4_096;
 
@@ -69,8 +72,14 @@ pub struct StreamEngineConfig {
     /// Scores at or above this publish an alert.
     pub alert_threshold: f64,
     /// The most keys with a detector; events of further keys are windowed but not scored
-    /// (counted in [`EngineStats::events_unscored`]).
+    /// (counted in [`EngineStats::events_unscored`]). A `cad-ose` detector reserves its
+    /// context tables up front (tens of MB of address space, about 0.5 MB touched), so this
+    /// bounds the engine's memory.
     pub detector_keys_max: usize,
+    /// Events whose time is further than this ahead of the host's clock are refused (one
+    /// agent's far-future time would otherwise move the watermark past everyone's windows);
+    /// `None`: no limit (replays of old or synthetic data with a clock of their own).
+    pub future_tolerance_ns: Option<i64>,
 }
 
 impl Default for StreamEngineConfig {
@@ -85,7 +94,8 @@ impl Default for StreamEngineConfig {
             alerts_topic: "stream.alerts".into(),
             detector: crate::detect::DEFAULT.into(),
             alert_threshold: 0.99,
-            detector_keys_max: 65_536,
+            detector_keys_max: 1_024,
+            future_tolerance_ns: Some(300_000_000_000),
         }
     }
 }
@@ -140,6 +150,8 @@ struct Core {
     alerts_topic_id: u32,
     results_topic_id: Option<u32>,
     aligned: rkyv::util::AlignedVec<16>,
+    /// A frame's events, reused.
+    events: Vec<Event>,
 }
 
 /// The streaming engine as a router endpoint.
@@ -192,6 +204,7 @@ impl StreamEngine {
                 alerts_topic_id,
                 results_topic_id,
                 aligned: rkyv::util::AlignedVec::new(),
+                events: Vec::new(),
             },
         })
     }
@@ -238,12 +251,20 @@ impl StreamEngine {
     /// ```
     pub fn do_work(&mut self) -> usize {
         let mut work = self.flush_outbox();
-        let core = &mut self.core;
-        let read = self.endpoint.read(FRAMES_PER_PASS_MAX, |header, payload| {
-            core.on_frame(header, payload)
-        });
-        // A ring the router found corrupt is its to report; the engine reads on.
-        work += read.unwrap_or(0);
+        let mut events = 0;
+        for _ in 0..FRAMES_PER_PASS_MAX {
+            let core = &mut self.core;
+            let read = self.endpoint.read(1, |header, payload| {
+                events += core.on_frame(header, payload);
+                None::<(FrameHeader, Vec<u8>)>
+            });
+            // A ring the router found corrupt is its to report; the engine reads on.
+            let read = read.unwrap_or(0);
+            work += read;
+            if read == 0 || events >= EVENTS_PER_PASS_MAX {
+                break;
+            }
+        }
         work + self.flush_outbox()
     }
 
@@ -275,30 +296,51 @@ impl StreamEngine {
 }
 
 impl Core {
-    /// One frame: decode, window, score; the ack to send back, if any.
-    fn on_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> Option<(FrameHeader, Vec<u8>)> {
+    /// One frame: decode, window, score; the ack, if one is due, joins the outbox (a reply
+    /// returned to the ring's read would make a full tx ring stop the read before the frame
+    /// is released, and the frame would be applied again on the next pass). Returns the
+    /// events it held.
+    fn on_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> usize {
         self.stats.frames_in += 1;
-        let mut events = Vec::new();
-        let outcome = ingest::decode_batch(payload, &mut self.aligned, &mut |e| events.push(e));
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let time_max_ns = self.time_max_ns();
+        let outcome = ingest::decode_batch(payload, &mut self.aligned, time_max_ns, &mut |e| {
+            events.push(e)
+        });
         self.stats.events_accepted += u64::from(outcome.accepted);
         self.stats.events_malformed += u64::from(outcome.malformed);
         for event in &events {
             self.take(event);
         }
+        let held = events.len() + outcome.malformed as usize;
+        self.events = events;
         let wants_ack = header.kind() == FrameKind::Request || outcome.malformed > 0;
-        if !wants_ack {
-            return None;
+        if wants_ack {
+            self.stats.acks += 1;
+            let ack = IngestAck {
+                accepted: outcome.accepted,
+                malformed: outcome.malformed,
+                first_problem: outcome.first_problem,
+            };
+            let bytes = encode_ack(&ack).to_vec();
+            let reply =
+                FrameHeader::new(FrameKind::Response, 0, header.source(), bytes.len() as u32)
+                    .with_correlation(header.correlation());
+            push_bounded(&mut self.outbox, &mut self.stats, (reply, bytes));
         }
-        self.stats.acks += 1;
-        let ack = IngestAck {
-            accepted: outcome.accepted,
-            malformed: outcome.malformed,
-            first_problem: outcome.first_problem,
+        held
+    }
+
+    /// The latest event time taken now: the host's clock plus the configured tolerance.
+    fn time_max_ns(&self) -> i64 {
+        let Some(ahead_ns) = self.config.future_tolerance_ns else {
+            return crate::event::EVENT_TIME_NS_MAX;
         };
-        let bytes = encode_ack(&ack).to_vec();
-        let reply = FrameHeader::new(FrameKind::Response, 0, header.source(), bytes.len() as u32)
-            .with_correlation(header.correlation());
-        Some((reply, bytes))
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        now_ns.saturating_add(ahead_ns)
     }
 
     fn take(&mut self, event: &Event) {

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::sharded::SHARDS_MAX;
+
 /// Committed epochs kept on disk (the newest is the one restored; one more in case it is
 /// damaged after the commit).
 pub const EPOCHS_KEPT: u64 = 2;
@@ -214,7 +216,9 @@ impl CheckpointStore {
         let Ok(manifest) = postcard::from_bytes::<Manifest>(&body) else {
             return Ok(None);
         };
-        if manifest.epoch != epoch {
+        // A manifest that passed its checksum is still only as sane as its writer: a shard
+        // count past the runner's limit is a damaged epoch, not an allocation to make.
+        if manifest.epoch != epoch || manifest.shards as usize > SHARDS_MAX {
             return Ok(None);
         }
         let mut shards = Vec::with_capacity(manifest.shards as usize);

@@ -13,6 +13,10 @@
 //! acknowledged; the acknowledgements travel behind each shard's outputs, so every output of
 //! epochs up to `e` is in the sink by then.
 //!
+//! At the end of the input every shard flushes its open windows and checkpoints the flushed
+//! state as the last epoch, so a restart, or more input appended later, never emits those
+//! results again (a late event for a flushed window opens a new one).
+//!
 //! A restart restores the newest committed epoch and reads on from its offset. Rounds are
 //! counted in log records from the start of the log, so the rounds, the watermark broadcast
 //! with them, and therefore every output and its (shard, epoch, sequence) come out as in a
@@ -25,7 +29,7 @@ use std::sync::mpsc;
 use super::checkpoint::{CheckpointError, CheckpointStore, Manifest};
 use super::sink::{DedupSink, OutputId, SinkError};
 use crate::codec;
-use crate::event::Event;
+use crate::event::{Event, EVENT_TIME_NS_MAX};
 use crate::log::{Log, LogError};
 use crate::output_json::output_json;
 use crate::pipeline::sharded::{shard_of, SHARDS_MAX};
@@ -175,7 +179,10 @@ enum ToShard {
     Barrier {
         epoch: u64,
     },
-    Finish,
+    /// The end of the input: flush every window, then checkpoint as a barrier would.
+    Finish {
+        epoch: u64,
+    },
     Stop,
 }
 
@@ -292,7 +299,7 @@ pub fn run_epochs(
             let stats = thread.join().map_err(|_| ExactlyOnceError::Panicked {
                 thread: format!("shard {shard}"),
             })?;
-            add_stats(&mut report.windows, &stats);
+            report.windows.add(&stats);
         }
         coordinated?;
         let fed = fed?;
@@ -406,26 +413,29 @@ fn shard_loop(
                 source_max_ns,
             } => {
                 for event in &events {
-                    op.push_held(event, &mut |o| emit(epoch, &mut seq, o));
+                    let _ = op.push_held(event, &mut |o| emit(epoch, &mut seq, o));
                 }
                 if let Some(t) = source_max_ns {
                     op.observe_time(t, &mut |o| emit(epoch, &mut seq, o));
                 }
             }
-            ToShard::Barrier { epoch: barrier } => {
+            ToShard::Barrier { epoch: barrier } | ToShard::Finish { epoch: barrier } => {
                 debug_assert_eq!(barrier, epoch);
+                let finish = matches!(message, ToShard::Finish { .. });
+                if finish {
+                    op.finish(&mut |o| emit(epoch, &mut seq, o));
+                }
                 let bytes = op.snapshot().to_bytes();
                 let result = store.write_shard(barrier, shard as u32, &bytes);
                 let _ = out.send(ToCoordinator::Checkpointed {
                     epoch: barrier,
                     result,
                 });
+                if finish {
+                    break;
+                }
                 epoch = barrier + 1;
                 seq = 0;
-            }
-            ToShard::Finish => {
-                op.finish(&mut |o| emit(epoch, &mut seq, o));
-                break;
             }
             ToShard::Stop => break,
         }
@@ -490,7 +500,10 @@ fn feed(
                         return;
                     }
                     let t = event.event_time_ns;
-                    source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
+                    // Refused by its shard, and must not move everyone's watermark.
+                    if (-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&t) {
+                        source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
+                    }
                     parts[shard_of(&event.key, shards)].push(event);
                 },
             )?;
@@ -513,9 +526,8 @@ fn feed(
             let _ = out.send(ToCoordinator::RoundRead { input_offset });
             rounds_in_epoch += 1;
         }
-        if rounds_in_epoch == config.epoch_rounds || (end && rounds_in_epoch > 0) {
-            send_all(&|| ToShard::Barrier { epoch });
-            let _ = out.send(ToCoordinator::EpochReady(Manifest {
+        let manifest = |fed: &Fed, epoch| {
+            ToCoordinator::EpochReady(Manifest {
                 epoch,
                 shards: shards as u32,
                 input_offset: fed.input_offset,
@@ -523,18 +535,25 @@ fn feed(
                 events_in: fed.events_in,
                 events_filtered: fed.events_filtered,
                 records_malformed: fed.records_malformed,
-            }));
+            })
+        };
+        if end {
+            // The windows still open are flushed and the flushed state is checkpointed, so
+            // a restart (or more input later) never emits them again.
+            send_all(&|| ToShard::Finish { epoch });
+            let _ = out.send(manifest(&fed, epoch));
+            fed.finished = true;
+            return Ok(fed);
+        }
+        if rounds_in_epoch == config.epoch_rounds {
+            send_all(&|| ToShard::Barrier { epoch });
+            let _ = out.send(manifest(&fed, epoch));
             if config.stop_after_epoch == Some(epoch) {
                 send_all(&|| ToShard::Stop);
                 return Ok(fed);
             }
             epoch += 1;
             rounds_in_epoch = 0;
-        }
-        if end {
-            send_all(&|| ToShard::Finish);
-            fed.finished = true;
-            return Ok(fed);
         }
     }
 }
@@ -590,14 +609,4 @@ fn coordinate(
         }
     }
     Ok(())
-}
-
-fn add_stats(sum: &mut WindowStats, s: &WindowStats) {
-    sum.events_in += s.events_in;
-    sum.late_events_dropped += s.late_events_dropped;
-    sum.late_assignments_dropped += s.late_assignments_dropped;
-    sum.events_refused_window_limit += s.events_refused_window_limit;
-    sum.windows_fired += s.windows_fired;
-    sum.late_firings += s.late_firings;
-    sum.windows_open += s.windows_open;
 }

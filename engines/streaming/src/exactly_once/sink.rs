@@ -70,10 +70,30 @@ pub struct SinkRecovery {
     pub torn_bytes_cut: u64,
 }
 
-/// Whether a cut line starts as every line of this sink does.
+/// Whether a cut line is, as far as it goes, a line this sink writes:
+/// `{"shard":N,"epoch":N,"seq":N,"output":` then anything. Anything else is not ours to cut.
 fn is_our_prefix(line: &str) -> bool {
-    const START: &str = "{\"shard\":";
-    line.starts_with(START) || START.starts_with(line)
+    const TEMPLATE: &str = "{\"shard\":#,\"epoch\":#,\"seq\":#,\"output\":";
+    let mut template = TEMPLATE.chars().peekable();
+    let mut digits = 0;
+    for c in line.chars() {
+        match template.peek() {
+            None => return true,
+            Some('#') if c.is_ascii_digit() => digits += 1,
+            Some('#') if digits > 0 => {
+                template.next();
+                digits = 0;
+                if template.next() != Some(c) {
+                    return false;
+                }
+            }
+            Some(&t) if t == c => {
+                template.next();
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 #[derive(Deserialize)]

@@ -223,6 +223,9 @@ fn parse_row(row: &csv::StringRecord, columns: &Columns) -> Result<Event, String
     let value: f64 = raw
         .parse()
         .map_err(|_| format!("value = {raw:?}: not a number"))?;
+    if !value.is_finite() {
+        return Err(format!("value = {raw:?}: not finite"));
+    }
     let (time_at, time_kind) = columns.time;
     let event_time_ns = match time_kind {
         TimeColumn::Nanoseconds => {

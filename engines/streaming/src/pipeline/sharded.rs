@@ -14,11 +14,10 @@
 //! **Bounds.** Each shard's queue holds at most [`SHARD_QUEUE_ROUNDS_MAX`] rounds, the output
 //! queue [`OUTPUT_QUEUE_MAX`] outputs; a slow consumer slows the feeder, never grows memory.
 
-use std::hash::{Hash, Hasher};
 use std::sync::mpsc;
 
 use super::Pipeline;
-use crate::event::{Event, Key};
+use crate::event::{Event, Key, EVENT_TIME_NS_MAX};
 use crate::window::{Output, SpecError, WindowOperator, WindowStats};
 
 /// Events per round of the feeder, all shards together.
@@ -67,13 +66,7 @@ impl RunStats {
         self.shards
             .iter()
             .fold(WindowStats::default(), |mut sum, s| {
-                sum.events_in += s.events_in;
-                sum.late_events_dropped += s.late_events_dropped;
-                sum.late_assignments_dropped += s.late_assignments_dropped;
-                sum.events_refused_window_limit += s.events_refused_window_limit;
-                sum.windows_fired += s.windows_fired;
-                sum.late_firings += s.late_firings;
-                sum.windows_open += s.windows_open;
+                sum.add(s);
                 sum
             })
     }
@@ -105,7 +98,7 @@ pub enum RunError {
 }
 
 /// The shard a key belongs to (a fixed hash: the same key goes to the same shard in every
-/// run and process).
+/// run, process, platform and version).
 ///
 /// ```
 /// use agentwire_streaming::event::Key;
@@ -114,10 +107,18 @@ pub enum RunError {
 /// assert_eq!(shard_of(&Key::Id(7), 4), shard_of(&Key::Id(7), 4));
 /// ```
 pub fn shard_of(key: &Key, shards: usize) -> usize {
-    let mut hasher = rustc_hash::FxHasher::default();
-    key.hash(&mut hasher);
-    // The high bits of an Fx hash are the well-mixed ones.
-    ((hasher.finish() >> 32) % shards.max(1) as u64) as usize
+    // CRC-32 of the key's canonical bytes: fixed by definition, the same on every
+    // platform, toolchain and version (checkpoints restore keys onto shards by it).
+    let hash = match key {
+        Key::Id(id) => crc32fast::hash(&id.to_le_bytes()),
+        Key::Name(name) => {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&[0xff]);
+            h.update(name.as_str().as_bytes());
+            h.finalize()
+        }
+    };
+    (hash % shards.max(1) as u32) as usize
 }
 
 /// Runs `pipeline` over `input` on `shards` shard threads; `out` gets each output with the
@@ -165,7 +166,7 @@ where
                     let mut emit = |o| drop(out_tx.send((shard, o)));
                     for round in rx {
                         for event in &round.events {
-                            op.push_held(event, &mut emit);
+                            let _ = op.push_held(event, &mut emit);
                         }
                         if let Some(t) = round.source_max_ns {
                             op.observe_time(t, &mut emit);
@@ -233,7 +234,10 @@ fn feed(
             continue;
         }
         let t = event.event_time_ns;
-        source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
+        // An out-of-range time is refused by its shard; it must not move everyone's watermark.
+        if (-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&t) {
+            source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
+        }
         parts[shard_of(&event.key, shards)].push(event);
         in_round += 1;
         if in_round == ROUND_EVENTS_MAX {

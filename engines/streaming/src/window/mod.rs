@@ -287,6 +287,27 @@ pub enum Output {
     Late(Event),
 }
 
+impl WindowStats {
+    /// Adds `other`'s counts to these (shards summed, snapshots merged).
+    ///
+    /// ```
+    /// use agentwire_streaming::window::WindowStats;
+    /// let mut sum = WindowStats { events_in: 2, ..Default::default() };
+    /// sum.add(&WindowStats { events_in: 3, ..Default::default() });
+    /// assert_eq!(sum.events_in, 5);
+    /// ```
+    pub fn add(&mut self, other: &WindowStats) {
+        self.events_in += other.events_in;
+        self.late_events_dropped += other.late_events_dropped;
+        self.late_assignments_dropped += other.late_assignments_dropped;
+        self.events_refused_window_limit += other.events_refused_window_limit;
+        self.windows_fired += other.windows_fired;
+        self.late_firings += other.late_firings;
+        self.windows_open += other.windows_open;
+        self.events_refused_time_range += other.events_refused_time_range;
+    }
+}
+
 /// What a window operator counted.
 ///
 /// ```
@@ -311,4 +332,7 @@ pub struct WindowStats {
     pub late_firings: u64,
     /// Windows open now.
     pub windows_open: u64,
+    /// Events refused because their time is beyond ±[`EVENT_TIME_NS_MAX`](crate::event::EVENT_TIME_NS_MAX).
+    #[serde(default)]
+    pub events_refused_time_range: u64,
 }

@@ -7,7 +7,7 @@ use super::accumulator::Accumulator;
 use super::keyed::SortedWindows;
 use super::snapshot::{OperatorSnapshot, SnapshotError, StoredWindow};
 use super::{Output, SpecError, WindowKind, WindowResult, WindowSpec, WindowStats};
-use crate::event::{Event, Key};
+use crate::event::{Event, Key, EVENT_TIME_NS_MAX};
 
 /// One open window.
 struct Window {
@@ -175,12 +175,14 @@ impl WindowOperator {
     /// assert_eq!(fired, 1);
     /// ```
     pub fn push(&mut self, event: &Event, out: &mut impl FnMut(Output)) {
-        self.push_held(event, out);
-        self.observe_time(event.event_time_ns, out);
+        if self.push_held(event, out) {
+            self.observe_time(event.event_time_ns, out);
+        }
     }
 
     /// Takes one event into its windows against the current watermark without moving it
-    /// (the caller moves it with [`observe_time`](Self::observe_time)): a sharded run holds
+    /// (the caller moves it with [`observe_time`](Self::observe_time)); false if its time is
+    /// out of range ([`EVENT_TIME_NS_MAX`]), refused and counted. A sharded run holds
     /// every shard's watermark to the input's progress at the last round, so which events
     /// are late does not depend on how keys are split over shards.
     ///
@@ -191,8 +193,14 @@ impl WindowOperator {
     /// op.push_held(&Event::new(Key::Id(1), 50, 1.0), &mut |_| {});
     /// assert_eq!(op.watermark_ns(), i64::MIN);
     /// ```
-    pub fn push_held(&mut self, event: &Event, out: &mut impl FnMut(Output)) {
+    pub fn push_held(&mut self, event: &Event, out: &mut impl FnMut(Output)) -> bool {
         self.stats.events_in += 1;
+        if !(-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&event.event_time_ns) {
+            // Window bounds near i64's ends would overflow; no real clock is there. Refused
+            // events do not move the watermark either.
+            self.stats.events_refused_time_range += 1;
+            return false;
+        }
         let watermark_ns = self.watermark_ns();
         let taken = match self.spec.kind {
             WindowKind::Tumbling { size_ns } => self.assign(event, size_ns, size_ns, out),
@@ -205,6 +213,7 @@ impl WindowOperator {
                 out(Output::Late(event.clone()));
             }
         }
+        true
     }
 
     /// Moves the watermark as if an event of time `event_time_ns` had been seen (by another
@@ -332,11 +341,18 @@ impl WindowOperator {
         let lateness_ns = self.spec.allowed_lateness_ns;
         let mut start_ns = t;
         let mut end_ns = t.saturating_add(gap_ns);
-        if end_ns.saturating_add(lateness_ns) <= watermark_ns {
+        let key = event.key;
+        // Too late only if its own session would be dropped and it falls in no session that
+        // is still open (an open session takes it whatever its own window says).
+        let overlaps_open = self
+            .windows
+            .get(&key)
+            .and_then(|k| k.last_before(end_ns))
+            .is_some_and(|(_, w)| w.end_ns > t);
+        if !overlaps_open && end_ns.saturating_add(lateness_ns) <= watermark_ns {
             self.stats.late_assignments_dropped += 1;
             return Taken::TooLate;
         }
-        let key = event.key;
         let keyed = self.windows.entry(key).or_default();
         // Sessions of one key never overlap, so those this one overlaps are the ones
         // starting before its end, walked back while they end after its start.

@@ -129,14 +129,12 @@ impl OperatorSnapshot {
             })
             .collect();
         for snapshot in snapshots {
-            let s = &snapshot.stats;
-            let total = &mut out[0].stats;
-            total.events_in += s.events_in;
-            total.late_events_dropped += s.late_events_dropped;
-            total.late_assignments_dropped += s.late_assignments_dropped;
-            total.events_refused_window_limit += s.events_refused_window_limit;
-            total.windows_fired += s.windows_fired;
-            total.late_firings += s.late_firings;
+            // windows_open is recounted on restore.
+            let s = WindowStats {
+                windows_open: 0,
+                ..snapshot.stats
+            };
+            out[0].stats.add(&s);
             for w in snapshot.windows {
                 out[shard_of(&w.key, shards)].windows.push(w);
             }
