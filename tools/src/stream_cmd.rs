@@ -103,6 +103,11 @@ pub fn run(args: RunArgs) -> Result<(), BoxError> {
     let quantiles = pipeline.window().quantiles.clone();
     let started = Instant::now();
     let mut write_error: Option<std::io::Error> = None;
+    // Once the output cannot be written (a reader gone: `stream run ... | head`), reading the
+    // rest of the input is wasted, and with stdin as input it might never end: stop reading.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = stop.clone();
+    let events = events.take_while(move |_| !reading.load(std::sync::atomic::Ordering::Relaxed));
     let stats = run_sharded(&pipeline, file.shards, events, &mut |_, o| {
         if write_error.is_some() {
             return;
@@ -110,6 +115,7 @@ pub fn run(args: RunArgs) -> Result<(), BoxError> {
         let line = output_json(&o, &quantiles);
         if let Err(e) = writeln!(writer, "{line}") {
             write_error = Some(e);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     })?;
     if let Some(e) = write_error {
