@@ -10,6 +10,9 @@ use agentwire_streaming::window::{
 };
 use proptest::prelude::*;
 
+mod common;
+use common::kind;
+
 const QUANTILES: [f64; 3] = [0.0, 0.5, 0.9];
 
 /// What the reference computes for one window.
@@ -106,17 +109,6 @@ fn events(jitter_ns: i64) -> impl Strategy<Value = Vec<Event>> {
                 .collect()
         },
     )
-}
-
-fn kind() -> impl Strategy<Value = WindowKind> {
-    prop_oneof![
-        (1i64..50).prop_map(|size_ns| WindowKind::Tumbling { size_ns }),
-        (1i64..50, 1i64..50).prop_map(|(a, b)| WindowKind::Sliding {
-            size_ns: a.max(b),
-            slide_ns: a.min(b)
-        }),
-        (1i64..40).prop_map(|gap_ns| WindowKind::Session { gap_ns }),
-    ]
 }
 
 /// Runs the operator; the results in emission order.
