@@ -36,6 +36,8 @@ pub const BATCH_EVENTS_MAX: usize = 1_024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest an error reply may wait for its reader.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stop request waits for a backpressured engine before giving up.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest an event waits for its batch to fill.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -224,21 +226,21 @@ fn forward(
         }
         let due = oldest.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL);
         if batch.events.len() >= BATCH_EVENTS_MAX || (due && !batch.events.is_empty()) {
-            send(agent, feature_id, &mut batch, counters)?;
+            send(agent, feature_id, &mut batch, counters, stop)?;
             oldest = None;
         }
         if stop.load(Ordering::Relaxed) {
             while let Ok(event) = queue.try_recv() {
                 batch.events.push(event);
                 if batch.events.len() >= BATCH_EVENTS_MAX {
-                    send(agent, feature_id, &mut batch, counters)?;
+                    send(agent, feature_id, &mut batch, counters, stop)?;
                 }
             }
             break;
         }
     }
     if !batch.events.is_empty() {
-        send(agent, feature_id, &mut batch, counters)?;
+        send(agent, feature_id, &mut batch, counters, stop)?;
     }
     Ok(())
 }
@@ -248,15 +250,38 @@ fn send(
     feature_id: u32,
     batch: &mut EventBatch,
     counters: &Counters,
+    stop: &AtomicBool,
 ) -> Result<(), BoxError> {
-    // A ring that stayed full past the client's send timeout: tried again until a deadline
-    // (the readers wait on the queue meanwhile, so TCP senders feel it).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A ring that stays full (the engine behind): keep trying with a back-off while the
+    // readers wait on the bounded queue, so TCP senders feel the backpressure and nothing
+    // accepted is dropped. Only a stop request ends the wait (after STOP_GRACE), and the
+    // error says how many events were not forwarded.
+    let started = Instant::now();
+    let mut said = Instant::now();
+    let mut stopping_since: Option<Instant> = None;
     loop {
         match agent.stream_batch(feature_id, batch) {
             Ok(()) => break,
-            Err(agentwire_shm::client::ClientError::Backpressure(_))
-                if Instant::now() < deadline => {}
+            Err(agentwire_shm::client::ClientError::Backpressure(_)) => {
+                if stop.load(Ordering::Relaxed)
+                    && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE
+                {
+                    let lost = batch.events.len();
+                    return Err(format!(
+                        "stopped while the engine was not taking events: {lost} events of the \
+                         last batch (and any still queued) were not forwarded"
+                    )
+                    .into());
+                }
+                if said.elapsed() >= Duration::from_secs(10) {
+                    said = Instant::now();
+                    say(format_args!(
+                        "the engine has not taken a batch for {:.0} s; holding input",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Err(e) => return Err(format!("forwarding to the engine: {e}").into()),
         }
     }
