@@ -16,6 +16,9 @@
 //! feature_id = 1398013953           # the engine's feature id (0x53540001)
 //! detector_keys_max = 1024          # keys with a detector; further keys are not scored
 //! future_tolerance_ms = 300000      # events further ahead of this host's clock are refused
+//! log_dir = "/var/lib/agentwire/stream"  # accepted events are logged before their ack (default: none)
+//! log_fsync_interval_ms = 10        # 0: fsync every batch before its ack
+//! log_retention_bytes = 1073741824  # older segments are deleted
 //! [streaming.window]                # as in a pipeline file (`agentwire stream run`)
 //! kind = "tumbling"
 //! size_ms = 1000
@@ -60,6 +63,13 @@ pub struct StreamingSection {
     pub detector_keys_max: Option<usize>,
     /// Events further than this ahead of the host's clock are refused (0: no limit).
     pub future_tolerance_ms: Option<u64>,
+    /// A directory for the durable log accepted events are appended to before they are
+    /// processed and acknowledged (default: none, in memory only).
+    pub log_dir: Option<std::path::PathBuf>,
+    /// The log's fsync interval, ms (0: every batch, before its ack).
+    pub log_fsync_interval_ms: Option<u64>,
+    /// The bytes the log keeps; older segments are deleted (default 1 GiB).
+    pub log_retention_bytes: Option<u64>,
     /// The windows.
     pub window: Option<WindowSection>,
 }
@@ -120,6 +130,18 @@ impl StreamingSection {
                 ),
             };
         }
+        if let Some(dir) = &self.log_dir {
+            let mut log = agentwire_streaming::log::LogConfig::new(dir);
+            log.batch_bytes_max = 16 << 20;
+            log.retention_bytes_max = self.log_retention_bytes.unwrap_or(1 << 30);
+            log.fsync = match self.log_fsync_interval_ms.unwrap_or(10) {
+                0 => agentwire_streaming::log::FsyncPolicy::EveryBatch,
+                interval_ms => agentwire_streaming::log::FsyncPolicy::Interval { interval_ms },
+            };
+            log.validate()
+                .map_err(|e| ("streaming.log_dir", e.to_string()))?;
+            c.log = Some(log);
+        }
         if let Some(window) = &self.window {
             c.window = window.to_spec().map_err(|e| ("streaming.window", e))?;
         }
@@ -159,6 +181,8 @@ impl StreamHandle {
             ("stream.results", s.results),
             ("stream.acks", s.acks),
             ("stream.outbox_dropped", s.outbox_dropped),
+            ("stream.events_logged", s.events_logged),
+            ("stream.log_errors", s.log_errors),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

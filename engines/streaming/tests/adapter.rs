@@ -203,3 +203,59 @@ fn bad_events_are_counted_and_reported_to_their_sender() {
         (2, 3, 3)
     );
 }
+
+#[test]
+fn accepted_events_are_in_the_log_before_their_ack() {
+    let sock =
+        std::env::temp_dir().join(format!("aw-stream-adapter-log-{}.sock", std::process::id()));
+    let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StreamEngineConfig {
+        detector: "windowed-gaussian".into(),
+        log: Some(agentwire_streaming::log::LogConfig::new(
+            dir.path().join("log"),
+        )),
+        ..Default::default()
+    };
+    let mut engine = StreamEngine::register(router.control(), config).unwrap();
+    let engine_id = engine.agent_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            if engine.do_work() == 0 {
+                engine.park(Duration::from_millis(1));
+            }
+        }
+        engine.stats()
+    });
+    let mut sender = Agent::builder("sensor")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    for chunk in 0..3 {
+        let events = (0..50)
+            .map(|i| event(chunk, i, i as f64))
+            .chain([event(9, 1, f64::NAN)])
+            .collect();
+        let ack = sender
+            .stream_batch_acked(engine_id, &EventBatch { events }, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!((ack.accepted, ack.malformed), (50, 1));
+        // Acked, so already in the log (EveryBatch: synced before the ack).
+        let (mut log, _) = agentwire_streaming::log::Log::open(
+            agentwire_streaming::log::LogConfig::new(dir.path().join("log")),
+        )
+        .unwrap();
+        assert_eq!(log.end_offset(0).unwrap(), 50 * (chunk + 1));
+        let mut keys = Vec::new();
+        log.read(0, 50 * chunk, 100, &mut |_, _, payload| {
+            keys.push(agentwire_streaming::codec::decode(payload).unwrap().key)
+        })
+        .unwrap();
+        assert_eq!(keys, vec![agentwire_streaming::event::Key::Id(chunk); 50]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stats = thread.join().unwrap();
+    assert_eq!((stats.events_logged, stats.log_errors), (150, 0));
+}

@@ -45,6 +45,8 @@ pub const FRAMES_PER_PASS_MAX: usize = 64;
 /// A pass stops reading frames once it has handled this many events (a frame is never
 /// split, so one pass handles at most this plus one batch).
 pub const EVENTS_PER_PASS_MAX: usize = 8_192;
+/// The log's retention (size and age, as configured) is applied once per this many frames.
+pub const RETENTION_EVERY_FRAMES: u64 = 1_024;
 /// Outgoing frames held while the ring is full; past it the oldest are dropped (counted).
 pub const OUTBOX_FRAMES_MAX: usize = 4_096;
 
@@ -80,6 +82,10 @@ pub struct StreamEngineConfig {
     /// agent's far-future time would otherwise move the watermark past everyone's windows);
     /// `None`: no limit (replays of old or synthetic data with a clock of their own).
     pub future_tolerance_ns: Option<i64>,
+    /// The durable log accepted events are appended to before they are processed and
+    /// acknowledged (one append per frame: group commit); `None`: events are processed in
+    /// memory only.
+    pub log: Option<crate::log::LogConfig>,
 }
 
 impl Default for StreamEngineConfig {
@@ -96,6 +102,7 @@ impl Default for StreamEngineConfig {
             alert_threshold: 0.99,
             detector_keys_max: 1_024,
             future_tolerance_ns: Some(300_000_000_000),
+            log: None,
         }
     }
 }
@@ -124,6 +131,10 @@ pub struct EngineStats {
     pub acks: u64,
     /// Outgoing frames dropped because the outbox was full.
     pub outbox_dropped: u64,
+    /// Events appended to the durable log.
+    pub events_logged: u64,
+    /// Frames refused because the log could not be written (their events are not taken).
+    pub log_errors: u64,
 }
 
 /// Why the engine could not start.
@@ -138,6 +149,9 @@ pub enum EngineError {
     /// The detector name.
     #[error(transparent)]
     Detector(#[from] UnknownDetector),
+    /// The durable log could not be opened.
+    #[error("log: {0}")]
+    Log(#[from] crate::log::LogError),
 }
 
 /// The engine's state besides its endpoint (split so frames can be read while it changes).
@@ -152,6 +166,10 @@ struct Core {
     aligned: rkyv::util::AlignedVec<16>,
     /// A frame's events, reused.
     events: Vec<Event>,
+    /// The durable log, if configured, and its encode buffers (reused).
+    log: Option<crate::log::Log>,
+    encoded: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 /// The streaming engine as a router endpoint.
@@ -178,6 +196,20 @@ impl StreamEngine {
     ) -> Result<Self, EngineError> {
         by_name(&config.detector)?;
         let op = WindowOperator::new(config.window.clone())?;
+        let log = match &config.log {
+            Some(log_config) => {
+                let (log, recovery) = crate::log::Log::open(log_config.clone())?;
+                let cut = recovery.bytes_truncated_total();
+                if cut > 0 {
+                    note(&format!(
+                        "log {}: cut {cut} bytes of a torn tail at open",
+                        log_config.dir.display()
+                    ));
+                }
+                Some(log)
+            }
+            None => None,
+        };
         let identity = Registration {
             name: config.name.clone(),
             capabilities: vec![CapabilitySpec {
@@ -205,6 +237,9 @@ impl StreamEngine {
                 results_topic_id,
                 aligned: rkyv::util::AlignedVec::new(),
                 events: Vec::new(),
+                log,
+                encoded: Vec::new(),
+                ends: Vec::new(),
             },
         })
     }
@@ -305,9 +340,17 @@ impl Core {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let time_max_ns = self.time_max_ns();
-        let outcome = ingest::decode_batch(payload, &mut self.aligned, time_max_ns, &mut |e| {
+        let mut outcome = ingest::decode_batch(payload, &mut self.aligned, time_max_ns, &mut |e| {
             events.push(e)
         });
+        if let Err(why) = self.append_to_log(&events) {
+            // Not durable, so not taken: the sender hears it and may send again.
+            self.stats.log_errors += 1;
+            outcome.malformed += outcome.accepted;
+            outcome.accepted = 0;
+            outcome.first_problem = format!("the engine's log cannot be written: {why}");
+            events.clear();
+        }
         self.stats.events_accepted += u64::from(outcome.accepted);
         self.stats.events_malformed += u64::from(outcome.malformed);
         for event in &events {
@@ -330,6 +373,36 @@ impl Core {
             push_bounded(&mut self.outbox, &mut self.stats, (reply, bytes));
         }
         held
+    }
+
+    /// Appends `events` to the log as one batch (nothing without a log or events).
+    fn append_to_log(&mut self, events: &[Event]) -> Result<(), crate::log::LogError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.encoded.clear();
+        self.ends.clear();
+        for e in events {
+            crate::codec::encode(e, &mut self.encoded);
+            self.ends.push(self.encoded.len());
+        }
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let records: Vec<&[u8]> = starts
+            .zip(&self.ends)
+            .map(|(a, &b)| &self.encoded[a..b])
+            .collect();
+        log.append_batch(0, &records)?;
+        self.stats.events_logged += records.len() as u64;
+        if self.stats.frames_in % RETENTION_EVERY_FRAMES == 0 {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            log.enforce_retention(now_ms)?;
+        }
+        Ok(())
     }
 
     /// The latest event time taken now: the host's clock plus the configured tolerance.
@@ -383,6 +456,12 @@ impl Core {
             push_bounded(&mut self.outbox, &mut self.stats, frame);
         }
     }
+}
+
+/// A note for the operator, once, on stderr (the engine library has no logger of its own).
+fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "agentwire streaming: {text}");
 }
 
 fn publish(topic_id: u32, payload: Vec<u8>) -> (FrameHeader, Vec<u8>) {
