@@ -8,7 +8,7 @@
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
 //! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`;
 //! with `[streaming] enabled`, the engine's `agentwire_stream_<counter>_total` (events
-//! accepted and malformed, alerts, results, acks, ...).
+//! accepted and malformed, alerts, results, acks, ...) and the gauge `agentwire_stream_running`.
 //!
 //! ```no_run
 //! # use agentwire_router::{RouterConfig, RouterControl};
@@ -259,9 +259,16 @@ impl Collector for RouterCollector {
             if stream == "agent_id" {
                 continue;
             }
-            let counter = ConstCounter::new(*value);
             let metric = format!("agentwire_stream_{stream}");
             let help = format!("Streaming engine: {}", stream.replace('_', " "));
+            if stream == "running" {
+                // 1 while the engine runs, 0 once it stopped: a gauge.
+                let gauge = ConstGauge::new(*value as i64);
+                let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
+                gauge.encode(m)?;
+                continue;
+            }
+            let counter = ConstCounter::new(*value);
             let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
             counter.encode(m)?;
         }

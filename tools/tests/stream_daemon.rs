@@ -123,6 +123,11 @@ fn the_daemon_runs_the_engine_and_an_agent_gets_its_alert() {
         body.contains("agentwire_stream_events_malformed_total 1"),
         "{body}"
     );
+    assert!(
+        body.contains("# TYPE agentwire_stream_running gauge"),
+        "{body}"
+    );
+    assert!(body.contains("agentwire_stream_running 1"), "{body}");
     drop(served.terminate());
 }
 
