@@ -18,6 +18,17 @@ fn agentwire(args: &[&str]) -> Output {
         .expect("run agentwire")
 }
 
+/// Runs agentwire, which must succeed, and parses the JSON it prints.
+fn agentwire_json(args: &[&str]) -> serde_json::Value {
+    let out = agentwire(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const PIPELINE: &str = r#"
 [[stage]]
 op = "filter"
@@ -50,7 +61,7 @@ fn setup(name: &str) -> (PathBuf, String, String) {
 fn run_writes_one_json_object_per_window_and_a_json_summary() {
     let (dir, pipeline, input) = setup("run");
     let output = dir.join("out.jsonl");
-    let out = agentwire(&[
+    let summary = agentwire_json(&[
         "stream",
         "run",
         &pipeline,
@@ -62,12 +73,6 @@ fn run_writes_one_json_object_per_window_and_a_json_summary() {
         "2",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["events_in"], 5);
     assert_eq!(summary["events_filtered"], 1);
     assert_eq!(summary["malformed"], 1);
@@ -137,7 +142,7 @@ fn run_names_the_file_and_line_of_a_bad_pipeline() {
 fn chaos_with_sigkills_ends_with_the_output_of_a_run_without_failures() {
     let dir = scratch("chaos");
     let work = dir.join("work");
-    let out = agentwire(&[
+    let v = agentwire_json(&[
         "stream",
         "chaos",
         "--events",
@@ -150,12 +155,6 @@ fn chaos_with_sigkills_ends_with_the_output_of_a_run_without_failures() {
         "--dir",
         work.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["events"], 40000);
     assert_eq!(v["kills"], 6);
     assert_eq!(v["outputs_equal"], true);
@@ -200,13 +199,7 @@ fn detect_writes_one_scored_row_per_input_row() {
     let input = data.join("cat/f.csv");
     let output = dir.join("scored.csv");
     let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
-    let out = agentwire(&["stream", "detect", "--input", i, "--output", o, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = agentwire_json(&["stream", "detect", "--input", i, "--output", o, "--json"]);
     assert_eq!(v["rows"], 200);
     let text = std::fs::read_to_string(&output).unwrap();
     let mut lines = text.lines();
@@ -238,7 +231,7 @@ fn detect_writes_one_scored_row_per_input_row() {
 fn nab_score_of_the_null_detector_is_zero_and_json_has_the_baselines() {
     let dir = scratch("nab");
     let (data, labels) = tiny_corpus(&dir);
-    let out = agentwire(&[
+    let v = agentwire_json(&[
         "stream",
         "nab-score",
         "--data",
@@ -249,12 +242,6 @@ fn nab_score_of_the_null_detector_is_zero_and_json_has_the_baselines() {
         "null",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["score"], 0.0);
     assert_eq!(
         (v["windows"].as_u64(), v["windows_missed"].as_u64()),
@@ -265,7 +252,7 @@ fn nab_score_of_the_null_detector_is_zero_and_json_has_the_baselines() {
 
 #[test]
 fn bench_prints_the_engine_path_beside_the_raw_ring() {
-    let out = agentwire(&[
+    let v = agentwire_json(&[
         "stream",
         "bench",
         "--events",
@@ -274,12 +261,6 @@ fn bench_prints_the_engine_path_beside_the_raw_ring() {
         "windowed-gaussian",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["events"], 20000);
     for key in ["events_per_s", "baseline_events_per_s", "ratio_to_baseline"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");

@@ -21,6 +21,16 @@ kind = "tumbling"
 size_ms = 1000
 "#;
 
+/// A daemon with the engine of [`CONFIG`], in a scratch directory of its own.
+fn serve_with_engine(name: &str) -> (Served, std::path::PathBuf) {
+    let dir = scratch(name);
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let socket = dir.join("aw.sock");
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    (served, socket)
+}
+
 /// The engine's agent id, once it is up: the control socket answers while the daemon is
 /// still starting its engines, and frames sent to the feature id before the engine
 /// registers are refused.
@@ -46,11 +56,7 @@ fn event(t: i64, value: f64) -> WireEvent {
 
 #[test]
 fn the_daemon_runs_the_engine_and_an_agent_gets_its_alert() {
-    let dir = scratch("stream-daemon");
-    let config = dir.join("agentwire.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let socket = dir.join("aw.sock");
-    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let (served, socket) = serve_with_engine("stream-daemon");
     let mut watcher = Agent::builder("watcher").socket(&socket).connect().unwrap();
     watcher.subscribe("stream.alerts").unwrap();
     let mut sensor = Agent::builder("sensor").socket(&socket).connect().unwrap();
@@ -168,11 +174,7 @@ fn a_bad_streaming_section_is_refused_with_its_line() {
 #[test]
 fn tcp_and_udp_lines_reach_the_engine_through_stream_listen() {
     use std::io::{BufRead, BufReader, Write};
-    let dir = scratch("stream-listen");
-    let config = dir.join("agentwire.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let socket = dir.join("aw.sock");
-    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let (served, socket) = serve_with_engine("stream-listen");
     wait_for_engine(&mut Agent::builder("probe").socket(&socket).connect().unwrap());
     let mut listen = Command::new(AGENTWIRE)
         .args([

@@ -11,6 +11,17 @@ use std::fmt;
 /// Times beyond it are refused (window arithmetic near `i64`'s ends would overflow).
 pub const EVENT_TIME_NS_MAX: i64 = 1 << 62;
 
+/// Whether `event_time_ns` is within ±[`EVENT_TIME_NS_MAX`], the times the engine takes.
+///
+/// ```
+/// use agentwire_streaming::event::time_in_range;
+/// assert!(time_in_range(0));
+/// assert!(!time_in_range(i64::MIN));
+/// ```
+pub fn time_in_range(event_time_ns: i64) -> bool {
+    (-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&event_time_ns)
+}
+
 /// The longest key name held inline, in bytes (UTF-8).
 pub const KEY_NAME_BYTES_MAX: usize = 23;
 

@@ -35,6 +35,11 @@ fn start(router: &TestRouter) -> (Running, u32) {
         alert_threshold: 0.999,
         ..Default::default()
     };
+    start_with(router, config)
+}
+
+/// The engine with `config`, driven on a thread until stopped.
+fn start_with(router: &TestRouter, config: StreamEngineConfig) -> (Running, u32) {
     let mut engine = StreamEngine::register(router.control(), config).unwrap();
     let id = engine.agent_id();
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,18 +222,7 @@ fn accepted_events_are_in_the_log_before_their_ack() {
         )),
         ..Default::default()
     };
-    let mut engine = StreamEngine::register(router.control(), config).unwrap();
-    let engine_id = engine.agent_id();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            if engine.do_work() == 0 {
-                engine.park(Duration::from_millis(1));
-            }
-        }
-        engine.stats()
-    });
+    let (engine, engine_id) = start_with(&router, config);
     let mut sender = Agent::builder("sensor")
         .socket(router.socket_path())
         .connect()
@@ -255,7 +249,6 @@ fn accepted_events_are_in_the_log_before_their_ack() {
         .unwrap();
         assert_eq!(keys, vec![agentwire_streaming::event::Key::Id(chunk); 50]);
     }
-    stop.store(true, Ordering::Relaxed);
-    let stats = thread.join().unwrap();
+    let stats = engine.stop();
     assert_eq!((stats.events_logged, stats.log_errors), (150, 0));
 }

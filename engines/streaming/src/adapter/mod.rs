@@ -5,7 +5,7 @@
 //! - Frames to [`STREAM_FEATURE_ID`] (or the configured id) carry an rkyv
 //!   [`EventBatch`](agentwire_shm::stream_events::EventBatch) ([`ingest`]).
 //! - A batch sent as a request is answered with an
-//!   [`IngestAck`](agentwire_shm::stream_events::IngestAck); a batch sent plainly is answered
+//!   [`IngestAck`]; a batch sent plainly is answered
 //!   only when some of it was refused, so a sender always learns of bad events.
 //! - Each event is scored by its key's detector (from that event and the key's earlier ones);
 //!   a score at or above `alert_threshold` publishes an alert (JSON: key, event_time_ns,

@@ -1,5 +1,5 @@
 //! Alert suppression that needs no threshold: a score passes only if it beats every score of
-//! the last [`Refractory::rows`] rows; otherwise it is reported as 0.
+//! the last `rows` rows; otherwise it is reported as 0.
 //!
 //! Why this is exact for every threshold `θ` at once: a suppressed row has `s ≤ m`, where `m`
 //! is the recent maximum, so if it would have crossed `θ`, the row holding `m` crossed it first,

@@ -29,7 +29,7 @@ use std::sync::mpsc;
 use super::checkpoint::{CheckpointError, CheckpointStore, Manifest};
 use super::sink::{DedupSink, OutputId, SinkError};
 use crate::codec;
-use crate::event::{Event, EVENT_TIME_NS_MAX};
+use crate::event::{time_in_range, Event};
 use crate::log::{Log, LogError};
 use crate::output_json::output_json;
 use crate::pipeline::sharded::{shard_of, SHARDS_MAX};
@@ -501,7 +501,7 @@ fn feed(
                     }
                     let t = event.event_time_ns;
                     // Refused by its shard, and must not move everyone's watermark.
-                    if (-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&t) {
+                    if time_in_range(t) {
                         source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
                     }
                     parts[shard_of(&event.key, shards)].push(event);

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::DateTime;
 
 use crate::event::{Attribute, Event, Key};
 
@@ -271,10 +271,10 @@ fn parse_row(row: &csv::StringRecord, columns: &Columns) -> Result<Event, String
 /// assert_eq!(parse_timestamp_ns("noon"), None);
 /// ```
 pub fn parse_timestamp_ns(text: &str) -> Option<i64> {
-    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc());
-    naive
-        .or_else(|| DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc()))
-        .and_then(|t| t.timestamp_nanos_opt())
+    // NAB's form is the detectors' own parser; RFC 3339 is what pipelines add to it.
+    crate::detect::parse_timestamp_ns(text).or_else(|| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .and_then(|t| t.to_utc().timestamp_nanos_opt())
+    })
 }

@@ -17,7 +17,7 @@
 use std::sync::mpsc;
 
 use super::Pipeline;
-use crate::event::{Event, Key, EVENT_TIME_NS_MAX};
+use crate::event::{time_in_range, Event, Key};
 use crate::window::{Output, SpecError, WindowOperator, WindowStats};
 
 /// Events per round of the feeder, all shards together.
@@ -235,7 +235,7 @@ fn feed(
         }
         let t = event.event_time_ns;
         // An out-of-range time is refused by its shard; it must not move everyone's watermark.
-        if (-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&t) {
+        if time_in_range(t) {
             source_max_ns = Some(source_max_ns.map_or(t, |m: i64| m.max(t)));
         }
         parts[shard_of(&event.key, shards)].push(event);

@@ -7,7 +7,7 @@ use super::accumulator::Accumulator;
 use super::keyed::SortedWindows;
 use super::snapshot::{OperatorSnapshot, SnapshotError, StoredWindow};
 use super::{Output, SpecError, WindowKind, WindowResult, WindowSpec, WindowStats};
-use crate::event::{Event, Key, EVENT_TIME_NS_MAX};
+use crate::event::{time_in_range, Event, Key};
 
 /// One open window.
 struct Window {
@@ -182,7 +182,7 @@ impl WindowOperator {
 
     /// Takes one event into its windows against the current watermark without moving it
     /// (the caller moves it with [`observe_time`](Self::observe_time)); false if its time is
-    /// out of range ([`EVENT_TIME_NS_MAX`]), refused and counted. A sharded run holds
+    /// out of range ([`EVENT_TIME_NS_MAX`](crate::event::EVENT_TIME_NS_MAX)), refused and counted. A sharded run holds
     /// every shard's watermark to the input's progress at the last round, so which events
     /// are late does not depend on how keys are split over shards.
     ///
@@ -195,7 +195,7 @@ impl WindowOperator {
     /// ```
     pub fn push_held(&mut self, event: &Event, out: &mut impl FnMut(Output)) -> bool {
         self.stats.events_in += 1;
-        if !(-EVENT_TIME_NS_MAX..=EVENT_TIME_NS_MAX).contains(&event.event_time_ns) {
+        if !time_in_range(event.event_time_ns) {
             // Window bounds near i64's ends would overflow; no real clock is there. Refused
             // events do not move the watermark either.
             self.stats.events_refused_time_range += 1;

@@ -20,7 +20,7 @@ pub(crate) struct StoredWindow {
     pub(crate) acc: Accumulator,
 }
 
-/// A window operator's state (see [`WindowOperator::snapshot`]).
+/// A window operator's state (see [`WindowOperator::snapshot`](super::WindowOperator::snapshot)).
 ///
 /// ```
 /// use agentwire_streaming::event::{Event, Key};
