@@ -279,8 +279,11 @@ impl Daemon {
         }
         let stream = match config.streaming.as_ref().filter(|s| s.enabled) {
             Some(section) => {
+                // The engine's log and checkpoints live beside the dead-letter queue unless
+                // `state_dir` says otherwise.
+                let default_state = config.dlq.path.parent().map(|d| d.join("stream"));
                 let engine = section
-                    .engine_config()
+                    .engine_config_in(default_state.as_deref())
                     .map_err(|(key, why)| DaemonError::Stream(format!("{key}: {why}")))?;
                 let handle = crate::stream_engine::start(&control, partitions.submitter(), engine)
                     .map_err(DaemonError::Stream)?;

@@ -6,6 +6,13 @@
 //! The engine's counters show in `agentwire status` as `stream.*` and in
 //! `agentwire stream status`.
 //!
+//! The engine keeps its state in a state directory (by default `stream/` beside the
+//! dead-letter queue): every accepted event is logged before it is processed and
+//! acknowledged, the windows and detectors are checkpointed every `checkpoint_interval_ms`
+//! and when the daemon stops, and a restart restores the last checkpoint and replays the
+//! log after it ([`agentwire_streaming::adapter::durable`]). While it replays, new events
+//! wait in their senders' rings.
+//!
 //! ```toml
 //! [streaming]
 //! enabled = true                    # default false
@@ -16,7 +23,9 @@
 //! feature_id = 1398013953           # the engine's feature id (0x53540001)
 //! detector_keys_max = 1024          # keys with a detector; further keys are not scored
 //! future_tolerance_ms = 300000      # events further ahead of this host's clock are refused
-//! log_dir = "/var/lib/agentwire/stream"  # accepted events are logged before their ack (default: none)
+//! state_dir = "/var/lib/agentwire/stream"  # log + checkpoints (default: `stream/` beside the
+//!                                   # dead-letter queue; "": in memory only)
+//! checkpoint_interval_ms = 10000    # 0: no checkpoints (a restart replays the whole log)
 //! log_fsync_interval_ms = 10        # 0: fsync every batch before its ack
 //! log_retention_bytes = 1073741824  # older segments are deleted
 //! [streaming.window]                # as in a pipeline file (`agentwire stream run`)
@@ -29,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentwire_router::control::RouterControl;
+use agentwire_streaming::adapter::durable::StateConfig;
 use agentwire_streaming::adapter::{EngineStats, StreamEngine, StreamEngineConfig};
 use agentwire_streaming::pipeline::file::WindowSection;
 use serde::Deserialize;
@@ -63,9 +73,12 @@ pub struct StreamingSection {
     pub detector_keys_max: Option<usize>,
     /// Events further than this ahead of the host's clock are refused (0: no limit).
     pub future_tolerance_ms: Option<u64>,
-    /// A directory for the durable log accepted events are appended to before they are
-    /// processed and acknowledged (default: none, in memory only).
-    pub log_dir: Option<std::path::PathBuf>,
+    /// The state directory: the durable log accepted events are appended to before they are
+    /// processed and acknowledged, and the checkpoints a restart resumes from (default:
+    /// `stream/` beside the dead-letter queue; `""`: in memory only).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Time between checkpoints, ms (default 10,000; 0: none, a restart replays the log).
+    pub checkpoint_interval_ms: Option<u64>,
     /// The log's fsync interval, ms (0: every batch, before its ack).
     pub log_fsync_interval_ms: Option<u64>,
     /// The bytes the log keeps; older segments are deleted (default 1 GiB).
@@ -83,6 +96,24 @@ impl StreamingSection {
     /// assert_eq!(s.engine_config().unwrap_err(), ("streaming.alert_threshold", "2 is not in [0, 1]".to_string()));
     /// ```
     pub fn engine_config(&self) -> Result<StreamEngineConfig, (&'static str, String)> {
+        self.engine_config_in(None)
+    }
+
+    /// [`Self::engine_config`], with the state in `default_state_dir` when `state_dir` is
+    /// not set (the daemon passes `stream/` beside its dead-letter queue).
+    ///
+    /// ```
+    /// use agentwire_runtime::stream_engine::StreamingSection;
+    /// let s = StreamingSection { enabled: true, ..Default::default() };
+    /// let c = s.engine_config_in(Some(std::path::Path::new("/srv/aw/stream"))).unwrap();
+    /// assert!(c.state.unwrap().log.dir.ends_with("stream/log"));
+    /// let off = StreamingSection { state_dir: Some("".into()), ..s };
+    /// assert!(off.engine_config_in(Some(std::path::Path::new("/srv/aw/stream"))).unwrap().state.is_none());
+    /// ```
+    pub fn engine_config_in(
+        &self,
+        default_state_dir: Option<&std::path::Path>,
+    ) -> Result<StreamEngineConfig, (&'static str, String)> {
         let mut c = StreamEngineConfig::default();
         if let Some(id) = self.feature_id {
             if id == 0 {
@@ -130,8 +161,17 @@ impl StreamingSection {
                 ),
             };
         }
-        if let Some(dir) = &self.log_dir {
-            let mut log = agentwire_streaming::log::LogConfig::new(dir);
+        let state_dir = match &self.state_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.as_path()),
+            None => default_state_dir,
+        };
+        if let Some(dir) = state_dir {
+            let mut state = StateConfig::new(dir);
+            if let Some(ms) = self.checkpoint_interval_ms {
+                state.checkpoint_interval_ms = ms;
+            }
+            let log = &mut state.log;
             log.batch_bytes_max = 16 << 20;
             log.retention_bytes_max = self.log_retention_bytes.unwrap_or(1 << 30);
             log.fsync = match self.log_fsync_interval_ms.unwrap_or(10) {
@@ -139,8 +179,8 @@ impl StreamingSection {
                 interval_ms => agentwire_streaming::log::FsyncPolicy::Interval { interval_ms },
             };
             log.validate()
-                .map_err(|e| ("streaming.log_dir", e.to_string()))?;
-            c.log = Some(log);
+                .map_err(|e| ("streaming.state_dir", e.to_string()))?;
+            c.state = Some(state);
         }
         if let Some(window) = &self.window {
             c.window = window.to_spec().map_err(|e| ("streaming.window", e))?;
@@ -183,6 +223,13 @@ impl StreamHandle {
             ("stream.outbox_dropped", s.outbox_dropped),
             ("stream.events_logged", s.events_logged),
             ("stream.log_errors", s.log_errors),
+            ("stream.checkpoints", s.checkpoints),
+            ("stream.checkpoint_errors", s.checkpoint_errors),
+            ("stream.checkpoint_bytes", s.checkpoint_bytes),
+            ("stream.restored_epoch", s.restored_epoch),
+            ("stream.events_replayed", s.events_replayed),
+            ("stream.replay_gap_events", s.replay_gap_events),
+            ("stream.replay_malformed", s.replay_malformed),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -248,6 +295,13 @@ fn slice(
             *s = engine.stats();
         }
         if submitter.stopping() {
+            // A clean stop leaves nothing to replay.
+            if let Err(e) = engine.checkpoint() {
+                tracing::warn!("streaming engine: the checkpoint at shutdown failed: {e}");
+            }
+            if let Ok(mut s) = stats.lock() {
+                *s = engine.stats();
+            }
             running.store(false, Ordering::Relaxed);
             return;
         }

@@ -249,3 +249,78 @@ fn tcp_and_udp_lines_reach_the_engine_through_stream_listen() {
     );
     drop(served.terminate());
 }
+
+/// `agentwire stream status --json`'s engine object, once `ready` holds for it (10 s at
+/// most: the daemon answers before its engine is up, and the engine's counters are
+/// refreshed after each of its slices).
+fn stream_status_when(
+    socket: &std::path::Path,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(AGENTWIRE)
+            .args(["stream", "status", "--json", "--socket"])
+            .arg(socket)
+            .output()
+            .unwrap();
+        let stream = match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            Ok(status) if out.status.success() => status["streaming"].clone(),
+            _ => serde_json::Value::Null,
+        };
+        if ready(&stream) {
+            return stream;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream status never got there: {stream}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends 100 events from `first`, acked.
+fn send_hundred(socket: &std::path::Path, first: i64) {
+    let mut sensor = Agent::builder("sensor").socket(socket).connect().unwrap();
+    let engine = wait_for_engine(&mut sensor);
+    let events = (first..first + 100)
+        .map(|i| event(i * 1_000_000, (i % 7) as f64))
+        .collect();
+    let ack = sensor
+        .stream_batch_acked(engine, &EventBatch { events }, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!((ack.accepted, ack.malformed), (100, 0));
+}
+
+#[test]
+fn the_engine_replays_its_log_after_sigkill_and_a_clean_stop_leaves_nothing_to_replay() {
+    let (served, socket) = serve_with_engine("stream-durable");
+    send_hundred(&socket, 0);
+    send_hundred(&socket, 100);
+    // By default the state lives beside the dead-letter queue.
+    let state = socket.with_file_name("stream");
+    assert!(state.join("log").is_dir(), "{}", state.display());
+    drop(served); // SIGKILL: no checkpoint was due (every 10 s by default)
+
+    let config = socket.with_file_name("agentwire.toml");
+    let args = ["--config", config.to_str().unwrap()];
+    let served = Served::start(&socket, &args);
+    let stream = stream_status_when(&socket, |s| s["events_replayed"] == 200);
+    assert_eq!(stream["restored_epoch"], 0);
+    send_hundred(&socket, 200);
+    let out = served.terminate(); // SIGTERM: the engine checkpoints as it stops
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let served = Served::start(&socket, &args);
+    let stream = stream_status_when(&socket, |s| s["restored_epoch"] == 1);
+    assert_eq!(stream["events_replayed"], 0);
+    // Its windows go on from where they were: the next event is not late.
+    send_hundred(&socket, 300);
+    let stream = stream_status_when(&socket, |s| s["events_accepted"] == 100);
+    assert_eq!(stream["events_malformed"], 0);
+    drop(served.terminate());
+}

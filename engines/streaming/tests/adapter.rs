@@ -11,6 +11,7 @@ use agentwire_shm::stream_events::{
     decode_ack, EventBatch, WireEvent, WireKey, STREAM_CAPABILITY, STREAM_FEATURE_ID,
 };
 use agentwire_shm::wire::FrameKind;
+use agentwire_streaming::adapter::durable::StateConfig;
 use agentwire_streaming::adapter::{EngineStats, StreamEngine, StreamEngineConfig};
 use agentwire_streaming::window::{WindowKind, WindowSpec};
 
@@ -217,9 +218,7 @@ fn accepted_events_are_in_the_log_before_their_ack() {
     let dir = tempfile::tempdir().unwrap();
     let config = StreamEngineConfig {
         detector: "windowed-gaussian".into(),
-        log: Some(agentwire_streaming::log::LogConfig::new(
-            dir.path().join("log"),
-        )),
+        state: Some(StateConfig::new(dir.path())),
         ..Default::default()
     };
     let (engine, engine_id) = start_with(&router, config);
@@ -251,4 +250,196 @@ fn accepted_events_are_in_the_log_before_their_ack() {
     }
     let stats = engine.stop();
     assert_eq!((stats.events_logged, stats.log_errors), (150, 0));
+}
+
+/// An engine driven on a thread that also checkpoints when asked (so the test picks the
+/// checkpoint's place in the input) and, when stopped, drops the engine without the
+/// checkpoint a clean shutdown writes: to the state directory, that is a crash.
+struct Checkpointed {
+    running: Running,
+    asked: Arc<std::sync::atomic::AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Checkpointed {
+    fn start(router: &TestRouter, config: StreamEngineConfig) -> (Self, u32) {
+        let mut engine = StreamEngine::register(router.control(), config).unwrap();
+        let id = engine.agent_id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, ask, did) = (stop.clone(), asked.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if ask.load(Ordering::Acquire) > did.load(Ordering::Relaxed) {
+                    assert!(engine.checkpoint().unwrap(), "nothing to checkpoint");
+                    did.fetch_add(1, Ordering::Release);
+                }
+                if engine.do_work() == 0 {
+                    engine.park(Duration::from_millis(1));
+                }
+            }
+            engine.stats()
+        });
+        let running = Running {
+            stop,
+            thread: Some(thread),
+        };
+        (
+            Self {
+                running,
+                asked,
+                done,
+            },
+            id,
+        )
+    }
+
+    /// Asks for a checkpoint and waits (10 s at most) until it is committed.
+    fn checkpoint(&self) {
+        let want = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.done.load(Ordering::Acquire) < want {
+            assert!(Instant::now() < deadline, "no checkpoint within 10 s");
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Sends `batches` (50 events each, three keys, a spike now and then) acked, in order.
+fn send_acked(sender: &mut Agent, engine_id: u32, batches: std::ops::Range<i64>) {
+    for b in batches {
+        let events = (0..50)
+            .map(|i| {
+                let n = b * 50 + i;
+                let spike = if n % 211 == 0 { 40.0 } else { 0.0 };
+                event((n % 3) as u64, n * SECOND_NS / 50, (n % 9) as f64 + spike)
+            })
+            .collect();
+        let ack = sender
+            .stream_batch_acked(engine_id, &EventBatch { events }, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!((ack.accepted, ack.malformed), (50, 0));
+    }
+}
+
+/// `count` outputs from `agent` (alerts and window results), each as its JSON.
+fn outputs(agent: &mut Agent, count: u64) -> Vec<serde_json::Value> {
+    (0..count)
+        .map(|_| serde_json::from_slice(&next_payload(agent, FrameKind::Publish)).unwrap())
+        .collect()
+}
+
+/// An output without its id, as text, for comparing runs whose epochs differ.
+fn without_id(output: &serde_json::Value) -> String {
+    let mut o = output.clone();
+    let map = o.as_object_mut().unwrap();
+    map.remove("epoch").unwrap();
+    map.remove("seq").unwrap();
+    o.to_string()
+}
+
+fn subscriber(router: &TestRouter, name: &str) -> Agent {
+    let mut agent = Agent::builder(name)
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    agent.subscribe("stream.alerts").unwrap();
+    agent.subscribe("stream.windows").unwrap();
+    agent
+}
+
+#[test]
+fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outputs() {
+    let config = |dir: &std::path::Path| StreamEngineConfig {
+        window: WindowSpec::new(WindowKind::Tumbling { size_ns: SECOND_NS }),
+        detector: "cad-ose".into(),
+        alert_threshold: 0.5,
+        future_tolerance_ns: None,
+        state: Some(StateConfig {
+            checkpoint_interval_ms: 0,
+            ..StateConfig::new(dir)
+        }),
+        ..Default::default()
+    };
+    let sock = |tag: &str| {
+        std::env::temp_dir().join(format!("aw-stream-ck-{tag}-{}.sock", std::process::id()))
+    };
+    // The run that never fails: 30 batches.
+    let clean_dir = tempfile::tempdir().unwrap();
+    let router = TestRouter::start(TestRouterConfig::new(sock("clean"))).unwrap();
+    let mut watcher = subscriber(&router, "watcher");
+    let (engine, id) = Checkpointed::start(&router, config(clean_dir.path()));
+    let mut sender = Agent::builder("sensor")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    send_acked(&mut sender, id, 0..30);
+    let stats = engine.running.stop();
+    let clean = outputs(&mut watcher, stats.alerts + stats.results);
+    assert!(stats.alerts > 0 && stats.results > 0, "{stats:?}");
+    drop((sender, watcher, router));
+
+    // The same input with a checkpoint after batch 10 and a crash after batch 20.
+    let dir = tempfile::tempdir().unwrap();
+    let router = TestRouter::start(TestRouterConfig::new(sock("crash"))).unwrap();
+    let mut watcher = subscriber(&router, "watcher");
+    let mut sender = Agent::builder("sensor")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    let (engine, id) = Checkpointed::start(&router, config(dir.path()));
+    send_acked(&mut sender, id, 0..10);
+    engine.checkpoint();
+    send_acked(&mut sender, id, 10..20);
+    let before = engine.running.stop();
+    let mut seen = outputs(&mut watcher, before.alerts + before.results);
+    assert_eq!(before.checkpoints, 1);
+
+    // Another engine on the same state: it restores epoch 1, replays batches 10..20 (their
+    // outputs again, with the same ids), then takes batches 20..30.
+    let (engine, id) = Checkpointed::start(&router, config(dir.path()));
+    send_acked(&mut sender, id, 20..30);
+    let after = engine.running.stop();
+    assert_eq!(
+        (
+            after.restored_epoch,
+            after.events_replayed,
+            after.events_accepted
+        ),
+        (1, 500, 500)
+    );
+    seen.extend(outputs(&mut watcher, after.alerts + after.results));
+
+    // De-duplicated by (epoch, seq), the outputs are the clean run's; a repeat is identical.
+    let mut by_id = std::collections::BTreeMap::new();
+    let mut repeats = 0;
+    for o in &seen {
+        let id = (o["epoch"].as_u64().unwrap(), o["seq"].as_u64().unwrap());
+        if let Some(first) = by_id.insert(id, o.clone()) {
+            assert_eq!(&first, o, "a replayed output differs from the first");
+            repeats += 1;
+        }
+    }
+    assert!(repeats > 0, "the replay repeated no output");
+    let mut got: Vec<String> = by_id.values().map(without_id).collect();
+    let mut want: Vec<String> = clean.iter().map(without_id).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the outputs differ from the clean run's");
+
+    // A restart with another detector is refused, naming both.
+    let other = StreamEngineConfig {
+        detector: "windowed-gaussian".into(),
+        ..config(dir.path())
+    };
+    let e = StreamEngine::register(router.control(), other)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("\"cad-ose\"") && e.contains("\"windowed-gaussian\""),
+        "{e}"
+    );
 }

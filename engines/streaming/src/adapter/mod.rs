@@ -11,6 +11,11 @@
 //!   a score at or above `alert_threshold` publishes an alert (JSON: key, event_time_ns,
 //!   value, score, detector) to `alerts_topic`. Window results go to `results_topic` (JSON,
 //!   as `agentwire stream run` writes them).
+//! - With a state directory ([`durable`]), every accepted event is logged before it is
+//!   processed and acknowledged, the windows and detectors are checkpointed with the log
+//!   offset they cover, and a restart restores the checkpoint and replays the log after it:
+//!   the engine goes on as if it had never stopped. Outputs carry `epoch` and `seq`; a
+//!   replayed output repeats the id it had, so subscribers can drop repeats.
 //! - [`StreamEngine::do_work`] is one duty-cycle pass (Aeron's contract: returns the work
 //!   done); the daemon calls it from the streaming partition's executors. Outgoing frames
 //!   that find the ring full wait in a bounded outbox; past its bound the oldest are
@@ -25,6 +30,7 @@
 //! assert_eq!(engine.do_work(), 0); // nothing sent yet
 //! ```
 
+pub mod durable;
 pub mod ingest;
 
 use std::collections::{HashMap, VecDeque};
@@ -82,10 +88,10 @@ pub struct StreamEngineConfig {
     /// agent's far-future time would otherwise move the watermark past everyone's windows);
     /// `None`: no limit (replays of old or synthetic data with a clock of their own).
     pub future_tolerance_ns: Option<i64>,
-    /// The durable log accepted events are appended to before they are processed and
-    /// acknowledged (one append per frame: group commit); `None`: events are processed in
-    /// memory only.
-    pub log: Option<crate::log::LogConfig>,
+    /// The state directory: the durable log accepted events are appended to before they are
+    /// processed and acknowledged (one append per frame: group commit), and the checkpoints
+    /// a restart resumes from ([`durable`]); `None`: events are processed in memory only.
+    pub state: Option<durable::StateConfig>,
 }
 
 impl Default for StreamEngineConfig {
@@ -102,7 +108,7 @@ impl Default for StreamEngineConfig {
             alert_threshold: 0.99,
             detector_keys_max: 1_024,
             future_tolerance_ns: Some(300_000_000_000),
-            log: None,
+            state: None,
         }
     }
 }
@@ -135,6 +141,20 @@ pub struct EngineStats {
     pub events_logged: u64,
     /// Frames refused because the log could not be written (their events are not taken).
     pub log_errors: u64,
+    /// Checkpoints committed.
+    pub checkpoints: u64,
+    /// Checkpoints that failed (the engine runs on; the next one retries).
+    pub checkpoint_errors: u64,
+    /// Bytes of the last checkpoint's engine state.
+    pub checkpoint_bytes: u64,
+    /// The epoch restored at start (0: none).
+    pub restored_epoch: u64,
+    /// Events replayed from the log after the restored checkpoint.
+    pub events_replayed: u64,
+    /// Logged events retention deleted before they could be replayed (lost to the state).
+    pub replay_gap_events: u64,
+    /// Log records that did not decode during the replay (skipped).
+    pub replay_malformed: u64,
 }
 
 /// Why the engine could not start.
@@ -149,16 +169,19 @@ pub enum EngineError {
     /// The detector name.
     #[error(transparent)]
     Detector(#[from] UnknownDetector),
-    /// The durable log could not be opened.
-    #[error("log: {0}")]
-    Log(#[from] crate::log::LogError),
+    /// The state directory (log or checkpoints) could not be opened or restored.
+    #[error("state: {0}")]
+    State(#[from] durable::StateError),
 }
+
+/// Each key's detector.
+type Detectors = HashMap<Key, Box<dyn Detector>>;
 
 /// The engine's state besides its endpoint (split so frames can be read while it changes).
 struct Core {
     config: StreamEngineConfig,
     op: WindowOperator,
-    detectors: HashMap<Key, Box<dyn Detector>>,
+    detectors: Detectors,
     outbox: VecDeque<(FrameHeader, Vec<u8>)>,
     stats: EngineStats,
     alerts_topic_id: u32,
@@ -166,8 +189,11 @@ struct Core {
     aligned: rkyv::util::AlignedVec<16>,
     /// A frame's events, reused.
     events: Vec<Event>,
-    /// The durable log, if configured, and its encode buffers (reused).
-    log: Option<crate::log::Log>,
+    /// The durable log and checkpoints, if configured, and the log's encode buffers
+    /// (reused).
+    durable: Option<durable::Durable>,
+    /// Outputs published in the current epoch (the `seq` of the next one).
+    output_seq: u64,
     encoded: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -195,20 +221,47 @@ impl StreamEngine {
         config: StreamEngineConfig,
     ) -> Result<Self, EngineError> {
         by_name(&config.detector)?;
-        let op = WindowOperator::new(config.window.clone())?;
-        let log = match &config.log {
-            Some(log_config) => {
-                let (log, recovery) = crate::log::Log::open(log_config.clone())?;
-                let cut = recovery.bytes_truncated_total();
-                if cut > 0 {
+        let mut stats = EngineStats::default();
+        let (op, detectors, durable) = match &config.state {
+            None => (
+                WindowOperator::new(config.window.clone())?,
+                HashMap::new(),
+                None,
+            ),
+            Some(state) => {
+                let opened = durable::Durable::open(state)?;
+                if opened.torn_bytes_cut > 0 {
                     note(&format!(
-                        "log {}: cut {cut} bytes of a torn tail at open",
-                        log_config.dir.display()
+                        "log {}: cut {} bytes of a torn tail at open",
+                        state.log.dir.display(),
+                        opened.torn_bytes_cut
                     ));
                 }
-                Some(log)
+                let (op, detectors) = match opened.snapshot {
+                    Some(snapshot) => {
+                        stats.restored_epoch = opened.durable.epoch - 1;
+                        restore_state(&config, snapshot, opened.durable.checkpoint_dir())?
+                    }
+                    None => (WindowOperator::new(config.window.clone())?, HashMap::new()),
+                };
+                if opened.gap_records > 0 {
+                    stats.replay_gap_events = opened.gap_records;
+                    note(&format!(
+                        "log {}: retention deleted {} events after the last checkpoint; the \
+                         state resumes without them",
+                        state.log.dir.display(),
+                        opened.gap_records
+                    ));
+                }
+                if let Some(replay) = opened.durable.replay {
+                    note(&format!(
+                        "restored epoch {}; replaying {} logged events",
+                        stats.restored_epoch,
+                        replay.end - replay.next
+                    ));
+                }
+                (op, detectors, Some(opened.durable))
             }
-            None => None,
         };
         let identity = Registration {
             name: config.name.clone(),
@@ -230,14 +283,15 @@ impl StreamEngine {
             core: Core {
                 config,
                 op,
-                detectors: HashMap::new(),
+                detectors,
                 outbox: VecDeque::new(),
-                stats: EngineStats::default(),
+                stats,
                 alerts_topic_id,
                 results_topic_id,
                 aligned: rkyv::util::AlignedVec::new(),
                 events: Vec::new(),
-                log,
+                durable,
+                output_seq: 0,
                 encoded: Vec::new(),
                 ends: Vec::new(),
             },
@@ -286,6 +340,12 @@ impl StreamEngine {
     /// ```
     pub fn do_work(&mut self) -> usize {
         let mut work = self.flush_outbox();
+        if self.core.replaying() {
+            // The log's events come first, in the order they were taken; new frames wait
+            // (their senders feel backpressure) until the replay is done.
+            return work + self.core.replay_some() + self.flush_outbox();
+        }
+        self.core.checkpoint_if_due();
         let mut events = 0;
         for _ in 0..FRAMES_PER_PASS_MAX {
             let core = &mut self.core;
@@ -301,6 +361,25 @@ impl StreamEngine {
             }
         }
         work + self.flush_outbox()
+    }
+
+    /// Commits a checkpoint now if the engine has a state directory and has taken events
+    /// since the last one (the daemon calls it on shutdown, so a clean restart replays
+    /// nothing). Returns whether one was written; an error is also counted in
+    /// [`EngineStats::checkpoint_errors`].
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{durable::StateConfig, StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-ck-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = StreamEngineConfig { state: Some(StateConfig::new(dir.path())), ..Default::default() };
+    /// let mut engine = StreamEngine::register(router.control(), config).unwrap();
+    /// assert!(!engine.checkpoint().unwrap()); // nothing taken yet
+    /// ```
+    pub fn checkpoint(&mut self) -> Result<bool, durable::StateError> {
+        self.core.checkpoint()
     }
 
     /// Parks until the router rings the engine's doorbell or `timeout` passes.
@@ -375,9 +454,115 @@ impl Core {
         held
     }
 
+    fn replaying(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.replay.is_some())
+    }
+
+    /// Replays up to [`EVENTS_PER_PASS_MAX`] logged events, unless the outbox is half full
+    /// (the replay waits for subscribers rather than dropping their outputs). Returns the
+    /// events replayed.
+    fn replay_some(&mut self) -> usize {
+        if self.outbox.len() >= OUTBOX_FRAMES_MAX / 2 {
+            return 0;
+        }
+        let Some(durable) = self.durable.as_mut() else {
+            return 0;
+        };
+        let Some(replay) = durable.replay else {
+            return 0;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let records_max = (replay.end - replay.next).min(EVENTS_PER_PASS_MAX as u64) as usize;
+        let mut malformed = 0;
+        let read = durable.log.read(
+            durable::LOG_PARTITION,
+            replay.next,
+            records_max,
+            &mut |_, _, bytes: &[u8]| match crate::codec::decode(bytes) {
+                Ok(e) => events.push(e),
+                Err(_) => malformed += 1,
+            },
+        );
+        let next = match read {
+            Ok(outcome) if outcome.records_visited > 0 => outcome.next_offset,
+            Ok(_) => replay.end,
+            Err(e) => {
+                // A record that fails its checksum ends what can be replayed.
+                note(&format!(
+                    "replay stopped at offset {} of {}: {e}",
+                    replay.next, replay.end
+                ));
+                replay.end
+            }
+        };
+        durable.replay = (next < replay.end).then_some(durable::Replay {
+            next,
+            end: replay.end,
+        });
+        if durable.replay.is_none() {
+            note(&format!(
+                "replay done: {} events",
+                self.stats.events_replayed + events.len() as u64
+            ));
+        }
+        self.stats.replay_malformed += malformed;
+        self.stats.events_replayed += events.len() as u64;
+        for event in &events {
+            self.take(event);
+        }
+        let replayed = events.len();
+        self.events = events;
+        replayed
+    }
+
+    /// A checkpoint if one is due; a failure is counted and said, and the engine runs on.
+    fn checkpoint_if_due(&mut self) {
+        let due = match self.durable.as_ref().map(durable::Durable::due) {
+            Some(Ok(due)) => due,
+            None => false,
+            Some(Err(e)) => {
+                self.stats.checkpoint_errors += 1;
+                note(&format!("checkpoint: {e}"));
+                false
+            }
+        };
+        if due {
+            let _ = self.checkpoint();
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<bool, durable::StateError> {
+        let Some(durable) = self.durable.as_mut() else {
+            return Ok(false);
+        };
+        if durable.replay.is_some() || !durable.grown()? {
+            return Ok(false);
+        }
+        let snapshot = durable::EngineSnapshot {
+            detector: self.config.detector.clone(),
+            window: self.op.snapshot(),
+            detectors: self.detectors.iter().map(|(k, d)| (*k, d.save())).collect(),
+        };
+        let bytes = postcard::to_allocvec(&snapshot).expect("plain data serializes");
+        match durable.commit(&bytes) {
+            Ok(written) => {
+                self.stats.checkpoints += 1;
+                self.stats.checkpoint_bytes = written;
+                self.output_seq = 0;
+                Ok(true)
+            }
+            Err(e) => {
+                self.stats.checkpoint_errors += 1;
+                note(&format!("checkpoint: {e}"));
+                Err(e)
+            }
+        }
+    }
+
     /// Appends `events` to the log as one batch (nothing without a log or events).
     fn append_to_log(&mut self, events: &[Event]) -> Result<(), crate::log::LogError> {
-        let Some(log) = self.log.as_mut() else {
+        let Some(log) = self.durable.as_mut().map(|d| &mut d.log) else {
             return Ok(());
         };
         if events.is_empty() {
@@ -416,21 +601,33 @@ impl Core {
         now_ns.saturating_add(ahead_ns)
     }
 
+    /// The `(epoch, seq)` of the next output.
+    fn next_output_id(epoch: Option<u64>, seq: &mut u64) -> (u64, u64) {
+        let id = (epoch.unwrap_or(1), *seq);
+        *seq += 1;
+        id
+    }
+
     fn take(&mut self, event: &Event) {
+        let epoch = self.durable.as_ref().map(|d| d.epoch);
         let Core {
             op,
             outbox,
             stats,
             config,
             results_topic_id,
+            output_seq,
             ..
         } = self;
         let quantiles = &config.window.quantiles;
         op.push(event, &mut |o: Output| {
             if let Some(topic) = *results_topic_id {
                 stats.results += 1;
-                let json = output_json(&o, quantiles).to_string().into_bytes();
-                push_bounded(outbox, stats, publish(topic, json));
+                let mut json = output_json(&o, quantiles);
+                let (epoch, seq) = Self::next_output_id(epoch, output_seq);
+                json["epoch"] = epoch.into();
+                json["seq"] = seq.into();
+                push_bounded(outbox, stats, publish(topic, json.to_string().into_bytes()));
             }
         });
         let detectors_full = self.detectors.len() >= self.config.detector_keys_max;
@@ -448,14 +645,50 @@ impl Core {
         let score = detector.score(event.event_time_ns, event.value);
         if score >= self.config.alert_threshold {
             self.stats.alerts += 1;
+            let (epoch, seq) = Self::next_output_id(epoch, &mut self.output_seq);
             let alert = serde_json::json!({
                 "key": event.key, "event_time_ns": event.event_time_ns, "value": event.value,
-                "score": score, "detector": self.config.detector,
+                "score": score, "detector": self.config.detector, "epoch": epoch, "seq": seq,
             });
             let frame = publish(self.alerts_topic_id, alert.to_string().into_bytes());
             push_bounded(&mut self.outbox, &mut self.stats, frame);
         }
     }
+}
+
+/// The windows and detectors a checkpoint holds, for `config` (a checkpoint written with
+/// another detector or window is refused, naming what differs).
+fn restore_state(
+    config: &StreamEngineConfig,
+    snapshot: durable::EngineSnapshot,
+    dir: &std::path::Path,
+) -> Result<(WindowOperator, Detectors), durable::StateError> {
+    let refuse = |why: String| durable::StateError::Restore {
+        dir: dir.to_path_buf(),
+        why: format!("{why} (move the state directory aside to start empty)"),
+    };
+    if snapshot.detector != config.detector {
+        return Err(refuse(format!(
+            "written with detector {:?}, configured {:?}",
+            snapshot.detector, config.detector
+        )));
+    }
+    let op = WindowOperator::restore(config.window.clone(), snapshot.window)
+        .map_err(|e| refuse(format!("its windows do not fit this window spec: {e}")))?;
+    if snapshot.detectors.len() > config.detector_keys_max {
+        return Err(refuse(format!(
+            "it holds {} detectors, more than detector_keys_max {}",
+            snapshot.detectors.len(),
+            config.detector_keys_max
+        )));
+    }
+    let mut detectors = HashMap::with_capacity(snapshot.detectors.len());
+    for (key, bytes) in snapshot.detectors {
+        let d = crate::detect::restore(&config.detector, &bytes)
+            .map_err(|e| refuse(format!("key {key}: {e}")))?;
+        detectors.insert(key, d);
+    }
+    Ok((op, detectors))
 }
 
 /// A note for the operator, once, on stderr (the engine library has no logger of its own).

@@ -28,7 +28,7 @@ pub const REFRACTORY_ROWS: usize = 288;
 /// let jump = (0..5).map(|k| d.score(3000 + k, 500.0)).fold(0.0, f64::max);
 /// assert!(jump > 0.5);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SurpriseLikelihood {
     surprise: Surprise,
     context: ContextNovelty,
@@ -53,6 +53,15 @@ impl SurpriseLikelihood {
     }
 }
 
+impl SurpriseLikelihood {
+    /// Whether state read back from a checkpoint has the shape of [`SurpriseLikelihood::new`].
+    pub(crate) fn shape_ok(&self) -> bool {
+        self.context.shape_ok()
+            && self.likelihood.shape_ok(&LikelihoodConfig::default())
+            && self.refractory.shape_ok(REFRACTORY_ROWS)
+    }
+}
+
 impl Default for SurpriseLikelihood {
     fn default() -> Self {
         Self::new()
@@ -74,6 +83,10 @@ pub fn tail_to_score(tail: f64) -> f64 {
 impl Detector for SurpriseLikelihood {
     fn name(&self) -> &'static str {
         "surprise-likelihood"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        super::save_plain(self)
     }
 
     fn score(&mut self, _timestamp_ns: i64, value: f64) -> f64 {

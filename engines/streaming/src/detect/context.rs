@@ -21,7 +21,7 @@ pub const MEMORY_BITS: usize = 1 << 20;
 /// for i in 0..200 { c.novelty((i % 10) as f64); }
 /// assert_eq!(c.novelty(0.0), 0.0); // the saw-tooth repeats itself
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ContextNovelty {
     seen: Box<[u64]>,
     recent_levels: [u8; CONTEXT_ROWS],
@@ -44,6 +44,11 @@ impl ContextNovelty {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
         }
+    }
+
+    /// Whether state read back from a checkpoint has this memory's shape.
+    pub(crate) fn shape_ok(&self) -> bool {
+        self.seen.len() == MEMORY_BITS / 64
     }
 
     /// 1.0 if the context ending at `value` is new, else 0.0 (0.0 until a context is full).

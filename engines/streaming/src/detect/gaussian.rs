@@ -26,7 +26,7 @@ const STD_FLOOR: f64 = 0.000_001;
 /// for i in 1..100 { d.score(i, (i % 2) as f64); }
 /// assert!(d.score(100, 50.0) > 0.999); // far outside the fitted Gaussian
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowedGaussian {
     /// Ring of the fitted window; `oldest_index` is its oldest value once full.
     window: Box<[f64]>,
@@ -57,6 +57,15 @@ impl WindowedGaussian {
             std: 1.0,
             m2: 0.0,
         }
+    }
+
+    /// Whether state read back from a checkpoint has this detector's shape (every index
+    /// within its ring), so scoring cannot index out of bounds.
+    pub(crate) fn shape_ok(&self) -> bool {
+        self.window.len() == WINDOW_ROWS
+            && self.window_count <= WINDOW_ROWS
+            && self.oldest_index < WINDOW_ROWS
+            && self.pending_count < STEP_ROWS
     }
 
     fn refit_full_window(&mut self) {
@@ -91,6 +100,10 @@ fn floor_std(std: f64) -> f64 {
 impl Detector for WindowedGaussian {
     fn name(&self) -> &'static str {
         "windowed-gaussian"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        super::save_plain(self)
     }
 
     fn score(&mut self, _timestamp_ns: i64, value: f64) -> f64 {

@@ -14,7 +14,7 @@
 use super::normal::upper_tail;
 
 /// Parameters of [`Likelihood`]; every field is a row count or a probability.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LikelihoodConfig {
     /// Rows averaged into the short-term score (Numenta's `averagingWindow` = 10).
     pub short_rows: usize,
@@ -65,7 +65,7 @@ impl Default for LikelihoodConfig {
 /// for i in 0..2000 { l.tail(if i % 7 == 0 { 0.2 } else { 0.1 }); }
 /// assert!(l.tail(1.0) < 0.5); // a jump in the raw score is in the tail
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Likelihood {
     config: LikelihoodConfig,
     short: Box<[f64]>,
@@ -107,6 +107,16 @@ impl Likelihood {
             previous_red: false,
             config,
         }
+    }
+
+    /// Whether state read back from a checkpoint has the shape `config` gives (its rings'
+    /// lengths and indices), so scoring cannot index out of bounds.
+    pub(crate) fn shape_ok(&self, config: &LikelihoodConfig) -> bool {
+        self.config == *config
+            && self.short.len() == config.short_rows
+            && self.history.len() == config.history_rows
+            && self.history_count <= config.history_rows
+            && self.history_next < config.history_rows
     }
 
     /// Takes the raw score of this row (in [0, 1]) and returns the tail probability of the

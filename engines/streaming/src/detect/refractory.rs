@@ -15,7 +15,7 @@
 /// assert_eq!(r.pass(0.8), 0.0); // below the recent peak
 /// assert_eq!(r.pass(0.95), 0.95); // a new peak
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Refractory {
     rows: usize,
     /// Ring of (position, score), scores strictly decreasing from head to tail.
@@ -43,6 +43,11 @@ impl Refractory {
             len: 0,
             position: 0,
         }
+    }
+
+    /// Whether state read back from a checkpoint has the shape of `Refractory::new(rows)`.
+    pub(crate) fn shape_ok(&self, rows: usize) -> bool {
+        self.rows == rows && self.queue.len() == rows && self.head < rows && self.len <= rows
     }
 
     /// The score to report for `score`: itself if it exceeds the maximum of the previous

@@ -24,7 +24,7 @@ pub const Z_HALF_SCALE: f64 = 4.0;
 /// assert!(s.raw(10.0) < 0.2);
 /// assert!(s.raw(100.0) > 0.9);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Surprise {
     means: [f64; 3],
     abs_errors: [f64; 3],

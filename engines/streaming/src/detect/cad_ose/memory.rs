@@ -49,7 +49,7 @@ const NONE: u32 = u32::MAX;
 
 /// A set of facts: sensor facts as a bit mask (bit `k` is fact `65536 + k`) and neuron facts
 /// as ascending context ids. Its Python tuple is the sensor facts then the neurons, ascending.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct FactSet {
     sensor_mask: u8,
     neuron_count: u8,
@@ -138,7 +138,7 @@ fn python2_tuple_hash(len: usize, items: impl Iterator<Item = i64>) -> i64 {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct LeftSemiContext {
     facts: FactSet,
     hash: i64,
@@ -149,7 +149,7 @@ struct LeftSemiContext {
     last_context: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Context {
     /// The next context with the same left part.
     next: u32,
@@ -187,6 +187,30 @@ pub struct StepShares {
     /// New contexts / distinct proposed contexts, on rows that create a zero-level context
     /// (`percentAddedContextToUniqPotNew`), else 0.
     pub proposed_new: f64,
+}
+
+/// A [`ContextMemory`]'s learnt state as a checkpoint holds it: its tables, without the
+/// per-row scratch (made by [`ContextMemory::save`], read back by [`ContextMemory::restore`]).
+///
+/// ```
+/// let saved = agentwire_streaming::detect::cad_ose::memory::ContextMemory::new(16).save();
+/// let bytes = postcard::to_allocvec(&saved).unwrap();
+/// assert!(!bytes.is_empty());
+/// ```
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedMemory {
+    contexts_max: u64,
+    lefts: Vec<LeftSemiContext>,
+    left_by_hash: Vec<(i64, u32)>,
+    contexts: Vec<Context>,
+    context_by_parts: Vec<((u32, u8), u32)>,
+    crossed_lefts: Vec<u32>,
+    left_group: FactSet,
+    left_group_neurons: Vec<u64>,
+    has_left_group: bool,
+    predicted_mask: u8,
+    new_context_id: Option<u32>,
+    saturated: bool,
 }
 
 /// The context memory, with every table sized at construction.
@@ -259,6 +283,94 @@ impl ContextMemory {
             proposals: Vec::with_capacity(contexts_max),
             distinct_keys: Vec::with_capacity(contexts_max + 1),
         }
+    }
+
+    /// The learnt state, for a checkpoint ([`ContextMemory::restore`] reads it back).
+    ///
+    /// ```
+    /// use agentwire_streaming::detect::cad_ose::memory::ContextMemory;
+    /// let mut m = ContextMemory::new(64);
+    /// for i in 0..50 { m.step(if i % 2 == 0 { 0b01_0101 } else { 0b10_1010 }); }
+    /// let back = ContextMemory::restore(m.save()).unwrap();
+    /// assert_eq!((back.contexts(), back.predicted_mask()), (m.contexts(), m.predicted_mask()));
+    /// ```
+    pub fn save(&self) -> SavedMemory {
+        SavedMemory {
+            contexts_max: self.contexts_max as u64,
+            lefts: self.lefts.clone(),
+            left_by_hash: self.left_by_hash.iter().map(|(&k, &v)| (k, v)).collect(),
+            contexts: self.contexts.clone(),
+            context_by_parts: self
+                .context_by_parts
+                .iter()
+                .map(|(&k, &v)| (k, v))
+                .collect(),
+            crossed_lefts: self.crossed_lefts.clone(),
+            left_group: self.left_group,
+            left_group_neurons: self.left_group_neurons.to_vec(),
+            has_left_group: self.has_left_group,
+            predicted_mask: self.predicted_mask,
+            new_context_id: self.new_context_id,
+            saturated: self.saturated,
+        }
+    }
+
+    /// A memory holding `saved`, with every table sized for its `contexts_max` again (so a
+    /// row allocates nothing). Refuses state whose sizes or ids do not fit together (every
+    /// id is checked, so scoring cannot index out of bounds).
+    ///
+    /// ```
+    /// use agentwire_streaming::detect::cad_ose::memory::ContextMemory;
+    /// let saved = ContextMemory::new(16).save();
+    /// assert_eq!(ContextMemory::restore(saved).unwrap().contexts(), 0);
+    /// ```
+    pub fn restore(saved: SavedMemory) -> Result<Self, &'static str> {
+        let max = usize::try_from(saved.contexts_max).map_err(|_| "contexts_max too large")?;
+        if max == 0 || max >= NONE as usize {
+            return Err("contexts_max out of range");
+        }
+        let lefts_len = saved.lefts.len() as u32;
+        let contexts_len = saved.contexts.len() as u32;
+        let id_ok = |id: u32, len: u32| id < len || id == NONE;
+        let facts_ok = |f: &FactSet| {
+            usize::from(f.neuron_count) <= MAX_ACTIVE_NEURONS
+                && f.neurons().iter().all(|&n| (n as usize) < max)
+        };
+        let ok = saved.lefts.len() <= max
+            && saved.contexts.len() <= max
+            && saved.crossed_lefts.len() <= max
+            && saved.left_group_neurons.len() == max.div_ceil(64)
+            && saved.lefts.iter().all(|l| {
+                facts_ok(&l.facts)
+                    && id_ok(l.first_context, contexts_len)
+                    && id_ok(l.last_context, contexts_len)
+            })
+            && saved.contexts.iter().all(|c| id_ok(c.next, contexts_len))
+            && saved.left_by_hash.iter().all(|&(_, i)| i < lefts_len)
+            && saved
+                .context_by_parts
+                .iter()
+                .all(|&((l, _), c)| l < lefts_len && c < contexts_len)
+            && saved.crossed_lefts.iter().all(|&i| i < lefts_len)
+            && facts_ok(&saved.left_group)
+            && saved.new_context_id.is_none_or(|id| id < contexts_len);
+        if !ok {
+            return Err("context memory state does not fit together");
+        }
+        let mut m = Self::new(max);
+        m.lefts.extend_from_slice(&saved.lefts);
+        m.left_by_hash.extend(saved.left_by_hash);
+        m.contexts.extend_from_slice(&saved.contexts);
+        m.context_by_parts.extend(saved.context_by_parts);
+        m.crossed_lefts.extend_from_slice(&saved.crossed_lefts);
+        m.left_group = saved.left_group;
+        m.left_group_neurons
+            .copy_from_slice(&saved.left_group_neurons);
+        m.has_left_group = saved.has_left_group;
+        m.predicted_mask = saved.predicted_mask & 0b11_1111;
+        m.new_context_id = saved.new_context_id;
+        m.saturated = saved.saturated;
+        Ok(m)
     }
 
     /// Contexts stored.

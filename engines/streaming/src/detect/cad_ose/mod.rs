@@ -46,7 +46,7 @@ pub const REST_ROWS_STREAMING: usize = 150;
 pub const CONTEXTS_MAX: usize = 1 << 17;
 
 /// Where the quantisation range comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ValueRange {
     /// Minimum and maximum of the finite values seen so far (streaming).
     Running,
@@ -178,6 +178,65 @@ impl CadOse {
     }
 }
 
+/// What a checkpoint holds of a [`CadOse`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCadOse {
+    memory: memory::SavedMemory,
+    range: ValueRange,
+    running_min: f64,
+    running_max: f64,
+    rest_rows: u64,
+    row: u64,
+    first_reported_row: u64,
+}
+
+impl CadOse {
+    /// The detector's state as bytes ([`CadOse::restore`] reads them back).
+    ///
+    /// ```
+    /// use agentwire_streaming::detect::{cad_ose::CadOse, Detector};
+    /// let mut d = CadOse::new();
+    /// for i in 0..300 { d.score(i, (i % 7) as f64); }
+    /// let mut back = CadOse::restore(&d.save_bytes()).unwrap();
+    /// assert_eq!(back.score(300, 30.0), d.score(300, 30.0));
+    /// ```
+    pub fn save_bytes(&self) -> Vec<u8> {
+        let saved = SavedCadOse {
+            memory: self.memory.save(),
+            range: self.range,
+            running_min: self.running_min,
+            running_max: self.running_max,
+            rest_rows: self.rest_rows,
+            row: self.row,
+            first_reported_row: self.first_reported_row,
+        };
+        postcard::to_allocvec(&saved).expect("plain data serializes")
+    }
+
+    /// A detector from [`CadOse::save_bytes`]; refuses bytes that do not decode or whose
+    /// state does not fit together.
+    ///
+    /// ```
+    /// assert!(agentwire_streaming::detect::cad_ose::CadOse::restore(b"junk").is_err());
+    /// ```
+    pub fn restore(bytes: &[u8]) -> Result<Self, &'static str> {
+        let saved: SavedCadOse =
+            postcard::from_bytes(bytes).map_err(|_| "cad-ose state does not decode")?;
+        if saved.rest_rows == 0 {
+            return Err("cad-ose rest period is 0");
+        }
+        Ok(Self {
+            memory: ContextMemory::restore(saved.memory)?,
+            range: saved.range,
+            running_min: saved.running_min,
+            running_max: saved.running_max,
+            rest_rows: saved.rest_rows,
+            row: saved.row,
+            first_reported_row: saved.first_reported_row,
+        })
+    }
+}
+
 impl Default for CadOse {
     fn default() -> Self {
         Self::new()
@@ -193,6 +252,10 @@ fn sensor_mask(bin: u8) -> u8 {
 impl Detector for CadOse {
     fn name(&self) -> &'static str {
         "cad-ose"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        self.save_bytes()
     }
 
     fn score(&mut self, _timestamp_ns: i64, value: f64) -> f64 {
