@@ -20,6 +20,7 @@ mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
 mod stream_listen;
+mod systemd;
 mod tune;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
