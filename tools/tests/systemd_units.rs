@@ -64,8 +64,8 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A root directory with what `systemd-analyze verify --root` needs: the distribution's
 /// units (targets our units are ordered against), our units in /etc/systemd/system, and the
 /// executables they name (`agentwire` is the binary under test).
-fn unit_root() -> PathBuf {
-    let root = scratch("root");
+fn unit_root(name: &str) -> PathBuf {
+    let root = scratch(name);
     copy_dir(
         Path::new("/usr/lib/systemd/system"),
         &root.join("usr/lib/systemd/system"),
@@ -107,7 +107,7 @@ fn every_unit_verifies_without_a_warning() {
     if !have("systemd-analyze") {
         return;
     }
-    let root = unit_root();
+    let root = unit_root("verify");
     for unit in UNITS {
         verify(&root, unit);
     }
@@ -281,4 +281,34 @@ fn the_hugepages_unit_writes_the_count_and_reports_what_it_got() {
         "{said}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_cpuset_dropins_plan_prints_verify() {
+    if !have("systemd-analyze") {
+        return;
+    }
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scheduler/tests/data/hwloc/24em64t-2n6c2t-pci.xml");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["plan", "--cpuset", "--json", "--topology"])
+        .arg(&xml));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = unit_root("cpuset");
+    let dropins = plan["dropins"].as_array().unwrap();
+    assert_eq!(dropins.len(), 4);
+    for d in dropins {
+        let path = root.join(d["path"].as_str().unwrap().trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, d["contents"].as_str().unwrap()).unwrap();
+    }
+    for unit in [
+        "system.slice",
+        "user.slice",
+        "agentwire.slice",
+        "agentwire.service",
+    ] {
+        verify(&root, unit);
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
