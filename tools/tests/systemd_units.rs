@@ -172,6 +172,11 @@ fn the_readme_states_the_security_score_systemd_analyze_prints() {
     );
     let bypass_score = exposure(&alone);
     let readme = std::fs::read_to_string(systemd_dir().join("README.md")).unwrap();
+    let top = std::fs::read_to_string(systemd_dir().join("../README.md")).unwrap();
+    assert!(
+        top.contains(&format!("exposure level {unit_score} ")),
+        "README.md (Running under systemd) must state the unit's score as {unit_score}"
+    );
     for (what, score) in [
         ("the unit", &unit_score),
         ("with kernel-bypass.conf", &bypass_score),
