@@ -134,8 +134,8 @@ impl Daemon {
     /// `READY=1` means: the control socket accepts connections, every executor runs pinned
     /// to its CPU (its affinity read back and checked; one that is not pinned is an error),
     /// and the streaming engine, when `[streaming] enabled = true`, is registered and
-    /// discoverable. The socket answers status queries from the moment it is bound, before
-    /// that: a client that must find the engine waits for readiness (`Type=notify`).
+    /// discoverable. (The socket answers from the moment it is bound, a little earlier; a
+    /// client that must find the engine waits for readiness, `Type=notify`.)
     ///
     /// ```no_run
     /// # use agentwire_runtime::{config::Config, daemon::Daemon};
@@ -570,9 +570,9 @@ impl Daemon {
 }
 
 /// Starts one router shard's executor, pinned to `state`'s CPU, thread named
-/// `aw-router-<cpu>`, its affinity read back into `state`.
-/// `wedge` is the test hook ([`WedgeHook`]) when it names this shard: after the duty cycle
-/// in which it fires, the shard runs no more until shutdown.
+/// `aw-router-<cpu>`, its affinity read back into `state`. `wedge` is the test hook
+/// ([`WedgeHook`]) when it names this shard: after the duty cycle in which it fires, the
+/// shard runs no more until shutdown.
 fn spawn_router(
     core: agentwire_router::RoutingCore,
     state: Arc<ExecutorState>,
