@@ -66,10 +66,12 @@ fn copy_dir(from: &Path, to: &Path) {
 /// executables they name (`agentwire` is the binary under test).
 fn unit_root(name: &str) -> PathBuf {
     let root = scratch(name);
-    copy_dir(
-        Path::new("/usr/lib/systemd/system"),
-        &root.join("usr/lib/systemd/system"),
-    );
+    let system_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .expect("systemd-analyze is installed but no /usr/lib/systemd/system");
+    copy_dir(system_units, &root.join("usr/lib/systemd/system"));
     let bin = root.join("usr/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
