@@ -3,11 +3,13 @@
 # the C libraries behind hwlocality (NUMA placement), pkg-config, perf (for
 # `agentwire perf record`), and what the streaming engine's `kafka` feature needs to build
 # librdkafka from the sources bundled in rdkafka-sys (its ./configure and make, C and C++:
-# build-essential; the gzip codec: zlib1g-dev, found through pkg-config). Idempotent: it
-# installs only what is missing, so it is cheap to call before every build.
+# build-essential; the gzip codec: zlib1g-dev, found through pkg-config), and systemd's
+# tools that the unit tests run (systemd-analyze verify and security, systemd-sysusers,
+# systemd-tmpfiles: the `systemd` package; installing it does not make systemd PID 1).
+# Idempotent: it installs only what is missing, so it is cheap to call before every build.
 set -euo pipefail
 
-packages=(pkg-config libhwloc-dev libudev-dev linux-perf build-essential zlib1g-dev)
+packages=(pkg-config libhwloc-dev libudev-dev linux-perf build-essential zlib1g-dev systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 mod out;
 
 mod dlq_cmd;
+mod host_tuning;
 mod load;
 mod perf;
 mod plan_cmd;
@@ -20,6 +21,7 @@ mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
 mod stream_listen;
+mod systemd;
 mod tune;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -279,6 +281,13 @@ enum PerfCmd {
     },
 }
 
+/// `agentwire plan --help`'s examples.
+const PLAN_EXAMPLES: &str = "Examples:
+  agentwire plan --config /etc/agentwire/agentwire.toml
+  agentwire plan --config /etc/agentwire/agentwire.toml --kernel-cmdline
+  agentwire plan --config /etc/agentwire/agentwire.toml --cpuset --json
+  agentwire plan --topology server.xml --kernel-cmdline    # `lstopo server.xml` on that machine";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground: the control socket, and the router on a pinned
@@ -286,6 +295,12 @@ enum Cmd {
     /// SIGTERM or SIGINT drain committed frames, dead-letter what still waits for a full
     /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list
     /// and delivery deadline without dropping clients.
+    ///
+    /// Under systemd (`Type=notify`, $NOTIFY_SOCKET set) it sends READY=1 once the socket
+    /// accepts, every executor is pinned and the configured engines are registered, a
+    /// STATUS= line every second, WATCHDOG=1 at half $WATCHDOG_USEC only while every router
+    /// shard runs its duty cycle, and STOPPING=1 at shutdown (systemd/agentwire.service and
+    /// systemd/README.md).
     Serve {
         /// TOML configuration file [default: the embedded default].
         #[arg(long)]
@@ -352,6 +367,13 @@ enum Cmd {
     /// change. Reads the `[plan]` and `[partitions.NAME]` tables of the config (see
     /// examples/seed-allocation.toml) [default: the embedded default, which shares cores on
     /// small machines].
+    ///
+    /// With --kernel-cmdline or --cpuset it prints what the plan asks of the server instead
+    /// (docs/tuning.md walks through both). The partition cores (router and engines, with
+    /// the router cores' idle hyper-threads) are isolated from the OS; housekeeping and
+    /// unused cpus are left to it. On the live machine these plan on every online cpu, also
+    /// those this shell may not use.
+    #[command(after_long_help = PLAN_EXAMPLES)]
     Plan {
         /// TOML configuration file with `[partitions.NAME]` tables.
         #[arg(long)]
@@ -362,6 +384,18 @@ enum Cmd {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Print the kernel parameters that isolate the plan's cores, on one line for
+        /// GRUB_CMDLINE_LINUX: `isolcpus=managed_irq,domain,CPUS nohz_full=CPUS
+        /// rcu_nocbs=CPUS irqaffinity=OS_CPUS` (no scheduler balancing, timer tick, RCU
+        /// callbacks or default IRQs on the partition cores). Notes go to stderr.
+        #[arg(long, conflicts_with = "cpuset")]
+        kernel_cmdline: bool,
+        /// Print the systemd drop-ins that keep other services off the daemon's cores:
+        /// AllowedCPUs= (the OS's cpus) for system.slice and user.slice, AllowedCPUs= (the
+        /// daemon's cpus) for agentwire.slice, and CPUAffinity= for agentwire.service, each
+        /// under the file to write it to.
+        #[arg(long)]
+        cpuset: bool,
     },
     /// Inspect and drain the dead-letter queue (frames the router could not deliver).
     Dlq {
@@ -641,7 +675,20 @@ fn main() -> ExitCode {
             config,
             topology,
             json,
-        } => plan_cmd::plan(config, topology, json),
+            kernel_cmdline,
+            cpuset,
+        } => plan_cmd::plan(
+            config,
+            topology,
+            json,
+            if kernel_cmdline {
+                plan_cmd::PlanOutput::KernelCmdline
+            } else if cpuset {
+                plan_cmd::PlanOutput::Cpuset
+            } else {
+                plan_cmd::PlanOutput::Plan
+            },
+        ),
         Cmd::Stream { action } => match action {
             StreamCmd::Run {
                 pipeline,

@@ -1,5 +1,6 @@
 //! `agentwire serve`, `agentwire status`, `agentwire agents`, `agentwire routes`.
 
+use crate::systemd::notifier::Notifier;
 use agentwire_runtime::config::Config;
 use agentwire_runtime::daemon::{Daemon, DaemonError};
 use agentwire_shm::client::{query_status_trusting, ClientError};
@@ -93,7 +94,8 @@ fn load_config(
     Ok((config, source))
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file.
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file. Under systemd
+/// (`$NOTIFY_SOCKET`) it speaks the notify protocol ([`crate::systemd::notifier`]).
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
     let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
@@ -130,31 +132,73 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
             .as_ref()
             .map_or("embedded default".to_string(), |p| p.display().to_string())
     );
+    // Ready: Daemon::start returned, so the socket accepts, every executor is pinned and the
+    // configured engine is registered.
+    let view = daemon.service_view();
+    // The test hook (armed only by its environment variable) fires on SIGUSR2, handled
+    // from before READY=1 on; without the hook SIGUSR2 keeps its default action.
+    let wedge = Arc::new(AtomicBool::new(false));
+    if let Some(hook) = view.wedge_hook() {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, wedge.clone())?;
+        eprintln!(
+            "agentwire serve: test hook {}: SIGUSR2 wedges router shard {}",
+            agentwire_runtime::service::WEDGE_ENV,
+            hook.shard()
+        );
+    }
+    let notifier = Notifier::ready(view.clone());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
-            // A bad file keeps the running configuration: a typo must not take routing down.
-            match load_config(config_path.as_ref(), &overrides) {
-                Ok((fresh, _)) => {
-                    let kept = daemon.reload(&fresh);
-                    eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
-                    if !kept.is_empty() {
-                        eprintln!(
-                            "agentwire serve: SIGHUP: changed keys that need a restart were not applied: {}",
-                            kept.join(", ")
-                        );
-                    }
-                }
-                Err(e) => {
-                    eprintln!("agentwire serve: SIGHUP: {e}; keeping the running configuration")
-                }
+            reload(&mut daemon, config_path.as_ref(), &overrides, &notifier);
+        }
+        if wedge.swap(false, Ordering::Relaxed) {
+            if let Some(hook) = view.wedge_hook() {
+                eprintln!(
+                    "agentwire serve: SIGUSR2: test hook wedges router shard {}",
+                    hook.shard()
+                );
+                hook.fire();
             }
         }
     }
     eprintln!("agentwire serve: stopping (draining committed frames)");
+    notifier.stopping();
     daemon.join();
     eprintln!("agentwire serve: stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config and applies what can change; a bad file keeps the running
+/// configuration (a typo must not take routing down). Tells systemd `RELOADING=1`, then
+/// `READY=1` with what happened.
+fn reload(
+    daemon: &mut Daemon,
+    config_path: Option<&PathBuf>,
+    overrides: &Overrides,
+    notifier: &Notifier,
+) {
+    notifier.reloading();
+    let status = match load_config(config_path, overrides) {
+        Ok((fresh, _)) => {
+            let kept = daemon.reload(&fresh);
+            eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
+            if kept.is_empty() {
+                "reloaded".to_string()
+            } else {
+                let kept = kept.join(", ");
+                eprintln!(
+                    "agentwire serve: SIGHUP: changed keys that need a restart were not applied: {kept}"
+                );
+                format!("reloaded; not applied until a restart: {kept}")
+            }
+        }
+        Err(e) => {
+            eprintln!("agentwire serve: SIGHUP: {e}; keeping the running configuration");
+            format!("reload refused, running configuration kept: {e}")
+        }
+    };
+    notifier.reloaded(&status);
 }
 
 /// What `status`, `routes` and `agents` ask: which daemon, whom to trust, how to print
