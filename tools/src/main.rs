@@ -6,13 +6,15 @@
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
 //! its partition plan), and `load` (producers and consumers against the daemon, or the same
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
-//! `perf record` on their threads) and `tune`.
+//! `perf record` on their threads), `tune`, `stream` (the streaming engine), and `install` /
+//! `uninstall` (the daemon as a systemd service).
 
 #[macro_use]
 mod out;
 
 mod dlq_cmd;
 mod host_tuning;
+mod install;
 mod load;
 mod perf;
 mod plan_cmd;
@@ -551,6 +553,44 @@ enum Cmd {
         #[command(subcommand)]
         action: StreamCmd,
     },
+    /// Install the daemon as a systemd service: this binary to /usr/local/bin, the units
+    /// (agentwire.service, agentwire-hugepages.service) to /etc/systemd/system, the default
+    /// config to /etc/agentwire/agentwire.toml, the agentwire system user and group
+    /// (sysusers.d) and the state directory /var/lib/agentwire (tmpfiles.d); then
+    /// `systemctl daemon-reload`. A file already there with other contents (an edited
+    /// config) is kept and the new version written beside it as `<file>.agentwire-new`.
+    /// Start it with `systemctl enable --now agentwire`. Exit codes: 0 done, 1 a step
+    /// failed (the steps before it stay done; run it again), 2 usage.
+    Install {
+        /// Install under this root directory instead of / (like DESTDIR: the units still
+        /// name /usr/local/bin/agentwire), e.g. to stage a machine image.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+        /// Print every step, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object on stdout: {command, prefix, dry_run, ok, steps: [{action,
+        /// target, outcome, detail}]}; progress lines are left out.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo `agentwire install`: stop and disable the units, remove the files the install
+    /// wrote (those edited since are kept and named), keep the config and the state
+    /// directory (dead-letter queue, streaming log and checkpoints) unless --purge.
+    Uninstall {
+        /// The root directory installed under.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+        /// Print every step, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove the config, the state directory and the agentwire user and group.
+        #[arg(long)]
+        purge: bool,
+        /// One JSON object on stdout, as install prints.
+        #[arg(long)]
+        json: bool,
+    },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
     DemoPeer {
@@ -671,6 +711,28 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Topology { topology, json } => plan_cmd::topology(topology, json),
+        Cmd::Install {
+            prefix,
+            dry_run,
+            json,
+        } => install::install(&install::Options {
+            prefix,
+            dry_run,
+            json,
+        }),
+        Cmd::Uninstall {
+            prefix,
+            dry_run,
+            purge,
+            json,
+        } => install::uninstall(
+            &install::Options {
+                prefix,
+                dry_run,
+                json,
+            },
+            purge,
+        ),
         Cmd::Plan {
             config,
             topology,
