@@ -207,6 +207,26 @@ impl CheckpointStore {
         Ok(None)
     }
 
+    /// Committed epoch `epoch`, if its manifest and shard files are all there and check out
+    /// (a restore that must choose an epoch other than the newest: the Kafka bridge restores
+    /// the one its consumer group committed).
+    ///
+    /// ```
+    /// # use agentwire_streaming::exactly_once::checkpoint::{CheckpointStore, Manifest};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = CheckpointStore::open(dir.path()).unwrap();
+    /// for epoch in 1..=2 {
+    ///     store.write_shard(epoch, 0, &[epoch as u8]).unwrap();
+    ///     let m = Manifest { epoch, shards: 1, input_offset: 0, source_max_ns: None, events_in: 0, events_filtered: 0, records_malformed: 0 };
+    ///     store.commit(&m).unwrap();
+    /// }
+    /// assert_eq!(store.load(1).unwrap().unwrap().1, vec![vec![1u8]]);
+    /// assert!(store.load(3).unwrap().is_none());
+    /// ```
+    pub fn load(&self, epoch: u64) -> Result<Option<Committed>, CheckpointError> {
+        self.load_epoch(epoch)
+    }
+
     /// An epoch's manifest and shard states, or `None` if any of them is damaged or missing
     /// (logged by the caller through the fallback to an older epoch).
     fn load_epoch(&self, epoch: u64) -> Result<Option<Committed>, CheckpointError> {

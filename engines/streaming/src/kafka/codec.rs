@@ -25,10 +25,18 @@
 //!  "count": 4, "sum": 10.0, "min": 1.0, "max": 4.0, "mean": 2.5, "quantiles": [2.0], "late": false}
 //! ```
 //!
+//! **Late event payload** ([`encode_output`] of an [`Output::Late`], with the window spec's
+//! `late_side_output` on): an event too late for every window it belongs to.
+//!
+//! ```json
+//! {"shard": 0, "epoch": 3, "seq": 13, "late_event": {"key": 7, "event_time_ns": 5, "value": 2.5}}
+//! ```
+//!
 //! `(shard, epoch, seq)` is the output's [`OutputId`]: unique per output and the same when an
 //! epoch is replayed from its checkpoint, so a reader can also deduplicate by it. The Kafka
-//! message key is the window key's text ([`window_key_bytes`]), so one key's results stay on
-//! one partition, in order. A non-finite float is written as `null`.
+//! message key is the window key's (or the late event's key's) text ([`window_key_bytes`]),
+//! so one key's outputs stay on one partition, in order. A non-finite float is written as
+//! `null`.
 
 use std::fmt;
 
@@ -36,7 +44,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::event::{Attribute, Event, Key};
-use crate::window::WindowResult;
+use crate::window::{Output, WindowResult};
 
 /// The most attributes one event payload may carry; more make the message malformed.
 ///
@@ -204,6 +212,58 @@ pub fn encode_window_result(result: &WindowResult, id: OutputId, out: &mut Vec<u
     serde_json::to_writer(out, &wire).expect("serialising a window result into memory cannot fail");
 }
 
+/// Appends `output`, tagged with `id`, to `out`: a window result payload or a late event
+/// payload (both in this module's documentation).
+///
+/// ```
+/// use agentwire_streaming::event::{Event, Key};
+/// use agentwire_streaming::kafka::{decode_output_id, encode_output, OutputId};
+/// use agentwire_streaming::window::Output;
+/// let id = OutputId { shard: 0, epoch: 2, seq: 5 };
+/// let mut buf = Vec::new();
+/// encode_output(&Output::Late(Event::new(Key::Id(7), 5, 2.5)), id, &mut buf);
+/// assert_eq!(buf, br#"{"shard":0,"epoch":2,"seq":5,"late_event":{"key":7,"event_time_ns":5,"value":2.5}}"#);
+/// assert_eq!(decode_output_id(&buf).unwrap(), id);
+/// ```
+pub fn encode_output(output: &Output, id: OutputId, out: &mut Vec<u8>) {
+    match output {
+        Output::Window(result) => encode_window_result(result, id, out),
+        Output::Late(event) => {
+            let wire = LateOut {
+                shard: id.shard,
+                epoch: id.epoch,
+                seq: id.seq,
+                late_event: EventOut {
+                    key: KeyOut(&event.key),
+                    event_time_ns: event.event_time_ns,
+                    value: event.value,
+                    attributes: AttributesOut(&event.attributes),
+                },
+            };
+            serde_json::to_writer(out, &wire)
+                .expect("serialising a late event into memory cannot fail");
+        }
+    }
+}
+
+/// Appends the Kafka message key of `output`: its window's key or its late event's key, as
+/// text ([`window_key_bytes`]).
+///
+/// ```
+/// use agentwire_streaming::event::{Event, Key};
+/// use agentwire_streaming::kafka::output_key_bytes;
+/// use agentwire_streaming::window::Output;
+/// let mut k = Vec::new();
+/// output_key_bytes(&Output::Late(Event::new(Key::Id(7), 0, 1.0)), &mut k);
+/// assert_eq!(k, b"7");
+/// ```
+pub fn output_key_bytes(output: &Output, out: &mut Vec<u8>) {
+    match output {
+        Output::Window(result) => window_key_bytes(&result.key, out),
+        Output::Late(event) => window_key_bytes(&event.key, out),
+    }
+}
+
 /// Appends the Kafka message key for a window result: its key's text (`7`, `db-1`).
 ///
 /// ```
@@ -329,6 +389,14 @@ impl Serialize for AttributesOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.0.iter().map(|a| (&a.name, &a.value)))
     }
+}
+
+#[derive(Serialize)]
+struct LateOut<'a> {
+    shard: u32,
+    epoch: u64,
+    seq: u64,
+    late_event: EventOut<'a>,
 }
 
 #[derive(Serialize)]

@@ -126,6 +126,29 @@ impl KafkaSinkConfig {
         &self.topic
     }
 
+    /// The shard whose outputs the sink writes (the `shard` of their [`OutputId`](super::OutputId)s).
+    ///
+    /// ```
+    /// use agentwire_streaming::kafka::KafkaSinkConfig;
+    /// assert_eq!(KafkaSinkConfig::new("b:9092", "t", "job", 3).shard(), 3);
+    /// ```
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The broker-side transaction timeout ([`KafkaSinkConfig::transaction_timeout_ms`]
+    /// sets it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentwire_streaming::kafka::KafkaSinkConfig;
+    /// let c = KafkaSinkConfig::new("b:9092", "t", "job", 0);
+    /// assert_eq!(c.transaction_timeout(), Duration::from_secs(60));
+    /// ```
+    pub fn transaction_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.transaction_timeout_ms))
+    }
+
     /// `"{name}-shard-{shard}"`: stable across restarts, so a restarted shard's producer
     /// fences its predecessor (a zombie can no longer commit) and aborts the predecessor's open
     /// transaction; distinct per shard, so shards never fence each other.

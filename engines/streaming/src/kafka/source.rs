@@ -10,7 +10,7 @@
 //! Offsets follow Kafka's convention: a position is the offset of the **next** message to
 //! read (the last one consumed plus one), and that is what is committed and sought.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -140,7 +140,8 @@ impl KafkaSourceConfig {
     /// Sets any other librdkafka consumer property (security, client.id, ...). The properties
     /// the exactly-once contract depends on are set last and cannot be overridden:
     /// `enable.auto.commit=false`, `enable.auto.offset.store=false`,
-    /// `isolation.level=read_committed`.
+    /// `isolation.level=read_committed`, and `enable.partition.eof=true` (for
+    /// [`KafkaSource::caught_up`]).
     ///
     /// ```
     /// use agentwire_streaming::kafka::KafkaSourceConfig;
@@ -187,7 +188,9 @@ impl KafkaSourceConfig {
         // Offsets move only with a checkpoint, and only committed outputs are inputs.
         c.set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // The end of a partition is reported, so a run can stop once it has caught up.
+            .set("enable.partition.eof", "true");
         c
     }
 }
@@ -231,7 +234,7 @@ pub struct MalformedMessage {
 /// ```
 /// use agentwire_streaming::kafka::PollOutcome;
 /// let o = PollOutcome::default();
-/// assert_eq!(o.events + o.malformed, 0);
+/// assert_eq!(o.events + o.malformed + o.ends_reached, 0);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollOutcome {
@@ -239,6 +242,9 @@ pub struct PollOutcome {
     pub events: usize,
     /// Messages skipped as malformed.
     pub malformed: usize,
+    /// Partitions whose end (the last stable offset) the batch reached; see
+    /// [`KafkaSource::caught_up`].
+    pub ends_reached: usize,
 }
 
 /// A failed source operation, with librdkafka's error.
@@ -357,6 +363,8 @@ pub struct KafkaSource {
     config: KafkaSourceConfig,
     owned: Vec<i32>,
     positions: PartitionOffsets,
+    /// Partitions read to their end, with no message since (librdkafka's partition EOF).
+    at_end: BTreeSet<i32>,
     malformed_count: u64,
     malformed: VecDeque<MalformedMessage>,
 }
@@ -387,6 +395,7 @@ impl KafkaSource {
             config,
             owned,
             positions: PartitionOffsets::new(),
+            at_end: BTreeSet::new(),
             malformed_count: 0,
             malformed: VecDeque::new(),
         };
@@ -409,9 +418,11 @@ impl KafkaSource {
         &self.owned
     }
 
-    /// Appends at most `events_max` events to `out`. Waits at most `timeout` for the first
-    /// message, then takes only what is already fetched, so a batch never waits twice.
-    /// Malformed messages are skipped, counted and kept (see [`KafkaSource::malformed`]).
+    /// Takes at most `events_max` messages, appending their events to `out`. Waits at most
+    /// `timeout` for the first message, then takes only what is already fetched, so a batch
+    /// never waits twice. Malformed messages are skipped, counted and kept (see
+    /// [`KafkaSource::malformed`]); they count against `events_max` too. A partition's end,
+    /// when reached, is counted in [`PollOutcome::ends_reached`], not against `events_max`.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -437,8 +448,18 @@ impl KafkaSource {
                 break;
             };
             wait = Duration::ZERO;
-            let message = message.map_err(SourceError::Consume)?;
+            let message = match message {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    // Every message before the end was returned before it (one queue).
+                    self.at_end.insert(partition);
+                    outcome.ends_reached += 1;
+                    continue;
+                }
+                Err(e) => return Err(SourceError::Consume(e)),
+            };
             let (partition, offset) = (message.partition(), message.offset());
+            self.at_end.remove(&partition);
             let decoded = match message.payload() {
                 Some(p) if p.len() > self.config.payload_bytes_max => Err(DecodeError::TooLarge {
                     len_bytes: p.len(),
@@ -477,6 +498,27 @@ impl KafkaSource {
     /// ```
     pub fn positions(&self) -> &PartitionOffsets {
         &self.positions
+    }
+
+    /// Whether every partition of the source has been read to its end: each reported its
+    /// end (the last stable offset, the high watermark when no transaction is open) and no
+    /// message came after. It turns false again when a message arrives or after a seek; a
+    /// source that never reached an end is not caught up, so an empty topic becomes caught
+    /// up only after a poll.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use agentwire_streaming::kafka::{KafkaSource, KafkaSourceConfig, StartFrom};
+    /// # let mut source = KafkaSource::new(KafkaSourceConfig::new("b:9092", "in", "g"), StartFrom::Committed)?;
+    /// let mut events = Vec::new();
+    /// while !source.caught_up() {
+    ///     source.poll_batch(&mut events, 1024, Duration::from_millis(100))?;
+    /// }
+    /// println!("read everything the topic held: {} events", events.len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn caught_up(&self) -> bool {
+        self.owned.iter().all(|p| self.at_end.contains(p))
     }
 
     /// Moves the listed partitions to the given next offsets (a restore from a checkpoint);
@@ -641,7 +683,10 @@ impl KafkaSource {
 
     /// Assigns every owned partition: at its position if it has one, else at the group's
     /// committed offset (`auto.offset.reset` when there is none).
-    fn assign(&self) -> Result<(), SourceError> {
+    fn assign(&mut self) -> Result<(), SourceError> {
+        // A new assignment fetches every partition afresh, and librdkafka reports each end
+        // again once reached.
+        self.at_end.clear();
         let mut list = TopicPartitionList::with_capacity(self.owned.len());
         for &p in &self.owned {
             let offset = self
