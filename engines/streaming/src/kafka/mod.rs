@@ -4,6 +4,10 @@
 //! - [`codec`]: the payload formats (JSON events in, JSON window results out).
 //! - [`source`]: events from a topic's partitions, in bounded batches, with offsets.
 //! - [`sink`]: outputs written in one Kafka transaction per checkpoint epoch.
+//! - [`bridge`]: the runner that ties them to the engine's checkpoints: a pipeline and its
+//!   windows from the source to the sink, epoch by epoch, with the protocol below
+//!   ([`run_kafka_epochs`]; `agentwire stream kafka` on the command line).
+//! - [`testing`]: librdkafka's in-process mock cluster, for tests.
 //!
 //! # Exactly-once protocol
 //!
@@ -51,13 +55,29 @@
 //! fencing). The tests state which guarantee they check on the mock and which only a real
 //! broker can show.
 
+pub mod bridge;
 pub mod codec;
 pub mod sink;
 pub mod source;
+pub mod testing;
 
+/// The `rdkafka` crate this module is built on, re-exported so callers name the same version:
+/// for client properties and errors, and for `rdkafka::mocking::MockCluster` in tests.
+///
+/// ```
+/// use agentwire_streaming::kafka::rdkafka::config::ClientConfig;
+/// let mut c = ClientConfig::new();
+/// c.set("bootstrap.servers", "localhost:9092");
+/// ```
+pub use rdkafka;
+
+pub use bridge::{
+    restore_epoch, run_kafka_epochs, KafkaBridgeError, KafkaEpochConfig, KafkaProgress,
+    KafkaRunReport, OffsetCommit, RestoreError, StopReason,
+};
 pub use codec::{
-    decode_event, decode_output_id, encode_event, encode_window_result, window_key_bytes,
-    DecodeError, EncodeError, OutputId, EVENT_ATTRIBUTES_MAX,
+    decode_event, decode_output_id, encode_event, encode_output, encode_window_result,
+    output_key_bytes, window_key_bytes, DecodeError, EncodeError, OutputId, EVENT_ATTRIBUTES_MAX,
 };
 pub use sink::{KafkaSink, KafkaSinkConfig, SinkError, TxnErrorKind, TxnOp};
 pub use source::{
