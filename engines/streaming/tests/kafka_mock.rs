@@ -319,6 +319,66 @@ mod kafka_source {
         );
     }
 
+    /// Polls until the source is caught up; returns the events read and the ends reported.
+    fn poll_until_caught_up(source: &mut KafkaSource) -> (Vec<Event>, usize) {
+        let started = Instant::now();
+        let (mut events, mut ends) = (Vec::new(), 0);
+        while !source.caught_up() {
+            assert!(started.elapsed() < WATCHDOG, "never caught up");
+            let got = source
+                .poll_batch(&mut events, 16, Duration::from_millis(100))
+                .unwrap();
+            ends += got.ends_reached;
+        }
+        (events, ends)
+    }
+
+    #[test]
+    fn is_caught_up_once_every_partition_is_read_to_its_end_and_again_after_news() {
+        let m = mock(&[("events", 2)]);
+        // Partition 1 stays empty: its end is its start.
+        produce(
+            &m.bootstrap,
+            "events",
+            &[(0, payload(&event(0))), (0, payload(&event(1)))],
+        );
+        let config = KafkaSourceConfig::new(&m.bootstrap, "events", "job");
+        let mut source = KafkaSource::new(config, StartFrom::Committed).unwrap();
+        assert!(!source.caught_up(), "no end seen yet");
+        let (events, ends) = poll_until_caught_up(&mut source);
+        assert_eq!(
+            events,
+            [event(0), event(1)],
+            "every message comes before its end"
+        );
+        assert_eq!(ends, 2);
+
+        // A new message, then its partition's end again.
+        produce(&m.bootstrap, "events", &[(1, payload(&event(2)))]);
+        let started = Instant::now();
+        let mut more = Vec::new();
+        while more.is_empty() {
+            assert!(started.elapsed() < WATCHDOG, "the new message never came");
+            source
+                .poll_batch(&mut more, 1, Duration::from_millis(100))
+                .unwrap();
+        }
+        assert_eq!(more, [event(2)]);
+        assert!(
+            !source.caught_up(),
+            "partition 1 has news past its last end"
+        );
+        let (rest, ends) = poll_until_caught_up(&mut source);
+        assert!(rest.is_empty());
+        assert_eq!(ends, 1);
+
+        // A seek reads again: not caught up until the ends are reached again.
+        source.seek(&PartitionOffsets::from([(0, 0)])).unwrap();
+        assert!(!source.caught_up());
+        let (again, _) = poll_until_caught_up(&mut source);
+        assert_eq!(again, [event(0), event(1)]);
+    }
+
     #[test]
     fn keeps_at_most_the_configured_malformed_messages_but_counts_all() {
         let m = mock(&[("events", 1)]);

@@ -13,9 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::codec::{decode_event, DecodeError};
@@ -359,7 +362,7 @@ impl TransactionOffsets {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     config: KafkaSourceConfig,
     owned: Vec<i32>,
     positions: PartitionOffsets,
@@ -381,9 +384,9 @@ impl KafkaSource {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(config: KafkaSourceConfig, start: StartFrom) -> Result<Self, SourceError> {
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer<SourceContext> = config
             .client_config()
-            .create()
+            .create_with_context(SourceContext)
             .map_err(SourceError::Create)?;
         let owned = if config.partitions.is_empty() {
             topic_partitions(&consumer, &config)?
@@ -734,9 +737,30 @@ impl KafkaSource {
     }
 }
 
+/// The consumer's context: librdkafka's defaults, except that the end of a partition, which
+/// [`KafkaSource::poll_batch`] takes as news (see [`KafkaSource::caught_up`]), is not logged
+/// as an error.
+struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka's error event for a partition's end reaches the context as a global
+        // error before poll returns it as `PartitionEOF`.
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
+            DefaultClientContext.error(error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// The topic's partitions, ascending, from the cluster's metadata.
 fn topic_partitions(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<SourceContext>,
     config: &KafkaSourceConfig,
 ) -> Result<Vec<i32>, SourceError> {
     let metadata_error = |source| SourceError::Metadata {
