@@ -22,6 +22,7 @@ mod serve_cmd;
 mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
+mod stream_kafka;
 mod stream_listen;
 mod systemd;
 mod tune;
@@ -204,6 +205,13 @@ enum StreamCmd {
         #[arg(long, default_value_t = agentwire_shm::stream_events::STREAM_FEATURE_ID)]
         feature_id: u32,
     },
+    /// Run a pipeline between Kafka topics, exactly once (built with the `kafka` feature).
+    ///
+    /// Events from --input-topic, window results with their output ids to --output-topic,
+    /// one Kafka transaction per epoch tied to the checkpoint in --checkpoints; a restart
+    /// restores the epoch the consumer group committed. Needs a build with the tools crate's
+    /// `kafka` feature (`cargo build --release -p agentwire-tools --features kafka`).
+    Kafka(Box<stream_kafka::KafkaArgs>),
     /// One incarnation of the pipeline `chaos` kills (runs in its own process).
     #[command(hide = true)]
     ChaosWorker {
@@ -818,6 +826,7 @@ fn main() -> ExitCode {
                 dir,
                 json,
             }),
+            StreamCmd::Kafka(args) => stream_kafka::kafka(args),
             StreamCmd::ChaosWorker { dir, name, shards } => {
                 stream_chaos::worker(&dir, &name, shards)
             }
