@@ -53,7 +53,10 @@
 //! markers, TxnOffsetCommit does not store the offsets, and an InitProducerId for a known
 //! `transactional.id` makes a new producer id instead of bumping the old one's epoch (no
 //! fencing). The tests state which guarantee they check on the mock and which only a real
-//! broker can show.
+//! broker can show. Because the mock keeps no transactional offsets, a restart of the runner
+//! there finds no committed epoch and is refused; the restart tests commit the offsets with
+//! the consumer right after each transaction instead ([`OffsetCommit::AfterTransaction`]),
+//! which the mock stores.
 
 pub mod bridge;
 pub mod codec;
