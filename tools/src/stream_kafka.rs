@@ -181,7 +181,15 @@ mod with_kafka {
         let mut sink = KafkaSinkConfig::new(&args.brokers, &args.output_topic, name, args.shard)
             .timeouts_ms(args.timeout_ms, QUEUE_FULL_WAIT_MS);
         for (k, v) in &args.producer_property {
-            sink = sink.set(k, v);
+            // The runner checks --epoch-ms against the transaction timeout it knows of.
+            sink = match k.as_str() {
+                "transaction.timeout.ms" => {
+                    sink.transaction_timeout_ms(v.parse().map_err(|e| {
+                        format!("--producer-property transaction.timeout.ms={v}: {e}")
+                    })?)
+                }
+                _ => sink.set(k, v),
+            };
         }
         let transactional_id = sink.transactional_id();
         let store = CheckpointStore::open(&args.checkpoints)?;

@@ -220,6 +220,9 @@ fn check_config(config: &KafkaEpochConfig, sink: &KafkaSinkConfig) -> Result<(),
             "must be 1 to 65536",
         );
     }
+    if config.poll_timeout_ms == 0 {
+        return bad("poll_timeout_ms", 0, "must be 1 or more (0 would spin)");
+    }
     if config.max_events == Some(0) {
         return bad("max_events", 0, "must be 1 or more");
     }
@@ -399,7 +402,7 @@ impl Run<'_> {
                 let run_left = self
                     .config
                     .max_events
-                    .map_or(u64::MAX, |max| max - self.report.messages_in);
+                    .map_or(u64::MAX, |max| max.saturating_sub(self.report.messages_in));
                 epoch_left.min(run_left)
             }
         };

@@ -50,8 +50,8 @@ pub struct KafkaEpochConfig {
     pub epoch_ms: u64,
     /// The most messages one poll takes (default 1024, at most [`BATCH_EVENTS_MAX`]).
     pub batch_events_max: usize,
-    /// How long one poll waits for a first message, in ms (default 100); the time triggers
-    /// and the stop flag are checked between polls.
+    /// How long one poll waits for a first message, in ms (default 100, at least 1); the
+    /// time triggers and the stop flag are checked between polls.
     pub poll_timeout_ms: u64,
     /// Where the source's offsets are committed (default [`OffsetCommit::InTransaction`]).
     pub offset_commit: OffsetCommit,
@@ -64,7 +64,7 @@ pub struct KafkaEpochConfig {
     /// over what the topic holds (default false).
     pub until_caught_up: bool,
     /// Set to stop: the open epoch is committed, its windows stay open in the checkpoint
-    /// (default: none).
+    /// (default: none). A replayed epoch runs to its recorded end first.
     pub stop: Option<Arc<AtomicBool>>,
 }
 
