@@ -267,7 +267,8 @@ mod with_kafka {
         if (file.input.is_some() || file.output.is_some()) && !args.json {
             let _ = writeln!(
                 std::io::stderr(),
-                "agentwire stream kafka: {}: [input] and [output] do not apply; reading {} and writing {}",
+                "agentwire stream kafka: {}: [input] and [output] do not apply; \
+                 reading {} and writing {}",
                 path.display(),
                 args.input_topic,
                 args.output_topic
@@ -305,7 +306,12 @@ mod with_kafka {
                             None => "the group had committed no epoch".into(),
                         };
                         let replay = replay_until_messages
-                            .map(|m| format!("; replaying the next epoch to message {m}, where its checkpoint ended"))
+                            .map(|m| {
+                                format!(
+                                    "; replaying the next epoch to message {m}, \
+                                     where its checkpoint ended"
+                                )
+                            })
                             .unwrap_or_default();
                         format!(
                             "{from} ({group}); reading from {}{replay}",
@@ -333,7 +339,8 @@ mod with_kafka {
                         }),
                         || {
                             format!(
-                                "epoch {epoch} committed ({outputs} results); {messages_in} messages read; offsets {}",
+                                "epoch {epoch} committed ({outputs} results); \
+                                 {messages_in} messages read; offsets {}",
                                 offsets_text(positions)
                             )
                         },
@@ -352,7 +359,8 @@ mod with_kafka {
                     }),
                     || {
                         format!(
-                            "caught up at {} after {messages_in} messages; epoch {open_epoch} open with {outputs_sent} results sent",
+                            "caught up at {} after {messages_in} messages; \
+                             epoch {open_epoch} open with {outputs_sent} results sent",
                             offsets_text(positions)
                         )
                     },
@@ -416,7 +424,8 @@ mod with_kafka {
         }
         let _ = writeln!(
             std::io::stderr(),
-            "agentwire stream kafka: done ({}): {} messages ({} malformed, {} filtered) -> {} results in {} epochs (last committed: {}) in {elapsed_s:.3} s; offsets {}{}",
+            "agentwire stream kafka: done ({}): {} messages ({} malformed, {} filtered) -> \
+             {} results in {} epochs (last committed: {}) in {elapsed_s:.3} s; offsets {}{}",
             stopped.as_deref().unwrap_or("stopped"),
             r.messages_in,
             r.malformed,
@@ -425,7 +434,11 @@ mod with_kafka {
             r.epochs_committed,
             r.committed_epoch.map_or("none".into(), |e| e.to_string()),
             offsets_text(&r.positions),
-            if r.windows_flushed { "; every window flushed" } else { "; open windows kept in the checkpoint" },
+            if r.windows_flushed {
+                "; every window flushed"
+            } else {
+                "; open windows kept in the checkpoint"
+            },
         );
         Ok(())
     }

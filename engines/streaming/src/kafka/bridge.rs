@@ -156,6 +156,8 @@ pub fn run_kafka_epochs(
     progress: &mut dyn FnMut(&KafkaProgress),
 ) -> Result<KafkaRunReport, KafkaBridgeError> {
     check_config(config, &sink)?;
+    // The window spec is checked before any connection is made.
+    let op = WindowOperator::new(pipeline.window().clone())?;
     let topic = source.topic().to_owned();
     let shard = sink.shard();
     // The sink first: its init_transactions fences the shard's previous incarnation and
@@ -168,7 +170,7 @@ pub fn run_kafka_epochs(
         store,
         topic,
         source,
-        op: WindowOperator::new(pipeline.window().clone())?,
+        op,
         out: Emitter {
             sink,
             shard,
@@ -210,7 +212,8 @@ fn check_config(config: &KafkaEpochConfig, sink: &KafkaSinkConfig) -> Result<(),
         return bad(
             "epoch_ms",
             config.epoch_ms,
-            "must be at least 1 and below the sink's transaction timeout (the broker aborts a transaction open longer)",
+            "must be at least 1 and below the sink's transaction timeout \
+             (the broker aborts a transaction open longer)",
         );
     }
     if !(1..=BATCH_EVENTS_MAX).contains(&config.batch_events_max) {

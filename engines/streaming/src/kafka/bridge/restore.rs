@@ -128,10 +128,15 @@ impl Run<'_> {
         }
         let (manifest, states) = match latest.filter(|(m, _)| m.epoch == epoch) {
             Some(found) => found,
-            None => self.store.load(epoch)?.ok_or_else(|| KafkaBridgeError::Checkpointed {
-                epoch,
-                why: "the consumer group committed this epoch, but its checkpoint is missing or damaged".into(),
-            })?,
+            None => self
+                .store
+                .load(epoch)?
+                .ok_or_else(|| KafkaBridgeError::Checkpointed {
+                    epoch,
+                    why: "the consumer group committed this epoch, but its checkpoint is missing \
+                      or damaged"
+                        .into(),
+                })?,
         };
         let state = self.decode(&manifest, &states)?;
         self.op = WindowOperator::restore(self.pipeline.window().clone(), state.operator)?;
@@ -166,7 +171,8 @@ impl Run<'_> {
             .ok_or_else(|| refuse("not a checkpoint of the Kafka runner".into()))?;
         if state.topic != self.topic {
             return Err(refuse(format!(
-                "it reads topic {:?}, this run reads {:?}; give each job its own checkpoint directory",
+                "it reads topic {:?}, this run reads {:?}; give each job its own checkpoint \
+                 directory",
                 state.topic, self.topic
             )));
         }
