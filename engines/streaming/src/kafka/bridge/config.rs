@@ -8,6 +8,11 @@ use crate::kafka::source::PartitionOffsets;
 use crate::window::WindowStats;
 
 /// The most messages one poll takes ([`KafkaEpochConfig::batch_events_max`]).
+///
+/// ```
+/// use agentwire_streaming::kafka::bridge::{KafkaEpochConfig, BATCH_EVENTS_MAX};
+/// assert!(KafkaEpochConfig::default().batch_events_max <= BATCH_EVENTS_MAX);
+/// ```
 pub const BATCH_EVENTS_MAX: usize = 1 << 16;
 /// Where a run commits its source's offsets.
 ///
