@@ -97,11 +97,12 @@ fn load_config(
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
     let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
+    // Everything the daemon says goes through the log (text, journal or JSON lines).
     let dlq_line = match &dlq_source {
         DlqSource::Fallback(why) => {
-            eprintln!(
-                "agentwire serve: the default dead-letter queue {why}; using the runtime \
-                 directory, which a reboot empties ({})",
+            tracing::warn!(
+                "the default dead-letter queue {why}; using the runtime directory, which a \
+                 reboot empties ({})",
                 dlq_source.hint()
             );
             format!("{} (fallback)", config.dlq.path.display())
@@ -119,8 +120,9 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
             e => e.into(),
         }
     })?;
-    eprintln!(
-        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
+    tracing::info!(
+        pid = std::process::id(),
+        "serving: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
          dead-letter queue {dlq_line}",
         std::process::id(),
         daemon.socket_path().display(),
@@ -133,28 +135,41 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
-            // A bad file keeps the running configuration: a typo must not take routing down.
-            match load_config(config_path.as_ref(), &overrides) {
-                Ok((fresh, _)) => {
-                    let kept = daemon.reload(&fresh);
-                    eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
-                    if !kept.is_empty() {
-                        eprintln!(
-                            "agentwire serve: SIGHUP: changed keys that need a restart were not applied: {}",
-                            kept.join(", ")
-                        );
-                    }
-                }
-                Err(e) => {
-                    eprintln!("agentwire serve: SIGHUP: {e}; keeping the running configuration")
-                }
-            }
+            sighup(&mut daemon, config_path.as_ref(), &overrides);
         }
     }
-    eprintln!("agentwire serve: stopping (draining committed frames)");
+    tracing::info!("stopping (draining committed frames)");
     daemon.join();
-    eprintln!("agentwire serve: stopped");
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the file and applies what a reload can (the allow-list, the
+/// `[[authorize]]` policy, the delivery deadline), naming every changed key that waits for a
+/// restart. A bad file keeps the running configuration: a typo must not take routing down.
+fn sighup(daemon: &mut Daemon, config_path: Option<&PathBuf>, overrides: &Overrides) {
+    let fresh = match load_config(config_path, overrides) {
+        Ok((fresh, _)) => fresh,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    };
+    let changes = daemon.reload(&fresh);
+    let list = |keys: &[&str]| match keys {
+        [] => "none".to_string(),
+        keys => keys.join(", "),
+    };
+    tracing::info!(
+        "SIGHUP: configuration re-read; applied: {}",
+        list(&changes.applied)
+    );
+    if !changes.needs_restart.is_empty() {
+        tracing::warn!(
+            "SIGHUP: changed keys that need a restart were not applied: {}",
+            list(&changes.needs_restart)
+        );
+    }
 }
 
 /// What `status`, `routes` and `agents` ask: which daemon, whom to trust, how to print

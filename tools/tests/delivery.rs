@@ -321,7 +321,10 @@ fn sighup_reloads_the_allow_list_keeping_the_clients_it_still_admits() {
     // A reload that still admits our uid keeps the client connected and routing.
     std::fs::write(
         &config,
-        format!("allow_uids = [{uid}]\ndefer_deadline_ms = 500\nring_capacity_bytes = 8192\n"),
+        format!(
+            "allow_uids = [{uid}]\ndefer_deadline_ms = 500\nring_capacity_bytes = 8192\n\
+             slow_subscriber = \"backpressure\"\n[rebalance]\nsample_ms = 500\n"
+        ),
     )
     .unwrap();
     reload(&served, || {
@@ -381,12 +384,26 @@ fn sighup_reloads_the_allow_list_keeping_the_clients_it_still_admits() {
     let out = served.terminate();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Each reload names what it applied and every changed key it did not. The first file's
+    // allow-list is the default's (our uid), so only the deadline changed; the second left
+    // the restart-only keys as the daemon started with them, so it names none.
     assert!(
-        stderr.contains("SIGHUP: allow-list and defer_deadline_ms reloaded"),
+        stderr.contains("SIGHUP: configuration re-read; applied: defer_deadline_ms\n"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("need a restart were not applied: ring_capacity_bytes"),
+        stderr.contains("SIGHUP: configuration re-read; applied: allow_uids\n"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("need a restart were not applied").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "need a restart were not applied: ring_capacity_bytes, slow_subscriber, rebalance"
+        ),
         "{stderr}"
     );
     assert!(
