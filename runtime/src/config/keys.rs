@@ -280,6 +280,35 @@ impl<'de> Deserializer<'de> for FieldProbe<'_> {
 mod tests {
     use super::*;
 
+    /// The key rows of `docs/config.md`: (key, SIGHUP column), from lines `| `key` | ...`.
+    fn documented_keys() -> Vec<(String, String)> {
+        let doc = include_str!("../../../docs/config.md");
+        doc.lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                // ["", key, default, unit, SIGHUP, what, ""]
+                let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((key.to_string(), cells.get(4)?.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_config_doc_lists_every_key_the_parser_accepts() {
+        let documented = documented_keys();
+        let known = known_keys();
+        let names: Vec<&str> = documented.iter().map(|(k, _)| k.as_str()).collect();
+        let missing: Vec<&String> = known.iter().filter(|k| !names.contains(&k.as_str())).collect();
+        assert!(missing.is_empty(), "docs/config.md has no row for {missing:?}");
+        let unknown: Vec<&&str> = names.iter().filter(|k| !known.contains(&k.to_string())).collect();
+        assert!(unknown.is_empty(), "docs/config.md documents keys the parser refuses: {unknown:?}");
+        for (key, sighup) in &documented {
+            let expected = if applies_on_reload(key) { "applies" } else { "restart" };
+            assert_eq!(sighup, expected, "docs/config.md: SIGHUP column of `{key}`");
+        }
+        assert_eq!(names.len(), known.len(), "a key documented twice");
+    }
+
     #[test]
     fn field_names_are_read_from_the_derive() {
         assert_eq!(
