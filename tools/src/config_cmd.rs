@@ -71,13 +71,16 @@ struct Report {
 /// ```text
 /// agentwire config check /etc/agentwire/agentwire.toml && systemctl reload agentwire
 /// ```
-pub fn check(file: &Path, topology: Option<PathBuf>, as_json: bool) -> Result<(), CheckFailed> {
-    let report = run_check(file, topology.as_deref()).map_err(CheckFailed::Usage)?;
-    print(file, &report, as_json).map_err(|e| CheckFailed::Usage(e.into()))?;
+pub fn check(file: &Path, topology: Option<PathBuf>, as_json: bool) -> Result<(), BoxError> {
+    let report = run_check(file, topology.as_deref())
+        .map_err(|e| -> BoxError { Box::new(CheckFailed::Usage(e)) })?;
+    // An error writing the report (stdout's reader gone) travels as it is: `main` ends
+    // quietly on a closed pipe.
+    print(file, &report, as_json)?;
     if report.problems.is_empty() {
         Ok(())
     } else {
-        Err(CheckFailed::Invalid)
+        Err(Box::new(CheckFailed::Invalid))
     }
 }
 

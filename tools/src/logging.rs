@@ -84,9 +84,9 @@ pub fn init(format: LogFormat) -> LogFormat {
             .event_format(JournalFormat::default())
             .init(),
         // Colour codes only for a terminal: in a file or a pipe they are noise.
-        LogFormat::Text | LogFormat::Auto => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text | LogFormat::Auto => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
     }
     format
 }
@@ -138,9 +138,8 @@ fn stderr_is_journal() -> bool {
 
 /// Whether `journal_stream` (`DEVICE:INODE`) is the file `fd` is open on.
 fn names_fd(journal_stream: &str, fd: impl std::os::fd::AsFd) -> bool {
-    rustix::fs::fstat(fd).is_ok_and(|st| {
-        journal_stream.trim() == format!("{}:{}", st.st_dev, st.st_ino)
-    })
+    rustix::fs::fstat(fd)
+        .is_ok_and(|st| journal_stream.trim() == format!("{}:{}", st.st_dev, st.st_ino))
 }
 
 /// Lines for journald: the default line without timestamp, level or colour, each line of
@@ -191,7 +190,10 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         let st = rustix::fs::fstat(&file).unwrap();
         assert!(names_fd(&format!("{}:{}", st.st_dev, st.st_ino), &file));
-        assert!(!names_fd(&format!("{}:{}", st.st_dev, st.st_ino + 1), &file));
+        assert!(!names_fd(
+            &format!("{}:{}", st.st_dev, st.st_ino + 1),
+            &file
+        ));
         assert!(!names_fd("not-a-stream", &file));
         std::fs::remove_file(path).unwrap();
     }
@@ -221,9 +223,15 @@ mod tests {
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("<4>") && lines[0].contains("two"), "{text}");
+        assert!(
+            lines[0].starts_with("<4>") && lines[0].contains("two"),
+            "{text}"
+        );
         assert!(lines[1].starts_with("<4>lines"), "{text}");
-        assert!(lines[2].starts_with("<3>") && lines[2].contains("broke"), "{text}");
+        assert!(
+            lines[2].starts_with("<3>") && lines[2].contains("broke"),
+            "{text}"
+        );
         assert!(!text.contains('\x1b'), "{text:?}");
     }
 

@@ -756,7 +756,7 @@ fn main() -> ExitCode {
                 file,
                 topology,
                 json,
-            } => config_cmd::check(&file, topology, json).map_err(|e| -> BoxError { e.into() }),
+            } => config_cmd::check(&file, topology, json),
             ConfigCmd::Default => config_cmd::default(),
         },
         Cmd::Routes(q) => serve_cmd::routes(&q),

@@ -166,17 +166,20 @@ impl<'i> Document<'i> {
 
     /// `value` (of top-level `key`) as a `T`, every problem in it reported: serde stops at
     /// the first, so the entry it points at is taken out and the rest tried again, until
-    /// the rest deserializes (bounded by the entries there are). `None` if any was found.
+    /// the rest deserializes (bounded by the entries there are). When only unknown keys
+    /// were taken out, the rest is returned so that the checks after this one still run on
+    /// it (an unknown key meant nothing, so nothing they find is caused by it); a value of
+    /// the wrong type gives `None`, as checks on what is left would report its absence.
     fn deserialize<T: DeserializeOwned>(
         &mut self,
         key: &str,
         mut value: Spanned<DeValue<'i>>,
     ) -> Option<T> {
-        let mut failed = false;
+        let mut only_unknown_keys = true;
         let mut removed: Vec<String> = Vec::new();
         loop {
             let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
-                Ok(v) => return (!failed).then_some(v),
+                Ok(v) => return only_unknown_keys.then_some(v),
                 Err(e) => e,
             };
             // A field this loop took out is missing now, not wrong: it was reported.
@@ -186,7 +189,7 @@ impl<'i> Document<'i> {
             if missing_removed {
                 return None;
             }
-            failed = true;
+            only_unknown_keys &= e.message().starts_with("unknown field");
             let line = e
                 .span()
                 .map(|s| self.line_at(s.start))

@@ -298,12 +298,28 @@ mod tests {
         let documented = documented_keys();
         let known = known_keys();
         let names: Vec<&str> = documented.iter().map(|(k, _)| k.as_str()).collect();
-        let missing: Vec<&String> = known.iter().filter(|k| !names.contains(&k.as_str())).collect();
-        assert!(missing.is_empty(), "docs/config.md has no row for {missing:?}");
-        let unknown: Vec<&&str> = names.iter().filter(|k| !known.contains(&k.to_string())).collect();
-        assert!(unknown.is_empty(), "docs/config.md documents keys the parser refuses: {unknown:?}");
+        let missing: Vec<&String> = known
+            .iter()
+            .filter(|k| !names.contains(&k.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/config.md has no row for {missing:?}"
+        );
+        let unknown: Vec<&&str> = names
+            .iter()
+            .filter(|k| !known.contains(&k.to_string()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/config.md documents keys the parser refuses: {unknown:?}"
+        );
         for (key, sighup) in &documented {
-            let expected = if applies_on_reload(key) { "applies" } else { "restart" };
+            let expected = if applies_on_reload(key) {
+                "applies"
+            } else {
+                "restart"
+            };
             assert_eq!(sighup, expected, "docs/config.md: SIGHUP column of `{key}`");
         }
         assert_eq!(names.len(), known.len(), "a key documented twice");
