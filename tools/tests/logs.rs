@@ -1,6 +1,7 @@
 //! The daemon's log as the three consumers read it: a log shipper (`--log-format json`, one
 //! JSON object per line), journald (JOURNAL_STREAM naming stderr: `<N>` priority prefixes, no
-//! escape codes) and a person at a terminal or a pipe (plain text).
+//! escape codes) and a person at a terminal or a pipe (plain text); and what a peer can
+//! make the daemon log again and again is rate-limited.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -93,7 +94,10 @@ fn the_log_format_comes_from_the_environment_and_errors_follow_it() {
     let event: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
     assert_eq!(event["level"], "ERROR");
     assert!(
-        event["message"].as_str().unwrap().contains("agentwire.toml"),
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("agentwire.toml"),
         "{event}"
     );
     let bad = Command::new(AGENTWIRE)
@@ -117,7 +121,10 @@ fn under_journald_lines_carry_priorities_and_no_escape_codes() {
         .stderr(file);
     assert!(run_daemon(cmd, &dir.join("agentwire.toml"), &socket));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains('\x1b'), "escape codes for journald: {text:?}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes for journald: {text:?}"
+    );
     for line in text.lines() {
         let priority = line
             .strip_prefix('<')
@@ -167,4 +174,53 @@ fn a_journal_stream_that_is_not_stderr_leaves_plain_text() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("agentwire: error: "), "{stderr:?}");
+}
+
+#[test]
+fn garbage_from_peers_is_counted_every_time_and_logged_at_a_rate_limit() {
+    const CONNECTIONS: u64 = 50;
+    let dir = scratch("log-rate");
+    let socket = dir.join("agentwire.sock");
+    let served = Served::start(&socket, &[]);
+    let counter = |name: &str| {
+        served
+            .status()
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let started = Instant::now();
+    let conns: Vec<agentwire_shm::control::ControlConn> = (0..CONNECTIONS)
+        .map(|i| {
+            let c = agentwire_shm::control::ControlConn::connect(&socket).unwrap();
+            // The router test's garbage (control_plane.rs): 64 bytes that no message starts
+            // with, so each is malformed at once rather than a message still arriving.
+            let bytes: Vec<u8> = (0..64u8)
+                .map(|b| b.wrapping_mul(31).wrapping_add((i % 16) as u8))
+                .collect();
+            rustix::net::send(&c, &bytes, rustix::net::SendFlags::empty()).unwrap();
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + WATCHDOG;
+    while counter("control_messages_malformed") < CONNECTIONS {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: garbage counted {} times, not {CONNECTIONS}",
+            counter("control_messages_malformed")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // One line per 10 s interval at most, however many peers sent garbage in it.
+    let intervals = 1 + started.elapsed().as_secs() / 10;
+    drop(conns);
+    let out = served.terminate();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = stderr.matches("malformed control message").count() as u64;
+    assert!(
+        (1..=intervals).contains(&lines),
+        "{lines} lines for {CONNECTIONS} malformed messages in {intervals} interval(s): {stderr}"
+    );
+    assert!(stderr.contains("logged at most once every 10s"), "{stderr}");
 }
