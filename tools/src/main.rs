@@ -6,7 +6,9 @@
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
 //! its partition plan), and `load` (producers and consumers against the daemon, or the same
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
-//! `perf record` on their threads) and `tune`.
+//! `perf record` on their threads), `tune`, and `config check|default` (the daemon's config
+//! file checked whole, and the embedded default). Logs go through [`logging`]: text, journald
+//! lines or JSON.
 
 #[macro_use]
 mod out;
@@ -324,8 +326,10 @@ enum Cmd {
     /// Run the daemon in the foreground: the control socket, and the router on a pinned
     /// core. With no --config it runs on the embedded default (see runtime/default.toml).
     /// SIGTERM or SIGINT drain committed frames, dead-letter what still waits for a full
-    /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list
-    /// and delivery deadline without dropping clients.
+    /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list,
+    /// the [[authorize]] policy and defer_deadline_ms without dropping clients; every other
+    /// changed key is named in a warning and waits for a restart (docs/config.md). Check a
+    /// file first with `agentwire config check FILE`.
     Serve {
         /// TOML configuration file [default: the embedded default].
         #[arg(long)]
