@@ -37,7 +37,7 @@ use tracing_subscriber::EnvFilter;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// journal when stderr is systemd's journal stream (JOURNAL_STREAM), else text.
+    /// Journal when stderr is systemd's journal stream (JOURNAL_STREAM), else text.
     #[default]
     Auto,
     /// Plain lines with a timestamp; colour only on a terminal.

@@ -1,8 +1,10 @@
 //! The daemon's configuration: TOML, every key optional. Every problem of a file is reported
-//! at once, each naming the file, the line and the key: unknown keys, values of the wrong
-//! type, values out of range, and (when the daemon starts, [`Config::check_cpus`]) CPUs this
+//! at once, each naming the file, the line and the key: TOML syntax errors (all of them, and
+//! then nothing else), unknown keys and values of the wrong type (inside sections too),
+//! values out of range, and (when the daemon starts, [`Config::check_cpus`]) CPUs this
 //! process may not run on. The embedded default (`runtime/default.toml`) documents each key
-//! with its unit.
+//! with its unit; `docs/config.md` lists every key ([`known_keys`]) with its default and
+//! whether a SIGHUP reload applies it ([`applies_on_reload`]), held to the parser by a test.
 //!
 //! ```
 //! let config = agentwire_runtime::config::Config::parse("idle = \"spin\"", "inline").unwrap();
