@@ -25,6 +25,7 @@
 
 use crate::config::Config;
 use crate::partitions::{ExecutorState, PartitionHost};
+use crate::service::{ServiceView, WedgeHook};
 use agentwire_router::{RouterConfig, RouterControl, RouterStats};
 use agentwire_scheduler::checks::{Check, CheckLevel};
 use agentwire_scheduler::plan::Plan;
@@ -105,6 +106,8 @@ pub fn check_memlock(needed_bytes: u64, limit_bytes: Option<u64>) -> Result<(), 
 pub struct Daemon {
     config: Config,
     control: RouterControl,
+    /// What a service manager is told ([`Daemon::service_view`]).
+    view: ServiceView,
     _metrics: Option<crate::metrics::MetricsServer>,
     /// One executor per router shard.
     routers: Vec<glommio::ExecutorJoinHandle<()>>,
@@ -126,7 +129,13 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Checks the machine, binds the socket and starts the router executor.
+    /// Checks the machine, binds the socket, starts every executor and the configured
+    /// engine. When it returns the daemon is ready in the sense a service manager's
+    /// `READY=1` means: the control socket accepts connections, every executor runs pinned
+    /// to its CPU (its affinity read back and checked; one that is not pinned is an error),
+    /// and the streaming engine, when `[streaming] enabled = true`, is registered and
+    /// discoverable. (The socket answers from the moment it is bound, a little earlier; a
+    /// client that must find the engine waits for readiness, `Type=notify`.)
     ///
     /// ```no_run
     /// # use agentwire_runtime::{config::Config, daemon::Daemon};
@@ -264,6 +273,8 @@ impl Daemon {
                 format!("{}: {}", check.level, check.line),
             );
         }
+        let heartbeats = control.heartbeats();
+        let wedge = WedgeHook::from_env(cpus.len());
         // Engine executors before the routers: if one cannot start, no router runs yet.
         let partitions =
             PartitionHost::start(&plan, config.rebalance.clone(), config.io_memory_bytes)?;
@@ -274,9 +285,16 @@ impl Daemon {
                 &crate::partitions::thread_name("router", cpu),
                 cpu,
             ));
-            routers.push(spawn_router(core, state.clone(), config)?);
+            let wedge = wedge.as_ref().filter(|h| h.shard() == router_states.len());
+            routers.push(spawn_router(core, state.clone(), config, wedge.cloned())?);
             router_states.push(state);
         }
+        check_pinned(
+            router_states
+                .iter()
+                .map(|s| s.status())
+                .chain(partitions.status().0.into_iter().flat_map(|p| p.executors)),
+        )?;
         let stream = match config.streaming.as_ref().filter(|s| s.enabled) {
             Some(section) => {
                 // The engine's log and checkpoints live beside the dead-letter queue unless
@@ -297,6 +315,13 @@ impl Daemon {
                 Some(handle)
             }
             None => None,
+        };
+        let view = ServiceView {
+            observer: control.observer(),
+            heartbeats,
+            router_cpus: cpus.clone(),
+            stream: stream.clone(),
+            wedge,
         };
         let engines = partitions.status_source();
         let router_cpus_u32: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
@@ -344,6 +369,7 @@ impl Daemon {
         Ok(Self {
             config: config.clone(),
             control,
+            view,
             routers,
             router_cpus: cpus,
             _metrics: metrics,
@@ -439,6 +465,18 @@ impl Daemon {
         &self.checks
     }
 
+    /// What a service manager is told (agents, rate, engines, the router shards'
+    /// heartbeats), for another thread to hold.
+    ///
+    /// ```no_run
+    /// # let d = agentwire_runtime::daemon::Daemon::start(&agentwire_runtime::config::Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
+    /// let view = d.service_view();
+    /// std::thread::spawn(move || println!("{}", view.snapshot().line(None)));
+    /// ```
+    pub fn service_view(&self) -> ServiceView {
+        self.view.clone()
+    }
+
     /// The engine partitions' executors (submit jobs, read moves).
     ///
     /// ```no_run
@@ -488,11 +526,14 @@ impl Daemon {
 }
 
 /// Starts one router shard's executor, pinned to `state`'s CPU, thread named
-/// `aw-router-<cpu>`, its affinity read back into `state`.
+/// `aw-router-<cpu>`, its affinity read back into `state`. `wedge` is the test hook
+/// ([`WedgeHook`]) when it names this shard: after the duty cycle in which it fires, the
+/// shard runs no more until shutdown.
 fn spawn_router(
     core: agentwire_router::RoutingCore,
     state: Arc<ExecutorState>,
     config: &Config,
+    wedge: Option<WedgeHook>,
 ) -> Result<glommio::ExecutorJoinHandle<()>, DaemonError> {
     let idle = config.idle;
     let cpu = state.status().cpu as usize;
@@ -501,6 +542,10 @@ fn spawn_router(
         let mut idler = Idler::new(idle);
         while !core.should_stop() {
             core.step(&mut idler);
+            // None in production: one predictable branch per duty cycle.
+            if let Some(hook) = wedge.as_ref().filter(|h| h.fired()) {
+                hook.hold(|| core.should_stop());
+            }
             glommio::yield_if_needed().await;
         }
         let routed = core.finish();
@@ -508,6 +553,27 @@ fn spawn_router(
         tracing::info!(routed, cpu, "router shard drained and stopped");
     })
     .map_err(|detail| DaemonError::Executor { cpu, detail })
+}
+
+/// Checks that every executor's affinity, as its thread read it back, is exactly its CPU.
+fn check_pinned(
+    executors: impl Iterator<Item = agentwire_shm::control::ExecutorStatus>,
+) -> Result<(), DaemonError> {
+    for e in executors {
+        if e.affinity != [e.cpu] {
+            let affinity: Vec<usize> = e.affinity.iter().map(|&c| c as usize).collect();
+            return Err(DaemonError::Executor {
+                cpu: e.cpu as usize,
+                detail: format!(
+                    "{} read back the affinity {:?}, not cpu {} alone: it is not pinned",
+                    e.thread,
+                    agentwire_scheduler::machine::format_cpus(&affinity),
+                    e.cpu
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Daemon {

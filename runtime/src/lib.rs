@@ -4,7 +4,8 @@
 //! engine partitions' pinned executors and rebalancing), [`config`] (TOML with an embedded,
 //! documented default), the persisted dead-letter queue ([`dlq`]) that the router's deferral
 //! deadline feeds through [`dlq_sink`] (its default file: [`dlq_path`]; per-sender quotas:
-//! [`dlq_quota`]), and the Prometheus endpoint ([`metrics`]).
+//! [`dlq_quota`]), the Prometheus endpoint ([`metrics`]), and what a service manager is
+//! told ([`service`]: readiness summary, router heartbeats for the watchdog).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -18,4 +19,5 @@ pub mod dlq_sink;
 pub mod metrics;
 pub mod partitions;
 pub mod planning;
+pub mod service;
 pub mod stream_engine;

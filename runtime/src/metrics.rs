@@ -9,8 +9,8 @@
 //! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`;
 //! with `[streaming] enabled`, the engine's `agentwire_stream_<counter>_total` (events
 //! accepted and malformed, alerts, results, acks, checkpoints, events replayed, ...) and the
-//! gauges `agentwire_stream_running`, `agentwire_stream_checkpoint_bytes` and
-//! `agentwire_stream_restored_epoch`.
+//! gauges `agentwire_stream_running`, `agentwire_stream_checkpoint_bytes`,
+//! `agentwire_stream_restored_epoch` and `agentwire_stream_shards`.
 //!
 //! ```no_run
 //! # use agentwire_router::{RouterConfig, RouterControl};
@@ -263,7 +263,10 @@ impl Collector for RouterCollector {
             }
             let metric = format!("agentwire_stream_{stream}");
             let help = format!("Streaming engine: {}", stream.replace('_', " "));
-            if matches!(stream, "running" | "checkpoint_bytes" | "restored_epoch") {
+            if matches!(
+                stream,
+                "running" | "checkpoint_bytes" | "restored_epoch" | "shards"
+            ) {
                 // Values that go down (running: 1, then 0 once the engine stopped): gauges.
                 let gauge = ConstGauge::new(*value as i64);
                 let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;

@@ -94,6 +94,30 @@ impl Submitter {
     pub fn stopping(&self) -> bool {
         self.shared.stop.load(Ordering::Relaxed)
     }
+
+    /// The cores `partition` runs on now: its home cores not lent out plus those it
+    /// borrowed (0 for an unknown partition). An engine sizes its shards by it.
+    ///
+    /// ```no_run
+    /// # fn f(s: &agentwire_runtime::partitions::Submitter) {
+    /// let shards = s.active_cores("streaming").max(1);
+    /// # }
+    /// ```
+    pub fn active_cores(&self, partition: &str) -> usize {
+        let Some(index) = index_of(&self.shared, partition) else {
+            return 0;
+        };
+        self.shared
+            .executors
+            .lock()
+            .map(|executors| {
+                executors
+                    .iter()
+                    .filter(|e| e.partition == index && e.state.active.load(Ordering::Relaxed))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// A unit of engine work: runs to completion on one of the partition's cores.

@@ -103,6 +103,38 @@ pub fn live_machine() -> (Machine, Vec<String>) {
     (machine, lines)
 }
 
+/// The whole live machine, for tuning it: every online PU and NUMA node, including those
+/// this process's affinity mask and cgroup cpuset leave out (on a tuned server a shell runs
+/// on the cores left to the OS), with the devices the accelerator probes find. Returns one
+/// line per thing worth logging, as [`live_machine`] does.
+///
+/// ```
+/// let (whole, _lines) = agentwire_runtime::planning::whole_machine();
+/// assert!(whole.pu_count() >= agentwire_runtime::planning::live_machine().0.pu_count());
+/// ```
+pub fn whole_machine() -> (Machine, Vec<String>) {
+    let mut lines = Vec::new();
+    let mut machine = match agentwire_scheduler::hwloc::load_whole_system() {
+        Ok(m) => m,
+        Err(e) => {
+            let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+                .ok()
+                .and_then(|t| agentwire_scheduler::machine::parse_cpus(&t))
+                .filter(|cpus| !cpus.is_empty())
+                .unwrap_or_else(allowed_cpus);
+            lines.push(format!(
+                "{e}; planning on a flat machine of the online cpus {}",
+                format_cpus(&online)
+            ));
+            Machine::flat("live (flat: hwloc failed)", &online)
+        }
+    };
+    let probes = agentwire_accel::probes();
+    let probes: Vec<&dyn DeviceProbe> = probes.iter().map(|p| p.as_ref()).collect();
+    lines.extend(apply_probes(&mut machine, &probes));
+    (machine, lines)
+}
+
 /// Executors the plan starts: one per router core and one per engine partition core.
 ///
 /// ```

@@ -1,8 +1,13 @@
 //! The streaming engine in the daemon: `[streaming] enabled = true` registers the engine as
-//! an in-process router endpoint ([`agentwire_streaming::adapter`]) and drives its duty
-//! cycle on the streaming partition's executors, one slice per job: each job runs passes
-//! for up to [`SLICE`] (parking on the engine's doorbell when idle), then queues the next
-//! one, so the partition's cores can still move between partitions (a job always ends).
+//! an in-process router endpoint ([`agentwire_streaming::adapter`]) and drives it on the
+//! streaming partition's executors: the ingest (frames, the log, outputs, checkpoints) and
+//! one processing shard per active core of the partition, each as a chain of jobs. A job
+//! runs passes for up to [`SLICE`], or until it finds no work and has parked once, then
+//! queues the next, so every job gets the partition's cores in turn and the cores can still
+//! move between partitions (a job always ends). When the rebalancer lends the partition a
+//! core or takes one back, the engine moves to as many shards at a barrier: every shard
+//! snapshots, the state is checkpointed, and each key's windows and detector move to their
+//! new shard; nothing is lost or counted twice.
 //! The engine's counters show in `agentwire status` as `stream.*` and in
 //! `agentwire stream status`.
 //!
@@ -39,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use agentwire_router::control::RouterControl;
 use agentwire_streaming::adapter::durable::StateConfig;
+use agentwire_streaming::adapter::shard::ShardRunner;
 use agentwire_streaming::adapter::{EngineStats, StreamEngine, StreamEngineConfig};
 use agentwire_streaming::pipeline::file::WindowSection;
 use serde::Deserialize;
@@ -230,6 +236,8 @@ impl StreamHandle {
             ("stream.events_replayed", s.events_replayed),
             ("stream.replay_gap_events", s.replay_gap_events),
             ("stream.replay_malformed", s.replay_malformed),
+            ("stream.shards", s.shards),
+            ("stream.rescales", s.rescales),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -237,7 +245,8 @@ impl StreamHandle {
     }
 }
 
-/// Registers the engine and queues its first slice on the streaming partition.
+/// Registers the engine with one shard per active core of the streaming partition, and
+/// queues its first slices there: the ingest's, and one per shard.
 ///
 /// ```no_run
 /// # fn f(control: &agentwire_router::RouterControl, s: agentwire_runtime::partitions::Submitter) {
@@ -248,19 +257,25 @@ impl StreamHandle {
 pub fn start(
     control: &RouterControl,
     submitter: Submitter,
-    config: StreamEngineConfig,
+    mut config: StreamEngineConfig,
 ) -> Result<StreamHandle, String> {
-    let engine = StreamEngine::register(control, config).map_err(|e| e.to_string())?;
+    config.shards = submitter.active_cores(PARTITION).max(1);
+    let mut engine = StreamEngine::register(control, config).map_err(|e| e.to_string())?;
     let handle = StreamHandle {
         stats: Arc::default(),
         agent_id: engine.agent_id(),
         running: Arc::new(AtomicBool::new(true)),
     };
-    let job = slice(
+    let shards = Shards::default();
+    for runner in engine.take_runners() {
+        start_shard(runner, &submitter, &shards)?;
+    }
+    let job = ingest_slice(
         engine,
         submitter.clone(),
         handle.stats.clone(),
         handle.running.clone(),
+        shards,
     );
     submitter
         .submit(PARTITION, job)
@@ -268,12 +283,79 @@ pub fn start(
     Ok(handle)
 }
 
-/// One slice of the engine's duty cycle, which queues the next.
-fn slice(
+/// The shard runners, so the ingest can drive them itself at shutdown (their own slices
+/// are not queued any more once the host stops).
+type Shards = Arc<Mutex<Vec<Arc<Mutex<ShardRunner>>>>>;
+
+/// How long the checkpoint at shutdown may take.
+const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn start_shard(runner: ShardRunner, submitter: &Submitter, shards: &Shards) -> Result<(), String> {
+    let runner = Arc::new(Mutex::new(runner));
+    if let Ok(mut all) = shards.lock() {
+        all.push(runner.clone());
+    }
+    submitter
+        .submit(
+            PARTITION,
+            shard_slice(runner, submitter.clone(), shards.clone()),
+        )
+        .map_err(|e| format!("the {PARTITION} partition: {e}"))
+}
+
+/// One slice of a shard: it runs until [`SLICE`] has passed or it finds no work (after one
+/// park), then queues the next, so every job of the partition gets its cores in turn.
+fn shard_slice(
+    runner: Arc<Mutex<ShardRunner>>,
+    submitter: Submitter,
+    shards: Shards,
+) -> crate::partitions::Job {
+    Box::new(move || {
+        let end = Instant::now() + SLICE;
+        {
+            // The ingest holds the lock only while it drives the shard at shutdown.
+            let Ok(mut r) = runner.try_lock() else {
+                return;
+            };
+            while Instant::now() < end && !submitter.stopping() && !r.is_stopped() {
+                // A panic marks the shard (the ingest stops the engine and says so).
+                let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.do_work()));
+                match work {
+                    Ok(0) => {
+                        r.park(IDLE_PARK);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            if r.is_stopped() {
+                drop(r);
+                if let Ok(mut all) = shards.lock() {
+                    all.retain(|s| !Arc::ptr_eq(s, &runner));
+                }
+                return;
+            }
+        }
+        if submitter.stopping() {
+            return;
+        }
+        let next = shard_slice(runner, submitter.clone(), shards);
+        if let Err(e) = submitter.submit(PARTITION, next) {
+            tracing::warn!("streaming shard stopped: {e}");
+        }
+    })
+}
+
+/// One slice of the engine's ingest (frames in, the log, outputs out, checkpoints and
+/// rescales), which queues the next: it starts the new shards' slices, follows the
+/// partition's active cores with the shard count, and at shutdown checkpoints.
+fn ingest_slice(
     mut engine: StreamEngine,
     submitter: Submitter,
     stats: Arc<Mutex<EngineStats>>,
     running: Arc<AtomicBool>,
+    shards: Shards,
 ) -> crate::partitions::Job {
     Box::new(move || {
         let end = Instant::now() + SLICE;
@@ -281,6 +363,7 @@ fn slice(
             while Instant::now() < end && !submitter.stopping() {
                 if engine.do_work() == 0 {
                     engine.park(IDLE_PARK);
+                    break;
                 }
             }
         };
@@ -291,27 +374,73 @@ fn slice(
             tracing::error!("streaming engine panicked and stopped; its endpoint is removed");
             return;
         }
+        for runner in engine.take_runners() {
+            if let Err(e) = start_shard(runner, &submitter, &shards) {
+                tracing::warn!("streaming shard not started: {e}");
+            }
+        }
+        if let Some(shard) = engine.panicked_shard() {
+            running.store(false, Ordering::Relaxed);
+            tracing::error!(
+                shard,
+                "a streaming shard panicked; the engine stopped and its endpoint is removed"
+            );
+            return;
+        }
+        // The shard count follows the partition's cores as the rebalancer lends and
+        // returns them (a barrier moves the keys' state; nothing is lost).
+        let cores = submitter.active_cores(PARTITION).max(1);
+        if cores as u64 != engine.stats().shards {
+            engine.set_shards(cores);
+        }
         if let Ok(mut s) = stats.lock() {
             *s = engine.stats();
         }
         if submitter.stopping() {
             // A clean stop leaves nothing to replay.
-            if let Err(e) = engine.checkpoint() {
-                tracing::warn!("streaming engine: the checkpoint at shutdown failed: {e}");
-            }
+            checkpoint_at_shutdown(&mut engine, &shards);
             if let Ok(mut s) = stats.lock() {
                 *s = engine.stats();
             }
             running.store(false, Ordering::Relaxed);
             return;
         }
-        let next = slice(engine, submitter.clone(), stats, running.clone());
+        let next = ingest_slice(engine, submitter.clone(), stats, running.clone(), shards);
         if let Err(e) = submitter.submit(PARTITION, next) {
             // Only a host shutting down (or a queue a runaway filled) refuses: stop cleanly.
             running.store(false, Ordering::Relaxed);
             tracing::warn!("streaming engine stopped: {e}");
         }
     })
+}
+
+/// Checkpoints the engine, driving its shards on this thread (their slices are not queued
+/// once the host stops), for at most [`SHUTDOWN_CHECKPOINT_TIMEOUT`].
+fn checkpoint_at_shutdown(engine: &mut StreamEngine, shards: &Shards) {
+    if !engine.request_checkpoint() {
+        return;
+    }
+    let deadline = Instant::now() + SHUTDOWN_CHECKPOINT_TIMEOUT;
+    let runners: Vec<_> = shards.lock().map(|s| s.clone()).unwrap_or_default();
+    while engine.checkpoint_pending() {
+        if Instant::now() > deadline {
+            tracing::warn!(
+                "streaming engine: the checkpoint at shutdown did not complete within {:?}; \
+                 the next start replays the log",
+                SHUTDOWN_CHECKPOINT_TIMEOUT
+            );
+            return;
+        }
+        let mut work = engine.do_work();
+        for runner in &runners {
+            if let Ok(mut r) = runner.lock() {
+                work += r.do_work();
+            }
+        }
+        if work == 0 {
+            std::thread::yield_now();
+        }
+    }
 }
 
 #[cfg(test)]

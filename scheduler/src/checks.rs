@@ -211,7 +211,8 @@ fn isolation(files: &SystemFiles, cpus: &[usize]) -> Check {
         line: format!(
             "partition cpus {m} are not in isolcpus/nohz_full (isolated: {}, nohz_full: {}), so \
              timer ticks and other tasks interrupt them; fix: add `isolcpus={m} nohz_full={m} \
-             rcu_nocbs={m}` to the kernel command line and reboot",
+             rcu_nocbs={m}` to the kernel command line and reboot (`agentwire plan \
+             --kernel-cmdline` prints the whole line for the plan, docs/tuning.md)",
             display_list(&isolated),
             display_list(&nohz)
         ),

@@ -6,7 +6,7 @@ use hwlocality::cpu::cpuset::CpuSet;
 use hwlocality::object::attributes::ObjectAttributes;
 use hwlocality::object::types::{OSDeviceType, ObjectType};
 use hwlocality::object::TopologyObject;
-use hwlocality::topology::builder::TypeFilter;
+use hwlocality::topology::builder::{BuildFlags, TypeFilter};
 use hwlocality::Topology;
 use std::path::Path;
 
@@ -39,6 +39,23 @@ pub enum TopologyError {
 /// assert!(!m.cores.is_empty());
 /// ```
 pub fn load(xml: Option<&Path>) -> Result<Machine, TopologyError> {
+    load_with(xml, false)
+}
+
+/// Loads the live machine with every PU and NUMA node the kernel has, including those this
+/// process's cgroup cpuset leaves out (hwloc drops them by default). What a server is tuned
+/// for is the whole machine, while the shell that asks may already be confined to the
+/// cores left to the OS (`agentwire plan --kernel-cmdline`, `--cpuset`).
+///
+/// ```
+/// let whole = agentwire_scheduler::hwloc::load_whole_system().unwrap();
+/// assert!(whole.pu_count() >= agentwire_scheduler::hwloc::load(None).unwrap().pu_count());
+/// ```
+pub fn load_whole_system() -> Result<Machine, TopologyError> {
+    load_with(None, true)
+}
+
+fn load_with(xml: Option<&Path>, include_disallowed: bool) -> Result<Machine, TopologyError> {
     let xml_error = |reason: String| TopologyError::Xml {
         path: xml.map(|p| p.display().to_string()).unwrap_or_default(),
         reason,
@@ -53,9 +70,14 @@ pub fn load(xml: Option<&Path>) -> Result<Machine, TopologyError> {
             .from_xml(&xml_for_hwloc2(&text))
             .map_err(|e| xml_error(e.to_string()))?;
     }
-    let builder = builder
+    let mut builder = builder
         .with_io_type_filter(TypeFilter::KeepImportant)
         .map_err(|e| TopologyError::Discovery(e.to_string()))?;
+    if include_disallowed {
+        builder = builder
+            .with_flags(BuildFlags::INCLUDE_DISALLOWED)
+            .map_err(|e| TopologyError::Discovery(e.to_string()))?;
+    }
     let topology = builder.build().map_err(|e| match xml {
         Some(_) => xml_error(e.to_string()),
         None => TopologyError::Discovery(e.to_string()),

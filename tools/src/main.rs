@@ -6,15 +6,18 @@
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
 //! its partition plan), and `load` (producers and consumers against the daemon, or the same
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
-//! `perf record` on their threads), `tune`, and `config check|default` (the daemon's config
-//! file checked whole, and the embedded default). Logs go through [`logging`]: text, journald
-//! lines or JSON.
+//! `perf record` on their threads), `tune`, `stream` (the streaming engine), `install` /
+//! `uninstall` (the daemon as a systemd service), and `config check|default` (the daemon's
+//! config file checked whole, and the embedded default). Logs go through [`logging`]: text,
+//! journald lines or JSON.
 
 #[macro_use]
 mod out;
 
 mod config_cmd;
 mod dlq_cmd;
+mod host_tuning;
+mod install;
 mod load;
 mod logging;
 mod perf;
@@ -24,6 +27,7 @@ mod stream_bench;
 mod stream_chaos;
 mod stream_cmd;
 mod stream_listen;
+mod systemd;
 mod tune;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -321,6 +325,13 @@ enum PerfCmd {
     },
 }
 
+/// `agentwire plan --help`'s examples.
+const PLAN_EXAMPLES: &str = "Examples:
+  agentwire plan --config /etc/agentwire/agentwire.toml
+  agentwire plan --config /etc/agentwire/agentwire.toml --kernel-cmdline
+  agentwire plan --config /etc/agentwire/agentwire.toml --cpuset --json
+  agentwire plan --topology server.xml --kernel-cmdline    # `lstopo server.xml` on that machine";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground: the control socket, and the router on a pinned
@@ -330,6 +341,12 @@ enum Cmd {
     /// the [[authorize]] policy and defer_deadline_ms without dropping clients; every other
     /// changed key is named in a warning and waits for a restart (docs/config.md). Check a
     /// file first with `agentwire config check FILE`.
+    ///
+    /// Under systemd (`Type=notify`, $NOTIFY_SOCKET set) it sends READY=1 once the socket
+    /// accepts, every executor is pinned and the configured engines are registered, a
+    /// STATUS= line every second, WATCHDOG=1 at half $WATCHDOG_USEC only while every router
+    /// shard runs its duty cycle, and STOPPING=1 at shutdown (systemd/agentwire.service and
+    /// systemd/README.md).
     Serve {
         /// TOML configuration file [default: the embedded default].
         #[arg(long)]
@@ -402,6 +419,13 @@ enum Cmd {
     /// change. Reads the `[plan]` and `[partitions.NAME]` tables of the config (see
     /// examples/seed-allocation.toml) [default: the embedded default, which shares cores on
     /// small machines].
+    ///
+    /// With --kernel-cmdline or --cpuset it prints what the plan asks of the server instead
+    /// (docs/tuning.md walks through both). The partition cores (router and engines, with
+    /// the router cores' idle hyper-threads) are isolated from the OS; housekeeping and
+    /// unused cpus are left to it. On the live machine these plan on every online cpu, also
+    /// those this shell may not use.
+    #[command(after_long_help = PLAN_EXAMPLES)]
     Plan {
         /// TOML configuration file with `[partitions.NAME]` tables.
         #[arg(long)]
@@ -412,6 +436,18 @@ enum Cmd {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Print the kernel parameters that isolate the plan's cores, on one line for
+        /// GRUB_CMDLINE_LINUX: `isolcpus=managed_irq,domain,CPUS nohz_full=CPUS
+        /// rcu_nocbs=CPUS irqaffinity=OS_CPUS` (no scheduler balancing, timer tick, RCU
+        /// callbacks or default IRQs on the partition cores). Notes go to stderr.
+        #[arg(long, conflicts_with = "cpuset")]
+        kernel_cmdline: bool,
+        /// Print the systemd drop-ins that keep other services off the daemon's cores:
+        /// AllowedCPUs= (the OS's cpus) for system.slice and user.slice, AllowedCPUs= (the
+        /// daemon's cpus) for agentwire.slice, and CPUAffinity= for agentwire.service, each
+        /// under the file to write it to.
+        #[arg(long)]
+        cpuset: bool,
     },
     /// Inspect and drain the dead-letter queue (frames the router could not deliver).
     Dlq {
@@ -567,6 +603,44 @@ enum Cmd {
         #[command(subcommand)]
         action: StreamCmd,
     },
+    /// Install the daemon as a systemd service: this binary to /usr/local/bin, the units
+    /// (agentwire.service, agentwire-hugepages.service) to /etc/systemd/system, the default
+    /// config to /etc/agentwire/agentwire.toml, the agentwire system user and group
+    /// (sysusers.d) and the state directory /var/lib/agentwire (tmpfiles.d); then
+    /// `systemctl daemon-reload`. A file already there with other contents (an edited
+    /// config) is kept and the new version written beside it as `<file>.agentwire-new`.
+    /// Start it with `systemctl enable --now agentwire`. Exit codes: 0 done, 1 a step
+    /// failed (the steps before it stay done; run it again), 2 usage.
+    Install {
+        /// Install under this root directory instead of / (like DESTDIR: the units still
+        /// name /usr/local/bin/agentwire), e.g. to stage a machine image.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+        /// Print every step, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object on stdout: {command, prefix, dry_run, ok, steps: [{action,
+        /// target, outcome, detail}]}; progress lines are left out.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo `agentwire install`: stop and disable the units, remove the files the install
+    /// wrote (those edited since are kept and named), keep the config and the state
+    /// directory (dead-letter queue, streaming log and checkpoints) unless --purge.
+    Uninstall {
+        /// The root directory installed under.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+        /// Print every step, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove the config, the state directory and the agentwire user and group.
+        #[arg(long)]
+        purge: bool,
+        /// One JSON object on stdout, as install prints.
+        #[arg(long)]
+        json: bool,
+    },
     /// The second agent of `demo` (runs in its own process).
     #[command(hide = true)]
     DemoPeer {
@@ -679,11 +753,46 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Topology { topology, json } => plan_cmd::topology(topology, json),
+        Cmd::Install {
+            prefix,
+            dry_run,
+            json,
+        } => install::install(&install::Options {
+            prefix,
+            dry_run,
+            json,
+        }),
+        Cmd::Uninstall {
+            prefix,
+            dry_run,
+            purge,
+            json,
+        } => install::uninstall(
+            &install::Options {
+                prefix,
+                dry_run,
+                json,
+            },
+            purge,
+        ),
         Cmd::Plan {
             config,
             topology,
             json,
-        } => plan_cmd::plan(config, topology, json),
+            kernel_cmdline,
+            cpuset,
+        } => plan_cmd::plan(
+            config,
+            topology,
+            json,
+            if kernel_cmdline {
+                plan_cmd::PlanOutput::KernelCmdline
+            } else if cpuset {
+                plan_cmd::PlanOutput::Cpuset
+            } else {
+                plan_cmd::PlanOutput::Plan
+            },
+        ),
         Cmd::Stream { action } => match action {
             StreamCmd::Run {
                 pipeline,

@@ -1,5 +1,6 @@
 //! `agentwire serve`, `agentwire status`, `agentwire agents`, `agentwire routes`.
 
+use crate::systemd::notifier::Notifier;
 use agentwire_runtime::config::Config;
 use agentwire_runtime::daemon::{Daemon, DaemonError};
 use agentwire_shm::client::{query_status_trusting, ClientError};
@@ -93,7 +94,8 @@ fn load_config(
     Ok((config, source))
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file.
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file. Under systemd
+/// (`$NOTIFY_SOCKET`) it speaks the notify protocol ([`crate::systemd::notifier`]).
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
     let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
@@ -132,13 +134,35 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
             .as_ref()
             .map_or("embedded default".to_string(), |p| p.display().to_string())
     );
+    // Ready: Daemon::start returned, so the socket accepts, every executor is pinned and the
+    // configured engine is registered.
+    let view = daemon.service_view();
+    // The test hook (armed only by its environment variable) fires on SIGUSR2, handled
+    // from before READY=1 on; without the hook SIGUSR2 keeps its default action.
+    let wedge = Arc::new(AtomicBool::new(false));
+    if let Some(hook) = view.wedge_hook() {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, wedge.clone())?;
+        tracing::warn!(
+            "test hook {}: SIGUSR2 wedges router shard {}",
+            agentwire_runtime::service::WEDGE_ENV,
+            hook.shard()
+        );
+    }
+    let notifier = Notifier::ready(view.clone());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
-            sighup(&mut daemon, config_path.as_ref(), &overrides);
+            reload(&mut daemon, config_path.as_ref(), &overrides, &notifier);
+        }
+        if wedge.swap(false, Ordering::Relaxed) {
+            if let Some(hook) = view.wedge_hook() {
+                tracing::warn!("SIGUSR2: test hook wedges router shard {}", hook.shard());
+                hook.fire();
+            }
         }
     }
     tracing::info!("stopping (draining committed frames)");
+    notifier.stopping();
     daemon.join();
     tracing::info!("stopped");
     Ok(())
@@ -147,29 +171,36 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
 /// SIGHUP: re-reads the file and applies what a reload can (the allow-list, the
 /// `[[authorize]]` policy, the delivery deadline), naming every changed key that waits for a
 /// restart. A bad file keeps the running configuration: a typo must not take routing down.
-fn sighup(daemon: &mut Daemon, config_path: Option<&PathBuf>, overrides: &Overrides) {
-    let fresh = match load_config(config_path, overrides) {
-        Ok((fresh, _)) => fresh,
+/// Tells systemd `RELOADING=1`, then `READY=1` with what happened.
+fn reload(
+    daemon: &mut Daemon,
+    config_path: Option<&PathBuf>,
+    overrides: &Overrides,
+    notifier: &Notifier,
+) {
+    notifier.reloading();
+    let status = match load_config(config_path, overrides) {
+        Ok((fresh, _)) => {
+            let changes = daemon.reload(&fresh);
+            let applied = match changes.applied.as_slice() {
+                [] => "none".to_string(),
+                keys => keys.join(", "),
+            };
+            tracing::info!("SIGHUP: configuration re-read; applied: {applied}");
+            if changes.needs_restart.is_empty() {
+                "reloaded".to_string()
+            } else {
+                let kept = changes.needs_restart.join(", ");
+                tracing::warn!("SIGHUP: changed keys that need a restart were not applied: {kept}");
+                format!("reloaded; not applied until a restart: {kept}")
+            }
+        }
         Err(e) => {
             tracing::error!("SIGHUP: {e}; keeping the running configuration");
-            return;
+            format!("reload refused, running configuration kept: {e}")
         }
     };
-    let changes = daemon.reload(&fresh);
-    let list = |keys: &[&str]| match keys {
-        [] => "none".to_string(),
-        keys => keys.join(", "),
-    };
-    tracing::info!(
-        "SIGHUP: configuration re-read; applied: {}",
-        list(&changes.applied)
-    );
-    if !changes.needs_restart.is_empty() {
-        tracing::warn!(
-            "SIGHUP: changed keys that need a restart were not applied: {}",
-            list(&changes.needs_restart)
-        );
-    }
+    notifier.reloaded(&status);
 }
 
 /// What `status`, `routes` and `agents` ask: which daemon, whom to trust, how to print

@@ -140,3 +140,97 @@ fn plan_on_this_machine_lists_the_start_up_checks_and_router_cpus_apply() {
     assert!(stderr.contains("[partitions.router]"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kernel_cmdline_isolates_the_partition_cores_of_a_known_machine() {
+    // 2 packages x 6 cores x 2 threads; the embedded default plans the router on core 1
+    // (pu 1, its sibling 13 idle) and one core per engine, housekeeping on core 0.
+    let xml = repo("scheduler/tests/data/hwloc/24em64t-2n6c2t-pci.xml");
+    let xml = xml.to_str().unwrap();
+    let line = agentwire(&["plan", "--topology", xml, "--kernel-cmdline"]);
+    assert!(line.status.success(), "{line:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&line.stdout),
+        "isolcpus=managed_irq,domain,1-5,13-17 nohz_full=1-5,13-17 rcu_nocbs=1-5,13-17 \
+         irqaffinity=0,6-12,18-23\n"
+    );
+    assert!(String::from_utf8_lossy(&line.stderr).contains("GRUB_CMDLINE_LINUX"));
+    let j = json(&agentwire(&[
+        "plan",
+        "--topology",
+        xml,
+        "--kernel-cmdline",
+        "--json",
+    ]));
+    assert_eq!(j["params"]["isolcpus"], "managed_irq,domain,1-5,13-17");
+    assert_eq!(j["params"]["irqaffinity"], "0,6-12,18-23");
+    assert_eq!(
+        j["isolated_cpus"],
+        serde_json::json!([1, 2, 3, 4, 5, 13, 14, 15, 16, 17])
+    );
+    assert_eq!(j["machine"], xml);
+    // The live machine plans too (here: the router's cpu isolated, cpu 0 left to the OS).
+    let live = json(&agentwire(&["plan", "--kernel-cmdline", "--json"]));
+    assert!(live["cmdline"]
+        .as_str()
+        .unwrap()
+        .starts_with("isolcpus=managed_irq,domain,"));
+}
+
+#[test]
+fn cpuset_gives_the_os_its_cpus_and_the_daemon_its_own() {
+    let xml = repo("scheduler/tests/data/hwloc/24em64t-2n6c2t-pci.xml");
+    let xml = xml.to_str().unwrap();
+    let j = json(&agentwire(&[
+        "plan",
+        "--topology",
+        xml,
+        "--cpuset",
+        "--json",
+    ]));
+    let dropins: Vec<(String, String)> = j["dropins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["contents"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let os = "0,6-12,18-23";
+    // The partitions' pus (idle hyper-thread 13 excluded) and housekeeping 0,12.
+    let daemon = "0-5,12,14-17";
+    assert_eq!(
+        dropins,
+        [
+            ("system.slice", format!("[Slice]\nAllowedCPUs={os}\n")),
+            ("user.slice", format!("[Slice]\nAllowedCPUs={os}\n")),
+            (
+                "agentwire.slice",
+                format!("[Slice]\nAllowedCPUs={daemon}\n")
+            ),
+            (
+                "agentwire.service",
+                format!("[Service]\nCPUAffinity={daemon}\n")
+            ),
+        ]
+        .map(|(unit, contents)| (
+            format!("/etc/systemd/system/{unit}.d/50-agentwire-cpus.conf"),
+            contents
+        ))
+    );
+    // The text form: the same files, each under a comment naming its path.
+    let text = agentwire(&["plan", "--topology", xml, "--cpuset"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "# /etc/systemd/system/system.slice.d/50-agentwire-cpus.conf\n[Slice]\nAllowedCPUs={os}\n"
+        )),
+        "{text}"
+    );
+    // One output at a time.
+    let both = agentwire(&["plan", "--kernel-cmdline", "--cpuset"]);
+    assert_eq!(both.status.code(), Some(2));
+}

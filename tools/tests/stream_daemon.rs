@@ -318,6 +318,18 @@ fn the_engine_replays_its_log_after_sigkill_and_a_clean_stop_leaves_nothing_to_r
     let served = Served::start(&socket, &args);
     let stream = stream_status_when(&socket, |s| s["restored_epoch"] == 1);
     assert_eq!(stream["events_replayed"], 0);
+    // One processing shard per core the streaming partition runs on.
+    let status = cli_json(&["status"], &socket);
+    let cores = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "streaming")
+        .expect("a streaming partition")["cpus"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(stream["shards"], cores.max(1));
     // Its windows go on from where they were: the next event is not late.
     send_hundred(&socket, 300);
     let stream = stream_status_when(&socket, |s| s["events_accepted"] == 100);

@@ -12,6 +12,7 @@ use agentwire_shm::stream_events::{
 };
 use agentwire_shm::wire::FrameKind;
 use agentwire_streaming::adapter::durable::StateConfig;
+use agentwire_streaming::adapter::shard::ShardRunner;
 use agentwire_streaming::adapter::{EngineStats, StreamEngine, StreamEngineConfig};
 use agentwire_streaming::window::{WindowKind, WindowSpec};
 
@@ -39,19 +40,40 @@ fn start(router: &TestRouter) -> (Running, u32) {
     start_with(router, config)
 }
 
-/// The engine with `config`, driven on a thread until stopped.
+/// One pass over the engine and every shard runner it made; the work done.
+fn drive(engine: &mut StreamEngine, runners: &mut Vec<ShardRunner>) -> usize {
+    let mut work = engine.do_work();
+    runners.extend(engine.take_runners());
+    for r in runners.iter_mut() {
+        work += r.do_work();
+    }
+    runners.retain(|r| !r.is_stopped());
+    work
+}
+
+/// Drives until nothing moves (every output counted has been sent), then the stats: the
+/// engine's acks go out before its shards process the events, so a stop right after an
+/// ack would leave outputs unsent that the stats count. Without a checkpoint, dropping the
+/// engine then is still a crash to its state directory.
+fn quiesce(engine: &mut StreamEngine, runners: &mut Vec<ShardRunner>) -> EngineStats {
+    while drive(engine, runners) > 0 {}
+    engine.stats()
+}
+
+/// The engine with `config` and its shards, driven on a thread until stopped.
 fn start_with(router: &TestRouter, config: StreamEngineConfig) -> (Running, u32) {
     let mut engine = StreamEngine::register(router.control(), config).unwrap();
     let id = engine.agent_id();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || {
+        let mut runners = Vec::new();
         while !flag.load(Ordering::Relaxed) {
-            if engine.do_work() == 0 {
+            if drive(&mut engine, &mut runners) == 0 {
                 engine.park(Duration::from_millis(1));
             }
         }
-        engine.stats()
+        quiesce(&mut engine, &mut runners)
     });
     (
         Running {
@@ -252,13 +274,15 @@ fn accepted_events_are_in_the_log_before_their_ack() {
     assert_eq!((stats.events_logged, stats.log_errors), (150, 0));
 }
 
-/// An engine driven on a thread that also checkpoints when asked (so the test picks the
-/// checkpoint's place in the input) and, when stopped, drops the engine without the
-/// checkpoint a clean shutdown writes: to the state directory, that is a crash.
+/// An engine driven on a thread that also checkpoints, or changes its shard count, when
+/// asked (so the test picks the place in the input) and, when stopped, drops the engine
+/// without the checkpoint a clean shutdown writes: to the state directory, that is a crash.
 struct Checkpointed {
     running: Running,
     asked: Arc<std::sync::atomic::AtomicU64>,
     done: Arc<std::sync::atomic::AtomicU64>,
+    /// A shard count to move to (0: none), taken with the next request.
+    shards: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Checkpointed {
@@ -268,18 +292,29 @@ impl Checkpointed {
         let stop = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (flag, ask, did) = (stop.clone(), asked.clone(), done.clone());
+        let shards = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, ask, did, to) = (stop.clone(), asked.clone(), done.clone(), shards.clone());
         let thread = std::thread::spawn(move || {
+            let mut runners = Vec::new();
+            let mut under_way = false;
             while !flag.load(Ordering::Relaxed) {
-                if ask.load(Ordering::Acquire) > did.load(Ordering::Relaxed) {
-                    assert!(engine.checkpoint().unwrap(), "nothing to checkpoint");
+                if !under_way && ask.load(Ordering::Acquire) > did.load(Ordering::Relaxed) {
+                    match to.swap(0, Ordering::AcqRel) {
+                        0 => assert!(engine.request_checkpoint(), "nothing to checkpoint"),
+                        n => engine.set_shards(n as usize),
+                    }
+                    under_way = true;
+                }
+                let work = drive(&mut engine, &mut runners);
+                if under_way && !engine.checkpoint_pending() {
+                    under_way = false;
                     did.fetch_add(1, Ordering::Release);
                 }
-                if engine.do_work() == 0 {
+                if work == 0 {
                     engine.park(Duration::from_millis(1));
                 }
             }
-            engine.stats()
+            quiesce(&mut engine, &mut runners)
         });
         let running = Running {
             stop,
@@ -290,9 +325,17 @@ impl Checkpointed {
                 running,
                 asked,
                 done,
+                shards,
             },
             id,
         )
+    }
+
+    /// Moves the engine to `shards` shards (a barrier, a checkpoint with a state
+    /// directory, the keys' state moved) and waits (10 s at most) until it is done.
+    fn rescale(&self, shards: u64) {
+        self.shards.store(shards, Ordering::Release);
+        self.checkpoint();
     }
 
     /// Asks for a checkpoint and waits (10 s at most) until it is committed.
@@ -334,6 +377,7 @@ fn outputs(agent: &mut Agent, count: u64) -> Vec<serde_json::Value> {
 fn without_id(output: &serde_json::Value) -> String {
     let mut o = output.clone();
     let map = o.as_object_mut().unwrap();
+    map.remove("shard").unwrap();
     map.remove("epoch").unwrap();
     map.remove("seq").unwrap();
     o.to_string()
@@ -349,27 +393,44 @@ fn subscriber(router: &TestRouter, name: &str) -> Agent {
     agent
 }
 
-#[test]
-fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outputs() {
-    let config = |dir: &std::path::Path| StreamEngineConfig {
+/// The engine's config for the crash tests: cad-ose, alerts at 0.5, state in `dir`,
+/// checkpoints only when asked.
+fn crash_config(dir: &std::path::Path, shards: usize) -> StreamEngineConfig {
+    StreamEngineConfig {
         window: WindowSpec::new(WindowKind::Tumbling { size_ns: SECOND_NS }),
         detector: "cad-ose".into(),
         alert_threshold: 0.5,
         future_tolerance_ns: None,
+        shards,
         state: Some(StateConfig {
             checkpoint_interval_ms: 0,
             ..StateConfig::new(dir)
         }),
         ..Default::default()
+    }
+}
+
+/// 30 batches once without failure on one shard; then on `before` shards with a rescale to
+/// `mid` after batch 5 (if given), a checkpoint after batch 10 and a crash after batch 20;
+/// then an engine on `after` shards restores, replays batches 10..20 and takes 20..30.
+/// De-duplicated by (shard, epoch, seq), the outputs are the clean run's, and a repeat is
+/// identical to the first. Returns the state directory.
+fn crash_and_compare(
+    tag: &str,
+    before: usize,
+    mid: Option<u64>,
+    after: usize,
+) -> tempfile::TempDir {
+    let sock = |run: &str| {
+        std::env::temp_dir().join(format!(
+            "aw-stream-ck-{tag}-{run}-{}.sock",
+            std::process::id()
+        ))
     };
-    let sock = |tag: &str| {
-        std::env::temp_dir().join(format!("aw-stream-ck-{tag}-{}.sock", std::process::id()))
-    };
-    // The run that never fails: 30 batches.
     let clean_dir = tempfile::tempdir().unwrap();
     let router = TestRouter::start(TestRouterConfig::new(sock("clean"))).unwrap();
     let mut watcher = subscriber(&router, "watcher");
-    let (engine, id) = Checkpointed::start(&router, config(clean_dir.path()));
+    let (engine, id) = Checkpointed::start(&router, crash_config(clean_dir.path(), 1));
     let mut sender = Agent::builder("sensor")
         .socket(router.socket_path())
         .connect()
@@ -380,7 +441,6 @@ fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outp
     assert!(stats.alerts > 0 && stats.results > 0, "{stats:?}");
     drop((sender, watcher, router));
 
-    // The same input with a checkpoint after batch 10 and a crash after batch 20.
     let dir = tempfile::tempdir().unwrap();
     let router = TestRouter::start(TestRouterConfig::new(sock("crash"))).unwrap();
     let mut watcher = subscriber(&router, "watcher");
@@ -388,34 +448,48 @@ fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outp
         .socket(router.socket_path())
         .connect()
         .unwrap();
-    let (engine, id) = Checkpointed::start(&router, config(dir.path()));
-    send_acked(&mut sender, id, 0..10);
+    let (engine, id) = Checkpointed::start(&router, crash_config(dir.path(), before));
+    send_acked(&mut sender, id, 0..5);
+    if let Some(shards) = mid {
+        engine.rescale(shards);
+    }
+    send_acked(&mut sender, id, 5..10);
     engine.checkpoint();
     send_acked(&mut sender, id, 10..20);
-    let before = engine.running.stop();
-    let mut seen = outputs(&mut watcher, before.alerts + before.results);
-    assert_eq!(before.checkpoints, 1);
+    let crashed = engine.running.stop();
+    let mut seen = outputs(&mut watcher, crashed.alerts + crashed.results);
+    let expected_shards = mid.unwrap_or(before as u64);
+    assert_eq!(
+        (crashed.checkpoints, crashed.shards, crashed.rescales),
+        (
+            1 + u64::from(mid.is_some()),
+            expected_shards,
+            u64::from(mid.is_some())
+        )
+    );
 
-    // Another engine on the same state: it restores epoch 1, replays batches 10..20 (their
-    // outputs again, with the same ids), then takes batches 20..30.
-    let (engine, id) = Checkpointed::start(&router, config(dir.path()));
+    let (engine, id) = Checkpointed::start(&router, crash_config(dir.path(), after));
     send_acked(&mut sender, id, 20..30);
-    let after = engine.running.stop();
+    let resumed = engine.running.stop();
     assert_eq!(
         (
-            after.restored_epoch,
-            after.events_replayed,
-            after.events_accepted
+            resumed.restored_epoch,
+            resumed.events_replayed,
+            resumed.events_accepted
         ),
-        (1, 500, 500)
+        (crashed.checkpoints, 500, 500)
     );
-    seen.extend(outputs(&mut watcher, after.alerts + after.results));
+    assert_eq!(resumed.shards, after as u64);
+    seen.extend(outputs(&mut watcher, resumed.alerts + resumed.results));
 
-    // De-duplicated by (epoch, seq), the outputs are the clean run's; a repeat is identical.
     let mut by_id = std::collections::BTreeMap::new();
     let mut repeats = 0;
     for o in &seen {
-        let id = (o["epoch"].as_u64().unwrap(), o["seq"].as_u64().unwrap());
+        let id = (
+            o["shard"].as_u64().unwrap(),
+            o["epoch"].as_u64().unwrap(),
+            o["seq"].as_u64().unwrap(),
+        );
         if let Some(first) = by_id.insert(id, o.clone()) {
             assert_eq!(&first, o, "a replayed output differs from the first");
             repeats += 1;
@@ -428,11 +502,20 @@ fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outp
     want.sort();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the outputs differ from the clean run's");
+    dir
+}
 
+#[test]
+fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outputs() {
+    let dir = crash_and_compare("one", 1, None, 1);
     // A restart with another detector is refused, naming both.
+    let router = TestRouter::start(TestRouterConfig::new(
+        std::env::temp_dir().join(format!("aw-stream-ck-other-{}.sock", std::process::id())),
+    ))
+    .unwrap();
     let other = StreamEngineConfig {
         detector: "windowed-gaussian".into(),
-        ..config(dir.path())
+        ..crash_config(dir.path(), 1)
     };
     let e = StreamEngine::register(router.control(), other)
         .err()
@@ -442,4 +525,91 @@ fn a_crashed_engine_restores_its_checkpoint_and_replays_the_log_to_the_same_outp
         e.contains("\"cad-ose\"") && e.contains("\"windowed-gaussian\""),
         "{e}"
     );
+}
+
+#[test]
+fn keys_and_their_state_move_when_the_shard_count_changes_and_nothing_is_lost() {
+    // Two shards, three after batch 5 (a barrier moves every key's windows and detector),
+    // a crash after batch 20, and a restart on one shard: it restores the three shards,
+    // replays on them (so the replayed outputs keep their ids), then moves to one.
+    crash_and_compare("rescale", 2, Some(3), 1);
+}
+
+/// Every output (window results and late events, ids left out) of one run over `batches`.
+fn run_outputs(tag: &str, shards: usize, batches: &[Vec<WireEvent>]) -> Vec<String> {
+    let sock = std::env::temp_dir().join(format!("aw-stream-sh-{tag}-{}.sock", std::process::id()));
+    let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    let mut watcher = subscriber(&router, "watcher");
+    let spec = WindowSpec {
+        out_of_orderness_ns: SECOND_NS / 2,
+        allowed_lateness_ns: SECOND_NS / 2,
+        late_side_output: true,
+        ..WindowSpec::new(WindowKind::Tumbling { size_ns: SECOND_NS })
+    };
+    let config = StreamEngineConfig {
+        window: spec,
+        detector: "null".into(),
+        future_tolerance_ns: None,
+        shards,
+        ..Default::default()
+    };
+    let (engine, id) = start_with(&router, config);
+    let mut sender = Agent::builder("sensor")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    for events in batches {
+        let ack = sender
+            .stream_batch_acked(
+                id,
+                &EventBatch {
+                    events: events.clone(),
+                },
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert_eq!(ack.malformed, 0);
+    }
+    let stats = engine.stop();
+    assert_eq!(stats.shards, shards as u64);
+    let mut all: Vec<String> = outputs(&mut watcher, stats.results)
+        .iter()
+        .map(without_id)
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn sharded_windows_fire_late_and_drop_exactly_as_one_operator() {
+    // Eight keys, times running back by up to 1.5 s: some events are in order, some late
+    // within the allowed lateness (the window fires again), some later still (side output).
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let batches: Vec<Vec<WireEvent>> = (0..40)
+        .map(|b| {
+            (0..25)
+                .map(|i| {
+                    let n = b * 25 + i;
+                    let back = (next() % 1_500) as i64 * 1_000_000;
+                    event(
+                        next() % 8,
+                        (n * SECOND_NS / 20 - back).max(0),
+                        (n % 11) as f64,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let one = run_outputs("one", 1, &batches);
+    assert!(
+        one.iter().any(|o| o.contains("late_event")),
+        "no late event in the input"
+    );
+    assert_eq!(run_outputs("three", 3, &batches), one);
 }

@@ -108,6 +108,7 @@ impl RouterControl {
                 .map(|_| ShardWake::new().map(Arc::new))
                 .collect::<Result<_, _>>()
                 .map_err(ControlError::Io)?,
+            beats: crate::heartbeat::beats(shards),
         });
         let plan = LinkPlan::new(&config, shards);
         // links_out[i][j]: shard i's sender to shard j; links_in[j]: (i, receiver).
@@ -293,6 +294,20 @@ impl RouterControl {
             .expect("registry lock")
             .agents
             .len()
+    }
+
+    /// Every shard's duty-cycle count, for a service watchdog ([`crate::heartbeat`]).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rchb-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.heartbeats().counts(), vec![0]);
+    /// ```
+    pub fn heartbeats(&self) -> crate::heartbeat::ShardHeartbeats {
+        crate::heartbeat::ShardHeartbeats {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Registers an in-process or gateway endpoint with `identity` (see [`crate::endpoint`]):

@@ -245,6 +245,8 @@ impl RoutingCore {
         let fresh = self.needs_refresh;
         self.needs_refresh = false;
         self.passes += 1;
+        // Busy or idle, every duty cycle tells a service watchdog this shard is alive.
+        self.shared.beats[self.shard].beat(self.passes);
         let beat = self.passes % HEARTBEAT_PASSES == 0;
         // Frames already waiting go first: they are older than anything in the tx rings.
         let mut work = self.service_deferrals(false);

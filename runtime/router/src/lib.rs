@@ -16,7 +16,8 @@
 //!   `give_up` dead-letters or drops (and nacks) what cannot be delivered, `reply` writes
 //!   acks and nacks, `lanes` orders the priority classes, `forwarded` takes frames from
 //!   other shards over [`links`], `park` sleeps on every doorbell ([`wake`]), `shutdown`
-//!   drains and closes.
+//!   drains and closes; [`heartbeat`] counts each shard's duty cycles for a service
+//!   watchdog.
 //! - [`testing`]: a router on plain threads for tests and demos.
 //!
 //! Semantics (docs/wire.md §6): unicast; publish to every subscriber, a copy for a
@@ -61,6 +62,7 @@ mod forwarded;
 mod gate;
 mod give_up;
 mod handshake;
+pub mod heartbeat;
 mod lanes;
 pub mod limits;
 pub mod links;

@@ -14,7 +14,9 @@ impl RoutingCore {
     /// then parks on every agent's tx doorbell and this shard's own doorbell at once. Any
     /// agent's send, a record on a link from another shard, a command (a new agent, a
     /// departure) and shutdown each wake it ([`wake`]); the park timeout bounds how late a
-    /// deferral deadline and the heartbeat run. Dead letters appended since the last sync are
+    /// deferral deadline and the heartbeat run. A heartbeat watch's nudge
+    /// ([`crate::heartbeat`]) is a post too: a nudged shard runs a duty cycle instead of
+    /// parking. Dead letters appended since the last sync are
     /// synced before parking. A shard with no agent and nothing deferred parks at once, for
     /// up to its park timeout or [`IDLE_SHARD_PARK_MIN`], whichever is longer, whatever the
     /// strategy.
@@ -49,6 +51,7 @@ impl RoutingCore {
         // SYNC POINT: shutdown (the Release store in `RouterControl::shutdown`).
         let posted = self.cmds.pending()
             || self.shared.shutdown.load(Ordering::Acquire)
+            || self.shared.beats[self.shard].take_nudge()
             || self.links_in.iter_mut().any(|l| !l.is_empty())
             || self.agents.iter().any(|a| Consumer::any_pending(&a.tx));
         if !posted {

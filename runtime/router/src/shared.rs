@@ -3,6 +3,7 @@
 
 use crate::control::StatusHook;
 use crate::endpoint::EndpointRequest;
+use crate::heartbeat::ShardBeat;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::server::AllowList;
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) removals_requested: Mutex<Vec<(u32, Removal)>>,
     /// Per shard: how other threads wake its core when it is parked ([`wake`]).
     pub(crate) wakes: Box<[Arc<ShardWake>]>,
+    /// Per shard: its duty-cycle count and nudge flag, for a service watchdog
+    /// ([`crate::heartbeat`]).
+    pub(crate) beats: Box<[ShardBeat]>,
 }
 
 /// Why a routing core asks for an agent's removal.

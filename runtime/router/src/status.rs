@@ -292,6 +292,24 @@ impl RouterObserver {
             .find_map(|(n, v)| (n == name).then_some(v))
     }
 
+    /// Registered agents and endpoints now (what `agentwire status` counts, without building
+    /// its report).
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-obsac-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// assert_eq!(control.observer().agent_count(), 0);
+    /// ```
+    pub fn agent_count(&self) -> usize {
+        self.shared
+            .registry
+            .lock()
+            .expect("registry lock")
+            .agents
+            .len()
+    }
+
     /// The full status report (counters, agents with ring occupancy, routes, info).
     ///
     /// ```

@@ -4,12 +4,14 @@
 //!
 //! A restart restores the newest committed checkpoint and replays the log from its offset,
 //! in the order the events were first taken, so the windows, the detectors and every output
-//! are those of a run that never stopped. Outputs carry `(epoch, seq)`: the epoch after the
-//! last checkpoint, and the output's place in it. An output replayed after a crash has the
-//! id it had before, so a subscriber that keeps the last id it saw drops the repeats.
+//! are those of a run that never stopped. Outputs carry `(shard, epoch, seq)`: the shard
+//! that made it, the epoch after the last checkpoint, and the output's place in it. An
+//! output replayed after a crash has the id it had before, so a subscriber that keeps the
+//! ids it saw drops the repeats.
 //!
 //! Layout of the state directory: `log/` (the [`crate::log`] format, one partition) and
-//! `checkpoints/` ([`CheckpointStore`] files, one shard).
+//! `checkpoints/` ([`CheckpointStore`] files, one per shard). A restore onto another number
+//! of shards moves each key's windows and detector to its new shard.
 //!
 //! What a crash can lose:
 //! - with `fsync_interval_ms = 0`, nothing that was acknowledged;
@@ -116,15 +118,33 @@ pub enum StateError {
     },
 }
 
-/// What a checkpoint holds of the engine: its windows and each key's detector.
-#[derive(Serialize, Deserialize)]
-pub(super) struct EngineSnapshot {
-    /// The detector's registered name (a restore with another detector is refused).
-    pub detector: String,
-    /// The window operator.
+/// What a checkpoint holds of one shard: its windows and each of its keys' detector.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct ShardSnapshot {
+    /// The shard's window operator.
     pub window: OperatorSnapshot,
     /// Each key's detector state ([`crate::detect::Detector::save`]).
     pub detectors: Vec<(Key, Vec<u8>)>,
+}
+
+/// A shard's checkpoint file: the detector's name (a restore with another detector is
+/// refused) and the shard's state.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ShardFile {
+    pub detector: String,
+    pub shard: ShardSnapshot,
+}
+
+/// The newest committed checkpoint.
+pub(super) struct Restored {
+    /// The epoch.
+    pub epoch: u64,
+    /// Each shard's state, in shard order (as many as the checkpoint had).
+    pub shards: Vec<ShardSnapshot>,
+    /// The detector the state was written with.
+    pub detector: String,
+    /// The largest event time taken up to the checkpoint.
+    pub max_event_time_ns: Option<i64>,
 }
 
 /// The log records still to replay: `[next, end)`.
@@ -143,8 +163,6 @@ pub(super) struct Durable {
     last_checkpoint: Instant,
     /// The log offset the newest checkpoint covers.
     checkpointed_offset: u64,
-    /// The epoch outputs are produced in now (the last committed one plus 1).
-    pub epoch: u64,
     /// Records to replay before new frames are read.
     pub replay: Option<Replay>,
 }
@@ -152,8 +170,8 @@ pub(super) struct Durable {
 /// What opening the state found.
 pub(super) struct Opened {
     pub durable: Durable,
-    /// The newest committed checkpoint's engine state.
-    pub snapshot: Option<EngineSnapshot>,
+    /// The newest committed checkpoint.
+    pub restored: Option<Restored>,
     /// Bytes of a torn log tail cut at open.
     pub torn_bytes_cut: u64,
     /// Records between the checkpoint and the log's start that retention deleted (lost to
@@ -173,20 +191,34 @@ impl Durable {
             dir: dir.clone(),
             why,
         };
-        let (epoch, from_offset, snapshot) = match store.latest()? {
+        let (epoch, from_offset, restored) = match store.latest()? {
             None => (0, log.start_offset(LOG_PARTITION)?, None),
-            Some((manifest, shards)) => {
-                let [bytes] = shards.as_slice() else {
-                    return Err(restore_error(format!(
-                        "epoch {} has {} shard files; the engine writes one",
-                        manifest.epoch,
-                        shards.len()
-                    )));
+            Some((manifest, files)) => {
+                let mut detector = None;
+                let mut shards = Vec::with_capacity(files.len());
+                for (i, bytes) in files.iter().enumerate() {
+                    let file: ShardFile = postcard::from_bytes(bytes).map_err(|e| {
+                        restore_error(format!(
+                            "epoch {} shard {i} does not decode: {e}",
+                            manifest.epoch
+                        ))
+                    })?;
+                    if detector.as_ref().is_some_and(|d| *d != file.detector) {
+                        return Err(restore_error(format!(
+                            "epoch {}: its shards name different detectors",
+                            manifest.epoch
+                        )));
+                    }
+                    detector = Some(file.detector);
+                    shards.push(file.shard);
+                }
+                let restored = Restored {
+                    epoch: manifest.epoch,
+                    shards,
+                    detector: detector.unwrap_or_default(),
+                    max_event_time_ns: manifest.source_max_ns,
                 };
-                let snapshot: EngineSnapshot = postcard::from_bytes(bytes).map_err(|e| {
-                    restore_error(format!("epoch {} does not decode: {e}", manifest.epoch))
-                })?;
-                (manifest.epoch, manifest.input_offset, Some(snapshot))
+                (manifest.epoch, manifest.input_offset, Some(restored))
             }
         };
         let start = log.start_offset(LOG_PARTITION)?;
@@ -208,10 +240,9 @@ impl Durable {
                 interval: config.checkpoint_interval(),
                 last_checkpoint: Instant::now(),
                 checkpointed_offset: from_offset,
-                epoch: epoch + 1,
                 replay: (next < end).then_some(Replay { next, end }),
             },
-            snapshot,
+            restored,
             torn_bytes_cut: recovery.bytes_truncated_total(),
             gap_records: start.saturating_sub(from_offset),
         })
@@ -226,31 +257,51 @@ impl Durable {
         Ok(self.replay.is_none() && self.last_checkpoint.elapsed() >= interval && self.grown()?)
     }
 
+    /// Restarts the interval (a checkpoint was asked for another reason).
+    pub fn checkpoint_started(&mut self) {
+        self.last_checkpoint = Instant::now();
+    }
+
     /// Whether the log holds events the newest checkpoint does not cover.
     pub fn grown(&self) -> Result<bool, StateError> {
         Ok(self.log.end_offset(LOG_PARTITION)? > self.checkpointed_offset)
     }
 
-    /// Commits `snapshot` (the engine's state after every event in the log) as the current
-    /// epoch: syncs the log, writes the state file, then the manifest with the log's end
-    /// offset. Returns the bytes written. On success outputs move to the next epoch.
-    pub fn commit(&mut self, snapshot: &[u8]) -> Result<u64, StateError> {
+    /// Commits `shards` (every shard's state after every event in the log, in shard order)
+    /// as `epoch`: syncs the log, writes each shard's file, then the manifest with the log's
+    /// end offset and the largest event time taken. Returns the bytes written.
+    pub fn commit(
+        &mut self,
+        epoch: u64,
+        detector: &str,
+        shards: Vec<ShardSnapshot>,
+        max_event_time_ns: Option<i64>,
+    ) -> Result<u64, StateError> {
         self.last_checkpoint = Instant::now();
         self.log.sync_now()?;
         let offset = self.log.end_offset(LOG_PARTITION)?;
-        self.store.write_shard(self.epoch, 0, snapshot)?;
+        let mut written = 0;
+        let count = shards.len() as u32;
+        for (i, shard) in shards.into_iter().enumerate() {
+            let file = ShardFile {
+                detector: detector.to_string(),
+                shard,
+            };
+            let bytes = postcard::to_allocvec(&file).expect("plain data serializes");
+            self.store.write_shard(epoch, i as u32, &bytes)?;
+            written += bytes.len() as u64;
+        }
         self.store.commit(&Manifest {
-            epoch: self.epoch,
-            shards: 1,
+            epoch,
+            shards: count,
             input_offset: offset,
-            source_max_ns: None,
+            source_max_ns: max_event_time_ns,
             events_in: offset,
             events_filtered: 0,
             records_malformed: 0,
         })?;
         self.checkpointed_offset = offset;
-        self.epoch += 1;
-        Ok(snapshot.len() as u64)
+        Ok(written)
     }
 
     /// The checkpoint directory, for messages.

@@ -32,8 +32,11 @@
 
 pub mod durable;
 pub mod ingest;
+pub mod shard;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use agentwire_router::control::RouterControl;
 use agentwire_router::endpoint::{Endpoint, EndpointError, EndpointKind};
@@ -42,9 +45,10 @@ use agentwire_shm::stream_events::{encode_ack, IngestAck, STREAM_CAPABILITY, STR
 use agentwire_shm::wire::{FrameHeader, FrameKind};
 
 use crate::detect::{by_name, Detector, UnknownDetector};
-use crate::event::{Event, Key};
-use crate::output_json::output_json;
-use crate::window::{Output, SpecError, WindowKind, WindowOperator, WindowSpec};
+use crate::event::{time_in_range, Event, Key};
+use crate::pipeline::sharded::{shard_of, SHARDS_MAX};
+use crate::window::{OperatorSnapshot, SpecError, WindowKind, WindowOperator, WindowSpec};
+use shard::{Frame, ShardLink, ShardMsg, ShardRunner, ShardSettings};
 
 /// Frames read per duty-cycle pass at most.
 pub const FRAMES_PER_PASS_MAX: usize = 64;
@@ -88,6 +92,11 @@ pub struct StreamEngineConfig {
     /// agent's far-future time would otherwise move the watermark past everyone's windows);
     /// `None`: no limit (replays of old or synthetic data with a clock of their own).
     pub future_tolerance_ns: Option<i64>,
+    /// Processing shards (1 to 256): each key's windows and detector live on shard
+    /// `shard_of(key, shards)`, and the host drives each shard's runner on its own core
+    /// (the daemon: the streaming partition's active cores). [`StreamEngine::set_shards`]
+    /// changes it while running.
+    pub shards: usize,
     /// The state directory: the durable log accepted events are appended to before they are
     /// processed and acknowledged (one append per frame: group commit), and the checkpoints
     /// a restart resumes from ([`durable`]); `None`: events are processed in memory only.
@@ -108,6 +117,7 @@ impl Default for StreamEngineConfig {
             alert_threshold: 0.99,
             detector_keys_max: 1_024,
             future_tolerance_ns: Some(300_000_000_000),
+            shards: 1,
             state: None,
         }
     }
@@ -155,6 +165,10 @@ pub struct EngineStats {
     pub replay_gap_events: u64,
     /// Log records that did not decode during the replay (skipped).
     pub replay_malformed: u64,
+    /// Processing shards now.
+    pub shards: u64,
+    /// Times the shards were rebuilt for another count.
+    pub rescales: u64,
 }
 
 /// Why the engine could not start.
@@ -175,27 +189,48 @@ pub enum EngineError {
 }
 
 /// Each key's detector.
-type Detectors = HashMap<Key, Box<dyn Detector>>;
+pub(crate) type Detectors = HashMap<Key, Box<dyn Detector>>;
 
-/// The engine's state besides its endpoint (split so frames can be read while it changes).
+/// A barrier under way: every shard snapshots at it; then the state is committed (with a
+/// state directory) and, if asked, the shards are rebuilt for another count.
+#[derive(Debug, Clone, Copy)]
+struct Barrier {
+    epoch: u64,
+    commit: bool,
+    rescale_to: Option<usize>,
+}
+
+/// The engine's ingest state besides its endpoint (split so frames can be read while it
+/// changes): decoding, the log, the shards' queues, checkpoints.
 struct Core {
     config: StreamEngineConfig,
-    op: WindowOperator,
-    detectors: Detectors,
-    outbox: VecDeque<(FrameHeader, Vec<u8>)>,
+    outbox: VecDeque<Frame>,
     stats: EngineStats,
-    alerts_topic_id: u32,
-    results_topic_id: Option<u32>,
     aligned: rkyv::util::AlignedVec<16>,
     /// A frame's events, reused.
     events: Vec<Event>,
     /// The durable log and checkpoints, if configured, and the log's encode buffers
     /// (reused).
     durable: Option<durable::Durable>,
-    /// Outputs published in the current epoch (the `seq` of the next one).
-    output_seq: u64,
     encoded: Vec<u8>,
     ends: Vec<usize>,
+    settings: Arc<ShardSettings>,
+    links: Vec<Arc<ShardLink>>,
+    /// Shards stopped by a rescale whose last outputs may still wait to be sent.
+    retiring: Vec<Arc<ShardLink>>,
+    /// Runners made and not yet taken by the host.
+    new_runners: Vec<ShardRunner>,
+    /// Messages that found their shard's queue full, in order; no frame is read until they
+    /// are delivered.
+    pending: VecDeque<(usize, ShardMsg)>,
+    /// The largest event time taken, and the last one sent to every shard as a tick.
+    max_event_time_ns: Option<i64>,
+    ticked_ns: Option<i64>,
+    /// The epoch outputs belong to now (the next barrier closes it).
+    epoch: u64,
+    barrier: Option<Barrier>,
+    /// The shard count asked for by [`StreamEngine::set_shards`], applied at a barrier.
+    shards_wanted: usize,
 }
 
 /// The streaming engine as a router endpoint.
@@ -206,7 +241,9 @@ pub struct StreamEngine {
 
 impl StreamEngine {
     /// Registers the engine with the router (name, capability `stream-ingest` 1.0.0, its
-    /// feature id) and resolves its topics.
+    /// feature id), resolves its topics, restores its state (if it has a state directory
+    /// with a checkpoint) onto `config.shards` shards, and makes their runners
+    /// ([`StreamEngine::take_runners`]).
     ///
     /// ```
     /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -221,13 +258,14 @@ impl StreamEngine {
         config: StreamEngineConfig,
     ) -> Result<Self, EngineError> {
         by_name(&config.detector)?;
+        WindowOperator::new(config.window.clone())?;
+        let shards = config.shards.clamp(1, SHARDS_MAX);
         let mut stats = EngineStats::default();
-        let (op, detectors, durable) = match &config.state {
-            None => (
-                WindowOperator::new(config.window.clone())?,
-                HashMap::new(),
-                None,
-            ),
+        let mut epoch = 1;
+        let mut snapshots = Vec::new();
+        let mut max_event_time_ns = None;
+        let durable = match &config.state {
+            None => None,
             Some(state) => {
                 let opened = durable::Durable::open(state)?;
                 if opened.torn_bytes_cut > 0 {
@@ -237,13 +275,23 @@ impl StreamEngine {
                         opened.torn_bytes_cut
                     ));
                 }
-                let (op, detectors) = match opened.snapshot {
-                    Some(snapshot) => {
-                        stats.restored_epoch = opened.durable.epoch - 1;
-                        restore_state(&config, snapshot, opened.durable.checkpoint_dir())?
+                if let Some(restored) = opened.restored {
+                    if restored.detector != config.detector {
+                        return Err(durable::StateError::Restore {
+                            dir: opened.durable.checkpoint_dir().to_path_buf(),
+                            why: format!(
+                                "written with detector {:?}, configured {:?} (move the state \
+                                 directory aside to start empty)",
+                                restored.detector, config.detector
+                            ),
+                        }
+                        .into());
                     }
-                    None => (WindowOperator::new(config.window.clone())?, HashMap::new()),
-                };
+                    stats.restored_epoch = restored.epoch;
+                    epoch = restored.epoch + 1;
+                    snapshots = restored.shards;
+                    max_event_time_ns = restored.max_event_time_ns;
+                }
                 if opened.gap_records > 0 {
                     stats.replay_gap_events = opened.gap_records;
                     note(&format!(
@@ -260,7 +308,7 @@ impl StreamEngine {
                         replay.end - replay.next
                     ));
                 }
-                (op, detectors, Some(opened.durable))
+                Some(opened.durable)
             }
         };
         let identity = Registration {
@@ -278,24 +326,51 @@ impl StreamEngine {
             Some(topic) => Some(endpoint.topic_id(topic)?),
             None => None,
         };
-        Ok(Self {
-            endpoint,
-            core: Core {
-                config,
-                op,
-                detectors,
-                outbox: VecDeque::new(),
-                stats,
-                alerts_topic_id,
-                results_topic_id,
-                aligned: rkyv::util::AlignedVec::new(),
-                events: Vec::new(),
-                durable,
-                output_seq: 0,
-                encoded: Vec::new(),
-                ends: Vec::new(),
-            },
-        })
+        let settings = Arc::new(ShardSettings {
+            detector: config.detector.clone(),
+            alert_threshold: config.alert_threshold,
+            detector_keys_max: config.detector_keys_max,
+            quantiles: config.window.quantiles.clone(),
+            alerts_topic_id,
+            results_topic_id,
+        });
+        let mut core = Core {
+            config,
+            outbox: VecDeque::new(),
+            stats,
+            aligned: rkyv::util::AlignedVec::new(),
+            events: Vec::new(),
+            durable,
+            encoded: Vec::new(),
+            ends: Vec::new(),
+            settings,
+            links: Vec::new(),
+            retiring: Vec::new(),
+            new_runners: Vec::new(),
+            pending: VecDeque::new(),
+            max_event_time_ns,
+            ticked_ns: max_event_time_ns,
+            epoch,
+            barrier: None,
+            shards_wanted: shards,
+        };
+        // A restore keeps the checkpoint's shard count until the replay is done, so replayed
+        // outputs keep their ids; then a rescale moves to `shards`.
+        let start_shards = match snapshots.len() {
+            0 => shards,
+            n => n.min(SHARDS_MAX),
+        };
+        core.build_shards(snapshots, start_shards)
+            .map_err(|why| durable::StateError::Restore {
+                dir: core
+                    .config
+                    .state
+                    .as_ref()
+                    .map(durable::StateConfig::checkpoint_dir)
+                    .unwrap_or_default(),
+                why: format!("{why} (move the state directory aside to start empty)"),
+            })?;
+        Ok(Self { endpoint, core })
     }
 
     /// The engine's agent id (what `discover("stream-ingest", "^1")` finds).
@@ -312,7 +387,7 @@ impl StreamEngine {
         self.endpoint.id()
     }
 
-    /// What the engine counted.
+    /// What the engine counted (the shards' counts included).
     ///
     /// ```
     /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -323,12 +398,82 @@ impl StreamEngine {
     /// assert_eq!(engine.stats().frames_in, 0);
     /// ```
     pub fn stats(&self) -> EngineStats {
-        self.core.stats
+        let mut s = self.core.stats;
+        for link in self.core.links.iter().chain(&self.core.retiring) {
+            s.alerts += link.alerts.load(Ordering::Relaxed);
+            s.results += link.results.load(Ordering::Relaxed);
+            s.events_unscored += link.events_unscored.load(Ordering::Relaxed);
+        }
+        s.shards = self.core.links.len() as u64;
+        s
     }
 
-    /// One duty-cycle pass: sends what waits in the outbox, reads up to
-    /// [`FRAMES_PER_PASS_MAX`] frames and processes their events. Returns the frames read
-    /// plus the frames sent (0: idle).
+    /// The shard runners made since the last call (at registration, and after each
+    /// rescale): the host drives each on its own executor until it is stopped.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-tr-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let config = StreamEngineConfig { shards: 3, ..Default::default() };
+    /// let mut engine = StreamEngine::register(router.control(), config).unwrap();
+    /// assert_eq!(engine.take_runners().len(), 3);
+    /// assert!(engine.take_runners().is_empty());
+    /// ```
+    pub fn take_runners(&mut self) -> Vec<ShardRunner> {
+        std::mem::take(&mut self.core.new_runners)
+    }
+
+    /// Asks for `shards` shards (1 to 256; the daemon passes the streaming partition's
+    /// active cores). The engine takes a barrier: every shard snapshots, the state is
+    /// checkpointed (with a state directory), then each key's windows and detector move to
+    /// their new shard and new runners are made ([`StreamEngine::take_runners`]); the old
+    /// runners stop. Nothing is lost or counted twice. Frames wait meanwhile.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-ss-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let mut engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// let mut runners = engine.take_runners();
+    /// engine.set_shards(2);
+    /// while engine.take_runners().is_empty() { // the old shard must take its barrier
+    ///     engine.do_work();
+    ///     runners.iter_mut().for_each(|r| { r.do_work(); });
+    /// }
+    /// assert_eq!(engine.stats().shards, 2);
+    /// ```
+    pub fn set_shards(&mut self, shards: usize) {
+        self.core.shards_wanted = shards.clamp(1, SHARDS_MAX);
+        self.core.maybe_rescale();
+    }
+
+    /// The shard that panicked, if one did (its keys are no longer processed: the host
+    /// should stop the engine and say so).
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-pa-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// assert_eq!(engine.panicked_shard(), None);
+    /// ```
+    pub fn panicked_shard(&self) -> Option<usize> {
+        self.core
+            .links
+            .iter()
+            .find(|l| l.panicked.load(Ordering::Acquire))
+            .map(|l| l.index)
+    }
+
+    /// One duty-cycle pass of the ingest: sends the shards' outputs and what waits in the
+    /// outbox, delivers queued messages, completes a barrier whose snapshots are in, and
+    /// then (unless a barrier or a replay is under way) reads up to
+    /// [`FRAMES_PER_PASS_MAX`] frames and hands their events to the shards. Returns the
+    /// work done (0: idle).
     ///
     /// ```
     /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -339,34 +484,50 @@ impl StreamEngine {
     /// assert_eq!(engine.do_work(), 0);
     /// ```
     pub fn do_work(&mut self) -> usize {
-        let mut work = self.flush_outbox();
+        let mut work = self.send_outputs();
+        work += self.core.deliver_pending();
+        work += self.core.barrier_progress();
+        if self.core.barrier.is_some() || !self.core.pending.is_empty() {
+            self.core.ring();
+            return work + self.send_outputs();
+        }
         if self.core.replaying() {
             // The log's events come first, in the order they were taken; new frames wait
             // (their senders feel backpressure) until the replay is done.
-            return work + self.core.replay_some() + self.flush_outbox();
+            work += self.core.replay_some();
+            self.core.tick();
+            self.core.ring();
+            return work + self.send_outputs();
         }
+        self.core.maybe_rescale();
         self.core.checkpoint_if_due();
+        if self.core.barrier.is_some() {
+            self.core.ring();
+            return work;
+        }
         let mut events = 0;
         for _ in 0..FRAMES_PER_PASS_MAX {
             let core = &mut self.core;
             let read = self.endpoint.read(1, |header, payload| {
                 events += core.on_frame(header, payload);
-                None::<(FrameHeader, Vec<u8>)>
+                None::<Frame>
             });
             // A ring the router found corrupt is its to report; the engine reads on.
             let read = read.unwrap_or(0);
             work += read;
-            if read == 0 || events >= EVENTS_PER_PASS_MAX {
+            if read == 0 || events >= EVENTS_PER_PASS_MAX || !self.core.pending.is_empty() {
                 break;
             }
         }
-        work + self.flush_outbox()
+        self.core.tick();
+        self.core.ring();
+        work + self.send_outputs()
     }
 
-    /// Commits a checkpoint now if the engine has a state directory and has taken events
-    /// since the last one (the daemon calls it on shutdown, so a clean restart replays
-    /// nothing). Returns whether one was written; an error is also counted in
-    /// [`EngineStats::checkpoint_errors`].
+    /// Starts a checkpoint now if the engine has a state directory and has taken events
+    /// since the last one (the daemon asks on shutdown, so a clean restart replays
+    /// nothing); [`StreamEngine::do_work`] completes it once every shard has taken its
+    /// barrier ([`StreamEngine::checkpoint_pending`]). Returns whether one was started.
     ///
     /// ```
     /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
@@ -376,10 +537,33 @@ impl StreamEngine {
     /// let dir = tempfile::tempdir().unwrap();
     /// let config = StreamEngineConfig { state: Some(StateConfig::new(dir.path())), ..Default::default() };
     /// let mut engine = StreamEngine::register(router.control(), config).unwrap();
-    /// assert!(!engine.checkpoint().unwrap()); // nothing taken yet
+    /// assert!(!engine.request_checkpoint()); // nothing taken yet
     /// ```
-    pub fn checkpoint(&mut self) -> Result<bool, durable::StateError> {
-        self.core.checkpoint()
+    pub fn request_checkpoint(&mut self) -> bool {
+        let grown = self
+            .core
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.replay.is_none() && d.grown().unwrap_or(false));
+        if !grown || self.core.barrier.is_some() {
+            return false;
+        }
+        self.core.start_barrier(true, None);
+        true
+    }
+
+    /// Whether a checkpoint (or rescale) barrier is under way.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # use agentwire_streaming::adapter::{StreamEngine, StreamEngineConfig};
+    /// # let sock = std::env::temp_dir().join(format!("aw-doc-stream-cp-{}.sock", std::process::id()));
+    /// # let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    /// let engine = StreamEngine::register(router.control(), StreamEngineConfig::default()).unwrap();
+    /// assert!(!engine.checkpoint_pending());
+    /// ```
+    pub fn checkpoint_pending(&self) -> bool {
+        self.core.barrier.is_some()
     }
 
     /// Parks until the router rings the engine's doorbell or `timeout` passes.
@@ -396,24 +580,238 @@ impl StreamEngine {
         self.endpoint.doorbell().wait(timeout);
     }
 
-    fn flush_outbox(&mut self) -> usize {
+    /// Sends the outbox (acks, and an output a full ring sent back), then the shards'
+    /// outputs while the ring takes them. Returns the frames sent.
+    fn send_outputs(&mut self) -> usize {
         let mut sent = 0;
         while let Some((header, payload)) = self.core.outbox.front() {
             if self.endpoint.try_send(*header, payload).is_err() {
-                break;
+                return sent;
             }
             self.core.outbox.pop_front();
             sent += 1;
         }
+        let core = &mut self.core;
+        for link in core.links.iter().chain(&core.retiring) {
+            while let Some((header, payload)) = link.outbox.pop() {
+                if self.endpoint.try_send(header, &payload).is_err() {
+                    core.outbox.push_back((header, payload));
+                    return sent;
+                }
+                sent += 1;
+            }
+        }
+        core.retiring
+            .retain(|l| !(l.stopped.load(Ordering::Acquire) && l.outbox.is_empty()));
         sent
     }
 }
 
 impl Core {
-    /// One frame: decode, window, score; the ack, if one is due, joins the outbox (a reply
-    /// returned to the ring's read would make a full tx ring stop the read before the frame
-    /// is released, and the frame would be applied again on the next pass). Returns the
-    /// events it held.
+    /// Makes `shards` shards holding `snapshots` (one per earlier shard, or none), each
+    /// key's windows and detector on its new shard, and their runners.
+    fn build_shards(
+        &mut self,
+        snapshots: Vec<durable::ShardSnapshot>,
+        shards: usize,
+    ) -> Result<(), String> {
+        let mut detectors: Vec<Detectors> = (0..shards).map(|_| HashMap::new()).collect();
+        let mut windows = Vec::with_capacity(snapshots.len());
+        for s in snapshots {
+            windows.push(s.window);
+            for (key, bytes) in s.detectors {
+                let d = crate::detect::restore(&self.config.detector, &bytes)
+                    .map_err(|e| format!("key {key}: {e}"))?;
+                detectors[shard_of(&key, shards)].insert(key, d);
+            }
+        }
+        let windows = OperatorSnapshot::reshard(windows, shards, shard_of);
+        let old = std::mem::take(&mut self.links);
+        for (index, (window, detectors)) in windows.into_iter().zip(detectors).enumerate() {
+            let op = WindowOperator::restore(self.config.window.clone(), window)
+                .map_err(|e| format!("the windows do not fit this window spec: {e}"))?;
+            let link = Arc::new(ShardLink::new(index));
+            self.links.push(link.clone());
+            self.new_runners.push(ShardRunner::new(
+                link,
+                self.settings.clone(),
+                op,
+                detectors,
+                self.epoch,
+            ));
+        }
+        // The old shards stop after their last outputs are sent.
+        for link in old {
+            let _ = link.inbox.push(ShardMsg::Stop);
+            link.bell.ring();
+            self.retiring.push(link);
+        }
+        Ok(())
+    }
+
+    fn replaying(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.replay.is_some())
+    }
+
+    /// Hands `event` to its shard with the largest event time taken before it.
+    fn distribute(&mut self, event: Event) {
+        let shard = shard_of(&event.key, self.links.len());
+        let time_ns = event.event_time_ns;
+        let msg = ShardMsg::Event {
+            event,
+            max_before_ns: self.max_event_time_ns,
+        };
+        if time_in_range(time_ns) && self.max_event_time_ns.is_none_or(|m| time_ns > m) {
+            self.max_event_time_ns = Some(time_ns);
+        }
+        self.send(shard, msg);
+    }
+
+    /// Queues `msg` to `shard`, behind what already waits.
+    fn send(&mut self, shard: usize, msg: ShardMsg) {
+        if self.pending.is_empty() {
+            if let Err(msg) = self.links[shard].inbox.push(msg) {
+                self.pending.push_back((shard, msg));
+            }
+        } else {
+            self.pending.push_back((shard, msg));
+        }
+    }
+
+    /// Delivers waiting messages in order until a queue is full. Returns those delivered.
+    fn deliver_pending(&mut self) -> usize {
+        let mut delivered = 0;
+        while let Some((shard, msg)) = self.pending.pop_front() {
+            if let Err(msg) = self.links[shard].inbox.push(msg) {
+                self.pending.push_front((shard, msg));
+                break;
+            }
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Tells every shard the input's progress if it moved since the last tick.
+    fn tick(&mut self) {
+        let Some(max) = self.max_event_time_ns else {
+            return;
+        };
+        if self.ticked_ns == Some(max) {
+            return;
+        }
+        self.ticked_ns = Some(max);
+        for shard in 0..self.links.len() {
+            self.send(shard, ShardMsg::Tick(max));
+        }
+    }
+
+    fn ring(&self) {
+        for link in &self.links {
+            if !link.inbox.is_empty() {
+                link.bell.ring();
+            }
+        }
+    }
+
+    /// Sends a barrier for the current epoch to every shard (behind a tick, so all share
+    /// the input's progress).
+    fn start_barrier(&mut self, commit: bool, rescale_to: Option<usize>) {
+        self.ticked_ns = None;
+        self.tick();
+        for shard in 0..self.links.len() {
+            self.send(shard, ShardMsg::Barrier(self.epoch));
+        }
+        if let Some(d) = self.durable.as_mut() {
+            d.checkpoint_started();
+        }
+        self.barrier = Some(Barrier {
+            epoch: self.epoch,
+            commit: commit && self.durable.is_some(),
+            rescale_to,
+        });
+        self.ring();
+    }
+
+    /// A rescale barrier, if another shard count is wanted and none is under way.
+    fn maybe_rescale(&mut self) {
+        if self.shards_wanted != self.links.len() && self.barrier.is_none() && !self.replaying() {
+            self.start_barrier(true, Some(self.shards_wanted));
+        }
+    }
+
+    /// Completes the barrier once every shard has taken it: commits the checkpoint (with a
+    /// state directory) and rebuilds the shards if a rescale was asked. Returns 1 if it
+    /// completed.
+    fn barrier_progress(&mut self) -> usize {
+        let Some(barrier) = self.barrier else {
+            return 0;
+        };
+        // Every shard took the barrier, and every output made before it has left for the
+        // router: a checkpoint never covers an output that a crash could still lose.
+        let taken = self.links.iter().all(|l| {
+            l.snapshot
+                .lock()
+                .map(|s| s.as_ref().is_some_and(|(e, _)| *e == barrier.epoch))
+                .unwrap_or(false)
+        });
+        let sent = self.outbox.is_empty() && self.links.iter().all(|l| l.outbox.is_empty());
+        if !taken || !sent {
+            return 0;
+        }
+        let snapshots: Vec<durable::ShardSnapshot> = self
+            .links
+            .iter()
+            .filter_map(|l| {
+                l.snapshot
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.take())
+                    .map(|s| s.1)
+            })
+            .collect();
+        self.barrier = None;
+        self.epoch = barrier.epoch + 1;
+        if barrier.commit {
+            if let Some(d) = self.durable.as_mut() {
+                match d.commit(
+                    barrier.epoch,
+                    &self.config.detector,
+                    snapshots.clone(),
+                    self.max_event_time_ns,
+                ) {
+                    Ok(bytes) => {
+                        self.stats.checkpoints += 1;
+                        self.stats.checkpoint_bytes = bytes;
+                    }
+                    Err(e) => {
+                        self.stats.checkpoint_errors += 1;
+                        note(&format!("checkpoint: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(shards) = barrier.rescale_to {
+            for link in &self.links {
+                self.stats.alerts += link.alerts.swap(0, Ordering::Relaxed);
+                self.stats.results += link.results.swap(0, Ordering::Relaxed);
+                self.stats.events_unscored += link.events_unscored.swap(0, Ordering::Relaxed);
+            }
+            let from = self.links.len();
+            match self.build_shards(snapshots, shards) {
+                Ok(()) => {
+                    self.stats.rescales += 1;
+                    note(&format!("shards: {from} -> {shards}"));
+                }
+                Err(why) => note(&format!("rescale to {shards} shards failed: {why}")),
+            }
+        }
+        1
+    }
+
+    /// One frame: decode, log, hand the events to their shards; the ack, if one is due,
+    /// joins the outbox (a reply returned to the ring's read would make a full tx ring stop
+    /// the read before the frame is released, and the frame would be applied again on the
+    /// next pass). Returns the events it held.
     fn on_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> usize {
         self.stats.frames_in += 1;
         let mut events = std::mem::take(&mut self.events);
@@ -432,10 +830,10 @@ impl Core {
         }
         self.stats.events_accepted += u64::from(outcome.accepted);
         self.stats.events_malformed += u64::from(outcome.malformed);
-        for event in &events {
-            self.take(event);
-        }
         let held = events.len() + outcome.malformed as usize;
+        for event in events.drain(..) {
+            self.distribute(event);
+        }
         self.events = events;
         let wants_ack = header.kind() == FrameKind::Request || outcome.malformed > 0;
         if wants_ack {
@@ -454,17 +852,9 @@ impl Core {
         held
     }
 
-    fn replaying(&self) -> bool {
-        self.durable.as_ref().is_some_and(|d| d.replay.is_some())
-    }
-
-    /// Replays up to [`EVENTS_PER_PASS_MAX`] logged events, unless the outbox is half full
-    /// (the replay waits for subscribers rather than dropping their outputs). Returns the
+    /// Hands up to [`EVENTS_PER_PASS_MAX`] logged events to their shards. Returns the
     /// events replayed.
     fn replay_some(&mut self) -> usize {
-        if self.outbox.len() >= OUTBOX_FRAMES_MAX / 2 {
-            return 0;
-        }
         let Some(durable) = self.durable.as_mut() else {
             return 0;
         };
@@ -500,63 +890,32 @@ impl Core {
             next,
             end: replay.end,
         });
-        if durable.replay.is_none() {
-            note(&format!(
-                "replay done: {} events",
-                self.stats.events_replayed + events.len() as u64
-            ));
-        }
+        let done = durable.replay.is_none();
         self.stats.replay_malformed += malformed;
         self.stats.events_replayed += events.len() as u64;
-        for event in &events {
-            self.take(event);
+        if done {
+            note(&format!(
+                "replay done: {} events",
+                self.stats.events_replayed
+            ));
         }
         let replayed = events.len();
+        for event in events.drain(..) {
+            self.distribute(event);
+        }
         self.events = events;
         replayed
     }
 
-    /// A checkpoint if one is due; a failure is counted and said, and the engine runs on.
+    /// A checkpoint barrier if one is due; a failure to tell is counted and said.
     fn checkpoint_if_due(&mut self) {
-        let due = match self.durable.as_ref().map(durable::Durable::due) {
-            Some(Ok(due)) => due,
-            None => false,
+        match self.durable.as_ref().map(durable::Durable::due) {
+            Some(Ok(true)) => self.start_barrier(true, None),
             Some(Err(e)) => {
                 self.stats.checkpoint_errors += 1;
                 note(&format!("checkpoint: {e}"));
-                false
             }
-        };
-        if due {
-            let _ = self.checkpoint();
-        }
-    }
-
-    fn checkpoint(&mut self) -> Result<bool, durable::StateError> {
-        let Some(durable) = self.durable.as_mut() else {
-            return Ok(false);
-        };
-        if durable.replay.is_some() || !durable.grown()? {
-            return Ok(false);
-        }
-        let snapshot = durable::EngineSnapshot {
-            detector: self.config.detector.clone(),
-            window: self.op.snapshot(),
-            detectors: self.detectors.iter().map(|(k, d)| (*k, d.save())).collect(),
-        };
-        let bytes = postcard::to_allocvec(&snapshot).expect("plain data serializes");
-        match durable.commit(&bytes) {
-            Ok(written) => {
-                self.stats.checkpoints += 1;
-                self.stats.checkpoint_bytes = written;
-                self.output_seq = 0;
-                Ok(true)
-            }
-            Err(e) => {
-                self.stats.checkpoint_errors += 1;
-                note(&format!("checkpoint: {e}"));
-                Err(e)
-            }
+            _ => {}
         }
     }
 
@@ -579,7 +938,7 @@ impl Core {
             .zip(&self.ends)
             .map(|(a, &b)| &self.encoded[a..b])
             .collect();
-        log.append_batch(0, &records)?;
+        log.append_batch(durable::LOG_PARTITION, &records)?;
         self.stats.events_logged += records.len() as u64;
         if self.stats.frames_in % RETENTION_EVERY_FRAMES == 0 {
             let now_ms = std::time::SystemTime::now()
@@ -600,95 +959,6 @@ impl Core {
             .map_or(0, |d| d.as_nanos() as i64);
         now_ns.saturating_add(ahead_ns)
     }
-
-    /// The `(epoch, seq)` of the next output.
-    fn next_output_id(epoch: Option<u64>, seq: &mut u64) -> (u64, u64) {
-        let id = (epoch.unwrap_or(1), *seq);
-        *seq += 1;
-        id
-    }
-
-    fn take(&mut self, event: &Event) {
-        let epoch = self.durable.as_ref().map(|d| d.epoch);
-        let Core {
-            op,
-            outbox,
-            stats,
-            config,
-            results_topic_id,
-            output_seq,
-            ..
-        } = self;
-        let quantiles = &config.window.quantiles;
-        op.push(event, &mut |o: Output| {
-            if let Some(topic) = *results_topic_id {
-                stats.results += 1;
-                let mut json = output_json(&o, quantiles);
-                let (epoch, seq) = Self::next_output_id(epoch, output_seq);
-                json["epoch"] = epoch.into();
-                json["seq"] = seq.into();
-                push_bounded(outbox, stats, publish(topic, json.to_string().into_bytes()));
-            }
-        });
-        let detectors_full = self.detectors.len() >= self.config.detector_keys_max;
-        let detector = match self.detectors.get_mut(&event.key) {
-            Some(d) => d,
-            None if detectors_full => {
-                self.stats.events_unscored += 1;
-                return;
-            }
-            None => {
-                let d = by_name(&self.config.detector).expect("checked at registration");
-                self.detectors.entry(event.key).or_insert(d)
-            }
-        };
-        let score = detector.score(event.event_time_ns, event.value);
-        if score >= self.config.alert_threshold {
-            self.stats.alerts += 1;
-            let (epoch, seq) = Self::next_output_id(epoch, &mut self.output_seq);
-            let alert = serde_json::json!({
-                "key": event.key, "event_time_ns": event.event_time_ns, "value": event.value,
-                "score": score, "detector": self.config.detector, "epoch": epoch, "seq": seq,
-            });
-            let frame = publish(self.alerts_topic_id, alert.to_string().into_bytes());
-            push_bounded(&mut self.outbox, &mut self.stats, frame);
-        }
-    }
-}
-
-/// The windows and detectors a checkpoint holds, for `config` (a checkpoint written with
-/// another detector or window is refused, naming what differs).
-fn restore_state(
-    config: &StreamEngineConfig,
-    snapshot: durable::EngineSnapshot,
-    dir: &std::path::Path,
-) -> Result<(WindowOperator, Detectors), durable::StateError> {
-    let refuse = |why: String| durable::StateError::Restore {
-        dir: dir.to_path_buf(),
-        why: format!("{why} (move the state directory aside to start empty)"),
-    };
-    if snapshot.detector != config.detector {
-        return Err(refuse(format!(
-            "written with detector {:?}, configured {:?}",
-            snapshot.detector, config.detector
-        )));
-    }
-    let op = WindowOperator::restore(config.window.clone(), snapshot.window)
-        .map_err(|e| refuse(format!("its windows do not fit this window spec: {e}")))?;
-    if snapshot.detectors.len() > config.detector_keys_max {
-        return Err(refuse(format!(
-            "it holds {} detectors, more than detector_keys_max {}",
-            snapshot.detectors.len(),
-            config.detector_keys_max
-        )));
-    }
-    let mut detectors = HashMap::with_capacity(snapshot.detectors.len());
-    for (key, bytes) in snapshot.detectors {
-        let d = crate::detect::restore(&config.detector, &bytes)
-            .map_err(|e| refuse(format!("key {key}: {e}")))?;
-        detectors.insert(key, d);
-    }
-    Ok((op, detectors))
 }
 
 /// A note for the operator, once, on stderr (the engine library has no logger of its own).
@@ -697,16 +967,7 @@ fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "agentwire streaming: {text}");
 }
 
-fn publish(topic_id: u32, payload: Vec<u8>) -> (FrameHeader, Vec<u8>) {
-    let header = FrameHeader::new(FrameKind::Publish, 0, topic_id, payload.len() as u32);
-    (header, payload)
-}
-
-fn push_bounded(
-    outbox: &mut VecDeque<(FrameHeader, Vec<u8>)>,
-    stats: &mut EngineStats,
-    frame: (FrameHeader, Vec<u8>),
-) {
+fn push_bounded(outbox: &mut VecDeque<Frame>, stats: &mut EngineStats, frame: Frame) {
     if outbox.len() >= OUTBOX_FRAMES_MAX {
         outbox.pop_front();
         stats.outbox_dropped += 1;
