@@ -10,8 +10,8 @@
 //! Also: per-destination deferral whose deadline feeds the persisted dead-letter queue
 //! ([`crate::dlq`], opened before the socket is taken), the Prometheus endpoint
 //! ([`crate::metrics`]), status over the control socket (partitions, executors with their
-//! affinity read back, core moves), a memlock preflight, SIGHUP reload of the allow-list
-//! and deadline ([`Daemon::reload`]), and a clean shutdown that routes what is committed
+//! affinity read back, core moves), a memlock preflight, SIGHUP reload of the allow-list,
+//! policy and deadline ([`Daemon::reload`]), and a clean shutdown that routes what is committed
 //! and dead-letters what still waits (or drops it, counted and nacked, where the queue
 //! refuses it).
 //!
@@ -382,71 +382,24 @@ impl Daemon {
 
     /// Applies a re-read configuration: the allow-list, the `[[authorize]]` policy (agents
     /// they no longer admit are removed; see `RouterControl::reload`) and the deferral
-    /// deadline. Keys that need a restart (socket, router
-    /// CPU, ring sizes, io memory, DLQ file, metrics) are kept as they are; returns their
-    /// names so the caller can say so.
+    /// deadline, the keys [`applies_on_reload`](crate::config::applies_on_reload) names.
+    /// Every other changed key (socket, router CPUs, ring sizes, limits, DLQ, metrics,
+    /// sections) is kept as it is until a restart; the result names both, so the caller can
+    /// say so.
     ///
     /// ```no_run
     /// # use agentwire_runtime::{config::Config, daemon::Daemon};
     /// # let mut daemon = Daemon::start(&Config::embedded_default(), "/tmp/aw.sock".into()).unwrap();
-    /// let kept = daemon.reload(&Config::embedded_default());
-    /// assert!(kept.is_empty());
+    /// let changes = daemon.reload(&Config::embedded_default());
+    /// assert!(changes.applied.is_empty() && changes.needs_restart.is_empty());
     /// ```
-    pub fn reload(&mut self, config: &Config) -> Vec<&'static str> {
+    pub fn reload(&mut self, config: &Config) -> crate::config::ReloadChanges {
         self.control.reload(
             config.allow.clone(),
             config.policy.clone(),
             config.defer_deadline,
         );
-        let old = &self.config;
-        let needs_restart = [
-            ("socket", old.socket != config.socket),
-            (
-                "router_cpu",
-                old.router_cpu != config.router_cpu || old.router_cpus != config.router_cpus,
-            ),
-            (
-                "ring_capacity_bytes",
-                old.ring_capacity_bytes != config.ring_capacity_bytes,
-            ),
-            ("idle", old.idle != config.idle),
-            (
-                "router_batch_frames",
-                old.router_batch_frames != config.router_batch_frames,
-            ),
-            (
-                "io_memory_bytes",
-                old.io_memory_bytes != config.io_memory_bytes,
-            ),
-            ("agents_max", old.agents_max != config.agents_max),
-            (
-                "handshakes_per_uid_max",
-                old.handshakes_per_uid_max != config.handshakes_per_uid_max,
-            ),
-            (
-                "agents_per_uid_max",
-                old.agents_per_uid_max != config.agents_per_uid_max,
-            ),
-            (
-                "defer_capacity_bytes",
-                old.defer_capacity_bytes != config.defer_capacity_bytes,
-            ),
-            ("dlq", old.dlq != config.dlq),
-            (
-                "liveness_timeout_ms",
-                old.liveness_timeout != config.liveness_timeout,
-            ),
-            (
-                "metrics",
-                old.metrics != config.metrics || old.metrics_port != config.metrics_port,
-            ),
-            ("plan/partitions", old.plan != config.plan),
-            ("streaming", old.streaming != config.streaming),
-            ("rebalance", old.rebalance != config.rebalance),
-        ]
-        .into_iter()
-        .filter_map(|(key, changed)| changed.then_some(key))
-        .collect();
+        let changes = self.config.reload_changes(config);
         self.config.allow = config.allow.clone();
         self.config.policy = config.policy.clone();
         self.config.defer_deadline = config.defer_deadline;
@@ -459,7 +412,7 @@ impl Daemon {
         );
         self.reloads += 1;
         self.control.set_info("reloads", self.reloads.to_string());
-        needs_restart
+        changes
     }
 
     /// The control socket.

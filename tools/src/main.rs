@@ -6,16 +6,20 @@
 //! `dlq list|replay|purge` for the dead-letter queue, `topology` and `plan` (the machine and
 //! its partition plan), and `load` (producers and consumers against the daemon, or the same
 //! flow over a bare ring), `perf` (perf-event counters of the daemon's partitions, and
-//! `perf record` on their threads), `tune`, `stream` (the streaming engine), and `install` /
-//! `uninstall` (the daemon as a systemd service).
+//! `perf record` on their threads), `tune`, `stream` (the streaming engine), `install` /
+//! `uninstall` (the daemon as a systemd service), and `config check|default` (the daemon's
+//! config file checked whole, and the embedded default). Logs go through [`logging`]: text,
+//! journald lines or JSON.
 
 #[macro_use]
 mod out;
 
+mod config_cmd;
 mod dlq_cmd;
 mod host_tuning;
 mod install;
 mod load;
+mod logging;
 mod perf;
 mod plan_cmd;
 mod serve_cmd;
@@ -32,7 +36,7 @@ use agentwire_shm::client::{Agent, ClientError};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::wire::FrameKind;
 use clap::{Parser, Subcommand};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -46,6 +50,44 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// How the log (stderr) is written: text lines (colour on a terminal), journal lines
+    /// with `<N>` syslog priorities for journald, or one JSON object per line for log
+    /// shippers. auto: journal when stderr is systemd's journal stream (JOURNAL_STREAM),
+    /// else text. AGENTWIRE_LOG filters it (e.g. `warn`, `agentwire_router=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTWIRE_LOG_FORMAT",
+        value_enum,
+        default_value_t = logging::LogFormat::Auto
+    )]
+    log_format: logging::LogFormat,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a daemon config file as `serve` loads it, then plan it on this machine (or
+    /// on --topology) as `serve` would. Every problem is printed at once, one per line as
+    /// FILE:LINE: KEY: what is wrong. Exit status: 0 valid (the plan is printed), 1
+    /// invalid, 2 the check could not run (bad arguments, a file or topology that cannot be
+    /// read). E.g. `agentwire config check /etc/agentwire/agentwire.toml && systemctl
+    /// reload agentwire`.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+        /// Plan on an hwloc XML export (`lstopo FILE.xml`) of another machine instead of
+        /// this one (then CPU availability and kernel checks of this machine are skipped).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Print one JSON object: valid, problems (file, line, key, message), machine,
+        /// plan, checks.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the embedded default configuration, every key documented with its unit
+    /// (`agentwire config default > agentwire.toml` starts a file). docs/config.md lists
+    /// every key with its default and whether SIGHUP applies it.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -303,8 +345,10 @@ enum Cmd {
     /// Run the daemon in the foreground: the control socket, and the router on a pinned
     /// core. With no --config it runs on the embedded default (see runtime/default.toml).
     /// SIGTERM or SIGINT drain committed frames, dead-letter what still waits for a full
-    /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list
-    /// and delivery deadline without dropping clients.
+    /// destination, and exit 0. SIGHUP re-reads the config file and applies the allow-list,
+    /// the [[authorize]] policy and defer_deadline_ms without dropping clients; every other
+    /// changed key is named in a warning and waits for a restart (docs/config.md). Check a
+    /// file first with `agentwire config check FILE`.
     ///
     /// Under systemd (`Type=notify`, $NOTIFY_SOCKET set) it sends READY=1 once the socket
     /// accepts, every executor is pinned and the configured engines are registered, a
@@ -331,6 +375,12 @@ enum Cmd {
         /// that directory cannot be created or written, dlq.log beside the default socket].
         #[arg(long, env = "AGENTWIRE_DLQ")]
         dlq: Option<PathBuf>,
+    },
+    /// Check a daemon config file (`config check FILE`) or print the embedded default
+    /// (`config default`).
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
     },
     /// Show the running daemon's counters.
     Status(serve_cmd::QueryArgs),
@@ -608,16 +658,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AGENTWIRE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: in a file, a pipe or journald they are noise.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let log_format = logging::init(cli.log_format);
     let result = match cli.command {
         Cmd::Demo {
             messages,
@@ -831,6 +873,14 @@ fn main() -> ExitCode {
                 stream_chaos::worker(&dir, &name, shards)
             }
         },
+        Cmd::Config { action } => match action {
+            ConfigCmd::Check {
+                file,
+                topology,
+                json,
+            } => config_cmd::check(&file, topology, json),
+            ConfigCmd::Default => config_cmd::default(),
+        },
         Cmd::Routes(q) => serve_cmd::routes(&q),
         Cmd::Status(q) => serve_cmd::status(&q),
         Cmd::Agents(q) => serve_cmd::agents(&q),
@@ -861,14 +911,21 @@ fn main() -> ExitCode {
         // The reader of stdout went away (`agentwire dlq list | head`): a quiet end.
         Err(e) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) if e.is::<load::DeliveryFailed>() => {
-            let _ = writeln!(std::io::stderr(), "agentwire load: {e}");
+            logging::report_error(log_format, &format!("agentwire load: {e}"));
             ExitCode::from(load::EXIT_DELIVERY_FAILED)
         }
-        Err(e) => {
-            // Not eprintln!: a closed stderr must not turn an error into a panic.
-            let _ = writeln!(std::io::stderr(), "agentwire: error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<config_cmd::CheckFailed>() {
+            // Its problems were printed.
+            Some(config_cmd::CheckFailed::Invalid) => ExitCode::from(config_cmd::EXIT_INVALID),
+            Some(config_cmd::CheckFailed::Usage(e)) => {
+                logging::report_error(log_format, &format!("agentwire: error: {e}"));
+                ExitCode::from(config_cmd::EXIT_USAGE)
+            }
+            None => {
+                logging::report_error(log_format, &format!("agentwire: error: {e}"));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -99,11 +99,12 @@ fn load_config(
 pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), BoxError> {
     let (config, dlq_source) = load_config(config_path.as_ref(), &overrides)?;
     let socket = resolve_socket(overrides.socket.clone(), Some(&config));
+    // Everything the daemon says goes through the log (text, journal or JSON lines).
     let dlq_line = match &dlq_source {
         DlqSource::Fallback(why) => {
-            eprintln!(
-                "agentwire serve: the default dead-letter queue {why}; using the runtime \
-                 directory, which a reboot empties ({})",
+            tracing::warn!(
+                "the default dead-letter queue {why}; using the runtime directory, which a \
+                 reboot empties ({})",
                 dlq_source.hint()
             );
             format!("{} (fallback)", config.dlq.path.display())
@@ -121,8 +122,9 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
             e => e.into(),
         }
     })?;
-    eprintln!(
-        "agentwire serve: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
+    tracing::info!(
+        pid = std::process::id(),
+        "serving: pid {}, socket {}, router on cpu {} (thread aw-router-{}), config {}, \
          dead-letter queue {dlq_line}",
         std::process::id(),
         daemon.socket_path().display(),
@@ -140,8 +142,8 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
     let wedge = Arc::new(AtomicBool::new(false));
     if let Some(hook) = view.wedge_hook() {
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, wedge.clone())?;
-        eprintln!(
-            "agentwire serve: test hook {}: SIGUSR2 wedges router shard {}",
+        tracing::warn!(
+            "test hook {}: SIGUSR2 wedges router shard {}",
             agentwire_runtime::service::WEDGE_ENV,
             hook.shard()
         );
@@ -154,24 +156,22 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), B
         }
         if wedge.swap(false, Ordering::Relaxed) {
             if let Some(hook) = view.wedge_hook() {
-                eprintln!(
-                    "agentwire serve: SIGUSR2: test hook wedges router shard {}",
-                    hook.shard()
-                );
+                tracing::warn!("SIGUSR2: test hook wedges router shard {}", hook.shard());
                 hook.fire();
             }
         }
     }
-    eprintln!("agentwire serve: stopping (draining committed frames)");
+    tracing::info!("stopping (draining committed frames)");
     notifier.stopping();
     daemon.join();
-    eprintln!("agentwire serve: stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGHUP: re-reads the config and applies what can change; a bad file keeps the running
-/// configuration (a typo must not take routing down). Tells systemd `RELOADING=1`, then
-/// `READY=1` with what happened.
+/// SIGHUP: re-reads the file and applies what a reload can (the allow-list, the
+/// `[[authorize]]` policy, the delivery deadline), naming every changed key that waits for a
+/// restart. A bad file keeps the running configuration: a typo must not take routing down.
+/// Tells systemd `RELOADING=1`, then `READY=1` with what happened.
 fn reload(
     daemon: &mut Daemon,
     config_path: Option<&PathBuf>,
@@ -181,20 +181,22 @@ fn reload(
     notifier.reloading();
     let status = match load_config(config_path, overrides) {
         Ok((fresh, _)) => {
-            let kept = daemon.reload(&fresh);
-            eprintln!("agentwire serve: SIGHUP: allow-list and defer_deadline_ms reloaded");
-            if kept.is_empty() {
+            let changes = daemon.reload(&fresh);
+            let applied = match changes.applied.as_slice() {
+                [] => "none".to_string(),
+                keys => keys.join(", "),
+            };
+            tracing::info!("SIGHUP: configuration re-read; applied: {applied}");
+            if changes.needs_restart.is_empty() {
                 "reloaded".to_string()
             } else {
-                let kept = kept.join(", ");
-                eprintln!(
-                    "agentwire serve: SIGHUP: changed keys that need a restart were not applied: {kept}"
-                );
+                let kept = changes.needs_restart.join(", ");
+                tracing::warn!("SIGHUP: changed keys that need a restart were not applied: {kept}");
                 format!("reloaded; not applied until a restart: {kept}")
             }
         }
         Err(e) => {
-            eprintln!("agentwire serve: SIGHUP: {e}; keeping the running configuration");
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
             format!("reload refused, running configuration kept: {e}")
         }
     };

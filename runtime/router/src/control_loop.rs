@@ -9,7 +9,7 @@ use crate::admission::{choose_shard, Admission, AdmitError};
 use crate::commands::{CommandSender, RouterCmd};
 use crate::config::RouterConfig;
 use crate::endpoint::{EndpointKind, EndpointRequest, EndpointRings};
-use crate::gate::Gate;
+use crate::gate::{Gate, RefusalLog, REFUSAL_LOG_INTERVAL};
 use crate::handshake::{self, Next, Policy, Step};
 use crate::liveness::{self, Progress};
 use crate::policy::{Authorizer, NotPermitted};
@@ -41,10 +41,6 @@ const WAIT_MAX: Duration = Duration::from_millis(250);
 /// Longest the control loop keeps connections open at shutdown for the routing cores to
 /// finish (their drain and settling are bounded by twice `SHUTDOWN_WAIT`).
 const CORES_FINISH_WAIT: Duration = Duration::from_secs(5);
-/// Peers whose garbage is logged at most once per [`GARBAGE_LOG_INTERVAL`].
-const GARBAGE_LOG_PEERS_MAX: usize = 1024;
-/// How often one peer's garbage is logged.
-const GARBAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Tokens: the listener, the loop's wake bell, one per connection slot (its socket), and
 /// one per watched process (its pidfd, the pid with [`PROCESS_TOKEN`] set).
@@ -125,7 +121,13 @@ pub(crate) struct ControlLoop {
     removals_waiting: Vec<(usize, u32)>,
     progress: HashMap<u32, Progress>,
     liveness_due: Instant,
-    garbage_logged: HashMap<u32, Instant>,
+    /// Rate-limited logs of what peers can cause again and again (each is counted):
+    /// garbage on a control socket (one limit for all peers, as a peer can fork new pids
+    /// faster than any per-pid limit forgets them), agents removed for a corrupt ring or a
+    /// subscriber left behind, and agents going stale or live again.
+    garbage_log: RefusalLog,
+    removal_log: RefusalLog,
+    liveness_log: RefusalLog,
     /// The authorization policy, with its refusals' rate-limited logs.
     authz: Authorizer,
 }
@@ -177,7 +179,9 @@ impl ControlLoop {
             removals_waiting: Vec::new(),
             progress: HashMap::new(),
             liveness_due: Instant::now() + liveness::LIVENESS_CHECK_INTERVAL,
-            garbage_logged: HashMap::new(),
+            garbage_log: RefusalLog::default(),
+            removal_log: RefusalLog::default(),
+            liveness_log: RefusalLog::default(),
             authz,
         })
     }
@@ -301,7 +305,12 @@ impl ControlLoop {
         if let Some(timeout) = self.config.liveness_timeout {
             if now >= self.liveness_due {
                 self.liveness_due = now + liveness::LIVENESS_CHECK_INTERVAL;
-                liveness::check_liveness(&self.shared, &mut self.progress, timeout);
+                liveness::check_liveness(
+                    &self.shared,
+                    &mut self.progress,
+                    &mut self.liveness_log,
+                    timeout,
+                );
             }
         }
     }
@@ -391,7 +400,7 @@ impl ControlLoop {
         }
     }
 
-    /// Garbage on a connection: counted, logged once per peer per interval; a connection
+    /// Garbage on a connection: counted, logged at most once per interval; a connection
     /// still in its handshake is refused and closed, an agent is told and kept.
     fn garbage(&mut self, slot: u64, detail: &str) {
         let Some(c) = self.conns.get(&slot) else {
@@ -399,19 +408,16 @@ impl ControlLoop {
         };
         let stats = &self.shared.stats[0];
         count(&stats.control_messages_malformed, 1);
-        let now = Instant::now();
-        let pid = c.peer.pid;
-        let due = self
-            .garbage_logged
-            .get(&pid)
-            .is_none_or(|last| now.duration_since(*last) >= GARBAGE_LOG_INTERVAL);
-        if due {
-            if self.garbage_logged.len() >= GARBAGE_LOG_PEERS_MAX {
-                self.garbage_logged.clear();
-            }
-            self.garbage_logged.insert(pid, now);
-            let (uid, gid) = (c.peer.uid, c.peer.gid);
-            tracing::warn!(pid, uid, gid, "malformed control message: {detail}");
+        if let Some(unlogged) = self.garbage_log.due(Instant::now()) {
+            let (pid, uid, gid) = (c.peer.pid, c.peer.uid, c.peer.gid);
+            tracing::warn!(
+                pid,
+                uid,
+                gid,
+                unlogged_since_last = unlogged,
+                "malformed control message: {detail} (logged at most once every \
+                 {REFUSAL_LOG_INTERVAL:?})"
+            );
         }
         match c.state {
             ConnState::Handshake { .. } => {
@@ -656,19 +662,21 @@ impl ControlLoop {
                         tracing::info!(agent_id, "agent process exited with its control socket still open elsewhere; removing it");
                         count(&self.shared.stats[0].agents_exited, 1);
                     }
-                    Close::Corrupt => {
-                        tracing::warn!(
-                            agent_id,
-                            pid = c.peer.pid,
-                            "agent removed: one of its rings failed validation"
-                        );
-                    }
-                    Close::Slow => {
-                        tracing::warn!(
-                            agent_id,
-                            pid = c.peer.pid,
-                            "agent removed: a subscriber that stayed behind"
-                        );
+                    Close::Corrupt | Close::Slow => {
+                        if let Some(unlogged) = self.removal_log.due(Instant::now()) {
+                            let why = if matches!(why, Close::Corrupt) {
+                                "one of its rings failed validation"
+                            } else {
+                                "a subscriber that stayed behind"
+                            };
+                            tracing::warn!(
+                                agent_id,
+                                pid = c.peer.pid,
+                                unlogged_since_last = unlogged,
+                                "agent removed: {why} (logged at most once every \
+                                 {REFUSAL_LOG_INTERVAL:?})"
+                            );
+                        }
                     }
                     Close::Revoked(why) => {
                         tracing::warn!(

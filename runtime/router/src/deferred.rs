@@ -51,6 +51,9 @@ pub(crate) struct SlowSubscribers {
     /// Subscribers to remove (missed `evict_copies` in a row), for the duty cycle to ask the
     /// control loop; each once.
     pub(crate) evict: Vec<u32>,
+    /// Evictions' log, rate-limited (`subscribers_evicted` counts all): a peer can
+    /// subscribe, stop reading and register again as often as it likes.
+    pub(crate) evict_log: crate::gate::RefusalLog,
 }
 
 impl Default for SlowSubscribers {
@@ -61,6 +64,7 @@ impl Default for SlowSubscribers {
             dropped_bits: vec![0; 1],
             behind: rustc_hash::FxHashMap::default(),
             evict: Vec::new(),
+            evict_log: Default::default(),
         }
     }
 }
@@ -75,11 +79,16 @@ impl SlowSubscribers {
         *missed += 1;
         if self.evict_copies > 0 && *missed == self.evict_copies {
             count(&stats.subscribers_evicted, 1);
-            tracing::warn!(
-                agent_id = id,
-                copies = *missed,
-                "removing a subscriber that missed every copy of its topics"
-            );
+            if let Some(unlogged) = self.evict_log.due(std::time::Instant::now()) {
+                tracing::warn!(
+                    agent_id = id,
+                    copies = *missed,
+                    unlogged_since_last = unlogged,
+                    "removing a subscriber that missed every copy of its topics (logged at \
+                     most once every {:?})",
+                    crate::gate::REFUSAL_LOG_INTERVAL
+                );
+            }
             self.evict.push(id);
         }
     }

@@ -71,6 +71,9 @@ pub struct RoutingCore {
     /// Past the shutdown's time bound: frames are given up on even when their sender's nack
     /// cannot be placed (it is counted as a dropped reply).
     pub(crate) shutdown_forced: bool,
+    /// Agents dropped for a corrupt ring: a peer can make its rings corrupt and register
+    /// again as often as it likes, so the line is rate-limited (`rings_corrupt` counts all).
+    pub(crate) corrupt_log: crate::gate::RefusalLog,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -108,6 +111,7 @@ impl RoutingCore {
             direct_bits: vec![0; 1],
             barriers_passed: 0,
             shutdown_forced: false,
+            corrupt_log: Default::default(),
         }
     }
 
@@ -365,10 +369,15 @@ impl RoutingCore {
         for agent_id in std::mem::take(&mut self.producers.corrupt_rx) {
             if let Some(agent) = self.agents.iter_mut().find(|a| a.agent_id == agent_id) {
                 if !agent.corrupt {
-                    tracing::warn!(
-                        agent_id,
-                        "dropping agent: its rx ring's head is out of range"
-                    );
+                    if let Some(unlogged) = self.corrupt_log.due(std::time::Instant::now()) {
+                        tracing::warn!(
+                            agent_id,
+                            unlogged_since_last = unlogged,
+                            "dropping agent: its rx ring's head is out of range (logged at \
+                             most once every {:?})",
+                            crate::gate::REFUSAL_LOG_INTERVAL
+                        );
+                    }
                     count(&stats.rings_corrupt, 1);
                     agent.corrupt = true;
                 }
@@ -447,7 +456,15 @@ impl RoutingCore {
             let n = match result {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(agent_id = owner, lane = class, "dropping agent: {e}");
+                    if let Some(unlogged) = self.corrupt_log.due(std::time::Instant::now()) {
+                        tracing::warn!(
+                            agent_id = owner,
+                            lane = class,
+                            unlogged_since_last = unlogged,
+                            "dropping agent: {e} (logged at most once every {:?})",
+                            crate::gate::REFUSAL_LOG_INTERVAL
+                        );
+                    }
                     count(&stats.rings_corrupt, 1);
                     agent.corrupt = true;
                     return Err(owner);

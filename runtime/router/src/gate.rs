@@ -15,7 +15,9 @@ use agentwire_shm::control::{ControlConn, PeerCredentials, RefuseReason};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How often one kind of refusal at accept is logged.
+/// How often one kind of refusal at accept is logged, and one kind of any other event a
+/// peer can cause again and again (a corrupt ring, garbage on its socket, a stale agent):
+/// each is counted, and its log line is rate-limited through a [`RefusalLog`].
 pub(crate) const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What one uid holds now.
@@ -27,7 +29,8 @@ struct Held {
     agents: usize,
 }
 
-/// One kind of refusal's log: a line at most once per interval, with the count it stood for.
+/// One kind of refusal's (or other peer-triggered event's) log: a line at most once per
+/// interval, with the count it stood for.
 #[derive(Debug, Default)]
 pub(crate) struct RefusalLog {
     last: Option<Instant>,

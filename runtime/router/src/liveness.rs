@@ -167,10 +167,13 @@ pub fn exited(pidfd: &OwnedFd) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
-/// Marks agents stale (or live again) from their progress; see [`liveness`].
+/// Marks agents stale (or live again) from their progress; see [`liveness`]. The changes
+/// are logged through `log` (rate-limited: agents can stall and move again as often as they
+/// like; `agents_stale` and `agentwire agents` show every one).
 pub(crate) fn check_liveness(
     shared: &Shared,
     progress: &mut HashMap<u32, Progress>,
+    log: &mut crate::gate::RefusalLog,
     timeout: Duration,
 ) {
     let now = Instant::now();
@@ -188,10 +191,14 @@ pub(crate) fn check_liveness(
             if stale != rec.stale {
                 rec.stale = stale;
                 changed = true;
-                if stale {
-                    tracing::warn!(agent_id, name = %rec.name, "agent stale: nothing it owns moved for {timeout:?}; anycast, feature routes and discovery skip it");
-                } else {
-                    tracing::info!(agent_id, name = %rec.name, "agent live again");
+                match log.due(now) {
+                    None => {}
+                    Some(unlogged) if stale => {
+                        tracing::warn!(agent_id, name = %rec.name, unlogged_since_last = unlogged, "agent stale: nothing it owns moved for {timeout:?}; anycast, feature routes and discovery skip it");
+                    }
+                    Some(unlogged) => {
+                        tracing::info!(agent_id, name = %rec.name, unlogged_since_last = unlogged, "agent live again");
+                    }
                 }
             }
             stale_now += u64::from(stale);

@@ -22,7 +22,7 @@ use agentwire_router::policy::{Pattern, Policy, Rule};
 /// One `[[authorize]]` table as written.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleToml {
+pub(super) struct RuleToml {
     #[serde(default)]
     uids: Vec<u32>,
     #[serde(default)]

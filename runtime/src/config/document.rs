@@ -17,16 +17,12 @@ pub(super) struct Document<'i> {
 }
 
 impl<'i> Document<'i> {
-    /// Parses `text` (a syntax error is the one error: nothing after it can be trusted) and
-    /// records the line of every key, nested ones by dotted path.
+    /// Parses `text` and records the line of every key, nested ones by dotted path. A file
+    /// with syntax errors is refused with every one of them (the parser recovers and goes
+    /// on); nothing else is checked then, as values read past a syntax error cannot be
+    /// trusted.
     pub(super) fn parse(text: &'i str, origin: &str) -> Result<Self, ConfigError> {
-        let table = DeTable::parse(text).map_err(|mut e| {
-            e.set_input(Some(text));
-            ConfigError::Parse {
-                origin: origin.to_string(),
-                message: e.to_string(),
-            }
-        })?;
+        let (table, errors) = DeTable::parse_recoverable(text);
         let mut doc = Self {
             text,
             source: ConfigSource {
@@ -37,12 +33,39 @@ impl<'i> Document<'i> {
             problems: Vec::new(),
         };
         doc.record_lines("", table.get_ref());
+        if !errors.is_empty() {
+            for e in errors {
+                doc.syntax_problem(&e);
+            }
+            return Err(doc.finish().expect_err("syntax problems were recorded"));
+        }
         doc.entries = table
             .into_inner()
             .into_iter()
             .map(|(k, v)| (k.into_inner().into_owned(), v))
             .collect();
         Ok(doc)
+    }
+
+    /// A syntax error as a problem at its line, naming the key written on that line when
+    /// the parser recovered one (`agents_max` in `agents_max = 12x`).
+    fn syntax_problem(&mut self, e: &toml::de::Error) {
+        let line = e.span().map(|s| self.line_at(s.start));
+        let key = self
+            .source
+            .lines
+            .iter()
+            .filter(|(_, &l)| Some(l) == line)
+            .map(|(path, _)| path.clone())
+            .max_by_key(|path| path.len())
+            .unwrap_or_default();
+        let message: Vec<&str> = e.message().lines().map(str::trim).collect();
+        self.problems.push(ConfigProblem {
+            origin: self.source.origin.clone(),
+            line,
+            key,
+            detail: format!(": TOML syntax: {}", message.join("; ")),
+        });
     }
 
     fn record_lines(&mut self, prefix: &str, table: &DeTable<'_>) {
@@ -141,37 +164,61 @@ impl<'i> Document<'i> {
             .collect()
     }
 
+    /// `value` (of top-level `key`) as a `T`, every problem in it reported: serde stops at
+    /// the first, so the entry it points at is taken out and the rest tried again, until
+    /// the rest deserializes (bounded by the entries there are). When only unknown keys
+    /// were taken out, the rest is returned so that the checks after this one still run on
+    /// it (an unknown key meant nothing, so nothing they find is caused by it); a value of
+    /// the wrong type gives `None`, as checks on what is left would report its absence.
     fn deserialize<T: DeserializeOwned>(
         &mut self,
         key: &str,
-        value: Spanned<DeValue<'i>>,
+        mut value: Spanned<DeValue<'i>>,
     ) -> Option<T> {
-        match T::deserialize(ValueDeserializer::from(value)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let line = e
-                    .span()
-                    .map(|s| self.line_at(s.start))
-                    .or_else(|| self.source.line(key));
-                // Inside a table, name the deepest key on that line (`partitions.nas.cpuz`).
-                let nested = self
-                    .source
-                    .lines
-                    .iter()
-                    .filter(|(path, &l)| {
-                        Some(l) == line
-                            && (path.starts_with(&format!("{key}."))
-                                || path.starts_with(&format!("{key}[")))
-                    })
-                    .map(|(path, _)| path.clone())
-                    .max_by_key(|path| path.len());
-                self.problems.push(ConfigProblem {
-                    origin: self.source.origin.clone(),
-                    line,
-                    key: nested.unwrap_or_else(|| key.to_string()),
-                    detail: format!(": {}", e.message()),
-                });
-                None
+        let mut only_unknown_keys = true;
+        let mut removed: Vec<String> = Vec::new();
+        loop {
+            let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(v) => return only_unknown_keys.then_some(v),
+                Err(e) => e,
+            };
+            // A field this loop took out is missing now, not wrong: it was reported.
+            let missing_removed = removed
+                .iter()
+                .any(|r| e.message().contains(&format!("missing field `{r}`")));
+            if missing_removed {
+                return None;
+            }
+            only_unknown_keys &= e.message().starts_with("unknown field");
+            let line = e
+                .span()
+                .map(|s| self.line_at(s.start))
+                .or_else(|| self.source.line(key));
+            // Inside a table, name the deepest key on that line (`partitions.nas.cpuz`).
+            let nested = self
+                .source
+                .lines
+                .iter()
+                .filter(|(path, &l)| {
+                    Some(l) == line
+                        && (path.starts_with(&format!("{key}."))
+                            || path.starts_with(&format!("{key}[")))
+                })
+                .map(|(path, _)| path.clone())
+                .max_by_key(|path| path.len());
+            self.problems.push(ConfigProblem {
+                origin: self.source.origin.clone(),
+                line,
+                key: nested.unwrap_or_else(|| key.to_string()),
+                detail: format!(": {}", e.message()),
+            });
+            match e
+                .span()
+                .and_then(|span| take_entry_at(&mut value, span.start))
+            {
+                Some(name) => removed.push(name),
+                // Nothing left to take out (the value itself is of the wrong type).
+                None => return None,
             }
         }
     }
@@ -199,6 +246,36 @@ impl<'i> Document<'i> {
                 problems: self.problems,
             })
         }
+    }
+}
+
+/// Takes out of `value` (a table, an array of tables, nested) the deepest entry whose key
+/// or value holds byte `offset`; its key when there was one.
+fn take_entry_at(value: &mut Spanned<DeValue<'_>>, offset: usize) -> Option<String> {
+    match value.get_mut() {
+        DeValue::Table(table) => {
+            let keys: Vec<_> = table.iter().map(|(k, _)| k.clone()).collect();
+            for k in keys {
+                let inner = table.get_mut(&k).expect("a key just listed");
+                if k.span().contains(&offset) {
+                    table.remove(&k);
+                    return Some(k.into_inner().into_owned());
+                }
+                if let Some(name) = take_entry_at(inner, offset) {
+                    return Some(name);
+                }
+                if inner.span().contains(&offset) {
+                    table.remove(&k);
+                    return Some(k.into_inner().into_owned());
+                }
+            }
+            None
+        }
+        DeValue::Array(items) => items.iter_mut().find_map(|item| match item.get_ref() {
+            DeValue::Table(_) => take_entry_at(item, offset),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 

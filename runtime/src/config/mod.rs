@@ -1,8 +1,10 @@
 //! The daemon's configuration: TOML, every key optional. Every problem of a file is reported
-//! at once, each naming the file, the line and the key: unknown keys, values of the wrong
-//! type, values out of range, and (when the daemon starts, [`Config::check_cpus`]) CPUs this
+//! at once, each naming the file, the line and the key: TOML syntax errors (all of them, and
+//! then nothing else), unknown keys and values of the wrong type (inside sections too),
+//! values out of range, and (when the daemon starts, [`Config::check_cpus`]) CPUs this
 //! process may not run on. The embedded default (`runtime/default.toml`) documents each key
-//! with its unit.
+//! with its unit; `docs/config.md` lists every key ([`known_keys`]) with its default and
+//! whether a SIGHUP reload applies it ([`applies_on_reload`]), held to the parser by a test.
 //!
 //! ```
 //! let config = agentwire_runtime::config::Config::parse("idle = \"spin\"", "inline").unwrap();
@@ -14,6 +16,10 @@
 
 mod authorize;
 mod document;
+mod keys;
+mod sections;
+
+pub use keys::{applies_on_reload, known_keys, ReloadChanges, PARTITION_NAME};
 
 use agentwire_router::server::AllowList;
 use agentwire_scheduler::plan::{PartitionSpec, PlanConfig, PlanOptions};
@@ -151,7 +157,8 @@ pub struct ConfigProblem {
     pub origin: String,
     /// Line of the key, from 1 (`None`: the key is not in the file).
     pub line: Option<usize>,
-    /// The key, dotted when nested (`partitions.nas.cpus`).
+    /// The key, dotted when nested (`partitions.nas.cpus`); empty for a syntax error on a
+    /// line that names none.
     pub key: String,
     /// The rest: ` = VALUE: what is allowed`, or `: what is wrong`.
     pub detail: String,
@@ -160,9 +167,18 @@ pub struct ConfigProblem {
 impl std::fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{line}: {}{}", self.origin, self.key, self.detail),
-            None => write!(f, "{}: {}{}", self.origin, self.key, self.detail),
+            Some(line) => write!(f, "{}:{line}: ", self.origin)?,
+            None => write!(f, "{}: ", self.origin)?,
         }
+        // A syntax error on a line with no key has no key to name.
+        let detail = match self.key.as_str() {
+            "" => self.detail.trim_start_matches(": "),
+            key => {
+                f.write_str(key)?;
+                &self.detail
+            }
+        };
+        f.write_str(detail)
     }
 }
 
@@ -192,16 +208,9 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// TOML syntax (the message carries line and column); nothing after it is checked.
-    #[error("config {origin}: {message}")]
-    Parse {
-        /// File name or "embedded default".
-        origin: String,
-        /// The parser's message.
-        message: String,
-    },
-    /// Every problem of a file that parsed: unknown keys, wrong types, values out of range,
-    /// CPUs this process may not use; each with its line and key.
+    /// Every problem of a file: TOML syntax errors (then nothing else is checked), or
+    /// unknown keys, wrong types, values out of range, CPUs this process may not use; each
+    /// with its line and key.
     #[error("{}", list_problems(origin, problems))]
     Invalid {
         /// File name.
@@ -467,18 +476,12 @@ impl Config {
             );
         }
         let rebalance: RebalanceConfig = doc.take("rebalance").unwrap_or_default();
-        if let Err(why) = rebalance.validate() {
-            let key = if why.contains("sample_ms") {
-                "rebalance.sample_ms"
-            } else {
-                "rebalance.low_water"
-            };
-            let why = why.trim_start_matches("[rebalance] ");
+        for (key, why) in sections::rebalance_problems(&rebalance) {
             doc.problem(key, format!(": {why}"));
         }
         let streaming: Option<crate::stream_engine::StreamingSection> = doc.take("streaming");
-        if let Some(Err((key, why))) = streaming.as_ref().map(|s| s.engine_config()) {
-            doc.problem(key, format!(": {why}"));
+        for (key, why) in streaming.iter().flat_map(sections::streaming_problems) {
+            doc.problem(&key, format!(": {why}"));
         }
         let source = doc.finish()?;
         Ok(Self {
