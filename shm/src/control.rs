@@ -458,6 +458,8 @@ impl From<rustix::io::Errno> for ControlError {
 #[derive(Debug)]
 pub struct ControlConn {
     fd: OwnedFd,
+    /// The peer's supplementary groups, read once (SO_PEERGROUPS) when first asked.
+    peer_groups: std::sync::OnceLock<Vec<u32>>,
 }
 
 fn seqpacket() -> Result<OwnedFd, ControlError> {
@@ -502,7 +504,7 @@ impl ControlConn {
         let fd = seqpacket()?;
         let addr = rustix::net::SocketAddrUnix::new(path)?;
         rustix::net::connect(&fd, &addr)?;
-        Ok(Self { fd })
+        Ok(Self::from_fd(fd))
     }
 
     /// A connected pair, for tests and in-process use.
@@ -517,7 +519,7 @@ impl ControlConn {
             SocketFlags::CLOEXEC,
             None,
         )?;
-        Ok((Self { fd: a }, Self { fd: b }))
+        Ok((Self::from_fd(a), Self::from_fd(b)))
     }
 
     /// Wraps an accepted (or otherwise connected) SEQPACKET socket: the daemon's side of a
@@ -529,7 +531,10 @@ impl ControlConn {
     /// # drop(conn);
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Self { fd }
+        Self {
+            fd,
+            peer_groups: std::sync::OnceLock::new(),
+        }
     }
 
     /// Sends one message with optional descriptors attached.
@@ -657,6 +662,22 @@ impl ControlConn {
         }
     }
 
+    /// The peer's supplementary groups as the kernel took them at `connect`
+    /// (SO_PEERGROUPS), read on the first call; empty if the kernel cannot say (before
+    /// Linux 4.13). An allow-list admits a member of an allowed group by them, not only by
+    /// the primary group SO_PEERCRED gives.
+    ///
+    /// ```
+    /// # use agentwire_shm::control::ControlConn;
+    /// let (a, _b) = ControlConn::pair().unwrap();
+    /// let mine = rustix::process::getgroups().unwrap();
+    /// assert_eq!(a.peer_groups().len(), mine.len());
+    /// ```
+    pub fn peer_groups(&self) -> &[u32] {
+        self.peer_groups
+            .get_or_init(|| read_peer_groups(&self.fd).unwrap_or_default())
+    }
+
     /// The peer's credentials (SO_PEERCRED).
     ///
     /// ```
@@ -671,6 +692,38 @@ impl ControlConn {
             uid: cred.uid.as_raw(),
             gid: cred.gid.as_raw(),
         })
+    }
+}
+
+/// SO_PEERGROUPS of `fd`: the groups of the process that connected, when it connected.
+fn read_peer_groups(fd: &OwnedFd) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    // NGROUPS_MAX is 65536; start small and grow when the kernel says ERANGE.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a live, writable buffer of `len` bytes; the kernel writes at
+        // most `len` bytes and sets `len` to what it wrote (or needs, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE) && count > groups.len() && count <= 65_536 {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(error);
     }
 }
 

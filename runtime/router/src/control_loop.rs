@@ -743,7 +743,7 @@ impl ControlLoop {
             self.conns
                 .iter()
                 .filter_map(|(&slot, c)| {
-                    if !allow.permits(&c.peer) {
+                    if !allow.admits(&c.peer, c.conn.peer_groups()) {
                         return Some((slot, "no longer on the allow-list".to_string()));
                     }
                     let ConnState::Agent { agent_id, .. } = c.state else {

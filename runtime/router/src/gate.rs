@@ -85,7 +85,7 @@ impl Gate {
         allow: &AllowList,
         stats: &RouterStats,
     ) -> bool {
-        if !allow.permits(peer) {
+        if !allow.admits(peer, conn.peer_groups()) {
             count(&stats.connections_not_permitted, 1);
             let error = HandshakeError::NotPermitted(*peer);
             self.refuse(conn, peer, RefuseReason::NotPermitted, &error, stats);

@@ -62,7 +62,7 @@ pub(crate) fn advance(
     conn: &ControlConn,
 ) -> Next {
     match (*step, msg) {
-        (Step::Hello, _) if !policy.allow.permits(peer) => Next::Refuse {
+        (Step::Hello, _) if !policy.allow.admits(peer, conn.peer_groups()) => Next::Refuse {
             reason: RefuseReason::NotPermitted,
             error: HandshakeError::NotPermitted(*peer),
         },

@@ -35,7 +35,10 @@ pub struct AllowList {
 }
 
 impl AllowList {
-    /// The daemon's own user and root: the default.
+    /// The default: root, the daemon's own user and, for a daemon that does not run as
+    /// root, the members of its group (a service user `agentwire` admits the group
+    /// `agentwire`, its members found by their supplementary groups too, as the socket's
+    /// group mode already lets them reach it).
     ///
     /// ```
     /// let allow = agentwire_router::server::AllowList::current_user();
@@ -44,13 +47,12 @@ impl AllowList {
     pub fn current_user() -> Self {
         let uid = rustix::process::getuid().as_raw();
         let mut uids = vec![0];
+        let mut gids = Vec::new();
         if uid != 0 {
             uids.push(uid);
+            gids.push(rustix::process::getgid().as_raw());
         }
-        Self {
-            uids,
-            gids: Vec::new(),
-        }
+        Self { uids, gids }
     }
 
     /// Nobody; used by tests of refusal.
@@ -72,6 +74,21 @@ impl AllowList {
     /// ```
     pub fn permits(&self, peer: &PeerCredentials) -> bool {
         self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+
+    /// [`AllowList::permits`], or a member of an allowed group by one of its supplementary
+    /// `groups` ([`ControlConn::peer_groups`](agentwire_shm::control::ControlConn::peer_groups)).
+    ///
+    /// ```
+    /// use agentwire_shm::control::PeerCredentials;
+    /// use agentwire_router::server::AllowList;
+    /// let allow = AllowList { uids: vec![], gids: vec![990] };
+    /// let p = PeerCredentials { pid: 1, uid: 1000, gid: 1000 };
+    /// assert!(!allow.admits(&p, &[1000, 27]));
+    /// assert!(allow.admits(&p, &[1000, 990]));
+    /// ```
+    pub fn admits(&self, peer: &PeerCredentials, groups: &[u32]) -> bool {
+        self.permits(peer) || groups.iter().any(|g| self.gids.contains(g))
     }
 }
 

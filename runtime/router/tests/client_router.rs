@@ -863,3 +863,50 @@ fn a_status_query_refuses_a_daemon_running_as_a_uid_it_does_not_trust() {
     let report = agentwire_shm::client::query_status(r.socket_path()).unwrap();
     assert_eq!(report.pid, std::process::id());
 }
+
+/// Connects to `socket` from a new thread that has first become uid/gid 5000 with the
+/// supplementary `groups` (raw syscalls: only that thread changes identity), and returns
+/// what the connect returned. Root only (the test suite runs as root).
+fn connect_as_member(socket: PathBuf, groups: Vec<libc::gid_t>) -> Result<(), ClientError> {
+    std::thread::spawn(move || {
+        // SAFETY: raw setgroups/setresgid/setresuid act on this thread's credentials only
+        // (glibc's wrappers would change every thread); `groups` outlives the call.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+                0,
+                "setgroups (the test needs root)"
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, 5000, 5000, 5000), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, 5000, 5000, 5000), 0);
+        }
+        Agent::builder("member").socket(&socket).connect().map(drop)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn members_of_an_allowed_group_are_admitted_by_their_supplementary_groups() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: changing a thread's identity needs root");
+        return;
+    }
+    // Group 0 lets the member reach the root-owned socket (mode 0660); the allow-list names
+    // group 4242, which the member has only as a supplementary group.
+    let mut config = TestRouterConfig::new(socket("peergroups"));
+    config.allow = AllowList {
+        uids: vec![],
+        gids: vec![4242],
+    };
+    let r = TestRouter::start(config).unwrap();
+    let path = r.socket_path().to_path_buf();
+    match connect_as_member(path.clone(), vec![0]) {
+        Err(ClientError::Refused {
+            reason: RefuseReason::NotPermitted,
+            ..
+        }) => {}
+        other => panic!("a non-member was not refused: {other:?}"),
+    }
+    connect_as_member(path, vec![0, 4242]).expect("a member of group 4242 was refused");
+}

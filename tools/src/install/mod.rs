@@ -374,8 +374,9 @@ fn install_steps(run: &mut Run<'_>) -> Result<(), BoxError> {
     );
     if !run.options.json {
         eprintln!(
-            "installed; start it with `systemctl enable --now agentwire` (members of group \
-             {SERVICE_USER} may connect: `usermod -aG {SERVICE_USER} NAME`)"
+            "installed; start it with `systemctl enable --now agentwire`. It admits root and user \
+             {SERVICE_USER}; to admit other users' agents, name them in allow_uids or the \
+             group in allow_gids of {CONFIG_PATH} (systemd/README.md: who may connect)"
         );
     }
     Ok(())
