@@ -287,7 +287,8 @@ impl ShardRunner {
         id
     }
 
-    fn observe(&mut self, max_ns: i64) {
+    /// Runs `step` on the window operator, publishing each result it emits.
+    fn windows(&mut self, step: impl FnOnce(&mut WindowOperator, &mut dyn FnMut(Output))) {
         let Self {
             op,
             held,
@@ -297,26 +298,17 @@ impl ShardRunner {
             seq,
             ..
         } = self;
-        op.observe_time(max_ns, &mut |o: Output| {
+        step(op, &mut |o: Output| {
             publish_result(settings, link, held, (link.index, *epoch, seq), &o)
         });
     }
 
+    fn observe(&mut self, max_ns: i64) {
+        self.windows(|op, mut out| op.observe_time(max_ns, &mut out));
+    }
+
     fn event(&mut self, event: &Event) {
-        {
-            let Self {
-                op,
-                held,
-                settings,
-                link,
-                epoch,
-                seq,
-                ..
-            } = self;
-            op.push(event, &mut |o: Output| {
-                publish_result(settings, link, held, (link.index, *epoch, seq), &o)
-            });
-        }
+        self.windows(|op, mut out| op.push(event, &mut out));
         let settings = self.settings.clone();
         let full = self.detectors.len() >= settings.detector_keys_max;
         let detector = match self.detectors.get_mut(&event.key) {
