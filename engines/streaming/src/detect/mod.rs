@@ -110,12 +110,11 @@ pub fn restore(name: &str, bytes: &[u8]) -> Result<Box<dyn Detector>, RestoreErr
             shape(d.shape_ok())?;
             Ok(Box::new(d))
         }
-        "cad-ose" => cad_ose::CadOse::restore(bytes)
-            .map(|d| Box::new(d) as Box<dyn Detector>)
-            .map_err(|why| RestoreError::Bad {
-                name: name.into(),
-                why,
-            }),
+        "cad-ose" => {
+            let d: cad_ose::CadOse = decode(name, bytes)?;
+            shape(d.shape_ok())?;
+            Ok(Box::new(d))
+        }
         _ => Err(UnknownDetector {
             name: name.to_owned(),
         }

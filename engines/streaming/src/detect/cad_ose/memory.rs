@@ -213,6 +213,21 @@ pub struct SavedMemory {
     saturated: bool,
 }
 
+/// As a checkpoint holds it: the [`SavedMemory`] of [`ContextMemory::save`].
+impl serde::Serialize for ContextMemory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.save().serialize(serializer)
+    }
+}
+
+/// Read back through [`ContextMemory::restore`], which refuses tables that do not fit
+/// together.
+impl<'de> serde::Deserialize<'de> for ContextMemory {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::restore(SavedMemory::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The context memory, with every table sized at construction.
 ///
 /// ```

@@ -73,7 +73,7 @@ pub enum ValueRange {
 /// let spike = (0..5).map(|k| d.score(2000 + k, if k == 0 { 30.0 } else { k as f64 })).fold(0.0, f64::max);
 /// assert!(spike > 0.5);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CadOse {
     memory: ContextMemory,
     range: ValueRange,
@@ -178,62 +178,11 @@ impl CadOse {
     }
 }
 
-/// What a checkpoint holds of a [`CadOse`].
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedCadOse {
-    memory: memory::SavedMemory,
-    range: ValueRange,
-    running_min: f64,
-    running_max: f64,
-    rest_rows: u64,
-    row: u64,
-    first_reported_row: u64,
-}
-
 impl CadOse {
-    /// The detector's state as bytes ([`CadOse::restore`] reads them back).
-    ///
-    /// ```
-    /// use agentwire_streaming::detect::{cad_ose::CadOse, Detector};
-    /// let mut d = CadOse::new();
-    /// for i in 0..300 { d.score(i, (i % 7) as f64); }
-    /// let mut back = CadOse::restore(&d.save_bytes()).unwrap();
-    /// assert_eq!(back.score(300, 30.0), d.score(300, 30.0));
-    /// ```
-    pub fn save_bytes(&self) -> Vec<u8> {
-        let saved = SavedCadOse {
-            memory: self.memory.save(),
-            range: self.range,
-            running_min: self.running_min,
-            running_max: self.running_max,
-            rest_rows: self.rest_rows,
-            row: self.row,
-            first_reported_row: self.first_reported_row,
-        };
-        postcard::to_allocvec(&saved).expect("plain data serializes")
-    }
-
-    /// A detector from [`CadOse::save_bytes`]; refuses bytes that do not decode or whose
-    /// state does not fit together.
-    ///
-    /// ```
-    /// assert!(agentwire_streaming::detect::cad_ose::CadOse::restore(b"junk").is_err());
-    /// ```
-    pub fn restore(bytes: &[u8]) -> Result<Self, &'static str> {
-        let saved: SavedCadOse =
-            postcard::from_bytes(bytes).map_err(|_| "cad-ose state does not decode")?;
-        if saved.rest_rows == 0 {
-            return Err("cad-ose rest period is 0");
-        }
-        Ok(Self {
-            memory: ContextMemory::restore(saved.memory)?,
-            range: saved.range,
-            running_min: saved.running_min,
-            running_max: saved.running_max,
-            rest_rows: saved.rest_rows,
-            row: saved.row,
-            first_reported_row: saved.first_reported_row,
-        })
+    /// Whether state read back from a checkpoint can score (the memory checks its own
+    /// tables as it is read).
+    pub(crate) fn shape_ok(&self) -> bool {
+        self.rest_rows > 0
     }
 }
 
@@ -255,7 +204,7 @@ impl Detector for CadOse {
     }
 
     fn save(&self) -> Vec<u8> {
-        self.save_bytes()
+        super::save_plain(self)
     }
 
     fn score(&mut self, _timestamp_ns: i64, value: f64) -> f64 {
