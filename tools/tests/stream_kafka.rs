@@ -73,8 +73,8 @@ mod with_kafka {
     use std::time::Duration;
 
     use agentwire_streaming::event::{Event, Key};
-    use agentwire_streaming::kafka::testing::MockKafka;
-    use agentwire_streaming::kafka::{decode_output_id, encode_event, OutputId};
+    use agentwire_streaming::kafka::encode_event;
+    use agentwire_streaming::kafka::testing::{split_repeats, MockKafka, WrittenOutput};
     use serde_json::Value;
 
     use super::agentwire;
@@ -207,42 +207,16 @@ late_side_output = true
     }
 
     /// One record of an output topic.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Out {
-        id: OutputId,
-        key: Vec<u8>,
-        payload: Vec<u8>,
-    }
+    type Out = WrittenOutput;
 
     /// Every record of `topic`, sorted by output id, repeats kept.
     fn outputs(kafka: &MockKafka, topic: &str) -> Vec<Out> {
-        let mut outs: Vec<Out> = kafka
-            .read_to_end(topic, WATCHDOG)
-            .unwrap()
-            .into_iter()
-            .map(|r| Out {
-                id: decode_output_id(&r.payload).unwrap(),
-                key: r.key,
-                payload: r.payload,
-            })
-            .collect();
-        outs.sort_by_key(|o| o.id);
-        outs
+        kafka.read_outputs(topic, WATCHDOG).unwrap()
     }
 
     /// The records without repeats, and the repeats (each byte for byte its original).
     fn dedup(outs: Vec<Out>) -> (Vec<Out>, Vec<Out>) {
-        let (mut unique, mut repeats) = (Vec::<Out>::new(), Vec::new());
-        for o in outs {
-            match unique.last() {
-                Some(last) if last.id == o.id => {
-                    assert_eq!(last, &o, "a repeat of {} differs", o.id);
-                    repeats.push(o);
-                }
-                _ => unique.push(o),
-            }
-        }
-        (unique, repeats)
+        split_repeats(outs).unwrap_or_else(|id| panic!("a repeat of {id} differs"))
     }
 
     /// The clean run: the whole input in one run of the job `clean`.

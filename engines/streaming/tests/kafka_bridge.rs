@@ -21,10 +21,10 @@ use agentwire_streaming::kafka::bridge::{
     run_kafka_epochs, KafkaBridgeError, KafkaEpochConfig, KafkaProgress, KafkaRunReport,
     OffsetCommit, RestoreError, StopReason,
 };
-use agentwire_streaming::kafka::testing::{MockKafka, Record};
+use agentwire_streaming::kafka::testing::{split_repeats, MockKafka, WrittenOutput};
 use agentwire_streaming::kafka::{
-    decode_event, decode_output_id, encode_event, encode_output, output_key_bytes, KafkaSinkConfig,
-    KafkaSource, KafkaSourceConfig, OutputId, PartitionOffsets, StartFrom,
+    decode_event, encode_event, encode_output, output_key_bytes, KafkaSinkConfig, KafkaSource,
+    KafkaSourceConfig, OutputId, PartitionOffsets, StartFrom,
 };
 use agentwire_streaming::pipeline::Pipeline;
 use agentwire_streaming::window::{Output, WindowKind, WindowOperator, WindowSpec};
@@ -75,12 +75,7 @@ fn pipeline() -> Pipeline {
 }
 
 /// One output as written: its id, Kafka key and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    id: OutputId,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-}
+type Out = WrittenOutput;
 
 /// What the runner must write for `input` read from the start in one run: one operator over
 /// the events in order, message `i`'s outputs in epoch `i / EPOCH_EVENTS + 1`, the flushed
@@ -121,33 +116,13 @@ fn reference(input: &[Option<Vec<u8>>]) -> Vec<Out> {
 
 /// Every record of `topic` as an output, sorted by id (repeats kept).
 fn outputs(kafka: &MockKafka, topic: &str) -> Vec<Out> {
-    let records: Vec<Record> = kafka.read_to_end(topic, WATCHDOG).unwrap();
-    let mut outs: Vec<Out> = records
-        .into_iter()
-        .map(|r| Out {
-            id: decode_output_id(&r.payload).expect("an output payload"),
-            key: r.key,
-            payload: r.payload,
-        })
-        .collect();
-    outs.sort_by_key(|o| o.id);
-    outs
+    kafka.read_outputs(topic, WATCHDOG).unwrap()
 }
 
 /// `outs` without repeats, and the repeats; every repeat must be byte for byte the output
 /// it repeats (a replay reproduces an output exactly).
 fn dedup(outs: Vec<Out>) -> (Vec<Out>, Vec<Out>) {
-    let (mut unique, mut repeats): (Vec<Out>, Vec<Out>) = (Vec::new(), Vec::new());
-    for o in outs {
-        match unique.last() {
-            Some(last) if last.id == o.id => {
-                assert_eq!(last, &o, "a repeat of {} differs", o.id);
-                repeats.push(o);
-            }
-            _ => unique.push(o),
-        }
-    }
-    (unique, repeats)
+    split_repeats(outs).unwrap_or_else(|id| panic!("a repeat of {id} differs"))
 }
 
 fn produce(kafka: &MockKafka, topic: &str, input: &[Option<Vec<u8>>]) {

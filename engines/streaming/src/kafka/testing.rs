@@ -25,6 +25,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::{decode_output_id, OutputId};
+
 /// How long one poll of [`MockKafka::read_to_end`] waits before it checks its deadline.
 const READ_POLL_MS: u64 = 100;
 
@@ -84,9 +86,98 @@ pub enum MockError {
         /// Records done by then.
         done: usize,
     },
+    /// A record of an output topic carries no output id.
+    #[error("{topic} partition {partition} offset {offset} is not an output: {why}")]
+    NotAnOutput {
+        /// The topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// Why it does not decode.
+        why: String,
+    },
+}
+
+/// One output as written to an output topic: its id, Kafka key and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenOutput {
+    /// The output's (shard, epoch, seq), decoded from its payload.
+    pub id: OutputId,
+    /// The record's key.
+    pub key: Vec<u8>,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+}
+
+/// `outputs` (sorted by id, as [`MockKafka::read_outputs`] gives them) without repeats, and
+/// the repeats. A replay reproduces an output exactly, so a repeat that differs from the
+/// output it repeats is an error: its id.
+///
+/// ```
+/// use agentwire_streaming::kafka::testing::{split_repeats, WrittenOutput};
+/// use agentwire_streaming::kafka::OutputId;
+/// let o = WrittenOutput { id: OutputId { shard: 0, epoch: 1, seq: 0 }, key: vec![], payload: b"x".to_vec() };
+/// let (unique, repeats) = split_repeats(vec![o.clone(), o.clone()]).unwrap();
+/// assert_eq!((unique.len(), repeats.len()), (1, 1));
+/// let other = WrittenOutput { payload: b"y".to_vec(), ..o.clone() };
+/// assert_eq!(split_repeats(vec![o.clone(), other]).unwrap_err(), o.id);
+/// ```
+pub fn split_repeats(
+    outputs: Vec<WrittenOutput>,
+) -> Result<(Vec<WrittenOutput>, Vec<WrittenOutput>), OutputId> {
+    let (mut unique, mut repeats) = (Vec::<WrittenOutput>::new(), Vec::new());
+    for o in outputs {
+        match unique.last() {
+            Some(last) if last.id == o.id => {
+                if *last != o {
+                    return Err(o.id);
+                }
+                repeats.push(o);
+            }
+            _ => unique.push(o),
+        }
+    }
+    Ok((unique, repeats))
 }
 
 impl MockKafka {
+    /// Every record of the output topic `topic` as an output, sorted by output id, repeats
+    /// kept ([`split_repeats`] separates them).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentwire_streaming::kafka::testing::MockKafka;
+    /// let kafka = MockKafka::new(&[("results", 1)]).unwrap();
+    /// assert!(kafka.read_outputs("results", Duration::from_secs(30)).unwrap().is_empty());
+    /// ```
+    pub fn read_outputs(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<WrittenOutput>, MockError> {
+        let mut outputs = self
+            .read_to_end(topic, timeout)?
+            .into_iter()
+            .map(|r| match decode_output_id(&r.payload) {
+                Ok(id) => Ok(WrittenOutput {
+                    id,
+                    key: r.key,
+                    payload: r.payload,
+                }),
+                Err(e) => Err(MockError::NotAnOutput {
+                    topic: topic.to_string(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    why: e.to_string(),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        outputs.sort_by_key(|o| o.id);
+        Ok(outputs)
+    }
+
     /// Starts a one-broker mock cluster with `topics` as (name, partitions).
     ///
     /// ```
