@@ -388,11 +388,9 @@ fn ingest_slice(
             return;
         }
         // The shard count follows the partition's cores as the rebalancer lends and
-        // returns them (a barrier moves the keys' state; nothing is lost).
-        let cores = submitter.active_cores(PARTITION).max(1);
-        if cores as u64 != engine.stats().shards {
-            engine.set_shards(cores);
-        }
+        // returns them (a barrier moves the keys' state; nothing is lost). The engine
+        // starts a barrier only when the count differs and none is under way.
+        engine.set_shards(submitter.active_cores(PARTITION).max(1));
         if let Ok(mut s) = stats.lock() {
             *s = engine.stats();
         }
