@@ -83,10 +83,11 @@ pub struct StreamEngineConfig {
     pub detector: String,
     /// Scores at or above this publish an alert.
     pub alert_threshold: f64,
-    /// The most keys with a detector; events of further keys are windowed but not scored
-    /// (counted in [`EngineStats::events_unscored`]). A `cad-ose` detector reserves its
-    /// context tables up front (tens of MB of address space, about 0.5 MB touched), so this
-    /// bounds the engine's memory.
+    /// The most keys with a detector on one shard (so the engine holds at most `shards`
+    /// times this); events of further keys are windowed but not scored (counted in
+    /// [`EngineStats::events_unscored`]). A `cad-ose` detector reserves its context tables
+    /// up front (tens of MB of address space, about 0.5 MB touched), so this bounds the
+    /// engine's memory.
     pub detector_keys_max: usize,
     /// Events whose time is further than this ahead of the host's clock are refused (one
     /// agent's far-future time would otherwise move the watermark past everyone's windows);
