@@ -33,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod held;
+use held::Held;
+
 /// Control requests wait at most this long for the daemon's answer.
 pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -451,6 +454,7 @@ impl AgentBuilder {
             topic_ids: HashMap::new(),
             capability_routes: HashMap::new(),
             idle_polls: 0,
+            held: None,
         })
     }
 }
@@ -595,6 +599,8 @@ pub struct Agent {
     /// caller's two `&str`s, so a cached anycast builds no key.
     capability_routes: HashMap<String, HashMap<String, u32>>,
     idle_polls: u32,
+    /// The frame handed out by `try_recv_held` / `recv_held`, if any (see `held`).
+    held: Option<Held>,
 }
 
 /// How long a send that saw the daemon closing waits for its verdict (the daemon's drain
@@ -1248,6 +1254,8 @@ impl Agent {
             ..Default::default()
         };
         self.send_with(FrameKind::Request, to_agent, payload, options)?;
+        // A held frame stays at the ring's head; reading past it would stash it again.
+        self.release_held();
         let deadline = Instant::now() + timeout;
         loop {
             let mut found = None;
@@ -1358,6 +1366,7 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>, ClientError> {
+        self.release_held();
         if let Some(owned) = self.stash.pop_front() {
             return Ok(Some(Message::Owned(owned)));
         }
@@ -1387,6 +1396,7 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>, ClientError> {
+        self.release_held();
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if !self.stash.is_empty() || !self.link.rx.is_empty() {
@@ -1415,6 +1425,7 @@ impl Agent {
     where
         F: FnMut(&FrameHeader, &[u8]),
     {
+        self.release_held();
         let mut handled = 0;
         while handled < frames_max {
             let Some(owned) = self.stash.pop_front() else {
@@ -1460,6 +1471,8 @@ impl Agent {
         for attempt in 1..=self.builder.reconnect_attempts_max {
             match Link::establish(&self.builder) {
                 Ok(link) => {
+                    // The held frame lived in the old link's ring.
+                    self.held = None;
                     tracing::info!(
                         attempt,
                         agent_id = link.agent_id,

@@ -1338,16 +1338,107 @@ impl FrameRef<'_> {
     }
 }
 
-impl Drop for FrameRef<'_> {
-    fn drop(&mut self) {
-        let consumer = &mut *self.consumer;
-        consumer.head_position += align8(self.length) as u64;
-        // SYNC POINT: head
-        consumer
-            .memory
+impl FrameRef<'_> {
+    /// Keeps the frame in the ring past this guard: it stays unreleased (the producer cannot
+    /// reuse its bytes) until [`Consumer::release_held`] is given the returned record. For
+    /// bindings that hand a frame out across calls (C, Python), where a borrow cannot live.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(b"kept").unwrap();
+    /// let held = rx.peek().unwrap().unwrap().hold();
+    /// assert_eq!(rx.held_bytes(&held), b"kept");
+    /// rx.release_held(held);
+    /// assert!(rx.peek().unwrap().is_none());
+    /// ```
+    pub fn hold(self) -> HeldRecord {
+        let held = HeldRecord {
+            position: self.consumer.head_position,
+            index: self.index,
+            length: self.length,
+        };
+        core::mem::forget(self);
+        held
+    }
+}
+
+/// A frame kept in the ring by [`FrameRef::hold`]; give it back to
+/// [`Consumer::release_held`]. Not `Clone`: one record, one release.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeldRecord {
+    position: u64,
+    index: usize,
+    length: usize,
+}
+
+impl Consumer {
+    /// The bytes of a frame kept with [`FrameRef::hold`] (still in the ring, unreleased).
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(b"x").unwrap();
+    /// let held = rx.peek().unwrap().unwrap().hold();
+    /// assert_eq!(rx.held_bytes(&held), b"x");
+    /// # rx.release_held(held);
+    /// ```
+    pub fn held_bytes(&self, held: &HeldRecord) -> &[u8] {
+        assert_eq!(
+            held.position, self.head_position,
+            "a held record belongs to the head of its own consumer"
+        );
+        self.frame_slice(held.index, held.length)
+    }
+
+    /// Releases a frame kept with [`FrameRef::hold`], as dropping its guard would have.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(b"x").unwrap();
+    /// let held = rx.peek().unwrap().unwrap().hold();
+    /// rx.release_held(held);
+    /// assert!(rx.is_empty());
+    /// ```
+    pub fn release_held(&mut self, held: HeldRecord) {
+        // Only the head can be held: peek and read both start there, and the binding
+        // releases before it reads again.
+        assert_eq!(
+            held.position, self.head_position,
+            "a held record belongs to the head of its own consumer"
+        );
+        self.release_head(held.length);
+    }
+
+    /// Whether frames are published behind a held one (the held frame itself is not news).
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = agentwire_shm::ring::ring_pair(4096, false).unwrap();
+    /// tx.try_push(b"a").unwrap();
+    /// let held = rx.peek().unwrap().unwrap().hold();
+    /// assert!(!rx.pending_past_held(&held));
+    /// tx.try_push(b"b").unwrap();
+    /// assert!(rx.pending_past_held(&held));
+    /// # rx.release_held(held);
+    /// ```
+    pub fn pending_past_held(&self, held: &HeldRecord) -> bool {
+        // SYNC POINT: tail (the producer's Release store in publish).
+        let tail = self.memory.control().tail_position.0.load(Ordering::SeqCst);
+        tail > held.position + align8(held.length) as u64
+    }
+
+    fn release_head(&mut self, length: usize) {
+        self.head_position += align8(length) as u64;
+        // SYNC POINT: head (pairs with the producer's Acquire load of the head before it
+        // reuses the room).
+        self.memory
             .control()
             .head_position
             .0
-            .store(consumer.head_position, Ordering::Release);
+            .store(self.head_position, Ordering::Release);
+    }
+}
+
+impl Drop for FrameRef<'_> {
+    fn drop(&mut self) {
+        self.consumer.release_head(self.length);
     }
 }

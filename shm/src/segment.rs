@@ -635,6 +635,18 @@ impl Segment {
         self.mapping.map.len()
     }
 
+    /// The addresses this mapping spans in this process: to check that a frame handed out
+    /// in place lies in the segment (zero-copy proofs in tests and bindings).
+    ///
+    /// ```
+    /// let seg = agentwire_shm::segment::Segment::create(&agentwire_shm::segment::SegmentConfig::new(9)).unwrap();
+    /// assert_eq!(seg.address_range().len(), seg.len_bytes());
+    /// ```
+    pub fn address_range(&self) -> std::ops::Range<usize> {
+        let start = self.mapping.map.as_ptr() as usize;
+        start..start + self.mapping.map.len()
+    }
+
     /// Whether the segment is on 2 MiB huge pages.
     ///
     /// ```
