@@ -23,7 +23,11 @@ pub(crate) unsafe fn text<'a>(ptr: *const c_char, name: &str) -> Result<&'a str,
 ///
 /// # Safety
 /// `ptr` is NULL or points to `len` readable bytes that stay valid and unchanged for `'a`.
-pub(crate) unsafe fn bytes<'a>(ptr: *const c_void, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(
+    ptr: *const c_void,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])

@@ -5,7 +5,7 @@
 
 use crate::agent::{aw_agent, with_agent};
 use crate::args;
-use crate::send::{kind, send_options, aw_send_options};
+use crate::send::{aw_send_options, kind, send_options};
 use crate::status::{aw_status, Failure};
 
 /// Claims room for a frame of kind `kind` (`AW_KIND_*`) to `destination` with a payload of
@@ -114,5 +114,8 @@ pub unsafe extern "C" fn aw_abort(agent: *mut aw_agent) -> aw_status {
 }
 
 fn no_claim() -> Failure {
-    Failure::new(aw_status::AW_ERR_BUSY, "no claim is open on this agent: aw_claim first")
+    Failure::new(
+        aw_status::AW_ERR_BUSY,
+        "no claim is open on this agent: aw_claim first",
+    )
 }

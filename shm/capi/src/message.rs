@@ -45,7 +45,8 @@ pub struct aw_message {
 impl aw_message {
     /// A view of a validated frame (header first).
     pub(crate) fn of_frame(frame: &[u8]) -> Result<Self, Failure> {
-        let header = FrameHeader::validate(frame).map_err(agentwire_shm::client::ClientError::from)?;
+        let header =
+            FrameHeader::validate(frame).map_err(agentwire_shm::client::ClientError::from)?;
         Ok(Self::of(header, &frame[HEADER_BYTES..]))
     }
 
@@ -56,7 +57,7 @@ impl aw_message {
             destination: header.destination(),
             feature_id: header.feature_id.get(),
             flags: header.routing_flags.get(),
-            kind: header.kind as u8,
+            kind: header.kind,
             priority: header.priority(),
             payload: payload.as_ptr(),
             payload_len: payload.len(),
@@ -152,7 +153,8 @@ pub unsafe extern "C" fn aw_message_release(agent: *mut aw_agent) -> aw_status {
 /// call. `user_data` is what was passed to `aw_recv_batch`. It must not call into the same
 /// agent, nor unwind (no C++ exception, no longjmp out of it).
 #[allow(non_camel_case_types)]
-pub type aw_message_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, message: *const aw_message)>;
+pub type aw_message_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, message: *const aw_message)>;
 
 /// Receives up to `frames_max` ready messages without waiting, calling `on_message` for
 /// each in place (one release of ring space for the whole batch); writes how many were

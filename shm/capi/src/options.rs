@@ -22,11 +22,16 @@ pub struct aw_options {
 
 impl aw_options {
     pub(crate) fn builder(&self) -> &AgentBuilder {
-        self.builder.as_ref().expect("the builder is put back after every update")
+        self.builder
+            .as_ref()
+            .expect("the builder is put back after every update")
     }
 
     fn update(&mut self, change: impl FnOnce(AgentBuilder) -> AgentBuilder) {
-        let builder = self.builder.take().expect("the builder is put back after every update");
+        let builder = self
+            .builder
+            .take()
+            .expect("the builder is put back after every update");
         self.builder = Some(change(builder));
     }
 }
@@ -132,7 +137,8 @@ pub unsafe extern "C" fn aw_options_add_capability(
 ) -> aw_status {
     with_options(options, |o| {
         // SAFETY: the caller passes NULL or NUL-terminated strings.
-        let (name, version) = unsafe { (args::text(name, "name")?, args::text(version, "version")?) };
+        let (name, version) =
+            unsafe { (args::text(name, "name")?, args::text(version, "version")?) };
         o.update(|b| b.capability(name, version));
         Ok(())
     })
@@ -300,7 +306,10 @@ pub unsafe extern "C" fn aw_options_set_ring_capacity(
 /// # Safety
 /// `options` is NULL or a live options handle.
 #[no_mangle]
-pub unsafe extern "C" fn aw_options_add_daemon_uid(options: *mut aw_options, uid: u32) -> aw_status {
+pub unsafe extern "C" fn aw_options_add_daemon_uid(
+    options: *mut aw_options,
+    uid: u32,
+) -> aw_status {
     with_options(options, |o| {
         o.update(|b| b.daemon_uid(uid));
         Ok(())

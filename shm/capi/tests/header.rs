@@ -54,7 +54,14 @@ fn compile_c(source: &str, dir: &Path, extra: &[&str]) {
     let file = dir.join("header_check.c");
     std::fs::write(&file, source).unwrap();
     let out = Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-fsyntax-only"])
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-std=c11",
+            "-fsyntax-only",
+        ])
         .args(extra)
         .arg("-I")
         .arg(crate_dir().join("include"))
