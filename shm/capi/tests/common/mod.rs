@@ -31,9 +31,13 @@ pub fn agentwire_bin() -> PathBuf {
     bin
 }
 
-/// The directory holding libagentwire.so and libagentwire.a of the same build.
+/// The directory holding libagentwire.so and libagentwire.a of the same build:
+/// `target/<profile>/deps`, beside this test binary. `cargo test` builds the library's
+/// cdylib and staticlib there with the rlib the tests link, but copies them up to
+/// `target/<profile>` only on `cargo build`, so the ones in `deps` are always this build's.
 pub fn lib_dir() -> PathBuf {
-    let dir = profile_dir();
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().to_path_buf();
     for lib in ["libagentwire.so", "libagentwire.a"] {
         assert!(
             dir.join(lib).exists(),
