@@ -110,6 +110,11 @@ fn per_call(c: &mut Criterion) {
             assert_eq!(status, aw_status::AW_OK);
         })
     });
+    // The Rust sender once more, after the C one: the spread between the two Rust runs is
+    // the drift of the machine and the router across a run, the floor for any difference.
+    group.bench_function("send_64B/rust_again", |b| {
+        b.iter(|| rust_sender.send(sink_id, black_box(&payload)).unwrap())
+    });
 
     // Nobody sends to these two: every try_recv finds an empty ring.
     let mut rust_idle = rust_agent(&socket, "rust-idle");

@@ -93,3 +93,17 @@ fn the_header_compiles_with_all_warnings_as_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_readme_c_example_compiles() {
+    let readme = std::fs::read_to_string(crate_dir().join("../../README.md")).unwrap();
+    let section = &readme[readme
+        .find("## C agents")
+        .expect("README has a C agents section")..];
+    let start = section.find("```c\n").expect("the section has a C example") + 5;
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = std::env::temp_dir().join(format!("aw-capi-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    compile_c(example, &dir, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
