@@ -44,6 +44,14 @@ impl aw_agent {
         Ok(unsafe { self.agent.as_mut() })
     }
 
+    /// Refuses the call while a claim is open, before it changes anything.
+    pub(crate) fn no_claim_open(&self) -> Result<(), Failure> {
+        match self.claim {
+            Some(_) => Err(Failure::claim_open()),
+            None => Ok(()),
+        }
+    }
+
     /// The agent for a new claim: the returned borrow is stored in `claim`, which keeps
     /// every other access out until it is committed or aborted.
     ///
@@ -168,6 +176,7 @@ pub unsafe extern "C" fn aw_agent_id(agent: *mut aw_agent, id_out: *mut u32) -> 
 #[no_mangle]
 pub unsafe extern "C" fn aw_reconnect(agent: *mut aw_agent) -> aw_status {
     with_agent(agent, |a| {
+        a.no_claim_open()?;
         a.reply = None;
         let inner = a.agent()?;
         inner.reconnect()?;

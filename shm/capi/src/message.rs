@@ -91,6 +91,7 @@ fn hand_out(frame: Option<&[u8]>, out: *mut aw_message) -> Result<aw_status, Fai
 pub unsafe extern "C" fn aw_try_recv(agent: *mut aw_agent, msg_out: *mut aw_message) -> aw_status {
     with_agent(agent, |a| {
         let out = args::out(msg_out, "msg_out")?;
+        a.no_claim_open()?;
         a.reply = None;
         let frame = a.agent()?.try_recv_held()?;
         hand_out(frame, out)
@@ -124,6 +125,7 @@ pub unsafe extern "C" fn aw_recv(
 ) -> aw_status {
     with_agent(agent, |a| {
         let out = args::out(msg_out, "msg_out")?;
+        a.no_claim_open()?;
         a.reply = None;
         let frame = a.agent()?.recv_held(timeout(timeout_ms))?;
         hand_out(frame, out)
@@ -143,6 +145,7 @@ pub unsafe extern "C" fn aw_recv(
 #[no_mangle]
 pub unsafe extern "C" fn aw_message_release(agent: *mut aw_agent) -> aw_status {
     with_agent(agent, |a| {
+        a.no_claim_open()?;
         a.reply = None;
         a.agent()?.release_held();
         Ok(())
@@ -181,6 +184,7 @@ pub unsafe extern "C" fn aw_recv_batch(
         let Some(on_message) = on_message else {
             return Err(Failure::argument("on_message", "is NULL"));
         };
+        a.no_claim_open()?;
         a.reply = None;
         let handled = a.agent()?.recv_batch(frames_max, |header, payload| {
             let view = aw_message::of(header, payload);

@@ -49,7 +49,8 @@ pub enum aw_status {
     /// The agent is in a state that forbids the call: a claim is open (commit or abort it
     /// first), or there is no claim to commit.
     AW_ERR_BUSY = 13,
-    /// The library panicked (a bug); the message says where. The handle may be used again.
+    /// The library panicked (a bug); the message says what. The handle stays safe to
+    /// close, but its state may be inconsistent: close it rather than use it on.
     AW_ERR_PANIC = 14,
     /// The rx ring broke its protocol (a daemon bug or memory corruption).
     AW_ERR_RING_CORRUPT = 15,

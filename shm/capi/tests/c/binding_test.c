@@ -303,6 +303,8 @@ int main(int argc, char **argv) {
     CHECK(buf != NULL && ((uintptr_t)buf % 8) == 0);
     EXPECT(aw_send(bob, alice_id, "x", 1), AW_ERR_BUSY);
     EXPECT(aw_claim(bob, AW_KIND_SEND, alice_id, 8, NULL, &buf), AW_ERR_BUSY);
+    EXPECT(aw_try_recv(bob, &m), AW_ERR_BUSY);
+    EXPECT(aw_message_release(bob), AW_ERR_BUSY);
     EXPECT(aw_agent_id(bob, &bob_id), AW_OK); /* allowed during a claim */
     memcpy(buf, "claimed!", 8);
     EXPECT(aw_commit(bob), AW_OK);
