@@ -151,13 +151,35 @@ typedef enum aw_status {
 } aw_status;
 
 // A connected agent (opaque). Create with `aw_connect`, free with `aw_close`.
+//
+// Thread safety: usable from any thread, by one thread at a time (serialise calls on one
+// handle yourself); its message views and claim belong to it.
+//
+// ```c
+// aw_agent *agent;
+// if (aw_connect(options, &agent) == AW_OK) { /* ... */ aw_close(agent); }
+// ```
 typedef struct aw_agent aw_agent;
 
 // Connection options (opaque). Create with `aw_options_new`, free with `aw_options_free`;
 // one options handle may connect any number of agents.
+//
+// Thread safety: usable from any thread, by one thread at a time.
+//
+// ```c
+// aw_options *options;
+// aw_options_new("planner", &options);
+// aw_options_add_topic(options, "plans");
+// ```
 typedef struct aw_options aw_options;
 
 // Options for one outgoing frame. Start from `aw_send_options_default()`.
+//
+// ```c
+// aw_send_options o = aw_send_options_default();
+// o.ack = 1;
+// aw_send_with(agent, AW_KIND_SEND, peer_id, "x", 1, &o);
+// ```
 typedef struct aw_send_options {
   // Correlation id (0: none).
   uint64_t correlation_id;
@@ -171,7 +193,12 @@ typedef struct aw_send_options {
 
 // A received message, read in place. Valid until `aw_message_release`, the next receive
 // on its agent, `aw_reconnect` or `aw_close` (see the header's introduction); copy what
-// must live longer.
+// must live longer. It belongs to its agent: use it on the thread using that agent.
+//
+// ```c
+// aw_message msg;
+// if (aw_try_recv(agent, &msg) == AW_OK && msg.kind == AW_KIND_PUBLISH) consume(msg.payload, msg.payload_len);
+// ```
 typedef struct aw_message {
   // Correlation id pairing requests, responses, acks and nacks (0: none).
   uint64_t correlation_id;
@@ -196,9 +223,18 @@ typedef struct aw_message {
 // Called by `aw_recv_batch` for each message, in place: `message` is valid only during the
 // call. `user_data` is what was passed to `aw_recv_batch`. It must not call into the same
 // agent, nor unwind (no C++ exception, no longjmp out of it).
+//
+// ```c
+// static void count(void *n, const aw_message *m) { (void)m; ++*(size_t *)n; }
+// ```
 typedef void (*aw_message_fn)(void *user_data, const struct aw_message *message);
 
 // One live agent found by `aw_discover`.
+//
+// ```c
+// aw_agent_info info[1]; size_t found;
+// if (aw_discover(agent, "ocr", "^2", info, 1, &found) == AW_OK && found > 0) printf("%s\n", info[0].name);
+// ```
 typedef struct aw_agent_info {
   // The agent's id.
   uint32_t agent_id;

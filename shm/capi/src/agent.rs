@@ -14,6 +14,14 @@ use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 
 /// A connected agent (opaque). Create with `aw_connect`, free with `aw_close`.
+///
+/// Thread safety: usable from any thread, by one thread at a time (serialise calls on one
+/// handle yourself); its message views and claim belong to it.
+///
+/// ```c
+/// aw_agent *agent;
+/// if (aw_connect(options, &agent) == AW_OK) { /* ... */ aw_close(agent); }
+/// ```
 #[allow(non_camel_case_types)]
 pub struct aw_agent {
     /// The agent, from `Box::into_raw`: a raw pointer, not a `Box`, because `claim` may

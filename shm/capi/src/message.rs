@@ -17,7 +17,12 @@ use std::time::{Duration, Instant};
 
 /// A received message, read in place. Valid until `aw_message_release`, the next receive
 /// on its agent, `aw_reconnect` or `aw_close` (see the header's introduction); copy what
-/// must live longer.
+/// must live longer. It belongs to its agent: use it on the thread using that agent.
+///
+/// ```c
+/// aw_message msg;
+/// if (aw_try_recv(agent, &msg) == AW_OK && msg.kind == AW_KIND_PUBLISH) consume(msg.payload, msg.payload_len);
+/// ```
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -155,6 +160,10 @@ pub unsafe extern "C" fn aw_message_release(agent: *mut aw_agent) -> aw_status {
 /// Called by `aw_recv_batch` for each message, in place: `message` is valid only during the
 /// call. `user_data` is what was passed to `aw_recv_batch`. It must not call into the same
 /// agent, nor unwind (no C++ exception, no longjmp out of it).
+///
+/// ```c
+/// static void count(void *n, const aw_message *m) { (void)m; ++*(size_t *)n; }
+/// ```
 #[allow(non_camel_case_types)]
 pub type aw_message_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, message: *const aw_message)>;

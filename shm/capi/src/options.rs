@@ -14,6 +14,14 @@ use std::time::Duration;
 
 /// Connection options (opaque). Create with `aw_options_new`, free with `aw_options_free`;
 /// one options handle may connect any number of agents.
+///
+/// Thread safety: usable from any thread, by one thread at a time.
+///
+/// ```c
+/// aw_options *options;
+/// aw_options_new("planner", &options);
+/// aw_options_add_topic(options, "plans");
+/// ```
 #[allow(non_camel_case_types)]
 pub struct aw_options {
     /// Always `Some` between calls; taken while a builder method consumes it.

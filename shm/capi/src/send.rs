@@ -10,6 +10,12 @@ use agentwire_shm::wire::FrameKind;
 use std::ffi::{c_char, c_void};
 
 /// Options for one outgoing frame. Start from `aw_send_options_default()`.
+///
+/// ```c
+/// aw_send_options o = aw_send_options_default();
+/// o.ack = 1;
+/// aw_send_with(agent, AW_KIND_SEND, peer_id, "x", 1, &o);
+/// ```
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +270,11 @@ pub unsafe extern "C" fn aw_unsubscribe(agent: *mut aw_agent, topic: *const c_ch
 }
 
 /// One live agent found by `aw_discover`.
+///
+/// ```c
+/// aw_agent_info info[1]; size_t found;
+/// if (aw_discover(agent, "ocr", "^2", info, 1, &found) == AW_OK && found > 0) printf("%s\n", info[0].name);
+/// ```
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

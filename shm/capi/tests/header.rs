@@ -29,7 +29,11 @@ fn the_checked_in_header_matches_the_crate() {
     let path = crate_dir().join("include/agentwire.h");
     let fresh = generate();
     if std::env::var_os("AGENTWIRE_BLESS").is_some() {
-        std::fs::write(&path, &fresh).unwrap();
+        // Through a rename, so the tests compiling the header beside this one never read
+        // it half-written.
+        let tmp = path.with_extension(format!("h.{}", std::process::id()));
+        std::fs::write(&tmp, &fresh).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         return;
     }
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
