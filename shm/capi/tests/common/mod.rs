@@ -128,20 +128,16 @@ pub enum Link {
     Static,
 }
 
-/// The native libraries the static library needs (`--print native-static-libs`).
-pub const STATIC_LIBS: &[&str] = &[
-    "-lhwloc",
-    "-lm",
-    "-ludev",
-    "-lpthread",
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
+/// The native libraries the static library needs: the `Libs.private` of agentwire.pc.in,
+/// so the static link test checks the list users get from `pkg-config --static`.
+pub fn static_libs() -> Vec<String> {
+    let pc = std::fs::read_to_string(crate_dir().join("agentwire.pc.in")).unwrap();
+    let line = pc
+        .lines()
+        .find_map(|l| l.strip_prefix("Libs.private:"))
+        .expect("agentwire.pc.in has a Libs.private line");
+    line.split_whitespace().map(str::to_owned).collect()
+}
 
 /// Compiles `sources` into `dir/name` with `-Wall -Wextra -Werror -std=c11` against the
 /// header and libagentwire.
@@ -163,7 +159,7 @@ pub fn compile(dir: &Path, name: &str, sources: &[PathBuf], link: Link) -> PathB
                 .arg("-lpthread");
         }
         Link::Static => {
-            cc.arg(lib_dir.join("libagentwire.a")).args(STATIC_LIBS);
+            cc.arg(lib_dir.join("libagentwire.a")).args(static_libs());
         }
     }
     let result = cc
