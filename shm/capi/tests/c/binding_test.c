@@ -283,12 +283,22 @@ int main(int argc, char **argv) {
     pthread_t thread;
     CHECK(pthread_create(&thread, NULL, respond_loop, &r) == 0);
     aw_message reply;
+    /* Sent to bob before its request: kept aside while the request waits, received after. */
+    EXPECT(aw_send(alice, bob_id, "early", 5), AW_OK);
+    m = recv_one(bob);
+    CHECK(payload_is(&m, "early")); /* (received before the request: nothing is stashed) */
+    EXPECT(aw_send(alice, bob_id, "meanwhile", 9), AW_OK);
     EXPECT(aw_request(bob, server_id, "ping", 4, WAIT_MS, &reply), AW_OK);
     CHECK(payload_is(&reply, "pong:ping") && reply.kind == AW_KIND_RESPONSE && reply.source == server_id);
     /* A chained request: the payload is the last reply's bytes, still valid during the call. */
     EXPECT(aw_request(bob, server_id, reply.payload, reply.payload_len, WAIT_MS, &reply), AW_OK);
     CHECK(payload_is(&reply, "pong:pong:ping"));
     CHECK(pthread_join(thread, NULL) == 0);
+    /* The reply view stays valid until bob's next receive; then the frame sent meanwhile
+     * comes out (kept aside by the request, or still in the ring if it came after). */
+    CHECK(payload_is(&reply, "pong:pong:ping"));
+    m = recv_one(bob);
+    CHECK(payload_is(&m, "meanwhile") && m.source == alice_id);
     EXPECT(aw_request(bob, 999999, "who", 3, WAIT_MS, &reply), AW_ERR_NACKED);
     CHECK(aw_last_nack_reason() == AW_NACK_NO_SUCH_AGENT);
     EXPECT(aw_request(bob, alice_id, "silence", 7, 20, &reply), AW_ERR_TIMEOUT);
