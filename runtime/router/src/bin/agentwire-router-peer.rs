@@ -6,6 +6,9 @@
 //! agentwire-router-peer agent-send SOCKET NAME DEST_ID COUNT   (COUNT 0: until killed)
 //! agentwire-router-peer agent-serve SOCKET NAME CAPABILITY VERSION FEATURE
 //!                                   serve until killed, printing `got <first payload byte>`
+//! agentwire-router-peer agent-subscribe SOCKET NAME TOPIC COUNT
+//!                                   subscribe, print `ready`, then print each of COUNT
+//!                                   payloads (UTF-8, lossy) on its own line as `msg <text>`
 //! agentwire-router-peer agent-orphan SOCKET NAME
 //!                                   connect, hand the control socket to a `sleep` child,
 //!                                   print `child <pid>` and exit without saying goodbye
@@ -20,7 +23,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: agentwire-router-peer agent-recv SOCKET NAME COUNT | \
          agent-recv-prefix SOCKET NAME | agent-send SOCKET NAME DEST COUNT | \
-         agent-serve SOCKET NAME CAPABILITY VERSION FEATURE | agent-orphan SOCKET NAME"
+         agent-serve SOCKET NAME CAPABILITY VERSION FEATURE | \
+         agent-subscribe SOCKET NAME TOPIC COUNT | agent-orphan SOCKET NAME"
     );
     std::process::exit(2)
 }
@@ -99,6 +103,22 @@ fn main() {
                 if let Some(msg) = agent.recv(None).expect("recv") {
                     println!("got {}", msg.payload().first().copied().unwrap_or(0));
                 }
+            }
+        }
+        "agent-subscribe" => {
+            let mut agent = Agent::builder(&arg(2))
+                .socket(arg(1))
+                .topic(&arg(3))
+                .connect()
+                .expect("connect");
+            let count = number(4);
+            println!("ready");
+            for _ in 0..count {
+                let msg = agent
+                    .recv(Some(Duration::from_secs(30)))
+                    .expect("recv")
+                    .expect("watchdog: no publish within 30 s");
+                println!("msg {}", String::from_utf8_lossy(msg.payload()));
             }
         }
         "agent-orphan" => {
