@@ -48,10 +48,15 @@ class Agent(_native.Agent):
         the daemon goes away while waiting (checked every ``ASYNC_CHECK_INTERVAL`` s)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        woke = False
         while True:
             msg = self.try_recv()
             if msg is not None:
                 return msg
+            if woke:
+                # Woken with nothing to take: the doorbell also stays readable once the
+                # daemon is gone, so this is where a dead daemon shows.
+                self.ensure_connected()
             if self.arm_wakeup():
                 continue  # frames arrived while arming: take them
             wait = ASYNC_CHECK_INTERVAL
@@ -74,7 +79,8 @@ class Agent(_native.Agent):
                 loop.remove_reader(fd)
                 if not rung.done():
                     rung.cancel()
-            if rung.done() and not rung.cancelled():
+            woke = rung.done() and not rung.cancelled()
+            if woke:
                 self.clear_wakeup()
             else:
                 self.ensure_connected()
