@@ -27,6 +27,8 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 struct HeldView {
     exporter: Py<PyAny>,
     mv: MvSlot,
+    /// The cell's view generation for it.
+    generation: u64,
 }
 
 /// What the Python agent and its held messages share.
@@ -60,11 +62,17 @@ impl Shared {
     /// Releases the held message's view (BufferError if buffers of it live on). The Rust
     /// frame itself is released by the receive that follows (or `release_held`).
     fn release_current(&self, py: Python<'_>) -> PyResult<()> {
-        let mut held = lock(&self.held);
-        if let Some(h) = held.as_ref() {
+        let generation = {
+            let mut held = lock(&self.held);
+            let Some(h) = held.as_ref() else {
+                return Ok(());
+            };
             release_view(py, "held message's payload", &h.exporter, &h.mv)?;
-        }
-        *held = None;
+            let generation = h.generation;
+            *held = None;
+            generation
+        };
+        self.quick(py, |cell| cell.view_released(generation, false));
         Ok(())
     }
 
@@ -75,23 +83,17 @@ impl Shared {
         py: Python<'_>,
         exporter: &Py<PyAny>,
         mv: &MvSlot,
+        generation: u64,
     ) -> PyResult<()> {
         release_view(py, "message's payload", exporter, mv)?;
-        let current = {
+        {
             let mut held = lock(&self.held);
-            let current = held.as_ref().is_some_and(|h| h.exporter.is(exporter));
-            if current {
+            if held.as_ref().is_some_and(|h| h.generation == generation) {
                 *held = None;
             }
-            current
-        };
-        if current {
-            self.quick(py, |cell| {
-                if let Ok(agent) = cell.agent() {
-                    agent.release_held();
-                }
-            });
         }
+        // The cell releases the frame only if it is still this message's.
+        self.quick(py, |cell| cell.view_released(generation, true));
         Ok(())
     }
 
@@ -104,8 +106,9 @@ impl Shared {
 
 /// A frame taken by a receive, ready to become a `Message`.
 enum Got {
-    /// In the rx ring, held: the payload's address and length, and the segment to keep.
-    InRing(Fields, usize, usize, Segment),
+    /// In the rx ring, held: the payload's address and length, the segment to keep, and
+    /// the view generation.
+    InRing(Fields, usize, usize, Segment, u64),
     /// A copy (a frame stashed while a request waited).
     Owned(Fields, Vec<u8>),
 }
@@ -123,12 +126,22 @@ fn take_held(agent: &mut Agent) -> Option<Got> {
             payload.as_ptr() as usize,
             payload.len(),
             segment.clone(),
+            0,
         ))
     } else {
         let copy = payload.to_vec();
         agent.release_held();
         Some(Got::Owned(fields, copy))
     }
+}
+
+/// Takes the held frame and, if Python will view it in the ring, marks it viewed.
+fn take_viewed(cell: &mut AgentCell) -> Result<Option<Got>, Fail> {
+    let got = take_held(cell.agent()?);
+    Ok(match got {
+        Some(Got::InRing(f, p, l, s, _)) => Some(Got::InRing(f, p, l, s, cell.view_taken())),
+        other => other,
+    })
 }
 
 fn owned_message(py: Python<'_>, msg: &OwnedMessage) -> PyResult<PyMessage> {
@@ -138,6 +151,7 @@ fn owned_message(py: Python<'_>, msg: &OwnedMessage) -> PyResult<PyMessage> {
         mv: slot(view::memoryview(bytes.as_any())?.unbind()),
         exporter: None,
         agent: None,
+        generation: 0,
     })
 }
 
@@ -369,14 +383,11 @@ impl PyAgent {
         payload: &Bound<'_, PyAny>,
         timeout: f64,
     ) -> PyResult<PyMessage> {
-        self.shared.release_current(py)?;
         let timeout = duration(timeout)?;
         let reply = view::with_bytes(payload, |b| {
-            self.shared
-                .blocking(py, |cell| -> Result<OwnedMessage, Fail> {
-                    Ok(cell.agent()?.request(to, b, timeout)?)
-                })
-                .py_err(py)
+            self.receiving(py, true, |cell| -> Result<OwnedMessage, Fail> {
+                Ok(cell.agent_to_receive()?.request(to, b, timeout)?)
+            })
         })??;
         owned_message(py, &reply)
     }
@@ -450,17 +461,12 @@ impl PyAgent {
     /// held: its payload is a view onto the ring until the next receive (or its release).
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
-        self.shared.release_current(py)?;
-        let got = self
-            .shared
-            .quick(py, |cell| -> Result<Option<Got>, Fail> {
-                let agent = cell.agent()?;
-                if agent.try_recv_held()?.is_none() {
-                    return Ok(None);
-                }
-                Ok(take_held(agent))
-            })
-            .py_err(py)?;
+        let got = self.receiving(py, false, |cell| -> Result<Option<Got>, Fail> {
+            if cell.agent_to_receive()?.try_recv_held()?.is_none() {
+                return Ok(None);
+            }
+            take_viewed(cell)
+        })?;
         if let Some(got) = got {
             return self.message(py, got).map(Some);
         }
@@ -474,16 +480,12 @@ impl PyAgent {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
                 None => WAIT_SLICE,
             };
-            let got = self
-                .shared
-                .blocking(py, |cell| -> Result<Option<Got>, Fail> {
-                    let agent = cell.agent()?;
-                    if agent.recv_held(Some(slice))?.is_none() {
-                        return Ok(None);
-                    }
-                    Ok(take_held(agent))
-                })
-                .py_err(py)?;
+            let got = self.receiving(py, true, |cell| -> Result<Option<Got>, Fail> {
+                if cell.agent_to_receive()?.recv_held(Some(slice))?.is_none() {
+                    return Ok(None);
+                }
+                take_viewed(cell)
+            })?;
             if let Some(got) = got {
                 return self.message(py, got).map(Some);
             }
@@ -509,7 +511,6 @@ impl PyAgent {
         max: usize,
         timeout: Option<f64>,
     ) -> PyResult<Vec<PyMessage>> {
-        self.shared.release_current(py)?;
         let mut frames: Vec<(Fields, Vec<u8>)> = Vec::new();
         let deadline = match timeout {
             Some(t) => Some(Instant::now() + duration(t)?),
@@ -518,16 +519,15 @@ impl PyAgent {
         loop {
             // After a wait, the frame that ended it is already taken.
             let room = max - frames.len();
-            let batch = self
-                .shared
-                .quick(py, |cell| -> Result<Vec<(Fields, Vec<u8>)>, Fail> {
+            let batch =
+                self.receiving(py, false, |cell| -> Result<Vec<(Fields, Vec<u8>)>, Fail> {
                     let mut out = Vec::new();
-                    cell.agent()?.recv_batch(room, |header, payload| {
-                        out.push((Fields::of(header), payload.to_vec()));
-                    })?;
+                    cell.agent_to_receive()?
+                        .recv_batch(room, |header, payload| {
+                            out.push((Fields::of(header), payload.to_vec()));
+                        })?;
                     Ok(out)
-                })
-                .py_err(py)?;
+                })?;
             frames.extend(batch);
             if !frames.is_empty() || max == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -537,26 +537,23 @@ impl PyAgent {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
                 None => WAIT_SLICE,
             };
-            let first = self
-                .shared
-                .blocking(py, |cell| -> Result<Option<Got>, Fail> {
-                    let agent = cell.agent()?;
-                    if agent.recv_held(Some(slice))?.is_none() {
-                        return Ok(None);
+            let first = self.receiving(py, true, |cell| -> Result<Option<Got>, Fail> {
+                let agent = cell.agent_to_receive()?;
+                if agent.recv_held(Some(slice))?.is_none() {
+                    return Ok(None);
+                }
+                // Copy it and release at once: batch messages are owned.
+                let got = take_held(agent).map(|g| match g {
+                    Got::InRing(f, ptr, len, _, _) => {
+                        // SAFETY: the frame is held (not yet released) at ptr..ptr+len.
+                        let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+                        Got::Owned(f, b.to_vec())
                     }
-                    // Copy it and release at once: batch messages are owned.
-                    let got = take_held(agent).map(|g| match g {
-                        Got::InRing(f, ptr, len, _) => {
-                            // SAFETY: the frame is held (not yet released) at ptr..ptr+len.
-                            let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-                            Got::Owned(f, b.to_vec())
-                        }
-                        owned => owned,
-                    });
-                    agent.release_held();
-                    Ok(got)
-                })
-                .py_err(py)?;
+                    owned => owned,
+                });
+                agent.release_held();
+                Ok(got)
+            })?;
             if let Some(Got::Owned(f, b)) = first {
                 frames.push((f, b));
             }
@@ -571,6 +568,7 @@ impl PyAgent {
                     mv: slot(view::memoryview(bytes.as_any())?.unbind()),
                     exporter: None,
                     agent: None,
+                    generation: 0,
                 })
             })
             .collect()
@@ -627,12 +625,9 @@ impl PyAgent {
     /// Connects again after `Disconnected`, re-registering the same name, capabilities and
     /// topics (the agent id may change). Releases the held message first.
     fn reconnect(&self, py: Python<'_>) -> PyResult<()> {
-        self.shared.release_current(py)?;
-        self.shared
-            .blocking(py, |cell| -> Result<(), Fail> {
-                Ok(cell.agent()?.reconnect()?)
-            })
-            .py_err(py)
+        self.receiving(py, true, |cell| -> Result<(), Fail> {
+            Ok(cell.agent_to_receive()?.reconnect()?)
+        })
     }
 
     /// Leaves cleanly (the daemon reclaims the agent). Releases the held message; a claim
@@ -699,6 +694,31 @@ impl PyAgent {
 }
 
 impl PyAgent {
+    /// Runs `f`, which releases the held frame (a receive, a request, a reconnect), after
+    /// releasing the held message's view; while another thread's fresh view is not released
+    /// yet (`ViewLive`), releases that one and tries again. `wait`: `f` may block, so it
+    /// runs with the GIL released.
+    fn receiving<R: Send>(
+        &self,
+        py: Python<'_>,
+        wait: bool,
+        mut f: impl FnMut(&mut AgentCell) -> Result<R, Fail> + Send,
+    ) -> PyResult<R> {
+        loop {
+            self.shared.release_current(py)?;
+            let result = if wait {
+                self.shared.blocking(py, &mut f)
+            } else {
+                self.shared.quick(py, &mut f)
+            };
+            match result {
+                // The other thread publishes its view with the GIL: let it run.
+                Err(Fail::ViewLive) => py.detach(std::thread::yield_now),
+                result => return result.py_err(py),
+            }
+        }
+    }
+
     /// Runs a non-blocking `f` on the agent.
     fn with<R: Send>(
         &self,
@@ -735,21 +755,24 @@ impl PyAgent {
                     mv: slot(view::memoryview(bytes.as_any())?.unbind()),
                     exporter: None,
                     agent: None,
+                    generation: 0,
                 })
             }
-            Got::InRing(fields, ptr, len, segment) => {
+            Got::InRing(fields, ptr, len, segment, generation) => {
                 let exporter = view::new_view(py, ptr as *mut u8, len, true, Some(segment))?;
                 let mv = slot(view::memoryview(&exporter)?.unbind());
                 let exporter = exporter.unbind();
                 *lock(&self.shared.held) = Some(HeldView {
                     exporter: exporter.clone_ref(py),
                     mv: mv.clone(),
+                    generation,
                 });
                 Ok(PyMessage {
                     fields,
                     mv,
                     exporter: Some(exporter),
                     agent: Some(self.shared.clone()),
+                    generation,
                 })
             }
         }

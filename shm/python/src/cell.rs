@@ -20,6 +20,13 @@ pub(crate) struct AgentCell {
     claim: Option<FrameClaim<'static>>,
     /// The open claim's priority (its tx lane), for the confirm after commit.
     claim_priority: u8,
+    /// The generation of the held frame whose view Python may still read (0: none). Any
+    /// receive releases the held frame, so it waits until Python released that view: with
+    /// several Python threads on one agent, one thread's receive must not pull the frame
+    /// from under a view another thread just got.
+    view_generation: u64,
+    /// The last generation handed out.
+    generations: u64,
 }
 
 // SAFETY: the agent is `Send` and owned by the cell; the claim borrows only that agent, and
@@ -32,6 +39,8 @@ impl AgentCell {
             agent: Some(NonNull::from(Box::leak(Box::new(agent)))),
             claim: None,
             claim_priority: 0,
+            view_generation: 0,
+            generations: 0,
         }
     }
 
@@ -44,6 +53,36 @@ impl AgentCell {
             // SAFETY: the box is alive until `close`/drop, and no claim borrows it.
             Some(p) => Ok(unsafe { &mut *p.as_ptr() }),
             None => Err(Fail::Closed),
+        }
+    }
+
+    /// The agent for a call that releases the held frame (a receive, a request, a
+    /// reconnect): refused with `ViewLive` while Python may still read the held frame.
+    pub(crate) fn agent_to_receive(&mut self) -> Result<&mut Agent, Fail> {
+        if self.view_generation != 0 {
+            return Err(Fail::ViewLive);
+        }
+        self.agent()
+    }
+
+    /// Marks the held frame as viewed by Python; returns the view's generation.
+    pub(crate) fn view_taken(&mut self) -> u64 {
+        self.generations += 1;
+        self.view_generation = self.generations;
+        self.generations
+    }
+
+    /// Python released the view of generation `generation`; with `release`, the held frame
+    /// goes too (`Message.release()`). Nothing happens for an older generation.
+    pub(crate) fn view_released(&mut self, generation: u64, release: bool) {
+        if generation == 0 || self.view_generation != generation {
+            return;
+        }
+        self.view_generation = 0;
+        if release {
+            if let Ok(agent) = self.agent() {
+                agent.release_held();
+            }
         }
     }
 

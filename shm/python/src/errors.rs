@@ -19,6 +19,9 @@ pub(crate) enum Fail {
     Closed,
     /// A claim is open: nothing else may touch the agent.
     ClaimOpen,
+    /// Another thread's receive holds a frame whose view Python has not released yet: the
+    /// caller releases it and tries again (never raised).
+    ViewLive,
 }
 
 impl From<ClientError> for Fail {
@@ -56,6 +59,11 @@ impl Fail {
                 py,
                 "ClaimOpen",
                 ("a claim is open on this agent: commit or abort it first",),
+            ),
+            Fail::ViewLive => raise(
+                py,
+                "Error",
+                ("agentwire: internal: a held view was not released before a receive",),
             ),
             Fail::Client(e) => client_error(py, e),
         }

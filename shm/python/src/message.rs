@@ -81,7 +81,7 @@ pub(crate) fn release_view(
         return Ok(());
     }
     let mut mv = mv.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = mv.bind(py).call_method0("release") {
+    if let Err(e) = mv.bind(py).call_method0(pyo3::intern!(py, "release")) {
         if e.is_instance_of::<PyBufferError>(py) {
             return Err(views_alive(what, 1));
         }
@@ -105,6 +105,8 @@ pub(crate) struct PyMessage {
     pub(crate) exporter: Option<Py<PyAny>>,
     /// The agent, for a held message.
     pub(crate) agent: Option<Arc<Shared>>,
+    /// The agent cell's view generation of a held message (0: a copy).
+    pub(crate) generation: u64,
 }
 
 #[pymethods]
@@ -190,7 +192,7 @@ impl PyMessage {
         let (Some(exporter), Some(agent)) = (&self.exporter, &self.agent) else {
             return Ok(());
         };
-        agent.release_message(py, exporter, &self.mv)
+        agent.release_message(py, exporter, &self.mv, self.generation)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

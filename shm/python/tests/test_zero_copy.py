@@ -106,3 +106,43 @@ def test_request_releases_the_held_message(agents):
     with pytest.raises(agentwire.Nacked):
         rx.request(999_999, b"?", timeout=5)
     assert not m.held
+
+
+def test_threads_sharing_an_agent_never_read_a_reused_frame(agents):
+    """Each receive releases the message held before it, whichever thread holds it: a
+    thread then sees Released, never bytes the daemon wrote over its frame."""
+    import threading
+
+    rx, tx = agents
+    total = 3000
+    received = 0
+    corrupt = []
+    lock = threading.Lock()
+
+    def receive():
+        nonlocal received
+        while True:
+            with lock:
+                if received >= total:
+                    return
+            m = rx.recv(timeout=5)
+            if m is None:
+                return  # watchdog: the sender is done and nothing is left
+            with lock:
+                received += 1
+            try:
+                data = bytes(m.payload)
+            except agentwire.Released:
+                continue  # released by the other thread's receive: allowed
+            if data != data[:4] * 16:
+                corrupt.append(data)
+
+    threads = [threading.Thread(target=receive) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(total):
+        tx.send(rx.agent_id, i.to_bytes(4, "little") * 16)
+    for t in threads:
+        t.join()
+    assert received == total
+    assert corrupt == []
