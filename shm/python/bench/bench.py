@@ -27,6 +27,8 @@ import time
 
 PAYLOAD_BYTES = 64
 WATCHDOG_S = 120.0
+#: How agentwire agents idle while waiting (--agentwire-idle; children read it from the env).
+AW_IDLE = os.environ.get("AW_BENCH_IDLE", "spin-then-park")
 
 
 def pct(sorted_ns, q):
@@ -47,13 +49,44 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
+def progress(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+class Watchdog:
+    """For polling loops: fails the run instead of spinning forever if the peer is gone."""
+
+    def __init__(self):
+        self.deadline = time.monotonic() + WATCHDOG_S
+        self.polls = 0
+
+    def check(self):
+        self.polls += 1
+        if self.polls % 4096 == 0 and time.monotonic() > self.deadline:
+            raise SystemExit("watchdog: the peer stopped")
+
+
+def hold_until_counted():
+    """A sender stays connected until the driver saw the receiver count everything (EOF on
+    stdin): a ZeroMQ receiver drops what its pipe still holds when the sending peer
+    disconnects (measured: ~400 of 200,000 PUSH/PULL or PAIR messages over ipc:// lost when
+    the sender closed with linger=-1 and exited right away)."""
+    sys.stdin.read()
+
+
+def die_with_parent():
+    """Children get SIGKILL when the driver dies, so no spinning role outlives a failed run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 # ---------------------------------------------------------------- agentwire
 
 
 def aw_sink(socket, n):
     import agentwire
 
-    with agentwire.Agent("bench-sink", socket=socket, ring_capacity=1 << 22) as a:
+    with agentwire.Agent("bench-sink", socket=socket, idle=AW_IDLE, ring_capacity=1 << 22) as a:
         emit({"id": a.agent_id})
         got = 0
         first = None
@@ -71,17 +104,18 @@ def aw_sink(socket, n):
 def aw_source(socket, n, to):
     import agentwire
 
-    with agentwire.Agent("bench-source", socket=socket) as a:
+    with agentwire.Agent("bench-source", socket=socket, idle=AW_IDLE) as a:
         payload = bytes(PAYLOAD_BYTES)
         for _ in range(n):
             a.send(to, payload)
         emit({"sent": n})
+        hold_until_counted()
 
 
 def aw_echo(socket, m):
     import agentwire
 
-    with agentwire.Agent("bench-echo", socket=socket) as a:
+    with agentwire.Agent("bench-echo", socket=socket, idle=AW_IDLE) as a:
         emit({"id": a.agent_id})
         for _ in range(m):
             req = a.recv(timeout=WATCHDOG_S)
@@ -92,7 +126,7 @@ def aw_echo(socket, m):
 def aw_client(socket, m, warmup, to):
     import agentwire
 
-    with agentwire.Agent("bench-client", socket=socket) as a:
+    with agentwire.Agent("bench-client", socket=socket, idle=AW_IDLE) as a:
         payload = bytes(PAYLOAD_BYTES)
         samples = []
         for i in range(m):
@@ -118,6 +152,8 @@ def zmq_sink(endpoint, n):
     got = 0
     first = None
     while got < n:
+        if not s.poll(WATCHDOG_S * 1000):
+            raise SystemExit(f"watchdog: the sender stopped after {got} of {n} messages")
         msg = s.recv(copy=True)
         msg[0]
         got += 1
@@ -138,9 +174,10 @@ def zmq_source(endpoint, n):
     payload = bytes(PAYLOAD_BYTES)
     for _ in range(n):
         s.send(payload)
-    s.close(linger=-1)  # deliver everything before exiting
-    ctx.term()
     emit({"sent": n})
+    hold_until_counted()
+    s.close(linger=-1)
+    ctx.term()
 
 
 def zmq_echo(endpoint, m):
@@ -220,9 +257,11 @@ def iox_sink(name, n):
     emit({"ready": True})
     got = 0
     first = None
+    dog = Watchdog()
     while got < n:  # iceoryx2's publish-subscribe has no blocking receive: poll
         sample = sub.receive()
         if sample is None:
+            dog.check()
             continue
         sample.payload().contents.data[0]
         sample.delete()
@@ -240,6 +279,7 @@ def iox_source(name, n):
     for _ in range(n):
         pub.send_copy(payload)
     emit({"sent": n})
+    hold_until_counted()
 
 
 def iox_echo(name, m):
@@ -248,9 +288,11 @@ def iox_echo(name, m):
     pub = iox_publisher(iox_service(node, name + "/pong", 16))
     emit({"ready": True})
     done = 0
+    dog = Watchdog()
     while done < m:
         sample = sub.receive()
         if sample is None:
+            dog.check()
             continue
         reply = pub.loan_uninit()
         ctypes.memmove(reply.payload_ptr, sample.payload_ptr, PAYLOAD_BYTES)
@@ -265,6 +307,7 @@ def iox_client(name, m, warmup):
     sub = iox_service(node, name + "/pong", 16).subscriber_builder().create()
     payload = Payload()
     samples = []
+    dog = Watchdog()
     for i in range(m):
         t0 = time.perf_counter_ns()
         pub.send_copy(payload)
@@ -272,6 +315,7 @@ def iox_client(name, m, warmup):
             sample = sub.receive()
             if sample is not None:
                 break
+            dog.check()
         sample.delete()
         t1 = time.perf_counter_ns()
         if i >= warmup:
@@ -300,8 +344,10 @@ ROLES = {
 def spawn(role, *args):
     return subprocess.Popen(
         [sys.executable, __file__, "--role", role, *map(str, args)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -313,6 +359,8 @@ def line(proc):
 
 
 def finish(*procs):
+    for p in procs:
+        p.stdin.close()
     for p in procs:
         if p.wait(WATCHDOG_S) != 0:
             raise RuntimeError(f"{p.args[3]} failed with {p.returncode}")
@@ -362,6 +410,7 @@ def start_daemon(binary, tmp):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 30
     while subprocess.run([binary, "status", "--socket", socket], capture_output=True).returncode:
@@ -381,12 +430,19 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per cell (median and spread)")
     ap.add_argument("--only", choices=["agentwire", "pyzmq", "iceoryx2"], action="append")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--agentwire-idle",
+        default="spin-then-park",
+        choices=["spin", "spin-then-park", "park"],
+        help="how agentwire agents wait (the client library's idle strategy)",
+    )
     args, rest = ap.parse_known_args()
     if args.role:
         ROLES[args.role](*[int(a) if a.isdigit() else a for a in rest])
         return
 
     kinds = args.only or ["agentwire", "pyzmq", "iceoryx2"]
+    os.environ["AW_BENCH_IDLE"] = args.agentwire_idle
     results = {}
     with tempfile.TemporaryDirectory(prefix="aw-pybench-") as tmp:
         daemon, socket = (None, None)
@@ -401,8 +457,10 @@ def main():
                         "pyzmq": f"ipc://{tmp}/zmq-{run}",
                         "iceoryx2": f"aw-pybench/{os.getpid()}/{run}",
                     }[kind]
+                    progress(f"{kind} run {run + 1}: throughput")
                     rates.append(run_throughput(kind, target, args.messages))
                     rt_target = target if kind == "agentwire" else target + "-rt"
+                    progress(f"{kind} run {run + 1}: round trip")
                     rtts.append(run_rtt(kind, rt_target, args.round_trips, args.warmup))
                 results[kind] = {
                     "msgs_per_s_median": statistics.median(rates),
@@ -424,12 +482,14 @@ def main():
         "runs": args.runs,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
+        "agentwire_idle": args.agentwire_idle,
     }
+    # The table goes to stdout, or with --json to stderr (stdout is then the JSON).
+    out = sys.stderr if args.json else sys.stdout
     if args.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
-        return
-    print(f"64-byte messages, Python process to Python process, median of {args.runs} runs")
-    print(f"{'transport':<34} {'msgs/s':>12} {'spread':>17} {'rtt p50':>9} {'p99':>9} {'p99.9':>9}")
+    print(f"64-byte messages, Python process to Python process, median of {args.runs} runs", file=out)
+    print(f"{'transport':<34} {'msgs/s':>12} {'spread':>17} {'rtt p50':>9} {'p99':>9} {'p99.9':>9}", file=out)
     names = {
         "agentwire": "agentwire (through the daemon)",
         "pyzmq": "pyzmq ipc:// (PUSH/PULL, REQ/REP)",
@@ -440,7 +500,8 @@ def main():
         print(
             f"{names[kind]:<34} {r['msgs_per_s_median']:>12,.0f} {spread:>17} "
             f"{r['rtt_p50_us_median']:>7.1f}us {r['rtt_p99_us_median']:>7.1f}us "
-            f"{r['rtt_p999_us_median']:>7.1f}us"
+            f"{r['rtt_p999_us_median']:>7.1f}us",
+            file=out,
         )
 
 
