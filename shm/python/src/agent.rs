@@ -590,14 +590,17 @@ impl PyAgent {
             correlation_id,
             ..Default::default()
         };
-        let (ptr, len) = self
+        let (ptr, len, segment) = self
             .shared
             .blocking(py, |cell| {
+                // The view keeps the segment mapped: a buffer written after the agent closed
+                // (which aborts the claim) lands in a ring nobody reads, never in freed memory.
+                let segment = cell.agent()?.segment().clone();
                 cell.open_claim(FrameKind::Send, to, length, options)
-                    .map(|(p, l)| (p as usize, l))
+                    .map(|(p, l)| (p as usize, l, segment))
             })
             .py_err(py)?;
-        let exporter = view::new_view(py, ptr as *mut u8, len, false, None)?;
+        let exporter = view::new_view(py, ptr as *mut u8, len, false, Some(segment))?;
         let mv = view::memoryview(&exporter)?;
         Ok(PyClaim {
             agent: self.shared.clone(),

@@ -202,3 +202,16 @@ def test_reconnect_after_the_daemon_restarts(daemon):
         with agentwire.Agent("peer", socket=str(daemon.socket)) as p:
             p.send(a.agent_id, b"again")
             assert bytes(a.recv(timeout=5).payload) == b"again"
+
+
+def test_close_aborts_an_open_claim(socket):
+    a, c = pair(socket)
+    with a:
+        claim = c.claim(a.agent_id, 4)
+        claim.buffer[:] = b"lost"
+        view = claim.buffer
+        c.close()
+        assert c.closed
+        view[:] = b"late"  # the segment stays mapped while the view lives: no crash
+        claim.abort()  # the claim went with the agent: nothing to do
+        assert a.recv(timeout=0.2) is None
