@@ -6,11 +6,13 @@
 # build-essential; the gzip codec: zlib1g-dev, found through pkg-config), systemd's
 # tools that the unit tests and `agentwire install` run (systemd-analyze verify and
 # security, systemd-sysusers, systemd-tmpfiles: the `systemd` package; installing it does
-# not make systemd PID 1), and cargo-deb (the Debian package, which the tests build).
+# not make systemd PID 1), cargo-deb (the Debian package, which the tests build), and for
+# the Python agents (shm/python) python3-venv (the .venv below) and python3-dev (libpython,
+# which the extension crate links when cargo builds it outside maturin).
 # Idempotent: it installs only what is missing, so it is cheap to call before every build.
 set -euo pipefail
 
-packages=(pkg-config libhwloc-dev libudev-dev linux-perf build-essential zlib1g-dev systemd)
+packages=(pkg-config libhwloc-dev libudev-dev linux-perf build-essential zlib1g-dev systemd python3-venv python3-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,4 +39,33 @@ cargo_deb_version=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
     echo "setup: installing cargo-deb $cargo_deb_version" >&2
     cargo install cargo-deb --version "$cargo_deb_version" --locked --quiet
+fi
+# Python agents (shm/python): a virtual environment at .venv with the pinned tools of
+# shm/python/requirements.txt (maturin, pytest, and the benchmark's pyzmq and iceoryx2).
+# pip runs only when a pin is missing or differs, so a satisfied setup costs one Python start.
+python=${AGENTWIRE_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $python" >&2
+    "$python" -m venv .venv || {
+        echo "setup: '$python -m venv' failed; on Debian install python3-venv" >&2
+        exit 1
+    }
+fi
+if ! .venv/bin/python - shm/python/requirements.txt <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, pinned = line.split("==")
+    try:
+        if version(name) != pinned:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+then
+    echo "setup: installing the pinned Python tools (shm/python/requirements.txt)" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check -r shm/python/requirements.txt
 fi

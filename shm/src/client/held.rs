@@ -124,7 +124,10 @@ impl Agent {
     /// The descriptor that becomes readable when frames arrive for this agent, for an
     /// event loop (asyncio, epoll) to wait on. It fires only after
     /// [`arm_wakeup`](Self::arm_wakeup), and stays readable until
-    /// [`clear_wakeup`](Self::clear_wakeup). It is replaced by a reconnect.
+    /// [`clear_wakeup`](Self::clear_wakeup). It is replaced by a reconnect. Once the daemon
+    /// is gone it stays readable (the end of a pipe whose writer closed, which no clear
+    /// empties): a wake that brings no frame should call
+    /// [`ensure_connected`](Self::ensure_connected), which then reports `Disconnected`.
     ///
     /// ```no_run
     /// # let agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
