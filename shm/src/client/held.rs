@@ -11,7 +11,8 @@
 //! # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
 //! if let Some(frame) = agent.recv_held(Some(std::time::Duration::from_millis(10)))? {
 //!     let header = agentwire_shm::wire::FrameHeader::validate(frame).unwrap();
-//!     println!("{} bytes from {}", header.payload_len(), header.source());
+//!     let payload = &frame[agentwire_shm::wire::HEADER_BYTES..];
+//!     println!("{} bytes from {}", payload.len(), header.source());
 //! }
 //! agent.release_held();
 //! # Ok::<(), agentwire_shm::client::ClientError>(())

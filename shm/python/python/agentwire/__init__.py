@@ -16,7 +16,7 @@ import asyncio
 import json as _json
 from typing import Any, AsyncIterator, Optional
 
-from . import _native
+from . import _errors, _native
 from ._errors import (
     Backpressure,
     ClaimOpen,
@@ -128,16 +128,5 @@ __all__ = [
     "json_payload",
     "msgpack_dumps",
     "msgpack_loads",
-    "Error",
-    "Refused",
-    "UntrustedDaemon",
-    "Disconnected",
-    "Backpressure",
-    "Timeout",
-    "Nacked",
-    "TooLarge",
-    "ProtocolError",
-    "Released",
-    "ClaimOpen",
-    "Closed",
+    *_errors.__all__,
 ]
