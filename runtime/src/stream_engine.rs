@@ -220,6 +220,7 @@ impl StreamHandle {
                 u64::from(self.running.load(Ordering::Relaxed)),
             ),
             ("stream.frames_in", s.frames_in),
+            ("stream.answers_in", s.answers_in),
             ("stream.events_accepted", s.events_accepted),
             ("stream.events_malformed", s.events_malformed),
             ("stream.events_unscored", s.events_unscored),

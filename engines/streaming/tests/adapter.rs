@@ -233,6 +233,58 @@ fn bad_events_are_counted_and_reported_to_their_sender() {
 }
 
 #[test]
+fn an_alert_no_one_subscribed_to_starts_no_storm_of_answers() {
+    // The router nacks a publish with no subscriber back to the engine. The engine once
+    // took that nack for a malformed batch and acked it; the router nacked the ack (the
+    // daemon is no agent), and so on, a frame per pass for as long as it ran.
+    let sock = std::env::temp_dir().join(format!(
+        "aw-stream-adapter-storm-{}.sock",
+        std::process::id()
+    ));
+    let router = TestRouter::start(TestRouterConfig::new(sock)).unwrap();
+    let (engine, engine_id) = start(&router);
+    let mut sender = Agent::builder("sensor")
+        .socket(router.socket_path())
+        .connect()
+        .unwrap();
+    // Calm values, then a spike far past them in a later window: an alert, which no one
+    // receives (nobody subscribed to the alerts topic).
+    let calm: Vec<WireEvent> = (0..200)
+        .map(|i| event(1, i * SECOND_NS / 100, 1.0 + (i % 3) as f64 * 0.01))
+        .collect();
+    let spike = vec![event(1, 5 * SECOND_NS, 1e9), event(1, 9 * SECOND_NS, 1.0)];
+    for events in [calm, spike] {
+        let ack = sender
+            .stream_batch_acked(engine_id, &EventBatch { events }, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(ack.malformed, 0);
+    }
+    // The router nacks the alert (a 10 s watchdog, not a timing assertion); one more
+    // request, routed by the same router thread after that nack, reaches the engine's ring
+    // behind it, so once it is acked the engine has read the nack.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while router.stats().nacks_no_subscriber.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the alert was never nacked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sender
+        .stream_batch_acked(engine_id, &EventBatch::default(), Duration::from_secs(10))
+        .unwrap();
+    let stats = engine.stop();
+    assert!(stats.alerts >= 1, "{stats:?}");
+    // Every answer that came back was counted and left unanswered: only the three requests
+    // were acked, and no event was refused.
+    assert_eq!((stats.acks, stats.events_malformed), (3, 0), "{stats:?}");
+    assert!(
+        stats.answers_in >= 1,
+        "the router's nack of the alert: {stats:?}"
+    );
+}
+
+#[test]
 fn accepted_events_are_in_the_log_before_their_ack() {
     let sock =
         std::env::temp_dir().join(format!("aw-stream-adapter-log-{}.sock", std::process::id()));
