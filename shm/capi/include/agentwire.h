@@ -101,6 +101,15 @@
 // `timeout_ms` value for "wait until a message arrives or the daemon goes away".
 #define AW_WAIT_FOREVER -1
 
+// The feature id the streaming engine serves by default: pass it to `aw_stream_batch`.
+#define AW_STREAM_FEATURE_ID 1398013953
+
+// Bytes of `aw_ingest_ack.first_problem`, NUL included.
+#define AW_PROBLEM_BYTES 256
+
+// The most events in one batch.
+#define AW_STREAM_EVENTS_MAX 65536
+
 // What a call returns: `AW_OK`, or why it failed. The thread's `aw_last_error()` then says
 // more.
 //
@@ -245,6 +254,41 @@ typedef struct aw_agent_info {
   // The matching capability version, NUL-terminated.
   char version[AW_VERSION_BYTES];
 } aw_agent_info;
+
+// One event: a key (a name, or a number when `key_name` is NULL), its event time and
+// its value. The engine refuses (and counts) a name over 23 bytes, a value that is not
+// finite, or a time out of range.
+//
+// ```c
+// aw_stream_event e = { .key_name = "disk-1", .event_time_ns = now_ns, .value = 0.93 };
+// ```
+typedef struct aw_stream_event {
+  // The key's name (UTF-8, NUL-terminated), or NULL for the numeric key `key_id`.
+  const char *key_name;
+  // The numeric key, used when `key_name` is NULL.
+  uint64_t key_id;
+  // When it happened, ns since the Unix epoch.
+  int64_t event_time_ns;
+  // The value.
+  double value;
+} aw_stream_event;
+
+// The engine's answer to `aw_stream_batch_acked`.
+//
+// ```c
+// aw_ingest_ack ack;
+// if (aw_stream_batch_acked(agent, engine, events, n, 1000, &ack) == AW_OK && ack.malformed)
+//     fprintf(stderr, "%u refused: %s\n", ack.malformed, ack.first_problem);
+// ```
+typedef struct aw_ingest_ack {
+  // Events the engine took.
+  uint32_t accepted;
+  // Events it refused (and counted).
+  uint32_t malformed;
+  // What was wrong with the first refused event, NUL-terminated ("" if none; cut if
+  // longer).
+  char first_problem[AW_PROBLEM_BYTES];
+} aw_ingest_ack;
 
 #ifdef __cplusplus
 extern "C" {
@@ -845,6 +889,44 @@ uint32_t aw_last_nack_reason(void);
 // printf("%s\n", aw_status_name(AW_ERR_TIMEOUT)); // AW_ERR_TIMEOUT
 // ```
 const char *aw_status_name(int status);
+
+// Sends `count` events to the streaming engine serving `feature_id` (usually
+// `AW_STREAM_FEATURE_ID`), all in one frame. The engine answers (an `AW_KIND_RESPONSE`
+// message carrying its count) only when it refused some; `aw_stream_batch_acked` waits for
+// the count every time.
+//
+// ```c
+// aw_stream_event events[2] = {{.key_id = 7, .event_time_ns = t, .value = 1.0},
+//                              {.key_name = "disk-1", .event_time_ns = t, .value = 0.5}};
+// aw_stream_batch(agent, AW_STREAM_FEATURE_ID, events, 2);
+// ```
+//
+// # Safety
+// `agent` is NULL or a live agent handle; `events` is NULL (with `count` 0) or `count`
+// readable events whose `key_name`s are NULL or NUL-terminated strings.
+enum aw_status aw_stream_batch(struct aw_agent *agent,
+                               uint32_t feature_id,
+                               const struct aw_stream_event *events,
+                               size_t count);
+
+// Sends `count` events as a request to the engine's agent `engine` (found with
+// `aw_discover(agent, "stream-ingest", "^1", ...)`) and waits up to `timeout_ms` for its
+// count of the events it took and refused, written to `*ack_out`. `AW_ERR_TIMEOUT` or
+// `AW_ERR_NACKED` (no such agent) otherwise. Releases the message received before.
+//
+// ```c
+// aw_ingest_ack ack;
+// aw_stream_batch_acked(agent, engine_id, events, 2, 1000, &ack);
+// ```
+//
+// # Safety
+// As `aw_stream_batch`; `ack_out` is NULL or writable.
+enum aw_status aw_stream_batch_acked(struct aw_agent *agent,
+                                     uint32_t engine,
+                                     const struct aw_stream_event *events,
+                                     size_t count,
+                                     uint32_t timeout_ms,
+                                     struct aw_ingest_ack *ack_out);
 
 #ifdef __cplusplus
 }  // extern "C"

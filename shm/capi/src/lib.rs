@@ -11,6 +11,7 @@
 //! - [`send`]: sending, subscriptions, discovery.
 //! - [`message`]: receiving in place and request/response.
 //! - [`claim`]: the zero-copy claim, write, commit path.
+//! - [`stream`]: events for the streaming engine.
 //!
 //! The rules C code lives by (also at the top of `agentwire.h`): a handle may move between
 //! threads but is used by one thread at a time; a received view stays valid until
@@ -36,6 +37,7 @@ pub mod message;
 pub mod options;
 pub mod send;
 pub mod status;
+pub mod stream;
 
 pub use agent::*;
 pub use claim::*;
@@ -44,3 +46,4 @@ pub use message::*;
 pub use options::*;
 pub use send::*;
 pub use status::{aw_last_error, aw_last_nack_reason, aw_status, aw_status_name, guard_for_tests};
+pub use stream::*;

@@ -290,7 +290,7 @@ pub struct aw_agent_info {
 }
 
 /// Copies `text` into `out` NUL-terminated, cut at a character boundary; true if cut.
-fn copy_text(text: &str, out: &mut [c_char]) -> bool {
+pub(crate) fn copy_text(text: &str, out: &mut [c_char]) -> bool {
     let room = out.len() - 1;
     let mut end = text.len().min(room);
     while !text.is_char_boundary(end) {

@@ -7,7 +7,7 @@ use common::{compile, crate_dir, scratch, Daemon, Link, Program};
 
 fn run_binding_test(name: &str, link: Link) {
     let dir = scratch(name);
-    let daemon = Daemon::start(&dir);
+    let daemon = Daemon::start_with_engine(&dir);
     let exe = compile(
         &dir,
         "binding_test",
@@ -17,6 +17,7 @@ fn run_binding_test(name: &str, link: Link) {
     let socket = daemon.socket.to_str().unwrap().to_owned();
     let out = Program::spawn(&exe, &[&socket], &dir).finish();
     assert!(out.contains("ok received in place"), "{out}");
+    assert!(out.contains("ok streamed"), "{out}");
     assert!(out.trim_end().ends_with("ALL OK"), "{out}");
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);

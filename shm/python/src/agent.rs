@@ -327,6 +327,47 @@ impl PyAgent {
             .py_err(py)
     }
 
+    /// Sends events to the streaming engine serving `feature_id` (by default the engine's
+    /// own, `STREAM_FEATURE_ID`), all in one frame. `events`: an iterable of
+    /// `(key, event_time_ns, value)` or `(key, event_time_ns, value, {name: value})`
+    /// tuples, the key an int or a short str. The engine answers only when it refused some
+    /// (use `stream_batch_acked` to wait for its count every time).
+    #[pyo3(signature = (events, *, feature_id=agentwire_shm::stream_events::STREAM_FEATURE_ID))]
+    fn stream_batch(
+        &self,
+        py: Python<'_>,
+        events: &Bound<'_, PyAny>,
+        feature_id: u32,
+    ) -> PyResult<()> {
+        let batch = crate::stream::batch(events)?;
+        self.shared
+            .blocking(py, |cell| -> Result<(), Fail> {
+                Ok(cell.agent()?.stream_batch(feature_id, &batch)?)
+            })
+            .py_err(py)
+    }
+
+    /// Sends events (as `stream_batch`) as a request to the engine's agent `engine` (found
+    /// with `discover(STREAM_CAPABILITY, "^1")`) and waits up to `timeout` seconds for its
+    /// `IngestAck`: how many events it took and refused. Releases the held message first.
+    #[pyo3(signature = (engine, events, *, timeout=1.0))]
+    fn stream_batch_acked(
+        &self,
+        py: Python<'_>,
+        engine: u32,
+        events: &Bound<'_, PyAny>,
+        timeout: f64,
+    ) -> PyResult<crate::stream::PyIngestAck> {
+        let timeout = duration(timeout)?;
+        let batch = crate::stream::batch(events)?;
+        let ack = self.receiving(py, true, |cell| -> Result<_, Fail> {
+            Ok(cell
+                .agent_to_receive()?
+                .stream_batch_acked(engine, &batch, timeout)?)
+        })?;
+        Ok(ack.into())
+    }
+
     /// Publishes `payload` to every subscriber of `topic`.
     fn publish(&self, py: Python<'_>, topic: &str, payload: &Bound<'_, PyAny>) -> PyResult<()> {
         view::with_bytes(payload, |b| {

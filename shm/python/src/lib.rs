@@ -9,6 +9,7 @@
 //!   payload is never released while Python still holds a view of it.
 //! - [`cell`]: the Rust agent and its open claim.
 //! - [`errors`]: the client's typed errors as Python exceptions.
+//! - [`stream`]: events for the streaming engine, from tuples.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 // PyO3's generated glue is not documented item by item; the Python API is (docstrings and
@@ -19,6 +20,7 @@ mod agent;
 mod cell;
 mod errors;
 mod message;
+mod stream;
 mod view;
 
 use pyo3::prelude::*;
@@ -31,6 +33,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyMessage>()?;
     m.add_class::<message::PyAgentInfo>()?;
     m.add_class::<message::PyClaim>()?;
+    m.add_class::<stream::PyIngestAck>()?;
     m.add("HEADER_BYTES", agentwire_shm::wire::HEADER_BYTES)?;
+    m.add(
+        "STREAM_FEATURE_ID",
+        agentwire_shm::stream_events::STREAM_FEATURE_ID,
+    )?;
+    m.add(
+        "STREAM_CAPABILITY",
+        agentwire_shm::stream_events::STREAM_CAPABILITY,
+    )?;
     Ok(())
 }

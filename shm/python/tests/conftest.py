@@ -43,16 +43,18 @@ def agentwire_bin() -> Path:
 class Daemon:
     """A running `agentwire serve`."""
 
-    def __init__(self, binary: Path, socket: Path) -> None:
+    def __init__(self, binary: Path, socket: Path, extra: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.socket = socket
+        self.extra = extra
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = dict(os.environ, AGENTWIRE_DLQ=str(self.socket.with_name("dlq.log")))
         self.log = open(self.socket.with_name("daemon.log"), "ab")
         self.proc = subprocess.Popen(
-            [str(self.binary), "serve", "--metrics-port", "0", "--socket", str(self.socket)],
+            [str(self.binary), "serve", "--metrics-port", "0", "--socket", str(self.socket),
+             *self.extra],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -352,6 +352,42 @@ int main(int argc, char **argv) {
     m = recv_one(alice);
     CHECK(payload_is(&m, "again") && m.source == bob_id);
 
+    /* ---- the streaming engine (the test's daemon runs it) ---- */
+    {
+        aw_agent_info engines[2];
+        size_t found = 0;
+        /* The engine registers just after the socket answers: a watchdog, not a timing. */
+        for (int tries = 0; found == 0 && tries < 10000; tries++) {
+            EXPECT(aw_discover(alice, "stream-ingest", "^1", engines, 2, &found), AW_OK);
+            if (found == 0) {
+                struct timespec ms = {0, 1000000};
+                nanosleep(&ms, NULL);
+            }
+        }
+        CHECK(found == 1);
+        long long t0 = 1700000000000000000LL;
+        aw_stream_event events[3] = {
+            {.key_name = "disk-1", .event_time_ns = t0, .value = 0.5},
+            {.key_name = NULL, .key_id = 7, .event_time_ns = t0 + 1000, .value = 1.5},
+            /* a name over the schema's 23 bytes: refused and counted by the engine */
+            {.key_name = "a-key-name-far-too-long-for-the-schema", .event_time_ns = t0, .value = 1},
+        };
+        aw_ingest_ack ack;
+        EXPECT(aw_stream_batch_acked(alice, engines[0].agent_id, events, 3, WAIT_MS, &ack), AW_OK);
+        CHECK(ack.accepted == 2 && ack.malformed == 1 && strlen(ack.first_problem) > 0);
+        EXPECT(aw_stream_batch_acked(alice, engines[0].agent_id, events, 2, WAIT_MS, NULL),
+               AW_ERR_INVALID_ARGUMENT);
+        EXPECT(aw_stream_batch_acked(alice, engines[0].agent_id, NULL, 2, WAIT_MS, &ack),
+               AW_ERR_INVALID_ARGUMENT);
+        EXPECT(aw_stream_batch(alice, AW_STREAM_FEATURE_ID, events, 2), AW_OK);
+        EXPECT(aw_stream_batch(alice, AW_STREAM_FEATURE_ID, events, AW_STREAM_EVENTS_MAX + 1),
+               AW_ERR_INVALID_ARGUMENT);
+        /* The fire-and-forget batch is counted before an acked one sent after it. */
+        EXPECT(aw_stream_batch_acked(alice, engines[0].agent_id, NULL, 0, WAIT_MS, &ack), AW_OK);
+        CHECK(ack.accepted == 0 && ack.malformed == 0 && ack.first_problem[0] == 0);
+        printf("ok streamed\n");
+    }
+
     /* ---- close: an open claim is aborted, views die with the agent ---- */
     EXPECT(aw_claim(bob, AW_KIND_SEND, alice_id, 1, NULL, &buf), AW_OK);
     aw_close(bob);

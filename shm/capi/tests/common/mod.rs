@@ -76,10 +76,27 @@ impl Daemon {
     /// Starts `agentwire serve` on `dir/agentwire.sock` with its dead-letter queue beside
     /// it and the metrics endpoint on a free port; waits (watchdog) until it answers.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Daemon::start`] with the streaming engine running (in memory: no state directory).
+    pub fn start_with_engine(dir: &Path) -> Self {
+        let config = dir.join("agentwire.toml");
+        std::fs::write(
+            &config,
+            "[streaming]\nenabled = true\ndetector = \"windowed-gaussian\"\n\
+             results_topic = \"\"\nstate_dir = \"\"\n",
+        )
+        .unwrap();
+        Self::start_with(dir, &["--config".as_ref(), config.as_os_str()])
+    }
+
+    fn start_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Self {
         let socket = dir.join("agentwire.sock");
         let child = Command::new(agentwire_bin())
             .args(["serve", "--metrics-port", "0", "--socket"])
             .arg(&socket)
+            .args(extra)
             .env("AGENTWIRE_DLQ", dir.join("dlq.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

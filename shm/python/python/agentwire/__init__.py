@@ -31,7 +31,15 @@ from ._errors import (
     TooLarge,
     UntrustedDaemon,
 )
-from ._native import HEADER_BYTES, AgentInfo, Claim, Message
+from ._native import (
+    HEADER_BYTES,
+    STREAM_CAPABILITY,
+    STREAM_FEATURE_ID,
+    AgentInfo,
+    Claim,
+    IngestAck,
+    Message,
+)
 
 #: How often an asyncio wait checks that the daemon is still there (and shows it this agent
 #: is alive), in seconds.
@@ -124,6 +132,9 @@ __all__ = [
     "Claim",
     "Message",
     "HEADER_BYTES",
+    "STREAM_CAPABILITY",
+    "STREAM_FEATURE_ID",
+    "IngestAck",
     "ASYNC_CHECK_INTERVAL",
     "json_payload",
     "msgpack_dumps",

@@ -1,12 +1,17 @@
 """Type stubs for the extension module agentwire._native (Rust, PyO3)."""
 
 from types import TracebackType
-from typing import Dict, List, Optional, Tuple, Type, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Type, Union
 
 
 BufferLike = Union[bytes, bytearray, memoryview]
 
 HEADER_BYTES: int
+STREAM_FEATURE_ID: int
+STREAM_CAPABILITY: str
+
+Event = Union[Tuple[Union[int, str], int, float], Tuple[Union[int, str], int, float, Dict[str, str]]]
+"""An event for the streaming engine: (key, event_time_ns, value[, attributes])."""
 
 class Message:
     """A received message. ``payload`` is a read-only memoryview: onto the frame in the rx
@@ -55,6 +60,16 @@ class AgentInfo:
     def version(self) -> str: ...
     @property
     def capabilities(self) -> Dict[str, str]: ...
+
+class IngestAck:
+    """The streaming engine's answer to ``Agent.stream_batch_acked``."""
+
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def first_problem(self) -> str: ...
 
 class Claim:
     """Room claimed in the tx ring; write ``buffer``, then ``commit()`` (or use ``with``)."""
@@ -110,6 +125,10 @@ class Agent:
         feature_id: int = 0,
     ) -> None: ...
     def send_batch(self, to: int, payloads: List[BufferLike]) -> int: ...
+    def stream_batch(self, events: Iterable[Event], *, feature_id: int = ...) -> None: ...
+    def stream_batch_acked(
+        self, engine: int, events: Iterable[Event], *, timeout: float = 1.0
+    ) -> IngestAck: ...
     def publish(self, topic: str, payload: BufferLike) -> None: ...
     def anycast(self, capability: str, requirement: str, payload: BufferLike) -> None: ...
     def send_feature(self, feature_id: int, payload: BufferLike) -> None: ...
