@@ -182,6 +182,18 @@ typedef struct aw_agent aw_agent;
 // ```
 typedef struct aw_options aw_options;
 
+// One payload of a batch: `len` bytes at `data` (NULL only with `len` 0).
+//
+// ```c
+// aw_buffer b = { .data = "hello", .len = 5 };
+// ```
+typedef struct aw_buffer {
+  // The bytes.
+  const void *data;
+  // How many.
+  size_t len;
+} aw_buffer;
+
 // Options for one outgoing frame. Start from `aw_send_options_default()`.
 //
 // ```c
@@ -440,6 +452,27 @@ enum aw_status aw_ensure_connected(struct aw_agent *agent);
 enum aw_status aw_agent_segment_range(struct aw_agent *agent,
                                       size_t *start_out,
                                       size_t *len_bytes_out);
+
+// Sends `count` payloads to agent `to_agent`, published together (one release store) when
+// the ring has room for them all. Writes how many were sent to `*sent_out` (NULL: not
+// wanted): fewer than `count` only if the ring stayed full past the send timeout after
+// some were sent, in which case the status is still `AW_OK`; an error only if none was.
+//
+// ```c
+// aw_buffer batch[2] = {{"a", 1}, {"b", 1}};
+// size_t sent;
+// aw_send_batch(agent, peer_id, batch, 2, &sent);
+// ```
+//
+// # Safety
+// `agent` is NULL or a live agent handle; `payloads` is NULL (with `count` 0) or `count`
+// readable `aw_buffer`s, each NULL with `len` 0 or `len` readable bytes; `sent_out` is
+// NULL or writable.
+enum aw_status aw_send_batch(struct aw_agent *agent,
+                             uint32_t to_agent,
+                             const struct aw_buffer *payloads,
+                             size_t count,
+                             size_t *sent_out);
 
 // Claims room for a frame of kind `kind` (`AW_KIND_*`) to `destination` with a payload of
 // `payload_len` bytes, with `options` (NULL: the defaults); writes the address of the

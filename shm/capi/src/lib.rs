@@ -9,6 +9,7 @@
 //! - [`options`]: the connection builder.
 //! - [`agent`]: the agent handle's lifecycle and connection calls.
 //! - [`send`]: sending, subscriptions, discovery.
+//! - [`batch`]: many frames to one agent with one publish.
 //! - [`message`]: receiving in place and request/response.
 //! - [`claim`]: the zero-copy claim, write, commit path.
 //! - [`stream`]: events for the streaming engine.
@@ -31,6 +32,7 @@
 
 pub mod agent;
 mod args;
+pub mod batch;
 pub mod claim;
 pub mod consts;
 pub mod message;
@@ -40,6 +42,7 @@ pub mod status;
 pub mod stream;
 
 pub use agent::*;
+pub use batch::*;
 pub use claim::*;
 pub use consts::*;
 pub use message::*;

@@ -352,6 +352,25 @@ int main(int argc, char **argv) {
     m = recv_one(alice);
     CHECK(payload_is(&m, "again") && m.source == bob_id);
 
+    /* ---- a batch to one agent, one publish ---- */
+    {
+        aw_buffer batch[3] = {{"b1", 2}, {"b2", 2}, {"b3", 2}};
+        size_t sent = 0;
+        EXPECT(aw_send_batch(bob, alice_id, batch, 3, &sent), AW_OK);
+        CHECK(sent == 3);
+        for (int i = 0; i < 3; i++) {
+            char want[3] = {'b', (char)('1' + i), 0};
+            m = recv_one(alice);
+            CHECK(payload_is(&m, want) && m.source == bob_id);
+        }
+        EXPECT(aw_send_batch(bob, alice_id, NULL, 0, &sent), AW_OK);
+        CHECK(sent == 0);
+        EXPECT(aw_send_batch(bob, alice_id, NULL, 2, &sent), AW_ERR_INVALID_ARGUMENT);
+        aw_buffer bad[1] = {{NULL, 4}};
+        EXPECT(aw_send_batch(bob, alice_id, bad, 1, NULL), AW_ERR_INVALID_ARGUMENT);
+        EXPECT(aw_try_recv(alice, &m), AW_NO_MESSAGE);
+    }
+
     /* ---- the streaming engine (the test's daemon runs it) ---- */
     {
         aw_agent_info engines[2];

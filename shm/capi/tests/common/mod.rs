@@ -203,8 +203,12 @@ impl Program {
         let name = exe.file_name().unwrap().to_string_lossy().into_owned();
         let stdout = dir.join(format!("{name}.{}.out", std::process::id()));
         let stderr = dir.join(format!("{name}.{}.err", std::process::id()));
+        // cargo test sets LD_LIBRARY_PATH to target/<profile> too, which outranks the
+        // program's RUNPATH (deps/): a libagentwire.so an earlier `cargo build` left there
+        // would be loaded instead of this build's (seen: an undefined new symbol).
         let child = Command::new(exe)
             .args(args)
+            .env_remove("LD_LIBRARY_PATH")
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
