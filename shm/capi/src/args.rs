@@ -43,6 +43,30 @@ pub(crate) unsafe fn bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
 }
 
+/// Borrows `count` values of `T` (an array the caller allocated); NULL is accepted only
+/// with `count == 0`.
+///
+/// # Safety
+/// `ptr` is NULL or points to `count` readable, initialised `T`s that stay valid and
+/// unchanged for `'a`.
+pub(crate) unsafe fn slice<'a, T>(
+    ptr: *const T,
+    count: usize,
+    name: &str,
+) -> Result<&'a [T], Failure> {
+    let Some(len) = count.checked_mul(std::mem::size_of::<T>()) else {
+        return Err(Failure::argument(name, "count is too large"));
+    };
+    // SAFETY: NULL with 0, or `count` readable T's, which is `len` readable bytes (caller).
+    unsafe { bytes(ptr.cast(), len, name) }?;
+    if count == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: `count` readable, initialised T's at `ptr` (caller), not NULL (checked by
+    // `bytes`), allocated by the caller as T's, so aligned for them.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
 /// Borrows a handle mutably.
 ///
 /// # Safety

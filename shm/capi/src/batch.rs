@@ -45,18 +45,8 @@ pub unsafe extern "C" fn aw_send_batch(
     sent_out: *mut usize,
 ) -> aw_status {
     with_agent(agent, |a| {
-        let Some(bytes) = count.checked_mul(std::mem::size_of::<aw_buffer>()) else {
-            return Err(Failure::argument("count", "is too large"));
-        };
         // SAFETY: NULL with 0, or `count` readable aw_buffers (caller).
-        let raw = unsafe { args::bytes(payloads.cast(), bytes, "payloads") }?;
-        let buffers: &[aw_buffer] = if count == 0 {
-            &[]
-        } else {
-            // SAFETY: `count` readable aw_buffers at `payloads` (checked above), allocated
-            // by the caller as such, so aligned for them.
-            unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), count) }
-        };
+        let buffers = unsafe { args::slice(payloads, count, "payloads") }?;
         let slices = buffers
             .iter()
             .map(|b| {

@@ -76,16 +76,8 @@ unsafe fn batch(events: *const aw_stream_event, count: usize) -> Result<EventBat
             "exceeds AW_STREAM_EVENTS_MAX: split the batch",
         ));
     }
-    let bytes = count * std::mem::size_of::<aw_stream_event>();
     // SAFETY: NULL with 0, or `count` readable events (caller).
-    let raw = unsafe { args::bytes(events.cast(), bytes, "events") }?;
-    let events: &[aw_stream_event] = if count == 0 {
-        &[]
-    } else {
-        // SAFETY: `raw` is `count` readable events at `events` (checked above), which the
-        // caller allocated as `aw_stream_event`s, so aligned for them.
-        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), count) }
-    };
+    let events = unsafe { args::slice(events, count, "events") }?;
     let mut batch = EventBatch::default();
     batch.events.reserve(count);
     for e in events {
