@@ -9,7 +9,7 @@ use crate::cell::AgentCell;
 use crate::errors::{Fail, IntoPy};
 use crate::message::{release_view, slot, Fields, MvSlot, PyAgentInfo, PyClaim, PyMessage};
 use crate::view;
-use agentwire_shm::client::{Agent, OwnedMessage, SendOptions};
+use agentwire_shm::client::{Agent, ClientError, OwnedMessage, SendOptions};
 use agentwire_shm::idle::IdleStrategy;
 use agentwire_shm::segment::Segment;
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
@@ -370,13 +370,7 @@ impl PyAgent {
 
     /// Publishes `payload` to every subscriber of `topic`.
     fn publish(&self, py: Python<'_>, topic: &str, payload: &Bound<'_, PyAny>) -> PyResult<()> {
-        view::with_bytes(payload, |b| {
-            self.shared
-                .blocking(py, |cell| -> Result<(), Fail> {
-                    Ok(cell.agent()?.publish(topic, b)?)
-                })
-                .py_err(py)
-        })?
+        self.sending(py, payload, |agent, b| agent.publish(topic, b))
     }
 
     /// Sends `payload` to one live agent offering `capability` at a version satisfying
@@ -388,13 +382,9 @@ impl PyAgent {
         requirement: &str,
         payload: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        view::with_bytes(payload, |b| {
-            self.shared
-                .blocking(py, |cell| -> Result<(), Fail> {
-                    Ok(cell.agent()?.anycast(capability, requirement, b)?)
-                })
-                .py_err(py)
-        })?
+        self.sending(py, payload, |agent, b| {
+            agent.anycast(capability, requirement, b)
+        })
     }
 
     /// Sends `payload` to the agent or engine registered for `feature_id`.
@@ -404,13 +394,7 @@ impl PyAgent {
         feature_id: u32,
         payload: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        view::with_bytes(payload, |b| {
-            self.shared
-                .blocking(py, |cell| -> Result<(), Fail> {
-                    Ok(cell.agent()?.send_feature(feature_id, b)?)
-                })
-                .py_err(py)
-        })?
+        self.sending(py, payload, |agent, b| agent.send_feature(feature_id, b))
     }
 
     /// Sends a request to agent `to` and waits up to `timeout` seconds for its response
@@ -780,11 +764,22 @@ impl PyAgent {
         payload: &Bound<'_, PyAny>,
         options: SendOptions,
     ) -> PyResult<()> {
+        self.sending(py, payload, |agent, b| {
+            agent.send_with(kind, to, b, options)
+        })
+    }
+
+    /// Runs the send `f` with `payload`'s bytes read in place (any contiguous buffer), the
+    /// GIL released (a send may wait for room in the ring).
+    fn sending(
+        &self,
+        py: Python<'_>,
+        payload: &Bound<'_, PyAny>,
+        f: impl FnOnce(&mut Agent, &[u8]) -> Result<(), ClientError> + Send,
+    ) -> PyResult<()> {
         view::with_bytes(payload, |b| {
             self.shared
-                .blocking(py, |cell| -> Result<(), Fail> {
-                    Ok(cell.agent()?.send_with(kind, to, b, options)?)
-                })
+                .blocking(py, |cell| -> Result<(), Fail> { Ok(f(cell.agent()?, b)?) })
                 .py_err(py)
         })?
     }
