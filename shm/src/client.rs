@@ -624,6 +624,15 @@ fn beat(segment: &Segment) {
 /// default 1 ms park, about every 64 ms, well inside the daemon's liveness timeout.
 const HEARTBEAT_POLLS: u32 = 64;
 
+/// Counts a poll that found the rx ring empty: a caller polling is alive, so it beats now
+/// and then.
+fn count_empty_poll(idle_polls: &mut u32, segment: &Segment) {
+    *idle_polls = idle_polls.wrapping_add(1);
+    if *idle_polls % HEARTBEAT_POLLS == 0 {
+        beat(segment);
+    }
+}
+
 impl Agent {
     /// Starts building an agent named `name`.
     ///
@@ -1376,12 +1385,8 @@ impl Agent {
                 Ok(Some(Message::InRing(frame)))
             }
             None => {
-                // A caller polling an empty ring is alive: beat now and then.
-                // (A field, not `self.heartbeat()`: `self.link.rx` is still borrowed here.)
-                self.idle_polls = self.idle_polls.wrapping_add(1);
-                if self.idle_polls % HEARTBEAT_POLLS == 0 {
-                    beat(&self.link.segment);
-                }
+                // (Fields, not a method on `self`: `self.link.rx` is still borrowed here.)
+                count_empty_poll(&mut self.idle_polls, &self.link.segment);
                 Ok(None)
             }
         }
@@ -1396,14 +1401,25 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>, ClientError> {
+        if self.wait_for_frame(timeout)? {
+            self.try_recv()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Releases the held frame, then waits up to `timeout` (`None`: until a frame arrives or
+    /// the daemon goes away) with the builder's idle strategy; true once a frame is ready
+    /// (stashed or in the ring), false when the time is up.
+    fn wait_for_frame(&mut self, timeout: Option<Duration>) -> Result<bool, ClientError> {
         self.release_held();
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if !self.stash.is_empty() || !self.link.rx.is_empty() {
-                return self.try_recv();
+                return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
+                return Ok(false);
             }
             self.idle_once(0)?;
         }

@@ -18,11 +18,11 @@
 //! # Ok::<(), agentwire_shm::client::ClientError>(())
 //! ```
 
-use super::{beat, Agent, ClientError, OwnedMessage, HEARTBEAT_POLLS};
+use super::{count_empty_poll, Agent, ClientError, OwnedMessage};
 use crate::ring::{Consumer, HeldRecord};
 use crate::wire::FrameHeader;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A frame an agent holds between calls.
 #[derive(Debug)]
@@ -57,10 +57,7 @@ impl Agent {
                 frame.hold()
             }
             None => {
-                self.idle_polls = self.idle_polls.wrapping_add(1);
-                if self.idle_polls % HEARTBEAT_POLLS == 0 {
-                    beat(&self.link.segment);
-                }
+                count_empty_poll(&mut self.idle_polls, &self.link.segment);
                 return Ok(None);
             }
         };
@@ -77,16 +74,10 @@ impl Agent {
     /// # Ok::<(), agentwire_shm::client::ClientError>(())
     /// ```
     pub fn recv_held(&mut self, timeout: Option<Duration>) -> Result<Option<&[u8]>, ClientError> {
-        self.release_held();
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if !self.stash.is_empty() || !self.link.rx.is_empty() {
-                return self.try_recv_held();
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
-            }
-            self.idle_once(0)?;
+        if self.wait_for_frame(timeout)? {
+            self.try_recv_held()
+        } else {
+            Ok(None)
         }
     }
 
