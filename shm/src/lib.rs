@@ -12,6 +12,7 @@
 //! - [`client`]: the agent library.
 //! - [`pattern`]: checked payloads for conservation tests across processes.
 //! - [`stream_events`]: the streaming engine's ingest schema (event batches, acks).
+//! - [`stream_frames`]: frames and control messages on a byte stream (TCP, TLS).
 //!
 //! Nothing of the daemon lives here: the router (registry, admission, routing core, the
 //! test router) is the `agentwire-router` crate, which builds on this one.
@@ -37,4 +38,5 @@ pub mod placement;
 pub mod ring;
 pub mod segment;
 pub mod stream_events;
+pub mod stream_frames;
 pub mod wire;

@@ -49,7 +49,7 @@
 //! ```
 
 use crate::shared::Shared;
-use agentwire_shm::control::Registration;
+use agentwire_shm::control::{ClientMsg, Registration, ServerMsg};
 use agentwire_shm::doorbell::Doorbell;
 use agentwire_shm::ring::{ClaimError, Consumer, Producer, RingError};
 use agentwire_shm::segment::{Segment, TX_LANES};
@@ -101,6 +101,14 @@ pub(crate) enum EndpointRequest {
     },
     Remove {
         agent_id: u32,
+    },
+    /// A control request (subscribe, resolve, discover, ...) on behalf of a remote agent of
+    /// `gateway`; authorization is the gateway's job (it knows the network identity).
+    Session {
+        gateway: u32,
+        agent_id: u32,
+        msg: ClientMsg,
+        reply: SyncSender<Result<ServerMsg, String>>,
     },
     ResolveTopic {
         agent_id: u32,
@@ -356,6 +364,30 @@ impl Endpoint {
         Ok(id)
     }
 
+    /// A handle for this gateway's control requests that can move to another thread (a
+    /// blocking pool: each request waits for the control loop).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::{ClientMsg, Registration, ServerMsg};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-ctl-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let mut gw = r.control().register_endpoint(
+    ///     Registration { name: "gw".into(), ..Default::default() }, EndpointKind::Gateway).unwrap();
+    /// let remote = gw.add_remote(Registration { name: "far".into(), ..Default::default() }).unwrap();
+    /// let control = gw.gateway_control();
+    /// let answer = std::thread::spawn(move || {
+    ///     control.request(remote, ClientMsg::Subscribe { topic: "news".into() })
+    /// }).join().unwrap().unwrap();
+    /// assert!(matches!(answer, ServerMsg::TopicId { .. }));
+    /// ```
+    pub fn gateway_control(&self) -> GatewayControl {
+        GatewayControl {
+            gateway: self.id,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Removes one of this gateway's remote agents.
     ///
     /// ```
@@ -377,6 +409,51 @@ impl Endpoint {
         post(&self.shared, EndpointRequest::Remove { agent_id: id })?;
         self.remotes.swap_remove(index);
         Ok(())
+    }
+}
+
+/// A gateway's control requests on behalf of its remote agents, from any thread (see
+/// [`Endpoint::gateway_control`]). Each call waits for the router's control loop (at most
+/// [`ENDPOINT_REQUEST_TIMEOUT`]).
+#[derive(Clone)]
+pub struct GatewayControl {
+    gateway: u32,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayControl")
+            .field("gateway", &self.gateway)
+            .finish()
+    }
+}
+
+impl GatewayControl {
+    /// Answers a control request of remote agent `remote` as the control socket would
+    /// answer a local agent's (`Subscribe`, `Unsubscribe`, `ResolveTopic`,
+    /// `ResolveCapability`, `Discover`; `Goodbye` is answered `Done`). Refused for an agent
+    /// that is not this gateway's. Authorization is the caller's: it knows the remote's
+    /// network identity, the router does not.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::{ClientMsg, Registration};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-gw-req-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let gw = r.control().register_endpoint(
+    ///     Registration { name: "gw".into(), ..Default::default() }, EndpointKind::Gateway).unwrap();
+    /// // 12345 is nobody behind this gateway.
+    /// assert!(gw.gateway_control().request(12345, ClientMsg::Goodbye).is_err());
+    /// ```
+    pub fn request(&self, remote: u32, msg: ClientMsg) -> Result<ServerMsg, EndpointError> {
+        let (gateway, agent_id) = (self.gateway, remote);
+        ask(&self.shared, |reply| EndpointRequest::Session {
+            gateway,
+            agent_id,
+            msg,
+            reply,
+        })
     }
 }
 
