@@ -331,6 +331,25 @@ impl RouterControl {
         crate::endpoint::register(&self.shared, identity, kind)
     }
 
+    /// A handle that registers endpoints from any thread (a network transport's executor,
+    /// say), for as long as the router runs.
+    ///
+    /// ```
+    /// # use agentwire_router::{RouterConfig, RouterControl, endpoint::EndpointKind};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-rcreg-{}.sock", std::process::id()));
+    /// let (control, _core) = RouterControl::start(RouterConfig::new(p)).unwrap();
+    /// let registrar = control.endpoint_registrar();
+    /// let identity = agentwire_shm::control::Registration { name: "gw".into(), ..Default::default() };
+    /// let gw = std::thread::spawn(move || registrar.register(identity, EndpointKind::Gateway))
+    ///     .join().unwrap().unwrap();
+    /// assert!(gw.id() > 0);
+    /// ```
+    pub fn endpoint_registrar(&self) -> crate::endpoint::EndpointRegistrar {
+        crate::endpoint::EndpointRegistrar {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Asks every thread and the routing core to stop: the core marks every segment closed,
     /// control connections close, the socket is removed.
     ///

@@ -412,6 +412,42 @@ impl Endpoint {
     }
 }
 
+/// Registers endpoints from any thread (see `RouterControl::endpoint_registrar`).
+#[derive(Clone)]
+pub struct EndpointRegistrar {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EndpointRegistrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointRegistrar")
+    }
+}
+
+impl EndpointRegistrar {
+    /// Registers an endpoint with `identity` as `RouterControl::register_endpoint` does
+    /// (waits for the router's control loop).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-registrar-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let registrar = r.control().endpoint_registrar();
+    /// let e = registrar.register(
+    ///     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    ///     EndpointKind::InProcess,
+    /// ).unwrap();
+    /// assert!(e.id() > 0);
+    /// ```
+    pub fn register(
+        &self,
+        identity: Registration,
+        kind: EndpointKind,
+    ) -> Result<Endpoint, EndpointError> {
+        register(&self.shared, identity, kind)
+    }
+}
+
 /// A gateway's control requests on behalf of its remote agents, from any thread (see
 /// [`Endpoint::gateway_control`]). Each call waits for the router's control loop (at most
 /// [`ENDPOINT_REQUEST_TIMEOUT`]).

@@ -1,0 +1,66 @@
+//! The listener's rustls configuration from PEM files: TLS 1.3 only, the ring provider,
+//! client certificates required and verified against the configured CA.
+
+use crate::config::TlsFiles;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a TLS configuration could not be made; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS configuration: {0}")]
+pub struct TlsConfigError(pub String);
+
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsConfigError(format!("{what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsConfigError(format!(
+            "{what} {}: no PEM certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The server configuration for `files` (TLS 1.3, client certificates required).
+///
+/// ```
+/// use agentwire_transport::{config::TlsFiles, tls::server_config};
+/// let missing = TlsFiles { certificate_chain: "/nonexistent/c.pem".into(),
+///     private_key: "/nonexistent/k.pem".into(), client_ca: "/nonexistent/ca.pem".into() };
+/// let e = server_config(&missing).unwrap_err();
+/// assert!(e.to_string().contains("/nonexistent/c.pem"));
+/// ```
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let chain = certificates(&files.certificate_chain, "certificate chain")?;
+    let key = PrivateKeyDer::from_pem_file(&files.private_key)
+        .map_err(|e| TlsConfigError(format!("private key {}: {e}", files.private_key.display())))?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(&files.client_ca, "client CA")? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsConfigError(format!("client CA {}: {e}", files.client_ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsConfigError(format!("client verifier: {e}")))?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsConfigError(format!("protocol versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsConfigError(format!(
+                "certificate {} with key {}: {e}",
+                files.certificate_chain.display(),
+                files.private_key.display()
+            ))
+        })?;
+    Ok(Arc::new(config))
+}
