@@ -40,6 +40,9 @@ pub use crate::planning::{allowed_cpus, EXECUTOR_MEMLOCK_OVERHEAD_BYTES};
 /// Why the daemon could not start. Each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The remote agents listener could not start (`[remote]`).
+    #[error("remote agents listener: {0}")]
+    Remote(String),
     /// RLIMIT_MEMLOCK is below what the planned executors lock.
     #[error(
         "RLIMIT_MEMLOCK is {limit_kib} KiB but the planned executors need {needed_kib} KiB of \
@@ -117,6 +120,8 @@ pub struct Daemon {
     partitions: PartitionHost,
     /// Configurations applied by [`Daemon::reload`] (status info `reloads`).
     reloads: u64,
+    /// The remote agents listener (`[remote]`), stopped first when the daemon is dropped.
+    remote: Option<agentwire_transport::server::RemoteListener>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -316,6 +321,29 @@ impl Daemon {
             }
             None => None,
         };
+        let remote = match config.remote.as_ref().map(|r| r.listener_config()) {
+            Some(Ok(Some(listener))) => {
+                let started = agentwire_transport::server::RemoteListener::start(
+                    listener,
+                    control.endpoint_registrar(),
+                )
+                .map_err(|e| DaemonError::Remote(e.to_string()))?;
+                let tls = config
+                    .remote
+                    .as_ref()
+                    .is_some_and(|r| r.tls_certificate.is_some());
+                tracing::info!(
+                    listen = %started.local_addr(),
+                    tls,
+                    "remote agents listener serving"
+                );
+                control.set_info("remote_listen", started.local_addr().to_string());
+                Some(started)
+            }
+            Some(Err((key, why))) => return Err(DaemonError::Remote(format!("{key}: {why}"))),
+            Some(Ok(None)) | None => None,
+        };
+        let remote_stats = remote.as_ref().map(|r| r.stats_handle());
         let view = ServiceView {
             observer: control.observer(),
             heartbeats,
@@ -353,6 +381,11 @@ impl Daemon {
             if let Some(stream) = &stream {
                 report.counters.extend(stream.counters());
             }
+            if let Some(remote) = &remote_stats {
+                report
+                    .counters
+                    .extend(crate::remote::counters(&remote.snapshot()));
+            }
             let (mut partitions, moves) = engines();
             partitions.insert(0, router);
             report.partitions = partitions;
@@ -377,6 +410,7 @@ impl Daemon {
             checks,
             partitions,
             reloads: 0,
+            remote,
         })
     }
 
@@ -578,6 +612,8 @@ fn check_pinned(
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Remote connections close before the router stops (their agents leave it).
+        drop(self.remote.take());
         self.shutdown();
         for router in self.routers.drain(..) {
             let _ = router.join();

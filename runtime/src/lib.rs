@@ -19,5 +19,6 @@ pub mod dlq_sink;
 pub mod metrics;
 pub mod partitions;
 pub mod planning;
+pub mod remote;
 pub mod service;
 pub mod stream_engine;

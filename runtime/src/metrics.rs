@@ -277,6 +277,23 @@ impl Collector for RouterCollector {
             let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
             counter.encode(m)?;
         }
+        // The remote agents listener's counters (`[remote]`): `agentwire_remote_<counter>`.
+        for (name, value) in &status.counters {
+            let Some(remote) = name.strip_prefix("remote.") else {
+                continue;
+            };
+            let metric = format!("agentwire_remote_{remote}");
+            let help = format!("Remote agents listener: {}", remote.replace('_', " "));
+            if remote == "connections_active" {
+                let gauge = ConstGauge::new(*value as i64);
+                let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
+                gauge.encode(m)?;
+                continue;
+            }
+            let counter = ConstCounter::new(*value);
+            let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
+            counter.encode(m)?;
+        }
         let core0 = core_of(0);
         let core = [("core", core0.as_str())];
         let agents = ConstGauge::new(status.agents.len() as i64);

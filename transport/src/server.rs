@@ -152,6 +152,18 @@ impl RemoteListener {
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }
+
+    /// The counters themselves, to read after this handle moved (a status hook).
+    ///
+    /// ```no_run
+    /// # fn f(l: &agentwire_transport::server::RemoteListener) {
+    /// let stats = l.stats_handle();
+    /// std::thread::spawn(move || println!("{:?}", stats.snapshot()));
+    /// # }
+    /// ```
+    pub fn stats_handle(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
 }
 
 impl Drop for RemoteListener {

@@ -122,6 +122,7 @@ impl Config {
             partitions_configured: _, // derived from partitions
             rebalance,
             streaming,
+            remote,
             source: _, // where the keys are, not what they say
         } = self;
         let f = fresh;
@@ -190,6 +191,7 @@ impl Config {
             ("partitions", plan.partitions != f.plan.partitions),
             ("rebalance", *rebalance != f.rebalance),
             ("streaming", *streaming != f.streaming),
+            ("remote", *remote != f.remote),
         ];
         checks
             .into_iter()

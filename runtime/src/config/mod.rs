@@ -68,6 +68,7 @@ const KEYS: &[&str] = &[
     "partitions",
     "rebalance",
     "streaming",
+    "remote",
 ];
 
 /// A validated configuration.
@@ -134,6 +135,9 @@ pub struct Config {
     /// The streaming engine (`[streaming]`; `None` or `enabled = false`: not run). Checked
     /// at load ([`StreamingSection::engine_config`](crate::stream_engine::StreamingSection::engine_config)).
     pub streaming: Option<crate::stream_engine::StreamingSection>,
+    /// Remote agents over the network (`[remote]`; no `listen`: no listener). Checked at
+    /// load ([`RemoteSection::listener_config`](crate::remote::RemoteSection::listener_config)).
+    pub remote: Option<crate::remote::RemoteSection>,
     /// The file and the line of each key it set, for errors found after parsing.
     pub source: ConfigSource,
 }
@@ -483,9 +487,14 @@ impl Config {
         for (key, why) in streaming.iter().flat_map(sections::streaming_problems) {
             doc.problem(&key, format!(": {why}"));
         }
+        let remote: Option<crate::remote::RemoteSection> = doc.take("remote");
+        if let Some(Err((key, why))) = remote.as_ref().map(|r| r.listener_config()) {
+            doc.problem(&key, format!(": {why}"));
+        }
         let source = doc.finish()?;
         Ok(Self {
             streaming,
+            remote,
             plan,
             partitions_configured,
             rebalance,
