@@ -575,18 +575,18 @@ impl Pump {
 
     /// One pass over every source; returns the work done, or why the bridge ends.
     fn round(&mut self) -> Result<usize, String> {
-        let mut work = self.from_agent_control()?;
+        let mut work = self.relay_agent_control()?;
         work += self.drain_tx()?;
         work += self
             .transport
             .flush(&mut self.out)
             .map_err(|e| format!("writing to the server failed: {e}"))?;
-        work += self.from_server()?;
+        work += self.take_from_server()?;
         Ok(work)
     }
 
     /// Relays the agent's control messages as control frames.
-    fn from_agent_control(&mut self) -> Result<usize, String> {
+    fn relay_agent_control(&mut self) -> Result<usize, String> {
         let mut relayed = 0;
         while relayed < CONTROL_PER_ROUND_MAX && self.out.has_room() {
             let msg = match self.conn.recv::<ClientMsg>(Some(Duration::ZERO)) {
@@ -646,7 +646,7 @@ impl Pump {
 
     /// Takes frames from the socket: control frames to the agent's control connection,
     /// data frames into its rx ring, until the ring is full or the socket has nothing.
-    fn from_server(&mut self) -> Result<usize, String> {
+    fn take_from_server(&mut self) -> Result<usize, String> {
         let mut work = 0;
         if self.stalled_bytes > 0 {
             match self.retry_stalled() {
