@@ -31,7 +31,12 @@ enum Behaviour {
     GarbageAfterRegistered,
     /// Sends bytes that are not a frame at once.
     GarbageAtStart,
+    /// Answers the handshake, then reads nothing until [`STALL_RELEASE`] is set.
+    StallAfterRegistered,
 }
+
+/// Lets a `StallAfterRegistered` server go on (and close).
+static STALL_RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs a watchdog over `test`: panics if it has not finished in time.
 fn with_watchdog<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
@@ -119,6 +124,12 @@ fn serve(mut stream: impl Read + Write, behaviour: Behaviour) {
         if registered {
             match behaviour {
                 Behaviour::CloseAfterRegistered => return,
+                Behaviour::StallAfterRegistered => {
+                    while !STALL_RELEASE.load(std::sync::atomic::Ordering::Acquire) {
+                        std::thread::park_timeout(Duration::from_millis(10));
+                    }
+                    return;
+                }
                 Behaviour::GarbageAfterRegistered => {
                     let _ = stream.write_all(&[0xffu8; 256]);
                     let _ = stream.flush();
@@ -198,6 +209,110 @@ fn plaintext_frames_come_back_in_order_and_intact() {
         assert_eq!(agent.id(), AGENT_ID);
         round_trip(&mut agent, 5000);
         agent.close();
+        server.join().unwrap();
+    });
+}
+
+#[test]
+fn a_full_rx_ring_holds_the_stream_back_and_loses_nothing() {
+    with_watchdog(|| {
+        let (addr, server) = start_server(vec![Behaviour::Echo], None);
+        // 4 KiB rings: the echoes of 500 frames (about 80 KiB) wait in the bridge and the
+        // sockets while the agent does not read.
+        let mut agent = plaintext_agent(&addr)
+            .ring_capacity(4096)
+            .connect()
+            .unwrap();
+        let count = 500;
+        for i in 0..count {
+            agent.send(AGENT_ID, &payload(i)).unwrap();
+        }
+        for i in 0..count {
+            let msg = agent.recv(Some(Duration::from_secs(10))).unwrap().unwrap();
+            assert_eq!(msg.payload(), payload(i).as_slice(), "frame {i}");
+        }
+        agent.close();
+        server.join().unwrap();
+    });
+}
+
+#[test]
+fn a_server_that_stops_reading_makes_sends_see_backpressure() {
+    with_watchdog(|| {
+        let (addr, server) = start_server(vec![Behaviour::StallAfterRegistered], None);
+        let mut agent = plaintext_agent(&addr)
+            .ring_capacity(4096)
+            .send_timeout(Duration::from_millis(50))
+            .connect()
+            .unwrap();
+        // Bounded: the tx ring, the bridge's 256 KiB and the kernel's socket buffers.
+        let frames_max = 1_000_000u32;
+        let mut result = Ok(());
+        for i in 0..frames_max {
+            result = agent.send(AGENT_ID, &payload(i));
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(result, Err(ClientError::Backpressure(_))),
+            "{result:?}"
+        );
+        STALL_RELEASE.store(true, std::sync::atomic::Ordering::Release);
+        server.thread().unpark();
+        drop(agent);
+        server.join().unwrap();
+    });
+}
+
+/// Threads of this process whose name is `name` (as the kernel keeps it: 15 bytes).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Waits (bounded) until no thread is named `name`; false if one still is.
+fn threads_end(name: &str) -> bool {
+    for _ in 0..10_000 {
+        if threads_named(name) == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn the_bridge_thread_ends_with_its_agent_and_with_its_connection() {
+    with_watchdog(|| {
+        // "aw-remote-" and 5 bytes of the name fill the kernel's 15-byte thread name.
+        let (addr, server) =
+            start_server(vec![Behaviour::Echo, Behaviour::CloseAfterRegistered], None);
+        let mut agent = Agent::builder("gone1")
+            .remote(&addr)
+            .plaintext()
+            .connect()
+            .unwrap();
+        round_trip(&mut agent, 10);
+        assert_eq!(threads_named("aw-remote-gone1"), 1);
+        drop(agent); // no Goodbye: the bridge sees its control connection close
+        assert!(
+            threads_end("aw-remote-gone1"),
+            "the bridge outlived its agent"
+        );
+        let agent = Agent::builder("gone2")
+            .remote(&addr)
+            .plaintext()
+            .connect()
+            .unwrap();
+        assert!(
+            threads_end("aw-remote-gone2"),
+            "the bridge outlived its connection"
+        );
+        drop(agent);
         server.join().unwrap();
     });
 }
