@@ -27,6 +27,12 @@
 //! sends see backpressure), and stops reading the socket while the agent's rx ring has no
 //! room for the next frame (TCP pushes back on the server). Nothing is dropped but a frame
 //! the agent's rx ring could never hold (logged).
+//!
+//! Known limit: control replies share the stream with data frames, so a reply that arrives
+//! behind data frames waiting for room in a full rx ring waits with them (a local daemon's
+//! replies use their own socket). An agent that makes control requests (a first publish to
+//! a topic, subscribe, discover) while it leaves its rx ring full can see the request time
+//! out after [`super::CONTROL_REPLY_TIMEOUT`].
 
 use super::{AgentBuilder, ClientError};
 use crate::control::{ClientMsg, ControlConn, ControlError, ServerMsg};
@@ -47,14 +53,27 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long the TCP connect and, separately, the TLS handshake may take.
+///
+/// ```
+/// assert_eq!(agentwire_shm::client::remote::CONNECT_TIMEOUT.as_secs(), 5);
+/// ```
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most bytes the bridge keeps waiting for the socket (its own buffer, and rustls's buffer
 /// of encrypted bytes, each): past it, the agent's tx lanes are left to fill.
+///
+/// ```
+/// assert_eq!(agentwire_shm::client::remote::OUT_PENDING_BYTES_MAX, 256 * 1024);
+/// ```
 pub const OUT_PENDING_BYTES_MAX: usize = 256 * 1024;
 
 /// Ring capacity of a remote agent that asks for none (`ring_capacity_bytes = 0`): the
 /// daemon's default `ring_capacity_bytes` (256 KiB).
+///
+/// ```
+/// use agentwire_shm::client::remote::REMOTE_RING_CAPACITY_DEFAULT_BYTES;
+/// assert!(REMOTE_RING_CAPACITY_DEFAULT_BYTES.is_power_of_two());
+/// ```
 pub const REMOTE_RING_CAPACITY_DEFAULT_BYTES: usize = 256 * 1024;
 
 /// Frames taken from one tx lane, or put into the rx ring, per round of the pump.
@@ -512,6 +531,8 @@ struct Pump {
     /// A frame the full rx ring could not take yet (its length in `stalled_bytes`).
     stalled: Vec<u8>,
     stalled_bytes: usize,
+    /// The agent closed its control connection (the normal end).
+    agent_left: bool,
 }
 
 impl Pump {
@@ -532,6 +553,7 @@ impl Pump {
             rings: None,
             stalled: Vec::new(),
             stalled_bytes: 0,
+            agent_left: false,
         }
     }
 
@@ -558,7 +580,11 @@ impl Pump {
                 break reason;
             }
         };
-        tracing::info!(addr = %self.addr, %reason, "remote bridge ended");
+        if self.agent_left {
+            tracing::info!(addr = %self.addr, %reason, "remote bridge ended");
+        } else {
+            tracing::warn!(addr = %self.addr, %reason, "remote bridge ended");
+        }
         if let Some(rings) = &self.rings {
             // SYNC POINT: segment state (the agent's Acquire loads). Whatever is left in
             // the tx lanes was never sent: CLOSED with the head short of it tells the agent.
@@ -593,6 +619,7 @@ impl Pump {
                 Ok((msg, _fds)) => msg,
                 Err(ControlError::Timeout(_)) => break,
                 Err(ControlError::Closed) => {
+                    self.agent_left = true;
                     self.final_flush();
                     return Err("the agent closed its connection".into());
                 }
