@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 mod held;
 use held::Held;
+pub mod remote;
 
 /// Control requests wait at most this long for the daemon's answer.
 pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -269,6 +270,16 @@ pub enum ClientError {
     /// The daemon answered something unexpected.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A remote daemon ([`AgentBuilder::remote`]) could not be reached, or the TLS
+    /// handshake with it failed (an unknown issuer, an expired certificate, a refused
+    /// client certificate), or the stream broke before the agent was registered.
+    #[error("remote daemon at {addr}: {cause}")]
+    Remote {
+        /// The address connected to.
+        addr: String,
+        /// What failed, in words.
+        cause: String,
+    },
 }
 
 /// Options for one outgoing frame.
@@ -308,6 +319,8 @@ pub struct AgentBuilder {
     request_stash_frames_max: usize,
     /// Uids the daemon may run as (empty: root and this process's uid).
     daemon_uids: Vec<u32>,
+    /// A remote daemon instead of the socket (see `remote`).
+    remote: remote::RemoteConfig,
 }
 
 impl AgentBuilder {
@@ -497,8 +510,18 @@ fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedF
 
 impl Link {
     fn establish(b: &AgentBuilder) -> Result<Self, ClientError> {
+        if b.remote.is_remote() {
+            // The bridge thread plays the daemon's part on a local control connection.
+            let (conn, bridge) = remote::connect(b)?;
+            return Self::handshake(b, conn).map_err(|e| bridge.explain(e));
+        }
         let conn = ControlConn::connect(&b.socket)?;
         check_daemon(&conn, &b.socket, &b.daemon_uids)?;
+        Self::handshake(b, conn)
+    }
+
+    /// Hello, Register, and the segment the daemon passed.
+    fn handshake(b: &AgentBuilder, conn: ControlConn) -> Result<Self, ClientError> {
         let hello = ClientMsg::Hello {
             version_min: b.versions.0,
             version_max: b.versions.1,
@@ -653,6 +676,7 @@ impl Agent {
             send_timeout: Duration::from_secs(1),
             request_stash_frames_max: 4096,
             daemon_uids: Vec::new(),
+            remote: remote::RemoteConfig::default(),
         }
     }
 

@@ -162,7 +162,9 @@ impl From<ClientError> for Failure {
             ClientError::Timeout { .. } => AW_ERR_TIMEOUT,
             ClientError::StashFull(_) => AW_ERR_STASH_FULL,
             ClientError::Nacked(_) => AW_ERR_NACKED,
-            ClientError::Control(_) | ClientError::Segment(_) => AW_ERR_IO,
+            ClientError::Control(_) | ClientError::Segment(_) | ClientError::Remote { .. } => {
+                AW_ERR_IO
+            }
             ClientError::Ring(_) => AW_ERR_RING_CORRUPT,
             ClientError::Frame(_) | ClientError::Protocol(_) => AW_ERR_PROTOCOL,
         };

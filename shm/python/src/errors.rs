@@ -93,6 +93,9 @@ pub(crate) fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
         | ClientError::Ring(_)
         | ClientError::Frame(_)
         | ClientError::Protocol(_) => raise(py, "ProtocolError", (text,)),
+        // A remote daemon unreachable or its TLS failed: the base class (Python agents
+        // cannot connect remotely yet; the arm keeps the match whole).
+        ClientError::Remote { .. } => raise(py, "Error", (text,)),
     }
 }
 
