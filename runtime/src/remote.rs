@@ -22,7 +22,7 @@
 //! cpu = 3                           # pin the transport executor (default: unpinned)
 //!
 //! [[remote.identity]]
-//! identities = ["cn:ocr-*", "dns:*.ocr.example"]  # cn:, dns:, uri:, email:, ip:, or "*"
+//! identities = ["cn:ocr-*", "dns:scanner.example"]  # cn:, dns:, uri:, email:, ip:; exact or prefix*
 //! names = ["ocr-*"]
 //! capabilities = ["ocr"]
 //! subscribe = ["scans.*"]

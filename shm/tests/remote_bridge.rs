@@ -393,11 +393,9 @@ mod tls {
     use rustls::server::WebPkiClientVerifier;
     use rustls::RootCertStore;
 
-    // The workspace's rustls has only the ring provider (its default_provider is
-    // deprecated for lacking post-quantum key exchange, which these tests do not need).
-    #[allow(deprecated)]
+    // The workspace's rustls provider: aws-lc-rs (post-quantum hybrid key exchange).
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
     }
 
     /// A CA, and leaf certificates it signs.

@@ -4,7 +4,7 @@
 //! A certificate's identities are its subject alternative names (DNS names, URIs, e-mail
 //! addresses, IP addresses, as text) and its subject common name, written `cn:NAME`,
 //! `dns:NAME`, `uri:URI`, `email:ADDR`, `ip:ADDR`. A rule names the identities it applies
-//! to with patterns (`dns:ocr-*.agents.example`, `cn:billing`, `*`), and what they may do
+//! to with patterns (`dns:ocr-*`, `cn:billing`, `*`: exact, or a prefix ending in `*`), and what they may do
 //! with the router's own [`Rule`] patterns (names, capabilities, subscribe, publish).
 //! The first rule one of the identities matches decides; once any rule exists, an identity
 //! no rule matches may register nothing (deny by default). No rules at all: every
@@ -34,10 +34,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// ```
 /// use agentwire_router::policy::{Pattern, Rule};
 /// let rule = agentwire_transport::identity::IdentityRule {
-///     identities: vec![Pattern::new("dns:*.agents.example").unwrap()],
+///     identities: vec![Pattern::new("dns:ocr-*").unwrap()],
 ///     allow: Rule::default(),
 /// };
-/// assert!(rule.applies_to(&["dns:a.agents.example".to_string()]));
+/// assert!(rule.applies_to(&["dns:ocr-1.agents.example".to_string()]));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentityRule {

@@ -30,6 +30,8 @@ mod connection;
 pub mod identity;
 pub mod server;
 pub mod stats;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 pub mod tls;
 
 /// Why a listener could not start.
