@@ -1,0 +1,229 @@
+//! Remote agents over the network against a bare TCP echo, in one run on loopback.
+//!
+//! Rows (64-byte payloads):
+//! - `bare TCP (std)`: a std `TcpStream` echo server thread; the client writes `N` messages
+//!   (batched writes, TCP_NODELAY) and reads the echoes: messages per second; then one
+//!   message at a time: round trip p50/p99. The floor any TCP transport stands on.
+//! - `remote agent, plain TCP` and `remote agent, TLS 1.3`: a remote `Agent`
+//!   (`.remote(..)`, with `.plaintext()` or `.tls(..)` and a client certificate) sends to a
+//!   local shared-memory agent through the transport's listener and the router, which
+//!   echoes each message back to its source: round trips per second with a window of
+//!   messages in flight, then one at a time: round trip p50/p99.
+//! Every row crosses the loopback twice per message (there and back).
+//!
+//! Run: `cargo bench -p agentwire-benches --bench remote` (`cargo test --benches` runs a
+//! smoke version with few messages).
+
+use agentwire_router::testing::{TestRouter, TestRouterConfig};
+use agentwire_shm::client::Agent;
+use agentwire_shm::idle::IdleStrategy;
+use agentwire_transport::config::ListenerConfig;
+use agentwire_transport::server::RemoteListener;
+use agentwire_transport::test_pki::Pki;
+use hdrhistogram::Histogram;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PAYLOAD_BYTES: usize = 64;
+/// Messages in flight in the throughput runs.
+const WINDOW: usize = 256;
+
+struct Row {
+    name: &'static str,
+    msgs_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn print_row(row: &Row, baseline: f64) {
+    println!(
+        "{:<28} {:>12.0} msg/s  ({:>5.3} of bare TCP)   round trip p50 {:>7.1} us  p99 {:>7.1} us",
+        row.name,
+        row.msgs_per_s,
+        row.msgs_per_s / baseline,
+        row.p50_us,
+        row.p99_us
+    );
+}
+
+/// Bare TCP: an echo server thread, the client pipelining `messages` then ping-ponging.
+fn bare_tcp(messages: usize, round_trips: usize) -> Row {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let msg = [7u8; PAYLOAD_BYTES];
+    let mut back = vec![0u8; PAYLOAD_BYTES * WINDOW];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < messages {
+        let batch = WINDOW.min(messages - sent);
+        let mut out = Vec::with_capacity(batch * PAYLOAD_BYTES);
+        for _ in 0..batch {
+            out.extend_from_slice(&msg);
+        }
+        c.write_all(&out).expect("write");
+        c.read_exact(&mut back[..batch * PAYLOAD_BYTES]).expect("read");
+        sent += batch;
+    }
+    let msgs_per_s = messages as f64 / start.elapsed().as_secs_f64();
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        c.write_all(&msg).expect("write");
+        c.read_exact(&mut back[..PAYLOAD_BYTES]).expect("read");
+        h.record(t.elapsed().as_nanos() as u64).expect("record");
+    }
+    drop(c);
+    server.join().expect("server");
+    Row {
+        name: "bare TCP (std)",
+        msgs_per_s,
+        p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+/// A local agent that echoes every frame to its source until told to stop.
+fn echo(router: &TestRouter, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let mut agent = Agent::builder("echo")
+        .socket(router.socket_path())
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .expect("echo agent");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let got = match agent.recv(Some(Duration::from_millis(20))) {
+                Ok(Some(m)) => Some((m.header().source(), m.payload().to_vec())),
+                _ => None,
+            };
+            if let Some((source, payload)) = got {
+                let _ = agent.send(source, &payload);
+            }
+        }
+    })
+}
+
+fn remote_row(
+    name: &'static str,
+    builder: agentwire_shm::client::AgentBuilder,
+    router: &TestRouter,
+    messages: usize,
+    round_trips: usize,
+) -> Row {
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_thread = echo(router, stop.clone());
+    let mut far = builder
+        .idle(IdleStrategy::Spin)
+        .connect()
+        .expect("remote agent");
+    let echo_id = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = agentwire_shm::client::query_status(router.socket_path()).expect("status");
+            if let Some(a) = status.agents.iter().find(|a| a.name == "echo") {
+                break a.agent_id;
+            }
+            assert!(Instant::now() < deadline, "no echo agent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let msg = [7u8; PAYLOAD_BYTES];
+    let timeout = Some(Duration::from_secs(10));
+    let start = Instant::now();
+    let (mut sent, mut received) = (0usize, 0usize);
+    while received < messages {
+        while sent < messages && sent - received < WINDOW {
+            far.send(echo_id, &msg).expect("send");
+            sent += 1;
+        }
+        far.recv(timeout).expect("recv").expect("an echo");
+        received += 1;
+    }
+    let msgs_per_s = messages as f64 / start.elapsed().as_secs_f64();
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        far.send(echo_id, &msg).expect("send");
+        far.recv(timeout).expect("recv").expect("an echo");
+        h.record(t.elapsed().as_nanos() as u64).expect("record");
+    }
+    drop(far);
+    stop.store(true, Ordering::Relaxed);
+    echo_thread.join().expect("echo");
+    Row {
+        name,
+        msgs_per_s,
+        p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (messages, round_trips) = if full { (200_000, 20_000) } else { (2_000, 200) };
+    let socket = std::env::temp_dir().join(format!("aw-bench-remote-{}.sock", std::process::id()));
+    let router = TestRouter::start(TestRouterConfig::new(socket)).expect("router");
+    let pki = Pki::new();
+    let plain = RemoteListener::start(
+        ListenerConfig::plaintext("127.0.0.1:0".parse().expect("addr")),
+        router.control().endpoint_registrar(),
+    )
+    .expect("plaintext listener");
+    let tls = RemoteListener::start(
+        ListenerConfig::tls("127.0.0.1:0".parse().expect("addr"), pki.files.clone()),
+        router.control().endpoint_registrar(),
+    )
+    .expect("TLS listener");
+    println!(
+        "remote agents on loopback, {PAYLOAD_BYTES}-byte payloads, {messages} messages \
+         (window {WINDOW}) then {round_trips} round trips one at a time"
+    );
+    let bare = bare_tcp(messages, round_trips);
+    print_row(&bare, bare.msgs_per_s);
+    let plain_row = remote_row(
+        "remote agent, plain TCP",
+        Agent::builder("far-plain").remote(plain.local_addr().to_string()).plaintext(),
+        &router,
+        messages,
+        round_trips,
+    );
+    print_row(&plain_row, bare.msgs_per_s);
+    let cert = pki.ca.client("far-tls");
+    let tls_row = remote_row(
+        "remote agent, TLS 1.3",
+        Agent::builder("far-tls")
+            .remote(tls.local_addr().to_string())
+            .tls_server_name("localhost")
+            .tls(pki.client_config(Some(&cert))),
+        &router,
+        messages,
+        round_trips,
+    );
+    print_row(&tls_row, bare.msgs_per_s);
+    let s = tls.stats();
+    println!(
+        "TLS listener: {} frames out in {} socket writes ({:.1} frames per write)",
+        s.frames_out,
+        s.socket_writes,
+        s.frames_out as f64 / s.socket_writes.max(1) as f64
+    );
+}
