@@ -448,17 +448,21 @@ impl Receiver {
 
     /// One datagram: checked, accounted, its frames forwarded.
     fn datagram(&mut self, bytes: &[u8], peer: SocketAddr) {
-        let stats = &*self.stats;
-        add(&stats.bytes_received, bytes.len() as u64);
+        add(&self.stats.bytes_received, bytes.len() as u64);
         let Ok(datagram) = Datagram::parse(bytes) else {
-            add(&stats.datagrams_malformed, 1);
+            add(&self.stats.datagrams_malformed, 1);
             return;
         };
         let prefix = datagram.prefix();
         let verdict = self
             .tracker
             .observe((peer, prefix.source_id()), prefix.sequence());
+        if verdict.forward() {
+            self.forward(datagram);
+        }
+        // The datagram counters last: once they count a datagram, its frames are counted.
         let counts = self.tracker.counts();
+        let stats = &*self.stats;
         let set = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
         set(&stats.datagrams_received, counts.received);
         set(&stats.datagrams_lost, counts.lost);
@@ -467,9 +471,11 @@ impl Receiver {
         set(&stats.datagrams_late, counts.late);
         set(&stats.sources_active, counts.sources_active);
         set(&stats.sources_evicted, counts.sources_evicted);
-        if !verdict.forward() {
-            return;
-        }
+    }
+
+    /// The frames of an accepted datagram into the router.
+    fn forward(&mut self, datagram: Datagram<'_>) {
+        let stats = &*self.stats;
         let (mut forwarded, mut refused, mut full) = (0u64, 0u64, 0u64);
         for (header, payload) in datagram.frames() {
             let mut header = *header;
