@@ -122,6 +122,8 @@ pub struct Daemon {
     reloads: u64,
     /// The remote agents listener (`[remote]`), stopped first when the daemon is dropped.
     remote: Option<agentwire_transport::server::RemoteListener>,
+    /// The UDP telemetry receiver (`[remote] udp_listen`), stopped with the listener.
+    udp: Option<agentwire_transport::udp::UdpTelemetry>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -344,6 +346,21 @@ impl Daemon {
             Some(Ok(None)) | None => None,
         };
         let remote_stats = remote.as_ref().map(|r| r.stats_handle());
+        let udp = match config.remote.as_ref().map(|r| r.udp_config()) {
+            Some(Ok(Some(udp_config))) => {
+                let started = agentwire_transport::udp::UdpTelemetry::start(
+                    udp_config,
+                    control.endpoint_registrar(),
+                )
+                .map_err(|e| DaemonError::Remote(format!("udp telemetry: {e}")))?;
+                tracing::info!(listen = %started.local_addr(), "udp telemetry receiving");
+                control.set_info("remote_udp_listen", started.local_addr().to_string());
+                Some(started)
+            }
+            Some(Err((key, why))) => return Err(DaemonError::Remote(format!("{key}: {why}"))),
+            Some(Ok(None)) | None => None,
+        };
+        let udp_stats = udp.as_ref().map(|u| u.stats_handle());
         let view = ServiceView {
             observer: control.observer(),
             heartbeats,
@@ -386,6 +403,11 @@ impl Daemon {
                     .counters
                     .extend(crate::remote::counters(&remote.snapshot()));
             }
+            if let Some(udp) = &udp_stats {
+                report
+                    .counters
+                    .extend(crate::remote::udp_counters(&udp.snapshot()));
+            }
             let (mut partitions, moves) = engines();
             partitions.insert(0, router);
             report.partitions = partitions;
@@ -411,6 +433,7 @@ impl Daemon {
             partitions,
             reloads: 0,
             remote,
+            udp,
         })
     }
 
@@ -614,6 +637,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // Remote connections close before the router stops (their agents leave it).
         drop(self.remote.take());
+        drop(self.udp.take());
         self.shutdown();
         for router in self.routers.drain(..) {
             let _ = router.join();

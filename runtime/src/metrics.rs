@@ -284,7 +284,12 @@ impl Collector for RouterCollector {
             };
             let metric = format!("agentwire_remote_{remote}");
             let help = format!("Remote agents listener: {}", remote.replace('_', " "));
-            if remote == "connections_active" {
+            // Values that go down: udp_datagrams_lost falls when a datagram counted lost
+            // arrives late (reordered).
+            if matches!(
+                remote,
+                "connections_active" | "udp_sources_active" | "udp_datagrams_lost"
+            ) {
                 let gauge = ConstGauge::new(*value as i64);
                 let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
                 gauge.encode(m)?;

@@ -7,6 +7,12 @@
 //! `agentwire status` as `remote.*` and in the Prometheus endpoint as
 //! `agentwire_remote_<counter>`.
 //!
+//! `udp_listen` starts the UDP telemetry receiver
+//! ([`agentwire_transport::udp::UdpTelemetry`], an executor of its own on `cpu`; no TLS, no
+//! identity: fire-and-forget frames from `agentwire_shm::telemetry::TelemetrySender`, for a
+//! trusted network). Its publish frames go to `udp_topic`, its feature frames to their
+//! feature routes; loss, reordering and duplicates per source show as `remote.udp_*`.
+//!
 //! ```toml
 //! [remote]
 //! listen = "0.0.0.0:7450"
@@ -20,6 +26,10 @@
 //! frame_bytes_max = 1048576         # largest frame a remote agent may send
 //! ring_capacity_bytes = 0           # each connection's rings in the router (0: ring_capacity_bytes)
 //! cpu = 3                           # pin the transport executor (default: unpinned)
+//! udp_listen = "0.0.0.0:7451"       # UDP telemetry (absent: none); works without `listen`
+//! udp_topic = "telemetry"           # where telemetry publish frames go
+//! udp_sources_max = 4096            # sources tracked for loss (least recently seen evicted)
+//! udp_recv_buffer_bytes = 4194304   # SO_RCVBUF asked for (capped by net.core.rmem_max)
 //!
 //! [[remote.identity]]
 //! identities = ["cn:ocr-*", "dns:scanner.example"]  # cn:, dns:, uri:, email:, ip:; exact or prefix*
@@ -33,6 +43,7 @@ use agentwire_router::policy::{Pattern, Rule};
 use agentwire_transport::config::{ListenerConfig, TlsFiles};
 use agentwire_transport::identity::{IdentityRule, IdentityRules};
 use agentwire_transport::stats::StatsSnapshot;
+use agentwire_transport::udp::{UdpStatsSnapshot, UdpTelemetryConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +79,14 @@ pub struct RemoteSection {
     /// Identity rules.
     #[serde(default)]
     pub identity: Vec<IdentitySection>,
+    /// UDP telemetry address (absent: no UDP).
+    pub udp_listen: Option<String>,
+    /// Topic of telemetry publish frames (default `"telemetry"`).
+    pub udp_topic: Option<String>,
+    /// Telemetry sources tracked at once (default 4096).
+    pub udp_sources_max: Option<usize>,
+    /// SO_RCVBUF asked for the telemetry socket, bytes (default 4 MiB).
+    pub udp_recv_buffer_bytes: Option<usize>,
 }
 
 /// One `[[remote.identity]]` table.
@@ -224,6 +243,91 @@ impl RemoteSection {
         config.identities = IdentityRules::new(rules);
         Ok(Some(config))
     }
+}
+
+impl RemoteSection {
+    /// The UDP telemetry receiver's configuration, or `None` without `udp_listen`; an error
+    /// names the key (`remote.udp_topic`) and what is wrong.
+    ///
+    /// ```
+    /// use agentwire_runtime::remote::RemoteSection;
+    /// let s = RemoteSection { udp_listen: Some("127.0.0.1:7451".into()), ..Default::default() };
+    /// assert_eq!(s.udp_config().unwrap().unwrap().topic, "telemetry");
+    /// let bad = RemoteSection { udp_topic: Some("".into()), ..s };
+    /// assert_eq!(bad.udp_config().unwrap_err().0, "remote.udp_topic");
+    /// ```
+    pub fn udp_config(&self) -> Result<Option<UdpTelemetryConfig>, (String, String)> {
+        let Some(listen) = &self.udp_listen else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = listen.parse().map_err(|e| {
+            (
+                "remote.udp_listen".to_string(),
+                format!("{listen:?} is not an address:port ({e})"),
+            )
+        })?;
+        let mut config = UdpTelemetryConfig::new(addr);
+        if let Some(topic) = &self.udp_topic {
+            if topic.is_empty() || topic.len() > agentwire_shm::control::AGENT_NAME_BYTES_MAX {
+                return Err((
+                    "remote.udp_topic".into(),
+                    format!(
+                        "{topic:?}: 1 to {} bytes",
+                        agentwire_shm::control::AGENT_NAME_BYTES_MAX
+                    ),
+                ));
+            }
+            config.topic = topic.clone();
+        }
+        if let Some(n) = self.udp_sources_max {
+            if !(1..=1 << 20).contains(&n) {
+                return Err((
+                    "remote.udp_sources_max".into(),
+                    format!("{n} is not in 1..=1048576"),
+                ));
+            }
+            config.sources_max = n;
+        }
+        if let Some(bytes) = self.udp_recv_buffer_bytes {
+            if !(4096..=1 << 30).contains(&bytes) {
+                return Err((
+                    "remote.udp_recv_buffer_bytes".into(),
+                    format!("{bytes} is not in 4096..=1073741824"),
+                ));
+            }
+            config.recv_buffer_bytes = bytes;
+        }
+        config.cpu = self.cpu;
+        Ok(Some(config))
+    }
+}
+
+/// The UDP telemetry receiver's counters as `remote.udp_*` status counters.
+///
+/// ```
+/// let c = agentwire_runtime::remote::udp_counters(&Default::default());
+/// assert!(c.iter().any(|(k, _)| k == "remote.udp_datagrams_lost"));
+/// ```
+pub fn udp_counters(s: &UdpStatsSnapshot) -> Vec<(String, u64)> {
+    [
+        ("remote.udp_datagrams_received", s.datagrams_received),
+        ("remote.udp_datagrams_malformed", s.datagrams_malformed),
+        ("remote.udp_datagrams_lost", s.datagrams_lost),
+        ("remote.udp_datagrams_reordered", s.datagrams_reordered),
+        ("remote.udp_datagrams_duplicate", s.datagrams_duplicate),
+        ("remote.udp_datagrams_late", s.datagrams_late),
+        ("remote.udp_sources_active", s.sources_active),
+        ("remote.udp_sources_evicted", s.sources_evicted),
+        ("remote.udp_frames_forwarded", s.frames_forwarded),
+        ("remote.udp_frames_refused", s.frames_refused),
+        ("remote.udp_frames_dropped_full", s.frames_dropped_full),
+        ("remote.udp_frames_nacked", s.frames_nacked),
+        ("remote.udp_bytes_received", s.bytes_received),
+        ("remote.udp_receive_errors", s.receive_errors),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A listener's counters as `remote.*` status counters.

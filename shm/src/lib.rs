@@ -13,6 +13,7 @@
 //! - [`pattern`]: checked payloads for conservation tests across processes.
 //! - [`stream_events`]: the streaming engine's ingest schema (event batches, acks).
 //! - [`stream_frames`]: frames and control messages on a byte stream (TCP, TLS).
+//! - [`telemetry`]: fire-and-forget frames over UDP with per-source loss accounting.
 //!
 //! Nothing of the daemon lives here: the router (registry, admission, routing core, the
 //! test router) is the `agentwire-router` crate, which builds on this one.
@@ -39,4 +40,5 @@ pub mod ring;
 pub mod segment;
 pub mod stream_events;
 pub mod stream_frames;
+pub mod telemetry;
 pub mod wire;

@@ -5,6 +5,8 @@
 //!   TLS 1.3 with client certificates (rustls), each connection a gateway endpoint of the
 //!   router; plaintext only when configured, with a warning.
 //! - [`identity`]: what a client certificate's identity may register.
+//! - [`udp::UdpTelemetry`]: fire-and-forget telemetry frames over UDP, loss counted per
+//!   source (`agentwire_shm::telemetry` is the format and the sender).
 //! - [`config`], [`tls`], [`stats`]: the listener's settings, rustls configuration and
 //!   counters.
 //!
@@ -33,6 +35,7 @@ pub mod stats;
 #[cfg(feature = "test-pki")]
 pub mod test_pki;
 pub mod tls;
+pub mod udp;
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -491,6 +491,9 @@ impl Config {
         if let Some(Err((key, why))) = remote.as_ref().map(|r| r.listener_config()) {
             doc.problem(&key, format!(": {why}"));
         }
+        if let Some(Err((key, why))) = remote.as_ref().map(|r| r.udp_config()) {
+            doc.problem(&key, format!(": {why}"));
+        }
         let source = doc.finish()?;
         Ok(Self {
             streaming,
