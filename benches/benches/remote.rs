@@ -9,14 +9,15 @@
 //!   local shared-memory agent through the transport's listener and the router, which
 //!   echoes each message back to its source: round trips per second with a window of
 //!   messages in flight, then one at a time: round trip p50/p99.
-//! Every row crosses the loopback twice per message (there and back).
+//! - `local agent (shared memory)`: the same echo from an agent on the daemon's socket, the
+//!   router and the echo agent being the same: what the network adds is the difference.
+//! Every remote row crosses the loopback twice per message (there and back).
 //!
 //! Run: `cargo bench -p agentwire-benches --bench remote` (`cargo test --benches` runs a
 //! smoke version with few messages).
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::Agent;
-use agentwire_shm::idle::IdleStrategy;
 use agentwire_transport::config::ListenerConfig;
 use agentwire_transport::server::RemoteListener;
 use agentwire_transport::test_pki::Pki;
@@ -81,7 +82,8 @@ fn bare_tcp(messages: usize, round_trips: usize) -> Row {
             out.extend_from_slice(&msg);
         }
         c.write_all(&out).expect("write");
-        c.read_exact(&mut back[..batch * PAYLOAD_BYTES]).expect("read");
+        c.read_exact(&mut back[..batch * PAYLOAD_BYTES])
+            .expect("read");
         sent += batch;
     }
     let msgs_per_s = messages as f64 / start.elapsed().as_secs_f64();
@@ -106,7 +108,6 @@ fn bare_tcp(messages: usize, round_trips: usize) -> Row {
 fn echo(router: &TestRouter, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let mut agent = Agent::builder("echo")
         .socket(router.socket_path())
-        .idle(IdleStrategy::Spin)
         .connect()
         .expect("echo agent");
     std::thread::spawn(move || {
@@ -131,10 +132,7 @@ fn remote_row(
 ) -> Row {
     let stop = Arc::new(AtomicBool::new(false));
     let echo_thread = echo(router, stop.clone());
-    let mut far = builder
-        .idle(IdleStrategy::Spin)
-        .connect()
-        .expect("remote agent");
+    let mut far = builder.connect().expect("remote agent");
     let echo_id = {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -179,9 +177,21 @@ fn remote_row(
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (messages, round_trips) = if full { (200_000, 20_000) } else { (2_000, 200) };
+    let (messages, round_trips) = if full {
+        (200_000, 20_000)
+    } else {
+        (2_000, 200)
+    };
     let socket = std::env::temp_dir().join(format!("aw-bench-remote-{}.sock", std::process::id()));
-    let router = TestRouter::start(TestRouterConfig::new(socket)).expect("router");
+    let idle = match std::env::var("AW_BENCH_ROUTER_SPIN") {
+        Ok(_) => agentwire_shm::idle::IdleStrategy::Spin,
+        Err(_) => TestRouterConfig::new(socket.clone()).idle,
+    };
+    let router = TestRouter::start(TestRouterConfig {
+        idle,
+        ..TestRouterConfig::new(socket)
+    })
+    .expect("router");
     let pki = Pki::new();
     let plain = RemoteListener::start(
         ListenerConfig::plaintext("127.0.0.1:0".parse().expect("addr")),
@@ -199,9 +209,19 @@ fn main() {
     );
     let bare = bare_tcp(messages, round_trips);
     print_row(&bare, bare.msgs_per_s);
+    let local_row = remote_row(
+        "local agent (shared memory)",
+        Agent::builder("near").socket(router.socket_path()),
+        &router,
+        messages,
+        round_trips,
+    );
+    print_row(&local_row, bare.msgs_per_s);
     let plain_row = remote_row(
         "remote agent, plain TCP",
-        Agent::builder("far-plain").remote(plain.local_addr().to_string()).plaintext(),
+        Agent::builder("far-plain")
+            .remote(plain.local_addr().to_string())
+            .plaintext(),
         &router,
         messages,
         round_trips,

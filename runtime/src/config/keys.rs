@@ -29,12 +29,13 @@ const RELOADED: &[&str] = &["allow_uids", "allow_gids", "authorize", "defer_dead
 /// assert!(!keys.contains(&"streaming".to_string()), "a section is not a key");
 /// ```
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 5] = [
+    let sections: [(&str, &[&str]); 6] = [
         ("authorize", field_names::<RuleToml>()),
         ("plan", field_names::<PlanOptions>()),
         ("partitions", field_names::<PartitionSpec>()),
         ("rebalance", field_names::<RebalanceConfig>()),
         ("streaming", field_names::<StreamingSection>()),
+        ("remote", field_names::<crate::remote::RemoteSection>()),
     ];
     let mut keys: Vec<String> = KEYS
         .iter()
@@ -50,6 +51,9 @@ pub fn known_keys() -> Vec<String> {
             if section == "streaming" && *field == "window" {
                 let window = field_names::<WindowSection>();
                 keys.extend(window.iter().map(|w| format!("streaming.window.{w}")));
+            } else if section == "remote" && *field == "identity" {
+                let rule = field_names::<crate::remote::IdentitySection>();
+                keys.extend(rule.iter().map(|r| format!("remote.identity.{r}")));
             } else {
                 keys.push(format!("{prefix}.{field}"));
             }
@@ -355,7 +359,8 @@ mod tests {
              dlq_records_per_sender_max = 2\ndlq_bytes_per_sender_max = 4096\n\
              dlq_records_per_uid_max = 2\ndlq_bytes_per_uid_max = 4096\nmetrics = false\n\
              metrics_port = 3\n[plan]\nhousekeeping_cores = 0\n[partitions.nas]\nany = 1\n[rebalance]\nenabled = false\n\
-             [streaming]\nenabled = true\n[[authorize]]\nuids = [7]\n",
+             [streaming]\nenabled = true\n[remote]\nlisten = \"127.0.0.1:1\"\n\
+             allow_plaintext = true\n[[authorize]]\nuids = [7]\n",
             "t",
         )
         .unwrap();
