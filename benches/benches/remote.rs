@@ -11,6 +11,7 @@
 //!   messages in flight, then one at a time: round trip p50/p99.
 //! - `local agent (shared memory)`: the same echo from an agent on the daemon's socket, the
 //!   router and the echo agent being the same: what the network adds is the difference.
+//!
 //! Every remote row crosses the loopback twice per message (there and back).
 //!
 //! Run: `cargo bench -p agentwire-benches --bench remote` (`cargo test --benches` runs a
