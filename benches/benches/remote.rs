@@ -9,6 +9,8 @@
 //!   local shared-memory agent through the transport's listener and the router, which
 //!   echoes each message back to its source: round trips per second with a window of
 //!   messages in flight, then one at a time: round trip p50/p99.
+//! - `raw stream client, plain`: a blocking std client speaking the stream protocol by hand
+//!   (no client bridge), one message at a time: the listener and the router alone.
 //! - `local agent (shared memory)`: the same echo from an agent on the daemon's socket, the
 //!   router and the echo agent being the same: what the network adds is the difference.
 //!
@@ -41,6 +43,13 @@ struct Row {
 }
 
 fn print_row(row: &Row, baseline: f64) {
+    if row.msgs_per_s == 0.0 {
+        println!(
+            "{:<28} {:>12} msg/s  {:>21}   round trip p50 {:>7.1} us  p99 {:>7.1} us",
+            row.name, "-", "", row.p50_us, row.p99_us
+        );
+        return;
+    }
     println!(
         "{:<28} {:>12.0} msg/s  ({:>5.3} of bare TCP)   round trip p50 {:>7.1} us  p99 {:>7.1} us",
         row.name,
@@ -134,17 +143,7 @@ fn remote_row(
     let stop = Arc::new(AtomicBool::new(false));
     let echo_thread = echo(router, stop.clone());
     let mut far = builder.connect().expect("remote agent");
-    let echo_id = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let status = agentwire_shm::client::query_status(router.socket_path()).expect("status");
-            if let Some(a) = status.agents.iter().find(|a| a.name == "echo") {
-                break a.agent_id;
-            }
-            assert!(Instant::now() < deadline, "no echo agent");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let echo_id = echo_id(router);
     let msg = [7u8; PAYLOAD_BYTES];
     let timeout = Some(Duration::from_secs(10));
     let start = Instant::now();
@@ -173,6 +172,85 @@ fn remote_row(
         msgs_per_s,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+/// A blocking std TCP client speaking the stream protocol by hand (no client bridge): the
+/// listener and the router alone, one message at a time.
+fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: usize) -> Row {
+    use agentwire_shm::control::{ClientMsg, Registration, ServerMsg};
+    use agentwire_shm::stream_frames::{append_control, decode_control, FrameAssembler};
+    use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_thread = echo(router, stop.clone());
+    let echo_id = echo_id(router);
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut assembler = FrameAssembler::new(1 << 16);
+    let next = |c: &mut TcpStream, assembler: &mut FrameAssembler| -> Vec<u8> {
+        loop {
+            if let Some(f) = assembler.next_frame().expect("frame") {
+                return f.to_vec();
+            }
+            let n = c.read(assembler.spare()).expect("read");
+            assert!(n > 0, "closed");
+            assembler.filled(n);
+        }
+    };
+    let mut out = Vec::new();
+    let hello = ClientMsg::Hello {
+        version_min: agentwire_shm::control::PROTOCOL_VERSION_MIN,
+        version_max: agentwire_shm::control::PROTOCOL_VERSION_MAX,
+        client: "bench".into(),
+    };
+    append_control(&hello, &mut out).expect("hello");
+    let register = ClientMsg::Register(Registration {
+        name: "raw".into(),
+        ..Default::default()
+    });
+    append_control(&register, &mut out).expect("register");
+    c.write_all(&out).expect("write");
+    for _ in 0..2 {
+        let f = next(&mut c, &mut assembler);
+        let header = FrameHeader::validate(&f).expect("header");
+        let msg: ServerMsg = decode_control(header, &f[HEADER_BYTES..]).expect("control");
+        assert!(
+            matches!(
+                msg,
+                ServerMsg::Welcome { .. } | ServerMsg::Registered { .. }
+            ),
+            "{msg:?}"
+        );
+    }
+    let mut frame = vec![0u8; HEADER_BYTES + PAYLOAD_BYTES];
+    FrameHeader::new(FrameKind::Send, 0, echo_id, PAYLOAD_BYTES as u32).write_to(&mut frame);
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        c.write_all(&frame).expect("write");
+        next(&mut c, &mut assembler);
+        h.record(t.elapsed().as_nanos() as u64).expect("record");
+    }
+    drop(c);
+    stop.store(true, Ordering::Relaxed);
+    echo_thread.join().expect("echo");
+    Row {
+        name: "raw stream client, plain",
+        msgs_per_s: 0.0,
+        p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+fn echo_id(router: &TestRouter) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = agentwire_shm::client::query_status(router.socket_path()).expect("status");
+        if let Some(a) = status.agents.iter().find(|a| a.name == "echo") {
+            return a.agent_id;
+        }
+        assert!(Instant::now() < deadline, "no echo agent");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -218,6 +296,8 @@ fn main() {
         round_trips,
     );
     print_row(&local_row, bare.msgs_per_s);
+    let raw = raw_stream_row(plain.local_addr(), &router, round_trips);
+    print_row(&raw, bare.msgs_per_s);
     let plain_row = remote_row(
         "remote agent, plain TCP",
         Agent::builder("far-plain")

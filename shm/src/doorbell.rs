@@ -137,6 +137,28 @@ impl Doorbell {
         Ok((Self::from_ring_fd(write_end), Self::from_wait_fd(read_end)))
     }
 
+    /// A new bell over a Unix stream socket pair: `(ringing end, waiting end)`, both
+    /// non-blocking and close-on-exec, rung and drained exactly like [`Doorbell::pipe`]. An
+    /// async runtime that can await a socket but not a pipe (glommio) waits on the waiting
+    /// end as a stream.
+    ///
+    /// ```
+    /// let (ringer, waiter) = agentwire_shm::doorbell::Doorbell::socket_pair().unwrap();
+    /// ringer.ring();
+    /// assert!(waiter.wait(std::time::Duration::from_secs(1)));
+    /// assert!(!waiter.wait(std::time::Duration::from_micros(10))); // drained
+    /// ```
+    pub fn socket_pair() -> std::io::Result<(Self, Self)> {
+        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+        let (ring_end, wait_end) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Self::from_ring_fd(ring_end), Self::from_wait_fd(wait_end)))
+    }
+
     /// Wraps an eventfd received from another process (both ends).
     ///
     /// ```

@@ -19,22 +19,26 @@ use agentwire_shm::ring::ClaimError;
 use agentwire_shm::stream_frames::{append_control, decode_control, FrameAssembler};
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
+use glommio::net::{TcpStream, UnixStream};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// The first byte of every TLS record a client opens with (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Frames taken from the gateway's ring per read call.
 const FRAMES_PER_READ: usize = 64;
-/// Empty polls of the writer that only yield before it starts sleeping.
-const IDLE_YIELDS: u32 = 16;
-/// The writer's first and longest sleep when idle.
-const IDLE_SLEEP_MIN: Duration = Duration::from_micros(20);
-const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
+/// Empty polls of the writer that only yield (letting the reader run) before it waits on
+/// the gateway's doorbell.
+const IDLE_YIELDS: u32 = 4;
+/// The reader's first and longest sleep while the router's ring is full.
+const FULL_SLEEP_MIN: Duration = Duration::from_micros(20);
+const FULL_SLEEP_MAX: Duration = Duration::from_millis(1);
+/// The longest an idle writer waits before it looks at the stop flag again.
+const STOP_POLL: Duration = Duration::from_millis(50);
 /// How often a refusal is logged at most (the rest are counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -409,7 +413,12 @@ where
         Some(Err(end)) => return end,
         Some(Ok(admitted)) => admitted,
     };
+    let mut bell = match bell_stream(&gateway) {
+        Ok(bell) => bell,
+        Err(e) => return End::Io(e),
+    };
     let link = Link {
+        answered: Wakeup::default(),
         control: gateway.gateway_control(),
         gateway: RefCell::new(gateway),
         pending: RefCell::new(Vec::new()),
@@ -420,7 +429,7 @@ where
     };
     futures_lite::future::or(
         link.read_loop(&mut reader, &mut assembler, ctx),
-        link.write_loop(&mut writer, ctx),
+        link.write_loop(&mut writer, &mut bell, ctx),
     )
     .await
     // Dropping `link` drops the gateway: the router forgets it and its remote agent.
@@ -430,6 +439,8 @@ where
 /// never borrowed across an await).
 struct Link {
     gateway: RefCell<Endpoint>,
+    /// Rung by the reader when it queued a control answer for the writer.
+    answered: Wakeup,
     control: GatewayControl,
     /// Control answers waiting for the writer (encoded frames).
     pending: RefCell<Vec<u8>>,
@@ -471,6 +482,7 @@ impl Link {
                     if let Err(e) = append_control(&answer, &mut self.pending.borrow_mut()) {
                         return End::Malformed(e.to_string());
                     }
+                    self.answered.notify();
                     continue;
                 }
                 // The connection speaks for its remote agent only, whatever the frame says.
@@ -500,7 +512,7 @@ impl Link {
     /// Sends one frame into the router, waiting while its lane is full (the socket is not
     /// read meanwhile: backpressure reaches the remote sender through TCP).
     async fn send(&self, header: FrameHeader, payload: &[u8], ctx: &Context) -> Result<(), End> {
-        let mut wait = IDLE_SLEEP_MIN;
+        let mut wait = FULL_SLEEP_MIN;
         loop {
             let sent = self.gateway.borrow_mut().try_send(header, payload);
             match sent {
@@ -510,7 +522,7 @@ impl Link {
                         return Err(End::Stopped);
                     }
                     glommio::timer::sleep(wait).await;
-                    wait = (wait * 2).min(IDLE_SLEEP_MAX);
+                    wait = (wait * 2).min(FULL_SLEEP_MAX);
                 }
                 Err(e) => {
                     // Larger than the ring can ever carry: dropped, counted, logged.
@@ -563,9 +575,42 @@ impl Link {
         }
     }
 
+    /// Waits, without polling, until the router delivers to the gateway (its doorbell, armed
+    /// first), the reader queues a control answer, or the stop poll interval passes.
+    async fn wait_for_work(&self, bell: &mut UnixStream) -> Result<(), End> {
+        if self.gateway.borrow_mut().prepare_to_wait() || !self.pending.borrow().is_empty() {
+            return Ok(());
+        }
+        let mut drained = [0u8; 64];
+        let rung = async {
+            match bell.read(&mut drained).await {
+                // The router closed its end: it is stopping.
+                Ok(0) => Err(End::Stopped),
+                Ok(_) => Ok(()),
+                Err(e) => Err(End::Io(e)),
+            }
+        };
+        let answered = async {
+            self.answered.wait().await;
+            Ok(())
+        };
+        let stop_poll = async {
+            glommio::timer::sleep(STOP_POLL).await;
+            Ok(())
+        };
+        futures_lite::future::or(rung, futures_lite::future::or(answered, stop_poll)).await
+    }
+
     /// What the router delivered to the gateway (and control answers) out to the socket,
     /// one write per batch.
-    async fn write_loop<W: AsyncWrite + Unpin>(&self, writer: &mut W, ctx: &Context) -> End {
+    /// `bell` is the gateway's rx doorbell as a stream the executor awaits (rung by the
+    /// router when it delivers while the writer waits).
+    async fn write_loop<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        bell: &mut UnixStream,
+        ctx: &Context,
+    ) -> End {
         let batch_max = ctx.config.write_batch_bytes_max;
         let mut batch: Vec<u8> = Vec::with_capacity(batch_max * 2);
         let mut idle_polls = 0u32;
@@ -602,10 +647,11 @@ impl Link {
                 idle_polls = idle_polls.saturating_add(1);
                 if idle_polls <= IDLE_YIELDS {
                     futures_lite::future::yield_now().await;
-                } else {
-                    let doublings = (idle_polls - IDLE_YIELDS).min(8);
-                    glommio::timer::sleep((IDLE_SLEEP_MIN * (1 << doublings)).min(IDLE_SLEEP_MAX))
-                        .await;
+                    continue;
+                }
+                idle_polls = 0;
+                if let Err(end) = self.wait_for_work(bell).await {
+                    return end;
                 }
                 continue;
             }
@@ -627,5 +673,47 @@ impl Link {
                 return End::Idle;
             }
         }
+    }
+}
+
+/// The gateway's rx doorbell as a glommio stream: a duplicate of its waiting end (a Unix
+/// stream socket for endpoints), so that the executor wakes when the router rings it.
+#[allow(unsafe_code)]
+fn bell_stream(gateway: &Endpoint) -> std::io::Result<UnixStream> {
+    use std::os::fd::{AsFd, IntoRawFd};
+    let owned = gateway.doorbell().as_fd().try_clone_to_owned()?;
+    let raw = owned.into_raw_fd();
+    // SAFETY: `raw` is a descriptor this function just duplicated and owns alone; the
+    // stream takes it over and closes it when dropped. The router's endpoints' rx bells are
+    // Unix stream sockets (`Doorbell::socket_pair`), the kind `UnixStream` reads.
+    Ok(unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// A one-task wakeup on one executor: `notify` sets it and wakes the waiter, `wait`
+/// completes once it is set (and clears it).
+#[derive(Default)]
+struct Wakeup {
+    set: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Wakeup {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
     }
 }

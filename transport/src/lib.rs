@@ -25,7 +25,7 @@
 //! ).unwrap();
 //! println!("remote agents: {}", listener.local_addr());
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod config;
 mod connection;

@@ -125,7 +125,13 @@ impl Admission<'_> {
         // Pipes, not eventfds: the agent gets its own ends, so nothing it does to them can
         // make the router's ring of its rx bell, or its drain of the tx bell, block.
         let (tx_bell, router_tx_bell) = Doorbell::pipe().map_err(|e| failed(&e))?;
-        let (router_rx_bell, rx_bell) = Doorbell::pipe().map_err(|e| failed(&e))?;
+        // An endpoint of the daemon's own (no peer) gets a socket pair for its rx bell, so an
+        // async executor can await it as a stream (the network transport's connections).
+        let (router_rx_bell, rx_bell) = match peer {
+            Some(_) => Doorbell::pipe(),
+            None => Doorbell::socket_pair(),
+        }
+        .map_err(|e| failed(&e))?;
         let congested = Arc::new(AtomicBool::new(false));
         let new_agent = self
             .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())

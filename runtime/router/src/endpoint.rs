@@ -308,6 +308,31 @@ impl Endpoint {
         self.rx.doorbell().expect("endpoints have an rx doorbell")
     }
 
+    /// Tells the router that this endpoint is about to wait on its [`Endpoint::doorbell`]
+    /// (the ring's parking protocol: from now on a delivery rings the bell) and returns
+    /// whether frames are already waiting, in which case it should read instead of waiting.
+    /// The flag stays set until frames are read. An async runtime awaits the bell's
+    /// descriptor (a Unix stream socket for endpoints) after this returns false.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-arm-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let mut e = r.control().register_endpoint(
+    /// #     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    /// #     EndpointKind::InProcess).unwrap();
+    /// if !e.prepare_to_wait() {
+    ///     e.doorbell().wait(std::time::Duration::from_millis(1));
+    /// }
+    /// ```
+    pub fn prepare_to_wait(&mut self) -> bool {
+        let rx = std::slice::from_mut(&mut self.rx);
+        if Consumer::arm_park(rx) {
+            agentwire_shm::doorbell::asymmetric_barrier();
+        }
+        Consumer::any_pending(std::slice::from_ref(&self.rx))
+    }
+
     /// A gateway's new remote agent with `identity` (its name, capabilities, topics and
     /// features are routed like any agent's); returns its id. Frames for it arrive in this
     /// gateway's rx ring with that id as destination.

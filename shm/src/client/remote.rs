@@ -80,8 +80,11 @@ pub const REMOTE_RING_CAPACITY_DEFAULT_BYTES: usize = 256 * 1024;
 const FRAMES_PER_ROUND_MAX: usize = 256;
 /// Control messages taken from the agent per round.
 const CONTROL_PER_ROUND_MAX: usize = 16;
-/// Idle rounds spun (with `spin_loop`) after activity before the pump parks in `poll`.
-const SPIN_ROUNDS_MAX: u32 = 512;
+/// Idle rounds spun (with `spin_loop`) after activity before the pump parks in `poll`. Each
+/// round makes syscalls (the socket, the control connection), so a long spin steals a core
+/// from the agent and the daemon on a small machine: 512 rounds cost the round trip ~600 µs
+/// on 2 vCPUs (BENCHMARKS.md, "Remote agents over TCP and TLS"); 16 keep a burst hot.
+const SPIN_ROUNDS_MAX: u32 = 16;
 /// How long one park in `poll` lasts: also the bound on noticing room in a full rx ring
 /// (the agent rings no bell when it consumes) and on a missed tx wakeup.
 const PARK_TIMEOUT: Duration = Duration::from_millis(1);
