@@ -252,53 +252,33 @@ impl Collector for RouterCollector {
                 ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
             }
         }
-        // The streaming engine's counters (`[streaming]`), added to the status report by the
-        // daemon's status hook: `agentwire_stream_<counter>_total`.
-        for (name, value) in &status.counters {
-            let Some(stream) = name.strip_prefix("stream.") else {
-                continue;
-            };
-            if stream == "agent_id" {
-                continue;
-            }
-            let metric = format!("agentwire_stream_{stream}");
-            let help = format!("Streaming engine: {}", stream.replace('_', " "));
-            if matches!(
-                stream,
-                "running" | "checkpoint_bytes" | "restored_epoch" | "shards"
-            ) {
-                // Values that go down (running: 1, then 0 once the engine stopped): gauges.
-                let gauge = ConstGauge::new(*value as i64);
-                let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
-                gauge.encode(m)?;
-                continue;
-            }
-            let counter = ConstCounter::new(*value);
-            let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
-            counter.encode(m)?;
-        }
-        // The remote agents listener's counters (`[remote]`): `agentwire_remote_<counter>`.
-        for (name, value) in &status.counters {
-            let Some(remote) = name.strip_prefix("remote.") else {
-                continue;
-            };
-            let metric = format!("agentwire_remote_{remote}");
-            let help = format!("Remote agents listener: {}", remote.replace('_', " "));
-            // Values that go down: udp_datagrams_lost falls when a datagram counted lost
-            // arrives late (reordered).
-            if matches!(
-                remote,
-                "connections_active" | "udp_sources_active" | "udp_datagrams_lost"
-            ) {
-                let gauge = ConstGauge::new(*value as i64);
-                let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
-                gauge.encode(m)?;
-                continue;
-            }
-            let counter = ConstCounter::new(*value);
-            let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
-            counter.encode(m)?;
-        }
+        // The streaming engine's counters (`[streaming]`) and the remote agents listener's
+        // (`[remote]`), added to the status report by the daemon's status hook:
+        // `agentwire_stream_<counter>_total`, `agentwire_remote_<counter>_total`. Values that
+        // go down are gauges (running: 1, then 0 once the engine stopped; udp_datagrams_lost
+        // falls when a datagram counted lost arrives late).
+        let stream_gauges = ["running", "checkpoint_bytes", "restored_epoch", "shards"];
+        encode_section(
+            &mut encoder,
+            &status,
+            "stream",
+            "Streaming engine",
+            &stream_gauges,
+            &["agent_id"],
+        )?;
+        let remote_gauges = [
+            "connections_active",
+            "udp_sources_active",
+            "udp_datagrams_lost",
+        ];
+        encode_section(
+            &mut encoder,
+            &status,
+            "remote",
+            "Remote agents listener",
+            &remote_gauges,
+            &[],
+        )?;
         let core0 = core_of(0);
         let core = [("core", core0.as_str())];
         let agents = ConstGauge::new(status.agents.len() as i64);
@@ -362,4 +342,39 @@ fn help(counter: &str) -> String {
         }
         other => format!("Router counter {}", other.replace('_', " ")),
     }
+}
+
+/// Encodes the status counters named `SECTION.counter` as `agentwire_SECTION_counter`:
+/// gauges for those in `gauges`, counters for the rest, none for those in `skipped`.
+fn encode_section(
+    encoder: &mut DescriptorEncoder<'_>,
+    status: &agentwire_shm::control::StatusReport,
+    section: &str,
+    help_prefix: &str,
+    gauges: &[&str],
+    skipped: &[&str],
+) -> std::fmt::Result {
+    for (name, value) in &status.counters {
+        let Some(counter_name) = name
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if skipped.contains(&counter_name) {
+            continue;
+        }
+        let metric = format!("agentwire_{section}_{counter_name}");
+        let help = format!("{help_prefix}: {}", counter_name.replace('_', " "));
+        if gauges.contains(&counter_name) {
+            let gauge = ConstGauge::new(*value as i64);
+            let m = encoder.encode_descriptor(&metric, &help, None, gauge.metric_type())?;
+            gauge.encode(m)?;
+        } else {
+            let counter = ConstCounter::new(*value);
+            let m = encoder.encode_descriptor(&metric, &help, None, counter.metric_type())?;
+            counter.encode(m)?;
+        }
+    }
+    Ok(())
 }

@@ -454,6 +454,34 @@ impl From<rustix::io::Errno> for ControlError {
     }
 }
 
+/// A control message archived (rkyv), refused when larger than
+/// [`CONTROL_MESSAGE_BYTES_MAX`]: what the control socket and a byte stream carry.
+///
+/// ```
+/// use agentwire_shm::control::{archive, ClientMsg};
+/// assert!(!archive(&ClientMsg::Goodbye).unwrap().is_empty());
+/// ```
+pub fn archive<M>(msg: &M) -> Result<rkyv::util::AlignedVec, ControlError>
+where
+    M: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg)
+        .map_err(|e| ControlError::Malformed(e.to_string()))?;
+    if bytes.len() > CONTROL_MESSAGE_BYTES_MAX {
+        return Err(ControlError::Malformed(format!(
+            "{} bytes exceeds {CONTROL_MESSAGE_BYTES_MAX}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
 /// One end of a control connection.
 #[derive(Debug)]
 pub struct ControlConn {
@@ -554,14 +582,7 @@ impl ControlConn {
             >,
         >,
     {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg)
-            .map_err(|e| ControlError::Malformed(e.to_string()))?;
-        if bytes.len() > CONTROL_MESSAGE_BYTES_MAX {
-            return Err(ControlError::Malformed(format!(
-                "{} bytes exceeds {CONTROL_MESSAGE_BYTES_MAX}",
-                bytes.len()
-            )));
-        }
+        let bytes = archive(msg)?;
         assert!(
             fds.len() <= CONTROL_FDS_MAX,
             "at most {CONTROL_FDS_MAX} fds per message"

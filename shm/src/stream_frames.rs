@@ -201,15 +201,7 @@ where
         >,
     >,
 {
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg)
-        .map_err(|e| ControlError::Malformed(e.to_string()))?;
-    if bytes.len() > crate::control::CONTROL_MESSAGE_BYTES_MAX {
-        return Err(ControlError::Malformed(format!(
-            "{} bytes exceeds {}",
-            bytes.len(),
-            crate::control::CONTROL_MESSAGE_BYTES_MAX
-        )));
-    }
+    let bytes = crate::control::archive(msg)?;
     let header = FrameHeader::new(
         FrameKind::Control,
         DAEMON_AGENT_ID,

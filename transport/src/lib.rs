@@ -30,6 +30,7 @@
 pub mod config;
 mod connection;
 pub mod identity;
+mod running;
 pub mod server;
 pub mod stats;
 #[cfg(feature = "test-pki")]

@@ -3,6 +3,7 @@
 
 use crate::config::ListenerConfig;
 use crate::connection::{self, Context};
+use crate::running::Running;
 use crate::stats::{add, StatsSnapshot, TransportStats};
 use crate::TransportError;
 use agentwire_router::endpoint::EndpointRegistrar;
@@ -38,8 +39,8 @@ const IO_MEMORY_BYTES: usize = 512 * 1024;
 pub struct RemoteListener {
     local_addr: SocketAddr,
     stats: Arc<TransportStats>,
-    stop: Arc<AtomicBool>,
-    executor: Option<glommio::ExecutorJoinHandle<()>>,
+    /// Stopped and joined on drop: every connection closes (its agents leave the router).
+    _running: Running,
 }
 
 impl std::fmt::Debug for RemoteListener {
@@ -110,24 +111,11 @@ impl RemoteListener {
                 accept_loop(listener, context).await;
             })
             .map_err(|e| TransportError::Executor(e.to_string()))?;
-        let local_addr = match bound_rx.recv() {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => {
-                let _ = executor.join();
-                return Err(TransportError::Bind(e));
-            }
-            Err(_) => {
-                let _ = executor.join();
-                return Err(TransportError::Executor(
-                    "the executor ended at start".into(),
-                ));
-            }
-        };
+        let (running, local_addr) = Running::confirm(stop, executor, &bound_rx)?;
         Ok(Self {
             local_addr,
             stats,
-            stop,
-            executor: Some(executor),
+            _running: running,
         })
     }
 
@@ -163,16 +151,6 @@ impl RemoteListener {
     /// ```
     pub fn stats_handle(&self) -> Arc<TransportStats> {
         self.stats.clone()
-    }
-}
-
-impl Drop for RemoteListener {
-    fn drop(&mut self) {
-        // Relaxed is enough: the flag carries no data, and the join below synchronizes.
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(executor) = self.executor.take() {
-            let _ = executor.join();
-        }
     }
 }
 

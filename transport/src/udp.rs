@@ -17,6 +17,7 @@
 //! the very end of a burst is counted with the source's next datagram. Frames lost with a
 //! datagram are not known one by one (only the datagram count is).
 
+use crate::running::Running;
 use crate::TransportError;
 use agentwire_router::endpoint::{Endpoint, EndpointKind, EndpointRegistrar};
 use agentwire_shm::control::Registration;
@@ -242,8 +243,8 @@ fn add(counter: &AtomicU64, n: u64) {
 pub struct UdpTelemetry {
     local_addr: SocketAddr,
     stats: Arc<UdpStats>,
-    stop: Arc<AtomicBool>,
-    executor: Option<glommio::ExecutorJoinHandle<()>>,
+    /// Stopped and joined on drop (the endpoint leaves the router).
+    _running: Running,
 }
 
 impl std::fmt::Debug for UdpTelemetry {
@@ -325,24 +326,11 @@ impl UdpTelemetry {
                 receiver.run(socket).await;
             })
             .map_err(|e| TransportError::Executor(e.to_string()))?;
-        match started_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = executor.join();
-                return Err(TransportError::Bind(e));
-            }
-            Err(_) => {
-                let _ = executor.join();
-                return Err(TransportError::Executor(
-                    "the executor ended at start".into(),
-                ));
-            }
-        }
+        let (running, ()) = Running::confirm(stop, executor, &started_rx)?;
         Ok(Self {
             local_addr,
             stats,
-            stop,
-            executor: Some(executor),
+            _running: running,
         })
     }
 
@@ -378,16 +366,6 @@ impl UdpTelemetry {
     /// ```
     pub fn stats_handle(&self) -> Arc<UdpStats> {
         self.stats.clone()
-    }
-}
-
-impl Drop for UdpTelemetry {
-    fn drop(&mut self) {
-        // Relaxed is enough: the flag carries no data, and the join below synchronizes.
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(executor) = self.executor.take() {
-            let _ = executor.join();
-        }
     }
 }
 

@@ -2,12 +2,15 @@
 //! local subscriber in order, hand-made sequences are accounted exactly, garbage is counted
 //! and survived, and feature frames reach the endpoint registered for the feature.
 
+mod common;
+
 use agentwire_router::endpoint::EndpointKind;
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::control::Registration;
 use agentwire_shm::telemetry::{DatagramPrefix, TelemetrySender, PREFIX_BYTES};
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
 use agentwire_transport::udp::{UdpTelemetry, UdpTelemetryConfig};
+use common::{eventually, local_agent, loopback, socket_path};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,33 +18,6 @@ use std::time::Duration;
 
 const TOPIC: &str = "metrics";
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn socket_path(test: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("aw-transport-{test}-{}.sock", std::process::id()))
-}
-
-fn loopback() -> std::net::SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn local_agent(router: &TestRouter, name: &str) -> agentwire_shm::client::Agent {
-    agentwire_shm::client::Agent::builder(name)
-        .socket(router.socket_path())
-        .connect()
-        .unwrap()
-}
-
-/// Waits (bounded: a watchdog, not a timing assertion) until `check` holds.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 fn start(test: &str) -> (TestRouter, UdpTelemetry) {
     let router = TestRouter::start(TestRouterConfig::new(socket_path(test))).unwrap();

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(unused_imports)] // each test binary uses its own subset
 pub use agentwire_transport::test_pki::*;
 
 pub fn socket_path(test: &str) -> PathBuf {
