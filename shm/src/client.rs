@@ -498,7 +498,15 @@ fn send_hello(conn: &ControlConn, hello: &ClientMsg) -> Result<(), ClientError> 
 }
 
 fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
-    match conn.recv::<ServerMsg>(Some(CONTROL_REPLY_TIMEOUT)) {
+    reply_of(conn.recv::<ServerMsg>(Some(CONTROL_REPLY_TIMEOUT)))
+}
+
+/// A control reply as the agent reports it: a refusal or a closed connection become their
+/// errors.
+fn reply_of(
+    received: Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ControlError>,
+) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
+    match received {
         Ok((ServerMsg::Refused { reason, detail }, _)) => {
             Err(ClientError::Refused { reason, detail })
         }
@@ -507,6 +515,9 @@ fn expect_reply(conn: &ControlConn) -> Result<(ServerMsg, Vec<rustix::fd::OwnedF
         Err(e) => Err(e.into()),
     }
 }
+
+/// How often a remote agent waiting for a control reply moves arrived frames aside.
+const REMOTE_REPLY_POLL: Duration = Duration::from_millis(1);
 
 impl Link {
     fn establish(b: &AgentBuilder) -> Result<Self, ClientError> {
@@ -820,9 +831,36 @@ impl Agent {
             ControlError::Closed => ClientError::Disconnected,
             e => e.into(),
         })?;
-        match expect_reply(&self.link.conn)? {
+        let reply = if self.builder.remote.is_remote() {
+            self.await_remote_reply()?
+        } else {
+            expect_reply(&self.link.conn)?
+        };
+        match reply {
             (ServerMsg::Error { detail }, _) => Err(ClientError::Protocol(detail)),
             (reply, _) => Ok(reply),
+        }
+    }
+
+    /// A remote agent's control reply travels on the stream behind the data frames sent to
+    /// it before: while it waits, what arrives in the rx ring moves to the stash (bounded by
+    /// `request_stash_frames_max`, read first by the next receives), so the bridge can
+    /// deliver up to the reply instead of holding it behind a full ring.
+    fn await_remote_reply(&mut self) -> Result<(ServerMsg, Vec<rustix::fd::OwnedFd>), ClientError> {
+        let deadline = Instant::now() + CONTROL_REPLY_TIMEOUT;
+        loop {
+            match self.link.conn.recv::<ServerMsg>(Some(REMOTE_REPLY_POLL)) {
+                Err(ControlError::Timeout(_)) if Instant::now() < deadline => {
+                    // A frame held in place (receive-in-place) stays where it is.
+                    if self.held.is_none() {
+                        self.stash_arrivals()?;
+                    }
+                }
+                Err(ControlError::Timeout(_)) => {
+                    return Err(ControlError::Timeout(CONTROL_REPLY_TIMEOUT).into())
+                }
+                received => return reply_of(received),
+            }
         }
     }
 

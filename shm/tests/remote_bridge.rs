@@ -237,6 +237,34 @@ fn a_full_rx_ring_holds_the_stream_back_and_loses_nothing() {
 }
 
 #[test]
+fn a_control_reply_behind_a_full_rx_ring_still_arrives() {
+    with_watchdog(|| {
+        let (addr, server) = start_server(vec![Behaviour::Echo], None);
+        // 4 KiB rings: the echoes of 500 frames fill the rx ring and wait in the bridge and
+        // the sockets; the topic resolve's answer travels behind them on the stream.
+        let mut agent = plaintext_agent(&addr)
+            .ring_capacity(4096)
+            .connect()
+            .unwrap();
+        let count = 500;
+        for i in 0..count {
+            agent.send(AGENT_ID, &payload(i)).unwrap();
+        }
+        // The first publish to a topic resolves it over the control protocol.
+        agent.publish("late-topic", b"after").unwrap();
+        for i in 0..count {
+            let msg = agent.recv(Some(Duration::from_secs(10))).unwrap().unwrap();
+            assert_eq!(msg.payload(), payload(i).as_slice(), "frame {i}");
+        }
+        let msg = agent.recv(Some(Duration::from_secs(10))).unwrap().unwrap();
+        assert_eq!(msg.payload(), b"after");
+        drop(msg);
+        agent.close();
+        server.join().unwrap();
+    });
+}
+
+#[test]
 fn a_server_that_stops_reading_makes_sends_see_backpressure() {
     with_watchdog(|| {
         let (addr, server) = start_server(vec![Behaviour::StallAfterRegistered], None);

@@ -28,11 +28,13 @@
 //! room for the next frame (TCP pushes back on the server). Nothing is dropped but a frame
 //! the agent's rx ring could never hold (logged).
 //!
-//! Known limit: control replies share the stream with data frames, so a reply that arrives
-//! behind data frames waiting for room in a full rx ring waits with them (a local daemon's
-//! replies use their own socket). An agent that makes control requests (a first publish to
-//! a topic, subscribe, discover) while it leaves its rx ring full can see the request time
-//! out after [`super::CONTROL_REPLY_TIMEOUT`].
+//! Control replies share the stream with data frames, so a reply can arrive behind data
+//! frames waiting for room in a full rx ring (a local daemon's replies use their own
+//! socket). While a remote agent waits for a reply it therefore moves what arrives in its
+//! rx ring to its stash (`request_stash_frames_max`, 4,096 frames by default; the next
+//! receives read them first, in order), so the bridge can deliver up to the reply. More
+//! than the stash holds in front of a reply still waits, and the request times out after
+//! [`super::CONTROL_REPLY_TIMEOUT`].
 
 use super::{AgentBuilder, ClientError};
 use crate::control::{ClientMsg, ControlConn, ControlError, ServerMsg};
