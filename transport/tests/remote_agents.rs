@@ -344,3 +344,37 @@ fn a_remote_agent_that_leaves_is_forgotten_by_the_router() {
         router.control().agent_count() == before
     });
 }
+
+#[test]
+fn the_client_library_names_the_certificate_problem() {
+    use agentwire_shm::client::{Agent, ClientError};
+    let pki = Pki::new();
+    let (_router, listener) = start(
+        "client-errors",
+        ListenerConfig::tls(loopback(), pki.files.clone()),
+    );
+    let addr = listener.local_addr().to_string();
+    let connect = |cert: Option<&Issued>| {
+        Agent::builder("far")
+            .remote(&addr)
+            .tls_server_name("localhost")
+            .tls(pki.client_config(cert))
+            .connect()
+    };
+    let expired = pki.ca.expired_client("old");
+    for (cert, cause) in [
+        (Some(&expired), "CertificateExpired"),
+        (None, "CertificateRequired"),
+    ] {
+        match connect(cert) {
+            Err(e @ ClientError::Remote { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(cause) && text.contains(&addr), "{text}");
+            }
+            other => panic!("expected a Remote error naming {cause}, got {other:?}"),
+        }
+    }
+    let good = pki.ca.client("far");
+    let agent = connect(Some(&good)).unwrap();
+    assert!(agent.id() > 0);
+}
