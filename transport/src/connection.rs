@@ -422,7 +422,6 @@ where
         control: gateway.gateway_control(),
         gateway: RefCell::new(gateway),
         pending: RefCell::new(Vec::new()),
-        last_read: Cell::new(Instant::now()),
         last_write: Cell::new(Instant::now()),
         remote,
         identities,
@@ -444,7 +443,6 @@ struct Link {
     control: GatewayControl,
     /// Control answers waiting for the writer (encoded frames).
     pending: RefCell<Vec<u8>>,
-    last_read: Cell<Instant>,
     last_write: Cell<Instant>,
     remote: u32,
     identities: Vec<String>,
@@ -502,7 +500,6 @@ impl Link {
                 Some(Ok(0)) => return End::Closed,
                 Some(Ok(n)) => {
                     assembler.filled(n);
-                    self.last_read.set(Instant::now());
                 }
                 Some(Err(e)) => return End::Io(e),
             }
@@ -666,12 +663,8 @@ impl Link {
             add(&ctx.stats.bytes_out, batch.len() as u64);
             add(&ctx.stats.socket_writes, 1);
             batch.clear();
+            // The reader closes a connection silent both ways (it times out its reads).
             self.last_write.set(Instant::now());
-            if self.last_read.get().elapsed() >= ctx.config.idle_timeout
-                && self.last_write.get().elapsed() >= ctx.config.idle_timeout
-            {
-                return End::Idle;
-            }
         }
     }
 }

@@ -378,3 +378,36 @@ fn the_client_library_names_the_certificate_problem() {
     let agent = connect(Some(&good)).unwrap();
     assert!(agent.id() > 0);
 }
+
+#[test]
+fn a_connection_silent_both_ways_is_closed_at_its_idle_deadline() {
+    let mut config = ListenerConfig::plaintext(loopback());
+    config.idle_timeout = Duration::from_millis(300);
+    let (router, listener) = start("idle-deadline", config);
+    let mut quiet = RawClient::plain(listener.local_addr());
+    let quiet_id = quiet.register(named("quiet")).unwrap();
+    // A connection that only receives is not idle: frames keep going out to it.
+    let mut listening = RawClient::plain(listener.local_addr());
+    let listening_id = listening.register(named("listening")).unwrap();
+    let mut near = local_agent(&router, "near");
+    for i in 0..8u32 {
+        near.send(listening_id, &i.to_le_bytes()).unwrap();
+        let (_, payload) = listening.recv_frame().unwrap();
+        assert_eq!(payload, i.to_le_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The silent one was closed meanwhile, counted, and its agent left the router.
+    assert!(quiet.recv_frame().is_err(), "closed by the daemon");
+    eventually("the idle close to be counted", || {
+        listener.stats().idle_closed == 1
+    });
+    assert!(
+        near.send(quiet_id, b"gone").is_ok(),
+        "a send is accepted, then nacked"
+    );
+    let (_, payload) = {
+        near.send(listening_id, b"still").unwrap();
+        listening.recv_frame().unwrap()
+    };
+    assert_eq!(payload, b"still");
+}
