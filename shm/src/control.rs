@@ -244,7 +244,8 @@ pub struct AgentStatus {
     pub agent_id: u32,
     /// Agent name.
     pub name: String,
-    /// Process id (SO_PEERCRED at connect).
+    /// Process id (SO_PEERCRED at connect); 0 for a remote agent (behind a gateway: a
+    /// network connection), which has no process on this machine.
     pub pid: u32,
     /// Capabilities as `name@version`.
     pub capabilities: Vec<String>,

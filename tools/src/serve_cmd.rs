@@ -446,7 +446,7 @@ pub fn agents(q: &QueryArgs) -> Result<(), BoxError> {
         let agents: Vec<_> = report
             .agents
             .iter()
-            .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "capabilities": a.capabilities, "topics": a.topics,
+            .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "remote": a.pid == 0, "capabilities": a.capabilities, "topics": a.topics,
                 "features": a.features, "live": a.live, "shard": a.shard,
                 "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
             .collect();
@@ -469,7 +469,12 @@ pub fn agents(q: &QueryArgs) -> Result<(), BoxError> {
             "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  {:?} / {:?}",
             a.agent_id,
             a.name,
-            a.pid,
+            // A remote agent (behind a network connection) has no local process.
+            if a.pid == 0 {
+                "remote".to_string()
+            } else {
+                a.pid.to_string()
+            },
             if a.live { "live" } else { "stale" },
             a.shard,
             a.capabilities.join(","),

@@ -103,6 +103,30 @@ fn a_remote_agent_over_tls_talks_with_a_local_one_through_the_daemon() {
         other => panic!("expected NotPermitted, got {other:?}"),
     }
 
+    // `agentwire agents` marks the remote agent.
+    let agents = cli_json(&["agents"], &socket);
+    let remote_of = |name: &str| {
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["remote"].as_bool().unwrap())
+    };
+    assert_eq!(remote_of("sensor-1"), Some(true), "{agents}");
+    assert_eq!(remote_of("near"), Some(false), "{agents}");
+    let text = std::process::Command::new(common::AGENTWIRE)
+        .args(["agents", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("sensor-1"))
+        .expect("listed");
+    assert!(line.contains("remote"), "{text}");
+
     let json = cli_json(&["status"], &socket);
     let counters = &json["counters"];
     assert!(

@@ -904,7 +904,9 @@ impl ControlLoop {
                 return Err(format!("no gateway {gateway}"));
             };
             let placement = crate::registry::Placement {
-                pid: std::process::id(),
+                // No local process: 0 marks an agent behind a gateway (`agentwire agents`
+                // shows it as remote).
+                pid: 0,
                 peer: None,
                 segment: gw.segment.clone(),
                 shard,
