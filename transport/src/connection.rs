@@ -99,7 +99,7 @@ impl Context {
 }
 
 /// `fut`, or `None` when it takes longer than `limit`.
-async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     glommio::timer::timeout(limit, async { Ok(fut.await) })
         .await
         .ok()
@@ -672,7 +672,7 @@ impl Link {
 /// The gateway's rx doorbell as a glommio stream: a duplicate of its waiting end (a Unix
 /// stream socket for endpoints), so that the executor wakes when the router rings it.
 #[allow(unsafe_code)]
-fn bell_stream(gateway: &Endpoint) -> std::io::Result<UnixStream> {
+pub(crate) fn bell_stream(gateway: &Endpoint) -> std::io::Result<UnixStream> {
     use std::os::fd::{AsFd, IntoRawFd};
     let owned = gateway.doorbell().as_fd().try_clone_to_owned()?;
     let raw = owned.into_raw_fd();
@@ -685,20 +685,20 @@ fn bell_stream(gateway: &Endpoint) -> std::io::Result<UnixStream> {
 /// A one-task wakeup on one executor: `notify` sets it and wakes the waiter, `wait`
 /// completes once it is set (and clears it).
 #[derive(Default)]
-struct Wakeup {
+pub(crate) struct Wakeup {
     set: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
 impl Wakeup {
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.set.set(true);
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         std::future::poll_fn(|cx| {
             if self.set.replace(false) {
                 Poll::Ready(())

@@ -7,6 +7,9 @@
 //! - [`identity`]: what a client certificate's identity may register.
 //! - [`udp::UdpTelemetry`]: fire-and-forget telemetry frames over UDP, loss counted per
 //!   source (`agentwire_shm::telemetry` is the format and the sender).
+//! - [`node::NodeLinks`]: links between daemons named in a static peer list (the same TLS
+//!   transport), registries exchanged, unicast, publishes, anycast and feature routes
+//!   forwarded both ways.
 //! - [`config`], [`tls`], [`stats`]: the listener's settings, rustls configuration and
 //!   counters.
 //!
@@ -30,6 +33,7 @@
 pub mod config;
 mod connection;
 pub mod identity;
+pub mod node;
 mod running;
 pub mod server;
 pub mod stats;
@@ -53,6 +57,9 @@ pub enum TransportError {
     /// The address could not be bound.
     #[error("cannot listen for remote agents: {0}")]
     Bind(String),
+    /// A configuration that cannot work (names, addresses, timers), said in words.
+    #[error("{0}")]
+    Config(String),
     /// The executor could not start (CPU not allowed, memlock, ...).
     #[error("the transport executor could not start: {0}")]
     Executor(String),

@@ -85,6 +85,20 @@ impl Ca {
         self.issue(params, cn)
     }
 
+    /// A node's certificate (a node link's both ends): named `cn`, for localhost and
+    /// 127.0.0.1, good for server and client authentication.
+    pub fn node(&self, cn: &str) -> Issued {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(params, cn)
+    }
+
     /// A client certificate that expired in 2021.
     pub fn expired_client(&self, cn: &str) -> Issued {
         let mut params = CertificateParams::new(vec![format!("{cn}.agents.test")]).unwrap();
@@ -124,6 +138,22 @@ impl Pki {
             client_ca: write("clients-ca.crt", &ca.cert_pem),
         };
         Self { dir, ca, files }
+    }
+
+    /// PEM files for node `name` (its certificate from [`Ca::node`], its key, this CA) in
+    /// this PKI's directory.
+    pub fn node_files(&self, name: &str) -> TlsFiles {
+        let node = self.ca.node(name);
+        let write = |file: String, text: &str| -> PathBuf {
+            let path = self.dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        TlsFiles {
+            certificate_chain: write(format!("node-{name}.crt"), &node.cert_pem),
+            private_key: write(format!("node-{name}.key"), &node.key_pem),
+            client_ca: self.files.client_ca.clone(),
+        }
     }
 
     /// A client configuration trusting this PKI's CA, presenting `client` (or nothing).

@@ -3,7 +3,7 @@
 
 use crate::config::TlsFiles;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -25,6 +25,41 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
         )));
     }
     Ok(certs)
+}
+
+/// A node link's client configuration for `files`: TLS 1.3, the node's certificate as the
+/// client certificate, and the CA file as the only root (it signs every node's certificate).
+///
+/// ```
+/// use agentwire_transport::{config::TlsFiles, tls::link_client_config};
+/// let missing = TlsFiles { certificate_chain: "/nonexistent/n.pem".into(),
+///     private_key: "/nonexistent/k.pem".into(), client_ca: "/nonexistent/ca.pem".into() };
+/// assert!(link_client_config(&missing).is_err());
+/// ```
+pub fn link_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let chain = certificates(&files.certificate_chain, "certificate chain")?;
+    let key = PrivateKeyDer::from_pem_file(&files.private_key)
+        .map_err(|e| TlsConfigError(format!("private key {}: {e}", files.private_key.display())))?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(&files.client_ca, "node CA")? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsConfigError(format!("node CA {}: {e}", files.client_ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsConfigError(format!("protocol versions: {e}")))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            TlsConfigError(format!(
+                "certificate {} with key {}: {e}",
+                files.certificate_chain.display(),
+                files.private_key.display()
+            ))
+        })?;
+    Ok(Arc::new(config))
 }
 
 /// The server configuration for `files` (TLS 1.3, client certificates required).

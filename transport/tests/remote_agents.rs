@@ -7,7 +7,7 @@ mod common;
 
 use agentwire_router::policy::{Pattern, Rule};
 use agentwire_shm::control::{CapabilitySpec, ClientMsg, RefuseReason, Registration, ServerMsg};
-use agentwire_shm::wire::{FrameHeader, FrameKind};
+use agentwire_shm::wire::{Destination, FrameHeader, FrameKind};
 use agentwire_transport::config::ListenerConfig;
 use agentwire_transport::identity::{IdentityRule, IdentityRules};
 use common::*;
@@ -50,6 +50,9 @@ fn frames_flow_both_ways_between_a_tls_remote_agent_and_a_local_agent() {
         (header.kind(), payload.as_slice()),
         (FrameKind::Publish, &b"extra"[..])
     );
+    // The copy keeps its topic (a gateway knows its subscriber by the topic).
+    let news = near.topic_id("news").unwrap();
+    assert_eq!(header.destination_kind(), Destination::Topic(news));
 
     // Remote to local: the source is stamped by the daemon (a forged one is overwritten).
     for i in 0..FRAMES {

@@ -796,6 +796,11 @@ impl ControlLoop {
                     let _ = reply.send(self.add_remote(gateway, &registration));
                 }
                 EndpointRequest::Remove { agent_id } => self.remove_endpoint(agent_id),
+                EndpointRequest::RemoveRemote { gateway, agent_id } => {
+                    if self.remotes.get(&agent_id) == Some(&gateway) {
+                        self.remove_endpoint(agent_id);
+                    }
+                }
                 EndpointRequest::Session {
                     gateway,
                     agent_id,
@@ -864,6 +869,12 @@ impl ControlLoop {
             .map_err(|e| e.to_string())?;
         self.agents_per_shard[shard] += 1;
         count(&self.shared.stats[0].agents_admitted, 1);
+        if kind != EndpointKind::InProcess {
+            let mut reg = self.shared.registry.lock().expect("registry lock");
+            if let Some(rec) = reg.agents.get_mut(&agent_id) {
+                rec.gateway = Some(kind == EndpointKind::Link);
+            }
+        }
         let remotes = Vec::new();
         self.endpoints.insert(
             agent_id,
@@ -893,7 +904,7 @@ impl ControlLoop {
         let Some(entry) = self.endpoints.get(&gateway) else {
             return Err(format!("no gateway {gateway}"));
         };
-        if entry.kind != EndpointKind::Gateway {
+        if !entry.kind.is_gateway() {
             return Err(format!("endpoint {gateway} is not a gateway"));
         }
         let shard = entry.shard;

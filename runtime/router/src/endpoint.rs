@@ -69,8 +69,24 @@ pub const ENDPOINT_REQUESTS_MAX: usize = 1024;
 pub enum EndpointKind {
     /// One party in the daemon itself (an engine).
     InProcess,
-    /// Many remote agents behind one ring pair (a connection or a node link).
+    /// Many remote agents behind one ring pair (a network connection).
     Gateway,
+    /// A gateway for another node's agents (a node link): routed like [`Self::Gateway`],
+    /// except that anycast and feature routes pick an agent of this node first and one
+    /// behind a link only when no local one can take the frame.
+    Link,
+}
+
+impl EndpointKind {
+    /// Whether remote agents may stand behind it ([`Self::Gateway`] or [`Self::Link`]).
+    ///
+    /// ```
+    /// use agentwire_router::endpoint::EndpointKind;
+    /// assert!(EndpointKind::Link.is_gateway() && !EndpointKind::InProcess.is_gateway());
+    /// ```
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Self::Gateway | Self::Link)
+    }
 }
 
 /// Why an endpoint request failed.
@@ -100,6 +116,11 @@ pub(crate) enum EndpointRequest {
         reply: SyncSender<Result<u32, String>>,
     },
     Remove {
+        agent_id: u32,
+    },
+    /// One remote agent of `gateway` leaves (refused quietly if it is not the gateway's).
+    RemoveRemote {
+        gateway: u32,
         agent_id: u32,
     },
     /// A control request (subscribe, resolve, discover, ...) on behalf of a remote agent of
@@ -348,7 +369,7 @@ impl Endpoint {
     /// assert_ne!(remote, gw.id());
     /// ```
     pub fn add_remote(&mut self, identity: Registration) -> Result<u32, EndpointError> {
-        if self.kind != EndpointKind::Gateway {
+        if !self.kind.is_gateway() {
             return Err(EndpointError::NotAGateway);
         }
         let gateway = self.id;
@@ -471,6 +492,95 @@ impl EndpointRegistrar {
     ) -> Result<Endpoint, EndpointError> {
         register(&self.shared, identity, kind)
     }
+
+    /// The registry's agents as their registrations (topics subscribed now, capabilities,
+    /// features), or `None` when its generation is still `seen` (nothing changed since that
+    /// snapshot). Gateway endpoints themselves are left out; agents behind them are in,
+    /// with the gateway named. Takes the registry's lock briefly (a control-path call, never
+    /// per frame): what a node link sends to its peer.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-snapshot-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let registrar = r.control().endpoint_registrar();
+    /// let e = registrar.register(Registration { name: "engine".into(), topics: vec!["t".into()],
+    ///     ..Default::default() }, EndpointKind::InProcess).unwrap();
+    /// let snapshot = registrar.registry_snapshot(0).unwrap();
+    /// let engine = snapshot.agents.iter().find(|a| a.agent_id == e.id()).unwrap();
+    /// assert_eq!(engine.registration.topics, vec!["t".to_string()]);
+    /// assert!(registrar.registry_snapshot(snapshot.generation).is_none());
+    /// ```
+    pub fn registry_snapshot(&self, seen: u64) -> Option<RegistrySnapshot> {
+        let reg = self.shared.registry.lock().expect("registry lock");
+        if reg.generation == seen {
+            return None;
+        }
+        let topic_name = |id: &u32| reg.topic_entries.get(id).map(|t| t.name.clone());
+        let agents = reg
+            .agents
+            .iter()
+            .filter(|(_, rec)| rec.gateway.is_none())
+            .map(|(&agent_id, rec)| RegisteredAgent {
+                agent_id,
+                registration: Registration {
+                    name: rec.name.clone(),
+                    capabilities: rec
+                        .capabilities
+                        .iter()
+                        .map(|(name, version)| agentwire_shm::control::CapabilitySpec {
+                            name: name.clone(),
+                            version: version.to_string(),
+                        })
+                        .collect(),
+                    topics: rec.topics.iter().filter_map(topic_name).collect(),
+                    features: rec.features.clone(),
+                    ring_capacity_bytes: 0,
+                },
+                via: rec.via,
+                live: !rec.stale,
+            })
+            .collect();
+        Some(RegistrySnapshot {
+            generation: reg.generation,
+            agents,
+        })
+    }
+}
+
+/// The registry at one generation (see [`EndpointRegistrar::registry_snapshot`]).
+///
+/// ```
+/// let s = agentwire_router::endpoint::RegistrySnapshot { generation: 1, agents: Vec::new() };
+/// assert!(s.agents.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// The registry's generation (it changes with every registration, departure and
+    /// subscription).
+    pub generation: u64,
+    /// Every agent but the gateway endpoints, in no particular order.
+    pub agents: Vec<RegisteredAgent>,
+}
+
+/// One agent of a [`RegistrySnapshot`].
+///
+/// ```
+/// let a = agentwire_router::endpoint::RegisteredAgent {
+///     agent_id: 7, registration: Default::default(), via: None, live: true };
+/// assert!(a.via.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredAgent {
+    /// Its id on this router.
+    pub agent_id: u32,
+    /// Its name, capabilities (with versions), topics subscribed now and features.
+    pub registration: Registration,
+    /// The gateway endpoint it stands behind (a remote agent), if any.
+    pub via: Option<u32>,
+    /// Not stale (its heartbeat is current).
+    pub live: bool,
 }
 
 /// A gateway's control requests on behalf of its remote agents, from any thread (see
@@ -515,6 +625,52 @@ impl GatewayControl {
             msg,
             reply,
         })
+    }
+
+    /// A new remote agent behind this gateway, as [`Endpoint::add_remote`] adds one, from
+    /// any thread (it waits for the control loop). The gateway's endpoint still owns it: it
+    /// leaves when the endpoint is dropped.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-gw-add-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let gw = r.control().register_endpoint(
+    ///     Registration { name: "link:b".into(), ..Default::default() }, EndpointKind::Link).unwrap();
+    /// let control = gw.gateway_control();
+    /// let far = control.add_remote(Registration { name: "b/ocr".into(), ..Default::default() }).unwrap();
+    /// control.remove_remote(far).unwrap();
+    /// ```
+    pub fn add_remote(&self, identity: Registration) -> Result<u32, EndpointError> {
+        let gateway = self.gateway;
+        ask(&self.shared, |reply| EndpointRequest::AddRemote {
+            gateway,
+            registration: identity,
+            reply,
+        })
+    }
+
+    /// Removes remote agent `remote` of this gateway (nothing happens to an agent that is
+    /// not the gateway's). Does not wait.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-gw-rm-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let gw = r.control().register_endpoint(
+    ///     Registration { name: "link:c".into(), ..Default::default() }, EndpointKind::Link).unwrap();
+    /// gw.gateway_control().remove_remote(12345).unwrap(); // not the gateway's: ignored
+    /// ```
+    pub fn remove_remote(&self, remote: u32) -> Result<(), EndpointError> {
+        post(
+            &self.shared,
+            EndpointRequest::RemoveRemote {
+                gateway: self.gateway,
+                agent_id: remote,
+            },
+        )
     }
 }
 

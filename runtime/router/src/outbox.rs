@@ -30,6 +30,9 @@ pub(crate) struct Outboxes {
     /// Every remote agent behind a gateway, on any shard: a copy routed to one by anycast or
     /// feature is re-addressed to it (see `FrameHeader::address_to`).
     pub(crate) behind_gateway: rustc_hash::FxHashSet<u32>,
+    /// The remote agents behind a node link (another node's agents): anycast and feature
+    /// routes take one only when no agent of this node can take the frame.
+    pub(crate) behind_link: rustc_hash::FxHashSet<u32>,
     /// Buffers nack bodies are encoded into (see [`NackEncoder`]).
     pub(crate) nack_encoder: Option<Box<NackEncoder>>,
     /// Agents of this shard whose rx ring was found corrupt (a head out of range), each

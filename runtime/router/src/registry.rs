@@ -92,6 +92,9 @@ pub(crate) struct AgentRecord {
     /// The gateway endpoint it stands behind (a remote agent: its frames go through the
     /// gateway's rings), or `None` for an endpoint with rings of its own.
     pub(crate) via: Option<u32>,
+    /// It is a gateway endpoint: `Some(true)` for a node link's, `Some(false)` for a
+    /// network connection's, `None` for anything else.
+    pub(crate) gateway: Option<bool>,
     /// Set by its shard while frames wait in its deferral: other shards then stop
     /// forwarding to it and defer on their side ([`links`]).
     pub(crate) congested: Arc<AtomicBool>,
@@ -135,6 +138,7 @@ impl Registry {
             segment: placement.segment,
             shard: placement.shard,
             via: placement.via,
+            gateway: None,
             congested: placement.congested,
         };
         self.agents.insert(agent_id, record);

@@ -403,7 +403,9 @@ impl Placement<'_, '_> {
         // topic's once every copy is in a ring or a deferral (a copy that later expires is
         // nacked). A unicast to another shard's agent is acked by that shard once it lands.
         let owe_ack = header.ack_requested() && matches!(targets, Targets::One(_));
-        let ack_deferred = self.write_copies(targets.as_slice(), len, owe_ack, dropped, stamp);
+        let is_publish = header.kind() == FrameKind::Publish;
+        let copies = targets.as_slice();
+        let ack_deferred = self.write_copies(copies, len, owe_ack, is_publish, dropped, stamp);
         if dropped > 0 {
             if header.ack_requested() {
                 let detail = NackDetail::SubscribersBehind(dropped as u32);
@@ -474,6 +476,7 @@ impl Placement<'_, '_> {
         all: &[u32],
         len: usize,
         owe_ack: bool,
+        is_publish: bool,
         dropped: usize,
         stamp: impl Fn(&mut [u8]),
     ) -> bool {
@@ -495,7 +498,9 @@ impl Placement<'_, '_> {
             }
             let direct = self.direct_bits[k / 64] & (1 << (k % 64)) != 0;
             // A remote agent behind a gateway chosen by anycast or feature: its copy names it.
+            // A publish keeps its topic (the gateway's subscriber is known by the topic).
             let readdress = !self.producers.behind_gateway.is_empty()
+                && !is_publish
                 && self.producers.behind_gateway.contains(&id);
             let fill = |out: &mut [u8]| {
                 stamp(out);
@@ -531,6 +536,8 @@ impl Placement<'_, '_> {
 /// The candidate `may_reach` allows whose rx ring holds the fewest bytes (a destination
 /// with deferred frames counts as full; so does a congested agent of another shard),
 /// scanning from the round-robin cursor so ties spread the load; `None` when it allows none.
+/// An agent of this node comes first: one behind a node link (another node's) is taken only
+/// when every local candidate is full or none is allowed.
 pub(crate) fn least_loaded(
     ids: &[u32],
     start: usize,
@@ -541,7 +548,10 @@ pub(crate) fn least_loaded(
     if ids.len() == 1 {
         return Some(ids[0]).filter(|&id| may_reach(id));
     }
+    let links = !producers.behind_link.is_empty();
+    // The best of this node's agents, and of the other nodes' (only when links exist).
     let mut best = (usize::MAX, None);
+    let mut best_remote = (usize::MAX, None);
     for k in 0..ids.len() {
         let id = ids[(start + k) % ids.len()];
         if !may_reach(id) {
@@ -552,6 +562,12 @@ pub(crate) fn least_loaded(
         } else {
             producers.occupied_bytes(id)
         };
+        if links && producers.behind_link.contains(&id) {
+            if load < best_remote.0 {
+                best_remote = (load, Some(id));
+            }
+            continue;
+        }
         if load < best.0 {
             best = (load, Some(id));
             if load == 0 {
@@ -559,7 +575,17 @@ pub(crate) fn least_loaded(
             }
         }
     }
-    best.1
+    // A full local agent (its deferral in use) loses to a remote one with room.
+    match (best, best_remote) {
+        ((local_load, Some(local)), (remote_load, Some(remote))) => Some(
+            if local_load >= usize::MAX - 1 && remote_load < local_load {
+                remote
+            } else {
+                local
+            },
+        ),
+        ((_, local), (_, remote)) => local.or(remote),
+    }
 }
 
 /// Delivery targets without allocating: one agent, or a topic's subscriber list

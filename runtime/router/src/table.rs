@@ -32,10 +32,14 @@ pub(crate) fn rebuild_table(
     producers.remote.clear();
     producers.aliases.clear();
     producers.behind_gateway.clear();
+    producers.behind_link.clear();
     let mut table = RoutingTable::default();
     for (&id, rec) in &reg.agents {
-        if rec.via.is_some() {
+        if let Some(gateway) = rec.via {
             producers.behind_gateway.insert(id);
+            if reg.agents.get(&gateway).and_then(|g| g.gateway) == Some(true) {
+                producers.behind_link.insert(id);
+            }
         }
         if let Some(gateway) = rec.via.filter(|_| rec.shard == shard) {
             producers.aliases.insert(id, gateway);
