@@ -40,6 +40,9 @@ pub use crate::planning::{allowed_cpus, EXECUTOR_MEMLOCK_OVERHEAD_BYTES};
 /// Why the daemon could not start. Each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The node links could not start (`[node]`).
+    #[error("node links: {0}")]
+    Links(String),
     /// The remote agents listener could not start (`[remote]`).
     #[error("remote agents listener: {0}")]
     Remote(String),
@@ -122,6 +125,8 @@ pub struct Daemon {
     reloads: u64,
     /// The remote agents listener (`[remote]`), stopped first when the daemon is dropped.
     remote: Option<agentwire_transport::server::RemoteListener>,
+    /// The node links (`[node]`), stopped with the listener.
+    links: Option<agentwire_transport::node::NodeLinks>,
     /// The UDP telemetry receiver (`[remote] udp_listen`), stopped with the listener.
     udp: Option<agentwire_transport::udp::UdpTelemetry>,
 }
@@ -361,6 +366,26 @@ impl Daemon {
             Some(Ok(None)) | None => None,
         };
         let udp_stats = udp.as_ref().map(|u| u.stats_handle());
+        let links = match config.node.as_ref().map(|n| n.links_config()) {
+            Some(Ok(Some(links_config))) => {
+                let name = links_config.name.clone();
+                let peers = links_config.peers.len();
+                let started = agentwire_transport::node::NodeLinks::start(
+                    links_config,
+                    control.endpoint_registrar(),
+                )
+                .map_err(|e| DaemonError::Links(e.to_string()))?;
+                tracing::info!(node = %name, peers, listen = ?started.local_addr(), "node links running");
+                control.set_info("node", name);
+                if let Some(addr) = started.local_addr() {
+                    control.set_info("node_listen", addr.to_string());
+                }
+                Some(started)
+            }
+            Some(Err((key, why))) => return Err(DaemonError::Links(format!("{key}: {why}"))),
+            Some(Ok(None)) | None => None,
+        };
+        let links_handle = links.as_ref().map(|l| l.handle());
         let view = ServiceView {
             observer: control.observer(),
             heartbeats,
@@ -408,6 +433,12 @@ impl Daemon {
                     .counters
                     .extend(crate::remote::udp_counters(&udp.snapshot()));
             }
+            if let Some(links) = &links_handle {
+                report.counters.extend(crate::node_links::counters(links));
+                // `agentwire links` reads the links from this fact (JSON).
+                let reports = serde_json::to_string(&links.links()).unwrap_or_default();
+                report.info.push(("links".into(), reports));
+            }
             let (mut partitions, moves) = engines();
             partitions.insert(0, router);
             report.partitions = partitions;
@@ -434,6 +465,7 @@ impl Daemon {
             reloads: 0,
             remote,
             udp,
+            links,
         })
     }
 
@@ -638,6 +670,7 @@ impl Drop for Daemon {
         // Remote connections close before the router stops (their agents leave it).
         drop(self.remote.take());
         drop(self.udp.take());
+        drop(self.links.take());
         self.shutdown();
         for router in self.routers.drain(..) {
             let _ = router.join();

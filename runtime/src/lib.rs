@@ -17,6 +17,7 @@ pub mod dlq_path;
 pub mod dlq_quota;
 pub mod dlq_sink;
 pub mod metrics;
+pub mod node_links;
 pub mod partitions;
 pub mod planning;
 pub mod remote;

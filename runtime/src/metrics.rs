@@ -279,6 +279,16 @@ impl Collector for RouterCollector {
             &remote_gauges,
             &[],
         )?;
+        // The node links' counters (`[node]`): `agentwire_links_<counter>_total`, and
+        // `agentwire_links_links_up` (a gauge).
+        encode_section(
+            &mut encoder,
+            &status,
+            "links",
+            "Node links",
+            &["links_up"],
+            &[],
+        )?;
         let core0 = core_of(0);
         let core = [("core", core0.as_str())];
         let agents = ConstGauge::new(status.agents.len() as i64);

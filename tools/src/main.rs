@@ -18,6 +18,7 @@ mod config_cmd;
 mod dlq_cmd;
 mod host_tuning;
 mod install;
+mod links_cmd;
 mod load;
 mod logging;
 mod perf;
@@ -389,6 +390,9 @@ enum Cmd {
     Routes(serve_cmd::QueryArgs),
     /// List the agents connected to the running daemon.
     Agents(serve_cmd::QueryArgs),
+    /// Show the running daemon's links to other nodes (`[node]`): each peer's state, round
+    /// trip, its agents known here, frames and bytes each way, retries and last error.
+    Links(serve_cmd::QueryArgs),
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.
     Demo {
@@ -884,6 +888,7 @@ fn main() -> ExitCode {
         Cmd::Routes(q) => serve_cmd::routes(&q),
         Cmd::Status(q) => serve_cmd::status(&q),
         Cmd::Agents(q) => serve_cmd::agents(&q),
+        Cmd::Links(q) => links_cmd::links(&q),
         Cmd::Dlq { action, dlq, json } => {
             // Without --dlq, the queue the daemon would use (the runtime directory's when the
             // state directory cannot be used), found without creating anything.

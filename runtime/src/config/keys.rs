@@ -29,13 +29,14 @@ const RELOADED: &[&str] = &["allow_uids", "allow_gids", "authorize", "defer_dead
 /// assert!(!keys.contains(&"streaming".to_string()), "a section is not a key");
 /// ```
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 6] = [
+    let sections: [(&str, &[&str]); 7] = [
         ("authorize", field_names::<RuleToml>()),
         ("plan", field_names::<PlanOptions>()),
         ("partitions", field_names::<PartitionSpec>()),
         ("rebalance", field_names::<RebalanceConfig>()),
         ("streaming", field_names::<StreamingSection>()),
         ("remote", field_names::<crate::remote::RemoteSection>()),
+        ("node", field_names::<crate::node_links::NodeSection>()),
     ];
     let mut keys: Vec<String> = KEYS
         .iter()
@@ -54,6 +55,9 @@ pub fn known_keys() -> Vec<String> {
             } else if section == "remote" && *field == "identity" {
                 let rule = field_names::<crate::remote::IdentitySection>();
                 keys.extend(rule.iter().map(|r| format!("remote.identity.{r}")));
+            } else if section == "node" && *field == "peer" {
+                let peer = field_names::<crate::node_links::PeerSection>();
+                keys.extend(peer.iter().map(|p| format!("node.peer.{p}")));
             } else {
                 keys.push(format!("{prefix}.{field}"));
             }
@@ -127,6 +131,7 @@ impl Config {
             rebalance,
             streaming,
             remote,
+            node,
             source: _, // where the keys are, not what they say
         } = self;
         let f = fresh;
@@ -196,6 +201,7 @@ impl Config {
             ("rebalance", *rebalance != f.rebalance),
             ("streaming", *streaming != f.streaming),
             ("remote", *remote != f.remote),
+            ("node", *node != f.node),
         ];
         checks
             .into_iter()
@@ -360,7 +366,8 @@ mod tests {
              dlq_records_per_uid_max = 2\ndlq_bytes_per_uid_max = 4096\nmetrics = false\n\
              metrics_port = 3\n[plan]\nhousekeeping_cores = 0\n[partitions.nas]\nany = 1\n[rebalance]\nenabled = false\n\
              [streaming]\nenabled = true\n[remote]\nlisten = \"127.0.0.1:1\"\n\
-             allow_plaintext = true\n[[authorize]]\nuids = [7]\n",
+             allow_plaintext = true\n[node]\nname = \"a\"\nallow_plaintext = true\n\
+             [[authorize]]\nuids = [7]\n",
             "t",
         )
         .unwrap();

@@ -69,6 +69,7 @@ const KEYS: &[&str] = &[
     "rebalance",
     "streaming",
     "remote",
+    "node",
 ];
 
 /// A validated configuration.
@@ -138,6 +139,9 @@ pub struct Config {
     /// Remote agents over the network (`[remote]`; no `listen`: no listener). Checked at
     /// load ([`RemoteSection::listener_config`](crate::remote::RemoteSection::listener_config)).
     pub remote: Option<crate::remote::RemoteSection>,
+    /// Links to other nodes (`[node]`; no `name`: none). Checked at load
+    /// ([`NodeSection::links_config`](crate::node_links::NodeSection::links_config)).
+    pub node: Option<crate::node_links::NodeSection>,
     /// The file and the line of each key it set, for errors found after parsing.
     pub source: ConfigSource,
 }
@@ -494,10 +498,15 @@ impl Config {
         if let Some(Err((key, why))) = remote.as_ref().map(|r| r.udp_config()) {
             doc.problem(&key, format!(": {why}"));
         }
+        let node: Option<crate::node_links::NodeSection> = doc.take("node");
+        if let Some(Err((key, why))) = node.as_ref().map(|n| n.links_config()) {
+            doc.problem(&key, format!(": {why}"));
+        }
         let source = doc.finish()?;
         Ok(Self {
             streaming,
             remote,
+            node,
             plan,
             partitions_configured,
             rebalance,

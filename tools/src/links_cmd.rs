@@ -1,0 +1,68 @@
+//! `agentwire links`: the running daemon's node links (`[node]`), read from its status
+//! report (the `links` fact the daemon fills on each query).
+
+use crate::serve_cmd::{fetch_status, BoxError, QueryArgs};
+use serde_json::{json, Value};
+
+/// Prints each configured peer's link: state, round trip, the peer's agents known here,
+/// frames and bytes each way, retries and the last error.
+pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
+    let (socket, report) = fetch_status(q)?;
+    let fact = |key: &str| {
+        report
+            .info
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let node = fact("node");
+    let links: Vec<Value> = match fact("links") {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("the daemon's links fact is not JSON: {e}"))?,
+        None => Vec::new(),
+    };
+    if q.json {
+        outln!("{}", json!({ "node": node, "links": links }))?;
+        return Ok(());
+    }
+    let Some(node) = node else {
+        outln!(
+            "the daemon at {} has no node links (no [node] section; see docs/config.md)",
+            socket.display()
+        )?;
+        return Ok(());
+    };
+    outln!("node {node}")?;
+    outln!(
+        "{:<16} {:<22} {:<10} {:>8} {:>6} {:>11} {:>11} {:>12} {:>12} {:>7}  last error",
+        "peer",
+        "address",
+        "state",
+        "rtt_us",
+        "agents",
+        "frames_out",
+        "frames_in",
+        "bytes_out",
+        "bytes_in",
+        "retries"
+    )?;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let number = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    for l in &links {
+        outln!(
+            "{:<16} {:<22} {:<10} {:>8} {:>6} {:>11} {:>11} {:>12} {:>12} {:>7}  {}",
+            text(&l["peer"]),
+            text(&l["addr"]),
+            text(&l["state"]),
+            number(&l["rtt_us"]),
+            number(&l["peer_agents"]),
+            number(&l["frames_out"]),
+            number(&l["frames_in"]),
+            number(&l["bytes_out"]),
+            number(&l["bytes_in"]),
+            number(&l["retries"]),
+            l["last_error"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
