@@ -362,6 +362,9 @@ fn join_router(
         .add_remote(registration)
         .map_err(|e| e.to_string())?;
     let control = gateway.gateway_control();
+    // The shards take the new agent in before its first frame can arrive (a shard in the
+    // middle of a cycle would credit it to the gateway).
+    control.await_routing(Duration::from_secs(1));
     let mut topic_ids = Vec::with_capacity(topics.len());
     for topic in topics {
         match control.request(remote, ClientMsg::ResolveTopic { topic }) {

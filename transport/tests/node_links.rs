@@ -43,6 +43,8 @@ fn pair(test: &str, pki: &Pki) -> (Node, Node) {
     a_config
         .peers
         .push(PeerConfig::new("b", b.links.local_addr().unwrap()));
+    // Redial soon after a drop (the default backs off to 5 s).
+    a_config.retry_max = Duration::from_millis(400);
     let a = node(test, "a", a_config);
     eventually("both ends of the link up", || {
         [&a, &b]
@@ -104,7 +106,12 @@ fn two_nodes_forward_unicast_publish_anycast_and_features_both_ways() {
     }
     for i in 0..FRAMES {
         let m = b1.recv(WAIT).unwrap().expect("unicast from a1");
-        assert_eq!(m.header().source(), a1_on_b);
+        let h = m.header();
+        assert_eq!(
+            (h.kind(), h.source()),
+            (FrameKind::Send, a1_on_b),
+            "frame {i}: {h:?}"
+        );
         assert_eq!(m.payload(), i.to_le_bytes(), "frame {i}");
     }
     // And back, B to A.
@@ -229,8 +236,17 @@ fn a_link_that_drops_takes_the_peers_agents_out_of_discovery_until_it_is_back() 
     b_config
         .peers
         .push(PeerConfig::new("a", "127.0.0.1:9".parse().unwrap()));
-    let _b_links = NodeLinks::start(b_config, b_router.control().endpoint_registrar()).unwrap();
-    discover_one(&mut a1, "b1-cap");
+    let b_links = NodeLinks::start(b_config, b_router.control().endpoint_registrar()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a1.discover("b1-cap", "*").unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b1 not back: a {:?} b {:?}",
+            a.links.links(),
+            b_links.links()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(a.links.links()[0].retries >= 1);
 }
 
@@ -271,12 +287,13 @@ fn a_node_not_in_the_peer_list_or_with_the_wrong_certificate_is_refused() {
             .as_deref()
             .is_some_and(|e| e.contains("cn:mallory"))
     });
-    assert!(d
-        .links
-        .handle()
-        .counters()
-        .iter()
-        .any(|(n, v)| *n == "links_refused" && *v > 0));
+    eventually("d counted the refusal", || {
+        d.links
+            .handle()
+            .counters()
+            .iter()
+            .any(|(n, v)| *n == "links_refused" && *v > 0)
+    });
     // A plaintext node against TLS ones is refused too.
     let mut p_config = NodeConfig::plaintext("c", loopback());
     p_config
@@ -287,4 +304,104 @@ fn a_node_not_in_the_peer_list_or_with_the_wrong_certificate_is_refused() {
         p.links.links()[0].retries >= 1
     });
     assert_ne!(p.links.links()[0].state, LinkState::Up);
+}
+
+#[test]
+fn a_link_killed_mid_stream_leaves_every_frame_delivered_or_nacked() {
+    use agentwire_shm::client::SendOptions;
+    const TOTAL: u64 = 20_000;
+    const CHUNK: u64 = 100;
+    let pki = Pki::new();
+    let (a, b) = pair("kill", &pki);
+    // Room in a1's ring for a nack per frame in flight when the link drops (a nack to a
+    // full ring is dropped and counted by the router, as `replies_dropped`).
+    let mut a1 = agent(&a, "a1", |b| b.ring_capacity(1 << 22));
+    let mut b1 = agent(&b, "b1", |b| b.capability("b1-cap", "1.0.0"));
+    let b1_on_a = discover_one(&mut a1, "b1-cap");
+    let Node {
+        router: _b_router,
+        links: b_links,
+    } = b;
+    let mut b_links = Some(b_links);
+    let mut delivered: Vec<u64> = Vec::new();
+    let mut nacked = std::collections::BTreeSet::new();
+    let drain = |a1: &mut Agent,
+                 b1: &mut Agent,
+                 delivered: &mut Vec<u64>,
+                 nacked: &mut std::collections::BTreeSet<u64>| {
+        while let Some(m) = b1.try_recv().unwrap() {
+            let i = u64::from_le_bytes(m.payload().try_into().unwrap());
+            delivered.push(i);
+        }
+        while let Some(m) = a1.try_recv().unwrap() {
+            assert_eq!(m.header().kind(), FrameKind::Nack);
+            nacked.insert(m.header().correlation() - 1);
+        }
+    };
+    let mut sent = 0u64;
+    let send_chunk = |a1: &mut Agent, sent: &mut u64| {
+        for _ in 0..CHUNK {
+            let options = SendOptions {
+                correlation_id: *sent + 1,
+                ..SendOptions::default()
+            };
+            a1.send_with(FrameKind::Send, b1_on_a, &sent.to_le_bytes(), options)
+                .unwrap();
+            *sent += 1;
+        }
+    };
+    // Streaming until b1 has 2,000 frames (at most half the frames sent by then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while delivered.len() < 2_000 {
+        if sent < TOTAL / 2 {
+            send_chunk(&mut a1, &mut sent);
+        }
+        drain(&mut a1, &mut b1, &mut delivered, &mut nacked);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} delivered",
+            delivered.len()
+        );
+    }
+    // B's side of the link dies mid-stream (its executor stops; the socket closes) while
+    // a1 goes on sending.
+    send_chunk(&mut a1, &mut sent);
+    drop(b_links.take());
+    while sent < TOTAL {
+        send_chunk(&mut a1, &mut sent);
+        drain(&mut a1, &mut b1, &mut delivered, &mut nacked);
+    }
+    // Every frame is accounted for: delivered to b1 or nacked to a1 (a frame sent but not
+    // confirmed when the link dropped may be both: it is nacked as "may have been
+    // delivered").
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        drain(&mut a1, &mut b1, &mut delivered, &mut nacked);
+        let accounted = (0..TOTAL)
+            .filter(|i| nacked.contains(i) || delivered.binary_search(i).is_ok())
+            .count() as u64;
+        if accounted == TOTAL {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {TOTAL} frames accounted for ({} delivered, {} nacked); a: {:?} {:?}",
+            accounted,
+            delivered.len(),
+            nacked.len(),
+            a.links.handle().counters(),
+            a.router.control().stats().snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Delivered in order, none twice.
+    assert!(
+        delivered.windows(2).all(|w| w[0] < w[1]),
+        "reordered or duplicated"
+    );
+    assert!(delivered.len() >= 2_000 && !nacked.is_empty());
+    let counters = a.links.handle().counters();
+    let get = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!(get("frames_lost_link_down"), 0);
+    assert!(get("frames_nacked_link_down") > 0);
 }

@@ -796,6 +796,17 @@ impl ControlLoop {
                     let _ = reply.send(self.add_remote(gateway, &registration));
                 }
                 EndpointRequest::Remove { agent_id } => self.remove_endpoint(agent_id),
+                EndpointRequest::RemoveRemotes { gateway, reply } => {
+                    let remotes = self
+                        .endpoints
+                        .get(&gateway)
+                        .map(|e| e.remotes.clone())
+                        .unwrap_or_default();
+                    for remote in &remotes {
+                        self.remove_endpoint(*remote);
+                    }
+                    let _ = reply.send(Ok(remotes.len() as u32));
+                }
                 EndpointRequest::RemoveRemote { gateway, agent_id } => {
                     if self.remotes.get(&agent_id) == Some(&gateway) {
                         self.remove_endpoint(agent_id);

@@ -118,6 +118,11 @@ pub(crate) enum EndpointRequest {
     Remove {
         agent_id: u32,
     },
+    /// Every remote agent of `gateway` leaves; answered with how many.
+    RemoveRemotes {
+        gateway: u32,
+        reply: SyncSender<Result<u32, String>>,
+    },
     /// One remote agent of `gateway` leaves (refused quietly if it is not the gateway's).
     RemoveRemote {
         gateway: u32,
@@ -270,6 +275,22 @@ impl Endpoint {
         bytes[HEADER_BYTES..].copy_from_slice(payload);
         claim.commit();
         Ok(())
+    }
+
+    /// Bytes this endpoint sent that the router has not taken yet (every lane).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-txocc-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// # let mut e = r.control().register_endpoint(
+    /// #     agentwire_shm::control::Registration { name: "e".into(), ..Default::default() },
+    /// #     EndpointKind::InProcess).unwrap();
+    /// let waiting = e.tx_occupied_bytes(); // 0 once the router took everything
+    /// # let _ = waiting;
+    /// ```
+    pub fn tx_occupied_bytes(&mut self) -> usize {
+        self.tx.iter_mut().map(Producer::occupied_bytes).sum()
     }
 
     /// Reads up to `frames_max` frames from the rx ring, calling `on_frame` with each one's
@@ -649,6 +670,59 @@ impl GatewayControl {
             registration: identity,
             reply,
         })
+    }
+
+    /// Removes every remote agent of this gateway, then waits until every router shard has
+    /// re-read its tables (two duty cycles each, woken if parked), so that no frame is
+    /// routed to them any more and what reached the gateway before is in its rx ring.
+    /// Returns how many left, and whether the shards confirmed within `timeout` (a shard
+    /// stuck past it is not waited for).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-gw-rmall-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let gw = r.control().register_endpoint(
+    ///     Registration { name: "link:d".into(), ..Default::default() }, EndpointKind::Link).unwrap();
+    /// let control = gw.gateway_control();
+    /// control.add_remote(Registration { name: "d/x".into(), ..Default::default() }).unwrap();
+    /// let (left, settled) = control.remove_all_remotes(std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!((left, settled), (1, true));
+    /// ```
+    pub fn remove_all_remotes(&self, timeout: Duration) -> Result<(u32, bool), EndpointError> {
+        let gateway = self.gateway;
+        let left = ask(&self.shared, |reply| EndpointRequest::RemoveRemotes {
+            gateway,
+            reply,
+        })?;
+        let beats = crate::heartbeat::ShardHeartbeats {
+            shared: self.shared.clone(),
+        };
+        Ok((left, beats.await_cycles(2, timeout)))
+    }
+
+    /// Waits until every router shard has re-read its tables (two duty cycles each, woken
+    /// if parked) or `timeout` passed; returns whether they did. After [`Self::add_remote`],
+    /// a frame the gateway sends in the new agent's name is then credited to it, never to
+    /// the gateway (a shard in the middle of a cycle still has the older tables).
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-gw-await-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let gw = r.control().register_endpoint(
+    ///     Registration { name: "link:e".into(), ..Default::default() }, EndpointKind::Link).unwrap();
+    /// let control = gw.gateway_control();
+    /// control.add_remote(Registration { name: "e/y".into(), ..Default::default() }).unwrap();
+    /// assert!(control.await_routing(std::time::Duration::from_secs(5)));
+    /// ```
+    pub fn await_routing(&self, timeout: Duration) -> bool {
+        let beats = crate::heartbeat::ShardHeartbeats {
+            shared: self.shared.clone(),
+        };
+        beats.await_cycles(2, timeout)
     }
 
     /// Removes remote agent `remote` of this gateway (nothing happens to an agent that is

@@ -116,6 +116,41 @@ impl ShardHeartbeats {
     /// control.heartbeats().nudge(); // nobody parked: no syscall
     /// ```
     pub fn nudge(&self) {
+        self.nudge_all();
+    }
+
+    /// Waits until every shard has finished `cycles` more duty cycles (each woken by a
+    /// nudge), or `timeout` passed; returns whether they all did. A shard re-reads its
+    /// tables at the start of a cycle when the registry changed, so after two cycles no
+    /// shard routes with tables older than the call.
+    ///
+    /// ```
+    /// # use agentwire_router::testing::{TestRouter, TestRouterConfig};
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-hbaw-{}.sock", std::process::id()));
+    /// let router = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// assert!(router.control().heartbeats().await_cycles(2, std::time::Duration::from_secs(5)));
+    /// ```
+    pub fn await_cycles(&self, cycles: u32, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        for _ in 0..cycles {
+            let before = self.counts();
+            self.nudge_all();
+            while self
+                .counts()
+                .iter()
+                .zip(&before)
+                .any(|(now, was)| now == was)
+            {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        true
+    }
+
+    fn nudge_all(&self) {
         for (beat, wake) in self.shared.beats.iter().zip(self.shared.wakes.iter()) {
             beat.nudged.0.store(true, Ordering::Relaxed);
             // SYNC POINT: shard park (the fence in `notify` orders the store above before

@@ -33,6 +33,9 @@ pub(crate) struct Outboxes {
     /// The remote agents behind a node link (another node's agents): anycast and feature
     /// routes take one only when no agent of this node can take the frame.
     pub(crate) behind_link: rustc_hash::FxHashSet<u32>,
+    /// The node links' gateway endpoints: daemon code that may send a nack on a proxy's
+    /// behalf (for a frame its link lost), which no agent may.
+    pub(crate) link_gateways: rustc_hash::FxHashSet<u32>,
     /// Buffers nack bodies are encoded into (see [`NackEncoder`]).
     pub(crate) nack_encoder: Option<Box<NackEncoder>>,
     /// Agents of this shard whose rx ring was found corrupt (a head out of range), each

@@ -141,7 +141,13 @@ pub(crate) fn route_frame(
         ctx.needs_refresh = true;
         return ControlFlow::Break(());
     }
-    if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) {
+    // A node link nacks, on a proxy's behalf, a frame the link lost (daemon code: its
+    // gateway and proxies are in `link_gateways` / `behind_link`); nobody else may.
+    let link_nack = header.kind() == FrameKind::Nack
+        && !ctx.producers.link_gateways.is_empty()
+        && (ctx.producers.link_gateways.contains(&source)
+            || ctx.producers.behind_link.contains(&source));
+    if matches!(header.kind(), FrameKind::Ack | FrameKind::Nack) && !link_nack {
         let why = (NackReason::NotPermitted, NackDetail::AckFromAgent);
         reject(source, header.correlation(), why, ctx, source_control);
         return ControlFlow::Continue(());

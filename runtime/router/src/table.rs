@@ -33,8 +33,12 @@ pub(crate) fn rebuild_table(
     producers.aliases.clear();
     producers.behind_gateway.clear();
     producers.behind_link.clear();
+    producers.link_gateways.clear();
     let mut table = RoutingTable::default();
     for (&id, rec) in &reg.agents {
+        if rec.gateway == Some(true) {
+            producers.link_gateways.insert(id);
+        }
         if let Some(gateway) = rec.via {
             producers.behind_gateway.insert(id);
             if reg.agents.get(&gateway).and_then(|g| g.gateway) == Some(true) {

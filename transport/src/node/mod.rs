@@ -58,6 +58,8 @@ use std::time::{Duration, Instant};
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Memory glommio registers for its io_uring buffers.
 const IO_MEMORY_BYTES: usize = 512 * 1024;
+/// How long stopping waits for accepted links to wind down.
+const SESSIONS_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// A link that stayed up this long resets the dial backoff when it drops.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -211,6 +213,7 @@ impl NodeLinks {
                     active: RefCell::new(vec![false; peers]),
                     proxies: RefCell::default(),
                     clock: Instant::now(),
+                    blocking_jobs: Arc::default(),
                 });
                 let tls = tls.map(|(server, client)| {
                     (
@@ -231,6 +234,12 @@ impl NodeLinks {
                 for task in tasks {
                     task.await;
                 }
+                // Accepted links wind down (their nacks) before the executor ends.
+                let deadline = Instant::now() + SESSIONS_CLOSE_WAIT;
+                while node.active.borrow().iter().any(|&a| a) && Instant::now() < deadline {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                node.await_blocking_jobs().await;
             })
             .map_err(|e| TransportError::Executor(e.to_string()))?;
         let (running, local_addr) = Running::confirm(stop, executor, &bound_rx)?;
@@ -325,7 +334,6 @@ fn note_end(node: &NodeShared, status: &LinkStatus, end: &End) {
     add(&node.stats.link_failures, 1);
     add(&status.retries, 1);
     tracing::warn!(peer = %status.peer, "node link down: {end}");
-    status.set_error(end.to_string());
 }
 
 /// One dial: TCP, TLS, `Hello` both ways, then the session until it ends.

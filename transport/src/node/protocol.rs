@@ -61,6 +61,13 @@ pub enum LinkMsg {
         /// Its name.
         name: String,
     },
+    /// The sender has taken this many data frames off the link since it came up (sent into
+    /// its router, or dropped and counted): the other side forgets them. Frames not
+    /// confirmed when the link drops are nacked to their senders.
+    Received {
+        /// Data frames taken since the link came up.
+        frames: u64,
+    },
     /// A round-trip probe (and proof of life on a quiet link).
     Ping {
         /// The sender's clock when sent (ns, its own epoch).
@@ -110,6 +117,7 @@ pub fn name(msg: &LinkMsg) -> &'static str {
         LinkMsg::AgentDown { .. } => "AgentDown",
         LinkMsg::Synced => "Synced",
         LinkMsg::TopicMap { .. } => "TopicMap",
+        LinkMsg::Received { .. } => "Received",
         LinkMsg::Ping { .. } => "Ping",
         LinkMsg::Pong { .. } => "Pong",
     }

@@ -32,7 +32,7 @@ use glommio::net::UnixStream;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,14 @@ const FULL_SLEEP_MIN: Duration = Duration::from_micros(20);
 const FULL_SLEEP_MAX: Duration = Duration::from_millis(1);
 /// The longest an idle writer waits before it looks at the stop flag again.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// Frames sent and not yet confirmed by the peer, at most: the writer stops taking frames
+/// from the router past this (the gateway's ring fills; the router defers).
+const IN_FLIGHT_MAX: usize = 65_536;
+/// The reader confirms after a socket read once this many frames are unconfirmed and the
+/// router took them all (else the keeper does, every `sync_interval`).
+const CONFIRM_EVERY: u64 = 1024;
+/// How long a link that went down waits for the router to take its nacks.
+const NACK_DRAIN: Duration = Duration::from_secs(1);
 
 /// What every link of a node shares (one executor).
 pub(crate) struct NodeShared {
@@ -60,11 +68,41 @@ pub(crate) struct NodeShared {
     pub(crate) proxies: RefCell<FxHashSet<u32>>,
     /// The epoch of pings.
     pub(crate) clock: Instant,
+    /// Jobs running on the blocking pool: the executor waits for them before it ends (a
+    /// job whose awaiting task was dropped when its link ended still answers into the
+    /// executor).
+    pub(crate) blocking_jobs: Arc<AtomicUsize>,
 }
 
 impl NodeShared {
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Runs `job` on the executor's blocking pool (it waits on the router's control loop).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let jobs = self.blocking_jobs.clone();
+        jobs.fetch_add(1, Ordering::Relaxed);
+        glommio::executor()
+            .spawn_blocking(move || {
+                let answer = job();
+                jobs.fetch_sub(1, Ordering::Relaxed);
+                answer
+            })
+            .await
+    }
+
+    /// Waits (bounded) until no blocking job runs, before the executor ends.
+    pub(crate) async fn await_blocking_jobs(&self) {
+        let deadline = Instant::now() + agentwire_router::endpoint::ENDPOINT_REQUEST_TIMEOUT * 2;
+        while self.blocking_jobs.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // The pool answers right after the job returns.
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -90,6 +128,17 @@ impl std::fmt::Display for End {
             End::Router(why) => write!(f, "the router refused the link's gateway: {why}"),
         }
     }
+}
+
+/// A frame sent to the peer and not yet confirmed: what its nack needs.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Its sender here.
+    source: u32,
+    correlation: u64,
+    /// A nack is owed if it is lost: every unicast, anycast and feature frame, and a
+    /// publish whose sender asked for an ack.
+    nack_owed: bool,
 }
 
 /// A peer agent's proxy on this node.
@@ -123,6 +172,16 @@ struct Session<'n> {
     pending: RefCell<Vec<u8>>,
     answered: Wakeup,
     last_heard: Cell<Instant>,
+    /// Frames sent and not yet confirmed, oldest first.
+    in_flight: RefCell<std::collections::VecDeque<InFlight>>,
+    /// Data frames taken off the link (sent into the router or dropped and counted).
+    received: Cell<u64>,
+    /// The last `received` confirmed to the peer.
+    confirmed: Cell<u64>,
+    /// The last count the peer confirmed.
+    peer_confirmed: Cell<u64>,
+    /// Frames the writer could not forward, to nack to their senders.
+    nacks_owed: RefCell<Vec<InFlight>>,
 }
 
 /// Runs an established link (both `Hello`s exchanged) until it ends.
@@ -140,8 +199,8 @@ where
     let registrar = node.registrar.clone();
     let ring_capacity_bytes = node.config.ring_capacity_bytes;
     let gateway_peer = peer.clone();
-    let joined = glommio::executor()
-        .spawn_blocking(move || join_router(&registrar, &gateway_peer, ring_capacity_bytes))
+    let joined = node
+        .blocking(move || join_router(&registrar, &gateway_peer, ring_capacity_bytes))
         .await;
     let (gateway, node_proxy) = match joined {
         Ok(joined) => joined,
@@ -168,6 +227,11 @@ where
         pending: RefCell::default(),
         answered: Wakeup::default(),
         last_heard: Cell::new(Instant::now()),
+        in_flight: RefCell::default(),
+        received: Cell::new(0),
+        confirmed: Cell::new(0),
+        peer_confirmed: Cell::new(0),
+        nacks_owed: RefCell::default(),
     };
     add(&node.stats.links_up, 1);
     add(&node.stats.link_connects, 1);
@@ -182,6 +246,15 @@ where
     )
     .await;
     node.stats.links_up.fetch_sub(1, Ordering::Relaxed);
+    if !matches!(end, End::Stopped) {
+        status.set_error(end.to_string());
+    }
+    status.set_state(if status.dials {
+        LinkState::Retrying
+    } else {
+        LinkState::Waiting
+    });
+    session.account_for_lost_frames().await;
     {
         let mut proxies = node.proxies.borrow_mut();
         proxies.remove(&node_proxy);
@@ -245,8 +318,8 @@ impl Session<'_> {
     async fn node_request(&self, msg: ClientMsg) -> Result<ServerMsg, String> {
         let control = self.control.clone();
         let proxy = self.node_proxy;
-        glommio::executor()
-            .spawn_blocking(move || control.request(proxy, msg))
+        self.node
+            .blocking(move || control.request(proxy, msg))
             .await
             .map_err(|e| e.to_string())
     }
@@ -279,6 +352,9 @@ impl Session<'_> {
                     return end;
                 }
                 next_ping = Instant::now() + config.ping_interval;
+            }
+            if let Err(end) = self.confirm_routed() {
+                return end;
             }
             if !self.pending.borrow().is_empty() {
                 self.answered.notify();
@@ -376,7 +452,18 @@ impl Session<'_> {
                 if let Err(end) = self.on_frame(header, payload).await {
                     return end;
                 }
+                if header.kind() != FrameKind::Nack {
+                    // Relayed nacks are not in the peer's in-flight record.
+                    self.received.set(self.received.get() + 1);
+                }
             }
+            if self.received.get() - self.confirmed.get() >= CONFIRM_EVERY {
+                if let Err(end) = self.confirm_routed() {
+                    return end;
+                }
+            }
+            // A busy link must not starve the writer and the keeper (one executor).
+            glommio::yield_if_needed().await;
             if frames > 0 {
                 add(&self.status.frames_in, frames);
                 add(&self.status.bytes_in, bytes);
@@ -426,6 +513,7 @@ impl Session<'_> {
                     "node link: the peer's registry is in");
                 Ok(())
             }
+            LinkMsg::Received { frames } => self.on_confirmed(frames),
             LinkMsg::Ping { sent_ns } => self.queue(&LinkMsg::Pong { sent_ns }),
             LinkMsg::Pong { sent_ns } => {
                 let now_ns = self.node.clock.elapsed().as_nanos() as u64;
@@ -466,8 +554,9 @@ impl Session<'_> {
                     ring_capacity_bytes: 0,
                 };
                 let control = self.control.clone();
-                let added = glommio::executor()
-                    .spawn_blocking(move || control.add_remote(identity))
+                let added = self
+                    .node
+                    .blocking(move || control.add_remote(identity))
                     .await;
                 match added {
                     Ok(local) => local,
@@ -484,6 +573,12 @@ impl Session<'_> {
         };
         self.node.proxies.borrow_mut().insert(local);
         self.peer_of.borrow_mut().insert(local, peer_id);
+        // The shards take the new proxy in before its first frame goes in (a shard in the
+        // middle of a cycle would credit the frame to the gateway).
+        let control = self.control.clone();
+        self.node
+            .blocking(move || control.await_routing(NACK_DRAIN))
+            .await;
         let new_topics = announced.topics.clone();
         self.proxies
             .borrow_mut()
@@ -577,6 +672,14 @@ impl Session<'_> {
     /// A data frame from the peer, translated to this node's ids and sent into the router.
     async fn on_frame(&self, mut header: FrameHeader, payload: &[u8]) -> Result<(), End> {
         let stats = &self.node.stats;
+        match header.kind() {
+            FrameKind::Nack => return self.on_nack(header, payload).await,
+            FrameKind::Ack => {
+                // A peer never forwards acks (see `forward`).
+                return Err(End::Malformed("an Ack frame".into()));
+            }
+            _ => {}
+        }
         let source = self.proxies.borrow().get(&header.source()).map(|p| p.local);
         let Some(source) = source else {
             add(&stats.frames_unknown_source, 1);
@@ -602,6 +705,21 @@ impl Session<'_> {
         self.send(header, payload).await
     }
 
+    /// The peer's router refused a frame an agent of this node sent there: the nack goes
+    /// to that agent, from the link's gateway (the detail says why).
+    async fn on_nack(&self, mut header: FrameHeader, payload: &[u8]) -> Result<(), End> {
+        let destination = header.destination();
+        if self.node.proxies.borrow().contains(&destination) {
+            add(&self.node.stats.frames_unknown_destination, 1);
+            add(&self.status.frames_dropped, 1);
+            return Ok(());
+        }
+        let gateway_id = self.gateway.borrow().id();
+        header.set_source(gateway_id);
+        add(&self.node.stats.nacks_relayed_in, 1);
+        self.send(header, payload).await
+    }
+
     /// Sends one frame into the router, waiting while its lane is full (the socket is not
     /// read meanwhile: backpressure reaches the peer through TCP).
     async fn send(&self, header: FrameHeader, payload: &[u8]) -> Result<(), End> {
@@ -623,6 +741,184 @@ impl Session<'_> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Tells the peer how many data frames this side took off the link, once the router
+    /// has taken every one of them from the gateway's ring (a frame confirmed is in an
+    /// agent's ring or the router's deferral, never only in the link's hands).
+    fn confirm_routed(&self) -> Result<(), End> {
+        let frames = self.received.get();
+        if frames == self.confirmed.get() || self.gateway.borrow_mut().tx_occupied_bytes() > 0 {
+            return Ok(());
+        }
+        self.confirmed.set(frames);
+        self.queue(&LinkMsg::Received { frames })
+    }
+
+    /// The peer took `frames` data frames in all: they leave the in-flight record.
+    fn on_confirmed(&self, frames: u64) -> Result<(), End> {
+        let mut in_flight = self.in_flight.borrow_mut();
+        let done = frames.saturating_sub(self.peer_confirmed.get());
+        if done > in_flight.len() as u64 {
+            return Err(End::Malformed(format!(
+                "the peer confirmed {done} frames, {} were in flight",
+                in_flight.len()
+            )));
+        }
+        in_flight.drain(..done as usize);
+        self.peer_confirmed.set(frames);
+        // The writer may have stopped at the in-flight bound.
+        self.answered.notify();
+        Ok(())
+    }
+
+    /// A nack to `frame.source` here, from the gateway: `NoSuchAgent` with `detail`.
+    fn send_nack(&self, frame: &InFlight, detail: &str) -> Result<(), ClaimError> {
+        let body = agentwire_shm::control::NackBody {
+            reason: agentwire_shm::control::NackReason::NoSuchAgent as u32,
+            detail: detail.to_string(),
+        };
+        // A nack body always archives; were it ever not to, the nack is given up (counted).
+        let payload = agentwire_shm::control::archive(&body).map_err(|_| ClaimError::TooLarge {
+            len_bytes: 0,
+            max_bytes: 0,
+        })?;
+        let gateway_id = self.gateway.borrow().id();
+        let header = FrameHeader::new(
+            FrameKind::Nack,
+            gateway_id,
+            frame.source,
+            payload.len() as u32,
+        )
+        .with_correlation(frame.correlation);
+        self.gateway.borrow_mut().try_send(header, &payload)
+    }
+
+    /// Nacks what the writer could not forward (kept for the next pass while the gateway's
+    /// lane is full).
+    fn send_owed_nacks(&self) {
+        if self.nacks_owed.borrow().is_empty() {
+            return;
+        }
+        let detail = format!(
+            "the node link to {} does not know this destination (it left the peer)",
+            self.peer
+        );
+        let owed = std::mem::take(&mut *self.nacks_owed.borrow_mut());
+        let mut done = 0;
+        for frame in &owed {
+            match self.send_nack(frame, &detail) {
+                Ok(()) => {}
+                Err(ClaimError::Full { .. }) => break,
+                Err(_) => add(&self.status.frames_dropped, 1),
+            }
+            done += 1;
+        }
+        self.nacks_owed
+            .borrow_mut()
+            .extend_from_slice(&owed[done..]);
+    }
+
+    /// The link is down: every frame the router gave it that the peer did not confirm is
+    /// nacked to its sender (`NoSuchAgent`, the detail naming the link): the ones never
+    /// sent, and the ones sent but unconfirmed (they may have been delivered). Then waits
+    /// (bounded) for the router to take the nacks before the gateway goes.
+    async fn account_for_lost_frames(&self) {
+        // The proxies go first, and the router's shards re-read their tables: from then on
+        // a frame for the peer's agents is refused by the router itself, and every one
+        // routed to the link before is in the gateway's ring (drained below).
+        let control = self.control.clone();
+        let removed = self
+            .node
+            .blocking(move || control.remove_all_remotes(NACK_DRAIN))
+            .await;
+        if !matches!(removed, Ok((_, true))) {
+            tracing::warn!(peer = %self.peer, ?removed,
+                "node link down: the router did not confirm the peer's agents left");
+        }
+        let peer = &self.peer;
+        let unsent = format!("the node link to {peer} went down before the frame was sent");
+        let in_doubt = format!(
+            "the node link to {peer} went down before {peer} confirmed the frame (it may have              been delivered)"
+        );
+        let mut owed: Vec<(InFlight, bool)> = self
+            .in_flight
+            .borrow_mut()
+            .drain(..)
+            .filter(|f| f.nack_owed)
+            .map(|f| (f, true))
+            .collect();
+        // What the router delivered to the gateway that the writer never sent.
+        loop {
+            let mut unsent_frames = Vec::new();
+            let read = self
+                .gateway
+                .borrow_mut()
+                .read(FRAMES_PER_READ, |header, _| {
+                    let kind = header.kind();
+                    let source = header.source();
+                    let data =
+                        !matches!(kind, FrameKind::Ack | FrameKind::Nack | FrameKind::Control);
+                    if data && !self.node.proxies.borrow().contains(&source) {
+                        let publish = kind == FrameKind::Publish;
+                        let frame = InFlight {
+                            source,
+                            correlation: header.correlation(),
+                            nack_owed: !publish || header.ack_requested(),
+                        };
+                        if frame.nack_owed {
+                            unsent_frames.push((frame, false));
+                        }
+                    }
+                });
+            owed.extend(unsent_frames);
+            if !matches!(read, Ok(n) if n > 0) {
+                break;
+            }
+        }
+        // Frames the writer could not forward and has not nacked yet.
+        let not_forwarded: Vec<_> = std::mem::take(&mut *self.nacks_owed.borrow_mut());
+        let deadline = Instant::now() + NACK_DRAIN;
+        let mut nacked = 0u64;
+        let mut lost = 0u64;
+        let gone = format!("the node link to {peer} went down; the destination left with it");
+        let owed = owed
+            .into_iter()
+            .map(|(frame, sent)| (frame, if sent { &in_doubt } else { &unsent }))
+            .chain(not_forwarded.into_iter().map(|frame| (frame, &gone)));
+        for (frame, detail) in owed {
+            // From the gateway (its proxies are gone): the detail names the peer.
+            loop {
+                let sent = self.send_nack(&frame, detail);
+                match sent {
+                    Ok(()) => {
+                        nacked += 1;
+                        break;
+                    }
+                    Err(ClaimError::Full { .. })
+                        if Instant::now() < deadline && !self.node.stopping() =>
+                    {
+                        glommio::timer::sleep(FULL_SLEEP_MAX).await;
+                    }
+                    Err(_) => {
+                        lost += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        // The nacks, and the frames taken off the link, must leave the gateway's ring before
+        // the gateway goes (even when stopping: the router still runs).
+        let deadline = deadline.max(Instant::now() + FULL_SLEEP_MAX * 100);
+        while self.gateway.borrow_mut().tx_occupied_bytes() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(FULL_SLEEP_MIN * 10).await;
+        }
+        add(&self.node.stats.frames_nacked_link_down, nacked);
+        add(&self.node.stats.frames_lost_link_down, lost);
+        if nacked + lost > 0 {
+            tracing::warn!(peer = %self.peer, nacked, lost,
+                "node link down: frames it held nacked to their senders");
         }
     }
 
@@ -658,9 +954,11 @@ impl Session<'_> {
     fn forward(&self, header: &FrameHeader, payload: &[u8], batch: &mut Vec<u8>) -> bool {
         let stats = &self.node.stats;
         let kind = header.kind();
-        if matches!(kind, FrameKind::Ack | FrameKind::Nack | FrameKind::Control) {
-            // The router's answer to a frame a proxy sent on the peer's behalf.
-            add(&stats.nacks_not_relayed, u64::from(kind == FrameKind::Nack));
+        if kind == FrameKind::Nack {
+            return self.forward_nack(header, payload, batch);
+        }
+        if matches!(kind, FrameKind::Ack | FrameKind::Control) {
+            // An ack for a frame a proxy sent: the sender's node acked it already.
             return false;
         }
         let source = header.source();
@@ -683,18 +981,49 @@ impl Session<'_> {
         if kind != FrameKind::Publish {
             let destination = self.peer_of.borrow().get(&header.destination()).copied();
             let Some(destination) = destination else {
+                // A proxy this link does not know (any more, or yet: the router routed to it
+                // before the link recorded it): nacked to the sender.
                 add(&stats.frames_unknown_destination, 1);
-                add(&self.status.frames_dropped, 1);
+                self.nacks_owed.borrow_mut().push(InFlight {
+                    source,
+                    correlation: header.correlation(),
+                    nack_owed: true,
+                });
                 return false;
             };
             out.address_to(destination);
         }
         let flags = out.routing_flags.get() & !FLAG_ACK_REQUESTED;
         out.routing_flags.set(flags);
+        self.in_flight.borrow_mut().push_back(InFlight {
+            source,
+            correlation: header.correlation(),
+            nack_owed: kind != FrameKind::Publish || header.ack_requested(),
+        });
         let at = batch.len();
         batch.resize(at + HEADER_BYTES, 0);
         out.write_to(&mut batch[at..]);
         batch.extend_from_slice(payload);
+        true
+    }
+
+    /// A nack this node's router sent a proxy (a frame from the peer it could not place):
+    /// relayed to the agent there that sent the frame. Not in flight: never nacked itself.
+    fn forward_nack(&self, header: &FrameHeader, payload: &[u8], batch: &mut Vec<u8>) -> bool {
+        let destination = self.peer_of.borrow().get(&header.destination()).copied();
+        let Some(destination) = destination else {
+            add(&self.node.stats.nacks_not_relayed, 1);
+            return false;
+        };
+        let mut out = *header;
+        out.set_source(0);
+        out.address_to(destination);
+        let at = batch.len();
+        batch.resize(at + HEADER_BYTES, 0);
+        out.write_to(&mut batch[at..]);
+        batch.extend_from_slice(payload);
+        add(&self.node.stats.nacks_relayed_out, 1);
+        // Counted with the data frames (it is one on the wire), never in flight.
         true
     }
 
@@ -718,7 +1047,9 @@ impl Session<'_> {
                 }
             }
             let mut frames = 0u64;
-            while batch.len() < batch_max {
+            while batch.len() < batch_max
+                && self.in_flight.borrow().len() + FRAMES_PER_READ <= IN_FLIGHT_MAX
+            {
                 let read = self
                     .gateway
                     .borrow_mut()
@@ -730,6 +1061,13 @@ impl Session<'_> {
                     Ok(_) => {}
                     Err(e) => return End::Malformed(format!("the gateway's ring: {e}")),
                 }
+            }
+            self.send_owed_nacks();
+            let at_bound = self.in_flight.borrow().len() + FRAMES_PER_READ > IN_FLIGHT_MAX;
+            if batch.is_empty() && at_bound {
+                // Nothing more may go until the peer confirms (its `Received` wakes us).
+                within(STOP_POLL, self.answered.wait()).await;
+                continue;
             }
             if batch.is_empty() {
                 idle_polls = idle_polls.saturating_add(1);

@@ -172,6 +172,10 @@ pub struct NodeStats {
     pub(crate) frames_unknown_source: AtomicU64,
     pub(crate) frames_unknown_destination: AtomicU64,
     pub(crate) nacks_not_relayed: AtomicU64,
+    pub(crate) nacks_relayed_out: AtomicU64,
+    pub(crate) nacks_relayed_in: AtomicU64,
+    pub(crate) frames_nacked_link_down: AtomicU64,
+    pub(crate) frames_lost_link_down: AtomicU64,
     pub(crate) registry_updates_out: AtomicU64,
     pub(crate) registry_updates_in: AtomicU64,
 }
@@ -201,6 +205,13 @@ impl NodeStats {
                 get(&self.frames_unknown_destination),
             ),
             ("nacks_not_relayed", get(&self.nacks_not_relayed)),
+            ("nacks_relayed_out", get(&self.nacks_relayed_out)),
+            ("nacks_relayed_in", get(&self.nacks_relayed_in)),
+            (
+                "frames_nacked_link_down",
+                get(&self.frames_nacked_link_down),
+            ),
+            ("frames_lost_link_down", get(&self.frames_lost_link_down)),
             ("registry_updates_out", get(&self.registry_updates_out)),
             ("registry_updates_in", get(&self.registry_updates_in)),
         ]
