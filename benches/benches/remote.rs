@@ -13,6 +13,9 @@
 //!   (no client bridge), one message at a time: the listener and the router alone.
 //! - `local agent (shared memory)`: the same echo from an agent on the daemon's socket, the
 //!   router and the echo agent being the same: what the network adds is the difference.
+//! - `node link, plain TCP` and `node link, TLS 1.3`: two nodes (two routers) linked; an
+//!   agent on node a sends to the echo agent on node b through its proxy on a: two routers
+//!   and one link each way per message.
 //!
 //! Every remote row crosses the loopback twice per message (there and back).
 //!
@@ -143,7 +146,23 @@ fn remote_row(
     let stop = Arc::new(AtomicBool::new(false));
     let echo_thread = echo(router, stop.clone());
     let mut far = builder.connect().expect("remote agent");
-    let echo_id = echo_id(router);
+    let echo_id = echo_id(router, "echo");
+    let row = measure(name, &mut far, echo_id, messages, round_trips);
+    drop(far);
+    stop.store(true, Ordering::Relaxed);
+    echo_thread.join().expect("echo");
+    row
+}
+
+/// `far` sends to `echo_id` and reads the echoes: with a window in flight, then one at a
+/// time.
+fn measure(
+    name: &'static str,
+    far: &mut Agent,
+    echo_id: u32,
+    messages: usize,
+    round_trips: usize,
+) -> Row {
     let msg = [7u8; PAYLOAD_BYTES];
     let timeout = Some(Duration::from_secs(10));
     let start = Instant::now();
@@ -164,9 +183,6 @@ fn remote_row(
         far.recv(timeout).expect("recv").expect("an echo");
         h.record(t.elapsed().as_nanos() as u64).expect("record");
     }
-    drop(far);
-    stop.store(true, Ordering::Relaxed);
-    echo_thread.join().expect("echo");
     Row {
         name,
         msgs_per_s,
@@ -183,7 +199,7 @@ fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: 
     use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
     let stop = Arc::new(AtomicBool::new(false));
     let echo_thread = echo(router, stop.clone());
-    let echo_id = echo_id(router);
+    let echo_id = echo_id(router, "echo");
     let mut c = TcpStream::connect(addr).expect("connect");
     c.set_nodelay(true).expect("nodelay");
     let mut assembler = FrameAssembler::new(1 << 16);
@@ -242,16 +258,73 @@ fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: 
     }
 }
 
-fn echo_id(router: &TestRouter) -> u32 {
+fn echo_id(router: &TestRouter, name: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = agentwire_shm::client::query_status(router.socket_path()).expect("status");
-        if let Some(a) = status.agents.iter().find(|a| a.name == "echo") {
+        if let Some(a) = status.agents.iter().find(|a| a.name == name) {
             return a.agent_id;
         }
         assert!(Instant::now() < deadline, "no echo agent");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Two nodes linked (plaintext or TLS): a local agent on node `a` sends to the echo agent
+/// on node `b` through its proxy on `a`, the link, and `b`'s router; the echo comes back
+/// the same way.
+fn node_row(
+    name: &'static str,
+    pki: Option<&Pki>,
+    idle: agentwire_shm::idle::IdleStrategy,
+    messages: usize,
+    round_trips: usize,
+) -> Row {
+    use agentwire_transport::node::{config::NodeConfig, config::PeerConfig, NodeLinks};
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let router = |node: &str| {
+        let socket = std::env::temp_dir().join(format!(
+            "aw-bench-node-{node}-{}-{}.sock",
+            pki.is_some(),
+            std::process::id()
+        ));
+        TestRouter::start(TestRouterConfig {
+            idle,
+            ..TestRouterConfig::new(socket)
+        })
+        .expect("router")
+    };
+    let config = |node: &str| match pki {
+        Some(pki) => NodeConfig::tls(node, any, pki.node_files(node)),
+        None => NodeConfig::plaintext(node, any),
+    };
+    let (router_a, router_b) = (router("a"), router("b"));
+    let mut b_config = config("b");
+    b_config
+        .peers
+        .push(PeerConfig::new("a", "127.0.0.1:9".parse().expect("addr")));
+    let links_b =
+        NodeLinks::start(b_config, router_b.control().endpoint_registrar()).expect("node b");
+    let mut a_config = config("a");
+    a_config.peers.push(PeerConfig::new(
+        "b",
+        links_b.local_addr().expect("b listens"),
+    ));
+    let links_a =
+        NodeLinks::start(a_config, router_a.control().endpoint_registrar()).expect("node a");
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_thread = echo(&router_b, stop.clone());
+    let mut near = Agent::builder("near")
+        .socket(router_a.socket_path())
+        .connect()
+        .expect("agent on a");
+    let echo_id = echo_id(&router_a, "b/echo");
+    let row = measure(name, &mut near, echo_id, messages, round_trips);
+    drop(near);
+    stop.store(true, Ordering::Relaxed);
+    echo_thread.join().expect("echo");
+    drop((links_a, links_b));
+    row
 }
 
 fn main() {
@@ -320,6 +393,16 @@ fn main() {
         round_trips,
     );
     print_row(&tls_row, bare.msgs_per_s);
+    let node_plain = node_row("node link, plain TCP", None, idle, messages, round_trips);
+    print_row(&node_plain, bare.msgs_per_s);
+    let node_tls = node_row(
+        "node link, TLS 1.3",
+        Some(&pki),
+        idle,
+        messages,
+        round_trips,
+    );
+    print_row(&node_tls, bare.msgs_per_s);
     let s = tls.stats();
     println!(
         "TLS listener: {} frames out in {} socket writes ({:.1} frames per write)",
