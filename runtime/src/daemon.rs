@@ -127,6 +127,8 @@ pub struct Daemon {
     remote: Option<agentwire_transport::server::RemoteListener>,
     /// The node links (`[node]`), stopped with the listener.
     links: Option<agentwire_transport::node::NodeLinks>,
+    /// The NATS bridge (`[node] nats_url`), stopped before the links.
+    nats: Option<NatsBridge>,
     /// The UDP telemetry receiver (`[remote] udp_listen`), stopped with the listener.
     udp: Option<agentwire_transport::udp::UdpTelemetry>,
 }
@@ -386,6 +388,9 @@ impl Daemon {
             Some(Ok(None)) | None => None,
         };
         let links_handle = links.as_ref().map(|l| l.handle());
+        let nats = start_nats(config, &control, links_handle.clone())?;
+        #[cfg(feature = "nats")]
+        let nats_stats = nats.as_ref().map(|n| (n.stats_handle(), n.nodes_handle()));
         let view = ServiceView {
             observer: control.observer(),
             heartbeats,
@@ -433,6 +438,18 @@ impl Daemon {
                     .counters
                     .extend(crate::remote::udp_counters(&udp.snapshot()));
             }
+            #[cfg(feature = "nats")]
+            if let Some((stats, nodes)) = &nats_stats {
+                report.counters.extend(
+                    stats
+                        .snapshot()
+                        .into_iter()
+                        .map(|(k, v)| (format!("nats.{k}"), v)),
+                );
+                let seen = nodes.lock().map(|n| n.clone()).unwrap_or_default();
+                let seen = serde_json::to_string(&seen).unwrap_or_default();
+                report.info.push(("nats_nodes".into(), seen));
+            }
             if let Some(links) = &links_handle {
                 report.counters.extend(crate::node_links::counters(links));
                 // `agentwire links` reads the links from this fact (JSON).
@@ -466,6 +483,7 @@ impl Daemon {
             remote,
             udp,
             links,
+            nats,
         })
     }
 
@@ -670,6 +688,7 @@ impl Drop for Daemon {
         // Remote connections close before the router stops (their agents leave it).
         drop(self.remote.take());
         drop(self.udp.take());
+        let _ = self.nats.take();
         drop(self.links.take());
         self.shutdown();
         for router in self.routers.drain(..) {
@@ -689,4 +708,50 @@ pub fn agent_ids_path(dlq: &std::path::Path) -> std::path::PathBuf {
     let mut name = dlq.as_os_str().to_owned();
     name.push(".ids");
     std::path::PathBuf::from(name)
+}
+
+/// The NATS bridge when built with the cargo feature `nats`.
+#[cfg(feature = "nats")]
+type NatsBridge = agentwire_transport::nats::NatsCluster;
+/// Nothing without the cargo feature `nats` (a `nats_url` is refused at start).
+#[cfg(not(feature = "nats"))]
+type NatsBridge = ();
+
+/// Joins the NATS cluster `[node] nats_url` names, if any.
+fn start_nats(
+    config: &Config,
+    control: &agentwire_router::RouterControl,
+    links: Option<agentwire_transport::node::LinksHandle>,
+) -> Result<Option<NatsBridge>, DaemonError> {
+    let settings = match config.node.as_ref().map(|n| n.nats_settings()) {
+        Some(Ok(Some(settings))) => settings,
+        Some(Err((key, why))) => return Err(DaemonError::Links(format!("{key}: {why}"))),
+        Some(Ok(None)) | None => return Ok(None),
+    };
+    #[cfg(feature = "nats")]
+    {
+        let mut nats = agentwire_transport::nats::NatsConfig::new(&settings.node, &settings.url);
+        nats.bucket = settings.bucket;
+        nats.ttl = settings.ttl;
+        nats.tls = settings.tls;
+        let started = agentwire_transport::nats::NatsCluster::start(
+            nats,
+            control.endpoint_registrar(),
+            links,
+        )
+        .map_err(|e| DaemonError::Links(format!("node.nats_url: {e}")))?;
+        control.set_info("nats", settings.url.clone());
+        control.set_info("node", settings.node.clone());
+        tracing::info!(url = %settings.url, "joined the NATS cluster");
+        Ok(Some(started))
+    }
+    #[cfg(not(feature = "nats"))]
+    {
+        let _ = (control, links);
+        Err(DaemonError::Links(format!(
+            "node.nats_url: {:?} is set, but this agentwire was built without the cargo \
+             feature `nats` (cargo build --features nats)",
+            settings.url
+        )))
+    }
 }

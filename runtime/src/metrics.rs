@@ -279,6 +279,16 @@ impl Collector for RouterCollector {
             &remote_gauges,
             &[],
         )?;
+        // The NATS bridge's (`[node] nats_url`): `agentwire_nats_<counter>_total`, and the
+        // gauges `agentwire_nats_connected` and `agentwire_nats_nodes`.
+        encode_section(
+            &mut encoder,
+            &status,
+            "nats",
+            "NATS cluster bridge",
+            &["connected", "nodes"],
+            &[],
+        )?;
         // The node links' counters (`[node]`): `agentwire_links_<counter>_total`, and
         // `agentwire_links_links_up` (a gauge).
         encode_section(

@@ -70,6 +70,29 @@ pub struct NodeSection {
     /// The other nodes.
     #[serde(default)]
     pub peer: Vec<PeerSection>,
+    /// A NATS server of the cluster to join (`nats://host:port` or `tls://`; cargo feature
+    /// `nats`).
+    pub nats_url: Option<String>,
+    /// The JetStream key-value bucket of the registries (default `agentwire`).
+    pub nats_bucket: Option<String>,
+    /// Lifetime of this node's registry entry, ms (default 3000).
+    pub nats_ttl_ms: Option<u64>,
+}
+
+/// How the daemon joins a NATS cluster (`[node] nats_*`), whatever the build: a build
+/// without the cargo feature `nats` refuses it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// This node's name.
+    pub node: String,
+    /// The server URL(s).
+    pub url: String,
+    /// The key-value bucket.
+    pub bucket: String,
+    /// The registry entry's lifetime.
+    pub ttl: Duration,
+    /// TLS to the server (`tls://` URLs): the node's certificate, key and CA.
+    pub tls: Option<TlsFiles>,
 }
 
 /// One `[[node.peer]]` table.
@@ -118,14 +141,21 @@ impl NodeSection {
     /// ```
     pub fn links_config(&self) -> Result<Option<NodeConfig>, (String, String)> {
         let Some(name) = &self.name else {
-            if self.listen.is_some() || !self.peer.is_empty() {
+            if self.listen.is_some() || !self.peer.is_empty() || self.nats_url.is_some() {
                 return Err((
                     "node.name".into(),
-                    "missing: a node with a listen address or peers needs a name".into(),
+                    "missing: a node with a listen address, peers or a NATS server needs a \
+                     name"
+                        .into(),
                 ));
             }
             return Ok(None);
         };
+        if self.listen.is_none() && self.peer.is_empty() {
+            // A node in a NATS cluster only: no links to run.
+            check_node_name(name)?;
+            return Ok(None);
+        }
         let listen = self
             .listen
             .as_deref()
@@ -220,6 +250,79 @@ impl NodeSection {
         }
         config.validate().map_err(|why| ("node".to_string(), why))?;
         Ok(Some(config))
+    }
+}
+
+fn check_node_name(name: &str) -> Result<(), (String, String)> {
+    NodeConfig::plaintext(name, "0.0.0.0:0".parse().expect("an address"))
+        .validate()
+        .map_err(|why| ("node.name".to_string(), why))
+}
+
+impl NodeSection {
+    /// The NATS settings, or `None` without `nats_url`; an error names the key.
+    ///
+    /// ```
+    /// use agentwire_runtime::node_links::NodeSection;
+    /// let s = NodeSection { name: Some("a".into()), nats_url: Some("nats://127.0.0.1:4222".into()),
+    ///     ..Default::default() };
+    /// assert_eq!(s.nats_settings().unwrap().unwrap().bucket, "agentwire");
+    /// let bad = NodeSection { nats_url: Some("http://x".into()), ..s };
+    /// assert_eq!(bad.nats_settings().unwrap_err().0, "node.nats_url");
+    /// ```
+    pub fn nats_settings(&self) -> Result<Option<NatsSettings>, (String, String)> {
+        let Some(url) = &self.nats_url else {
+            return Ok(None);
+        };
+        let Some(node) = &self.name else {
+            return Err((
+                "node.name".into(),
+                "missing: a NATS node needs a name".into(),
+            ));
+        };
+        let schemes = ["nats://", "tls://"];
+        if url
+            .split(',')
+            .any(|u| !schemes.iter().any(|s| u.trim().starts_with(s)))
+        {
+            return Err((
+                "node.nats_url".into(),
+                format!("{url:?}: each server is nats://host:port or tls://host:port"),
+            ));
+        }
+        let bucket = self
+            .nats_bucket
+            .clone()
+            .unwrap_or_else(|| "agentwire".into());
+        let bucket_ok = !bucket.is_empty()
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !bucket_ok {
+            return Err((
+                "node.nats_bucket".into(),
+                format!("{bucket:?}: letters, digits, '_' and '-' only"),
+            ));
+        }
+        let ttl = millis("nats_ttl_ms", self.nats_ttl_ms, Duration::from_secs(3))?;
+        if ttl < Duration::from_secs(1) {
+            return Err(("node.nats_ttl_ms".into(), "at least 1000".into()));
+        }
+        let tls = match (&self.tls_certificate, &self.tls_key, &self.tls_ca) {
+            (Some(c), Some(k), Some(ca)) if url.starts_with("tls://") => Some(TlsFiles {
+                certificate_chain: c.clone(),
+                private_key: k.clone(),
+                client_ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Some(NatsSettings {
+            node: node.clone(),
+            url: url.clone(),
+            bucket,
+            ttl,
+            tls,
+        }))
     }
 }
 

@@ -5,7 +5,8 @@ use crate::serve_cmd::{fetch_status, BoxError, QueryArgs};
 use serde_json::{json, Value};
 
 /// Prints each configured peer's link: state, round trip, the peer's agents known here,
-/// frames and bytes each way, retries and the last error.
+/// frames and bytes each way, retries and the last error; and, in a NATS cluster, the
+/// server and the other nodes seen there.
 pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
     let (socket, report) = fetch_status(q)?;
     let fact = |key: &str| {
@@ -16,13 +17,18 @@ pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
             .map(|(_, v)| v.clone())
     };
     let node = fact("node");
+    let nats = fact("nats");
+    let nats_nodes: Vec<String> = fact("nats_nodes")
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
     let links: Vec<Value> = match fact("links") {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| format!("the daemon's links fact is not JSON: {e}"))?,
         None => Vec::new(),
     };
     if q.json {
-        outln!("{}", json!({ "node": node, "links": links }))?;
+        let nats = nats.map(|url| json!({ "url": url, "nodes": nats_nodes }));
+        outln!("{}", json!({ "node": node, "links": links, "nats": nats }))?;
         return Ok(());
     }
     let Some(node) = node else {
@@ -33,6 +39,16 @@ pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
         return Ok(());
     };
     outln!("node {node}")?;
+    if let Some(url) = &nats {
+        outln!(
+            "NATS {url}: {} other node(s) seen: {}",
+            nats_nodes.len(),
+            nats_nodes.join(", ")
+        )?;
+    }
+    if links.is_empty() {
+        return Ok(());
+    }
     outln!(
         "{:<16} {:<22} {:<10} {:>8} {:>6} {:>11} {:>11} {:>12} {:>12} {:>7}  last error",
         "peer",

@@ -391,7 +391,8 @@ enum Cmd {
     /// List the agents connected to the running daemon.
     Agents(serve_cmd::QueryArgs),
     /// Show the running daemon's links to other nodes (`[node]`): each peer's state, round
-    /// trip, its agents known here, frames and bytes each way, retries and last error.
+    /// trip, its agents known here, frames and bytes each way, retries and last error; in a
+    /// NATS cluster (`nats_url`), the server and the other nodes seen there.
     Links(serve_cmd::QueryArgs),
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.

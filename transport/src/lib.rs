@@ -33,6 +33,10 @@
 pub mod config;
 mod connection;
 pub mod identity;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "nats")]
+pub mod nats_server;
 pub mod node;
 mod running;
 pub mod server;

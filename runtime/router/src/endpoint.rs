@@ -560,6 +560,11 @@ impl EndpointRegistrar {
                     ring_capacity_bytes: 0,
                 },
                 via: rec.via,
+                behind_link: rec
+                    .via
+                    .and_then(|g| reg.agents.get(&g))
+                    .and_then(|g| g.gateway)
+                    == Some(true),
                 live: !rec.stale,
             })
             .collect();
@@ -589,7 +594,7 @@ pub struct RegistrySnapshot {
 ///
 /// ```
 /// let a = agentwire_router::endpoint::RegisteredAgent {
-///     agent_id: 7, registration: Default::default(), via: None, live: true };
+///     agent_id: 7, registration: Default::default(), via: None, behind_link: false, live: true };
 /// assert!(a.via.is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,6 +605,9 @@ pub struct RegisteredAgent {
     pub registration: Registration,
     /// The gateway endpoint it stands behind (a remote agent), if any.
     pub via: Option<u32>,
+    /// It stands behind a node link's gateway ([`EndpointKind::Link`]): another node's
+    /// agent, never announced to other nodes.
+    pub behind_link: bool,
     /// Not stale (its heartbeat is current).
     pub live: bool,
 }

@@ -502,6 +502,9 @@ impl Config {
         if let Some(Err((key, why))) = node.as_ref().map(|n| n.links_config()) {
             doc.problem(&key, format!(": {why}"));
         }
+        if let Some(Err((key, why))) = node.as_ref().map(|n| n.nats_settings()) {
+            doc.problem(&key, format!(": {why}"));
+        }
         let source = doc.finish()?;
         Ok(Self {
             streaming,

@@ -81,6 +81,12 @@ impl Served {
         query_status_trusting(&self.socket, &[self.daemon_uid]).unwrap()
     }
 
+    /// SIGKILL: the daemon dies without any goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn terminate(mut self) -> Output {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();

@@ -383,7 +383,8 @@ impl Session<'_> {
         let mut now: FxHashSet<u32> = FxHashSet::default();
         let mut updates = 0u64;
         for agent in snapshot.agents {
-            if !agent.live || proxies.contains(&agent.agent_id) {
+            // Never another node's agent (this link's proxies, another link's, NATS's).
+            if !agent.live || agent.behind_link || proxies.contains(&agent.agent_id) {
                 continue;
             }
             now.insert(agent.agent_id);
