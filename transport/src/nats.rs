@@ -55,9 +55,12 @@ pub const BUCKET_DEFAULT: &str = "agentwire";
 pub const TTL_DEFAULT: Duration = Duration::from_secs(3);
 /// Frames taken from the gateway per pass.
 const FRAMES_PER_READ: usize = 64;
-/// How often the bridge polls its gateway when idle, and the bucket for other nodes.
-const IDLE_POLL: Duration = Duration::from_millis(1);
+/// How often the bucket is read for the other nodes.
 const NODES_POLL: Duration = Duration::from_millis(250);
+/// How often an idle bridge looks at the stop flag and its topic subscriptions.
+const TICK: Duration = Duration::from_millis(50);
+/// Messages from NATS waiting for the bridge at most.
+const INBOX_MESSAGES_MAX: usize = 8192;
 /// How long starting waits for the NATS server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame received from NATS waits at most this long for room in the router's ring.
@@ -376,8 +379,96 @@ struct Bridge {
     /// Another node's agents here (ids never announced, never forwarded from).
     behind_links: HashSet<u32>,
     seen_generation: u64,
-    /// Topic subjects this node subscribes to, for its own agents' topics.
-    subscribed: HashMap<String, async_nats::Subscriber>,
+    /// Topic subjects this node subscribes to, for its own agents' topics: the task that
+    /// pumps each into the inbox (aborted to let go: the subscription drops with it).
+    subscribed: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// The task pumping this node's own subject.
+    own_task: Option<tokio::task::JoinHandle<()>>,
+    /// Where the pumps put what NATS delivered.
+    inbox_tx: Option<tokio::sync::mpsc::Sender<Inbound>>,
+}
+
+/// A message NATS delivered: its topic (`None`: this node's subject) and its bytes.
+type Inbound = (Option<String>, bytes::Bytes);
+
+/// Moves what a subscription delivers into the bridge's inbox (waiting while it is full:
+/// then the subscription's own buffer fills, and NATS drops for a slow consumer).
+async fn pump(
+    mut subscriber: async_nats::Subscriber,
+    topic: Option<String>,
+    inbox: tokio::sync::mpsc::Sender<Inbound>,
+) {
+    while let Some(message) = subscriber.next().await {
+        if inbox.send((topic.clone(), message.payload)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads every other node's entry from the bucket every [`NODES_POLL`] and hands the map to
+/// the bridge (and the names to `nodes_seen`).
+async fn poll_bucket(
+    store: async_nats::jetstream::kv::Store,
+    node: String,
+    stats: Arc<NatsStats>,
+    nodes_seen: Arc<Mutex<Vec<String>>>,
+    found: tokio::sync::mpsc::Sender<HashMap<String, NodeEntry>>,
+) {
+    loop {
+        if let Some(entries) = read_bucket(&store, &node, &stats).await {
+            let mut seen: Vec<String> = entries.keys().cloned().collect();
+            seen.sort();
+            stats.nodes.store(seen.len() as u64, Ordering::Relaxed);
+            *nodes_seen.lock().expect("nodes lock") = seen;
+            if found.send(entries).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(NODES_POLL).await;
+    }
+}
+
+/// Every other node's entry in the bucket now (`None`: it could not be listed).
+async fn read_bucket(
+    store: &async_nats::jetstream::kv::Store,
+    node: &str,
+    stats: &NatsStats,
+) -> Option<HashMap<String, NodeEntry>> {
+    let keys = match store.keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            add(&stats.registry_errors, 1);
+            tracing::debug!("NATS: listing the bucket: {e}");
+            return None;
+        }
+    };
+    let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+    let mut entries = HashMap::new();
+    for key in keys {
+        if key == node {
+            continue;
+        }
+        match store.get(&key).await {
+            Ok(Some(value)) => match serde_json::from_slice::<NodeEntry>(&value) {
+                Ok(entry) if entry.node == key => {
+                    entries.insert(key, entry);
+                }
+                _ => add(&stats.registry_errors, 1),
+            },
+            Ok(None) => {}
+            Err(_) => add(&stats.registry_errors, 1),
+        }
+    }
+    Some(entries)
+}
+
+/// The gateway's rx doorbell (a Unix stream socket for endpoints) as a Tokio stream.
+fn bell_stream(gateway: &Endpoint) -> std::io::Result<tokio::net::UnixStream> {
+    use std::os::fd::AsFd;
+    let owned = gateway.doorbell().as_fd().try_clone_to_owned()?;
+    let stream = std::os::unix::net::UnixStream::from(owned);
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
 }
 
 type Shared = (Arc<AtomicBool>, Arc<NatsStats>, Arc<Mutex<Vec<String>>>);
@@ -474,6 +565,8 @@ impl Bridge {
             behind_links: HashSet::new(),
             seen_generation: 0,
             subscribed: HashMap::new(),
+            own_task: None,
+            inbox_tx: None,
         })
     }
 
@@ -492,47 +585,89 @@ impl Bridge {
     }
 
     async fn run(mut self) {
-        let mut own = match self.client.subscribe(node_subject(&self.config.node)).await {
-            Ok(s) => s,
+        let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel::<Inbound>(INBOX_MESSAGES_MAX);
+        match self.client.subscribe(node_subject(&self.config.node)).await {
+            Ok(own) => {
+                self.own_task = Some(tokio::spawn(pump(own, None, inbox_tx.clone())));
+            }
             Err(e) => {
                 tracing::error!("NATS: subscribing to this node's subject: {e}");
                 return;
             }
-        };
-        let mut next_put = Instant::now();
-        let mut next_poll = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= next_put {
-                self.put_registry().await;
-                next_put = now + self.config.ttl / 3;
+        }
+        self.inbox_tx = Some(inbox_tx);
+        // The bucket is read by a task of its own (listing it is a round trip or more);
+        // the loop applies what it found.
+        let (entries_tx, mut entries) = tokio::sync::mpsc::channel(1);
+        let poller = tokio::spawn(poll_bucket(
+            self.store.clone(),
+            self.config.node.clone(),
+            self.stats.clone(),
+            self.nodes_seen.clone(),
+            entries_tx,
+        ));
+        let bell = match bell_stream(&self.gateway) {
+            Ok(bell) => bell,
+            Err(e) => {
+                tracing::error!("NATS: the gateway's doorbell: {e}");
+                poller.abort();
+                return;
             }
-            if now >= next_poll {
-                self.poll_nodes().await;
-                self.sync_topic_subscriptions().await;
-                next_poll = now + NODES_POLL;
+        };
+        let mut tick = tokio::time::interval(TICK);
+        let mut next_put = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next_put {
+                self.put_registry().await;
+                next_put = Instant::now() + self.config.ttl / 3;
+            }
+            if let Ok(found) = entries.try_recv() {
+                self.apply_nodes(found).await;
             }
             let mut busy = self.forward_out().await;
-            // What NATS delivered: this node's subject, then each topic subscribed.
-            while let Some(Some(message)) = futures_util::FutureExt::now_or_never(own.next()) {
+            let mut taken = 0;
+            while let Ok((topic, payload)) = inbox.try_recv() {
+                self.deliver_in(&payload, topic.as_deref()).await;
                 busy = true;
-                self.deliver_in(&message.payload, None).await;
-            }
-            let topics: Vec<String> = self.subscribed.keys().cloned().collect();
-            for topic in topics {
-                loop {
-                    let next = self
-                        .subscribed
-                        .get_mut(&topic)
-                        .and_then(|s| futures_util::FutureExt::now_or_never(s.next()));
-                    let Some(Some(message)) = next else { break };
-                    busy = true;
-                    self.deliver_in(&message.payload, Some(&topic)).await;
+                taken += 1;
+                if taken == FRAMES_PER_READ * 4 {
+                    break;
                 }
             }
-            if !busy {
-                tokio::time::sleep(IDLE_POLL).await;
+            if busy {
+                // Let the NATS connection and the subscription tasks run.
+                tokio::task::yield_now().await;
+                continue;
             }
+            if self.gateway.prepare_to_wait() {
+                continue;
+            }
+            let mut drained = [0u8; 64];
+            tokio::select! {
+                message = inbox.recv() => {
+                    if let Some((topic, payload)) = message {
+                        self.deliver_in(&payload, topic.as_deref()).await;
+                    }
+                }
+                found = entries.recv() => {
+                    if let Some(found) = found {
+                        self.apply_nodes(found).await;
+                    }
+                }
+                _ = bell.readable() => {
+                    let _ = bell.try_read(&mut drained);
+                }
+                _ = tick.tick() => {
+                    self.sync_topic_subscriptions().await;
+                }
+            }
+        }
+        poller.abort();
+        if let Some(task) = self.own_task.take() {
+            task.abort();
+        }
+        for (_, task) in self.subscribed.drain() {
+            task.abort();
         }
         // Leave the bucket at once rather than at the entry's expiry.
         let _ = self.store.delete(&self.config.node).await;
@@ -596,40 +731,9 @@ impl Bridge {
         }
     }
 
-    /// The other nodes' entries: proxies made for the agents of nodes without a direct link
-    /// up, and removed for nodes gone (expired, deleted) or now linked.
-    async fn poll_nodes(&mut self) {
-        let mut entries: HashMap<String, NodeEntry> = HashMap::new();
-        let keys = match self.store.keys().await {
-            Ok(keys) => keys,
-            Err(e) => {
-                add(&self.stats.registry_errors, 1);
-                tracing::debug!("NATS: listing the bucket: {e}");
-                return;
-            }
-        };
-        let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
-        for key in keys {
-            if key == self.config.node {
-                continue;
-            }
-            match self.store.get(&key).await {
-                Ok(Some(value)) => match serde_json::from_slice::<NodeEntry>(&value) {
-                    Ok(entry) if entry.node == key => {
-                        entries.insert(key, entry);
-                    }
-                    _ => add(&self.stats.registry_errors, 1),
-                },
-                Ok(None) => {}
-                Err(_) => add(&self.stats.registry_errors, 1),
-            }
-        }
-        {
-            let mut seen: Vec<String> = entries.keys().cloned().collect();
-            seen.sort();
-            self.stats.nodes.store(seen.len() as u64, Ordering::Relaxed);
-            *self.nodes_seen.lock().expect("nodes lock") = seen;
-        }
+    /// The other nodes' entries (from the poller): proxies made for the agents of nodes
+    /// without a direct link up, and removed for nodes gone (expired, deleted) or now linked.
+    async fn apply_nodes(&mut self, entries: HashMap<String, NodeEntry>) {
         let linked = self.linked();
         let wanted: HashMap<(String, u32), AnnouncedAgent> = entries
             .into_values()
@@ -755,14 +859,24 @@ impl Bridge {
             .values()
             .flat_map(|a| a.topics.iter().cloned())
             .collect();
-        self.subscribed.retain(|topic, _| wanted.contains(topic));
+        self.subscribed.retain(|topic, task| {
+            let keep = wanted.contains(topic);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let Some(inbox) = self.inbox_tx.clone() else {
+            return;
+        };
         for topic in wanted {
             if self.subscribed.contains_key(&topic) {
                 continue;
             }
             match self.client.subscribe(topic_subject(&topic)).await {
                 Ok(subscriber) => {
-                    self.subscribed.insert(topic, subscriber);
+                    let task = tokio::spawn(pump(subscriber, Some(topic.clone()), inbox.clone()));
+                    self.subscribed.insert(topic, task);
                 }
                 Err(e) => tracing::warn!("NATS: subscribing to topic {topic:?}: {e}"),
             }
