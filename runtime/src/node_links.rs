@@ -161,41 +161,11 @@ impl NodeSection {
             .as_deref()
             .map(|l| address("node.listen", l))
             .transpose()?;
-        let tls = match (&self.tls_certificate, &self.tls_key, &self.tls_ca) {
-            (None, None, None) if self.allow_plaintext => None,
-            (None, None, None) => {
-                return Err((
-                    "node.tls_certificate".into(),
-                    "node links need TLS: set tls_certificate, tls_key and tls_ca (or \
-                     allow_plaintext = true on a trusted network)"
-                        .into(),
-                ))
-            }
-            (Some(c), Some(k), Some(ca)) if !self.allow_plaintext => Some(TlsFiles {
-                certificate_chain: c.clone(),
-                private_key: k.clone(),
-                client_ca: ca.clone(),
-            }),
-            (Some(_), Some(_), Some(_)) => {
-                return Err((
-                    "node.allow_plaintext".into(),
-                    "true together with TLS files: choose one".into(),
-                ))
-            }
-            (c, k, _) => {
-                let missing = if c.is_none() {
-                    "tls_certificate"
-                } else if k.is_none() {
-                    "tls_key"
-                } else {
-                    "tls_ca"
-                };
-                return Err((
-                    format!("node.{missing}"),
-                    "missing: TLS needs tls_certificate, tls_key and tls_ca".into(),
-                ));
-            }
-        };
+        let tls = crate::remote::tls_files(
+            ("node", "node links", "tls_ca"),
+            [&self.tls_certificate, &self.tls_key, &self.tls_ca],
+            self.allow_plaintext,
+        )?;
         // A placeholder listen address: replaced (or removed) just below.
         let any: SocketAddr = "0.0.0.0:0".parse().expect("an address");
         let mut config = match tls {

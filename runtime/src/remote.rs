@@ -110,6 +110,57 @@ pub struct IdentitySection {
     pub publish: Vec<String>,
 }
 
+/// The TLS files of a section (`section.tls_certificate`, `.tls_key`, and the CA key
+/// `ca_key`), or `None` for plaintext, which must be allowed (`allow_plaintext`); an error
+/// names the key and says what `who` needs.
+///
+/// ```
+/// # use agentwire_runtime::remote::tls_files;
+/// let none = None;
+/// let (key, why) = tls_files(("node", "node links", "tls_ca"), [&none, &none, &none], false).unwrap_err();
+/// assert_eq!(key, "node.tls_certificate");
+/// assert!(why.contains("allow_plaintext"));
+/// assert!(tls_files(("node", "node links", "tls_ca"), [&none, &none, &none], true).unwrap().is_none());
+/// ```
+pub fn tls_files(
+    (section, who, ca_key): (&str, &str, &str),
+    [certificate, key, ca]: [&Option<PathBuf>; 3],
+    allow_plaintext: bool,
+) -> Result<Option<TlsFiles>, (String, String)> {
+    match (certificate, key, ca) {
+        (None, None, None) if allow_plaintext => Ok(None),
+        (None, None, None) => Err((
+            format!("{section}.tls_certificate"),
+            format!(
+                "{who} need TLS: set tls_certificate, tls_key and {ca_key} (or \
+                 allow_plaintext = true on a trusted network)"
+            ),
+        )),
+        (Some(c), Some(k), Some(ca)) if !allow_plaintext => Ok(Some(TlsFiles {
+            certificate_chain: c.clone(),
+            private_key: k.clone(),
+            client_ca: ca.clone(),
+        })),
+        (Some(_), Some(_), Some(_)) => Err((
+            format!("{section}.allow_plaintext"),
+            "true together with TLS files: choose one".into(),
+        )),
+        (c, k, _) => {
+            let missing = if c.is_none() {
+                "tls_certificate"
+            } else if k.is_none() {
+                "tls_key"
+            } else {
+                ca_key
+            };
+            Err((
+                format!("{section}.{missing}"),
+                format!("missing: TLS needs tls_certificate, tls_key and {ca_key}"),
+            ))
+        }
+    }
+}
+
 fn patterns(key: &str, texts: &[String]) -> Result<Vec<Pattern>, (String, String)> {
     texts
         .iter()
@@ -140,41 +191,11 @@ impl RemoteSection {
                 format!("{listen:?} is not an address:port ({e})"),
             )
         })?;
-        let tls = match (&self.tls_certificate, &self.tls_key, &self.tls_client_ca) {
-            (None, None, None) if self.allow_plaintext => None,
-            (None, None, None) => {
-                return Err((
-                    "remote.tls_certificate".into(),
-                    "remote agents need TLS: set tls_certificate, tls_key and tls_client_ca \
-                     (or allow_plaintext = true on a trusted network)"
-                        .into(),
-                ))
-            }
-            (Some(c), Some(k), Some(ca)) if !self.allow_plaintext => Some(TlsFiles {
-                certificate_chain: c.clone(),
-                private_key: k.clone(),
-                client_ca: ca.clone(),
-            }),
-            (Some(_), Some(_), Some(_)) => {
-                return Err((
-                    "remote.allow_plaintext".into(),
-                    "true together with TLS files: choose one".into(),
-                ))
-            }
-            (c, k, _) => {
-                let missing = if c.is_none() {
-                    "tls_certificate"
-                } else if k.is_none() {
-                    "tls_key"
-                } else {
-                    "tls_client_ca"
-                };
-                return Err((
-                    format!("remote.{missing}"),
-                    "missing: TLS needs tls_certificate, tls_key and tls_client_ca".into(),
-                ));
-            }
-        };
+        let tls = tls_files(
+            ("remote", "remote agents", "tls_client_ca"),
+            [&self.tls_certificate, &self.tls_key, &self.tls_client_ca],
+            self.allow_plaintext,
+        )?;
         let mut config = match tls {
             Some(files) => ListenerConfig::tls(addr, files),
             None => ListenerConfig::plaintext(addr),

@@ -578,27 +578,12 @@ impl Link {
     /// Waits, without polling, until the router delivers to the gateway (its doorbell, armed
     /// first), the reader queues a control answer, or the stop poll interval passes.
     async fn wait_for_work(&self, bell: &mut UnixStream) -> Result<(), End> {
-        if self.gateway.borrow_mut().prepare_to_wait() || !self.pending.borrow().is_empty() {
-            return Ok(());
+        let pending = !self.pending.borrow().is_empty();
+        match wait_for_gateway(&self.gateway, pending, &self.answered, bell).await {
+            Woken::Work => Ok(()),
+            Woken::RouterGone => Err(End::Stopped),
+            Woken::Io(e) => Err(End::Io(e)),
         }
-        let mut drained = [0u8; 64];
-        let rung = async {
-            match bell.read(&mut drained).await {
-                // The router closed its end: it is stopping.
-                Ok(0) => Err(End::Stopped),
-                Ok(_) => Ok(()),
-                Err(e) => Err(End::Io(e)),
-            }
-        };
-        let answered = async {
-            self.answered.wait().await;
-            Ok(())
-        };
-        let stop_poll = async {
-            glommio::timer::sleep(STOP_POLL).await;
-            Ok(())
-        };
-        futures_lite::future::or(rung, futures_lite::future::or(answered, stop_poll)).await
     }
 
     /// What the router delivered to the gateway (and control answers) out to the socket,
@@ -670,6 +655,46 @@ impl Link {
             self.last_write.set(Instant::now());
         }
     }
+}
+
+/// How waiting for a gateway's work ended.
+pub(crate) enum Woken {
+    /// Frames, a queued control frame, or the stop poll interval passed: look again.
+    Work,
+    /// The router closed its end of the doorbell: it is stopping.
+    RouterGone,
+    Io(std::io::Error),
+}
+
+/// Waits, without polling, until the router delivers to `gateway` (its doorbell, armed
+/// first), `answered` is notified, or the stop poll interval passes; at once when frames
+/// wait already or `pending` (a control frame queued).
+pub(crate) async fn wait_for_gateway(
+    gateway: &RefCell<Endpoint>,
+    pending: bool,
+    answered: &Wakeup,
+    bell: &mut UnixStream,
+) -> Woken {
+    if gateway.borrow_mut().prepare_to_wait() || pending {
+        return Woken::Work;
+    }
+    let mut drained = [0u8; 64];
+    let rung = async {
+        match bell.read(&mut drained).await {
+            Ok(0) => Woken::RouterGone,
+            Ok(_) => Woken::Work,
+            Err(e) => Woken::Io(e),
+        }
+    };
+    let answered = async {
+        answered.wait().await;
+        Woken::Work
+    };
+    let stop_poll = async {
+        glommio::timer::sleep(STOP_POLL).await;
+        Woken::Work
+    };
+    futures_lite::future::or(rung, futures_lite::future::or(answered, stop_poll)).await
 }
 
 /// The gateway's rx doorbell as a glommio stream: a duplicate of its waiting end (a Unix

@@ -37,6 +37,7 @@
 //! ```
 
 use crate::config::TlsFiles;
+use crate::node::session::proxy_name;
 use crate::node::LinksHandle;
 use crate::TransportError;
 use agentwire_router::endpoint::{Endpoint, EndpointKind, EndpointRegistrar, GatewayControl};
@@ -1021,20 +1022,6 @@ impl Bridge {
             }
         }
     }
-}
-
-/// A proxy's name: `node/agent`, cut to the name limit on a character boundary.
-fn proxy_name(node: &str, agent: &str) -> String {
-    let mut name = format!("{node}/{agent}");
-    let max = agentwire_shm::control::AGENT_NAME_BYTES_MAX;
-    if name.len() > max {
-        let mut cut = max;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-    }
-    name
 }
 
 #[cfg(test)]

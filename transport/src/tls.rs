@@ -27,6 +27,27 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The certificate chain and private key of `files`.
+fn identity(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsConfigError> {
+    let chain = certificates(&files.certificate_chain, "certificate chain")?;
+    let key = PrivateKeyDer::from_pem_file(&files.private_key)
+        .map_err(|e| TlsConfigError(format!("private key {}: {e}", files.private_key.display())))?;
+    Ok((chain, key))
+}
+
+/// The CA certificates of `path` as a root store (`what` names it in errors).
+fn roots(path: &Path, what: &str) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path, what)? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsConfigError(format!("{what} {}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
 /// A node link's client configuration for `files`: TLS 1.3, the node's certificate as the
 /// client certificate, and the CA file as the only root (it signs every node's certificate).
 ///
@@ -37,15 +58,8 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
 /// assert!(link_client_config(&missing).is_err());
 /// ```
 pub fn link_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let chain = certificates(&files.certificate_chain, "certificate chain")?;
-    let key = PrivateKeyDer::from_pem_file(&files.private_key)
-        .map_err(|e| TlsConfigError(format!("private key {}: {e}", files.private_key.display())))?;
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(&files.client_ca, "node CA")? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsConfigError(format!("node CA {}: {e}", files.client_ca.display())))?;
-    }
+    let (chain, key) = identity(files)?;
+    let roots = roots(&files.client_ca, "node CA")?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -72,15 +86,8 @@ pub fn link_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConf
 /// assert!(e.to_string().contains("/nonexistent/c.pem"));
 /// ```
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let chain = certificates(&files.certificate_chain, "certificate chain")?;
-    let key = PrivateKeyDer::from_pem_file(&files.private_key)
-        .map_err(|e| TlsConfigError(format!("private key {}: {e}", files.private_key.display())))?;
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(&files.client_ca, "client CA")? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsConfigError(format!("client CA {}: {e}", files.client_ca.display())))?;
-    }
+    let (chain, key) = identity(files)?;
+    let roots = roots(&files.client_ca, "client CA")?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()

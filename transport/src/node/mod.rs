@@ -29,7 +29,7 @@
 
 pub mod config;
 pub mod protocol;
-mod session;
+pub(crate) mod session;
 pub mod status;
 
 use crate::connection::within;

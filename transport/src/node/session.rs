@@ -21,7 +21,7 @@
 use super::config::NodeConfig;
 use super::protocol::{self, LinkMsg};
 use super::status::{add, LinkState, LinkStatus, NodeStats};
-use crate::connection::{bell_stream, within, Wakeup};
+use crate::connection::{bell_stream, wait_for_gateway, within, Wakeup, Woken};
 use agentwire_router::endpoint::{Endpoint, EndpointKind, EndpointRegistrar, GatewayControl};
 use agentwire_shm::control::{ClientMsg, Registration, ServerMsg, AGENT_NAME_BYTES_MAX};
 use agentwire_shm::ring::ClaimError;
@@ -292,9 +292,9 @@ fn join_router(
     Ok((gateway, node_proxy))
 }
 
-/// A proxy's name: `peer/agent`, cut to the name limit (on a character boundary).
-fn proxy_name(peer: &str, agent: &str) -> String {
-    let mut name = format!("{peer}/{agent}");
+/// A proxy's name: `node/agent`, cut to the name limit (on a character boundary).
+pub(crate) fn proxy_name(node: &str, agent: &str) -> String {
+    let mut name = format!("{node}/{agent}");
     if name.len() > AGENT_NAME_BYTES_MAX {
         let mut cut = AGENT_NAME_BYTES_MAX;
         while !name.is_char_boundary(cut) {
@@ -928,26 +928,12 @@ impl Session<'_> {
     /// Waits until the router delivers to the gateway, a control frame is queued, or the
     /// stop poll interval passes.
     async fn wait_for_work(&self, bell: &mut UnixStream) -> Result<(), End> {
-        if self.gateway.borrow_mut().prepare_to_wait() || !self.pending.borrow().is_empty() {
-            return Ok(());
+        let pending = !self.pending.borrow().is_empty();
+        match wait_for_gateway(&self.gateway, pending, &self.answered, bell).await {
+            Woken::Work => Ok(()),
+            Woken::RouterGone => Err(End::Stopped),
+            Woken::Io(e) => Err(End::Io(e)),
         }
-        let mut drained = [0u8; 64];
-        let rung = async {
-            match bell.read(&mut drained).await {
-                Ok(0) => Err(End::Stopped),
-                Ok(_) => Ok(()),
-                Err(e) => Err(End::Io(e)),
-            }
-        };
-        let answered = async {
-            self.answered.wait().await;
-            Ok(())
-        };
-        let stop_poll = async {
-            glommio::timer::sleep(STOP_POLL).await;
-            Ok(())
-        };
-        futures_lite::future::or(rung, futures_lite::future::or(answered, stop_poll)).await
     }
 
     /// Appends one frame the router delivered to the gateway, translated to the peer's ids,
