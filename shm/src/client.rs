@@ -1108,13 +1108,43 @@ impl Agent {
         requirement: &str,
         payload: &[u8],
     ) -> Result<(), ClientError> {
+        self.anycast_flagged(capability, requirement, payload, FLAG_ANYCAST)
+    }
+
+    /// Like [`anycast`](Self::anycast), but the least-loaded matching agent of the whole
+    /// cluster may take it: an agent of another node (behind a node link or NATS) competes
+    /// with this node's on equal terms, instead of being chosen only when no local one can
+    /// take the frame ([`FLAG_ANY_NODE`](crate::wire::FLAG_ANY_NODE), wire 1.2).
+    ///
+    /// ```no_run
+    /// # let mut agent = agentwire_shm::client::Agent::builder("a").connect().unwrap();
+    /// agent.anycast_any_node("ocr", "^2", b"image bytes")?;
+    /// # Ok::<(), agentwire_shm::client::ClientError>(())
+    /// ```
+    pub fn anycast_any_node(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let flags = FLAG_ANYCAST | crate::wire::FLAG_ANY_NODE;
+        self.anycast_flagged(capability, requirement, payload, flags)
+    }
+
+    fn anycast_flagged(
+        &mut self,
+        capability: &str,
+        requirement: &str,
+        payload: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
         let route_id = self.capability_route(capability, requirement)?;
         let mut claim = self.claim_with_flags(
             FrameKind::Send,
             route_id,
             payload.len(),
             SendOptions::default(),
-            FLAG_ANYCAST,
+            flags,
         )?;
         claim.payload_mut().copy_from_slice(payload);
         claim.commit();

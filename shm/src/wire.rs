@@ -25,7 +25,7 @@ pub const HEADER_BYTES: usize = 48;
 pub const VERSION_MAJOR: u8 = 1;
 /// The wire format's minor version. A reader accepts frames of a newer minor version and
 /// ignores what it does not know (unknown routing flags, reserved bytes).
-pub const VERSION_MINOR: u8 = 1;
+pub const VERSION_MINOR: u8 = 2;
 
 /// Number of priority classes. Class 0 is the most urgent, class 3 the least.
 pub const PRIORITY_CLASSES: u8 = 4;
@@ -41,8 +41,12 @@ pub const FLAG_ANYCAST: u32 = 1 << 1;
 /// Routing flag (since 1.1): route by `feature_id` to an agent (or engine) registered for
 /// that feature; `destination` is ignored.
 pub const FLAG_FEATURE: u32 = 1 << 2;
+/// Routing flag (since 1.2): an anycast or feature frame may go to another node's agent (a
+/// proxy behind a node link) as readily as to one of this node; without it, an agent of
+/// this node is chosen first.
+pub const FLAG_ANY_NODE: u32 = 1 << 3;
 /// Routing flags this version understands; others are ignored (minor-version rule).
-pub const FLAGS_KNOWN: u32 = FLAG_ACK_REQUESTED | FLAG_ANYCAST | FLAG_FEATURE;
+pub const FLAGS_KNOWN: u32 = FLAG_ACK_REQUESTED | FLAG_ANYCAST | FLAG_FEATURE | FLAG_ANY_NODE;
 
 /// Agent id 0 is the daemon itself (source of acks, nacks and control frames).
 pub const DAEMON_AGENT_ID: u32 = 0;
@@ -347,7 +351,7 @@ impl FrameHeader {
     #[inline]
     pub fn address_to(&mut self, agent_id: u32) {
         self.destination.set(agent_id);
-        let flags = self.routing_flags.get() & !(FLAG_ANYCAST | FLAG_FEATURE);
+        let flags = self.routing_flags.get() & !(FLAG_ANYCAST | FLAG_FEATURE | FLAG_ANY_NODE);
         self.routing_flags.set(flags);
     }
 

@@ -197,6 +197,25 @@ fn two_nodes_forward_unicast_publish_anycast_and_features_both_ways() {
         assert_eq!(a2.recv(WAIT).unwrap().expect("local sum").payload(), b"add");
     }
     assert!(b2.recv(Some(Duration::from_millis(200))).unwrap().is_none());
+    // Unless the request says any node will do: then b2 competes on equal terms.
+    for _ in 0..20 {
+        a1.anycast_any_node("sum", "*", b"anywhere").unwrap();
+    }
+    let (mut on_a, mut on_b) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_a + on_b < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{on_a} + {on_b} of 20 arrived"
+        );
+        if a2.recv(Some(Duration::from_millis(50))).unwrap().is_some() {
+            on_a += 1;
+        }
+        if b2.recv(Some(Duration::from_millis(50))).unwrap().is_some() {
+            on_b += 1;
+        }
+    }
+    assert!(on_b > 0, "no any-node anycast went to b ({on_a} on a)");
 
     // A feature served on B only.
     a1.send_feature(77, b"feature").unwrap();

@@ -10,7 +10,7 @@ use crate::stats::{count, RouterStats};
 use crate::table::RoutingTable;
 use agentwire_shm::control::NackReason;
 use agentwire_shm::segment::ControlBlock;
-use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID};
+use agentwire_shm::wire::{Destination, FrameHeader, FrameKind, DAEMON_AGENT_ID, FLAG_ANY_NODE};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,8 +185,12 @@ pub(crate) fn route_frame(
             return ControlFlow::Continue(());
         }
     }
+    // Anycast and feature routes take this node's agents first unless the sender said any
+    // node will do.
+    let local_first = header.routing_flags.get() & FLAG_ANY_NODE == 0;
     let resolved = if let Some(slot) = restricted {
-        to_permitted(slot, destination, ctx.table, ctx.producers, ctx.deferrals)
+        let (table, producers, deferrals) = (&mut *ctx.table, &mut *ctx.producers, &*ctx.deferrals);
+        to_permitted(slot, destination, table, producers, deferrals, local_first)
     } else {
         let anyone = |_: u32| true;
         match destination {
@@ -195,11 +199,21 @@ pub(crate) fn route_frame(
             Destination::Capability(route) => {
                 let t = &mut *ctx.table;
                 let (routes, cursors) = (&t.capability_routes, &mut t.round_robin);
-                to_capability(route, routes, cursors, ctx.producers, ctx.deferrals, anyone)
+                let (producers, deferrals) = (&mut *ctx.producers, &*ctx.deferrals);
+                to_capability(
+                    route,
+                    routes,
+                    cursors,
+                    producers,
+                    deferrals,
+                    anyone,
+                    local_first,
+                )
             }
             Destination::Feature(feature) => {
                 let features = &mut ctx.table.features;
-                to_feature(feature, features, ctx.producers, ctx.deferrals, anyone)
+                let (producers, deferrals) = (&mut *ctx.producers, &*ctx.deferrals);
+                to_feature(feature, features, producers, deferrals, anyone, local_first)
             }
         }
     };
@@ -242,6 +256,7 @@ fn to_permitted<'t>(
     table: &'t mut RoutingTable,
     producers: &mut Outboxes,
     deferrals: &Deferrals,
+    local_first: bool,
 ) -> Result<Targets<'t>, Unresolved> {
     let RoutingTable {
         send_rights,
@@ -270,10 +285,16 @@ fn to_permitted<'t>(
             producers,
             deferrals,
             may_reach,
+            local_first,
         ),
-        Destination::Feature(feature) => {
-            to_feature(feature, features, producers, deferrals, may_reach)
-        }
+        Destination::Feature(feature) => to_feature(
+            feature,
+            features,
+            producers,
+            deferrals,
+            may_reach,
+            local_first,
+        ),
     };
     // Every refusal names the destination the rule does not let it reach.
     resolved.map_err(|e| match e.0 {
@@ -322,7 +343,8 @@ fn to_topic(topic: u32, subscribers: &HashMap<u32, Vec<u32>>) -> Result<Targets<
 }
 
 /// An anycast: the least-loaded live agent on the capability route that `may_reach`
-/// allows (`NotPermitted` when it allows none of them).
+/// allows (`NotPermitted` when it allows none of them); this node's agents first when
+/// `local_first`.
 fn to_capability(
     route: u32,
     routes: &[Vec<u32>],
@@ -330,13 +352,14 @@ fn to_capability(
     producers: &mut Outboxes,
     deferrals: &Deferrals,
     may_reach: impl Fn(u32) -> bool,
+    local_first: bool,
 ) -> Result<Targets<'static>, Unresolved> {
     let index = route as usize;
     match routes.get(index) {
         Some(ids) if !ids.is_empty() => {
             let start = cursors[index];
             cursors[index] = start.wrapping_add(1);
-            match least_loaded(ids, start, producers, deferrals, may_reach) {
+            match least_loaded(ids, start, producers, deferrals, may_reach, local_first) {
                 Some(id) => Ok(Targets::One(id)),
                 None => Err((
                     NackReason::NotPermitted,
@@ -352,19 +375,21 @@ fn to_capability(
 }
 
 /// A feature route: the least-loaded live agent serving the feature that `may_reach` allows
-/// (`NotPermitted` when it allows none of them).
+/// (`NotPermitted` when it allows none of them); this node's agents first when
+/// `local_first`.
 fn to_feature(
     feature: u32,
     features: &mut rustc_hash::FxHashMap<u32, (Vec<u32>, usize)>,
     producers: &mut Outboxes,
     deferrals: &Deferrals,
     may_reach: impl Fn(u32) -> bool,
+    local_first: bool,
 ) -> Result<Targets<'static>, Unresolved> {
     match features.get_mut(&feature) {
         Some((ids, cursor)) => {
             let start = *cursor;
             *cursor = start.wrapping_add(1);
-            match least_loaded(ids, start, producers, deferrals, may_reach) {
+            match least_loaded(ids, start, producers, deferrals, may_reach, local_first) {
                 Some(id) => Ok(Targets::One(id)),
                 None => Err((
                     NackReason::NotPermitted,
@@ -542,19 +567,20 @@ impl Placement<'_, '_> {
 /// The candidate `may_reach` allows whose rx ring holds the fewest bytes (a destination
 /// with deferred frames counts as full; so does a congested agent of another shard),
 /// scanning from the round-robin cursor so ties spread the load; `None` when it allows none.
-/// An agent of this node comes first: one behind a node link (another node's) is taken only
-/// when every local candidate is full or none is allowed.
+/// With `local_first`, an agent of this node comes first: one behind a node link (another
+/// node's) is taken only when every local candidate is full or none is allowed.
 pub(crate) fn least_loaded(
     ids: &[u32],
     start: usize,
     producers: &mut Outboxes,
     deferrals: &Deferrals,
     may_reach: impl Fn(u32) -> bool,
+    local_first: bool,
 ) -> Option<u32> {
     if ids.len() == 1 {
         return Some(ids[0]).filter(|&id| may_reach(id));
     }
-    let links = !producers.behind_link.is_empty();
+    let links = local_first && !producers.behind_link.is_empty();
     // The best of this node's agents, and of the other nodes' (only when links exist).
     let mut best = (usize::MAX, None);
     let mut best_remote = (usize::MAX, None);
