@@ -1,20 +1,19 @@
 //! `agentwire dlq list|replay|purge` as a user runs them: the real binary, a real queue
 //! file, and (for replay) a real router with a receiving agent.
 
+mod common;
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_runtime::dlq::{DeadLetterQueue, DlqConfig};
 use agentwire_shm::client::Agent;
 use agentwire_shm::control::NackReason;
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
-use std::path::{Path, PathBuf};
+use common::{scratch_with_prefix, Scratch};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aw-dlq-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> Scratch {
+    scratch_with_prefix("aw-dlq-cli", name)
 }
 
 fn frame_to(destination: u32, payload: &[u8], correlation: u64) -> Vec<u8> {

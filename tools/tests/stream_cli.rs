@@ -1,14 +1,13 @@
 //! `agentwire stream run` as a user runs it: the real binary, a pipeline file and a CSV on
 //! disk, results read back.
 
+mod common;
+use common::{scratch_with_prefix, Scratch};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aw-stream-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> Scratch {
+    scratch_with_prefix("aw-stream-cli", name)
 }
 
 fn agentwire(args: &[&str]) -> Output {
@@ -48,7 +47,7 @@ a,4000000,oops\n\
 a,12000000,5\n\
 b,19000000,6\n";
 
-fn setup(name: &str) -> (PathBuf, String, String) {
+fn setup(name: &str) -> (Scratch, String, String) {
     let dir = scratch(name);
     std::fs::write(dir.join("p.toml"), PIPELINE).unwrap();
     std::fs::write(dir.join("in.csv"), CSV).unwrap();

@@ -9,11 +9,47 @@ use std::time::{Duration, Instant};
 
 pub const AGENTWIRE: &str = env!("CARGO_BIN_EXE_agentwire");
 
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aw-serve-{}-{name}", std::process::id()));
+/// A scratch directory for one test of the `serve` family, removed when the test passes.
+pub fn scratch(name: &str) -> Scratch {
+    scratch_with_prefix("aw-serve", name)
+}
+
+/// A scratch directory `PREFIX-PID-NAME` under the temp dir, emptied first.
+pub fn scratch_with_prefix(prefix: &str, name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch { dir }
+}
+
+/// A test's scratch directory: removed when the test passes, kept (and named on stderr)
+/// when it fails, so a failure can be read and a pass leaves nothing behind.
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch kept for the failure: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// `agentwire serve` on `socket`, with its dead-letter queue beside the socket and the
