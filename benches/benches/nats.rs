@@ -14,6 +14,7 @@
 //! Run: `cargo bench -p agentwire-benches --bench nats` (`cargo test --benches` runs a
 //! smoke version with few messages).
 
+use agentwire_benches::rows::RateRow;
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::Agent;
 use agentwire_transport::nats::{NatsCluster, NatsConfig};
@@ -28,25 +29,7 @@ const PAYLOAD_BYTES: usize = 64;
 /// Publishes in flight in the agentwire row.
 const WINDOW: usize = 256;
 
-struct Row {
-    name: &'static str,
-    msgs_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn print_row(row: &Row, baseline: f64) {
-    println!(
-        "{:<26} {:>10.0} msg/s  ({:>5.3} of plain NATS)   round trip p50 {:>7.1} us  p99 {:>7.1} us",
-        row.name,
-        row.msgs_per_s,
-        row.msgs_per_s / baseline,
-        row.p50_us,
-        row.p99_us
-    );
-}
-
-fn plain_nats(url: &str, messages: usize, round_trips: usize) -> Row {
+fn plain_nats(url: &str, messages: usize, round_trips: usize) -> RateRow {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,7 +83,7 @@ fn plain_nats(url: &str, messages: usize, round_trips: usize) -> Row {
             h.record(t.elapsed().as_nanos() as u64).expect("record");
         }
         echo.abort();
-        Row {
+        RateRow {
             name: "plain NATS (async-nats)",
             msgs_per_s,
             p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
@@ -122,7 +105,7 @@ fn node(name: &str, url: &str) -> (TestRouter, NatsCluster) {
     (router, cluster)
 }
 
-fn agentwire_nats(url: &str, messages: usize, round_trips: usize) -> Row {
+fn agentwire_nats(url: &str, messages: usize, round_trips: usize) -> RateRow {
     let (a, a_nats) = node("a", url);
     let (b, b_nats) = node("b", url);
     let mut a1 = Agent::builder("a1")
@@ -259,7 +242,7 @@ fn agentwire_nats(url: &str, messages: usize, round_trips: usize) -> Row {
             .expect("the answer");
         h.record(t.elapsed().as_nanos() as u64).expect("record");
     }
-    Row {
+    RateRow {
         name: "agentwire over NATS",
         msgs_per_s,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
@@ -287,7 +270,7 @@ fn main() {
         server.url()
     );
     let plain = plain_nats(server.url(), messages, round_trips);
-    print_row(&plain, plain.msgs_per_s);
+    println!("{}", plain.line(plain.msgs_per_s, "plain NATS"));
     let ours = agentwire_nats(server.url(), messages, round_trips);
-    print_row(&ours, plain.msgs_per_s);
+    println!("{}", ours.line(plain.msgs_per_s, "plain NATS"));
 }

@@ -22,6 +22,7 @@
 //! Run: `cargo bench -p agentwire-benches --bench remote` (`cargo test --benches` runs a
 //! smoke version with few messages).
 
+use agentwire_benches::rows::RateRow;
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::Agent;
 use agentwire_transport::config::ListenerConfig;
@@ -38,33 +39,8 @@ const PAYLOAD_BYTES: usize = 64;
 /// Messages in flight in the throughput runs.
 const WINDOW: usize = 256;
 
-struct Row {
-    name: &'static str,
-    msgs_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn print_row(row: &Row, baseline: f64) {
-    if row.msgs_per_s == 0.0 {
-        println!(
-            "{:<28} {:>12} msg/s  {:>21}   round trip p50 {:>7.1} us  p99 {:>7.1} us",
-            row.name, "-", "", row.p50_us, row.p99_us
-        );
-        return;
-    }
-    println!(
-        "{:<28} {:>12.0} msg/s  ({:>5.3} of bare TCP)   round trip p50 {:>7.1} us  p99 {:>7.1} us",
-        row.name,
-        row.msgs_per_s,
-        row.msgs_per_s / baseline,
-        row.p50_us,
-        row.p99_us
-    );
-}
-
 /// Bare TCP: an echo server thread, the client pipelining `messages` then ping-ponging.
-fn bare_tcp(messages: usize, round_trips: usize) -> Row {
+fn bare_tcp(messages: usize, round_trips: usize) -> RateRow {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = std::thread::spawn(move || {
@@ -109,7 +85,7 @@ fn bare_tcp(messages: usize, round_trips: usize) -> Row {
     }
     drop(c);
     server.join().expect("server");
-    Row {
+    RateRow {
         name: "bare TCP (std)",
         msgs_per_s,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
@@ -142,7 +118,7 @@ fn remote_row(
     router: &TestRouter,
     messages: usize,
     round_trips: usize,
-) -> Row {
+) -> RateRow {
     let stop = Arc::new(AtomicBool::new(false));
     let echo_thread = echo(router, stop.clone());
     let mut far = builder.connect().expect("remote agent");
@@ -162,7 +138,7 @@ fn measure(
     echo_id: u32,
     messages: usize,
     round_trips: usize,
-) -> Row {
+) -> RateRow {
     let msg = [7u8; PAYLOAD_BYTES];
     let timeout = Some(Duration::from_secs(10));
     let start = Instant::now();
@@ -183,7 +159,7 @@ fn measure(
         far.recv(timeout).expect("recv").expect("an echo");
         h.record(t.elapsed().as_nanos() as u64).expect("record");
     }
-    Row {
+    RateRow {
         name,
         msgs_per_s,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
@@ -193,7 +169,7 @@ fn measure(
 
 /// A blocking std TCP client speaking the stream protocol by hand (no client bridge): the
 /// listener and the router alone, one message at a time.
-fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: usize) -> Row {
+fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: usize) -> RateRow {
     use agentwire_shm::control::{ClientMsg, Registration, ServerMsg};
     use agentwire_shm::stream_frames::{append_control, decode_control, FrameAssembler};
     use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
@@ -250,7 +226,7 @@ fn raw_stream_row(addr: std::net::SocketAddr, router: &TestRouter, round_trips: 
     drop(c);
     stop.store(true, Ordering::Relaxed);
     echo_thread.join().expect("echo");
-    Row {
+    RateRow {
         name: "raw stream client, plain",
         msgs_per_s: 0.0,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
@@ -279,7 +255,7 @@ fn node_row(
     idle: agentwire_shm::idle::IdleStrategy,
     messages: usize,
     round_trips: usize,
-) -> Row {
+) -> RateRow {
     use agentwire_transport::node::{config::NodeConfig, config::PeerConfig, NodeLinks};
     let any = "127.0.0.1:0".parse().expect("addr");
     let router = |node: &str| {
@@ -360,7 +336,7 @@ fn main() {
          (window {WINDOW}) then {round_trips} round trips one at a time"
     );
     let bare = bare_tcp(messages, round_trips);
-    print_row(&bare, bare.msgs_per_s);
+    println!("{}", bare.line(bare.msgs_per_s, "bare TCP"));
     let local_row = remote_row(
         "local agent (shared memory)",
         Agent::builder("near").socket(router.socket_path()),
@@ -368,9 +344,9 @@ fn main() {
         messages,
         round_trips,
     );
-    print_row(&local_row, bare.msgs_per_s);
+    println!("{}", local_row.line(bare.msgs_per_s, "bare TCP"));
     let raw = raw_stream_row(plain.local_addr(), &router, round_trips);
-    print_row(&raw, bare.msgs_per_s);
+    println!("{}", raw.line(bare.msgs_per_s, "bare TCP"));
     let plain_row = remote_row(
         "remote agent, plain TCP",
         Agent::builder("far-plain")
@@ -380,7 +356,7 @@ fn main() {
         messages,
         round_trips,
     );
-    print_row(&plain_row, bare.msgs_per_s);
+    println!("{}", plain_row.line(bare.msgs_per_s, "bare TCP"));
     let cert = pki.ca.client("far-tls");
     let tls_row = remote_row(
         "remote agent, TLS 1.3",
@@ -392,9 +368,9 @@ fn main() {
         messages,
         round_trips,
     );
-    print_row(&tls_row, bare.msgs_per_s);
+    println!("{}", tls_row.line(bare.msgs_per_s, "bare TCP"));
     let node_plain = node_row("node link, plain TCP", None, idle, messages, round_trips);
-    print_row(&node_plain, bare.msgs_per_s);
+    println!("{}", node_plain.line(bare.msgs_per_s, "bare TCP"));
     let node_tls = node_row(
         "node link, TLS 1.3",
         Some(&pki),
@@ -402,7 +378,7 @@ fn main() {
         messages,
         round_trips,
     );
-    print_row(&node_tls, bare.msgs_per_s);
+    println!("{}", node_tls.line(bare.msgs_per_s, "bare TCP"));
     let s = tls.stats();
     println!(
         "TLS listener: {} frames out in {} socket writes ({:.1} frames per write)",

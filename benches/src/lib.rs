@@ -16,6 +16,7 @@
 pub mod flows;
 pub mod pingpong;
 pub mod routed;
+pub mod rows;
 
 use agentwire_shm::ring::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering};

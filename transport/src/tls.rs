@@ -37,6 +37,27 @@ fn identity(
     Ok((chain, key))
 }
 
+/// Every configuration here speaks TLS 1.3 only.
+const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// The crypto provider of every configuration here.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn versions_error(e: rustls::Error) -> TlsConfigError {
+    TlsConfigError(format!("protocol versions: {e}"))
+}
+
+/// The certificate and key of `files` do not make a usable pair.
+fn key_pair_error(files: &TlsFiles, e: rustls::Error) -> TlsConfigError {
+    TlsConfigError(format!(
+        "certificate {} with key {}: {e}",
+        files.certificate_chain.display(),
+        files.private_key.display()
+    ))
+}
+
 /// The CA certificates of `path` as a root store (`what` names it in errors).
 fn roots(path: &Path, what: &str) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
@@ -60,19 +81,13 @@ fn roots(path: &Path, what: &str) -> Result<RootCertStore, TlsConfigError> {
 pub fn link_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let (chain, key) = identity(files)?;
     let roots = roots(&files.client_ca, "node CA")?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = provider();
     let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsConfigError(format!("protocol versions: {e}")))?
+        .with_protocol_versions(TLS13_ONLY)
+        .map_err(versions_error)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            TlsConfigError(format!(
-                "certificate {} with key {}: {e}",
-                files.certificate_chain.display(),
-                files.private_key.display()
-            ))
-        })?;
+        .map_err(|e| key_pair_error(files, e))?;
     Ok(Arc::new(config))
 }
 
@@ -88,21 +103,15 @@ pub fn link_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsConf
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let (chain, key) = identity(files)?;
     let roots = roots(&files.client_ca, "client CA")?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsConfigError(format!("client verifier: {e}")))?;
     let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsConfigError(format!("protocol versions: {e}")))?
+        .with_protocol_versions(TLS13_ONLY)
+        .map_err(versions_error)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| {
-            TlsConfigError(format!(
-                "certificate {} with key {}: {e}",
-                files.certificate_chain.display(),
-                files.private_key.display()
-            ))
-        })?;
+        .map_err(|e| key_pair_error(files, e))?;
     Ok(Arc::new(config))
 }

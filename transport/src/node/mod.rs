@@ -190,7 +190,7 @@ impl NodeLinks {
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
                 let (config, registrar, stats, stop, links) = context;
-                let listener = match config.listen.map(TcpListener::bind).transpose() {
+                let listener = match config.listen.map(crate::listen::bind_exclusive).transpose() {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = bound.send(Err(e.to_string()));

@@ -172,6 +172,9 @@ struct Session<'n> {
     pending: RefCell<Vec<u8>>,
     answered: Wakeup,
     last_heard: Cell<Instant>,
+    /// The reader holds a frame the router has no room for yet (backpressure): the peer
+    /// is not silent, this side is not reading. The keeper does not count it as silence.
+    reader_waiting: Cell<bool>,
     /// Frames sent and not yet confirmed, oldest first.
     in_flight: RefCell<std::collections::VecDeque<InFlight>>,
     /// Data frames taken off the link (sent into the router or dropped and counted).
@@ -227,6 +230,7 @@ where
         pending: RefCell::default(),
         answered: Wakeup::default(),
         last_heard: Cell::new(Instant::now()),
+        reader_waiting: Cell::new(false),
         in_flight: RefCell::default(),
         received: Cell::new(0),
         confirmed: Cell::new(0),
@@ -359,7 +363,7 @@ impl Session<'_> {
             if !self.pending.borrow().is_empty() {
                 self.answered.notify();
             }
-            if self.last_heard.get().elapsed() >= config.dead_after {
+            if !self.reader_waiting.get() && self.last_heard.get().elapsed() >= config.dead_after {
                 return End::Silent;
             }
             glommio::timer::sleep(config.sync_interval).await;
@@ -728,15 +732,24 @@ impl Session<'_> {
         loop {
             let sent = self.gateway.borrow_mut().try_send(header, payload);
             match sent {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if self.reader_waiting.replace(false) {
+                        // Silence is measured from here: the reader was not reading.
+                        self.last_heard.set(Instant::now());
+                    }
+                    return Ok(());
+                }
                 Err(ClaimError::Full { .. }) => {
                     if self.node.stopping() {
+                        self.reader_waiting.set(false);
                         return Err(End::Stopped);
                     }
+                    self.reader_waiting.set(true);
                     glommio::timer::sleep(wait).await;
                     wait = (wait * 2).min(FULL_SLEEP_MAX);
                 }
                 Err(e) => {
+                    self.reader_waiting.set(false);
                     add(&self.status.frames_dropped, 1);
                     tracing::warn!(peer = %self.peer, "node link: frame dropped: {e}");
                     return Ok(());
@@ -841,7 +854,8 @@ impl Session<'_> {
         let peer = &self.peer;
         let unsent = format!("the node link to {peer} went down before the frame was sent");
         let in_doubt = format!(
-            "the node link to {peer} went down before {peer} confirmed the frame (it may have              been delivered)"
+            "the node link to {peer} went down before {peer} confirmed the frame \
+             (it may have been delivered)"
         );
         let mut owed: Vec<(InFlight, bool)> = self
             .in_flight
