@@ -2,8 +2,9 @@
 //! listener ([`agentwire_transport::server::RemoteListener`]) on its own pinned executor;
 //! each connection is a gateway endpoint of the router. TLS 1.3 with client certificates
 //! is required unless `allow_plaintext = true` (logged as a warning). What each client
-//! certificate may register is said by `[[remote.identity]]` tables (first match wins; none:
-//! any certificate the CA signed may register anything). The listener's counters show in
+//! certificate may register, and whom its agent may send to and publish on, is said by
+//! `[[remote.identity]]` tables (first match wins; none: any certificate the CA signed may
+//! register and send anything). The listener's counters show in
 //! `agentwire status` as `remote.*` and in the Prometheus endpoint as
 //! `agentwire_remote_<counter>`.
 //!
@@ -37,6 +38,7 @@
 //! capabilities = ["ocr"]
 //! subscribe = ["scans.*"]
 //! publish = ["ocr.results"]
+//! send = ["store", "scanner-*"]     # agents it may send to (and routes may pick for it)
 //! ```
 
 use agentwire_router::policy::{Pattern, Rule};
@@ -108,6 +110,10 @@ pub struct IdentitySection {
     /// Topics they may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Agents they may send to, by name (unicast, request, response; and whom anycast and
+    /// feature routes may pick for them).
+    #[serde(default)]
+    pub send: Vec<String>,
 }
 
 /// The TLS files of a section (`section.tls_certificate`, `.tls_key`, and the CA key
@@ -257,6 +263,7 @@ impl RemoteSection {
                     capabilities: patterns(&key("capabilities"), &section.capabilities)?,
                     subscribe: patterns(&key("subscribe"), &section.subscribe)?,
                     publish: patterns(&key("publish"), &section.publish)?,
+                    send: patterns(&key("send"), &section.send)?,
                     ..Rule::default()
                 },
             });

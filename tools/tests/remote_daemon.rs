@@ -24,6 +24,7 @@ tls_client_ca = "{}"
 identities = ["cn:sensor-*"]
 names = ["sensor-*"]
 publish = ["readings"]
+send = ["near"]
 "#,
         pki.files.certificate_chain.display(),
         pki.files.private_key.display(),
@@ -87,6 +88,28 @@ fn a_remote_agent_over_tls_talks_with_a_local_one_through_the_daemon() {
         .unwrap()
         .expect("the answer");
     assert_eq!(m.payload(), b"thanks");
+    drop(m);
+
+    // The rule's `send` patterns hold on the data path: near, yes; anyone else is nacked.
+    let stranger = Agent::builder("stranger").socket(&socket).connect().unwrap();
+    far.send(stranger.id(), b"psst").unwrap();
+    let m = far
+        .recv(Some(Duration::from_secs(10)))
+        .unwrap()
+        .expect("the nack");
+    let body = m.to_owned().nack_body().expect("a nack");
+    assert_eq!(
+        body.reason,
+        agentwire_shm::control::NackReason::NotPermitted as u32,
+        "{body:?}"
+    );
+    drop(m);
+    far.send(near.id(), b"hello").unwrap();
+    let m = near
+        .recv(Some(Duration::from_secs(10)))
+        .unwrap()
+        .expect("the allowed send");
+    assert_eq!(m.payload(), b"hello");
     drop(m);
 
     // A certificate whose rule does not allow the name is refused, with the reason.

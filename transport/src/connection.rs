@@ -10,7 +10,7 @@ use crate::config::ListenerConfig;
 use crate::identity::{certificate_identities, IdentityRules};
 use crate::stats::{add, TransportStats};
 use agentwire_router::endpoint::{Endpoint, EndpointKind, EndpointRegistrar, GatewayControl};
-use agentwire_router::policy::Action;
+use agentwire_router::policy::{Action, Rule};
 use agentwire_shm::control::{
     negotiate, ClientMsg, RefuseReason, Registration, ServerMsg, AGENT_NAME_BYTES_MAX,
     PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
@@ -315,9 +315,16 @@ where
     let registrar = ctx.registrar.clone();
     let gateway_name = gateway_name(peer);
     let ring_capacity_bytes = ctx.config.ring_capacity_bytes;
+    let send_rule = ctx.config.identities.send_rule(identities);
     let joined = glommio::executor()
         .spawn_blocking(move || {
-            join_router(&registrar, gateway_name, ring_capacity_bytes, registration)
+            join_router(
+                &registrar,
+                gateway_name,
+                ring_capacity_bytes,
+                registration,
+                send_rule,
+            )
         })
         .await;
     match joined {
@@ -342,12 +349,14 @@ fn gateway_name(peer: &str) -> String {
 }
 
 /// Registers the connection's gateway and its remote agent (blocking: runs on the
-/// executor's blocking pool), with the ids of the topics it subscribed.
+/// executor's blocking pool), restricted on the data path by `send_rule` (its identity's
+/// rule; `None`: no rules), with the ids of the topics it subscribed.
 fn join_router(
     registrar: &EndpointRegistrar,
     gateway_name: String,
     ring_capacity_bytes: u32,
     registration: Registration,
+    send_rule: Option<Arc<Rule>>,
 ) -> Result<(Endpoint, u32, Vec<u32>), String> {
     let identity = Registration {
         name: gateway_name,
@@ -359,7 +368,7 @@ fn join_router(
         .map_err(|e| e.to_string())?;
     let topics = registration.topics.clone();
     let remote = gateway
-        .add_remote(registration)
+        .add_remote_restricted(registration, send_rule)
         .map_err(|e| e.to_string())?;
     let control = gateway.gateway_control();
     // The shards take the new agent in before its first frame can arrive (a shard in the

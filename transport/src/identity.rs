@@ -26,6 +26,7 @@
 
 use agentwire_router::policy::{Action, Pattern, Rule};
 use agentwire_shm::control::Registration;
+use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -44,8 +45,9 @@ pub struct IdentityRule {
     /// Identities (`cn:..`, `dns:..`, `uri:..`, `email:..`, `ip:..`, or `*`) this rule
     /// applies to.
     pub identities: Vec<Pattern>,
-    /// What they may register and use: `names`, `capabilities`, `subscribe`, `publish`
-    /// (the router's rule; its `uids`, `gids` and `send` are not used here).
+    /// What they may register and use: `names`, `capabilities`, `subscribe`, `publish`,
+    /// and on the data path `send` (agents they may send to) and `publish` (the router's
+    /// rule; its `uids` and `gids` are not used here).
     pub allow: Rule,
 }
 
@@ -74,6 +76,8 @@ impl IdentityRule {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentityRules {
     rules: Vec<IdentityRule>,
+    /// Each rule's `allow`, shared by the router entries of every agent it admits.
+    shared: Vec<Arc<Rule>>,
 }
 
 impl IdentityRules {
@@ -84,7 +88,37 @@ impl IdentityRules {
     /// assert!(!r.is_open());
     /// ```
     pub fn new(rules: Vec<IdentityRule>) -> Self {
-        Self { rules }
+        let shared = rules.iter().map(|r| Arc::new(r.allow.clone())).collect();
+        Self { rules, shared }
+    }
+
+    /// What a client with `identities` may reach on the data path, for the router
+    /// ([`agentwire_router::endpoint::Endpoint::add_remote_restricted`]): the first
+    /// matching rule (its `send` and `publish` patterns), a rule allowing nothing when none
+    /// matches, or `None` when there are no rules (not restricted).
+    ///
+    /// ```
+    /// use agentwire_router::policy::{Action, Pattern, Rule};
+    /// use agentwire_transport::identity::{IdentityRule, IdentityRules};
+    /// let rules = IdentityRules::new(vec![IdentityRule {
+    ///     identities: vec![Pattern::new("cn:ocr-*").unwrap()],
+    ///     allow: Rule { send: vec![Pattern::new("store").unwrap()], ..Rule::default() },
+    /// }]);
+    /// let rule = rules.send_rule(&["cn:ocr-1".to_string()]).unwrap();
+    /// assert!(rule.allows(Action::Send("store")) && !rule.allows(Action::Send("billing")));
+    /// assert!(!rules.send_rule(&["cn:other".to_string()]).unwrap().allows(Action::Send("store")));
+    /// assert!(IdentityRules::default().send_rule(&[]).is_none());
+    /// ```
+    pub fn send_rule(&self, identities: &[String]) -> Option<Arc<Rule>> {
+        if self.is_open() {
+            return None;
+        }
+        Some(
+            self.rules
+                .iter()
+                .position(|r| r.applies_to(identities))
+                .map_or_else(|| Arc::new(Rule::default()), |i| self.shared[i].clone()),
+        )
     }
 
     /// No rules: every authenticated client may do anything.

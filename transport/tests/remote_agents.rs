@@ -259,6 +259,85 @@ fn an_identity_may_register_only_what_its_rule_allows() {
 }
 
 #[test]
+fn an_identity_may_send_and_publish_only_where_its_rule_allows() {
+    use agentwire_shm::client::decode_nack;
+    use agentwire_shm::control::NackReason;
+    let pki = Pki::new();
+    let mut config = ListenerConfig::tls(loopback(), pki.files.clone());
+    config.identities = IdentityRules::new(vec![IdentityRule {
+        identities: vec![Pattern::new("cn:ocr-*").unwrap()],
+        allow: Rule {
+            names: vec![Pattern::new("ocr-*").unwrap()],
+            publish: vec![Pattern::new("results").unwrap()],
+            send: vec![Pattern::new("store").unwrap()],
+            ..Rule::default()
+        },
+    }]);
+    let (router, listener) = start("identity-data-path", config);
+    let mut store = local_agent(&router, "store");
+    let mut billing = agentwire_shm::client::Agent::builder("billing")
+        .socket(router.socket_path())
+        .topic("payroll")
+        .topic("results")
+        .connect()
+        .unwrap();
+    let cert = pki.ca.client("ocr-7");
+    let mut far = RawClient::tls(listener.local_addr(), pki.client_config(Some(&cert))).unwrap();
+    let far_id = far.register(named("ocr-7")).unwrap();
+    // A guessed topic id: the daemon's id for "payroll", which the rule does not allow.
+    let payroll = billing.topic_id("payroll").unwrap();
+    let results = billing.topic_id("results").unwrap();
+
+    let not_permitted = |far: &mut RawClient, what: &str| {
+        let (header, payload) = far.recv_frame().unwrap();
+        assert_eq!(header.kind(), FrameKind::Nack, "{what}: {header:?}");
+        let body = decode_nack(&payload).expect("a nack body");
+        assert_eq!(
+            body.reason,
+            NackReason::NotPermitted as u32,
+            "{what}: {body:?}"
+        );
+    };
+    far.send_frame(
+        FrameHeader::new(FrameKind::Send, far_id, billing.id(), 4),
+        b"bill",
+    )
+    .unwrap();
+    not_permitted(&mut far, "a send to billing");
+    far.send_frame(
+        FrameHeader::new(FrameKind::Publish, far_id, payroll, 3),
+        b"pay",
+    )
+    .unwrap();
+    not_permitted(&mut far, "a publish on payroll");
+    // What the rule allows still flows, and nothing refused arrived first.
+    far.send_frame(
+        FrameHeader::new(FrameKind::Send, far_id, store.id(), 2),
+        b"ok",
+    )
+    .unwrap();
+    let m = store
+        .recv(Some(Duration::from_secs(10)))
+        .unwrap()
+        .expect("the send to store");
+    assert_eq!((m.header().source(), m.payload()), (far_id, &b"ok"[..]));
+    far.send_frame(
+        FrameHeader::new(FrameKind::Publish, far_id, results, 3),
+        b"res",
+    )
+    .unwrap();
+    let m = billing
+        .recv(Some(Duration::from_secs(10)))
+        .unwrap()
+        .expect("the publish");
+    assert_eq!(
+        m.payload(),
+        b"res",
+        "only the allowed publish reaches billing"
+    );
+}
+
+#[test]
 fn a_silent_connection_is_closed_at_its_handshake_deadline_without_stalling_others() {
     let mut config = ListenerConfig::plaintext(loopback());
     config.handshake_timeout = Duration::from_millis(300);

@@ -215,6 +215,7 @@ impl Admission<'_> {
             segment: segment.clone(),
             shard: self.shard,
             via: None,
+            send_rule: None,
             congested,
         };
         let mut reg = self.shared.registry.lock().expect("registry lock");

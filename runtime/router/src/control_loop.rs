@@ -791,9 +791,10 @@ impl ControlLoop {
                 EndpointRequest::AddRemote {
                     gateway,
                     registration,
+                    send_rule,
                     reply,
                 } => {
-                    let _ = reply.send(self.add_remote(gateway, &registration));
+                    let _ = reply.send(self.add_remote(gateway, &registration, send_rule));
                 }
                 EndpointRequest::Remove { agent_id } => self.remove_endpoint(agent_id),
                 EndpointRequest::RemoveRemotes { gateway, reply } => {
@@ -910,6 +911,7 @@ impl ControlLoop {
         &mut self,
         gateway: u32,
         registration: &agentwire_shm::control::Registration,
+        send_rule: Option<Arc<crate::policy::Rule>>,
     ) -> Result<u32, String> {
         crate::server::validate_registration(registration)?;
         let Some(entry) = self.endpoints.get(&gateway) else {
@@ -933,6 +935,7 @@ impl ControlLoop {
                 segment: gw.segment.clone(),
                 shard,
                 via: Some(gateway),
+                send_rule,
                 congested: gw.congested.clone(),
             };
             reg.enter(agent_id, registration, placement)?;

@@ -48,6 +48,7 @@
 //! server.join().unwrap();
 //! ```
 
+use crate::policy::Rule;
 use crate::shared::Shared;
 use agentwire_shm::control::{ClientMsg, Registration, ServerMsg};
 use agentwire_shm::doorbell::Doorbell;
@@ -113,6 +114,7 @@ pub(crate) enum EndpointRequest {
     AddRemote {
         gateway: u32,
         registration: Registration,
+        send_rule: Option<Arc<Rule>>,
         reply: SyncSender<Result<u32, String>>,
     },
     Remove {
@@ -390,6 +392,33 @@ impl Endpoint {
     /// assert_ne!(remote, gw.id());
     /// ```
     pub fn add_remote(&mut self, identity: Registration) -> Result<u32, EndpointError> {
+        self.add_remote_restricted(identity, None)
+    }
+
+    /// [`Self::add_remote`], with what the agent may reach on the data path: the `send`
+    /// patterns of `send_rule` name the agents it may send to (and that routes may pick for
+    /// it), its `publish` patterns the topics it may publish on; any other frame is nacked
+    /// `NotPermitted` and counted. `None`: not restricted. A network listener passes the
+    /// rule the client's certificate matched.
+    ///
+    /// ```
+    /// # use agentwire_router::{endpoint::EndpointKind, testing::{TestRouter, TestRouterConfig}};
+    /// # use agentwire_router::policy::{Pattern, Rule};
+    /// # use agentwire_shm::control::Registration;
+    /// # let p = std::env::temp_dir().join(format!("aw-doc-ep-limited-{}.sock", std::process::id()));
+    /// # let r = TestRouter::start(TestRouterConfig::new(p)).unwrap();
+    /// let mut gw = r.control().register_endpoint(
+    ///     Registration { name: "tcp:x".into(), ..Default::default() }, EndpointKind::Gateway).unwrap();
+    /// let rule = Rule { send: vec![Pattern::new("ocr-*").unwrap()], ..Rule::default() };
+    /// let remote = gw.add_remote_restricted(
+    ///     Registration { name: "client".into(), ..Default::default() }, Some(rule.into())).unwrap();
+    /// assert_ne!(remote, gw.id());
+    /// ```
+    pub fn add_remote_restricted(
+        &mut self,
+        identity: Registration,
+        send_rule: Option<Arc<Rule>>,
+    ) -> Result<u32, EndpointError> {
         if !self.kind.is_gateway() {
             return Err(EndpointError::NotAGateway);
         }
@@ -397,6 +426,7 @@ impl Endpoint {
         let id = ask(&self.shared, |reply| EndpointRequest::AddRemote {
             gateway,
             registration: identity,
+            send_rule,
             reply,
         })?;
         self.remotes.push(id);
@@ -676,6 +706,7 @@ impl GatewayControl {
         ask(&self.shared, |reply| EndpointRequest::AddRemote {
             gateway,
             registration: identity,
+            send_rule: None,
             reply,
         })
     }

@@ -92,6 +92,10 @@ pub(crate) struct AgentRecord {
     /// The gateway endpoint it stands behind (a remote agent: its frames go through the
     /// gateway's rings), or `None` for an endpoint with rings of its own.
     pub(crate) via: Option<u32>,
+    /// What a remote agent may send to and publish on (the `send` and `publish` patterns of
+    /// the rule its network identity matched), or `None`: not restricted by its gateway
+    /// (the `[[authorize]]` policy still applies to agents with a kernel identity).
+    pub(crate) send_rule: Option<Arc<crate::policy::Rule>>,
     /// It is a gateway endpoint: `Some(true)` for a node link's, `Some(false)` for a
     /// network connection's, `None` for anything else.
     pub(crate) gateway: Option<bool>,
@@ -107,6 +111,7 @@ pub(crate) struct Placement {
     pub(crate) segment: Segment,
     pub(crate) shard: usize,
     pub(crate) via: Option<u32>,
+    pub(crate) send_rule: Option<Arc<crate::policy::Rule>>,
     pub(crate) congested: Arc<AtomicBool>,
 }
 
@@ -138,6 +143,7 @@ impl Registry {
             segment: placement.segment,
             shard: placement.shard,
             via: placement.via,
+            send_rule: placement.send_rule,
             gateway: None,
             congested: placement.congested,
         };

@@ -5,9 +5,10 @@
 //! none at all when the policy is open (no rights built).
 
 use crate::gate::RefusalLog;
-use crate::policy::{Action, Policy};
+use crate::policy::{Action, Policy, Rule};
 use crate::registry::Registry;
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the agents of one rule may reach.
@@ -19,7 +20,37 @@ pub(crate) struct Allowed {
     topics: FxHashSet<u32>,
 }
 
+/// Which rule a source's rights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RuleKey {
+    /// A policy rule's index (`None`: no rule matches).
+    Policy(Option<usize>),
+    /// A remote agent's rule, by address.
+    Remote(usize),
+}
+
 impl Allowed {
+    /// What `rule` allows among the registry's agents and topics (nothing without a rule).
+    fn of(rule: Option<&Rule>, reg: &Registry) -> Self {
+        let Some(rule) = rule else {
+            return Self::default();
+        };
+        Self {
+            agents: reg
+                .agents
+                .iter()
+                .filter(|(_, r)| rule.allows(Action::Send(&r.name)))
+                .map(|(&id, _)| id)
+                .collect(),
+            topics: reg
+                .topic_entries
+                .iter()
+                .filter(|(_, t)| rule.allows(Action::Publish(&t.name)))
+                .map(|(&id, _)| id)
+                .collect(),
+        }
+    }
+
     /// Whether a unicast, request or response to `agent` is allowed.
     pub(crate) fn agent(&self, agent: u32) -> bool {
         self.agents.contains(&agent)
@@ -45,40 +76,37 @@ pub(crate) struct SendRights {
 }
 
 impl SendRights {
-    /// The rights of the agents of `shard` under `policy`, or `None` when
-    /// the policy is open (nobody restricted). Agents without a kernel identity (in-process
-    /// endpoints, agents behind a gateway) are not restricted.
+    /// The rights of the restricted agents of `shard`, or `None` when nobody is: agents
+    /// with a kernel identity under a policy with rules (their rule's patterns), and agents
+    /// behind a gateway that gave them a send rule (a network identity's patterns).
+    /// In-process endpoints and unrestricted remote agents are not restricted.
     pub(crate) fn build(policy: &Policy, reg: &Registry, shard: usize) -> Option<Box<Self>> {
-        if policy.is_open() {
+        let any_remote_rule = reg.agents.values().any(|r| r.send_rule.is_some());
+        if policy.is_open() && !any_remote_rule {
             return None;
         }
         let mut rights = Box::<Self>::default();
-        // Rule index → slot in `allowed`; `usize::MAX` stands for "no rule matches".
-        let mut slot_of_rule: FxHashMap<usize, usize> = FxHashMap::default();
+        // One slot per rule some source uses: a policy rule by index (`None`: no rule
+        // matches, nothing allowed), a remote agent's rule by its address (shared by every
+        // agent of one network identity rule).
+        let mut slot_of_rule: FxHashMap<RuleKey, usize> = FxHashMap::default();
         for (&id, rec) in &reg.agents {
-            let Some(peer) = rec.peer.filter(|_| rec.via.is_none() && rec.shard == shard) else {
+            if rec.shard != shard {
                 continue;
+            }
+            let (key, rule) = match (&rec.send_rule, rec.peer, rec.via) {
+                (Some(rule), _, _) => (RuleKey::Remote(Arc::as_ptr(rule) as usize), Some(&**rule)),
+                (None, Some(peer), None) if !policy.is_open() => {
+                    let index = policy.rule_of(&peer);
+                    (
+                        RuleKey::Policy(index),
+                        index.and_then(|i| policy.rules.get(i)),
+                    )
+                }
+                _ => continue,
             };
-            let rule = policy.rule_of(&peer).unwrap_or(usize::MAX);
-            let slot = *slot_of_rule.entry(rule).or_insert_with(|| {
-                let allowed = match policy.rules.get(rule) {
-                    None => Allowed::default(),
-                    Some(rule) => Allowed {
-                        agents: reg
-                            .agents
-                            .iter()
-                            .filter(|(_, r)| rule.allows(Action::Send(&r.name)))
-                            .map(|(&id, _)| id)
-                            .collect(),
-                        topics: reg
-                            .topic_entries
-                            .iter()
-                            .filter(|(_, t)| rule.allows(Action::Publish(&t.name)))
-                            .map(|(&id, _)| id)
-                            .collect(),
-                    },
-                };
-                rights.allowed.push(allowed);
+            let slot = *slot_of_rule.entry(key).or_insert_with(|| {
+                rights.allowed.push(Allowed::of(rule, reg));
                 rights.allowed.len() - 1
             });
             rights.of_source.insert(id, slot);
