@@ -5,9 +5,10 @@ use crate::serve_cmd::{fetch_status, BoxError, QueryArgs};
 use serde_json::{json, Value};
 
 /// Prints each configured peer's link: state, round trip, the peer's agents known here,
-/// frames and bytes each way, retries and the last error; and, in a NATS cluster, the
+/// frames and bytes each way, retries and the last error; with `agents`, each peer's
+/// agents offered here (global id, id there, proxy id here); and, in a NATS cluster, the
 /// server and the other nodes seen there.
-pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
+pub fn links(q: &QueryArgs, agents: bool) -> Result<(), BoxError> {
     let (socket, report) = fetch_status(q)?;
     let fact = |key: &str| {
         report
@@ -79,6 +80,27 @@ pub fn links(q: &QueryArgs) -> Result<(), BoxError> {
             number(&l["retries"]),
             l["last_error"].as_str().unwrap_or("")
         )?;
+    }
+    if agents {
+        outln!(
+            "\n{:<16} {:<24} {:>10} {:>10}  proxy here",
+            "peer",
+            "global id",
+            "id there",
+            "id here"
+        )?;
+        for l in &links {
+            for a in l["agents"].as_array().into_iter().flatten() {
+                outln!(
+                    "{:<16} {:<24} {:>10} {:>10}  {}",
+                    text(&l["peer"]),
+                    text(&a["global_id"]),
+                    number(&a["id_there"]),
+                    number(&a["id_here"]),
+                    text(&a["proxy"])
+                )?;
+            }
+        }
     }
     Ok(())
 }

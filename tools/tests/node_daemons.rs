@@ -132,6 +132,30 @@ fn two_daemons_linked_over_tls_exchange_unicast_and_publishes() {
     assert_eq!(link["peer"], "b", "{json}");
     assert!(link["frames_out"].as_u64().unwrap() >= 500, "{json}");
     assert!(link["peer_agents"].as_u64().unwrap() >= 1, "{json}");
+    // b1's global id is b's name and its id there; the proxy's id is what a1 addresses.
+    let b1_global = link["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "b1")
+        .cloned()
+        .unwrap_or_else(|| panic!("b1 not among b's agents: {json}"));
+    assert_eq!(b1_global["id_there"], u64::from(b1.id()), "{json}");
+    assert_eq!(b1_global["id_here"], u64::from(b1_on_a), "{json}");
+    assert_eq!(b1_global["global_id"], format!("b:{}", b1.id()), "{json}");
+    assert_eq!(b1_global["proxy"], "b/b1", "{json}");
+    let listed = std::process::Command::new(common::AGENTWIRE)
+        .args(["links", "--agents", "--socket"])
+        .arg(&a_socket)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&format!("b:{}", b1.id())) && l.contains("b/b1")),
+        "{listed}"
+    );
     let text = std::process::Command::new(common::AGENTWIRE)
         .args(["links", "--socket"])
         .arg(&a_socket)

@@ -266,7 +266,7 @@ where
             proxies.remove(&proxy.local);
         }
     }
-    status.peer_agents.store(0, Ordering::Relaxed);
+    status.clear_agents();
     // Dropping the session drops the gateway: the router forgets every proxy, so discovery
     // stops offering the peer's agents.
     end
@@ -571,6 +571,7 @@ impl Session<'_> {
                             "node link: the peer's agent is not offered here: {e}");
                         self.status
                             .set_error(format!("agent {:?} not offered: {e}", announced.name));
+                        self.status.agent_down(peer_id);
                         return self.update_topics(&old_topics, &[]).await;
                     }
                 }
@@ -585,12 +586,10 @@ impl Session<'_> {
             .blocking(move || control.await_routing(NACK_DRAIN))
             .await;
         let new_topics = announced.topics.clone();
+        self.status.agent_up(peer_id, &announced.name, local);
         self.proxies
             .borrow_mut()
             .insert(peer_id, Proxy { local, announced });
-        self.status
-            .peer_agents
-            .store(self.proxies.borrow().len() as u64, Ordering::Relaxed);
         self.update_topics(&old_topics, &new_topics).await
     }
 
@@ -599,9 +598,7 @@ impl Session<'_> {
             return Ok(());
         };
         self.forget_proxy(proxy.local);
-        self.status
-            .peer_agents
-            .store(self.proxies.borrow().len() as u64, Ordering::Relaxed);
+        self.status.agent_down(peer_id);
         self.update_topics(&proxy.announced.topics, &[]).await
     }
 

@@ -3,6 +3,7 @@
 //! once per socket read or write (never per frame); state and error strings sit behind a
 //! mutex touched only when they change.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
@@ -38,6 +39,8 @@ pub struct LinkReport {
     pub rtt_us: Option<u64>,
     /// The peer's agents this node knows (while up).
     pub peer_agents: u64,
+    /// Those agents (while up), by their id on the peer: each one's global id.
+    pub agents: Vec<PeerAgent>,
     /// Frames and bytes sent to the peer.
     pub frames_out: u64,
     /// See `frames_out`.
@@ -59,6 +62,29 @@ pub struct LinkReport {
     pub last_error_at_s: Option<u64>,
 }
 
+/// One of a peer's agents as this node offers it: a proxy here for an agent there. Its
+/// global id is the peer's node name and its id there (`b:7`); the proxy's id is what
+/// agents here address.
+///
+/// ```
+/// let a = agentwire_transport::node::status::PeerAgent {
+///     name: "ocr".into(), proxy: "b/ocr".into(), id_here: 12, id_there: 7, global_id: "b:7".into() };
+/// assert_eq!(a.global_id, "b:7");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerAgent {
+    /// Its name on the peer.
+    pub name: String,
+    /// Its proxy's name here (`peer/name`).
+    pub proxy: String,
+    /// The proxy's agent id here.
+    pub id_here: u32,
+    /// Its agent id on the peer.
+    pub id_there: u32,
+    /// `peer:id_there`, the same on every node.
+    pub global_id: String,
+}
+
 /// A link's live figures (shared by its tasks and the status reader).
 #[derive(Debug)]
 pub(crate) struct LinkStatus {
@@ -73,7 +99,6 @@ pub(crate) struct LinkStatus {
     pub(crate) retries: AtomicU64,
     pub(crate) frames_dropped: AtomicU64,
     pub(crate) rtt_us: AtomicU64,
-    pub(crate) peer_agents: AtomicU64,
     pub(crate) slow: Mutex<SlowFields>,
 }
 
@@ -82,6 +107,8 @@ pub(crate) struct SlowFields {
     pub(crate) state: LinkState,
     pub(crate) up_since: Option<Instant>,
     pub(crate) last_error: Option<(String, SystemTime)>,
+    /// The peer's agents offered here, by id there: (name there, proxy id here).
+    pub(crate) agents: BTreeMap<u32, (String, u32)>,
 }
 
 impl LinkStatus {
@@ -103,11 +130,11 @@ impl LinkStatus {
             retries: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
-            peer_agents: AtomicU64::new(0),
             slow: Mutex::new(SlowFields {
                 state,
                 up_since: None,
                 last_error: None,
+                agents: BTreeMap::new(),
             }),
         }
     }
@@ -116,6 +143,23 @@ impl LinkStatus {
         let mut slow = self.slow.lock().expect("link status lock");
         slow.state = state;
         slow.up_since = (state == LinkState::Up).then(Instant::now);
+    }
+
+    /// The peer's agent `id_there` (named `name` there) is offered here as `id_here`.
+    pub(crate) fn agent_up(&self, id_there: u32, name: &str, id_here: u32) {
+        let mut slow = self.slow.lock().expect("link status lock");
+        slow.agents.insert(id_there, (name.to_string(), id_here));
+    }
+
+    /// The peer's agent `id_there` is no longer offered here.
+    pub(crate) fn agent_down(&self, id_there: u32) {
+        let mut slow = self.slow.lock().expect("link status lock");
+        slow.agents.remove(&id_there);
+    }
+
+    /// None of the peer's agents is offered here (the link went down).
+    pub(crate) fn clear_agents(&self) {
+        self.slow.lock().expect("link status lock").agents.clear();
     }
 
     pub(crate) fn set_error(&self, error: String) {
@@ -134,7 +178,21 @@ impl LinkStatus {
             state: slow.state,
             up_for_s: slow.up_since.map(|t| t.elapsed().as_secs()),
             rtt_us: up.then(|| get(&self.rtt_us)).filter(|&r| r > 0),
-            peer_agents: if up { get(&self.peer_agents) } else { 0 },
+            peer_agents: if up { slow.agents.len() as u64 } else { 0 },
+            agents: if up {
+                slow.agents
+                    .iter()
+                    .map(|(&id_there, (name, id_here))| PeerAgent {
+                        name: name.clone(),
+                        proxy: crate::node::session::proxy_name(&self.peer, name),
+                        id_here: *id_here,
+                        id_there,
+                        global_id: format!("{}:{id_there}", self.peer),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             frames_out: get(&self.frames_out),
             bytes_out: get(&self.bytes_out),
             frames_in: get(&self.frames_in),
