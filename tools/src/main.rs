@@ -31,6 +31,7 @@ mod stream_kafka;
 mod stream_listen;
 mod systemd;
 mod tune;
+mod twin_cmd;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
@@ -114,6 +115,69 @@ enum DlqCmd {
     },
     /// Remove every dead letter.
     Purge,
+}
+
+#[derive(Subcommand)]
+enum TwinCmd {
+    /// Forecast one series: read the `value` column of a CSV (a `timestamp` column is
+    /// optional; rows oldest first), write `step,forecast,lo,hi`, one row per step, with a
+    /// central prediction interval. Exit codes: 0 done, 2 bad input (missing file, no
+    /// `value` column, a row that is not a number, a history too short for the method).
+    Forecast {
+        /// The input CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// Steps to forecast.
+        #[arg(long)]
+        horizon: usize,
+        /// The seasonal period in steps (24: hourly data with a daily cycle; 1: none).
+        #[arg(long, default_value_t = 24)]
+        season: usize,
+        /// The method: ensemble, sar, hw-add, hw-mul, theta, snaive, naive2, naive, ses,
+        /// holt, damped, comb.
+        #[arg(long, default_value = "ensemble")]
+        method: String,
+        /// The intervals' nominal coverage, in (0, 1).
+        #[arg(long, default_value_t = 0.95)]
+        level: f64,
+        /// The output CSV (`-` for stdout; an existing file is refused without --force, the
+        /// input always).
+        #[arg(long)]
+        output: PathBuf,
+        /// Overwrite an existing output file (never the input).
+        #[arg(long)]
+        force: bool,
+        /// Print a JSON summary on stdout (the forecast must then go to a file).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score the forecasters on an M4-layout directory (<Name>-train.csv and
+    /// <Name>-test.csv, `id,v1,v2,...` per line): sMAPE, MASE (seasonal, m = --season) and
+    /// OWA against Naive2 on the same series, beside seasonal naive, with the 95%
+    /// intervals' MSIS and coverage. Progress goes to stderr. Exit codes: 0 done, 2 bad
+    /// input.
+    M4Eval {
+        /// The data directory (e.g. ../shared/data/m4-hourly-dev).
+        #[arg(long)]
+        data: PathBuf,
+        /// Methods to score beside Naive2 and seasonal naive, comma-separated [default:
+        /// all].
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+        /// The seasonal period (24 for M4 hourly).
+        #[arg(long, default_value_t = 24)]
+        season: usize,
+        /// Hold out the last horizon of each training series and score on it instead of
+        /// the test values (for choosing methods without looking at the test).
+        #[arg(long)]
+        validation: bool,
+        /// Worker threads (0: one per CPU); the scores do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,8 +456,16 @@ enum Cmd {
     Agents(serve_cmd::QueryArgs),
     /// Show the running daemon's links to other nodes (`[node]`): each peer's state, round
     /// trip, its agents known here, frames and bytes each way, retries and last error; in a
-    /// NATS cluster (`nats_url`), the server and the other nodes seen there.
-    Links(serve_cmd::QueryArgs),
+    /// NATS cluster (`nats_url`), the server and the other nodes seen there. `--agents`
+    /// lists each peer's agents offered here: the proxy's id here, the agent's id there and
+    /// its global id (`node:id`); `--json` always has them.
+    Links {
+        #[command(flatten)]
+        query: serve_cmd::QueryArgs,
+        /// Also list each peer's agents offered here (global id, id there, proxy id here).
+        #[arg(long)]
+        agents: bool,
+    },
     /// Run the data plane end to end: an in-process router, a second agent process,
     /// discovery, publish/subscribe, request/response and a throughput run.
     Demo {
@@ -615,6 +687,11 @@ enum Cmd {
     Stream {
         #[command(subcommand)]
         action: StreamCmd,
+    },
+    /// The digital twin: forecast a series, score the forecasters on M4 data.
+    Twin {
+        #[command(subcommand)]
+        action: TwinCmd,
     },
     /// Install the daemon as a systemd service: this binary to /usr/local/bin, the units
     /// (agentwire.service, agentwire-hugepages.service) to /etc/systemd/system, the default
@@ -878,6 +955,42 @@ fn main() -> ExitCode {
                 stream_chaos::worker(&dir, &name, shards)
             }
         },
+        Cmd::Twin { action } => match action {
+            TwinCmd::Forecast {
+                input,
+                horizon,
+                season,
+                method,
+                level,
+                output,
+                force,
+                json,
+            } => twin_cmd::forecast(twin_cmd::ForecastArgs {
+                input,
+                horizon,
+                season,
+                method,
+                level,
+                output,
+                force,
+                json,
+            }),
+            TwinCmd::M4Eval {
+                data,
+                methods,
+                season,
+                validation,
+                threads,
+                json,
+            } => twin_cmd::m4_eval(twin_cmd::EvalArgs {
+                data,
+                methods,
+                season,
+                validation,
+                threads,
+                json,
+            }),
+        },
         Cmd::Config { action } => match action {
             ConfigCmd::Check {
                 file,
@@ -889,7 +1002,7 @@ fn main() -> ExitCode {
         Cmd::Routes(q) => serve_cmd::routes(&q),
         Cmd::Status(q) => serve_cmd::status(&q),
         Cmd::Agents(q) => serve_cmd::agents(&q),
-        Cmd::Links(q) => links_cmd::links(&q),
+        Cmd::Links { query, agents } => links_cmd::links(&query, agents),
         Cmd::Dlq { action, dlq, json } => {
             // Without --dlq, the queue the daemon would use (the runtime directory's when the
             // state directory cannot be used), found without creating anything.
@@ -916,6 +1029,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of stdout went away (`agentwire dlq list | head`): a quiet end.
         Err(e) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<twin_cmd::BadInput>() => {
+            logging::report_error(log_format, &format!("agentwire twin: error: {e}"));
+            ExitCode::from(twin_cmd::EXIT_BAD_INPUT)
+        }
         Err(e) if e.is::<load::DeliveryFailed>() => {
             logging::report_error(log_format, &format!("agentwire load: {e}"));
             ExitCode::from(load::EXIT_DELIVERY_FAILED)
