@@ -91,7 +91,10 @@ fn a_remote_agent_over_tls_talks_with_a_local_one_through_the_daemon() {
     drop(m);
 
     // The rule's `send` patterns hold on the data path: near, yes; anyone else is nacked.
-    let stranger = Agent::builder("stranger").socket(&socket).connect().unwrap();
+    let stranger = Agent::builder("stranger")
+        .socket(&socket)
+        .connect()
+        .unwrap();
     far.send(stranger.id(), b"psst").unwrap();
     let m = far
         .recv(Some(Duration::from_secs(10)))
