@@ -65,6 +65,10 @@
 // Routing flag: the destination is a feature route.
 #define AW_FLAG_FEATURE 4
 
+// Routing flag: an anycast any node of a cluster may take on equal terms (not local
+// first; see `aw_anycast_any_node`).
+#define AW_FLAG_ANY_NODE 8
+
 // Nack reason: no live agent with that id (or none for that capability route).
 #define AW_NACK_NO_SUCH_AGENT 1
 
@@ -834,6 +838,22 @@ enum aw_status aw_anycast(struct aw_agent *agent,
                           const char *requirement,
                           const void *payload,
                           size_t len);
+
+// Like `aw_anycast`, but the least-loaded matching agent of the whole cluster may take it:
+// an agent of a linked node competes with this node's on equal terms instead of being
+// chosen only when no local one can take the frame (`AW_FLAG_ANY_NODE`, wire 1.2).
+//
+// ```c
+// aw_anycast_any_node(agent, "ocr", "^2", image, image_len);
+// ```
+//
+// # Safety
+// As `aw_anycast`.
+enum aw_status aw_anycast_any_node(struct aw_agent *agent,
+                                   const char *capability,
+                                   const char *requirement,
+                                   const void *payload,
+                                   size_t len);
 
 // Sends to one live agent (or engine) registered for `feature_id`: the least loaded when
 // several are. `options` (NULL: the defaults) give priority, ack and correlation id; their

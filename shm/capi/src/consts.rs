@@ -30,6 +30,9 @@ pub const AW_FLAG_ACK_REQUESTED: u32 = 1;
 pub const AW_FLAG_ANYCAST: u32 = 2;
 /// Routing flag: the destination is a feature route.
 pub const AW_FLAG_FEATURE: u32 = 4;
+/// Routing flag: an anycast any node of a cluster may take on equal terms (not local
+/// first; see `aw_anycast_any_node`).
+pub const AW_FLAG_ANY_NODE: u32 = 8;
 
 /// Nack reason: no live agent with that id (or none for that capability route).
 pub const AW_NACK_NO_SUCH_AGENT: u32 = 1;

@@ -193,6 +193,40 @@ pub unsafe extern "C" fn aw_anycast(
     })
 }
 
+/// Like `aw_anycast`, but the least-loaded matching agent of the whole cluster may take it:
+/// an agent of a linked node competes with this node's on equal terms instead of being
+/// chosen only when no local one can take the frame (`AW_FLAG_ANY_NODE`, wire 1.2).
+///
+/// ```c
+/// aw_anycast_any_node(agent, "ocr", "^2", image, image_len);
+/// ```
+///
+/// # Safety
+/// As `aw_anycast`.
+#[no_mangle]
+pub unsafe extern "C" fn aw_anycast_any_node(
+    agent: *mut aw_agent,
+    capability: *const c_char,
+    requirement: *const c_char,
+    payload: *const c_void,
+    len: usize,
+) -> aw_status {
+    with_agent(agent, |a| {
+        // SAFETY: NULL or NUL-terminated strings (caller).
+        let (capability, requirement) = unsafe {
+            (
+                args::text(capability, "capability")?,
+                args::text(requirement, "requirement")?,
+            )
+        };
+        // SAFETY: NULL with 0, or `len` readable bytes (caller).
+        let payload = unsafe { args::bytes(payload, len, "payload") }?;
+        a.agent()?
+            .anycast_any_node(capability, requirement, payload)?;
+        Ok(())
+    })
+}
+
 /// Sends to one live agent (or engine) registered for `feature_id`: the least loaded when
 /// several are. `options` (NULL: the defaults) give priority, ack and correlation id; their
 /// `feature_id` is replaced by `feature_id`.

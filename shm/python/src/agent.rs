@@ -387,6 +387,21 @@ impl PyAgent {
         })
     }
 
+    /// Like `anycast`, but the least-loaded matching agent of the whole cluster may take
+    /// it: an agent of a linked node competes with this node's on equal terms instead of
+    /// being chosen only when no local one can take it.
+    fn anycast_any_node(
+        &self,
+        py: Python<'_>,
+        capability: &str,
+        requirement: &str,
+        payload: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.sending(py, payload, |agent, b| {
+            agent.anycast_any_node(capability, requirement, b)
+        })
+    }
+
     /// Sends `payload` to the agent or engine registered for `feature_id`.
     fn send_feature(
         &self,

@@ -96,6 +96,10 @@ def test_anycast_reaches_an_agent_with_the_capability(socket):
         c.anycast("echo", "^1", b"any")
         m = a.recv(timeout=5)
         assert bytes(m.payload) == b"any" and m.source == c.agent_id
+        # Any node may take it; with no linked node, the local agent does (flag bit 3).
+        c.anycast_any_node("echo", "^1", b"all")
+        m = a.recv(timeout=5)
+        assert bytes(m.payload) == b"all" and m.flags & 8
 
 
 def test_send_feature_reaches_the_agent_registered_for_it(socket):

@@ -148,6 +148,26 @@ struct Proxy {
     announced: Registration,
 }
 
+/// Counts a peer agent being added (see `Session::adding`) while it lives; wakes the
+/// writer when it goes.
+struct Adding<'s, 'n> {
+    session: &'s Session<'n>,
+}
+
+impl<'s, 'n> Adding<'s, 'n> {
+    fn new(session: &'s Session<'n>) -> Self {
+        session.adding.set(session.adding.get() + 1);
+        Self { session }
+    }
+}
+
+impl Drop for Adding<'_, '_> {
+    fn drop(&mut self) {
+        self.session.adding.set(self.session.adding.get() - 1);
+        self.session.answered.notify();
+    }
+}
+
 /// A link that is up (after both `Hello`s).
 struct Session<'n> {
     node: &'n NodeShared,
@@ -175,6 +195,10 @@ struct Session<'n> {
     /// The reader holds a frame the router has no room for yet (backpressure): the peer
     /// is not silent, this side is not reading. The keeper does not count it as silence.
     reader_waiting: Cell<bool>,
+    /// Peer agents being added to the router: their proxies may be routed to before the
+    /// link has recorded them, so the writer takes nothing from the gateway meanwhile (a
+    /// frame for such a proxy would be nacked as unknown).
+    adding: Cell<u32>,
     /// Frames sent and not yet confirmed, oldest first.
     in_flight: RefCell<std::collections::VecDeque<InFlight>>,
     /// Data frames taken off the link (sent into the router or dropped and counted).
@@ -231,6 +255,7 @@ where
         answered: Wakeup::default(),
         last_heard: Cell::new(Instant::now()),
         reader_waiting: Cell::new(false),
+        adding: Cell::new(0),
         in_flight: RefCell::default(),
         received: Cell::new(0),
         confirmed: Cell::new(0),
@@ -545,6 +570,8 @@ impl Session<'_> {
                 && p.announced.capabilities == announced.capabilities
                 && p.announced.features == announced.features
         });
+        // Held from the proxy's registration until the link has recorded it.
+        let mut adding = None;
         let local = match old {
             Some(proxy) if same_identity => proxy.local,
             old => {
@@ -559,6 +586,7 @@ impl Session<'_> {
                     ring_capacity_bytes: 0,
                 };
                 let control = self.control.clone();
+                adding = Some(Adding::new(self));
                 let added = self
                     .node
                     .blocking(move || control.add_remote(identity))
@@ -579,6 +607,7 @@ impl Session<'_> {
         };
         self.node.proxies.borrow_mut().insert(local);
         self.peer_of.borrow_mut().insert(local, peer_id);
+        drop(adding);
         // The shards take the new proxy in before its first frame goes in (a shard in the
         // middle of a cycle would credit the frame to the gateway).
         let control = self.control.clone();
@@ -1047,6 +1076,7 @@ impl Session<'_> {
             let mut frames = 0u64;
             while batch.len() < batch_max
                 && self.in_flight.borrow().len() + FRAMES_PER_READ <= IN_FLIGHT_MAX
+                && self.adding.get() == 0
             {
                 let read = self
                     .gateway
@@ -1061,9 +1091,11 @@ impl Session<'_> {
                 }
             }
             self.send_owed_nacks();
-            let at_bound = self.in_flight.borrow().len() + FRAMES_PER_READ > IN_FLIGHT_MAX;
+            let at_bound = self.in_flight.borrow().len() + FRAMES_PER_READ > IN_FLIGHT_MAX
+                || self.adding.get() > 0;
             if batch.is_empty() && at_bound {
-                // Nothing more may go until the peer confirms (its `Received` wakes us).
+                // Nothing more may go until the peer confirms (its `Received` wakes us), or
+                // until the proxy being added is recorded (`Adding` wakes us).
                 within(STOP_POLL, self.answered.wait()).await;
                 continue;
             }

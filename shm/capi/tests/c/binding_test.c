@@ -234,6 +234,11 @@ int main(int argc, char **argv) {
     EXPECT(aw_anycast(bob, "echo", "^1", "any", 3), AW_OK);
     m = recv_one(alice);
     CHECK(payload_is(&m, "any") && (m.flags & AW_FLAG_ANYCAST) != 0);
+    /* Any node may take it: with no linked node, the local agent does. */
+    EXPECT(aw_anycast_any_node(bob, "echo", "^1", "all", 3), AW_OK);
+    m = recv_one(alice);
+    CHECK(payload_is(&m, "all") && (m.flags & AW_FLAG_ANY_NODE) != 0);
+    EXPECT(aw_anycast_any_node(bob, NULL, "^1", "all", 3), AW_ERR_INVALID_ARGUMENT);
     EXPECT(aw_send_feature(bob, 42, "feat", 4, NULL), AW_OK);
     m = recv_one(alice);
     CHECK(payload_is(&m, "feat") && m.feature_id == 42 && (m.flags & AW_FLAG_FEATURE) != 0);
