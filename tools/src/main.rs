@@ -32,6 +32,7 @@ mod stream_listen;
 mod systemd;
 mod tune;
 mod twin_cmd;
+mod twin_risks;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
@@ -174,6 +175,37 @@ enum TwinCmd {
         /// Worker threads (0: one per CPU); the scores do not depend on it.
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Failure prediction for one series: the probability that it crosses a threshold
+    /// within the next steps (forecast intervals turned into random-walk sample paths), the
+    /// expected first-crossing step with a 90% interval, and whether the probability passes
+    /// --level. Reads the `value` column of a CSV like `twin forecast`. Exit codes: 0 done
+    /// (alert or not), 2 bad input.
+    Risks {
+        /// The input CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// The threshold; failure is reaching it or going above it (below with --below).
+        #[arg(long, allow_negative_numbers = true)]
+        threshold: f64,
+        /// Failure is reaching the threshold or going below it.
+        #[arg(long)]
+        below: bool,
+        /// Steps to look ahead.
+        #[arg(long)]
+        horizon: usize,
+        /// The seasonal period in steps (24: hourly data with a daily cycle; 1: none).
+        #[arg(long, default_value_t = 24)]
+        season: usize,
+        /// The forecasting method (as for `twin forecast`).
+        #[arg(long, default_value = "ensemble")]
+        method: String,
+        /// The crossing probability that raises an alert, in (0, 1].
+        #[arg(long, default_value_t = 0.5)]
+        level: f64,
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
@@ -988,6 +1020,25 @@ fn main() -> ExitCode {
                 season,
                 validation,
                 threads,
+                json,
+            }),
+            TwinCmd::Risks {
+                input,
+                threshold,
+                below,
+                horizon,
+                season,
+                method,
+                level,
+                json,
+            } => twin_risks::risks(twin_risks::RisksArgs {
+                input,
+                threshold,
+                below,
+                horizon,
+                season,
+                method,
+                level,
                 json,
             }),
         },

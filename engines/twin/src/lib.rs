@@ -4,11 +4,17 @@
 //!   ensemble) with prediction intervals.
 //! - [`m4`]: the M4 competition's data layout and metrics (sMAPE, MASE, OWA), and an
 //!   evaluation of the forecasters against Naive2.
+//! - [`history`]: an on-disk store of named series with tiers of resolution, retention,
+//!   downsampling and a bound on its size, recovering from torn or corrupt files.
+//! - [`risk`]: failure prediction: the probability that a signal crosses a threshold within
+//!   each of the next steps, and the first crossing's expected step with an interval.
 //! - [`series_csv`]: one series read from a CSV file's `value` column, and forecasts
 //!   written as `step,forecast,lo,hi`.
 
 #![forbid(unsafe_code)]
 
 pub mod forecast;
+pub mod history;
 pub mod m4;
+pub mod risk;
 pub mod series_csv;
