@@ -38,6 +38,7 @@ pub mod pattern;
 pub mod placement;
 pub mod ring;
 pub mod segment;
+pub mod stats_segment;
 pub mod stream_events;
 pub mod stream_frames;
 pub mod telemetry;

@@ -6,7 +6,7 @@ mod common;
 use agentwire_shm::client::Agent;
 use agentwire_shm::stream_events::{EventBatch, WireEvent, WireKey, STREAM_CAPABILITY};
 use agentwire_shm::wire::FrameKind;
-use common::{cli_json, http_get, scratch, Served, AGENTWIRE};
+use common::{cli_json, http_get, scratch, Scratch, Served, AGENTWIRE};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,14 +21,15 @@ kind = "tumbling"
 size_ms = 1000
 "#;
 
-/// A daemon with the engine of [`CONFIG`], in a scratch directory of its own.
-fn serve_with_engine(name: &str) -> (Served, std::path::PathBuf) {
+/// A daemon with the engine of [`CONFIG`], in a scratch directory of its own (kept while the
+/// returned `Scratch` lives).
+fn serve_with_engine(name: &str) -> (Served, std::path::PathBuf, Scratch) {
     let dir = scratch(name);
     let config = dir.join("agentwire.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let socket = dir.join("aw.sock");
     let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
-    (served, socket)
+    (served, socket, dir)
 }
 
 /// The engine's agent id, once it is up: the control socket answers while the daemon is
@@ -56,7 +57,7 @@ fn event(t: i64, value: f64) -> WireEvent {
 
 #[test]
 fn the_daemon_runs_the_engine_and_an_agent_gets_its_alert() {
-    let (served, socket) = serve_with_engine("stream-daemon");
+    let (served, socket, _dir) = serve_with_engine("stream-daemon");
     let mut watcher = Agent::builder("watcher").socket(&socket).connect().unwrap();
     watcher.subscribe("stream.alerts").unwrap();
     let mut sensor = Agent::builder("sensor").socket(&socket).connect().unwrap();
@@ -174,7 +175,7 @@ fn a_bad_streaming_section_is_refused_with_its_line() {
 #[test]
 fn tcp_and_udp_lines_reach_the_engine_through_stream_listen() {
     use std::io::{BufRead, BufReader, Write};
-    let (served, socket) = serve_with_engine("stream-listen");
+    let (served, socket, _dir) = serve_with_engine("stream-listen");
     wait_for_engine(&mut Agent::builder("probe").socket(&socket).connect().unwrap());
     let mut listen = Command::new(AGENTWIRE)
         .args([
@@ -294,7 +295,7 @@ fn send_hundred(socket: &std::path::Path, first: i64) {
 
 #[test]
 fn the_engine_replays_its_log_after_sigkill_and_a_clean_stop_leaves_nothing_to_replay() {
-    let (served, socket) = serve_with_engine("stream-durable");
+    let (served, socket, _dir) = serve_with_engine("stream-durable");
     send_hundred(&socket, 0);
     send_hundred(&socket, 100);
     // By default the state lives beside the dead-letter queue.
