@@ -440,15 +440,48 @@ pub fn routes(q: &QueryArgs) -> Result<(), BoxError> {
 }
 
 /// `agentwire agents`: the live agents.
+/// The agents of other nodes offered here through node links, by their proxy's id here:
+/// (node, id there, global id), from the daemon's `links` fact (empty without links).
+fn linked_agents(report: &StatusReport) -> std::collections::HashMap<u32, (String, u64, String)> {
+    let links: Vec<serde_json::Value> = report
+        .info
+        .iter()
+        .find(|(k, _)| k == "links")
+        .and_then(|(_, v)| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let mut linked = std::collections::HashMap::new();
+    for link in &links {
+        let node = link["peer"].as_str().unwrap_or_default();
+        for a in link["agents"].as_array().into_iter().flatten() {
+            let (Some(here), Some(there), Some(global)) = (
+                a["id_here"].as_u64().and_then(|id| u32::try_from(id).ok()),
+                a["id_there"].as_u64(),
+                a["global_id"].as_str(),
+            ) else {
+                continue;
+            };
+            linked.insert(here, (node.to_string(), there, global.to_string()));
+        }
+    }
+    linked
+}
+
 pub fn agents(q: &QueryArgs) -> Result<(), BoxError> {
     let (_, report) = fetch_status(q)?;
+    let linked = linked_agents(&report);
     if q.json {
         let agents: Vec<_> = report
             .agents
             .iter()
-            .map(|a| json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "remote": a.pid == 0, "capabilities": a.capabilities, "topics": a.topics,
+            .map(|a| {
+                // Another node's agent, offered here through a node link: where it lives.
+                let far = linked.get(&a.agent_id);
+                json!({"agent_id": a.agent_id, "name": a.name, "pid": a.pid, "remote": a.pid == 0,
+                "node": far.map(|f| &f.0), "id_there": far.map(|f| f.1), "global_id": far.map(|f| &f.2),
+                "capabilities": a.capabilities, "topics": a.topics,
                 "features": a.features, "live": a.live, "shard": a.shard,
-                "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes}))
+                "tx_occupied_bytes": a.tx_occupied_bytes, "rx_occupied_bytes": a.rx_occupied_bytes, "ring_capacity_bytes": a.ring_capacity_bytes})
+            })
             .collect();
         outln!("{}", json!({ "agents": agents }))?;
         return Ok(());
@@ -465,10 +498,14 @@ pub fn agents(q: &QueryArgs) -> Result<(), BoxError> {
         "rx_bytes"
     )?;
     for a in &report.agents {
+        let name = match linked.get(&a.agent_id) {
+            Some((_, _, global_id)) => format!("{} ({global_id})", a.name),
+            None => a.name.clone(),
+        };
         outln!(
             "{:>6}  {:<24} {:>8}  {:<5} {:>5}  {:<30} {:>9} {:>9}  {:?} / {:?}",
             a.agent_id,
-            a.name,
+            name,
             // A remote agent (behind a network connection) has no local process.
             if a.pid == 0 {
                 "remote".to_string()

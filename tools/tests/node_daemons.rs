@@ -177,6 +177,17 @@ fn two_daemons_linked_over_tls_exchange_unicast_and_publishes() {
         .cloned()
         .unwrap_or_else(|| panic!("no proxy of b1 on a: {agents}"));
     assert_eq!(proxy["remote"], true);
+    assert_eq!(proxy["node"], "b", "{agents}");
+    assert_eq!(proxy["id_there"], u64::from(b1.id()), "{agents}");
+    assert_eq!(proxy["global_id"], format!("b:{}", b1.id()), "{agents}");
+    let local = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "a1")
+        .cloned()
+        .unwrap();
+    assert!(local["global_id"].is_null(), "{agents}");
 
     let status = cli_json(&["status"], &a_socket);
     assert_eq!(status["counters"]["links.links_up"], 1, "{status}");
