@@ -15,7 +15,7 @@
 //! Run: `cargo bench -p agentwire-benches --bench mirror_lag`
 //! (`cargo test --benches` runs a short smoke version.)
 
-use agentwire_benches::pingpong::{summarize, Run};
+use agentwire_benches::pingpong::{report_runs, summarize, Run};
 use agentwire_benches::{cpus, pin_to_cpu};
 use agentwire_shm::ring::CachePadded;
 use agentwire_shm::stats_segment::{StatsLayout, StatsReader, StatsSegment};
@@ -123,24 +123,6 @@ fn run(mode: Mode, changes: u64, warmup: u64) -> Run {
     summarize(&h)
 }
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn report(name: &str, runs: &[Run]) {
-    let p50s: Vec<u64> = runs.iter().map(|r| r.p50).collect();
-    let lo = *p50s.iter().min().expect("runs");
-    let hi = *p50s.iter().max().expect("runs");
-    println!(
-        "{name:<34} {:>8} {:>8} {:>8} {:>10}   {lo}..{hi}",
-        median(p50s),
-        median(runs.iter().map(|r| r.p99).collect()),
-        median(runs.iter().map(|r| r.p999).collect()),
-        runs.iter().map(|r| r.max).max().expect("runs"),
-    );
-}
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not: then run a smoke test.
     let full = std::env::args().any(|a| a == "--bench");
@@ -171,6 +153,6 @@ fn main() {
         ("snapshot_all, 16 slots x 32", Mode::SnapshotAll),
     ] {
         let results: Vec<Run> = (0..runs).map(|_| run(mode, changes, warmup)).collect();
-        report(name, &results);
+        report_runs(name, 34, &results);
     }
 }

@@ -7,29 +7,8 @@
 //! Run: `cargo bench -p agentwire-benches --bench ring_latency`
 //! (`cargo test --benches` runs a short smoke version.)
 
-use agentwire_benches::pingpong::{agentwire_pingpong, raw_pingpong, Run};
+use agentwire_benches::pingpong::{agentwire_pingpong, raw_pingpong, report_runs, Run};
 use agentwire_benches::{cpus, pin_to_cpu};
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn report(name: &str, runs: &[Run]) -> u64 {
-    let p50s: Vec<u64> = runs.iter().map(|r| r.p50).collect();
-    let (lo, hi) = (
-        *p50s.iter().min().expect("runs"),
-        *p50s.iter().max().expect("runs"),
-    );
-    let p50 = median(p50s);
-    println!(
-        "{name:<28} {p50:>8} {:>8} {:>8} {:>10}   {lo}..{hi}",
-        median(runs.iter().map(|r| r.p99).collect()),
-        median(runs.iter().map(|r| r.p999).collect()),
-        runs.iter().map(|r| r.max).max().expect("runs"),
-    );
-    p50
-}
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not: then run a smoke test.
@@ -61,13 +40,13 @@ fn main() {
             .collect()
     };
     let (aw, asym, fenced) = (run(false, false), run(true, false), run(true, true));
-    let raw_p50 = report("raw 64-byte slots", &raw);
+    let raw_p50 = report_runs("raw 64-byte slots", 28, &raw);
     for (name, runs) in [
         ("agentwire, no doorbell", &aw),
         ("agentwire, asymmetric wake", &asym),
         ("agentwire, fenced wake", &fenced),
     ] {
-        let p50 = report(name, runs);
+        let p50 = report_runs(name, 28, runs);
         println!(
             "{:<28} ratio to raw p50: {:.2}",
             "",

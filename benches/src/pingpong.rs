@@ -41,6 +41,39 @@ pub fn summarize(h: &Histogram<u64>) -> Run {
     }
 }
 
+/// The median of `values` (the upper one of an even count).
+///
+/// ```
+/// assert_eq!(agentwire_benches::pingpong::median(vec![5, 1, 3]), 3);
+/// ```
+pub fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+/// Prints one table row for several runs: `name` left-aligned in `width` columns, then the
+/// median over runs of p50, p99 and p99.9, the largest value of any run, and the spread
+/// (min..max) of p50. Returns the median p50.
+///
+/// ```
+/// use agentwire_benches::pingpong::{report_runs, Run};
+/// let run = Run { p50: 100, p99: 200, p999: 300, max: 400 };
+/// assert_eq!(report_runs("row", 10, &[run, run]), 100);
+/// ```
+pub fn report_runs(name: &str, width: usize, runs: &[Run]) -> u64 {
+    let p50s: Vec<u64> = runs.iter().map(|r| r.p50).collect();
+    let lo = *p50s.iter().min().expect("runs");
+    let hi = *p50s.iter().max().expect("runs");
+    let p50 = median(p50s);
+    println!(
+        "{name:<width$} {p50:>8} {:>8} {:>8} {:>10}   {lo}..{hi}",
+        median(runs.iter().map(|r| r.p99).collect()),
+        median(runs.iter().map(|r| r.p999).collect()),
+        runs.iter().map(|r| r.max).max().expect("runs"),
+    );
+    p50
+}
+
 /// With `doorbell`, both producers publish with the park-capable protocol (consumers still
 /// spin), which is what agents and the daemon use; `fenced` forces the fenced protocol.
 pub fn agentwire_pingpong(round_trips: u64, warmup: u64, doorbell: bool, fenced: bool) -> Run {

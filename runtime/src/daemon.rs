@@ -131,6 +131,8 @@ pub struct Daemon {
     nats: Option<NatsBridge>,
     /// The UDP telemetry receiver (`[remote] udp_listen`), stopped with the listener.
     udp: Option<agentwire_transport::udp::UdpTelemetry>,
+    /// The stats segment and its `daemon` slot's thread ([`crate::mirror`]).
+    _mirror: Option<crate::mirror::DaemonMirror>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -229,6 +231,7 @@ impl Daemon {
             truncated_bytes = recovery.truncated_bytes,
             "dead-letter queue open"
         );
+        let dlq_file = dlq.path().to_path_buf();
         let dlq_path = dlq.path().display().to_string();
         // Agent ids never repeat, across restarts too: the mark lives beside the queue, so a
         // dead letter never names an unrelated agent of a later run.
@@ -292,6 +295,7 @@ impl Daemon {
         // Engine executors before the routers: if one cannot start, no router runs yet.
         let partitions =
             PartitionHost::start(&plan, config.rebalance.clone(), config.io_memory_bytes)?;
+        let mirror = start_mirror(&control, &mut cores, &partitions, dlq_file);
         let mut routers = Vec::with_capacity(cpus.len());
         let mut router_states = Vec::with_capacity(cpus.len());
         for (core, &cpu) in cores.into_iter().zip(&cpus) {
@@ -484,6 +488,7 @@ impl Daemon {
             udp,
             links,
             nats,
+            _mirror: mirror,
         })
     }
 
@@ -660,6 +665,45 @@ fn spawn_router(
         tracing::info!(routed, cpu, "router shard drained and stopped");
     })
     .map_err(|detail| DaemonError::Executor { cpu, detail })
+}
+
+/// Creates the stats segment beside the socket, gives every router shard its slot and starts
+/// the `daemon` slot's thread. A failure is logged once and the daemon serves without a
+/// mirror (status info `stats` says why).
+fn start_mirror(
+    control: &RouterControl,
+    cores: &mut [agentwire_router::RoutingCore],
+    partitions: &PartitionHost,
+    dlq_path: PathBuf,
+) -> Option<crate::mirror::DaemonMirror> {
+    use crate::mirror::{DaemonMirror, DaemonSources};
+    let names: Vec<String> = partitions.status().0.into_iter().map(|p| p.name).collect();
+    let made =
+        DaemonMirror::create(control.socket_path(), cores.len(), &names).and_then(|mut m| {
+            for (shard, core) in cores.iter_mut().enumerate() {
+                core.set_stats_slot(m.shard_slot(shard)?)
+                    .map_err(|e| crate::mirror::MirrorSetupError(e.to_string()))?;
+            }
+            let status = partitions.status_source();
+            m.start_daemon_slot(DaemonSources {
+                observer: control.observer(),
+                partitions: Box::new(move || status().0),
+                dlq_path,
+            })?;
+            Ok(m)
+        });
+    match made {
+        Ok(m) => {
+            tracing::info!(path = %m.path().display(), "stats mirror");
+            control.set_info("stats", m.path().display().to_string());
+            Some(m)
+        }
+        Err(e) => {
+            tracing::error!("{e}; serving without the stats mirror");
+            control.set_info("stats", format!("off: {e}"));
+            None
+        }
+    }
 }
 
 /// Checks that every executor's affinity, as its thread read it back, is exactly its CPU.

@@ -5,7 +5,8 @@
 //! documented default), the persisted dead-letter queue ([`dlq`]) that the router's deferral
 //! deadline feeds through [`dlq_sink`] (its default file: [`dlq_path`]; per-sender quotas:
 //! [`dlq_quota`]), the Prometheus endpoint ([`metrics`]), and what a service manager is
-//! told ([`service`]: readiness summary, router heartbeats for the watchdog).
+//! told ([`service`]: readiness summary, router heartbeats for the watchdog), and the live
+//! stats segment the digital twin reads ([`mirror`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod dlq_path;
 pub mod dlq_quota;
 pub mod dlq_sink;
 pub mod metrics;
+pub mod mirror;
 pub mod node_links;
 pub mod partitions;
 pub mod planning;

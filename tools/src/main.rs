@@ -33,6 +33,7 @@ mod systemd;
 mod tune;
 mod twin_cmd;
 mod twin_risks;
+mod twin_state;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
@@ -120,6 +121,29 @@ enum DlqCmd {
 
 #[derive(Subcommand)]
 enum TwinCmd {
+    /// The running daemon's live state, read from its stats segment beside the control
+    /// socket (`<socket>.stats`) without querying the daemon: per router shard its frames,
+    /// rejections, deferrals, dead letters, agents, fullest rings and idle ratio; the
+    /// agents registered, the dead-letter queue's size and each engine partition's CPUs and
+    /// busy ratio. Exit codes: 0 shown (a stopped daemon's last values are marked so), 1 no
+    /// segment to read.
+    State {
+        /// The daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
+        /// The stats segment itself [default: the socket's path with `.stats`].
+        #[arg(long)]
+        stats: Option<PathBuf>,
+        /// Every counter of every slot, not the summary.
+        #[arg(long)]
+        all: bool,
+        /// Read twice, this many milliseconds apart, and show per-second rates.
+        #[arg(long)]
+        interval_ms: Option<u64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forecast one series: read the `value` column of a CSV (a `timestamp` column is
     /// optional; rows oldest first), write `step,forecast,lo,hi`, one row per step, with a
     /// central prediction interval. Exit codes: 0 done, 2 bad input (missing file, no
@@ -720,7 +744,8 @@ enum Cmd {
         #[command(subcommand)]
         action: StreamCmd,
     },
-    /// The digital twin: forecast a series, score the forecasters on M4 data.
+    /// The digital twin: the daemon's live state, forecast a series, score the forecasters
+    /// on M4 data, failure risks.
     Twin {
         #[command(subcommand)]
         action: TwinCmd,
@@ -1039,6 +1064,19 @@ fn main() -> ExitCode {
                 season,
                 method,
                 level,
+                json,
+            }),
+            TwinCmd::State {
+                socket,
+                stats,
+                all,
+                interval_ms,
+                json,
+            } => twin_state::state(twin_state::StateArgs {
+                socket: socket.unwrap_or_else(agentwire_shm::client::default_socket_path),
+                stats,
+                all,
+                interval: interval_ms.map(std::time::Duration::from_millis),
                 json,
             }),
         },

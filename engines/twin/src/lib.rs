@@ -1,5 +1,7 @@
 //! agentwire-twin: the digital twin engine as a library with a plain Rust API.
 //!
+//! - [`mirror`]: the daemon's live state, read from its stats segment without stopping
+//!   anyone, each slot labelled by the names file beside it.
 //! - [`forecast`]: statistical forecasters (the M4 benchmarks, Holt-Winters, Theta, an
 //!   ensemble) with prediction intervals.
 //! - [`m4`]: the M4 competition's data layout and metrics (sMAPE, MASE, OWA), and an
@@ -16,5 +18,6 @@
 pub mod forecast;
 pub mod history;
 pub mod m4;
+pub mod mirror;
 pub mod risk;
 pub mod series_csv;

@@ -74,6 +74,10 @@ pub struct RoutingCore {
     /// Agents dropped for a corrupt ring: a peer can make its rings corrupt and register
     /// again as often as it likes, so the line is rate-limited (`rings_corrupt` counts all).
     pub(crate) corrupt_log: crate::gate::RefusalLog,
+    /// This shard's slot of the stats segment, if the daemon gave it one ([`crate::mirror`]).
+    pub(crate) mirror: Option<agentwire_shm::stats_segment::SlotWriter>,
+    /// When the mirror was last published, and whether the shard worked since.
+    pub(crate) mirror_state: crate::mirror::MirrorSchedule,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -112,6 +116,8 @@ impl RoutingCore {
             barriers_passed: 0,
             shutdown_forced: false,
             corrupt_log: Default::default(),
+            mirror: None,
+            mirror_state: Default::default(),
         }
     }
 
@@ -270,6 +276,7 @@ impl RoutingCore {
         if beat {
             self.flush_dead_letters();
         }
+        self.maybe_publish_mirror(work);
         work + usize::from(self.needs_refresh)
     }
 

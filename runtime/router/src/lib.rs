@@ -17,7 +17,7 @@
 //!   acks and nacks, `lanes` orders the priority classes, `forwarded` takes frames from
 //!   other shards over [`links`], `park` sleeps on every doorbell ([`wake`]), `shutdown`
 //!   drains and closes; [`heartbeat`] counts each shard's duty cycles for a service
-//!   watchdog.
+//!   watchdog; [`mirror`] publishes its counters to its slot of the stats segment.
 //! - [`testing`]: a router on plain threads for tests and demos.
 //!
 //! Semantics (docs/wire.md §6): unicast; publish to every subscriber, a copy for a
@@ -67,6 +67,7 @@ mod lanes;
 pub mod limits;
 pub mod links;
 pub mod liveness;
+pub mod mirror;
 mod outbox;
 mod park;
 pub mod placement;

@@ -39,6 +39,8 @@ impl RoutingCore {
         };
         // The sync runs every HEARTBEAT_PASSES passes; a parking shard may pass slowly.
         self.flush_dead_letters();
+        // Likewise the mirror: a parked shard's slot shows everything it did.
+        self.publish_mirror();
         // SYNC POINT: shard park (the flag, then the last poll of links and commands).
         self.wake().arm();
         let mut barrier_needed = false;

@@ -72,6 +72,7 @@ impl RoutingCore {
         }
         self.dead_letters.flush();
         self.close();
+        self.publish_mirror();
         let after = self.given_up_so_far();
         let (dead_lettered, dropped) = (after.0 - before.0, after.1 - before.1);
         // Two counts, never one: a dropped frame was not kept anywhere.

@@ -16,6 +16,16 @@ pub(crate) fn count(counter: &AtomicU64, n: u64) {
 /// pass): 1, 2-3, 4-7, 8-15, 16-31, 32+.
 pub const BATCH_BUCKETS: [usize; 6] = [1, 3, 7, 15, 31, usize::MAX];
 
+/// Counters in a [`RouterStats`] (histogram buckets included).
+///
+/// ```
+/// assert_eq!(agentwire_router::stats::ROUTER_COUNTERS, agentwire_router::RouterStats::default().snapshot().len());
+/// ```
+pub const ROUTER_COUNTERS: usize = 49;
+// Every field is a counter (an `AtomicU64`, or six in the histogram) and every one is named in
+// `RouterStats::named`: a field added without a name fails to build here.
+const _: () = assert!(std::mem::size_of::<RouterStats>() == ROUTER_COUNTERS * 8);
+
 pub(crate) fn batch_bucket(frames: usize) -> usize {
     BATCH_BUCKETS.iter().position(|&b| frames <= b).unwrap_or(5)
 }
@@ -132,15 +142,11 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
-    /// Every counter by name (histogram buckets as `batch_frames_le_<bound>`), for status
-    /// reports and the metrics endpoint.
-    ///
-    /// ```
-    /// let s = agentwire_router::RouterStats::default();
-    /// assert!(s.snapshot().iter().any(|(name, v)| name == "frames_delivered" && *v == 0));
-    /// ```
-    pub fn snapshot(&self) -> Vec<(String, u64)> {
-        let named = [
+    /// Every counter with its name, in a fixed order (histogram buckets last, as
+    /// `batch_frames_le_<bound>`): the order of [`RouterStats::snapshot`] and of
+    /// [`RouterStats::write_values`].
+    fn named(&self) -> [(&'static str, &AtomicU64); ROUTER_COUNTERS] {
+        [
             ("frames_in", &self.frames_in),
             ("bytes_in", &self.bytes_in),
             ("frames_delivered", &self.frames_delivered),
@@ -190,22 +196,53 @@ impl RouterStats {
             ("subscribers_evicted", &self.subscribers_evicted),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
-        ];
-        let mut out: Vec<(String, u64)> = named
-            .into_iter()
+            ("batch_frames_le_1", &self.batch_frames[0]),
+            ("batch_frames_le_3", &self.batch_frames[1]),
+            ("batch_frames_le_7", &self.batch_frames[2]),
+            ("batch_frames_le_15", &self.batch_frames[3]),
+            ("batch_frames_le_31", &self.batch_frames[4]),
+            ("batch_frames_le_inf", &self.batch_frames[5]),
+        ]
+    }
+
+    /// Every counter by name (histogram buckets as `batch_frames_le_<bound>`), for status
+    /// reports and the metrics endpoint.
+    ///
+    /// ```
+    /// let s = agentwire_router::RouterStats::default();
+    /// assert!(s.snapshot().iter().any(|(name, v)| name == "frames_delivered" && *v == 0));
+    /// ```
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.named()
+            .iter()
             .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
-            .collect();
-        for (bound, c) in BATCH_BUCKETS.iter().zip(&self.batch_frames) {
-            let label = if *bound == usize::MAX {
-                "inf".to_string()
-            } else {
-                bound.to_string()
-            };
-            out.push((
-                format!("batch_frames_le_{label}"),
-                c.load(Ordering::Relaxed),
-            ));
+            .collect()
+    }
+
+    /// The counters' names in the order [`RouterStats::write_values`] writes them.
+    ///
+    /// ```
+    /// let names = agentwire_router::RouterStats::names();
+    /// assert_eq!(names.len(), agentwire_router::stats::ROUTER_COUNTERS);
+    /// assert_eq!(names[0], "frames_in");
+    /// ```
+    pub fn names() -> [&'static str; ROUTER_COUNTERS] {
+        RouterStats::default().named().map(|(name, _)| name)
+    }
+
+    /// Loads every counter into `out` (at least [`ROUTER_COUNTERS`] long), in the order of
+    /// [`RouterStats::names`], without allocating: what a shard publishes to its slot of
+    /// the stats segment.
+    ///
+    /// ```
+    /// let s = agentwire_router::RouterStats::default();
+    /// let mut out = [9u64; agentwire_router::stats::ROUTER_COUNTERS];
+    /// s.write_values(&mut out);
+    /// assert!(out.iter().all(|&v| v == 0));
+    /// ```
+    pub fn write_values(&self, out: &mut [u64]) {
+        for (o, (_, c)) in out.iter_mut().zip(self.named()) {
+            *o = c.load(Ordering::Relaxed);
         }
-        out
     }
 }

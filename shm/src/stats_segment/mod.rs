@@ -584,11 +584,15 @@ impl StatsSegment {
 }
 
 mod header;
+mod names;
 mod reader;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use header::{checked_layout, header_checksum, HeaderFields};
+pub use names::{
+    NamesError, SlotNames, StatsNames, NAMES_FILE_BYTES_MAX, NAMES_FILE_HEADER, NAME_BYTES_MAX,
+};
 pub use reader::StatsReader;
 pub use writer::SlotWriter;

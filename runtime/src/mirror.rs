@@ -1,0 +1,257 @@
+//! The daemon's live mirror: a stats segment beside the control socket (`<socket>.stats`,
+//! with its names in `<socket>.stats.names`), one slot per router shard, written by the shard
+//! itself ([`agentwire_router::mirror`]), and one `daemon` slot for what no shard owns
+//! (agents registered, the dead-letter queue's size, each engine partition's CPUs and busy
+//! ratio), written every [`DAEMON_SLOT_PERIOD`] by the `aw-mirror` thread. The digital twin
+//! and `agentwire twin state` read it without asking the daemon anything (`docs/twin.md`).
+//!
+//! ```no_run
+//! let socket = std::path::Path::new("/run/agentwire/agentwire.sock");
+//! assert_eq!(agentwire_runtime::mirror::stats_path(socket),
+//!            std::path::Path::new("/run/agentwire/agentwire.sock.stats"));
+//! ```
+
+use agentwire_router::RouterObserver;
+use agentwire_shm::control::PartitionStatus;
+use agentwire_shm::stats_segment::{SlotNames, SlotWriter, StatsLayout, StatsNames, StatsSegment};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the `daemon` slot is refreshed. Its values change slowly (agents come and go,
+/// partitions' busy ratios are sampled by the rebalancer), so 10 ms keeps its lag far under
+/// the mirror's 1 ms target's spirit at a cost of a hundred small updates a second.
+///
+/// ```
+/// assert_eq!(agentwire_runtime::mirror::DAEMON_SLOT_PERIOD.as_millis(), 10);
+/// ```
+pub const DAEMON_SLOT_PERIOD: Duration = Duration::from_millis(10);
+
+/// The `daemon` slot's fixed counters, before the per-partition ones.
+///
+/// ```
+/// assert_eq!(agentwire_runtime::mirror::DAEMON_COUNTERS[0], "agents");
+/// ```
+pub const DAEMON_COUNTERS: [&str; 3] = ["agents", "uptime_ms", "dlq_bytes"];
+
+/// Counters per engine partition in the `daemon` slot, each named
+/// `partition.<name>.<counter>`.
+///
+/// ```
+/// assert!(agentwire_runtime::mirror::PARTITION_COUNTERS.contains(&"busy_permille"));
+/// ```
+pub const PARTITION_COUNTERS: [&str; 4] =
+    ["cpus", "busy_permille", "jobs_queued", "jobs_completed"];
+
+/// The stats segment of the daemon serving `socket`: the socket's path with `.stats`.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(agentwire_runtime::mirror::stats_path(Path::new("/tmp/x.sock")),
+///            Path::new("/tmp/x.sock.stats"));
+/// ```
+pub fn stats_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".stats");
+    PathBuf::from(p)
+}
+
+/// The names file of [`stats_path`]: `.stats.names`.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(agentwire_runtime::mirror::names_path(Path::new("/tmp/x.sock")),
+///            Path::new("/tmp/x.sock.stats.names"));
+/// ```
+pub fn names_path(socket: &Path) -> PathBuf {
+    let mut p = stats_path(socket).into_os_string();
+    p.push(".names");
+    PathBuf::from(p)
+}
+
+/// A partition's name as a counter name component: lower case, anything but
+/// `a-z 0-9 _ -` as `_`.
+///
+/// ```
+/// assert_eq!(agentwire_runtime::mirror::name_component("My Part"), "my_part");
+/// ```
+pub fn name_component(name: &str) -> String {
+    name.chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => c,
+            _ => '_',
+        })
+        .take(48)
+        .collect()
+}
+
+/// The `daemon` slot's counter names for these partitions.
+///
+/// ```
+/// let names = agentwire_runtime::mirror::daemon_counter_names(&["streaming".to_string()]);
+/// assert!(names.contains(&"partition.streaming.busy_permille".to_string()));
+/// ```
+pub fn daemon_counter_names(partitions: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = DAEMON_COUNTERS.iter().map(|s| s.to_string()).collect();
+    for p in partitions {
+        let p = name_component(p);
+        names.extend(
+            PARTITION_COUNTERS
+                .iter()
+                .map(|c| format!("partition.{p}.{c}")),
+        );
+    }
+    names
+}
+
+/// Why the mirror could not be set up. The daemon serves without it (routing matters more)
+/// and says so once.
+///
+/// ```
+/// let e = agentwire_runtime::mirror::MirrorSetupError("x".into());
+/// assert_eq!(e.to_string(), "stats mirror: x");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("stats mirror: {0}")]
+pub struct MirrorSetupError(pub String);
+
+/// The daemon's stats segment and the thread that writes its `daemon` slot. Dropping it
+/// stops the thread; the files stay (a reader of a stopped daemon sees its last counters and
+/// a creator pid that is gone) and are replaced by the next start.
+pub struct DaemonMirror {
+    segment: StatsSegment,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DaemonMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonMirror")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// What the `daemon` slot reads each period.
+pub(crate) struct DaemonSources {
+    /// The router's registry (agent count).
+    pub(crate) observer: RouterObserver,
+    /// The engine partitions' status.
+    pub(crate) partitions: Box<dyn Fn() -> Vec<PartitionStatus> + Send>,
+    /// The dead-letter queue file.
+    pub(crate) dlq_path: PathBuf,
+}
+
+impl DaemonMirror {
+    /// Creates the names file and the segment for `shards` router shards plus the `daemon`
+    /// slot (last), partitions named `partitions`.
+    pub(crate) fn create(
+        socket: &Path,
+        shards: usize,
+        partitions: &[String],
+    ) -> Result<Self, MirrorSetupError> {
+        let shard_names = agentwire_router::mirror::shard_counter_names();
+        let daemon_names = daemon_counter_names(partitions);
+        let mut slots: Vec<SlotNames> = (0..shards)
+            .map(|s| SlotNames::new(&format!("router.shard{s}"), shard_names.iter().copied()))
+            .collect();
+        slots.push(SlotNames::new("daemon", daemon_names.iter().cloned()));
+        let per_slot = slots.iter().map(|s| s.counters.len()).max().unwrap_or(1);
+        let names = StatsNames {
+            creator_pid: std::process::id(),
+            slots,
+        };
+        names
+            .validate(per_slot)
+            .map_err(|e| MirrorSetupError(e.to_string()))?;
+        let path = stats_path(socket);
+        // Names first: a reader that finds the new segment finds its names.
+        names
+            .write_file(&names_path(socket))
+            .map_err(|e| MirrorSetupError(format!("{}: {e}", names_path(socket).display())))?;
+        let layout = StatsLayout::new(names.slots.len() as u32, per_slot as u32);
+        let segment = StatsSegment::create_file(&path, layout)
+            .map_err(|e| MirrorSetupError(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            segment,
+            path,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        })
+    }
+
+    /// The slot writer for router shard `shard`.
+    pub(crate) fn shard_slot(&self, shard: usize) -> Result<SlotWriter, MirrorSetupError> {
+        self.segment
+            .writer(shard)
+            .map_err(|e| MirrorSetupError(e.to_string()))
+    }
+
+    /// Starts the `aw-mirror` thread writing the `daemon` slot.
+    pub(crate) fn start_daemon_slot(
+        &mut self,
+        sources: DaemonSources,
+    ) -> Result<(), MirrorSetupError> {
+        let slot = self.segment.layout().slot_count as usize - 1;
+        let writer = self
+            .segment
+            .writer(slot)
+            .map_err(|e| MirrorSetupError(e.to_string()))?;
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("aw-mirror".into())
+            .spawn(move || daemon_slot_loop(writer, sources, &stop))
+            .map_err(|e| MirrorSetupError(format!("spawning aw-mirror: {e}")))?;
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// The segment file.
+    ///
+    /// ```no_run
+    /// # fn f(m: &agentwire_runtime::mirror::DaemonMirror) {
+    /// println!("{}", m.path().display());
+    /// # }
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DaemonMirror {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Writes the `daemon` slot every [`DAEMON_SLOT_PERIOD`] until `stop`.
+fn daemon_slot_loop(mut writer: SlotWriter, sources: DaemonSources, stop: &AtomicBool) {
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let agents = sources.observer.agent_count() as u64;
+        let dlq_bytes = std::fs::metadata(&sources.dlq_path).map_or(0, |m| m.len());
+        let partitions = (sources.partitions)();
+        let uptime_ms = started.elapsed().as_millis() as u64;
+        writer.update(|words| {
+            words[..DAEMON_COUNTERS.len()].copy_from_slice(&[agents, uptime_ms, dlq_bytes]);
+            let per_partition =
+                words[DAEMON_COUNTERS.len()..].chunks_exact_mut(PARTITION_COUNTERS.len());
+            for (chunk, p) in per_partition.zip(&partitions) {
+                chunk.copy_from_slice(&[
+                    p.cpus.len() as u64,
+                    u64::from(p.busy_permille),
+                    p.jobs_queued,
+                    p.jobs_completed,
+                ]);
+            }
+        });
+        std::thread::park_timeout(DAEMON_SLOT_PERIOD);
+    }
+}
