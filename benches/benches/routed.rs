@@ -74,6 +74,18 @@ fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> 
     }
     println!("router batch: {} frames per read", config.batch_frames);
     let (control, mut core) = RouterControl::start(config).expect("router");
+    // `-- drain --mirror`: the core publishes to a stats slot as the daemon's shards do (the
+    // mirror's cost on the hot path, against a run without).
+    let _segment = args.iter().any(|a| a == "--mirror").then(|| {
+        use agentwire_router::mirror::SHARD_MIRROR_COUNTERS;
+        use agentwire_shm::stats_segment::{StatsLayout, StatsSegment};
+        let layout = StatsLayout::new(1, SHARD_MIRROR_COUNTERS as u32);
+        let segment = StatsSegment::create_memfd("drain", layout).expect("stats segment");
+        core.set_stats_slot(segment.writer(0).expect("slot"))
+            .expect("slot size");
+        println!("router core publishes to a stats slot (the daemon's mirror)");
+        segment
+    });
     // 0: route freely (registrations); 1: hold; 2 + n: drain run n; usize::MAX: stop.
     let phase = AtomicUsize::new(0);
     let held = AtomicUsize::new(0);
@@ -148,8 +160,9 @@ fn main() {
     let drain_socket = std::env::temp_dir()
         .join(format!("aw-bench-drain-{}", std::process::id()))
         .join("drain.sock");
-    // `cargo bench --bench routed -- drain [--batch N]`: only the router-alone drain (for
-    // profiling the routing core with perf), optionally with N frames per lane read.
+    // `cargo bench --bench routed -- drain [--batch N] [--mirror]`: only the router-alone
+    // drain (for profiling the routing core with perf), optionally with N frames per lane
+    // read, optionally publishing to a stats slot.
     if std::env::args().any(|a| a == "drain") {
         pin_to_cpu(0);
         let mut drain = router_drain(&drain_socket, 4096, 20_000);
