@@ -81,6 +81,9 @@ pub enum DaemonError {
     /// The streaming engine could not start (`[streaming] enabled = true`).
     #[error("streaming engine: {0}")]
     Stream(String),
+    /// The digital twin could not start (`[twin] enabled = true`).
+    #[error("digital twin: {0}")]
+    Twin(String),
     /// The router executor failed to start.
     #[error("starting the router executor on cpu {cpu}: {detail}")]
     Executor {
@@ -133,6 +136,8 @@ pub struct Daemon {
     udp: Option<agentwire_transport::udp::UdpTelemetry>,
     /// The stats segment and its `daemon` slot's thread ([`crate::mirror`]).
     _mirror: Option<crate::mirror::DaemonMirror>,
+    /// The digital twin (`[twin]`), its history flushed when the daemon stops.
+    twin: Option<crate::twin_engine::TwinHandle>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -334,6 +339,8 @@ impl Daemon {
             }
             None => None,
         };
+        let twin = start_twin(config, &control, &partitions, mirror.as_ref())?;
+        let twin_stats = twin.clone();
         let remote = match config.remote.as_ref().map(|r| r.listener_config()) {
             Some(Ok(Some(listener))) => {
                 let started = agentwire_transport::server::RemoteListener::start(
@@ -432,6 +439,9 @@ impl Daemon {
             if let Some(stream) = &stream {
                 report.counters.extend(stream.counters());
             }
+            if let Some(twin) = &twin_stats {
+                report.counters.extend(twin.counters());
+            }
             if let Some(remote) = &remote_stats {
                 report
                     .counters
@@ -489,6 +499,7 @@ impl Daemon {
             links,
             nats,
             _mirror: mirror,
+            twin,
         })
     }
 
@@ -667,6 +678,52 @@ fn spawn_router(
     .map_err(|detail| DaemonError::Executor { cpu, detail })
 }
 
+/// Starts the twin when `[twin] enabled = true`: its history in `state_dir` (default
+/// `twin/` beside the dead-letter queue), sampling the mirror on the twin partition. Without
+/// a mirror there is nothing to sample: the daemon refuses to start rather than run a twin
+/// that records nothing.
+fn start_twin(
+    config: &Config,
+    control: &RouterControl,
+    partitions: &PartitionHost,
+    mirror: Option<&crate::mirror::DaemonMirror>,
+) -> Result<Option<crate::twin_engine::TwinHandle>, DaemonError> {
+    let Some(section) = config.twin.as_ref().filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    let settings = section
+        .checked()
+        .map_err(|(key, why)| DaemonError::Twin(format!("{key}: {why}")))?;
+    let Some(mirror) = mirror else {
+        return Err(DaemonError::Twin(
+            "[twin] is enabled but the stats mirror could not be set up (see the error above)"
+                .into(),
+        ));
+    };
+    let default_dir = config
+        .dlq
+        .path
+        .parent()
+        .map_or_else(|| PathBuf::from("twin"), |d| d.join("twin"));
+    let socket = control.socket_path();
+    let handle = crate::twin_engine::start(
+        &partitions.submitter(),
+        &settings,
+        &default_dir,
+        mirror.path(),
+        &crate::mirror::names_path(socket),
+    )
+    .map_err(DaemonError::Twin)?;
+    tracing::info!(
+        partition = crate::twin_engine::PARTITION,
+        history = %handle.history_dir().display(),
+        sample_interval_ms = settings.sample_interval.as_millis() as u64,
+        "digital twin sampling the mirror"
+    );
+    control.set_info("twin_history", handle.history_dir().display().to_string());
+    Ok(Some(handle))
+}
+
 /// Creates the stats segment beside the socket, gives every router shard its slot and starts
 /// the `daemon` slot's thread. A failure is logged once and the daemon serves without a
 /// mirror (status info `stats` says why).
@@ -739,6 +796,10 @@ impl Drop for Daemon {
             let _ = router.join();
         }
         self.partitions.shutdown();
+        // The partitions take no more jobs: the twin's open buckets are written here.
+        if let Some(twin) = self.twin.take() {
+            twin.finish();
+        }
     }
 }
 

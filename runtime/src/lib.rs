@@ -6,7 +6,8 @@
 //! deadline feeds through [`dlq_sink`] (its default file: [`dlq_path`]; per-sender quotas:
 //! [`dlq_quota`]), the Prometheus endpoint ([`metrics`]), and what a service manager is
 //! told ([`service`]: readiness summary, router heartbeats for the watchdog), and the live
-//! stats segment the digital twin reads ([`mirror`]).
+//! stats segment the digital twin reads ([`mirror`]), and the twin sampling it into its
+//! history on the twin partition ([`twin_engine`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
@@ -25,3 +26,4 @@ pub mod planning;
 pub mod remote;
 pub mod service;
 pub mod stream_engine;
+pub mod twin_engine;

@@ -163,3 +163,124 @@ fn no_segment_and_a_corrupt_one_are_clear_errors() {
     assert!(err.contains("magic"), "{err}");
     assert!(out.stdout.is_empty(), "no JSON for a failure");
 }
+
+#[test]
+fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
+    use agentwire_twin::history::{History, HistoryConfig};
+    let dir = scratch("twin-history");
+    let history = dir.join("twin-history");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[twin]\nenabled = true\nsample_interval_ms = 20\nstate_dir = \"{}\"\n",
+            history.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("agentwire.sock");
+    let counter = |served: &Served, name: &str| {
+        served
+            .status()
+            .counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    };
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let mut receiver = Agent::builder("receiver")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    let mut sender = Agent::builder("sender")
+        .socket(&served.socket)
+        .connect()
+        .unwrap();
+    // Rates need two samples: send once the twin has a first one to count from.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&served, "twin.samples").unwrap_or(0) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the twin took no samples"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..1_000u64 {
+        sender.send(receiver.id(), &i.to_le_bytes()).unwrap();
+        while receiver.recv_batch(256, |_, _| {}).unwrap() > 0 {}
+    }
+    // Samples of a mirror that shows both agents, the frames counted in the rates.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = counter(&served, "twin.samples").unwrap_or(0);
+    while counter(&served, "twin.samples").unwrap_or(0) < samples + 10 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the twin took no samples"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(counter(&served, "twin.read_errors"), Some(0));
+    assert_eq!(counter(&served, "twin.history_errors"), Some(0));
+    assert!(counter(&served, "twin.series").unwrap() >= 8);
+    drop((sender, receiver));
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The history on disk (written at the stop): agents seen, frames routed.
+    let read = |series: &str| {
+        let h = History::open(&history, HistoryConfig::default()).unwrap();
+        let newest = h.newest_ms().expect("the history has samples");
+        h.query(series, 0, newest - 3_600_000, newest + 1).unwrap()
+    };
+    let agents = read("daemon.agents");
+    assert!(agents.iter().any(|b| b.max == 2.0), "{agents:?}");
+    let frames_in: f64 = read("router.frames_in_per_s")
+        .iter()
+        .map(|b| b.sum / b.count as f64)
+        .sum();
+    assert!(frames_in > 0.0, "the rates saw the frames");
+    assert!(!read("partition.twin.busy_permille").is_empty());
+    // A second run appends to the same history.
+    let before: u32 = read("daemon.agents").iter().map(|b| b.count).sum();
+    let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&served, "twin.samples").unwrap_or(0) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the restarted twin took no samples"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: u32 = read("daemon.agents").iter().map(|b| b.count).sum();
+    assert!(after >= before + 5, "{before} samples, then {after}");
+}
+
+#[test]
+fn a_bad_twin_section_is_refused_with_its_key() {
+    let dir = scratch("twin-bad-config");
+    let config = dir.join("agentwire.toml");
+    std::fs::write(&config, "[twin]\nenabled = true\nsample_interval_ms = 5\n").unwrap();
+    let out = Command::new(AGENTWIRE)
+        .args(["config", "check", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("twin.sample_interval_ms") && text.contains(":3"),
+        "{text}"
+    );
+}

@@ -10,6 +10,8 @@
 //!   downsampling and a bound on its size, recovering from torn or corrupt files.
 //! - [`risk`]: failure prediction: the probability that a signal crosses a threshold within
 //!   each of the next steps, and the first crossing's expected step with an interval.
+//! - [`signals`]: the series the twin keeps, derived from successive mirror reads (rates,
+//!   the router's busy ratio, gauges).
 //! - [`series_csv`]: one series read from a CSV file's `value` column, and forecasts
 //!   written as `step,forecast,lo,hi`.
 
@@ -21,3 +23,4 @@ pub mod m4;
 pub mod mirror;
 pub mod risk;
 pub mod series_csv;
+pub mod signals;

@@ -29,12 +29,13 @@ const RELOADED: &[&str] = &["allow_uids", "allow_gids", "authorize", "defer_dead
 /// assert!(!keys.contains(&"streaming".to_string()), "a section is not a key");
 /// ```
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 7] = [
+    let sections: [(&str, &[&str]); 8] = [
         ("authorize", field_names::<RuleToml>()),
         ("plan", field_names::<PlanOptions>()),
         ("partitions", field_names::<PartitionSpec>()),
         ("rebalance", field_names::<RebalanceConfig>()),
         ("streaming", field_names::<StreamingSection>()),
+        ("twin", field_names::<crate::twin_engine::TwinSection>()),
         ("remote", field_names::<crate::remote::RemoteSection>()),
         ("node", field_names::<crate::node_links::NodeSection>()),
     ];
@@ -130,6 +131,7 @@ impl Config {
             partitions_configured: _, // derived from partitions
             rebalance,
             streaming,
+            twin,
             remote,
             node,
             source: _, // where the keys are, not what they say
@@ -200,6 +202,7 @@ impl Config {
             ("partitions", plan.partitions != f.plan.partitions),
             ("rebalance", *rebalance != f.rebalance),
             ("streaming", *streaming != f.streaming),
+            ("twin", *twin != f.twin),
             ("remote", *remote != f.remote),
             ("node", *node != f.node),
         ];
@@ -365,7 +368,7 @@ mod tests {
              dlq_records_per_sender_max = 2\ndlq_bytes_per_sender_max = 4096\n\
              dlq_records_per_uid_max = 2\ndlq_bytes_per_uid_max = 4096\nmetrics = false\n\
              metrics_port = 3\n[plan]\nhousekeeping_cores = 0\n[partitions.nas]\nany = 1\n[rebalance]\nenabled = false\n\
-             [streaming]\nenabled = true\n[remote]\nlisten = \"127.0.0.1:1\"\n\
+             [streaming]\nenabled = true\n[twin]\nenabled = true\n[remote]\nlisten = \"127.0.0.1:1\"\n\
              allow_plaintext = true\n[node]\nname = \"a\"\nallow_plaintext = true\n\
              [[authorize]]\nuids = [7]\n",
             "t",

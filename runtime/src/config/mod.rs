@@ -68,6 +68,7 @@ const KEYS: &[&str] = &[
     "partitions",
     "rebalance",
     "streaming",
+    "twin",
     "remote",
     "node",
 ];
@@ -136,6 +137,9 @@ pub struct Config {
     /// The streaming engine (`[streaming]`; `None` or `enabled = false`: not run). Checked
     /// at load ([`StreamingSection::engine_config`](crate::stream_engine::StreamingSection::engine_config)).
     pub streaming: Option<crate::stream_engine::StreamingSection>,
+    /// The digital twin (`[twin]`; `None` or `enabled = false`: not run). Checked at load
+    /// ([`TwinSection::checked`](crate::twin_engine::TwinSection::checked)).
+    pub twin: Option<crate::twin_engine::TwinSection>,
     /// Remote agents over the network (`[remote]`; no `listen`: no listener). Checked at
     /// load ([`RemoteSection::listener_config`](crate::remote::RemoteSection::listener_config)).
     pub remote: Option<crate::remote::RemoteSection>,
@@ -491,6 +495,10 @@ impl Config {
         for (key, why) in streaming.iter().flat_map(sections::streaming_problems) {
             doc.problem(&key, format!(": {why}"));
         }
+        let twin: Option<crate::twin_engine::TwinSection> = doc.take("twin");
+        if let Some(Err((key, why))) = twin.as_ref().map(|t| t.checked()) {
+            doc.problem(key, format!(": {why}"));
+        }
         let remote: Option<crate::remote::RemoteSection> = doc.take("remote");
         if let Some(Err((key, why))) = remote.as_ref().map(|r| r.listener_config()) {
             doc.problem(&key, format!(": {why}"));
@@ -508,6 +516,7 @@ impl Config {
         let source = doc.finish()?;
         Ok(Self {
             streaming,
+            twin,
             remote,
             node,
             plan,

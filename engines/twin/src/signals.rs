@@ -1,0 +1,212 @@
+//! The signals the twin keeps in its history, derived from successive reads of the mirror
+//! ([`crate::mirror`]): rates from the router shards' monotonic counters (per second over the
+//! interval between two reads), the router's busy ratio from its duty cycles, and gauges as
+//! they stand.
+//!
+//! | signal | from |
+//! |---|---|
+//! | `router.frames_in_per_s` | Σ shards `frames_in`, per second |
+//! | `router.frames_delivered_per_s` | Σ shards `frames_delivered`, per second |
+//! | `router.frames_rejected_per_s` | Σ shards `frames_rejected`, per second |
+//! | `router.frames_dead_lettered_per_s` | Σ shards `frames_dead_lettered`, per second |
+//! | `router.busy_permille` | 1000 − 1000 × Σ `duty_cycles_idle` / Σ `duty_cycles`, over the interval |
+//! | `router.deferred_now` | Σ shards `deferred_now` |
+//! | `router.tx_occupancy_max_permille` | max over shards |
+//! | `router.rx_occupancy_max_permille` | max over shards |
+//! | `daemon.agents`, `daemon.dlq_bytes` | the `daemon` slot |
+//! | `partition.<name>.busy_permille`, `partition.<name>.cpus` | the `daemon` slot |
+//!
+//! ```
+//! use agentwire_twin::mirror::{MirrorState, SlotState};
+//! use agentwire_twin::signals::Sampler;
+//! let shard = |frames: u64| SlotState { name: "router.shard0".into(), sequence: Some(2),
+//!     counters: vec![("frames_in".into(), frames)] };
+//! let state = |frames| MirrorState { creator_pid: 1, creator_running: true, slots: vec![shard(frames)] };
+//! let mut sampler = Sampler::default();
+//! assert!(sampler.sample(&state(100), 1_000).iter().all(|(n, _)| !n.ends_with("_per_s")));
+//! let second = sampler.sample(&state(600), 1_500);
+//! assert!(second.contains(&("router.frames_in_per_s".to_string(), 1000.0)));
+//! ```
+
+use crate::mirror::MirrorState;
+
+/// Router counters turned into per-second rates: (counter, signal).
+const RATES: [(&str, &str); 4] = [
+    ("frames_in", "router.frames_in_per_s"),
+    ("frames_delivered", "router.frames_delivered_per_s"),
+    ("frames_rejected", "router.frames_rejected_per_s"),
+    ("frames_dead_lettered", "router.frames_dead_lettered_per_s"),
+];
+
+/// Router gauges taken as the maximum over shards: (counter, signal).
+const MAX_GAUGES: [(&str, &str); 2] = [
+    (
+        "tx_occupancy_max_permille",
+        "router.tx_occupancy_max_permille",
+    ),
+    (
+        "rx_occupancy_max_permille",
+        "router.rx_occupancy_max_permille",
+    ),
+];
+
+/// Turns successive mirror reads into named signal values. Keeps the previous read (its
+/// router totals) to compute rates; a counter that went backwards (the daemon restarted
+/// under the same socket) restarts the rates instead of producing a negative one.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    /// Time (ms) and the router totals of `RATES` then duty cycles and idle ones.
+    previous: Option<(u64, [u64; RATES.len() + 2])>,
+}
+
+fn router_totals(state: &MirrorState) -> [u64; RATES.len() + 2] {
+    let mut out = [0; RATES.len() + 2];
+    for (o, (counter, _)) in out.iter_mut().zip(RATES) {
+        *o = state.total("router.", counter);
+    }
+    out[RATES.len()] = state.total("router.", "duty_cycles");
+    out[RATES.len() + 1] = state.total("router.", "duty_cycles_idle");
+    out
+}
+
+impl Sampler {
+    /// The signals of `state` read at `now_ms` (any monotonic clock in ms). Rates and the
+    /// busy ratio need a previous read at an earlier time, so the first call (and one after
+    /// a counter went backwards) has gauges only.
+    ///
+    /// ```
+    /// use agentwire_twin::mirror::MirrorState;
+    /// let empty = MirrorState { creator_pid: 1, creator_running: true, slots: vec![] };
+    /// let signals = agentwire_twin::signals::Sampler::default().sample(&empty, 0);
+    /// assert!(signals.iter().any(|(n, v)| n == "router.deferred_now" && *v == 0.0));
+    /// ```
+    pub fn sample(&mut self, state: &MirrorState, now_ms: u64) -> Vec<(String, f64)> {
+        let mut out = Vec::with_capacity(16);
+        let totals = router_totals(state);
+        if let Some((then_ms, before)) = self.previous {
+            let grew = totals.iter().zip(&before).all(|(now, was)| now >= was);
+            if now_ms > then_ms && grew {
+                let secs = (now_ms - then_ms) as f64 / 1000.0;
+                for (i, (_, signal)) in RATES.iter().enumerate() {
+                    out.push((signal.to_string(), (totals[i] - before[i]) as f64 / secs));
+                }
+                let duty = totals[RATES.len()] - before[RATES.len()];
+                let idle = totals[RATES.len() + 1] - before[RATES.len() + 1];
+                if duty > 0 {
+                    let busy = 1000.0 - 1000.0 * idle.min(duty) as f64 / duty as f64;
+                    out.push(("router.busy_permille".to_string(), busy));
+                }
+            }
+        }
+        self.previous = Some((now_ms, totals));
+        out.push((
+            "router.deferred_now".to_string(),
+            state.total("router.", "deferred_now") as f64,
+        ));
+        for (counter, signal) in MAX_GAUGES {
+            let max = state
+                .slots
+                .iter()
+                .filter(|s| s.name.starts_with("router."))
+                .filter_map(|s| s.get(counter))
+                .max()
+                .unwrap_or(0);
+            out.push((signal.to_string(), max as f64));
+        }
+        if let Some(daemon) = state.slots.iter().find(|s| s.name == "daemon") {
+            for (name, value) in &daemon.counters {
+                let keep = matches!(name.as_str(), "agents" | "dlq_bytes")
+                    || (name.starts_with("partition.")
+                        && (name.ends_with(".busy_permille") || name.ends_with(".cpus")));
+                if keep {
+                    let signal = if name.starts_with("partition.") {
+                        name.clone()
+                    } else {
+                        format!("daemon.{name}")
+                    };
+                    out.push((signal, *value as f64));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::SlotState;
+
+    fn shard(name: &str, counters: &[(&str, u64)]) -> SlotState {
+        SlotState {
+            name: name.into(),
+            sequence: Some(2),
+            counters: counters.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        }
+    }
+
+    fn state(slots: Vec<SlotState>) -> MirrorState {
+        MirrorState {
+            creator_pid: 1,
+            creator_running: true,
+            slots,
+        }
+    }
+
+    #[test]
+    fn rates_busy_ratio_and_gauges() {
+        let mut s = Sampler::default();
+        let read = |frames: u64, duty: u64, idle: u64, rx: u64| {
+            state(vec![
+                shard(
+                    "router.shard0",
+                    &[
+                        ("frames_in", frames),
+                        ("duty_cycles", duty),
+                        ("duty_cycles_idle", idle),
+                        ("rx_occupancy_max_permille", rx),
+                    ],
+                ),
+                shard(
+                    "router.shard1",
+                    &[("frames_in", frames), ("rx_occupancy_max_permille", 10)],
+                ),
+                shard(
+                    "daemon",
+                    &[
+                        ("agents", 3),
+                        ("uptime_ms", 9),
+                        ("partition.twin.busy_permille", 20),
+                    ],
+                ),
+            ])
+        };
+        s.sample(&read(0, 0, 0, 0), 0);
+        let out = s.sample(&read(500, 1000, 250, 700), 2000);
+        let get = |n: &str| out.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(
+            get("router.frames_in_per_s"),
+            Some(500.0),
+            "1000 frames over 2 s"
+        );
+        assert_eq!(get("router.busy_permille"), Some(750.0));
+        assert_eq!(get("router.rx_occupancy_max_permille"), Some(700.0));
+        assert_eq!(get("daemon.agents"), Some(3.0));
+        assert_eq!(get("partition.twin.busy_permille"), Some(20.0));
+        assert_eq!(get("daemon.uptime_ms"), None, "not a signal");
+    }
+
+    #[test]
+    fn a_restarted_daemon_restarts_the_rates() {
+        let mut s = Sampler::default();
+        let read = |f| state(vec![shard("router.shard0", &[("frames_in", f)])]);
+        s.sample(&read(1000), 0);
+        let out = s.sample(&read(10), 1000);
+        assert!(
+            out.iter().all(|(n, _)| n != "router.frames_in_per_s"),
+            "{out:?}"
+        );
+        let out = s.sample(&read(110), 2000);
+        assert!(out.contains(&("router.frames_in_per_s".to_string(), 100.0)));
+    }
+}
