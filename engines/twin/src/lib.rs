@@ -8,6 +8,8 @@
 //!   evaluation of the forecasters against Naive2.
 //! - [`history`]: an on-disk store of named series with tiers of resolution, retention,
 //!   downsampling and a bound on its size, recovering from torn or corrupt files.
+//! - [`alerts`]: failure prediction on the live history: watched signals, their crossing
+//!   probability, the alert JSON the daemon publishes.
 //! - [`risk`]: failure prediction: the probability that a signal crosses a threshold within
 //!   each of the next steps, and the first crossing's expected step with an interval.
 //! - [`signals`]: the series the twin keeps, derived from successive mirror reads (rates,
@@ -17,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod forecast;
 pub mod history;
 pub mod m4;

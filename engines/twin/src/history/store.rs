@@ -288,6 +288,18 @@ impl History {
         Ok(())
     }
 
+    /// The store's configuration.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use agentwire_twin::history::{History, HistoryConfig};
+    /// let h = History::open(dir.path(), HistoryConfig::default()).unwrap();
+    /// assert_eq!(h.config().tiers_value()[0].resolution_ms, 1000);
+    /// ```
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
     /// The buckets of `series` at tier `tier` (0 the finest) whose start lies in
     /// `[from_ms, to_ms)`, oldest first, within the tier's retention; the open bucket
     /// included. An unknown series has none.
