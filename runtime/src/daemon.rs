@@ -441,6 +441,7 @@ impl Daemon {
             }
             if let Some(twin) = &twin_stats {
                 report.counters.extend(twin.counters());
+                report.info.push(("twin_risks".into(), twin.risks_json()));
             }
             if let Some(remote) = &remote_stats {
                 report
@@ -706,8 +707,11 @@ fn start_twin(
         .parent()
         .map_or_else(|| PathBuf::from("twin"), |d| d.join("twin"));
     let socket = control.socket_path();
+    let names: Vec<String> = partitions.status().0.into_iter().map(|p| p.name).collect();
     let handle = crate::twin_engine::start(
         &partitions.submitter(),
+        control,
+        &names,
         &settings,
         &default_dir,
         mirror.path(),

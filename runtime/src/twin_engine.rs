@@ -16,12 +16,31 @@
 //! sample_interval_ms = 1000     # 10 ..= 60000
 //! state_dir = "/var/lib/agentwire/twin"  # default: `twin/` beside the dead-letter queue
 //! history_bytes_max = 268435456 # the history's bound on disk (default 256 MiB)
+//! risk_interval_ms = 60000      # how often every watch is assessed
+//! risk_step_ms = 60000          # 1000 or 60000: the history tier risks are assessed on
+//! risk_horizon_steps = 60       # steps to look ahead
+//! alert_level = 0.5             # a crossing probability at or above it publishes an alert
+//! alerts_topic = "twin.alerts"
+//! [[twin.watch]]                # default: rx rings 90 %, router and partitions busy 95 %
+//! signal = "router.rx_occupancy_max_permille"
+//! threshold = 900
 //! ```
+//!
+//! Every `risk_interval_ms` the twin assesses each watch on the last day of the chosen
+//! tier's buckets ([`agentwire_twin::alerts`]) and, for each whose crossing probability
+//! within the horizon is at or above `alert_level`, publishes the alert's JSON on
+//! `alerts_topic` from its in-process endpoint `agentwire-twin` (and logs it). The last
+//! assessment of every watch is the status fact `twin_risks`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentwire_router::control::RouterControl;
+use agentwire_router::endpoint::{Endpoint, EndpointKind};
+use agentwire_shm::control::Registration;
+use agentwire_shm::wire::{FrameHeader, FrameKind};
+use agentwire_twin::alerts::{RiskCheck, RiskSettings, WatchSpec};
 use agentwire_twin::history::{History, HistoryConfig};
 use agentwire_twin::mirror::Mirror;
 use agentwire_twin::signals::Sampler;
@@ -37,6 +56,10 @@ pub const JOB_WAIT: Duration = Duration::from_millis(10);
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default sample interval, ms.
 pub const SAMPLE_INTERVAL_MS_DEFAULT: u64 = 1000;
+/// Buckets of history a risk assessment forecasts from, at most (a day of 1 min buckets).
+pub const RISK_HISTORY_STEPS: usize = 1440;
+/// The twin's endpoint name (it publishes alerts from it).
+pub const ENDPOINT_NAME: &str = "agentwire-twin";
 /// Default bound of the history on disk, bytes.
 pub const HISTORY_BYTES_MAX_DEFAULT: u64 = 256 << 20;
 
@@ -46,7 +69,7 @@ pub const HISTORY_BYTES_MAX_DEFAULT: u64 = 256 << 20;
 /// let s = agentwire_runtime::twin_engine::TwinSection { enabled: true, ..Default::default() };
 /// assert_eq!(s.checked().unwrap().sample_interval, std::time::Duration::from_secs(1));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TwinSection {
     /// Run the twin (default false).
@@ -58,11 +81,45 @@ pub struct TwinSection {
     pub state_dir: Option<PathBuf>,
     /// The history's bound on disk in bytes (at least 1 MiB; default 256 MiB).
     pub history_bytes_max: Option<u64>,
+    /// Time between risk assessments, ms (100 ..= 3,600,000; default 60,000).
+    pub risk_interval_ms: Option<u64>,
+    /// The step risks are assessed in: 1000 (the history's 1 s buckets) or 60000 (its
+    /// 1 min buckets; the default).
+    pub risk_step_ms: Option<u64>,
+    /// Steps to look ahead (1 ..= 2880; default 60: an hour of 1 min steps).
+    pub risk_horizon_steps: Option<usize>,
+    /// The crossing probability that publishes an alert, in (0, 1] (default 0.5).
+    pub alert_level: Option<f64>,
+    /// The topic alerts are published on (default `twin.alerts`).
+    pub alerts_topic: Option<String>,
+    /// The watched signals (default: [`agentwire_twin::alerts::default_watches`]).
+    pub watch: Option<Vec<WatchSection>>,
+}
+
+/// `[[twin.watch]]`: a signal and the threshold it must not reach.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    /// The signal (a history series: `router.rx_occupancy_max_permille`, ...).
+    pub signal: String,
+    /// The threshold.
+    pub threshold: f64,
+    /// Failure is reaching it from above (default false: from below, rising).
+    #[serde(default)]
+    pub below: bool,
 }
 
 /// `[twin]` checked, with its defaults applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TwinSettings {
+    /// Time between risk assessments.
+    pub risk_interval: Duration,
+    /// How watches are assessed (tier, horizon, history, level).
+    pub risk: RiskSettings,
+    /// The topic alerts are published on.
+    pub alerts_topic: String,
+    /// The watches (`None`: the defaults for the daemon's partitions).
+    pub watches: Option<Vec<WatchSpec>>,
     /// Time between samples.
     pub sample_interval: Duration,
     /// The history's directory, when the file names one.
@@ -106,7 +163,74 @@ impl TwinSection {
                 "empty: name a directory or leave it out".into(),
             ));
         }
+        let risk_ms = self.risk_interval_ms.unwrap_or(60_000);
+        if !(100..=3_600_000).contains(&risk_ms) {
+            return Err((
+                "twin.risk_interval_ms",
+                format!("{risk_ms} is not in 100..=3600000"),
+            ));
+        }
+        let tier = match self.risk_step_ms.unwrap_or(60_000) {
+            1000 => 0,
+            60_000 => 1,
+            other => {
+                return Err((
+                    "twin.risk_step_ms",
+                    format!("{other}: must be 1000 or 60000 (a history tier)"),
+                ))
+            }
+        };
+        let horizon = self.risk_horizon_steps.unwrap_or(60);
+        if !(1..=2880).contains(&horizon) {
+            return Err((
+                "twin.risk_horizon_steps",
+                format!("{horizon} is not in 1..=2880"),
+            ));
+        }
+        let level = self.alert_level.unwrap_or(0.5);
+        if !(level > 0.0 && level <= 1.0) {
+            return Err(("twin.alert_level", format!("{level} is not in (0, 1]")));
+        }
+        let topic = self
+            .alerts_topic
+            .clone()
+            .unwrap_or_else(|| "twin.alerts".into());
+        if topic.is_empty() {
+            return Err(("twin.alerts_topic", "empty".into()));
+        }
+        let watches = match &self.watch {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for w in list {
+                    if w.signal.is_empty() || !w.threshold.is_finite() {
+                        return Err((
+                            "twin.watch",
+                            format!(
+                                "signal {:?}, threshold {}: a signal and a finite threshold",
+                                w.signal, w.threshold
+                            ),
+                        ));
+                    }
+                    out.push(WatchSpec {
+                        signal: w.signal.clone(),
+                        threshold: w.threshold,
+                        below: w.below,
+                    });
+                }
+                Some(out)
+            }
+        };
         Ok(TwinSettings {
+            risk_interval: Duration::from_millis(risk_ms),
+            risk: RiskSettings {
+                tier,
+                horizon_steps: horizon,
+                history_steps: RISK_HISTORY_STEPS,
+                level,
+            },
+            alerts_topic: topic,
+            watches,
             sample_interval: Duration::from_millis(ms),
             state_dir: self.state_dir.clone(),
             history_bytes_max: bytes,
@@ -129,6 +253,14 @@ pub struct TwinStats {
     pub series: u64,
     /// The history's bytes on disk.
     pub history_bytes: u64,
+    /// Watches assessed (each watch each time, with enough history).
+    pub risk_checks: u64,
+    /// Assessments that failed (logged at most once a minute).
+    pub risk_errors: u64,
+    /// Alerts published.
+    pub alerts_published: u64,
+    /// Alerts not published: the endpoint's ring to the router was full.
+    pub alerts_dropped: u64,
 }
 
 /// What one sampler job needs: the mirror, the sampler, the history and when to act next.
@@ -142,6 +274,15 @@ struct TwinState {
     next_flush: Instant,
     last_error_log: Option<Instant>,
     stats: TwinStats,
+    risk: RiskSettings,
+    risk_interval: Duration,
+    next_risk: Instant,
+    watches: Vec<WatchSpec>,
+    /// The endpoint alerts are published from, and the alerts topic's id.
+    endpoint: Endpoint,
+    alerts_topic_id: u32,
+    /// The last assessment of every watch (status fact `twin_risks`).
+    last_risks: Vec<RiskCheck>,
 }
 
 /// The running twin: its counters, and its history to flush at shutdown.
@@ -174,7 +315,30 @@ impl TwinHandle {
             ("twin.history_errors".into(), s.history_errors),
             ("twin.series".into(), s.series),
             ("twin.history_bytes".into(), s.history_bytes),
+            ("twin.risk_checks".into(), s.risk_checks),
+            ("twin.risk_errors".into(), s.risk_errors),
+            ("twin.alerts_published".into(), s.alerts_published),
+            ("twin.alerts_dropped".into(), s.alerts_dropped),
         ]
+    }
+
+    /// The last assessment of every watch as a JSON array (status fact `twin_risks`).
+    pub fn risks_json(&self) -> String {
+        let Ok(s) = self.state.lock() else {
+            return "[]".into();
+        };
+        let step_ms = s
+            .history
+            .config()
+            .tiers_value()
+            .get(s.risk.tier)
+            .map_or(0, |t| t.resolution_ms);
+        let items: Vec<String> = s
+            .last_risks
+            .iter()
+            .map(|c| c.to_json(s.risk.horizon_steps, step_ms))
+            .collect();
+        format!("[{}]", items.join(","))
     }
 
     /// The history's directory.
@@ -196,6 +360,8 @@ impl TwinHandle {
 /// queues the first sampler job on the twin partition.
 pub(crate) fn start(
     submitter: &Submitter,
+    control: &RouterControl,
+    partitions: &[String],
     settings: &TwinSettings,
     default_dir: &Path,
     stats_path: &Path,
@@ -209,8 +375,31 @@ pub(crate) fn start(
     let history =
         History::open(&dir, config).map_err(|e| format!("twin history {}: {e}", dir.display()))?;
     let mirror = Mirror::open(stats_path, names_path).map_err(|e| format!("twin mirror: {e}"))?;
+    let mut endpoint = control
+        .register_endpoint(
+            Registration {
+                name: ENDPOINT_NAME.into(),
+                ..Default::default()
+            },
+            EndpointKind::InProcess,
+        )
+        .map_err(|e| format!("registering the twin's endpoint: {e}"))?;
+    let alerts_topic_id = endpoint
+        .topic_id(&settings.alerts_topic)
+        .map_err(|e| format!("twin.alerts_topic {:?}: {e}", settings.alerts_topic))?;
+    let watches = settings
+        .watches
+        .clone()
+        .unwrap_or_else(|| agentwire_twin::alerts::default_watches(partitions));
     let now = Instant::now();
     let state = Arc::new(Mutex::new(TwinState {
+        risk: settings.risk,
+        risk_interval: settings.risk_interval,
+        next_risk: now + settings.risk_interval,
+        watches,
+        endpoint,
+        alerts_topic_id,
+        last_risks: Vec::new(),
         mirror,
         sampler: Sampler::default(),
         history,
@@ -300,6 +489,69 @@ impl TwinState {
         }
         self.stats.series = self.history.series().count() as u64;
         self.stats.history_bytes = self.history.bytes_total();
+        if now >= self.next_risk {
+            self.next_risk = now + self.risk_interval;
+            self.assess_risks(time_ms);
+        }
+    }
+
+    /// Assesses every watch on the history and publishes an alert for each at or above the
+    /// level. The router's replies to the endpoint (a nack when nobody subscribes to the
+    /// alerts topic) are read and dropped first, so its ring never fills.
+    fn assess_risks(&mut self, time_ms: u64) {
+        while let Ok(n) = self
+            .endpoint
+            .read(64, |_, _| None::<(FrameHeader, Vec<u8>)>)
+        {
+            if n == 0 {
+                break;
+            }
+        }
+        let step_ms = self
+            .history
+            .config()
+            .tiers_value()
+            .get(self.risk.tier)
+            .map_or(0, |t| t.resolution_ms);
+        let mut checks = Vec::with_capacity(self.watches.len());
+        let mut failures = Vec::new();
+        for watch in &self.watches {
+            match agentwire_twin::alerts::assess(&self.history, watch, &self.risk, time_ms) {
+                Ok(Some(check)) => checks.push(check),
+                Ok(None) => {} // not enough history yet
+                Err(e) => failures.push(format!("twin risk {}: {e}", watch.signal)),
+            }
+        }
+        for line in failures {
+            self.stats.risk_errors += 1;
+            self.log_error(&line);
+        }
+        for check in &checks {
+            self.stats.risk_checks += 1;
+            if !check.alert {
+                continue;
+            }
+            let json = check.to_json(self.risk.horizon_steps, step_ms);
+            let header = FrameHeader::new(
+                FrameKind::Publish,
+                0,
+                self.alerts_topic_id,
+                json.len() as u32,
+            );
+            match self.endpoint.try_send(header, json.as_bytes()) {
+                Ok(()) => {
+                    self.stats.alerts_published += 1;
+                    tracing::warn!(
+                        signal = %check.watch.signal,
+                        probability = check.probability,
+                        threshold = check.watch.threshold,
+                        "twin alert: the signal may cross its threshold within the horizon"
+                    );
+                }
+                Err(_) => self.stats.alerts_dropped += 1,
+            }
+        }
+        self.last_risks = checks;
     }
 
     /// Logs `line` at most once a minute (every failure is counted).

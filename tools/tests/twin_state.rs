@@ -236,7 +236,8 @@ fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
         h.query(series, 0, newest - 3_600_000, newest + 1).unwrap()
     };
     let agents = read("daemon.agents");
-    assert!(agents.iter().any(|b| b.max == 2.0), "{agents:?}");
+    // The two agents and the twin's own endpoint (it publishes alerts from it).
+    assert!(agents.iter().any(|b| b.max == 3.0), "{agents:?}");
     let frames_in: f64 = read("router.frames_in_per_s")
         .iter()
         .map(|b| b.sum / b.count as f64)
@@ -282,5 +283,69 @@ fn a_bad_twin_section_is_refused_with_its_key() {
     assert!(
         text.contains("twin.sample_interval_ms") && text.contains(":3"),
         "{text}"
+    );
+}
+
+#[test]
+fn the_twin_publishes_an_alert_for_a_watched_signal_past_its_threshold() {
+    let dir = scratch("twin-alerts");
+    let config = dir.join("agentwire.toml");
+    // One agent is enough to be past `daemon.agents >= 1`: the crossing is certain. Risks
+    // are assessed on the 1 s buckets, which need 4 of them first.
+    std::fs::write(
+        &config,
+        format!(
+            "[twin]\nenabled = true\nsample_interval_ms = 20\nstate_dir = \"{}\"\n\
+             risk_interval_ms = 200\nrisk_step_ms = 1000\nrisk_horizon_steps = 10\n\
+             alerts_topic = \"ops.twin\"\n\
+             [[twin.watch]]\nsignal = \"daemon.agents\"\nthreshold = 1\n\
+             [[twin.watch]]\nsignal = \"router.deferred_now\"\nthreshold = 1000000\n",
+            dir.join("history").display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(
+        &dir.join("agentwire.sock"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut watcher = Agent::builder("watcher")
+        .socket(&served.socket)
+        .topic("ops.twin")
+        .connect()
+        .unwrap();
+    let msg = watcher
+        .recv(Some(Duration::from_secs(30)))
+        .unwrap()
+        .expect("watchdog: no alert within 30 s");
+    let alert: serde_json::Value = serde_json::from_slice(msg.payload()).unwrap();
+    drop(msg);
+    assert_eq!(alert["signal"], "daemon.agents", "{alert}");
+    assert_eq!(alert["alert"], true, "{alert}");
+    assert_eq!(alert["probability"], 1.0, "{alert}");
+    assert_eq!(alert["step_ms"], 1000, "{alert}");
+    let status = served.status();
+    let counter = |name: &str| status.counters.iter().find(|(k, _)| k == name).unwrap().1;
+    assert!(counter("twin.alerts_published") >= 1);
+    assert_eq!(counter("twin.risk_errors"), 0);
+    let risks = &status
+        .info
+        .iter()
+        .find(|(k, _)| k == "twin_risks")
+        .unwrap()
+        .1;
+    let risks: serde_json::Value = serde_json::from_str(risks).unwrap();
+    let quiet = risks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["signal"] == "router.deferred_now")
+        .expect("the quiet watch was assessed too");
+    assert_eq!(quiet["alert"], false, "{risks}");
+    drop(watcher);
+    let out = served.terminate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -56,6 +56,9 @@ pub fn known_keys() -> Vec<String> {
             } else if section == "remote" && *field == "identity" {
                 let rule = field_names::<crate::remote::IdentitySection>();
                 keys.extend(rule.iter().map(|r| format!("remote.identity.{r}")));
+            } else if section == "twin" && *field == "watch" {
+                let watch = field_names::<crate::twin_engine::WatchSection>();
+                keys.extend(watch.iter().map(|w| format!("twin.watch.{w}")));
             } else if section == "node" && *field == "peer" {
                 let peer = field_names::<crate::node_links::PeerSection>();
                 keys.extend(peer.iter().map(|p| format!("node.peer.{p}")));
