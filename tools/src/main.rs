@@ -210,17 +210,17 @@ enum TwinCmd {
     /// (alert or not), 2 bad input.
     Risks {
         /// The input CSV.
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+        input: Option<PathBuf>,
         /// The threshold; failure is reaching it or going above it (below with --below).
-        #[arg(long, allow_negative_numbers = true)]
-        threshold: f64,
+        #[arg(long, allow_negative_numbers = true, required_unless_present = "live")]
+        threshold: Option<f64>,
         /// Failure is reaching the threshold or going below it.
         #[arg(long)]
         below: bool,
         /// Steps to look ahead.
-        #[arg(long)]
-        horizon: usize,
+        #[arg(long, required_unless_present = "live")]
+        horizon: Option<usize>,
         /// The seasonal period in steps (24: hourly data with a daily cycle; 1: none).
         #[arg(long, default_value_t = 24)]
         season: usize,
@@ -230,6 +230,13 @@ enum TwinCmd {
         /// The crossing probability that raises an alert, in (0, 1].
         #[arg(long, default_value_t = 0.5)]
         level: f64,
+        /// Instead of a CSV: the running daemon's twin (`[twin] enabled = true`), its last
+        /// assessment of every watched signal on its live history.
+        #[arg(long)]
+        live: bool,
+        /// With --live: the daemon's control socket.
+        #[arg(long, env = "AGENTWIRE_SOCKET")]
+        socket: Option<PathBuf>,
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
@@ -1055,17 +1062,28 @@ fn main() -> ExitCode {
                 season,
                 method,
                 level,
+                live,
+                socket,
                 json,
-            } => twin_risks::risks(twin_risks::RisksArgs {
-                input,
-                threshold,
-                below,
-                horizon,
-                season,
-                method,
-                level,
-                json,
-            }),
+            } => match (live, input, threshold, horizon) {
+                (true, ..) => twin_risks::live(socket, json),
+                (false, Some(input), Some(threshold), Some(horizon)) => {
+                    twin_risks::risks(twin_risks::RisksArgs {
+                        input,
+                        threshold,
+                        below,
+                        horizon,
+                        season,
+                        method,
+                        level,
+                        json,
+                    })
+                }
+                // clap requires all three without --live; kept as an error, never a panic.
+                _ => Err(Box::new(twin_cmd::BadInput(
+                    "--input, --threshold and --horizon are required without --live".into(),
+                )) as Box<dyn std::error::Error>),
+            },
             TwinCmd::State {
                 socket,
                 stats,

@@ -1,5 +1,6 @@
 //! `agentwire twin risks`: the probability that a series crosses a threshold within the next
-//! steps (`agentwire_twin::risk`), from a CSV `value` column.
+//! steps (`agentwire_twin::risk`), from a CSV `value` column; with `--live`, the running
+//! daemon's twin's last assessment of every watched signal (the status fact `twin_risks`).
 //!
 //! Exit codes: 0 done (whether or not the probability passes `--level`), 2 bad input (a
 //! missing or malformed file, an unknown method, a history too short, a bad threshold, level
@@ -139,5 +140,71 @@ pub fn risks(args: RisksArgs) -> Result<(), BoxError> {
         args.level,
         if alert { "ALERT" } else { "ok" }
     )?;
+    Ok(())
+}
+
+/// `agentwire twin risks --live`: the daemon's twin's last assessment of every watch, read
+/// from its status report. Exit 1 when no daemon answers or it runs no twin.
+pub fn live(socket: Option<PathBuf>, json: bool) -> Result<(), BoxError> {
+    let query = crate::serve_cmd::QueryArgs {
+        socket,
+        daemon_uid: Vec::new(),
+        json,
+    };
+    let (socket, report) = crate::serve_cmd::fetch_status(&query)?;
+    let Some((_, text)) = report.info.iter().find(|(k, _)| k == "twin_risks") else {
+        return Err(format!(
+            "the daemon at {} runs no twin (set [twin] enabled = true; docs/config.md)",
+            socket.display()
+        )
+        .into());
+    };
+    let risks: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("the daemon's twin_risks fact is not JSON: {e}"))?;
+    if json {
+        outln!("{}", json!({ "socket": socket, "risks": risks }))?;
+        return Ok(());
+    }
+    if risks.is_empty() {
+        outln!("no watch assessed yet (each needs 4 buckets of history, then waits for risk_interval_ms)")?;
+        return Ok(());
+    }
+    outln!(
+        "{:<40} {:>10} {:>6} {:>10} {:>11} {:>9} {:>8}  verdict",
+        "signal",
+        "threshold",
+        "dir",
+        "last",
+        "P(crossed)",
+        "crossing",
+        "horizon"
+    )?;
+    for r in &risks {
+        let text = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        let num = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
+        let step = r["crossing_step"]
+            .as_u64()
+            .map_or("-".to_string(), |s| s.to_string());
+        let horizon = format!(
+            "{}x{}s",
+            r["horizon_steps"].as_u64().unwrap_or(0),
+            r["step_ms"].as_u64().unwrap_or(0) / 1000
+        );
+        let verdict = if r["alert"].as_bool() == Some(true) {
+            "ALERT"
+        } else {
+            "ok"
+        };
+        outln!(
+            "{:<40} {:>10} {:>6} {:>10} {:>11} {:>9} {:>8}  {verdict}",
+            text("signal"),
+            num("threshold"),
+            text("direction"),
+            num("last"),
+            num("probability"),
+            step,
+            horizon
+        )?;
+    }
     Ok(())
 }

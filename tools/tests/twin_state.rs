@@ -162,6 +162,14 @@ fn no_segment_and_a_corrupt_one_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("magic"), "{err}");
     assert!(out.stdout.is_empty(), "no JSON for a failure");
+    // `twin risks --live` against no daemon: exit 1, the socket named.
+    let out = Command::new(AGENTWIRE)
+        .args(["twin", "risks", "--live", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody.sock"));
 }
 
 #[test]
@@ -341,6 +349,23 @@ fn the_twin_publishes_an_alert_for_a_watched_signal_past_its_threshold() {
         .find(|r| r["signal"] == "router.deferred_now")
         .expect("the quiet watch was assessed too");
     assert_eq!(quiet["alert"], false, "{risks}");
+    // `agentwire twin risks --live` shows the same assessments.
+    let live = Command::new(AGENTWIRE)
+        .args(["twin", "risks", "--live", "--socket"])
+        .arg(&served.socket)
+        .output()
+        .unwrap();
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let text = String::from_utf8(live.stdout).unwrap();
+    assert!(
+        text.contains("daemon.agents") && text.contains("ALERT"),
+        "{text}"
+    );
+    assert!(text.contains("router.deferred_now"), "{text}");
     drop(watcher);
     let out = served.terminate();
     assert!(
