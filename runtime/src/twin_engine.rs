@@ -5,10 +5,12 @@
 //! `history_bytes_max`) that survives restarts. Its counters show in `agentwire status` as
 //! `twin.*`.
 //!
-//! The sampler runs as a chain of short jobs on the `twin` partition: each waits at most
-//! [`JOB_WAIT`] for the next sample to be due, so the partition's core stays free to move
-//! between partitions. Open buckets are written every [`FLUSH_INTERVAL`] and when the
-//! daemon stops.
+//! Each sample is one short job on the `twin` partition, queued when it is due by the
+//! `aw-twin-tick` thread (which only sleeps and queues): the job never waits, so the
+//! partition's busy ratio is the twin's real work and its core stays free to move between
+//! partitions. A sample still queued or running when the next is due is not queued twice
+//! (counted in `twin.samples_skipped`). Open buckets are written every [`FLUSH_INTERVAL`]
+//! and when the daemon stops.
 //!
 //! ```toml
 //! [twin]
@@ -33,6 +35,7 @@
 //! assessment of every watch is the status fact `twin_risks`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,8 +53,6 @@ use crate::partitions::Submitter;
 
 /// The partition the twin runs on.
 pub const PARTITION: &str = "twin";
-/// The longest one sampler job waits for its sample to be due before it queues the next.
-pub const JOB_WAIT: Duration = Duration::from_millis(10);
 /// How often open history buckets are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default sample interval, ms.
@@ -245,6 +246,8 @@ pub struct TwinStats {
     pub samples: u64,
     /// Mirror reads that failed (a busy slot on every try, a segment gone).
     pub read_errors: u64,
+    /// Samples not queued because the previous one was still queued or running.
+    pub samples_skipped: u64,
     /// Signal values appended to the history.
     pub values_appended: u64,
     /// Appends or flushes the history refused (each logged at most once a minute).
@@ -269,8 +272,6 @@ struct TwinState {
     sampler: Sampler,
     history: History,
     started: Instant,
-    interval: Duration,
-    next_sample: Instant,
     next_flush: Instant,
     last_error_log: Option<Instant>,
     stats: TwinStats,
@@ -285,11 +286,18 @@ struct TwinState {
     last_risks: Vec<RiskCheck>,
 }
 
-/// The running twin: its counters, and its history to flush at shutdown.
+/// The running twin: its counters, its tick thread, and its history to flush at shutdown.
 #[derive(Clone)]
 pub struct TwinHandle {
     state: Arc<Mutex<TwinState>>,
     history_dir: PathBuf,
+    ticker: Arc<Ticker>,
+}
+
+/// The `aw-twin-tick` thread and how to stop it.
+struct Ticker {
+    stop: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for TwinHandle {
@@ -311,6 +319,7 @@ impl TwinHandle {
         vec![
             ("twin.samples".into(), s.samples),
             ("twin.read_errors".into(), s.read_errors),
+            ("twin.samples_skipped".into(), s.samples_skipped),
             ("twin.values_appended".into(), s.values_appended),
             ("twin.history_errors".into(), s.history_errors),
             ("twin.series".into(), s.series),
@@ -346,8 +355,15 @@ impl TwinHandle {
         &self.history_dir
     }
 
-    /// Writes the open buckets (the daemon calls this when it stops).
+    /// Stops the tick thread and writes the open buckets (the daemon calls this when it
+    /// stops, after its partitions took their last jobs).
     pub fn finish(&self) {
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        let thread = self.ticker.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
         if let Ok(mut s) = self.state.lock() {
             if let Err(e) = s.history.flush() {
                 tracing::warn!("twin history: the last flush failed: {e}");
@@ -404,62 +420,87 @@ pub(crate) fn start(
         sampler: Sampler::default(),
         history,
         started: now,
-        interval: settings.sample_interval,
-        next_sample: now,
         next_flush: now + FLUSH_INTERVAL,
         last_error_log: None,
         stats: TwinStats::default(),
     }));
-    submitter
-        .submit(PARTITION, sampler_job(state.clone(), submitter.clone()))
-        .map_err(|e| format!("the {PARTITION} partition: {e}"))?;
+    let ticker = Arc::new(Ticker {
+        stop: AtomicBool::new(false),
+        thread: Mutex::new(None),
+    });
+    let thread = {
+        let (state, submitter, ticker) = (state.clone(), submitter.clone(), ticker.clone());
+        let interval = settings.sample_interval;
+        std::thread::Builder::new()
+            .name("aw-twin-tick".into())
+            .spawn(move || tick(&state, &submitter, &ticker.stop, interval))
+            .map_err(|e| format!("spawning aw-twin-tick: {e}"))?
+    };
+    if let Ok(mut t) = ticker.thread.lock() {
+        *t = Some(thread);
+    }
     Ok(TwinHandle {
         state,
         history_dir: dir,
+        ticker,
     })
 }
 
-/// One sampler job: waits up to [`JOB_WAIT`] for the sample to be due, samples if it is,
-/// then queues the next job.
-fn sampler_job(state: Arc<Mutex<TwinState>>, submitter: Submitter) -> crate::partitions::Job {
-    Box::new(move || {
-        let due = state.lock().map(|s| s.next_sample).ok();
-        let Some(due) = due else {
-            return; // poisoned: a step panicked and said so
-        };
-        let wait = due.saturating_duration_since(Instant::now());
-        std::thread::sleep(wait.min(JOB_WAIT));
-        if Instant::now() >= due {
+/// The tick thread: queues one sample job on the twin partition every `interval` (the
+/// samples keep their period; one missed by more than an interval is skipped), never two at
+/// once, until `stop` or the partitions stop.
+fn tick(
+    state: &Arc<Mutex<TwinState>>,
+    submitter: &Submitter,
+    stop: &AtomicBool,
+    interval: Duration,
+) {
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let mut due = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !submitter.stopping() {
+        let now = Instant::now();
+        if now < due {
+            std::thread::park_timeout(due - now);
+            continue;
+        }
+        due += interval;
+        if due < now {
+            due = now + interval;
+        }
+        // SYNC POINT: in-flight (the job's Release store when it is done).
+        if in_flight.swap(true, Ordering::AcqRel) {
+            if let Ok(mut s) = state.lock() {
+                s.stats.samples_skipped += 1;
+            }
+            continue;
+        }
+        let (job_state, job_flag) = (state.clone(), in_flight.clone());
+        let job: crate::partitions::Job = Box::new(move || {
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Ok(mut s) = state.lock() {
+                if let Ok(mut s) = job_state.lock() {
                     s.step();
                 }
             }));
             if stepped.is_err() {
-                tracing::error!("the twin's sampler panicked and stopped");
-                return;
+                tracing::error!("a twin sample panicked; the next one runs as usual");
             }
+            // SYNC POINT: in-flight (the tick's AcqRel swap).
+            job_flag.store(false, Ordering::Release);
+        });
+        if let Err(e) = submitter.submit(PARTITION, job) {
+            in_flight.store(false, Ordering::Release);
+            if submitter.stopping() {
+                break;
+            }
+            tracing::warn!("twin sample not queued: {e}");
         }
-        if submitter.stopping() {
-            return;
-        }
-        let next = sampler_job(state, submitter.clone());
-        if let Err(e) = submitter.submit(PARTITION, next) {
-            tracing::warn!("twin sampler stopped: {e}");
-        }
-    })
+    }
 }
 
 impl TwinState {
     /// Reads the mirror, appends its signals, flushes when due.
     fn step(&mut self) {
         let now = Instant::now();
-        // The next sample is due one interval after this one was, not after now: the
-        // samples keep their period; one missed by more than an interval is skipped.
-        self.next_sample += self.interval;
-        if self.next_sample < now {
-            self.next_sample = now + self.interval;
-        }
         let state = match self.mirror.read() {
             Ok(state) => state,
             Err(e) => {
