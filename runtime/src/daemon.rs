@@ -706,7 +706,6 @@ fn start_twin(
         .path
         .parent()
         .map_or_else(|| PathBuf::from("twin"), |d| d.join("twin"));
-    let socket = control.socket_path();
     let names: Vec<String> = partitions.status().0.into_iter().map(|p| p.name).collect();
     let handle = crate::twin_engine::start(
         &partitions.submitter(),
@@ -715,7 +714,7 @@ fn start_twin(
         &settings,
         &default_dir,
         mirror.path(),
-        &crate::mirror::names_path(socket),
+        &crate::mirror::names_path_for(mirror.path()),
     )
     .map_err(DaemonError::Twin)?;
     tracing::info!(

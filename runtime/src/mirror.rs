@@ -65,7 +65,18 @@ pub fn stats_path(socket: &Path) -> PathBuf {
 ///            Path::new("/tmp/x.sock.stats.names"));
 /// ```
 pub fn names_path(socket: &Path) -> PathBuf {
-    let mut p = stats_path(socket).into_os_string();
+    names_path_for(&stats_path(socket))
+}
+
+/// The names file beside the stats segment `stats`: its path with `.names`.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(agentwire_runtime::mirror::names_path_for(Path::new("/tmp/s.stats")),
+///            Path::new("/tmp/s.stats.names"));
+/// ```
+pub fn names_path_for(stats: &Path) -> PathBuf {
+    let mut p = stats.as_os_str().to_owned();
     p.push(".names");
     PathBuf::from(p)
 }
@@ -169,9 +180,10 @@ impl DaemonMirror {
             .map_err(|e| MirrorSetupError(e.to_string()))?;
         let path = stats_path(socket);
         // Names first: a reader that finds the new segment finds its names.
+        let names_file = names_path(socket);
         names
-            .write_file(&names_path(socket))
-            .map_err(|e| MirrorSetupError(format!("{}: {e}", names_path(socket).display())))?;
+            .write_file(&names_file)
+            .map_err(|e| MirrorSetupError(format!("{}: {e}", names_file.display())))?;
         let layout = StatsLayout::new(names.slots.len() as u32, per_slot as u32);
         let segment = StatsSegment::create_file(&path, layout)
             .map_err(|e| MirrorSetupError(format!("{}: {e}", path.display())))?;

@@ -336,12 +336,7 @@ impl TwinHandle {
         let Ok(s) = self.state.lock() else {
             return "[]".into();
         };
-        let step_ms = s
-            .history
-            .config()
-            .tiers_value()
-            .get(s.risk.tier)
-            .map_or(0, |t| t.resolution_ms);
+        let step_ms = s.risk_step_ms();
         let items: Vec<String> = s
             .last_risks
             .iter()
@@ -498,6 +493,15 @@ fn tick(
 }
 
 impl TwinState {
+    /// The resolution of the history tier risks are assessed on, ms.
+    fn risk_step_ms(&self) -> u64 {
+        self.history
+            .config()
+            .tiers_value()
+            .get(self.risk.tier)
+            .map_or(0, |t| t.resolution_ms)
+    }
+
     /// Reads the mirror, appends its signals, flushes when due.
     fn step(&mut self) {
         let now = Instant::now();
@@ -548,12 +552,7 @@ impl TwinState {
                 break;
             }
         }
-        let step_ms = self
-            .history
-            .config()
-            .tiers_value()
-            .get(self.risk.tier)
-            .map_or(0, |t| t.resolution_ms);
+        let step_ms = self.risk_step_ms();
         let mut checks = Vec::with_capacity(self.watches.len());
         let mut failures = Vec::new();
         for watch in &self.watches {

@@ -47,11 +47,7 @@ pub fn state(args: StateArgs) -> Result<(), BoxError> {
         .stats
         .clone()
         .unwrap_or_else(|| agentwire_runtime::mirror::stats_path(&args.socket));
-    let names = {
-        let mut p = stats.clone().into_os_string();
-        p.push(".names");
-        PathBuf::from(p)
-    };
+    let names = agentwire_runtime::mirror::names_path_for(&stats);
     let mut mirror = Mirror::open(&stats, &names).map_err(|e| {
         format!(
             "{e} (is a daemon serving {}? it writes its stats segment beside its socket; \

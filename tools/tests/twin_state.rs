@@ -102,9 +102,10 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
     );
     assert!(daemon.get("partition.streaming.cpus").is_some(), "{state}");
     // The status query agrees (it is read after the mirror, and counters only grow).
-    let status = served.status();
-    let counter = |name: &str| status.counters.iter().find(|(k, _)| k == name).unwrap().1;
-    assert!(counter("frames_in") >= state["router_totals"]["frames_in"].as_u64().unwrap());
+    assert!(
+        served.counter("frames_in").unwrap()
+            >= state["router_totals"]["frames_in"].as_u64().unwrap()
+    );
     // The text summary and every counter.
     let text = twin_state(&served.socket, &["--interval-ms", "50"]);
     assert!(text.status.success());
@@ -187,14 +188,6 @@ fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
     )
     .unwrap();
     let socket = dir.join("agentwire.sock");
-    let counter = |served: &Served, name: &str| {
-        served
-            .status()
-            .counters
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
-    };
     let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
     let mut receiver = Agent::builder("receiver")
         .socket(&served.socket)
@@ -205,31 +198,17 @@ fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
         .connect()
         .unwrap();
     // Rates need two samples: send once the twin has a first one to count from.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while counter(&served, "twin.samples").unwrap_or(0) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog: the twin took no samples"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    served.wait_for_counter("twin.samples", 2, "the twin took no samples");
     for i in 0..1_000u64 {
         sender.send(receiver.id(), &i.to_le_bytes()).unwrap();
         while receiver.recv_batch(256, |_, _| {}).unwrap() > 0 {}
     }
     // Samples of a mirror that shows both agents, the frames counted in the rates.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let samples = counter(&served, "twin.samples").unwrap_or(0);
-    while counter(&served, "twin.samples").unwrap_or(0) < samples + 10 {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog: the twin took no samples"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(counter(&served, "twin.read_errors"), Some(0));
-    assert_eq!(counter(&served, "twin.history_errors"), Some(0));
-    assert!(counter(&served, "twin.series").unwrap() >= 8);
+    let samples = served.counter("twin.samples").unwrap_or(0);
+    served.wait_for_counter("twin.samples", samples + 10, "the twin took no samples");
+    assert_eq!(served.counter("twin.read_errors"), Some(0));
+    assert_eq!(served.counter("twin.history_errors"), Some(0));
+    assert!(served.counter("twin.series").unwrap() >= 8);
     drop((sender, receiver));
     let out = served.terminate();
     assert!(
@@ -261,14 +240,7 @@ fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
     // A second run appends to the same history.
     let before: u32 = read("daemon.agents").iter().map(|b| b.count).sum();
     let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while counter(&served, "twin.samples").unwrap_or(0) < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog: the restarted twin took no samples"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    served.wait_for_counter("twin.samples", 5, "the restarted twin took no samples");
     let out = served.terminate();
     assert!(
         out.status.success(),
@@ -338,9 +310,8 @@ fn the_twin_publishes_an_alert_for_a_watched_signal_past_its_threshold() {
     assert_eq!(alert["probability"], 1.0, "{alert}");
     assert_eq!(alert["step_ms"], 1000, "{alert}");
     let status = served.status();
-    let counter = |name: &str| status.counters.iter().find(|(k, _)| k == name).unwrap().1;
-    assert!(counter("twin.alerts_published") >= 1);
-    assert_eq!(counter("twin.risk_errors"), 0);
+    assert!(served.counter("twin.alerts_published").unwrap() >= 1);
+    assert_eq!(served.counter("twin.risk_errors"), Some(0));
     let risks = &status
         .info
         .iter()

@@ -117,6 +117,26 @@ impl Served {
         query_status_trusting(&self.socket, &[self.daemon_uid]).unwrap()
     }
 
+    /// The status counter `name`, if the daemon reports it (an engine's counters appear
+    /// once it runs).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.status()
+            .counters
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Polls the status until counter `name` is at least `at_least` (the watchdog names
+    /// `what`).
+    pub fn wait_for_counter(&self, name: &str, at_least: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.counter(name).unwrap_or(0) < at_least {
+            assert!(Instant::now() < deadline, "watchdog: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGKILL: the daemon dies without any goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
