@@ -34,6 +34,7 @@ mod tune;
 mod twin_cmd;
 mod twin_risks;
 mod twin_state;
+mod twin_whatif;
 
 use agentwire_router::testing::{TestRouter, TestRouterConfig};
 use agentwire_shm::client::{Agent, ClientError};
@@ -241,6 +242,18 @@ enum TwinCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What-if simulation: calibrate a queueing model of the daemon from its live mirror
+    /// (or load a saved one), apply scenarios (load=K, router_cores=±N, agents=+N,
+    /// priority_mix=A,B,C,D, ring_frames=N, deferral_frames=N, partition.NAME=±N) and print
+    /// the predicted throughput, latency percentiles, deferrals, dead letters and
+    /// utilisation beside the baseline. Example: agentwire twin whatif --scenario load=2
+    /// --scenario router_cores=+1. Exit codes: 0 done, 1 no mirror to calibrate from, 2 bad
+    /// input (a scenario, a model file).
+    Whatif(twin_whatif::WhatifArgs),
+    /// Time the what-if simulators: the flow simulator over an hour of traffic, the packet
+    /// simulator and SimPy (scripts/whatif_simpy.py, the same model) over --packet-seconds,
+    /// each as a multiple of real time, with their predictions side by side.
+    WhatifBench(twin_whatif::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -1084,6 +1097,8 @@ fn main() -> ExitCode {
                     "--input, --threshold and --horizon are required without --live".into(),
                 )) as Box<dyn std::error::Error>),
             },
+            TwinCmd::Whatif(args) => twin_whatif::whatif(args),
+            TwinCmd::WhatifBench(args) => twin_whatif::bench(args),
             TwinCmd::State {
                 socket,
                 stats,

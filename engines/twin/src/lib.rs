@@ -16,6 +16,8 @@
 //!   the router's busy ratio, gauges).
 //! - [`series_csv`]: one series read from a CSV file's `value` column, and forecasts
 //!   written as `step,forecast,lo,hi`.
+//! - [`whatif`]: what-if simulation: a queueing model of the daemon calibrated from the
+//!   mirror, scenarios, and packet-level and flow-level simulators.
 
 #![forbid(unsafe_code)]
 
@@ -27,3 +29,4 @@ pub mod mirror;
 pub mod risk;
 pub mod series_csv;
 pub mod signals;
+pub mod whatif;

@@ -1,0 +1,215 @@
+//! A [`Model`] calibrated from two reads of the live mirror: the flows' rates from the
+//! router shards' frame counters, the per-frame service time from their busy ratio, the
+//! partitions' cores and load from the daemon slot; capacities from the daemon's settings.
+
+use super::model::{Flow, Model, PartitionLoad, Rebalance};
+use crate::mirror::MirrorState;
+
+/// Frame header and record alignment on the rings (`agentwire_shm::wire::HEADER_BYTES`,
+/// `agentwire_shm::ring::RECORD_ALIGN_BYTES`).
+const FRAME_OVERHEAD_BYTES: f64 = 48.0;
+const RECORD_ALIGN_BYTES: f64 = 8.0;
+
+/// Fewer frames than this in the window: the service time is not measured (the busy ratio
+/// of an idle router says nothing about a frame's cost) and the default is used.
+pub const FRAMES_TO_MEASURE_SERVICE: u64 = 10_000;
+
+/// The daemon's settings the model needs (from its config).
+///
+/// ```
+/// let s = agentwire_twin::whatif::DaemonSettings::default();
+/// assert_eq!(s.ring_capacity_bytes, 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// `ring_capacity_bytes`.
+    pub ring_capacity_bytes: u64,
+    /// `defer_capacity_bytes`.
+    pub defer_capacity_bytes: u64,
+    /// `defer_deadline_ms`.
+    pub defer_deadline_ms: u64,
+    /// `router_batch_frames`.
+    pub batch_frames: u32,
+    /// `[rebalance]`.
+    pub rebalance: Rebalance,
+    /// Each partition's rebalancing priority (absent: 1).
+    pub priorities: Vec<(String, u32)>,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            ring_capacity_bytes: 1 << 20,
+            defer_capacity_bytes: 256 * 1024,
+            defer_deadline_ms: 1000,
+            batch_frames: 32,
+            rebalance: Rebalance::default(),
+            priorities: vec![],
+        }
+    }
+}
+
+/// What the mirror does not show.
+///
+/// ```
+/// let o = agentwire_twin::whatif::CalibrateOptions::default();
+/// assert!(o.flows.is_none() && o.router_service_ns.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrateOptions {
+    /// Producer/consumer pairs (default: half the agents, at least one).
+    pub flows: Option<usize>,
+    /// Router time per frame, ns (default: measured from the busy ratio when the window
+    /// routed at least [`FRAMES_TO_MEASURE_SERVICE`] frames, else
+    /// `router_service_ns_default`).
+    pub router_service_ns: Option<f64>,
+    /// The fallback router time per frame, ns.
+    pub router_service_ns_default: f64,
+    /// Consumer time per frame, ns.
+    pub consumer_service_ns: f64,
+    /// Latency outside the queues, ns.
+    pub hop_ns: f64,
+}
+
+impl Default for CalibrateOptions {
+    fn default() -> Self {
+        Self {
+            flows: None,
+            router_service_ns: None,
+            // The router core alone routes ~48M frames a second (BENCHMARKS.md): ~21 ns.
+            router_service_ns_default: 25.0,
+            consumer_service_ns: 100.0,
+            hop_ns: 0.0,
+        }
+    }
+}
+
+/// A mirror pair that cannot calibrate a model.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("cannot calibrate: {0}")]
+pub struct CalibrationError(pub String);
+
+/// Calibrates a model from `before` and `after`, read `elapsed_ns` apart.
+///
+/// ```
+/// use agentwire_twin::mirror::{MirrorState, SlotState};
+/// use agentwire_twin::whatif::{calibrate, CalibrateOptions, DaemonSettings};
+/// let read = |frames: u64, idle: u64| MirrorState { creator_pid: 1, creator_running: true, slots: vec![
+///     SlotState { name: "router.shard0".into(), sequence: Some(2), counters: vec![
+///         ("frames_in".into(), frames), ("bytes_in".into(), frames * 64),
+///         ("duty_cycles".into(), 2 * frames), ("duty_cycles_idle".into(), idle)] },
+///     SlotState { name: "daemon".into(), sequence: Some(2), counters: vec![("agents".into(), 2)] }] };
+/// let m = calibrate(&read(0, 0), &read(100_000, 150_000), 1_000_000_000,
+///     &DaemonSettings::default(), &CalibrateOptions::default()).unwrap();
+/// assert_eq!(m.flows.len(), 1);
+/// assert_eq!(m.offered_per_s(), 100_000.0);
+/// // A quarter of the cycles were busy over 1 s for 100,000 frames: 2,500 ns a frame.
+/// assert_eq!(m.router_service_ns, 2_500.0);
+/// assert_eq!(m.ring_frames, (1 << 20) / 112);
+/// ```
+pub fn calibrate(
+    before: &MirrorState,
+    after: &MirrorState,
+    elapsed_ns: u64,
+    settings: &DaemonSettings,
+    options: &CalibrateOptions,
+) -> Result<Model, CalibrationError> {
+    if elapsed_ns == 0 {
+        return Err(CalibrationError(
+            "the two reads are at the same time".into(),
+        ));
+    }
+    let delta = |counter: &str| {
+        after
+            .total("router.", counter)
+            .checked_sub(before.total("router.", counter))
+            .ok_or_else(|| {
+                CalibrationError(format!(
+                    "router counter {counter} went backwards (the daemon restarted?)"
+                ))
+            })
+    };
+    let frames = delta("frames_in")?;
+    let bytes = delta("bytes_in")?;
+    let cycles = delta("duty_cycles")?;
+    let idle = delta("duty_cycles_idle")?;
+    let router_cores = after
+        .slots
+        .iter()
+        .filter(|s| s.name.starts_with("router."))
+        .count() as u32;
+    if router_cores == 0 {
+        return Err(CalibrationError("the mirror has no router shard".into()));
+    }
+    let secs = elapsed_ns as f64 / 1e9;
+    let agents = after.get("daemon", "agents").unwrap_or(0) as usize;
+    let flows_n = options.flows.unwrap_or(agents / 2).max(1);
+    let rate = frames as f64 / secs / flows_n as f64;
+    let busy = if cycles > 0 {
+        1.0 - idle.min(cycles) as f64 / cycles as f64
+    } else {
+        0.0
+    };
+    let measured = (frames >= FRAMES_TO_MEASURE_SERVICE && busy > 0.0)
+        .then(|| busy * elapsed_ns as f64 * f64::from(router_cores) / frames as f64);
+    let router_service_ns = options
+        .router_service_ns
+        .or(measured)
+        .unwrap_or(options.router_service_ns_default);
+    let payload = if frames > 0 {
+        bytes as f64 / frames as f64
+    } else {
+        64.0
+    };
+    let frame_bytes =
+        ((payload + FRAME_OVERHEAD_BYTES) / RECORD_ALIGN_BYTES).ceil() * RECORD_ALIGN_BYTES;
+    let priority = |name: &str| {
+        settings
+            .priorities
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(1, |(_, p)| *p)
+    };
+    let partitions = partitions_of(after)
+        .into_iter()
+        .filter(|(name, _, _)| name != "router")
+        .map(|(name, cpus, busy_permille)| PartitionLoad {
+            priority: priority(&name),
+            busy_cores: busy_permille / 1000.0 * f64::from(cpus),
+            name,
+            cpus,
+        })
+        .collect();
+    Ok(Model {
+        flows: vec![Flow::new(rate); flows_n],
+        router_cores,
+        router_service_ns,
+        service_cv: 1.0,
+        batch_frames: settings.batch_frames.max(1),
+        consumer_service_ns: options.consumer_service_ns,
+        hop_ns: options.hop_ns,
+        ring_frames: ((settings.ring_capacity_bytes as f64 / frame_bytes) as u32).max(1),
+        deferral_frames: (settings.defer_capacity_bytes as f64 / frame_bytes) as u32,
+        defer_deadline_ns: settings.defer_deadline_ms.saturating_mul(1_000_000),
+        partitions,
+        rebalance: settings.rebalance,
+    })
+}
+
+/// Every partition in the daemon slot: (name, cpus, busy permille).
+fn partitions_of(state: &MirrorState) -> Vec<(String, u32, f64)> {
+    let Some(daemon) = state.slots.iter().find(|s| s.name == "daemon") else {
+        return vec![];
+    };
+    daemon
+        .counters
+        .iter()
+        .filter_map(|(name, cpus)| {
+            let p = name.strip_prefix("partition.")?.strip_suffix(".cpus")?;
+            let busy = daemon
+                .get(&format!("partition.{p}.busy_permille"))
+                .unwrap_or(0);
+            Some((p.to_string(), *cpus as u32, busy as f64))
+        })
+        .collect()
+}

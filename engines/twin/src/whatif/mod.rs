@@ -1,0 +1,43 @@
+//! What-if simulation: a queueing [`Model`] of the daemon ([`model`]), calibrated from the
+//! live mirror ([`calibrate`]) or loaded from a saved snapshot (the model as JSON), changed
+//! by [`Scenario`]s, and run by two simulators that predict throughput, latency
+//! percentiles, deferrals, dead letters and utilisation ([`Outcome`]):
+//!
+//! - [`packet`]: discrete events, frame by frame; exact for the model, cost per frame.
+//! - [`flow`]: fluid queues in time steps with queueing formulas; hours in milliseconds.
+//!
+//! ```
+//! use agentwire_twin::whatif::{flow, Model, Scenario};
+//! let mut m = Model::example();
+//! let base = flow::simulate(&m, 60.0, 100.0, &|_| 1.0);
+//! "load=5".parse::<Scenario>().unwrap().apply(&mut m).unwrap();
+//! let five = flow::simulate(&m, 60.0, 100.0, &|_| 1.0);
+//! assert!(five.latency.p99_ns > base.latency.p99_ns);
+//! ```
+
+mod calibrate;
+pub mod flow;
+mod model;
+mod outcome;
+pub mod packet;
+mod scenario;
+
+pub use calibrate::{
+    calibrate, CalibrateOptions, CalibrationError, DaemonSettings, FRAMES_TO_MEASURE_SERVICE,
+};
+pub use model::{Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, CLASS_WEIGHTS};
+pub use outcome::{Outcome, PartitionOutcome, Percentiles};
+pub use scenario::{rebalance, Count, Scenario, ScenarioError};
+
+/// The partitions of `model` as an outcome reports them.
+fn partition_outcomes(model: &Model) -> Vec<PartitionOutcome> {
+    model
+        .partitions
+        .iter()
+        .map(|p| PartitionOutcome {
+            name: p.name.clone(),
+            cpus: p.cpus,
+            utilisation: p.utilisation(),
+        })
+        .collect()
+}

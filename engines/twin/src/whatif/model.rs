@@ -1,0 +1,251 @@
+//! The queueing model of the daemon the what-if simulators run: flows of frames from
+//! producers through the router shards to consumers, with the capacities and policies that
+//! shape them, and the engine partitions' load.
+
+use serde::{Deserialize, Serialize};
+
+/// Priority classes of a frame (tx lanes of an agent), as on the wire.
+pub const CLASSES: usize = 4;
+
+/// Batches per duty cycle of each class's lane (classes 0 to 3), as the router routes them.
+pub const CLASS_WEIGHTS: [f64; CLASSES] = [2.0, 1.5, 1.0, 0.5];
+
+/// One producer's traffic to its own consumer, split over the priority classes.
+///
+/// ```
+/// let f = agentwire_twin::whatif::Flow::new(1000.0);
+/// assert_eq!(f.rate_per_s(), 1000.0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Frames per second in each priority class.
+    pub class_rates_per_s: [f64; CLASSES],
+}
+
+impl Flow {
+    /// A flow of `rate_per_s` frames a second, all in class 1 (the default send).
+    ///
+    /// ```
+    /// let f = agentwire_twin::whatif::Flow::new(10.0);
+    /// assert_eq!(f.class_rates_per_s[1], 10.0);
+    /// ```
+    pub fn new(rate_per_s: f64) -> Self {
+        let mut class_rates_per_s = [0.0; CLASSES];
+        class_rates_per_s[1] = rate_per_s;
+        Self { class_rates_per_s }
+    }
+
+    /// Frames per second over every class.
+    ///
+    /// ```
+    /// let f = agentwire_twin::whatif::Flow { class_rates_per_s: [1.0, 2.0, 0.0, 3.0] };
+    /// assert_eq!(f.rate_per_s(), 6.0);
+    /// ```
+    pub fn rate_per_s(&self) -> f64 {
+        self.class_rates_per_s.iter().sum()
+    }
+}
+
+/// An engine partition's load: the cores it has and how many of them its jobs keep busy.
+///
+/// ```
+/// let p = agentwire_twin::whatif::PartitionLoad { name: "twin".into(), cpus: 2, busy_cores: 0.5, priority: 1 };
+/// assert_eq!(p.utilisation(), 0.25);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionLoad {
+    /// The partition's name (`streaming`, `twin`, ...).
+    pub name: String,
+    /// Cores it has.
+    pub cpus: u32,
+    /// Cores' worth of work its jobs do (busy ratio × cpus).
+    pub busy_cores: f64,
+    /// Rebalancing priority: a busier partition borrows from lower priorities.
+    pub priority: u32,
+}
+
+impl PartitionLoad {
+    /// Busy ratio on its cores (above 1: more work than its cores do; jobs queue up).
+    ///
+    /// ```
+    /// let p = agentwire_twin::whatif::PartitionLoad { name: "nas".into(), cpus: 0, busy_cores: 0.0, priority: 1 };
+    /// assert_eq!(p.utilisation(), 0.0);
+    /// ```
+    pub fn utilisation(&self) -> f64 {
+        if self.cpus == 0 {
+            if self.busy_cores > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            }
+        } else {
+            self.busy_cores / f64::from(self.cpus)
+        }
+    }
+}
+
+/// The rebalancing policy between engine partitions (the daemon's `[rebalance]`).
+///
+/// ```
+/// let r = agentwire_twin::whatif::Rebalance::default();
+/// assert!(r.enabled && r.high_water > r.low_water);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rebalance {
+    /// Whether partitions lend and borrow cores.
+    pub enabled: bool,
+    /// A partition busier than this borrows a core.
+    pub high_water: f64,
+    /// A partition busy below this (after lending) may lend one.
+    pub low_water: f64,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            high_water: 0.85,
+            low_water: 0.30,
+        }
+    }
+}
+
+/// The daemon as a network of queues, calibrated from its mirror ([`super::calibrate`]) or
+/// loaded from a saved snapshot (JSON), changed by scenarios ([`super::Scenario`]).
+///
+/// Producers' frames wait in their tx lanes (backpressure: a producer never loses a frame)
+/// until their router shard serves them (flow `i` on shard `i mod router_cores`; each shard
+/// visits its flows in turn, each lane for its class's share of `batch_frames`, a frame
+/// costing `router_service_ns` on average with coefficient of variation `service_cv`).
+/// A routed frame enters its consumer's rx ring (`ring_frames`); when that is full it waits
+/// in the consumer's deferral (`deferral_frames`) for at most `defer_deadline_ns`, after
+/// which it goes to the dead-letter queue; when the deferral is full too the shard holds
+/// it and the flow backs up. Consumers take `consumer_service_ns` per frame. Every frame's
+/// latency adds `hop_ns`: what the queues do not show (ring polls, wake-ups, copies).
+///
+/// ```
+/// let m = agentwire_twin::whatif::Model::example();
+/// assert!(m.validate().is_ok());
+/// assert!(m.offered_per_s() > 0.0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// One per producer, each to its own consumer.
+    pub flows: Vec<Flow>,
+    /// Router shards, one core each.
+    pub router_cores: u32,
+    /// Mean router core time per frame, ns.
+    pub router_service_ns: f64,
+    /// Coefficient of variation of that time, 0 (constant) to 1 (exponential).
+    pub service_cv: f64,
+    /// Frames a shard routes from one lane per visit (the daemon's `router_batch_frames`).
+    pub batch_frames: u32,
+    /// Consumer time per frame, ns.
+    pub consumer_service_ns: f64,
+    /// Latency outside the queues, ns.
+    pub hop_ns: f64,
+    /// A consumer's rx ring, in frames.
+    pub ring_frames: u32,
+    /// A consumer's deferral, in frames (0: none).
+    pub deferral_frames: u32,
+    /// How long a deferred frame waits before the dead-letter queue, ns (0: forever).
+    pub defer_deadline_ns: u64,
+    /// The engine partitions.
+    pub partitions: Vec<PartitionLoad>,
+    /// How partitions lend cores.
+    pub rebalance: Rebalance,
+}
+
+/// A model that cannot be simulated, and why.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("bad model: {0}")]
+pub struct ModelError(pub String);
+
+impl Model {
+    /// A small model: two flows of 20,000 frames a second on one router core.
+    ///
+    /// ```
+    /// assert_eq!(agentwire_twin::whatif::Model::example().flows.len(), 2);
+    /// ```
+    pub fn example() -> Self {
+        Self {
+            flows: vec![Flow::new(20_000.0), Flow::new(20_000.0)],
+            router_cores: 1,
+            router_service_ns: 2_000.0,
+            service_cv: 1.0,
+            batch_frames: 32,
+            consumer_service_ns: 500.0,
+            hop_ns: 0.0,
+            ring_frames: 1024,
+            deferral_frames: 256,
+            defer_deadline_ns: 1_000_000_000,
+            partitions: vec![],
+            rebalance: Rebalance::default(),
+        }
+    }
+
+    /// Frames per second the producers offer.
+    ///
+    /// ```
+    /// assert_eq!(agentwire_twin::whatif::Model::example().offered_per_s(), 40_000.0);
+    /// ```
+    pub fn offered_per_s(&self) -> f64 {
+        self.flows.iter().map(Flow::rate_per_s).sum()
+    }
+
+    /// The shard that serves flow `flow`.
+    ///
+    /// ```
+    /// let mut m = agentwire_twin::whatif::Model::example();
+    /// m.router_cores = 2;
+    /// assert_eq!(m.shard_of(3), 1);
+    /// ```
+    pub fn shard_of(&self, flow: usize) -> usize {
+        flow % self.router_cores.max(1) as usize
+    }
+
+    /// Checks every field is in range, naming the first that is not.
+    ///
+    /// ```
+    /// let mut m = agentwire_twin::whatif::Model::example();
+    /// m.router_cores = 0;
+    /// assert!(m.validate().unwrap_err().to_string().contains("router_cores"));
+    /// ```
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |what: &str| Err(ModelError(what.to_string()));
+        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if self.router_cores == 0 {
+            return bad("router_cores must be at least 1");
+        }
+        if !(self.router_service_ns.is_finite() && self.router_service_ns > 0.0) {
+            return bad("router_service_ns must be above 0");
+        }
+        if !(0.0..=1.0).contains(&self.service_cv) {
+            return bad("service_cv must be within 0 to 1");
+        }
+        if self.batch_frames == 0 {
+            return bad("batch_frames must be at least 1");
+        }
+        if !finite_non_negative(self.consumer_service_ns) || !finite_non_negative(self.hop_ns) {
+            return bad("consumer_service_ns and hop_ns must be 0 or more");
+        }
+        if self.ring_frames == 0 {
+            return bad("ring_frames must be at least 1");
+        }
+        let rates_ok = self
+            .flows
+            .iter()
+            .all(|f| f.class_rates_per_s.iter().all(|r| finite_non_negative(*r)));
+        if !rates_ok {
+            return bad("flow rates must be 0 or more");
+        }
+        if self
+            .partitions
+            .iter()
+            .any(|p| !finite_non_negative(p.busy_cores))
+        {
+            return bad("partition busy_cores must be 0 or more");
+        }
+        Ok(())
+    }
+}
