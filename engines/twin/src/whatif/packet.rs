@@ -72,7 +72,7 @@ struct Sim<'m> {
 /// use agentwire_twin::whatif::{packet, Model};
 /// let out = packet::simulate(&Model::example(), 0.2, 1);
 /// assert!((out.throughput_per_s / 40_000.0 - 1.0).abs() < 0.05);
-/// assert!(out.latency.p50_ns > 2_000.0);
+/// assert!(out.latency.p99_ns > out.latency.p50_ns);
 /// ```
 pub fn simulate(model: &Model, seconds: f64, seed: u64) -> Outcome {
     let mut sim = Sim::new(model, seconds, seed);
