@@ -32,6 +32,7 @@ mod stream_listen;
 mod systemd;
 mod tune;
 mod twin_cmd;
+mod twin_plan;
 mod twin_risks;
 mod twin_state;
 mod twin_whatif;
@@ -254,6 +255,14 @@ enum TwinCmd {
     /// simulator and SimPy (scripts/whatif_simpy.py, the same model) over --packet-seconds,
     /// each as a multiple of real time, with their predictions side by side.
     WhatifBench(twin_whatif::BenchArgs),
+    /// Capacity planning: the fewest cores per partition that meet the SLA at the forecast
+    /// peak (the twin's history: hourly peaks forecast with the M4-hourly ensemble; the
+    /// router sized with the what-if model calibrated from the live mirror or --model;
+    /// engine partitions kept under the rebalancing high water), printed as a unified diff
+    /// against the current config that `patch` applies and `agentwire plan` plans. Example:
+    /// agentwire twin plan --sla 'p99<1ms' --at-forecast-peak 24h > plan.diff. Exit codes:
+    /// 0 planned, 1 no mirror or history, 2 bad input, 3 no router size meets the SLA.
+    Plan(twin_plan::PlanArgs),
 }
 
 #[derive(Subcommand)]
@@ -1099,6 +1108,7 @@ fn main() -> ExitCode {
             },
             TwinCmd::Whatif(args) => twin_whatif::whatif(args),
             TwinCmd::WhatifBench(args) => twin_whatif::bench(args),
+            TwinCmd::Plan(args) => twin_plan::plan(args),
             TwinCmd::State {
                 socket,
                 stats,
@@ -1154,6 +1164,10 @@ fn main() -> ExitCode {
         Err(e) if e.is::<twin_cmd::BadInput>() => {
             logging::report_error(log_format, &format!("agentwire twin: error: {e}"));
             ExitCode::from(twin_cmd::EXIT_BAD_INPUT)
+        }
+        Err(e) if e.is::<twin_plan::SlaUnmet>() => {
+            logging::report_error(log_format, &format!("agentwire twin plan: {e}"));
+            ExitCode::from(twin_plan::EXIT_SLA_UNMET)
         }
         Err(e) if e.is::<load::DeliveryFailed>() => {
             logging::report_error(log_format, &format!("agentwire load: {e}"));
