@@ -41,7 +41,8 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; 
     cargo install cargo-deb --version "$cargo_deb_version" --locked --quiet
 fi
 # Python agents (shm/python): a virtual environment at .venv with the pinned tools of
-# shm/python/requirements.txt (maturin, pytest, and the benchmark's pyzmq and iceoryx2).
+# shm/python/requirements.txt (maturin, pytest, the benchmark's pyzmq and iceoryx2, the NATS
+# server, SimPy for the what-if bench).
 # pip runs only when a pin is missing or differs, so a satisfied setup costs one Python start.
 python=${AGENTWIRE_PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -223,13 +223,20 @@ fn forecast_peak(
     if hourly.len() < 3 {
         return Ok(None);
     }
-    // Two days or more: the M4-hourly ensemble with its daily season; less: a damped trend.
-    let forecaster = if hourly.len() >= 48 {
-        Forecaster::new(Method::Ensemble).season(24)
-    } else {
-        Forecaster::new(Method::Damped)
+    // Two days or more: the M4-hourly ensemble with its daily season (when its members have
+    // the history they need); less: a damped trend.
+    let ensemble = (hourly.len() >= 48)
+        .then(|| {
+            Forecaster::new(Method::Ensemble)
+                .season(24)
+                .forecast(&hourly, hours)
+                .ok()
+        })
+        .flatten();
+    let f = match ensemble {
+        Some(f) => f,
+        None => Forecaster::new(Method::Damped).forecast(&hourly, hours)?,
     };
-    let f = forecaster.forecast(&hourly, hours)?;
     let path = if upper { &f.hi } else { &f.point };
     let peak = path
         .iter()

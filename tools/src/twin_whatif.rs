@@ -429,7 +429,7 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
     )?;
     let row = |name: &str, simulated: f64, wall: f64, o: (f64, f64, f64)| {
         outln!(
-            "{name:<8} {simulated:>11.1} {:>10.1} {:>14.0} {:>12.0} {:>10.2} {:>10.2}",
+            "{name:<8} {simulated:>11.1} {:>10.1} {:>14.1} {:>12.0} {:>10.2} {:>10.2}",
             wall * 1e3,
             x(simulated, wall),
             o.0,
