@@ -31,7 +31,8 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-fn bad(message: impl Into<String>) -> BoxError {
+/// A [`BadInput`] error.
+pub(crate) fn bad(message: impl Into<String>) -> BoxError {
     Box::new(BadInput(message.into()))
 }
 

@@ -8,7 +8,7 @@
 //! Exit codes: 0 planned (the diff may be empty), 1 no mirror or history to plan from,
 //! 2 bad input, 3 no router size up to --router-cores-max meets the SLA.
 
-use crate::twin_cmd::BadInput;
+use crate::twin_cmd::bad;
 use crate::twin_whatif::{describe, load_model, ModelSource};
 use agentwire_runtime::config::{Config, DEFAULT_CONFIG_TOML};
 use agentwire_twin::forecast::{Forecaster, Method};
@@ -72,10 +72,6 @@ pub struct PlanArgs {
     /// Print exactly one JSON object (the diff in its `diff` field).
     #[arg(long)]
     pub json: bool,
-}
-
-fn bad(message: impl Into<String>) -> BoxError {
-    Box::new(BadInput(message.into()))
 }
 
 /// A latency objective: this percentile below this many ns.

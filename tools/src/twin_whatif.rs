@@ -5,7 +5,7 @@
 //! baseline and the scenario side by side. The bench times both simulators and SimPy
 //! (`scripts/whatif_simpy.py`) on the same model.
 
-use crate::twin_cmd::BadInput;
+use crate::twin_cmd::bad;
 use agentwire_runtime::config::Config;
 use agentwire_twin::mirror::Mirror;
 use agentwire_twin::whatif::{
@@ -79,10 +79,6 @@ pub struct WhatifArgs {
     /// Print exactly one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn bad(message: impl Into<String>) -> BoxError {
-    Box::new(BadInput(message.into()))
 }
 
 /// The daemon settings of `config` (the embedded default without one).
@@ -535,6 +531,6 @@ mod tests {
     #[test]
     fn a_bad_scenario_is_bad_input() {
         let e = parse_scenarios(&["load=x".to_string()]).unwrap_err();
-        assert!(e.is::<BadInput>(), "{e}");
+        assert!(e.is::<crate::twin_cmd::BadInput>(), "{e}");
     }
 }

@@ -289,15 +289,7 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_dead_letters_what_it_cannot_read() {
-        let m = Model {
-            flows: vec![Flow::new(10_000.0)],
-            router_service_ns: 1_000.0,
-            consumer_service_ns: 200_000.0,
-            ring_frames: 64,
-            deferral_frames: 64,
-            defer_deadline_ns: 1_000_000,
-            ..Model::example()
-        };
+        let m = crate::whatif::test_models::slow_consumer();
         let f = simulate(&m, 2.0, 100.0, &|_| 1.0);
         let p = packet::simulate(&m, 2.0, 3);
         assert!(close(f.throughput_per_s, 5_000.0, 0.02), "{f:?}");

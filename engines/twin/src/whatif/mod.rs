@@ -41,3 +41,23 @@ fn partition_outcomes(model: &Model) -> Vec<PartitionOutcome> {
         })
         .collect()
 }
+
+/// Models the simulators' tests share.
+#[cfg(test)]
+pub(crate) mod test_models {
+    use super::{Flow, Model};
+
+    /// 10,000 frames a second to a consumer that reads 5,000 (200 µs a frame), with a ring
+    /// and a deferral of 64 frames and a 1 ms deadline: half the frames are dead-lettered.
+    pub(crate) fn slow_consumer() -> Model {
+        Model {
+            flows: vec![Flow::new(10_000.0)],
+            router_service_ns: 1_000.0,
+            consumer_service_ns: 200_000.0,
+            ring_frames: 64,
+            deferral_frames: 64,
+            defer_deadline_ns: 1_000_000,
+            ..Model::example()
+        }
+    }
+}

@@ -356,16 +356,7 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_fills_its_deferral_and_dead_letters_past_the_deadline() {
-        // 10,000 frames a second to a consumer that reads 5,000: half must go somewhere.
-        let m = Model {
-            flows: vec![Flow::new(10_000.0)],
-            router_service_ns: 1_000.0,
-            consumer_service_ns: 200_000.0,
-            ring_frames: 64,
-            deferral_frames: 64,
-            defer_deadline_ns: 1_000_000,
-            ..Model::example()
-        };
+        let m = crate::whatif::test_models::slow_consumer();
         let out = simulate(&m, 2.0, 3);
         assert!(
             (out.throughput_per_s / 5_000.0 - 1.0).abs() < 0.05,
