@@ -9,14 +9,17 @@ sampling noise: the random streams differ) and their speed.
 The model: every (flow, class) with a rate above 0 is a Poisson source whose frames wait
 in their producer lane (at most 65,536 frames; beyond that the producer stalls and the
 frame is counted, not queued). Flow i is served by router shard i mod router_cores; a
-shard visits its flows in turn and each flow's lanes class 0 to 3, routing up to
-round(batch_frames * w[class]) frames per visit (w = 2, 1.5, 1, 0.5) and skipping a lane
-that is empty or whose consumer has no room (queue + in-flight >= ring + deferral). A frame
-costs router_service_ns * (1 - cv) + Exp(router_service_ns * cv) ns. A routed frame joins
-its consumer's FIFO; beyond ring_frames it is deferred, and once it reaches the ring's
-last slot more than defer_deadline_ns after it was deferred it is dead-lettered. The
-consumer reads one frame per consumer_service_ns. The first 5% of the run is warm-up.
-Times are whole nanoseconds, rounded as the Rust simulator rounds them.
+shard visits its flows in turn and each flow's lanes class 0 to 3, routing up to 2b,
+3b/2, b and max(b/2, 1) frames per visit (b = batch_frames, the router's lane budgets) and
+skipping a lane that is empty or whose consumer has no room (queue + in-flight >= ring +
+deferral). A frame costs router_service_ns * (1 - cv) + Exp(router_service_ns * cv) ns. A
+routed frame joins its consumer's FIFO; beyond ring_frames it is deferred, and a deferred
+frame still past the ring more than defer_deadline_ns after it was deferred is
+dead-lettered (checked whenever the shard considers the flow, a frame is routed to it or
+the consumer reads, as the router expires a deferral's head every duty cycle). The
+consumer reads one frame per consumer_service_ns. Counts and latencies are of what happens
+after the first 5% of the run (the warm-up). Times are whole nanoseconds, rounded as the
+Rust simulator rounds them.
 
 Usage: python3 scripts/whatif_simpy.py --model MODEL.json --seconds S --seed N
 Prints one JSON object on stdout. Exit 2: bad argument or model; exit 1: no simpy.
@@ -31,7 +34,6 @@ import sys
 import time
 
 CLASSES = 4
-CLASS_WEIGHTS = (2.0, 1.5, 1.0, 0.5)
 LANE_FRAMES_MAX = 65_536
 FIELDS = ("flows", "router_cores", "router_service_ns", "service_cv", "batch_frames",
           "consumer_service_ns", "hop_ns", "ring_frames", "deferral_frames",
@@ -97,7 +99,8 @@ def simulate(simpy, m, rates, seconds, seed):
     hop_ns = float(m["hop_ns"])
     ring, deadline = m["ring_frames"], m["defer_deadline_ns"]
     capacity = ring + m["deferral_frames"]
-    budgets = [max(1, int(math.floor(m["batch_frames"] * w + 0.5))) for w in CLASS_WEIGHTS]
+    b = max(1, int(m["batch_frames"]))
+    budgets = [2 * b, 3 * b // 2, b, max(1, b // 2)]  # the router's lane_batch_frames
     warmup_ns = int(seconds * 0.05 * 1e9)
     end_ns = int(seconds * 1e9)
 
@@ -118,10 +121,24 @@ def simulate(simpy, m, rates, seconds, seed):
             waiters[i].succeed()
             waiters[i] = None
 
+    def expire(flow, now):
+        # The router expires the deferral's head (the frames past the ring) once it has
+        # waited the deadline, every duty cycle; packet.rs's expire_deferred.
+        queue = queues[flow]
+        while deadline > 0 and len(queue) > ring:
+            _, deferred_at = queue[ring]
+            if deferred_at is None or now - deferred_at <= deadline:
+                break
+            del queue[ring]
+            if now >= warmup_ns:
+                stats["dead"] += 1
+
     def source(src, gap_ns):
         lane, shard = lanes[src], (src // CLASSES) % cores
-        while True:  # exponential gaps by inverse transform, rounded, as in packet.rs
-            yield env.timeout(math.floor(-gap_ns * math.log(1.0 - uniform()) + 0.5))
+        next_ns = 0.0  # kept to the fraction of a ns, as in packet.rs
+        while True:  # exponential gaps by inverse transform
+            next_ns += -gap_ns * math.log(1.0 - uniform())
+            yield env.timeout(max(0, math.floor(next_ns + 0.5) - env.now))
             stats["events"] += 1
             if len(lane) >= LANE_FRAMES_MAX:
                 stats["stalled"] += 1
@@ -138,6 +155,8 @@ def simulate(simpy, m, rates, seconds, seed):
             for _ in range(len(flows) * CLASSES + 1):
                 flow = flows[pos]
                 lane = lanes[flow * CLASSES + cls]
+                if budget > 0 and lane:
+                    expire(flow, env.now)
                 if budget > 0 and lane and len(queues[flow]) + in_flight[flow] < capacity:
                     budget -= 1
                     picked = (flow, lane.popleft())
@@ -155,11 +174,12 @@ def simulate(simpy, m, rates, seconds, seed):
             yield env.timeout(service)
             stats["events"] += 1
             in_flight[flow] -= 1
+            expire(flow, env.now)
             queue = queues[flow]
             deferred_at = None
             if len(queue) >= ring:
                 deferred_at = env.now
-                if arrival >= warmup_ns:
+                if env.now >= warmup_ns:
                     stats["deferred"] += 1
             queue.append((arrival, deferred_at))
             wake(consumer_wake, flow)
@@ -176,17 +196,9 @@ def simulate(simpy, m, rates, seconds, seed):
             stats["events"] += 1
             now = env.now
             arrival, _ = queue.popleft()
-            if arrival >= warmup_ns:
+            if now >= warmup_ns:
                 latencies.append(math.floor(now - arrival + hop_ns + 0.5))
-            # The frame that moved from the deferral into the ring's last slot goes to the
-            # dead-letter queue if it waited past the deadline (and the next moves up).
-            while deadline > 0 and len(queue) >= ring:
-                a, deferred_at = queue[ring - 1]
-                if deferred_at is None or now - deferred_at <= deadline:
-                    break
-                del queue[ring - 1]
-                if a >= warmup_ns:
-                    stats["dead"] += 1
+            expire(c, now)
             wake(shard_wake, shard)  # room freed: the shard may route this flow again
 
     for flow, class_rates in enumerate(rates):

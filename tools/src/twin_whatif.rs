@@ -19,70 +19,70 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// Where the model comes from and what it leaves out (shared by whatif and plan).
 #[derive(clap::Args, Debug, Clone)]
-pub struct ModelSource {
+pub(crate) struct ModelSource {
     /// The daemon's control socket (its mirror is beside it).
     #[arg(long, env = "AGENTWIRE_SOCKET")]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     /// The daemon's config, for ring, deferral, batch and rebalancing settings [default:
     /// the embedded default].
     #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Calibrate over this many milliseconds of the live mirror.
-    #[arg(long, default_value_t = 1000)]
-    pub window_ms: u64,
+    pub(crate) config: Option<PathBuf>,
+    /// Calibrate over this many milliseconds of the live mirror (1 to 600000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub(crate) window_ms: u64,
     /// Instead of the live mirror: a model saved with --save-model (JSON).
-    #[arg(long, conflicts_with = "socket")]
-    pub model: Option<PathBuf>,
-    /// Producer/consumer pairs the traffic is split over [default: half the agents].
     #[arg(long)]
-    pub flows: Option<usize>,
+    pub(crate) model: Option<PathBuf>,
+    /// Producer/consumer pairs the traffic is split over [default: half the agents].
+    #[arg(long, conflicts_with = "model")]
+    pub(crate) flows: Option<usize>,
     /// Router time per frame in ns [default: measured from the busy ratio when the window
     /// routed 10,000 frames or more, else 25].
-    #[arg(long)]
-    pub service_ns: Option<f64>,
-    /// Consumer time per frame in ns.
-    #[arg(long, default_value_t = 100.0)]
-    pub consumer_ns: f64,
+    #[arg(long, conflicts_with = "model")]
+    pub(crate) service_ns: Option<f64>,
+    /// Consumer time per frame in ns [default: 100].
+    #[arg(long, conflicts_with = "model")]
+    pub(crate) consumer_ns: Option<f64>,
     /// Latency outside the queues (ring polls, wake-ups) in ns [default: 0, or from
     /// --load-report].
     #[arg(long, conflicts_with = "load_report")]
-    pub hop_ns: Option<f64>,
+    pub(crate) hop_ns: Option<f64>,
     /// An `agentwire load --json` report taken in the calibration window: the hop is its
-    /// p50 less the model's own p50 at that rate.
+    /// p50 less the model's own p50 (at the model's rate).
     #[arg(long)]
-    pub load_report: Option<PathBuf>,
+    pub(crate) load_report: Option<PathBuf>,
 }
 
 /// What `twin whatif` was asked.
 #[derive(clap::Args, Debug)]
-pub struct WhatifArgs {
+pub(crate) struct WhatifArgs {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub(crate) source: ModelSource,
     /// A change to simulate, KEY=VALUE (repeat for several): load=K, router_cores=N|+N|-N,
     /// agents=+N, priority_mix=A,B,C,D, ring_frames=N, deferral_frames=N,
     /// partition.NAME=N|+N|-N.
     #[arg(long = "scenario", value_name = "KEY=VALUE")]
-    pub scenarios: Vec<String>,
+    pub(crate) scenarios: Vec<String>,
     /// Simulated seconds.
     #[arg(long, default_value_t = 60.0)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// flow (fluid queues in 100 ms steps: hours in milliseconds) or packet (every frame
     /// as discrete events: exact, cost per frame).
     #[arg(long, default_value = "flow")]
-    pub simulator: String,
+    pub(crate) simulator: String,
     /// The packet simulator's random seed.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Write the calibrated model (before the scenarios) to this file as JSON.
     #[arg(long)]
-    pub save_model: Option<PathBuf>,
+    pub(crate) save_model: Option<PathBuf>,
     /// Print exactly one JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The daemon settings of `config` (the embedded default without one).
-pub fn daemon_settings(config: Option<&Path>) -> Result<DaemonSettings, BoxError> {
+pub(crate) fn daemon_settings(config: Option<&Path>) -> Result<DaemonSettings, BoxError> {
     let c = match config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -107,7 +107,7 @@ pub fn daemon_settings(config: Option<&Path>) -> Result<DaemonSettings, BoxError
 }
 
 /// The model: loaded, or calibrated from the live mirror (progress on stderr).
-pub fn load_model(source: &ModelSource) -> Result<Model, BoxError> {
+pub(crate) fn load_model(source: &ModelSource) -> Result<Model, BoxError> {
     let mut model = match &source.model {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -120,10 +120,11 @@ pub fn load_model(source: &ModelSource) -> Result<Model, BoxError> {
     if let Some(hop) = source.hop_ns {
         model.hop_ns = hop;
     }
+    model.validate().map_err(|e| bad(e.to_string()))?;
     if let Some(report) = &source.load_report {
         model.hop_ns = hop_from_report(&model, report)?;
+        model.validate().map_err(|e| bad(e.to_string()))?;
     }
-    model.validate().map_err(|e| bad(e.to_string()))?;
     Ok(model)
 }
 
@@ -155,13 +156,13 @@ fn calibrate_live(source: &ModelSource) -> Result<Model, BoxError> {
     let options = CalibrateOptions {
         flows: source.flows,
         router_service_ns: source.service_ns,
-        consumer_service_ns: source.consumer_ns,
+        consumer_service_ns: source.consumer_ns.unwrap_or(100.0),
         ..CalibrateOptions::default()
     };
     Ok(calibrate(&before, &after, elapsed_ns, &settings, &options)?)
 }
 
-/// The hop that makes the model's p50 at the report's rate equal the report's p50.
+/// The hop that makes the model's p50 (at the model's rate) equal the report's p50.
 fn hop_from_report(model: &Model, path: &Path) -> Result<f64, BoxError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
@@ -175,12 +176,12 @@ fn hop_from_report(model: &Model, path: &Path) -> Result<f64, BoxError> {
     })?;
     let mut bare = model.clone();
     bare.hop_ns = 0.0;
-    let own = flow::simulate(&bare, 10.0, flow::STEP_MS_DEFAULT, &|_| 1.0);
+    let own = simulate(&bare, "flow", 10.0, 1)?;
     Ok((p50 - own.latency.p50_ns).max(0.0))
 }
 
 /// Parses every scenario, naming the first bad one.
-pub fn parse_scenarios(texts: &[String]) -> Result<Vec<Scenario>, BoxError> {
+pub(crate) fn parse_scenarios(texts: &[String]) -> Result<Vec<Scenario>, BoxError> {
     texts
         .iter()
         .map(|t| t.parse::<Scenario>().map_err(|e| bad(e.to_string())))
@@ -188,7 +189,7 @@ pub fn parse_scenarios(texts: &[String]) -> Result<Vec<Scenario>, BoxError> {
 }
 
 /// Runs `simulator` on `model`.
-pub fn simulate(
+pub(crate) fn simulate(
     model: &Model,
     simulator: &str,
     seconds: f64,
@@ -197,20 +198,28 @@ pub fn simulate(
     if !(seconds.is_finite() && seconds > 0.0) {
         return Err(bad("--seconds must be above 0"));
     }
+    model.validate().map_err(|e| bad(e.to_string()))?;
     match simulator {
-        "flow" => Ok(flow::simulate(
-            model,
-            seconds,
-            flow::STEP_MS_DEFAULT,
-            &|_| 1.0,
-        )),
-        "packet" => Ok(packet::simulate(model, seconds, seed)),
+        "flow" => {
+            flow::check_size(model, seconds, flow::STEP_MS_DEFAULT)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(flow::simulate(
+                model,
+                seconds,
+                flow::STEP_MS_DEFAULT,
+                &|_| 1.0,
+            ))
+        }
+        "packet" => {
+            packet::check_size(model, seconds).map_err(|e| bad(e.to_string()))?;
+            Ok(packet::simulate(model, seconds, seed))
+        }
         other => Err(bad(format!("unknown simulator '{other}' (flow or packet)"))),
     }
 }
 
 /// Runs `twin whatif`.
-pub fn whatif(args: WhatifArgs) -> Result<(), BoxError> {
+pub(crate) fn whatif(args: WhatifArgs) -> Result<(), BoxError> {
     let scenarios = parse_scenarios(&args.scenarios)?;
     let model = load_model(&args.source)?;
     if let Some(path) = &args.save_model {
@@ -221,6 +230,17 @@ pub fn whatif(args: WhatifArgs) -> Result<(), BoxError> {
     let mut changed = model.clone();
     for s in &scenarios {
         s.apply(&mut changed).map_err(|e| bad(e.to_string()))?;
+    }
+    changed
+        .validate()
+        .map_err(|e| bad(format!("after the scenarios: {e}")))?;
+    let mix = scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::PriorityMix(_)));
+    if args.simulator == "flow" && mix {
+        eprintln!(
+            "twin whatif: the flow simulator does not tell priority classes apart; --simulator packet shows a priority mix"
+        );
     }
     let start = Instant::now();
     let baseline = simulate(&model, &args.simulator, args.seconds, args.seed)?;
@@ -259,7 +279,7 @@ pub fn whatif(args: WhatifArgs) -> Result<(), BoxError> {
 }
 
 /// One line about a model.
-pub fn describe(m: &Model) -> String {
+pub(crate) fn describe(m: &Model) -> String {
     format!(
         "{} flows, {:.0} frames/s offered; {} router core(s) at {:.0} ns a frame; consumers {:.0} ns a frame; ring {} frames, deferral {} frames; hop {:.1} µs",
         m.flows.len(),
@@ -332,30 +352,30 @@ fn print_side_by_side(a: &Outcome, b: &Outcome) -> Result<(), BoxError> {
 
 /// What `twin whatif-bench` was asked.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// A saved model [default: the example model, two flows of 20,000 frames/s].
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// Simulated seconds for the flow simulator.
     #[arg(long, default_value_t = 3600.0)]
-    pub flow_seconds: f64,
+    pub(crate) flow_seconds: f64,
     /// Simulated seconds for the packet simulator and SimPy (the same for both).
     #[arg(long, default_value_t = 2.0)]
-    pub packet_seconds: f64,
+    pub(crate) packet_seconds: f64,
     /// The Python with SimPy [default: .venv/bin/python when present, else python3].
     #[arg(long)]
-    pub python: Option<PathBuf>,
+    pub(crate) python: Option<PathBuf>,
     /// Skip SimPy.
     #[arg(long)]
-    pub no_simpy: bool,
+    pub(crate) no_simpy: bool,
     /// Print exactly one JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs `twin whatif-bench`: each simulator's speed as a multiple of real time, and SimPy's
 /// on the same packet model in the same run.
-pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
+pub(crate) fn bench(args: BenchArgs) -> Result<(), BoxError> {
     let model = match &args.model {
         Some(path) => load_model(&ModelSource {
             socket: None,
@@ -364,28 +384,30 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
             model: Some(path.clone()),
             flows: None,
             service_ns: None,
-            consumer_ns: 0.0,
+            consumer_ns: None,
             hop_ns: None,
             load_report: None,
         })?,
         None => Model::example(),
     };
-    let timed = |f: &dyn Fn() -> Outcome| {
+    let timed = |simulator: &str, seconds: f64| -> Result<(Outcome, f64), BoxError> {
+        eprintln!("twin whatif-bench: {simulator} simulator, {seconds} s");
         let start = Instant::now();
-        let out = f();
-        (out, start.elapsed().as_secs_f64())
+        let out = simulate(&model, simulator, seconds, 1)?;
+        Ok((out, start.elapsed().as_secs_f64()))
     };
-    eprintln!("twin whatif-bench: flow simulator, {} s", args.flow_seconds);
-    let (flow_out, flow_wall) =
-        timed(&|| flow::simulate(&model, args.flow_seconds, flow::STEP_MS_DEFAULT, &|_| 1.0));
-    eprintln!(
-        "twin whatif-bench: packet simulator, {} s",
-        args.packet_seconds
-    );
-    let (packet_out, packet_wall) = timed(&|| packet::simulate(&model, args.packet_seconds, 1));
+    let (flow_out, flow_wall) = timed("flow", args.flow_seconds)?;
+    let (packet_out, packet_wall) = timed("packet", args.packet_seconds)?;
     let simpy = if args.no_simpy {
         None
     } else {
+        // SimPy runs about two orders of magnitude slower than the packet simulator.
+        let frames = model.offered_per_s() * args.packet_seconds;
+        if frames > SIMPY_FRAMES_MAX {
+            return Err(bad(format!(
+                "{frames:.0} frames would take SimPy too long (at most {SIMPY_FRAMES_MAX:.0}); fewer --packet-seconds, or --no-simpy"
+            )));
+        }
         eprintln!("twin whatif-bench: SimPy, {} s", args.packet_seconds);
         Some(run_simpy(
             &model,
@@ -462,6 +484,9 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The most frames the bench asks SimPy to simulate (about a minute of its time here).
+const SIMPY_FRAMES_MAX: f64 = 2e6;
+
 /// The SimPy implementation of the packet model, relative to a checkout's root.
 const SIMPY_SCRIPT: &str = "scripts/whatif_simpy.py";
 
@@ -486,10 +511,21 @@ fn run_simpy(
             PathBuf::from("python3")
         }
     });
-    // A file of this process's own, removed after the run.
-    let model_path =
-        std::env::temp_dir().join(format!("agentwire-whatif-{}.json", std::process::id()));
-    std::fs::write(&model_path, serde_json::to_string(model)?)?;
+    // A new file of this run's own (never one planted under its name), removed after.
+    let model_path = std::env::temp_dir().join(format!(
+        "agentwire-whatif-{}-{:016x}.json",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&model_path)
+            .map_err(|e| format!("cannot create {}: {e}", model_path.display()))?;
+        file.write_all(serde_json::to_string(model)?.as_bytes())?;
+    }
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg("--model")

@@ -221,6 +221,24 @@ fn a_peak_multiple_an_unmet_sla_and_bad_input_have_their_exit_codes() {
         let out = agentwire(&[&base[..], &["--peak-load", "1"], bad].concat());
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
     }
+    // A config that is not TOML is bad input.
+    let config = dir.join("broken.toml");
+    std::fs::write(&config, "[partitions\n").unwrap();
+    let out = agentwire(
+        &[
+            &base[..],
+            &[
+                "--peak-load",
+                "1",
+                "--sla",
+                "p99<1ms",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     // No history where one is looked for.
     let out = agentwire(
         &[

@@ -137,6 +137,25 @@ fn bad_input_and_no_mirror_are_clear_errors() {
     let out = agentwire(&["twin", "whatif", "--scenario", "load=fast"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("load=fast"));
+    // Absurd sizes are refused before any work: cores, agents, a run too long, a model
+    // option given with a saved model.
+    std::fs::write(
+        &model,
+        serde_json::to_string(&agentwire_twin::whatif::Model::example()).unwrap(),
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    for args in [
+        &["--scenario", "router_cores=+4294967295"][..],
+        &["--scenario", "agents=+4000000000"],
+        &["--scenario", "load=1e308"],
+        &["--seconds", "1e12"],
+        &["--simulator", "packet", "--seconds", "1e6"],
+        &["--flows", "3"],
+    ] {
+        let out = agentwire(&[&["twin", "whatif", "--model", m][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
     let socket = dir.join("nobody.sock");
     let out = agentwire(&["twin", "whatif", "--socket", socket.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -2,16 +2,22 @@
 //! router shards' frame counters, the per-frame service time from their busy ratio, the
 //! partitions' cores and load from the daemon slot; capacities from the daemon's settings.
 
-use super::model::{Flow, Model, PartitionLoad, Rebalance};
+use super::model::{Flow, Model, PartitionLoad, Rebalance, FLOWS_MAX};
 use crate::mirror::MirrorState;
 
-/// Frame header and record alignment on the rings (`agentwire_shm::wire::HEADER_BYTES`,
-/// `agentwire_shm::ring::RECORD_ALIGN_BYTES`).
-const FRAME_OVERHEAD_BYTES: f64 = 48.0;
+/// A ring record's header and alignment (`agentwire_shm::ring::RECORD_HEADER_BYTES`,
+/// `RECORD_ALIGN_BYTES`); a frame's own length (`bytes_in`) includes its wire header.
+const RECORD_HEADER_BYTES: f64 = 8.0;
 const RECORD_ALIGN_BYTES: f64 = 8.0;
+/// What a deferral keeps before each frame (its deadline and flags).
+const DEFERRAL_PREFIX_BYTES: f64 = 16.0;
 
 /// Fewer frames than this in the window: the service time is not measured (the busy ratio
 /// of an idle router says nothing about a frame's cost) and the default is used.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::FRAMES_TO_MEASURE_SERVICE, 10_000);
+/// ```
 pub const FRAMES_TO_MEASURE_SERVICE: u64 = 10_000;
 
 /// The daemon's settings the model needs (from its config).
@@ -85,6 +91,11 @@ impl Default for CalibrateOptions {
 }
 
 /// A mirror pair that cannot calibrate a model.
+///
+/// ```
+/// let e = agentwire_twin::whatif::CalibrationError("no router shard".into());
+/// assert_eq!(e.to_string(), "cannot calibrate: no router shard");
+/// ```
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("cannot calibrate: {0}")]
 pub struct CalibrationError(pub String);
@@ -105,7 +116,8 @@ pub struct CalibrationError(pub String);
 /// assert_eq!(m.offered_per_s(), 100_000.0);
 /// // A quarter of the cycles were busy over 1 s for 100,000 frames: 2,500 ns a frame.
 /// assert_eq!(m.router_service_ns, 2_500.0);
-/// assert_eq!(m.ring_frames, (1 << 20) / 112);
+/// // 64-byte frames (header included) are 72-byte ring records.
+/// assert_eq!(m.ring_frames, (1 << 20) / 72);
 /// ```
 pub fn calibrate(
     before: &MirrorState,
@@ -144,6 +156,9 @@ pub fn calibrate(
     let secs = elapsed_ns as f64 / 1e9;
     let agents = after.get("daemon", "agents").unwrap_or(0) as usize;
     let flows_n = options.flows.unwrap_or(agents / 2).max(1);
+    if flows_n > FLOWS_MAX {
+        return Err(CalibrationError(format!("at most {FLOWS_MAX} flows")));
+    }
     let rate = frames as f64 / secs / flows_n as f64;
     let busy = if cycles > 0 {
         1.0 - idle.min(cycles) as f64 / cycles as f64
@@ -156,13 +171,15 @@ pub fn calibrate(
         .router_service_ns
         .or(measured)
         .unwrap_or(options.router_service_ns_default);
-    let payload = if frames > 0 {
+    // The mean frame (its wire header included) as a ring record and as a deferral entry.
+    let frame = if frames > 0 {
         bytes as f64 / frames as f64
     } else {
-        64.0
+        112.0
     };
-    let frame_bytes =
-        ((payload + FRAME_OVERHEAD_BYTES) / RECORD_ALIGN_BYTES).ceil() * RECORD_ALIGN_BYTES;
+    let align = |b: f64| (b / RECORD_ALIGN_BYTES).ceil() * RECORD_ALIGN_BYTES;
+    let record_bytes = align(frame + RECORD_HEADER_BYTES);
+    let deferred_bytes = align(frame + DEFERRAL_PREFIX_BYTES + RECORD_HEADER_BYTES);
     let priority = |name: &str| {
         settings
             .priorities
@@ -188,8 +205,8 @@ pub fn calibrate(
         batch_frames: settings.batch_frames.max(1),
         consumer_service_ns: options.consumer_service_ns,
         hop_ns: options.hop_ns,
-        ring_frames: ((settings.ring_capacity_bytes as f64 / frame_bytes) as u32).max(1),
-        deferral_frames: (settings.defer_capacity_bytes as f64 / frame_bytes) as u32,
+        ring_frames: ((settings.ring_capacity_bytes as f64 / record_bytes) as u32).max(1),
+        deferral_frames: (settings.defer_capacity_bytes as f64 / deferred_bytes) as u32,
         defer_deadline_ns: settings.defer_deadline_ms.saturating_mul(1_000_000),
         partitions,
         rebalance: settings.rebalance,

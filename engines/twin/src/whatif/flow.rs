@@ -8,7 +8,7 @@
 //! weighted by the frames it delivered. Checked against the packet simulator
 //! ([`super::packet`]) in the tests.
 
-use super::model::Model;
+use super::model::{Model, ModelError};
 use super::outcome::{Outcome, Percentiles};
 use std::collections::HashMap;
 
@@ -47,10 +47,16 @@ impl Piece {
     }
 }
 
+/// Distinct step distributions kept exactly; beyond them, new ones merge by their base
+/// (1% buckets), which bounds the mixture at this plus a few thousand pieces.
+const PIECES_MAX: usize = 100_000;
+
 /// The weighted mixture of step distributions.
 #[derive(Default)]
 struct Mixture {
     pieces: HashMap<(i64, i64, i64), (Piece, f64)>,
+    /// Past [`PIECES_MAX`]: pieces merged by base, their `rho` and `tail_ns` averaged by weight.
+    merged: HashMap<i64, (Piece, f64)>,
     weight: f64,
 }
 
@@ -60,15 +66,28 @@ impl Mixture {
             return;
         }
         self.weight += weight;
-        self.pieces
-            .entry(piece.key())
-            .and_modify(|(_, w)| *w += weight)
-            .or_insert((piece, weight));
+        let key = piece.key();
+        if self.pieces.len() < PIECES_MAX || self.pieces.contains_key(&key) {
+            self.pieces
+                .entry(key)
+                .and_modify(|(_, w)| *w += weight)
+                .or_insert((piece, weight));
+            return;
+        }
+        let (p, w) = self
+            .merged
+            .entry(((piece.base_ns.max(1e-3)).ln() * 100.0).round() as i64)
+            .or_insert((piece, 0.0));
+        let total = *w + weight;
+        p.rho = (p.rho * *w + piece.rho * weight) / total;
+        p.tail_ns = (p.tail_ns * *w + piece.tail_ns * weight) / total;
+        *w = total;
     }
 
     fn cdf(&self, t_ns: f64) -> f64 {
         self.pieces
             .values()
+            .chain(self.merged.values())
             .map(|(p, w)| w * p.below(t_ns))
             .sum::<f64>()
             / self.weight
@@ -95,6 +114,37 @@ impl Mixture {
     }
 }
 
+/// The most flow-steps (steps × flows) one run may compute: a few seconds of work.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::flow::FLOW_STEPS_MAX, 1e9);
+/// ```
+pub const FLOW_STEPS_MAX: f64 = 1e9;
+
+/// Refuses a run above [`FLOW_STEPS_MAX`] flow-steps or with a step outside 1 ms to 1 h.
+///
+/// ```
+/// use agentwire_twin::whatif::{flow, Model};
+/// assert!(flow::check_size(&Model::example(), 30.0 * 86_400.0, 100.0).is_ok());
+/// assert!(flow::check_size(&Model::example(), 1e12, 100.0).is_err());
+/// ```
+pub fn check_size(model: &Model, seconds: f64, step_ms: f64) -> Result<(), ModelError> {
+    if !(1.0..=3.6e6).contains(&step_ms) {
+        return Err(ModelError(
+            "the flow step must be from 1 ms to an hour".into(),
+        ));
+    }
+    let work = seconds / (step_ms / 1000.0) * model.flows.len() as f64;
+    if seconds.is_finite() && seconds > 0.0 && work <= FLOW_STEPS_MAX {
+        Ok(())
+    } else {
+        Err(ModelError(format!(
+            "{seconds} s in {step_ms} ms steps over {} flows is more than the flow simulator runs ({FLOW_STEPS_MAX:.0e} flow-steps)",
+            model.flows.len()
+        )))
+    }
+}
+
 /// Simulates `model` for `seconds` in steps of `step_ms`, every flow's rate times
 /// `load_at(t_s)` at simulated time `t_s` (1.0: the model as it is).
 ///
@@ -117,14 +167,23 @@ pub fn simulate(
     let c_ns = model.consumer_service_ns.max(1e-3);
     let ring = f64::from(model.ring_frames);
     let room_max = ring + f64::from(model.deferral_frames);
-    let deadline_frames = if model.defer_deadline_ns == 0 {
-        f64::INFINITY
+    let deferral = f64::from(model.deferral_frames);
+    let deadline_s = model.defer_deadline_ns as f64 / 1e9;
+    // The router expires a deferral's head once it has waited the deadline. When the
+    // consumer cannot drain a full deferral within the deadline, frames expire, and the
+    // deferral takes in at most `deferral / deadline` frames a second: the consumer's reads
+    // plus the expiries (the rest backs up in the producers' lanes).
+    let expiring = deadline_s > 0.0 && deferral * c_ns / 1e9 > deadline_s;
+    let expiry_per_step = if expiring {
+        (deferral / deadline_s - 1e9 / c_ns).max(0.0) * step_s
     } else {
-        model.defer_deadline_ns as f64 / c_ns
+        0.0
     };
-    // A deferred frame that would wait past the deadline for the ring expires first.
-    let expiring = f64::from(model.deferral_frames) > deadline_frames;
-    let held_max = ring + f64::from(model.deferral_frames).min(deadline_frames);
+    let deadline_ns = if deadline_s > 0.0 {
+        deadline_s * 1e9
+    } else {
+        f64::INFINITY
+    };
     let flows = model.flows.len();
     let mut backlog = vec![0.0f64; flows];
     let mut consumer_queue = vec![0.0f64; flows];
@@ -168,23 +227,15 @@ pub fn simulate(
                 // The consumer reads what it holds plus what comes, at its speed; what
                 // the ring and deferral cannot hold by the end of the step stays behind.
                 let can_read = step_s * 1e9 / c_ns;
-                // Deferred frames past their deadline leave for the dead-letter queue and
-                // free their room: a deferral longer than the deadline never backs up.
-                let room = if expiring {
-                    f64::INFINITY
-                } else {
-                    (room_max - consumer_queue[f] + can_read).max(0.0)
-                };
+                let room = (room_max - consumer_queue[f] + can_read + expiry_per_step).max(0.0);
                 let served = (backlog[f] * share).min(room);
                 backlog[f] -= served;
                 served_total += served;
                 let read = (consumer_queue[f] + served).min(can_read);
                 let queued_before = consumer_queue[f];
                 consumer_queue[f] += served - read;
-                if consumer_queue[f] > ring {
-                    deferred += served;
-                }
-                let expired = (consumer_queue[f] - held_max).max(0.0);
+                deferred += served.min((consumer_queue[f] - ring).max(0.0));
+                let expired = (consumer_queue[f] - room_max).max(0.0);
                 consumer_queue[f] -= expired;
                 dead += expired;
                 delivered += read;
@@ -202,7 +253,8 @@ pub fn simulate(
                         + s_ns * (1.0 - cv)
                         + backlog_wait_ns
                         + c_ns
-                        + queued_before.min(held_max) * c_ns
+                        + queued_before.min(ring) * c_ns
+                        + ((queued_before - ring).max(0.0) * c_ns).min(deadline_ns)
                         + consumer_wait_ns,
                     rho: random_p,
                     tail_ns: random_mean_ns / random_p,
@@ -227,6 +279,7 @@ pub fn simulate(
         deferred_per_s: deferred / total_s,
         dead_lettered_per_s: dead / total_s,
         backlog_frames: backlog.iter().sum(),
+        producer_stalled_frames: 0.0,
         router_utilisation: router_busy_ns
             .iter()
             .map(|b| (b / (total_s * 1e9)).min(1.0))
@@ -301,6 +354,28 @@ mod tests {
             close(f.latency.p50_ns, p.latency.p50_ns, 0.05),
             "{f:?}\n{p:?}"
         );
+    }
+
+    #[test]
+    fn a_flooded_deferral_takes_in_what_expires_and_backs_the_rest_up() {
+        // 1M frames a second at a consumer reading 5,000: the deferral of 64 frames with a
+        // 1 ms deadline takes in 64,000 a second (5,000 read, 59,000 expire); the rest waits
+        // in the producer's lane.
+        let mut m = crate::whatif::test_models::slow_consumer();
+        m.flows = vec![Flow::new(1_000_000.0)];
+        let f = simulate(&m, 0.5, 100.0, &|_| 1.0);
+        let p = packet::simulate(&m, 0.5, 3);
+        assert!(close(f.throughput_per_s, 5_000.0, 0.02), "{f:?}");
+        assert!(close(f.dead_lettered_per_s, 59_000.0, 0.05), "{f:?}");
+        assert!(
+            close(p.dead_lettered_per_s, f.dead_lettered_per_s, 0.10),
+            "{f:?}\n{p:?}"
+        );
+        assert!(
+            close(p.throughput_per_s, f.throughput_per_s, 0.05),
+            "{f:?}\n{p:?}"
+        );
+        assert!(f.backlog_frames > 400_000.0, "{f:?}");
     }
 
     #[test]

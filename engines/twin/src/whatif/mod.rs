@@ -25,7 +25,10 @@ mod scenario;
 pub use calibrate::{
     calibrate, CalibrateOptions, CalibrationError, DaemonSettings, FRAMES_TO_MEASURE_SERVICE,
 };
-pub use model::{Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, CLASS_WEIGHTS};
+pub use model::{
+    lane_budgets, Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, CLASS_WEIGHTS,
+    FLOWS_MAX, RATE_MAX_PER_S, ROUTER_CORES_MAX, TIME_MAX_NS,
+};
 pub use outcome::{Outcome, PartitionOutcome, Percentiles};
 pub use scenario::{rebalance, Count, Scenario, ScenarioError};
 

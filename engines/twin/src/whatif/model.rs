@@ -8,7 +8,52 @@ use serde::{Deserialize, Serialize};
 pub const CLASSES: usize = 4;
 
 /// Batches per duty cycle of each class's lane (classes 0 to 3), as the router routes them.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::CLASS_WEIGHTS[0], 2.0);
+/// ```
 pub const CLASS_WEIGHTS: [f64; CLASSES] = [2.0, 1.5, 1.0, 0.5];
+
+/// Frames a shard routes from a lane of each class per visit, as the router computes them
+/// (`agentwire_router::lane_batch_frames`: 2, 1.5, 1 and 0.5 batches, at least one frame).
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::lane_budgets(32), [64, 48, 32, 16]);
+/// assert_eq!(agentwire_twin::whatif::lane_budgets(1), [2, 1, 1, 1]);
+/// ```
+pub fn lane_budgets(batch_frames: u32) -> [u32; CLASSES] {
+    let b = batch_frames.max(1);
+    [2 * b, 3 * b / 2, b, (b / 2).max(1)]
+}
+
+/// The most flows a model may have.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::FLOWS_MAX, 100_000);
+/// ```
+pub const FLOWS_MAX: usize = 100_000;
+
+/// The most router cores a model may have.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::ROUTER_CORES_MAX, 1024);
+/// ```
+pub const ROUTER_CORES_MAX: u32 = 1024;
+
+/// The largest time a model field may hold (a service time, the hop, the deadline), ns: an
+/// hour.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::TIME_MAX_NS, 3.6e12);
+/// ```
+pub const TIME_MAX_NS: f64 = 3.6e12;
+
+/// The highest rate a flow may have, frames per second.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::RATE_MAX_PER_S, 1e10);
+/// ```
+pub const RATE_MAX_PER_S: f64 = 1e10;
 
 /// One producer's traffic to its own consumer, split over the priority classes.
 ///
@@ -115,13 +160,14 @@ impl Default for Rebalance {
 ///
 /// Producers' frames wait in their tx lanes (backpressure: a producer never loses a frame)
 /// until their router shard serves them (flow `i` on shard `i mod router_cores`; each shard
-/// visits its flows in turn, each lane for its class's share of `batch_frames`, a frame
-/// costing `router_service_ns` on average with coefficient of variation `service_cv`).
-/// A routed frame enters its consumer's rx ring (`ring_frames`); when that is full it waits
-/// in the consumer's deferral (`deferral_frames`) for at most `defer_deadline_ns`, after
-/// which it goes to the dead-letter queue; when the deferral is full too the shard holds
-/// it and the flow backs up. Consumers take `consumer_service_ns` per frame. Every frame's
-/// latency adds `hop_ns`: what the queues do not show (ring polls, wake-ups, copies).
+/// visits its flows in turn, each lane for its class's [`lane_budgets`], a frame costing
+/// `router_service_ns` on average with coefficient of variation `service_cv`). A routed
+/// frame enters its consumer's rx ring (`ring_frames`); when that is full it waits in the
+/// consumer's deferral (`deferral_frames`), whose oldest frame goes to the dead-letter queue
+/// once it has waited `defer_deadline_ns` (as the router expires a deferral's head); when
+/// the deferral is full too the shard skips that flow and its frames wait in the lane.
+/// Consumers take `consumer_service_ns` per frame. Every frame's latency adds `hop_ns`: what
+/// the queues do not show (ring polls, wake-ups, copies).
 ///
 /// ```
 /// let m = agentwire_twin::whatif::Model::example();
@@ -157,6 +203,11 @@ pub struct Model {
 }
 
 /// A model that cannot be simulated, and why.
+///
+/// ```
+/// let e = agentwire_twin::whatif::ModelError("router_cores must be at least 1".into());
+/// assert_eq!(e.to_string(), "bad model: router_cores must be at least 1");
+/// ```
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("bad model: {0}")]
 pub struct ModelError(pub String);
@@ -213,38 +264,52 @@ impl Model {
     /// ```
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |what: &str| Err(ModelError(what.to_string()));
-        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if self.router_cores == 0 {
-            return bad("router_cores must be at least 1");
+        let time_ok = |v: f64| v.is_finite() && (0.0..=TIME_MAX_NS).contains(&v);
+        if self.flows.is_empty() || self.flows.len() > FLOWS_MAX {
+            return bad(&format!("flows: from 1 to {FLOWS_MAX}"));
         }
-        if !(self.router_service_ns.is_finite() && self.router_service_ns > 0.0) {
-            return bad("router_service_ns must be above 0");
+        if self.router_cores == 0 || self.router_cores > ROUTER_CORES_MAX {
+            return bad(&format!(
+                "router_cores must be from 1 to {ROUTER_CORES_MAX}"
+            ));
+        }
+        if !(time_ok(self.router_service_ns) && self.router_service_ns > 0.0) {
+            return bad("router_service_ns must be above 0 and at most an hour");
         }
         if !(0.0..=1.0).contains(&self.service_cv) {
             return bad("service_cv must be within 0 to 1");
         }
-        if self.batch_frames == 0 {
-            return bad("batch_frames must be at least 1");
+        if self.batch_frames == 0 || self.batch_frames > 1 << 20 {
+            return bad("batch_frames must be from 1 to 1048576");
         }
-        if !finite_non_negative(self.consumer_service_ns) || !finite_non_negative(self.hop_ns) {
-            return bad("consumer_service_ns and hop_ns must be 0 or more");
+        if !time_ok(self.consumer_service_ns) || !time_ok(self.hop_ns) {
+            return bad("consumer_service_ns and hop_ns must be from 0 to an hour");
         }
-        if self.ring_frames == 0 {
-            return bad("ring_frames must be at least 1");
+        if self.defer_deadline_ns as f64 > TIME_MAX_NS {
+            return bad("defer_deadline_ns must be at most an hour");
         }
-        let rates_ok = self
-            .flows
-            .iter()
-            .all(|f| f.class_rates_per_s.iter().all(|r| finite_non_negative(*r)));
+        if self.ring_frames == 0 || self.ring_frames.checked_add(self.deferral_frames).is_none() {
+            return bad(
+                "ring_frames must be at least 1, and ring_frames + deferral_frames fit in 32 bits",
+            );
+        }
+        let rates_ok = self.flows.iter().all(|f| {
+            f.class_rates_per_s
+                .iter()
+                .all(|r| r.is_finite() && (0.0..=RATE_MAX_PER_S).contains(r))
+        });
         if !rates_ok {
-            return bad("flow rates must be 0 or more");
+            return bad("flow rates must be from 0 to 1e10 frames a second");
         }
-        if self
-            .partitions
-            .iter()
-            .any(|p| !finite_non_negative(p.busy_cores))
-        {
-            return bad("partition busy_cores must be 0 or more");
+        let partitions_ok = self.partitions.iter().all(|p| {
+            p.cpus <= 65_536 && p.busy_cores.is_finite() && (0.0..=65_536.0).contains(&p.busy_cores)
+        });
+        if !partitions_ok {
+            return bad("partition cpus and busy_cores must be from 0 to 65536");
+        }
+        let r = &self.rebalance;
+        if !(r.low_water >= 0.0 && r.low_water < r.high_water && r.high_water <= 1.0) {
+            return bad("rebalance: 0 <= low_water < high_water <= 1");
         }
         Ok(())
     }

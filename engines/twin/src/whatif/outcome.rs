@@ -62,6 +62,9 @@ pub struct Outcome {
     /// Frames still waiting in producers' lanes at the end (growing: the router is
     /// overloaded).
     pub backlog_frames: f64,
+    /// Packet simulator: arrivals refused because their producer's lane held
+    /// [`super::packet::LANE_FRAMES_MAX`] frames (a stalled producer; not simulated further).
+    pub producer_stalled_frames: f64,
     /// Busy ratio of each router core.
     pub router_utilisation: Vec<f64>,
     /// Busy ratio of the busiest consumer.

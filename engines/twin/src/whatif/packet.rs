@@ -4,15 +4,47 @@
 //! SimPy implementation (`scripts/whatif_simpy.py`) are compared with; its cost grows with
 //! the frames simulated.
 
-use super::model::{Model, CLASSES, CLASS_WEIGHTS};
+use super::model::{lane_budgets, Model, ModelError, CLASSES};
 use super::outcome::{Outcome, Percentiles};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// Frames a producer lane holds before the producer stalls (counted, not queued: an open
-/// loop producer that stalls sends those frames late).
+/// Frames a producer lane holds; arrivals beyond it are counted
+/// ([`Outcome::producer_stalled_frames`]) and not simulated further, which bounds memory and
+/// caps the latency an overloaded run can show.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::packet::LANE_FRAMES_MAX, 65_536);
+/// ```
 pub const LANE_FRAMES_MAX: usize = 65_536;
+
+/// The most frames one run may simulate (offered rate × seconds): about a minute of work.
+///
+/// ```
+/// use agentwire_twin::whatif::{packet, Model};
+/// assert!(packet::check_size(&Model::example(), 10.0).is_ok());
+/// assert!(packet::check_size(&Model::example(), 1e6).is_err());
+/// ```
+pub const FRAMES_MAX: f64 = 2e8;
+
+/// Refuses a run above [`FRAMES_MAX`] frames, naming the flow simulator.
+///
+/// ```
+/// use agentwire_twin::whatif::{packet, Model};
+/// let e = packet::check_size(&Model::example(), 1e5).unwrap_err();
+/// assert!(e.to_string().contains("flow simulator"));
+/// ```
+pub fn check_size(model: &Model, seconds: f64) -> Result<(), ModelError> {
+    let frames = model.offered_per_s() * seconds;
+    if frames.is_finite() && frames <= FRAMES_MAX {
+        Ok(())
+    } else {
+        Err(ModelError(format!(
+            "{frames:.3e} frames is more than the packet simulator runs ({FRAMES_MAX:.0e}); use the flow simulator or fewer seconds"
+        )))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
@@ -52,8 +84,10 @@ struct Sim<'m> {
     now: u64,
     events: BinaryHeap<Reverse<(u64, Event)>>,
     event_count: u64,
-    /// Per source (flow × CLASSES + class): mean gap ns (0: no traffic) and waiting frames.
+    /// Per source (flow × CLASSES + class): mean gap ns (0: no traffic), the next arrival
+    /// to the fraction of a ns, and waiting frames.
     gaps_ns: Vec<f64>,
+    next_arrival_ns: Vec<f64>,
     lanes: Vec<VecDeque<u64>>,
     shards: Vec<Shard>,
     consumers: Vec<Consumer>,
@@ -115,6 +149,7 @@ impl<'m> Sim<'m> {
             events: BinaryHeap::new(),
             event_count: 0,
             lanes: vec![VecDeque::new(); gaps_ns.len()],
+            next_arrival_ns: vec![0.0; gaps_ns.len()],
             gaps_ns,
             shards,
             consumers: (0..model.flows.len())
@@ -139,7 +174,9 @@ impl<'m> Sim<'m> {
     fn schedule_arrival(&mut self, source: usize) {
         let gap = self.gaps_ns[source];
         if gap > 0.0 {
-            let at = self.now + self.exp_ns(gap).round() as u64;
+            // Kept to the fraction of a ns, so gaps below 1 ns still add up to the rate.
+            self.next_arrival_ns[source] += self.exp_ns(gap);
+            let at = self.next_arrival_ns[source].round() as u64;
             self.events
                 .push(Reverse((at, Event::Arrival(source as u32))));
         }
@@ -158,10 +195,32 @@ impl<'m> Sim<'m> {
         }
     }
 
+    /// Sends the deferral's expired head frames to the dead-letter queue, as the router
+    /// does every duty cycle: the frames past the ring (index `ring_frames` on) whose deadline
+    /// has passed.
+    fn expire_deferred(&mut self, c: usize) {
+        let ring = self.model.ring_frames as usize;
+        let deadline = self.model.defer_deadline_ns;
+        if deadline == 0 {
+            return;
+        }
+        let consumer = &mut self.consumers[c];
+        while let Some(&(_, deferred_at)) = consumer.queue.get(ring) {
+            if deferred_at == u64::MAX || self.now.saturating_sub(deferred_at) <= deadline {
+                break;
+            }
+            consumer.queue.remove(ring);
+            if self.now >= self.warmup_ns {
+                self.dead_lettered += 1;
+            }
+        }
+    }
+
     /// Room in consumer `c` for one more routed frame (ring plus deferral).
-    fn has_room(&self, c: usize) -> bool {
+    fn has_room(&mut self, c: usize) -> bool {
+        self.expire_deferred(c);
         let consumer = &self.consumers[c];
-        let capacity = (self.model.ring_frames + self.model.deferral_frames) as usize;
+        let capacity = self.model.ring_frames as usize + self.model.deferral_frames as usize;
         consumer.queue.len() + consumer.in_flight < capacity
     }
 
@@ -172,7 +231,7 @@ impl<'m> Sim<'m> {
         if flows_n == 0 {
             return;
         }
-        let batch = self.model.batch_frames;
+        let budgets = lane_budgets(self.model.batch_frames);
         for _ in 0..=flows_n * CLASSES {
             let (pos, class) = self.shards[shard].cursor;
             let flow = self.shards[shard].flows[pos];
@@ -201,10 +260,7 @@ impl<'m> Sim<'m> {
             } else {
                 ((pos + 1) % flows_n, 0)
             };
-            let next_class = sh.cursor.1;
-            sh.budget = (f64::from(batch) * CLASS_WEIGHTS[next_class])
-                .round()
-                .max(1.0) as u32;
+            sh.budget = budgets[sh.cursor.1];
         }
         self.shards[shard].current = None;
     }
@@ -216,10 +272,11 @@ impl<'m> Sim<'m> {
             .expect("a routed event has its frame");
         let flow = source / CLASSES;
         let ring = self.model.ring_frames as usize;
+        self.expire_deferred(flow);
         let consumer = &mut self.consumers[flow];
         consumer.in_flight -= 1;
         let deferred_at = if consumer.queue.len() >= ring {
-            if arrival >= self.warmup_ns {
+            if self.now >= self.warmup_ns {
                 self.deferred += 1;
             }
             self.now
@@ -247,27 +304,14 @@ impl<'m> Sim<'m> {
     }
 
     fn read(&mut self, c: usize) {
-        let ring = self.model.ring_frames as usize;
-        let deadline = self.model.defer_deadline_ns;
         let consumer = &mut self.consumers[c];
         let (arrival, _) = consumer.queue.pop_front().expect("a read has its frame");
-        if arrival >= self.warmup_ns {
+        if self.now >= self.warmup_ns {
             self.delivered += 1;
             let latency = (self.now - arrival) as f64 + self.model.hop_ns;
             self.latency.saturating_record(latency.round() as u64);
         }
-        // The frame that moved from the deferral into the ring: past its deadline it goes
-        // to the dead-letter queue instead (and the next one moves up).
-        while deadline > 0 && consumer.queue.len() >= ring {
-            let (a, deferred_at) = consumer.queue[ring - 1];
-            if deferred_at == u64::MAX || self.now - deferred_at <= deadline {
-                break;
-            }
-            consumer.queue.remove(ring - 1);
-            if a >= self.warmup_ns {
-                self.dead_lettered += 1;
-            }
-        }
+        self.expire_deferred(c);
         self.start_reading(c);
         // Room freed: a shard that skipped this flow may route again.
         let shard = self.model.shard_of(c);
@@ -293,8 +337,8 @@ impl<'m> Sim<'m> {
             },
             deferred_per_s: self.deferred as f64 / measured_s,
             dead_lettered_per_s: self.dead_lettered as f64 / measured_s,
-            backlog_frames: (self.lanes.iter().map(VecDeque::len).sum::<usize>() as u64
-                + self.stalled) as f64,
+            backlog_frames: self.lanes.iter().map(VecDeque::len).sum::<usize>() as f64,
+            producer_stalled_frames: self.stalled as f64,
             router_utilisation: self
                 .shards
                 .iter()

@@ -10,7 +10,7 @@
 //! | `deferral_frames=N` | consumers' deferrals of N frames |
 //! | `partition.NAME=N`, `=+N`, `=-N` | an engine partition's cores set, added or removed |
 
-use super::model::{Flow, Model, CLASSES};
+use super::model::{Flow, Model, CLASSES, FLOWS_MAX, ROUTER_CORES_MAX};
 use std::fmt;
 
 /// One change to a model.
@@ -63,7 +63,9 @@ impl Count {
     pub fn applied_to(self, current: u32) -> Option<u32> {
         match self {
             Count::Set(n) => Some(n),
-            Count::Delta(d) => u32::try_from(i64::from(current) + d).ok(),
+            Count::Delta(d) => i64::from(current)
+                .checked_add(d)
+                .and_then(|n| u32::try_from(n).ok()),
         }
     }
 
@@ -91,6 +93,11 @@ impl fmt::Display for Count {
 }
 
 /// A scenario that cannot be parsed or applied.
+///
+/// ```
+/// let e = "load".parse::<agentwire_twin::whatif::Scenario>().unwrap_err();
+/// assert!(e.to_string().starts_with("bad scenario 'load'"));
+/// ```
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("bad scenario '{text}': {why}")]
 pub struct ScenarioError {
@@ -186,10 +193,17 @@ impl Scenario {
                 }
             }
             Scenario::RouterCores(c) => match c.applied_to(model.router_cores) {
-                Some(n) if n > 0 => model.router_cores = n,
-                _ => return Err(err("the router needs at least one core")),
+                Some(n) if (1..=ROUTER_CORES_MAX).contains(&n) => model.router_cores = n,
+                _ => {
+                    return Err(err(&format!(
+                        "the router needs at least one core and at most {ROUTER_CORES_MAX}"
+                    )))
+                }
             },
             Scenario::AgentsAdded(n) => {
+                if model.flows.len().saturating_add(*n as usize) > FLOWS_MAX {
+                    return Err(err(&format!("a model holds at most {FLOWS_MAX} flows")));
+                }
                 let flows = model.flows.len().max(1) as f64;
                 let mut mean = [0.0; CLASSES];
                 for f in &model.flows {
@@ -241,19 +255,24 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// Applies the rebalancing policy until it settles: the busiest partition above
-/// `high_water` borrows one core from the lowest-priority partition that stays below
-/// `low_water` without it. Returns the moves made, as (lender, borrower).
+/// Applies the daemon's rebalancing policy until it settles: the busiest partition above
+/// `high_water` borrows one core from the lowest-priority partition of a strictly lower
+/// priority than its own that is below `low_water` and keeps a core. Returns the moves made,
+/// as (lender, borrower).
 ///
 /// ```
 /// use agentwire_twin::whatif::{rebalance, Model, PartitionLoad};
 /// let mut m = Model::example();
 /// m.partitions = vec![
-///     PartitionLoad { name: "streaming".into(), cpus: 1, busy_cores: 0.95, priority: 1 },
+///     PartitionLoad { name: "streaming".into(), cpus: 1, busy_cores: 0.95, priority: 2 },
 ///     PartitionLoad { name: "nas".into(), cpus: 2, busy_cores: 0.1, priority: 1 },
 /// ];
 /// assert_eq!(rebalance(&mut m), vec![("nas".to_string(), "streaming".to_string())]);
 /// assert_eq!(m.partitions[0].cpus, 2);
+/// // Equal priorities never lend to each other (the engines' default).
+/// m.partitions[0].priority = 1;
+/// m.partitions[0].busy_cores = 2.0;
+/// assert!(rebalance(&mut m).is_empty());
 /// ```
 pub fn rebalance(model: &mut Model) -> Vec<(String, String)> {
     let mut moves = Vec::new();
@@ -261,9 +280,8 @@ pub fn rebalance(model: &mut Model) -> Vec<(String, String)> {
         return moves;
     }
     let (high, low) = (model.rebalance.high_water, model.rebalance.low_water);
-    // Each move lowers the borrower's load below high water eventually or exhausts lenders;
-    // bounded by the cores there are.
-    let cores: u32 = model.partitions.iter().map(|p| p.cpus).sum();
+    // Every move takes a core from a partition that keeps one: bounded by the cores there are.
+    let cores: u64 = model.partitions.iter().map(|p| u64::from(p.cpus)).sum();
     for _ in 0..cores {
         let borrower = model
             .partitions
@@ -280,10 +298,14 @@ pub fn rebalance(model: &mut Model) -> Vec<(String, String)> {
             .filter(|(i, p)| {
                 *i != b
                     && p.cpus > 1
-                    && p.priority <= model.partitions[b].priority
-                    && p.busy_cores / f64::from(p.cpus - 1) < low
+                    && p.priority < model.partitions[b].priority
+                    && p.utilisation() < low
             })
-            .min_by_key(|(_, p)| p.priority)
+            .min_by(|x, y| {
+                (x.1.priority, x.1.utilisation())
+                    .partial_cmp(&(y.1.priority, y.1.utilisation()))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .map(|(i, _)| i);
         let Some(l) = lender else { break };
         model.partitions[l].cpus -= 1;
