@@ -39,12 +39,17 @@ fn load_args(socket: &Path, rate: u32, seconds: u32) -> Vec<String> {
     .to_vec()
 }
 
+/// The real-daemon test measures rates over a window: nothing else in this binary runs
+/// beside it (the bench test keeps a core busy with SimPy).
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn close(predicted: f64, measured: f64) -> f64 {
     (predicted / measured - 1.0).abs()
 }
 
 #[test]
 fn a_scenario_predicts_a_real_load_run_at_twice_the_rate() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("twin-whatif");
     let served = Served::start(&dir.join("agentwire.sock"), &[]);
     let socket = served.socket.to_str().unwrap().to_string();
@@ -164,6 +169,7 @@ fn bad_input_and_no_mirror_are_clear_errors() {
 
 #[test]
 fn the_bench_times_both_simulators_and_simpy_on_one_model() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     // SimPy is in .venv (scripts/setup.sh); the bench runs it from the checkout.
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let mut args = vec![
