@@ -4,13 +4,8 @@
 
 use super::model::{Flow, Model, PartitionLoad, Rebalance, FLOWS_MAX};
 use crate::mirror::MirrorState;
-
-/// A ring record's header and alignment (`agentwire_shm::ring::RECORD_HEADER_BYTES`,
-/// `RECORD_ALIGN_BYTES`); a frame's own length (`bytes_in`) includes its wire header.
-const RECORD_HEADER_BYTES: f64 = 8.0;
-const RECORD_ALIGN_BYTES: f64 = 8.0;
-/// What a deferral keeps before each frame (its deadline and flags).
-const DEFERRAL_PREFIX_BYTES: f64 = 16.0;
+use agentwire_router::deferral::DEFERRAL_PREFIX_BYTES;
+use agentwire_shm::ring::{RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES};
 
 /// Fewer frames than this in the window: the service time is not measured (the busy ratio
 /// of an idle router says nothing about a frame's cost) and the default is used.
@@ -177,9 +172,11 @@ pub fn calibrate(
     } else {
         112.0
     };
-    let align = |b: f64| (b / RECORD_ALIGN_BYTES).ceil() * RECORD_ALIGN_BYTES;
-    let record_bytes = align(frame + RECORD_HEADER_BYTES);
-    let deferred_bytes = align(frame + DEFERRAL_PREFIX_BYTES + RECORD_HEADER_BYTES);
+    // A frame's own length (`bytes_in`) includes its wire header; a ring record adds its
+    // record header, a deferral entry its prefix too.
+    let align = |b: f64| (b / RECORD_ALIGN_BYTES as f64).ceil() * RECORD_ALIGN_BYTES as f64;
+    let record_bytes = align(frame + RECORD_HEADER_BYTES as f64);
+    let deferred_bytes = align(frame + (DEFERRAL_PREFIX_BYTES + RECORD_HEADER_BYTES) as f64);
     let priority = |name: &str| {
         settings
             .priorities

@@ -26,8 +26,8 @@ pub use calibrate::{
     calibrate, CalibrateOptions, CalibrationError, DaemonSettings, FRAMES_TO_MEASURE_SERVICE,
 };
 pub use model::{
-    lane_budgets, Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, CLASS_WEIGHTS,
-    FLOWS_MAX, RATE_MAX_PER_S, ROUTER_CORES_MAX, TIME_MAX_NS,
+    Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, FLOWS_MAX, RATE_MAX_PER_S,
+    ROUTER_CORES_MAX, TIME_MAX_NS,
 };
 pub use outcome::{Outcome, PartitionOutcome, Percentiles};
 pub use scenario::{rebalance, Count, Scenario, ScenarioError};

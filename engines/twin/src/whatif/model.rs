@@ -5,26 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Priority classes of a frame (tx lanes of an agent), as on the wire.
-pub const CLASSES: usize = 4;
-
-/// Batches per duty cycle of each class's lane (classes 0 to 3), as the router routes them.
 ///
 /// ```
-/// assert_eq!(agentwire_twin::whatif::CLASS_WEIGHTS[0], 2.0);
+/// assert_eq!(agentwire_twin::whatif::CLASSES, 4);
 /// ```
-pub const CLASS_WEIGHTS: [f64; CLASSES] = [2.0, 1.5, 1.0, 0.5];
-
-/// Frames a shard routes from a lane of each class per visit, as the router computes them
-/// (`agentwire_router::lane_batch_frames`: 2, 1.5, 1 and 0.5 batches, at least one frame).
-///
-/// ```
-/// assert_eq!(agentwire_twin::whatif::lane_budgets(32), [64, 48, 32, 16]);
-/// assert_eq!(agentwire_twin::whatif::lane_budgets(1), [2, 1, 1, 1]);
-/// ```
-pub fn lane_budgets(batch_frames: u32) -> [u32; CLASSES] {
-    let b = batch_frames.max(1);
-    [2 * b, 3 * b / 2, b, (b / 2).max(1)]
-}
+pub const CLASSES: usize = agentwire_shm::segment::TX_LANES;
 
 /// The most flows a model may have.
 ///
@@ -160,7 +145,8 @@ impl Default for Rebalance {
 ///
 /// Producers' frames wait in their tx lanes (backpressure: a producer never loses a frame)
 /// until their router shard serves them (flow `i` on shard `i mod router_cores`; each shard
-/// visits its flows in turn, each lane for its class's [`lane_budgets`], a frame costing
+/// visits its flows in turn, each lane for its class's budget
+/// (`agentwire_router::lane_batch_frames`), a frame costing
 /// `router_service_ns` on average with coefficient of variation `service_cv`). A routed
 /// frame enters its consumer's rx ring (`ring_frames`); when that is full it waits in the
 /// consumer's deferral (`deferral_frames`), whose oldest frame goes to the dead-letter queue

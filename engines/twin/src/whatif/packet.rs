@@ -4,7 +4,7 @@
 //! SimPy implementation (`scripts/whatif_simpy.py`) are compared with; its cost grows with
 //! the frames simulated.
 
-use super::model::{lane_budgets, Model, ModelError, CLASSES};
+use super::model::{Model, ModelError, CLASSES};
 use super::outcome::{Outcome, Percentiles};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
@@ -231,7 +231,9 @@ impl<'m> Sim<'m> {
         if flows_n == 0 {
             return;
         }
-        let budgets = lane_budgets(self.model.batch_frames);
+        // The router's own lane budgets (2, 1.5, 1 and 0.5 batches, at least one frame).
+        let budgets = agentwire_router::lane_batch_frames(self.model.batch_frames as usize)
+            .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
         for _ in 0..=flows_n * CLASSES {
             let (pos, class) = self.shards[shard].cursor;
             let flow = self.shards[shard].flows[pos];
