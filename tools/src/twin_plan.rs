@@ -297,7 +297,7 @@ fn forecast_peak(
 }
 
 /// Copies `from` (the daemon may be writing it) into a fresh directory and opens the copy.
-fn open_copy(from: &Path) -> Result<(tempdir::Dir, History), BoxError> {
+fn open_copy(from: &Path) -> Result<(tempfile::TempDir, History), BoxError> {
     if !from.is_dir() {
         return Err(format!(
             "no twin history at {} (enable [twin] in the daemon's config, give --history, or plan for --peak-load K)",
@@ -305,58 +305,29 @@ fn open_copy(from: &Path) -> Result<(tempdir::Dir, History), BoxError> {
         )
         .into());
     }
-    let copy = tempdir::Dir::new()?;
-    tempdir::copy_tree(from, copy.path())?;
+    let copy = tempfile::Builder::new()
+        .prefix("agentwire-twin-plan-")
+        .tempdir()?;
+    copy_tree(from, copy.path())?;
     let history = History::open(copy.path(), HistoryConfig::default())
         .map_err(|e| format!("twin history {}: {e}", from.display()))?;
     Ok((copy, history))
 }
 
-/// A scratch directory removed on drop (no tempfile in the binary's dependencies).
-mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new() -> std::io::Result<Self> {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = std::env::temp_dir().join(format!(
-                "agentwire-twin-plan-{}-{nanos}",
-                std::process::id()
-            ));
-            std::fs::create_dir(&path)?;
-            Ok(Self(path))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
+/// Copies regular files and directories (links and others skipped).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
         }
     }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Copies regular files and directories (links and others skipped).
-    pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let target = to.join(entry.file_name());
-            if kind.is_dir() {
-                std::fs::create_dir(&target)?;
-                copy_tree(&entry.path(), &target)?;
-            } else if kind.is_file() {
-                std::fs::copy(entry.path(), &target)?;
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// The history directory the daemon of `config` keeps.

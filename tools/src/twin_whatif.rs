@@ -511,31 +511,27 @@ fn run_simpy(
             PathBuf::from("python3")
         }
     });
-    // A new file of this run's own (never one planted under its name), removed after.
-    let model_path = std::env::temp_dir().join(format!(
-        "agentwire-whatif-{}-{:016x}.json",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
+    // A new file of this run's own (never one planted under its name), removed on drop.
+    let mut model_file = tempfile::Builder::new()
+        .prefix("agentwire-whatif-")
+        .suffix(".json")
+        .tempfile()?;
     {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&model_path)
-            .map_err(|e| format!("cannot create {}: {e}", model_path.display()))?;
-        file.write_all(serde_json::to_string(model)?.as_bytes())?;
+        model_file.write_all(serde_json::to_string(model)?.as_bytes())?;
+        model_file.flush()?;
     }
+    let model_path = model_file.path();
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg("--model")
-        .arg(&model_path)
+        .arg(model_path)
         .arg("--seconds")
         .arg(seconds.to_string())
         .arg("--seed")
         .arg("1")
         .output();
-    let _ = std::fs::remove_file(&model_path);
+    drop(model_file);
     let out = out.map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !out.status.success() {
         return Err(format!(
