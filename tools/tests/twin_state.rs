@@ -18,6 +18,12 @@ fn twin_state(socket: &std::path::Path, extra: &[&str]) -> std::process::Output 
         .unwrap()
 }
 
+/// Two agents on `socket`: a receiver, then a sender.
+fn receiver_and_sender(socket: &std::path::Path) -> (Agent, Agent) {
+    let connect = |name: &str| Agent::builder(name).socket(socket).connect().unwrap();
+    (connect("receiver"), connect("sender"))
+}
+
 fn state_json(socket: &std::path::Path) -> serde_json::Value {
     let out = twin_state(socket, &["--json"]);
     assert!(
@@ -32,14 +38,7 @@ fn state_json(socket: &std::path::Path) -> serde_json::Value {
 fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
     let dir = scratch("twin-state");
     let served = Served::start(&dir.join("agentwire.sock"), &[]);
-    let mut receiver = Agent::builder("receiver")
-        .socket(&served.socket)
-        .connect()
-        .unwrap();
-    let mut sender = Agent::builder("sender")
-        .socket(&served.socket)
-        .connect()
-        .unwrap();
+    let (mut receiver, mut sender) = receiver_and_sender(&served.socket);
     const FRAMES: u64 = 5_000;
     let mut received = 0u64;
     for i in 0..FRAMES {
@@ -189,14 +188,7 @@ fn the_twin_in_the_daemon_keeps_the_mirror_in_its_history_across_a_restart() {
     .unwrap();
     let socket = dir.join("agentwire.sock");
     let served = Served::start(&socket, &["--config", config.to_str().unwrap()]);
-    let mut receiver = Agent::builder("receiver")
-        .socket(&served.socket)
-        .connect()
-        .unwrap();
-    let mut sender = Agent::builder("sender")
-        .socket(&served.socket)
-        .connect()
-        .unwrap();
+    let (mut receiver, mut sender) = receiver_and_sender(&served.socket);
     // Rates need two samples: send once the twin has a first one to count from.
     served.wait_for_counter("twin.samples", 2, "the twin took no samples");
     for i in 0..1_000u64 {
