@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What-if validation against the real thing (BENCHMARKS.md "What-if simulation"): start a
+# daemon, drive it with `agentwire load` at BASE_RATE messages a second, calibrate a model
+# over 3 s of that run, take the hop from the run's report, then for each factor K predict
+# the run at BASE_RATE × K and measure it, printing the throughput and p50 errors.
+#
+# Usage: scripts/whatif_validate.sh [FACTOR ...]   (default: 2 5 10)
+# Environment: AGENTWIRE (the binary; default target/release/agentwire, built first with
+# `cargo build --release -p agentwire-tools`), BASE_RATE (default 20000).
+set -euo pipefail
+
+agentwire=${AGENTWIRE:-target/release/agentwire}
+base_rate=${BASE_RATE:-20000}
+factors=("$@")
+[ ${#factors[@]} -gt 0 ] || factors=(2 5 10)
+if [ ! -x "$agentwire" ]; then
+    echo "whatif_validate: no $agentwire (cargo build --release -p agentwire-tools)" >&2
+    exit 2
+fi
+
+dir=$(mktemp -d -t agentwire-whatif-validate-XXXXXX)
+"$agentwire" serve --metrics-port 0 --socket "$dir/a.sock" --dlq "$dir/dlq.log" \
+    > "$dir/serve.log" 2>&1 &
+serve=$!
+trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do
+    [ -S "$dir/a.sock" ] && break
+    sleep 0.1
+done
+
+echo "whatif_validate: run A at $base_rate/s, calibrating over 3 s of it" >&2
+"$agentwire" load --socket "$dir/a.sock" --mode open --rate "$base_rate" --duration 8 \
+    --json > "$dir/A.json" &
+load=$!
+sleep 2
+"$agentwire" twin whatif --socket "$dir/a.sock" --window-ms 3000 --flows 1 \
+    --save-model "$dir/m.json" --json > /dev/null
+wait "$load"
+
+for k in "${factors[@]}"; do
+    rate=$((base_rate * k))
+    "$agentwire" twin whatif --model "$dir/m.json" --load-report "$dir/A.json" \
+        --scenario "load=$k" --json > "$dir/p$k.json"
+    "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$rate" --duration 5 \
+        --json > "$dir/r$k.json"
+    python3 - "$dir/p$k.json" "$dir/r$k.json" "$rate" <<'PY'
+import json
+import sys
+
+p = json.load(open(sys.argv[1]))
+r = json.load(open(sys.argv[2]))
+pred = p["predicted"]
+pt, mt = pred["throughput_per_s"], r["msgs_per_s"]
+pp, mp = pred["latency"]["p50_ns"], r["latency_ns"]["p50"]
+print(
+    f"rate {sys.argv[3]}/s: throughput predicted {pt:.0f} measured {mt:.0f} "
+    f"({100 * (pt / mt - 1):+.1f}%); p50 predicted {pp / 1e3:.1f} us measured "
+    f"{mp / 1e3:.1f} us ({100 * (pp / mp - 1):+.1f}%); service {p['model']['router_service_ns']:.0f} ns, "
+    f"hop {p['model']['hop_ns'] / 1e3:.1f} us"
+)
+PY
+done
