@@ -743,6 +743,8 @@ fn start_mirror(
             for (shard, core) in cores.iter_mut().enumerate() {
                 core.set_stats_slot(m.shard_slot(shard)?)
                     .map_err(|e| crate::mirror::MirrorSetupError(e.to_string()))?;
+                core.set_agent_stats_slots(m.agent_slots(shard)?)
+                    .map_err(|e| crate::mirror::MirrorSetupError(e.to_string()))?;
             }
             let status = partitions.status_source();
             m.start_daemon_slot(DaemonSources {

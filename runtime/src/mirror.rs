@@ -1,9 +1,12 @@
 //! The daemon's live mirror: a stats segment beside the control socket (`<socket>.stats`,
 //! with its names in `<socket>.stats.names`), one slot per router shard, written by the shard
-//! itself ([`agentwire_router::mirror`]), and one `daemon` slot for what no shard owns
+//! itself ([`agentwire_router::mirror`]), one `daemon` slot for what no shard owns
 //! (agents registered, the dead-letter queue's size, each engine partition's CPUs and busy
-//! ratio), written every [`DAEMON_SLOT_PERIOD`] by the `aw-mirror` thread. The digital twin
-//! and `agentwire twin state` read it without asking the daemon anything (`docs/twin.md`).
+//! ratio), written every [`DAEMON_SLOT_PERIOD`] by the `aw-mirror` thread, and then each
+//! shard's block of agent slots (`agent.shard<S>.<N>`), which the shard lends to the agents
+//! it serves ([`agentwire_router::agent_mirror`]; [`agent_slots_per_shard`] each). The
+//! digital twin and `agentwire twin state` read it without asking the daemon anything
+//! (`docs/twin.md`).
 //!
 //! ```no_run
 //! let socket = std::path::Path::new("/run/agentwire/agentwire.sock");
@@ -43,6 +46,31 @@ pub const DAEMON_COUNTERS: [&str; 3] = ["agents", "uptime_ms", "dlq_bytes"];
 /// ```
 pub const PARTITION_COUNTERS: [&str; 4] =
     ["cpus", "busy_permille", "jobs_queued", "jobs_completed"];
+
+/// Agent slots in a stats segment, over all shards: at most this many agents are mirrored
+/// one by one (the rest are counted in their shard's `agents_unmirrored` and in its totals).
+/// 512 slots of 512 bytes are 256 KiB of segment and about 200 KiB of names file.
+///
+/// ```
+/// assert_eq!(agentwire_runtime::mirror::AGENT_SLOTS_MAX, 512);
+/// ```
+pub const AGENT_SLOTS_MAX: usize = 512;
+
+/// Agent slots each of `shards` router shards gets: an equal share of [`AGENT_SLOTS_MAX`]
+/// (an agent is served by one shard, which lends it a slot of its own block), and never so
+/// many that the segment passes its slot limit.
+///
+/// ```
+/// use agentwire_runtime::mirror::agent_slots_per_shard;
+/// assert_eq!(agent_slots_per_shard(1), 512);
+/// assert_eq!(agent_slots_per_shard(2), 256);
+/// assert_eq!(agent_slots_per_shard(600), 0);
+/// ```
+pub fn agent_slots_per_shard(shards: usize) -> usize {
+    let limit = agentwire_shm::stats_segment::STATS_SLOT_COUNT_MAX as usize;
+    let room = limit.saturating_sub(shards + 1);
+    (AGENT_SLOTS_MAX.min(room) / shards.max(1)).min(AGENT_SLOTS_MAX)
+}
 
 /// The stats segment of the daemon serving `socket`: the socket's path with `.stats`.
 ///
@@ -133,6 +161,10 @@ pub struct MirrorSetupError(pub String);
 /// a creator pid that is gone) and are replaced by the next start.
 pub struct DaemonMirror {
     segment: StatsSegment,
+    /// Router shards (slots `0..shards`; the `daemon` slot is `shards`).
+    shards: usize,
+    /// Agent slots per shard, after the `daemon` slot.
+    agent_slots_per_shard: usize,
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -157,8 +189,8 @@ pub(crate) struct DaemonSources {
 }
 
 impl DaemonMirror {
-    /// Creates the names file and the segment for `shards` router shards plus the `daemon`
-    /// slot (last), partitions named `partitions`.
+    /// Creates the names file and the segment for `shards` router shards, the `daemon`
+    /// slot (partitions named `partitions`), then each shard's block of agent slots.
     pub(crate) fn create(
         socket: &Path,
         shards: usize,
@@ -170,6 +202,15 @@ impl DaemonMirror {
             .map(|s| SlotNames::new(&format!("router.shard{s}"), shard_names.iter().copied()))
             .collect();
         slots.push(SlotNames::new("daemon", daemon_names.iter().cloned()));
+        let agent_slots_per_shard = agent_slots_per_shard(shards);
+        for shard in 0..shards {
+            slots.extend((0..agent_slots_per_shard).map(|n| {
+                SlotNames::new(
+                    &format!("agent.shard{shard}.{n}"),
+                    agentwire_router::agent_mirror::AGENT_COUNTERS,
+                )
+            }));
+        }
         let per_slot = slots.iter().map(|s| s.counters.len()).max().unwrap_or(1);
         let names = StatsNames {
             creator_pid: std::process::id(),
@@ -189,6 +230,8 @@ impl DaemonMirror {
             .map_err(|e| MirrorSetupError(format!("{}: {e}", path.display())))?;
         Ok(Self {
             segment,
+            shards,
+            agent_slots_per_shard,
             path,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -202,12 +245,24 @@ impl DaemonMirror {
             .map_err(|e| MirrorSetupError(e.to_string()))
     }
 
+    /// The slot writers of router shard `shard`'s block of agent slots.
+    pub(crate) fn agent_slots(&self, shard: usize) -> Result<Vec<SlotWriter>, MirrorSetupError> {
+        let first = self.shards + 1 + shard * self.agent_slots_per_shard;
+        (first..first + self.agent_slots_per_shard)
+            .map(|slot| {
+                self.segment
+                    .writer(slot)
+                    .map_err(|e| MirrorSetupError(e.to_string()))
+            })
+            .collect()
+    }
+
     /// Starts the `aw-mirror` thread writing the `daemon` slot.
     pub(crate) fn start_daemon_slot(
         &mut self,
         sources: DaemonSources,
     ) -> Result<(), MirrorSetupError> {
-        let slot = self.segment.layout().slot_count as usize - 1;
+        let slot = self.shards;
         let writer = self
             .segment
             .writer(slot)

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agentwire_twin::mirror::{Mirror, MirrorState, SlotState};
+use agentwire_twin::mirror::{AgentState, Mirror, MirrorState, SlotState};
 use serde_json::{json, Map, Value};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -39,6 +39,16 @@ const SHARD_COLUMNS: [(&str, &str); 9] = [
     ("tx_occupancy_max_permille", "tx_occ‰"),
     ("rx_occupancy_max_permille", "rx_occ‰"),
     ("mirror_publishes", "publishes"),
+];
+
+/// The agents' counters the summary shows, with their column titles.
+const AGENT_COLUMNS: [(&str, &str); 6] = [
+    ("frames_in", "frames_in"),
+    ("frames_out", "frames_out"),
+    ("deferred_now", "deferred"),
+    ("frames_deferred", "deferrals"),
+    ("tx_occupancy_max_permille", "tx_occ‰"),
+    ("rx_occupancy_permille", "rx_occ‰"),
 ];
 
 /// Shows the mirror.
@@ -103,6 +113,30 @@ fn slot_json(slot: &SlotState) -> Value {
     json!({ "name": slot.name, "sequence": slot.sequence, "counters": counters })
 }
 
+fn agent_json(agent: &AgentState) -> Value {
+    let counters: Map<String, Value> = agent
+        .counters
+        .iter()
+        .map(|(n, v)| (n.clone(), json!(v)))
+        .collect();
+    json!({
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "shard": agent.shard,
+        "slot": agent.slot,
+        "counters": counters,
+    })
+}
+
+/// Nacks an agent was sent, all reasons together.
+fn nacks_total(agent: &AgentState) -> u64 {
+    agent
+        .counters
+        .iter()
+        .filter(|(n, _)| n.starts_with("nacks_"))
+        .fold(0u64, |sum, (_, v)| sum.wrapping_add(*v))
+}
+
 fn to_json(
     path: &std::path::Path,
     state: &MirrorState,
@@ -124,6 +158,7 @@ fn to_json(
         "daemon_running": state.creator_running,
         "router_totals": totals,
         "slots": state.slots.iter().map(slot_json).collect::<Vec<_>>(),
+        "agents": state.agents().iter().map(agent_json).collect::<Vec<_>>(),
     });
     if let Some(rates) = rates {
         out["rates"] = rates
@@ -224,9 +259,35 @@ fn print_text(
             )?;
         }
     }
+    print_agents(state)?;
     if let Some(rates) = rates {
         let line: Vec<String> = rates.iter().map(|(n, v)| format!("{n} {v:.0}")).collect();
         outln!("rates: {}", line.join(", "))?;
+    }
+    Ok(())
+}
+
+/// The agents' table: one row per agent with a mirror slot.
+fn print_agents(state: &MirrorState) -> Result<(), BoxError> {
+    let agents = state.agents();
+    if agents.is_empty() {
+        return Ok(());
+    }
+    out!("{:<8} {:<20} {:>5}", "agent", "name", "shard")?;
+    for (_, title) in AGENT_COLUMNS {
+        out!(" {title:>10}")?;
+    }
+    outln!(" {:>8}", "nacks")?;
+    for agent in &agents {
+        let mut name = agent.name.clone();
+        if name.chars().count() > 20 {
+            name = name.chars().take(19).chain(['…']).collect();
+        }
+        out!("{:<8} {name:<20} {:>5}", agent.agent_id, agent.shard)?;
+        for (counter, _) in AGENT_COLUMNS {
+            out!(" {:>10}", agent.get(counter).unwrap_or(0))?;
+        }
+        outln!(" {:>8}", nacks_total(agent))?;
     }
     Ok(())
 }

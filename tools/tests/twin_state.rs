@@ -34,12 +34,37 @@ fn state_json(socket: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The `daemon` slot of a `twin state --json` answer.
+fn daemon_slot(state: &serde_json::Value) -> &serde_json::Value {
+    state["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "daemon")
+        .expect("a daemon slot")
+}
+
+/// The counter `counter` of the agent called `name` in a `twin state --json` answer (0 if
+/// it has no slot).
+fn agent_frames(state: &serde_json::Value, name: &str, counter: &str) -> u64 {
+    state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .and_then(|a| a["counters"][counter].as_u64())
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
     let dir = scratch("twin-state");
     let served = Served::start(&dir.join("agentwire.sock"), &[]);
     let (mut receiver, mut sender) = receiver_and_sender(&served.socket);
     const FRAMES: u64 = 5_000;
+    // One frame to nobody: the router nacks it to the sender, and the sender's slot says so.
+    const NOBODY: u32 = 999_999;
+    sender.send(NOBODY, &0u64.to_le_bytes()).unwrap();
     let mut received = 0u64;
     for i in 0..FRAMES {
         while sender.send(receiver.id(), &i.to_le_bytes()).is_err() {
@@ -64,7 +89,9 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
         let state = state_json(&served.socket);
         let frames_in = state["router_totals"]["frames_in"].as_u64().unwrap();
         if frames_in >= FRAMES
-            && state["slots"].as_array().unwrap().last().unwrap()["counters"]["agents"] == 2
+            && daemon_slot(&state)["counters"]["agents"] == 2
+            && agent_frames(&state, "receiver", "frames_out") >= FRAMES
+            && agent_frames(&state, "sender", "nacks_no_such_agent") >= 1
         {
             break state;
         }
@@ -93,7 +120,7 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
             .starts_with("router.shard"),
         "{state}"
     );
-    let daemon = &slots.last().unwrap()["counters"];
+    let daemon = &daemon_slot(&state)["counters"];
     assert!(daemon["uptime_ms"].as_u64().unwrap() > 0, "{state}");
     assert!(
         daemon["dlq_bytes"].as_u64().unwrap() > 0,
@@ -117,13 +144,58 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
         text.contains("partition") && text.contains("streaming"),
         "{text}"
     );
+    // Each agent's own slot: what it sent, what it was sent, the nack it got.
+    let frame_bytes = (agentwire_shm::wire::HEADER_BYTES + 8) as u64;
+    let agent = |name, counter| agent_frames(&state, name, counter);
+    assert_eq!(agent("sender", "frames_in"), FRAMES + 1, "{state}");
+    assert_eq!(
+        agent("sender", "bytes_in"),
+        (FRAMES + 1) * frame_bytes,
+        "{state}"
+    );
+    assert_eq!(agent("sender", "frames_out"), 1, "the nack: {state}");
+    assert_eq!(agent("sender", "nacks_no_such_agent"), 1, "{state}");
+    assert_eq!(agent("receiver", "frames_in"), 0, "{state}");
+    assert_eq!(agent("receiver", "frames_out"), FRAMES, "{state}");
+    assert_eq!(
+        agent("receiver", "bytes_out"),
+        FRAMES * frame_bytes,
+        "{state}"
+    );
+    let ids: Vec<u64> = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&u64::from(receiver.id())) && ids.contains(&u64::from(sender.id())),
+        "{state}"
+    );
+    assert!(
+        text.contains("receiver") && text.contains("frames_out"),
+        "the agents' table: {text}"
+    );
     let all = String::from_utf8(twin_state(&served.socket, &["--all"]).stdout).unwrap();
     assert!(
         all.contains("nacks_no_such_agent") && all.contains("tx_occupancy_max_permille"),
         "{all}"
     );
-    // A stopped daemon leaves its last values, marked as such.
+    // A departed agent's slot is cleared and taken back.
     drop((sender, receiver));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = state_json(&served.socket);
+        if state["agents"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: departed agents kept their slots: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A stopped daemon leaves its last values, marked as such.
     let pid = served.child.id();
     let out = served.terminate();
     assert!(

@@ -120,6 +120,20 @@ impl MirrorState {
         self.slots.iter().find(|s| s.name == slot)?.get(counter)
     }
 
+    /// Every agent with a mirror slot, in slot order.
+    ///
+    /// ```
+    /// # use agentwire_twin::mirror::MirrorState;
+    /// let state = MirrorState { creator_pid: 1, creator_running: false, slots: vec![] };
+    /// assert!(state.agents().is_empty());
+    /// ```
+    pub fn agents(&self) -> Vec<AgentState> {
+        self.slots
+            .iter()
+            .filter_map(AgentState::from_slot)
+            .collect()
+    }
+
     /// The sum of `counter` over every slot whose name starts with `prefix` (e.g. every
     /// router shard: `router.`), wrapping.
     ///
@@ -134,6 +148,92 @@ impl MirrorState {
             .filter(|s| s.name.starts_with(prefix))
             .filter_map(|s| s.get(counter))
             .fold(0u64, u64::wrapping_add)
+    }
+}
+
+/// An agent slot not lent to any agent: named `agent.*`, its `agent_id` word 0.
+fn is_free_agent_slot(names: &agentwire_shm::stats_segment::SlotNames, words: &[u64]) -> bool {
+    names.name.starts_with(AGENT_SLOT_PREFIX)
+        && names.counters.first().map(String::as_str) == Some("agent_id")
+        && words.first() == Some(&0)
+}
+
+/// Slot names of agent slots start with this ([`agentwire_router::agent_mirror`]).
+///
+/// ```
+/// assert_eq!(agentwire_twin::mirror::AGENT_SLOT_PREFIX, "agent.");
+/// ```
+pub const AGENT_SLOT_PREFIX: &str = "agent.";
+
+/// One agent as its mirror slot shows it.
+///
+/// ```
+/// use agentwire_twin::mirror::{AgentState, SlotState};
+/// let slot = SlotState { name: "agent.shard0.3".into(), sequence: Some(8), counters: vec![
+///     ("agent_id".into(), 7), ("name_0".into(), 0x6968), ("shard".into(), 0), ("frames_in".into(), 12)] };
+/// let agent = AgentState::from_slot(&slot).unwrap();
+/// assert_eq!((agent.agent_id, agent.name.as_str(), agent.get("frames_in")), (7, "hi", Some(12)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentState {
+    /// The agent's id.
+    pub agent_id: u32,
+    /// Its registered name.
+    pub name: String,
+    /// The router shard serving it.
+    pub shard: u64,
+    /// The slot it was read from.
+    pub slot: String,
+    /// Its counters and gauges (every word but the id, name and shard).
+    pub counters: Vec<(String, u64)>,
+}
+
+impl AgentState {
+    /// The agent in an agent slot; `None` for any other slot or a free one.
+    ///
+    /// ```
+    /// use agentwire_twin::mirror::{AgentState, SlotState};
+    /// let daemon = SlotState { name: "daemon".into(), sequence: Some(2), counters: vec![] };
+    /// assert!(AgentState::from_slot(&daemon).is_none());
+    /// ```
+    pub fn from_slot(slot: &SlotState) -> Option<Self> {
+        if !slot.name.starts_with(AGENT_SLOT_PREFIX) {
+            return None;
+        }
+        let agent_id = u32::try_from(slot.get("agent_id")?)
+            .ok()
+            .filter(|&id| id != 0)?;
+        let name_words: Vec<u64> = (0..agentwire_router::agent_mirror::NAME_WORDS)
+            .map(|i| slot.get(&format!("name_{i}")).unwrap_or(0))
+            .collect();
+        let skip = |n: &str| n == "agent_id" || n == "shard" || n.starts_with("name_");
+        Some(Self {
+            agent_id,
+            name: agentwire_router::agent_mirror::unpack_name(&name_words),
+            shard: slot.get("shard").unwrap_or(0),
+            slot: slot.name.clone(),
+            counters: slot
+                .counters
+                .iter()
+                .filter(|(n, _)| !skip(n))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// The counter called `name`.
+    ///
+    /// ```
+    /// # use agentwire_twin::mirror::AgentState;
+    /// let a = AgentState { agent_id: 1, name: "a".into(), shard: 0, slot: "agent.shard0.0".into(),
+    ///     counters: vec![("frames_out".into(), 4)] };
+    /// assert_eq!(a.get("frames_out"), Some(4));
+    /// ```
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
     }
 }
 
@@ -215,7 +315,9 @@ impl Mirror {
     }
 
     /// Snapshots every slot (bounded tries each; see
-    /// [`agentwire_shm::stats_segment::StatsReader::snapshot_all`]) and labels them.
+    /// [`agentwire_shm::stats_segment::StatsReader::snapshot_all`]) and labels them. An agent
+    /// slot (`agent.*`) is listed only while it is lent to an agent (its `agent_id` is not
+    /// 0): free ones are left out.
     ///
     /// ```no_run
     /// # fn f(m: &mut agentwire_twin::mirror::Mirror) {
@@ -233,6 +335,7 @@ impl Mirror {
             .iter()
             .zip(self.words.chunks_exact(per_slot))
             .zip(&self.sequences)
+            .filter(|((names, words), _)| !is_free_agent_slot(names, words))
             .map(|((names, words), &sequence)| SlotState {
                 name: names.name.clone(),
                 sequence,
@@ -333,5 +436,43 @@ mod tests {
         );
         w0.add(0, 1);
         assert_eq!(mirror.read().unwrap().total("router.", "frames_in"), 13);
+    }
+
+    #[test]
+    fn lists_lent_agent_slots_only() {
+        let (_dir, stats, names) = files("agents");
+        let seg = StatsSegment::create_file(&stats, StatsLayout::new(2, 27)).unwrap();
+        let counters = agentwire_router::agent_mirror::AGENT_COUNTERS;
+        StatsNames {
+            creator_pid: std::process::id(),
+            slots: vec![
+                SlotNames::new("agent.shard0.0", counters),
+                SlotNames::new("agent.shard0.1", counters),
+            ],
+        }
+        .write_file(&names)
+        .unwrap();
+        let mut mirror = Mirror::open(&stats, &names).unwrap();
+        let mut lent = seg.writer(1).unwrap();
+        let name = agentwire_router::agent_mirror::pack_name("pump-3");
+        lent.update(|w| {
+            w[0] = 42;
+            w[1..9].copy_from_slice(&name);
+            w[10] = 5;
+        });
+        let state = mirror.read().unwrap();
+        assert_eq!(state.slots.len(), 1, "the free slot is left out");
+        let agents = state.agents();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(
+            (agents[0].agent_id, agents[0].name.as_str()),
+            (42, "pump-3")
+        );
+        assert_eq!(agents[0].get("frames_in"), Some(5));
+        assert_eq!(
+            agents[0].get("name_0"),
+            None,
+            "the name words are not counters"
+        );
     }
 }

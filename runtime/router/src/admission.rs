@@ -135,6 +135,10 @@ impl Admission<'_> {
         let congested = Arc::new(AtomicBool::new(false));
         let new_agent = self
             .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())
+            .map(|new| NewAgent {
+                name: crate::agent_mirror::pack_name(&registration.name),
+                ..new
+            })
             .map_err(|e| failed(&e))?;
         let topic_ids = self
             .register(pid, peer, registration, &segment, congested)
@@ -197,6 +201,7 @@ impl Admission<'_> {
             rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell)),
             segment: segment.clone(),
             deferral,
+            name: [0; crate::agent_mirror::NAME_WORDS],
         })
     }
 

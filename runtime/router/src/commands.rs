@@ -105,4 +105,6 @@ pub(crate) struct NewAgent {
     pub(crate) segment: Segment,
     /// Made on the accept thread so the routing core never maps memory.
     pub(crate) deferral: Option<Deferral>,
+    /// Its name as mirror slot words ([`crate::agent_mirror::pack_name`]).
+    pub(crate) name: [u64; crate::agent_mirror::NAME_WORDS],
 }

@@ -32,6 +32,8 @@ pub struct Deferral {
     tx: Producer,
     rx: Consumer,
     frames: usize,
+    /// Frames ever queued.
+    frames_pushed: u64,
 }
 
 /// A deferred frame handed to [`Deferral::service`].
@@ -54,7 +56,12 @@ impl Deferral {
     /// ```
     pub fn new(capacity_bytes: usize) -> Result<Self, RingConfigError> {
         let (tx, rx) = ring_pair(capacity_bytes, false)?;
-        Ok(Self { tx, rx, frames: 0 })
+        Ok(Self {
+            tx,
+            rx,
+            frames: 0,
+            frames_pushed: 0,
+        })
     }
 
     /// True when nothing waits.
@@ -75,6 +82,18 @@ impl Deferral {
     /// ```
     pub fn frames(&self) -> usize {
         self.frames
+    }
+
+    /// Frames ever queued (wrapping).
+    ///
+    /// ```
+    /// let mut d = agentwire_router::deferral::Deferral::new(4096).unwrap();
+    /// d.push(b"x", 0, false);
+    /// d.service(8, |_| std::ops::ControlFlow::Continue(()));
+    /// assert_eq!((d.frames(), d.frames_pushed()), (0, 1));
+    /// ```
+    pub fn frames_pushed(&self) -> u64 {
+        self.frames_pushed
     }
 
     /// Whether a frame of `frame_bytes` fits now.
@@ -136,6 +155,7 @@ impl Deferral {
         fill(&mut out[DEFERRAL_PREFIX_BYTES..]);
         claim.commit();
         self.frames += 1;
+        self.frames_pushed = self.frames_pushed.wrapping_add(1);
         true
     }
 

@@ -34,6 +34,12 @@ pub(crate) struct DataAgent {
     /// source they carry when it is one of these; any other source is stamped with the
     /// gateway's own id, like every agent's.
     pub(crate) remotes: Vec<u32>,
+    /// What was taken from its tx rings, for its mirror slot.
+    pub(crate) counters: crate::agent_mirror::AgentCounters,
+    /// Its name as mirror slot words ([`crate::agent_mirror::pack_name`]).
+    pub(crate) name: [u64; crate::agent_mirror::NAME_WORDS],
+    /// The mirror slot lent to it, if any ([`crate::agent_mirror`]).
+    pub(crate) mirror_slot: Option<u32>,
 }
 
 /// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
@@ -78,6 +84,8 @@ pub struct RoutingCore {
     pub(crate) mirror: Option<agentwire_shm::stats_segment::SlotWriter>,
     /// When the mirror was last published, and whether the shard worked since.
     pub(crate) mirror_state: crate::mirror::MirrorSchedule,
+    /// Slots this shard lends its agents ([`crate::agent_mirror`]).
+    pub(crate) agent_slots: crate::agent_mirror::AgentSlots,
 }
 
 impl std::fmt::Debug for RoutingCore {
@@ -118,6 +126,7 @@ impl RoutingCore {
             corrupt_log: Default::default(),
             mirror: None,
             mirror_state: Default::default(),
+            agent_slots: Default::default(),
         }
     }
 
@@ -183,6 +192,7 @@ impl RoutingCore {
                         rx,
                         segment,
                         deferral,
+                        name,
                     } = *new;
                     self.producers.insert(agent_id, rx);
                     if let Some(deferral) = deferral {
@@ -196,6 +206,9 @@ impl RoutingCore {
                         leaving: false,
                         corrupt: false,
                         remotes: Vec::new(),
+                        counters: Default::default(),
+                        name,
+                        mirror_slot: self.agent_slots.lend(),
                     });
                 }
                 Some(RouterCmd::Remove { agent_id }) => {
@@ -402,7 +415,14 @@ impl RoutingCore {
                 .store(state::CLOSED, Ordering::Release);
             dropped.push(agent.agent_id);
         }
-        self.agents.retain(|a| !a.corrupt);
+        let slots = &mut self.agent_slots;
+        self.agents.retain(|a| {
+            if a.corrupt {
+                slots.release(a.mirror_slot);
+            }
+            !a.corrupt
+        });
+        self.lend_freed_slots();
         for agent_id in dropped {
             self.shared
                 .request_removal(agent_id, crate::shared::Removal::CorruptRing);
@@ -443,7 +463,6 @@ impl RoutingCore {
                 direct_bits: &mut self.direct_bits,
             };
             let result = agent.tx[class].read(budget, |frame| {
-                ctx.bytes_in += frame.len() as u64;
                 // The ring owner is the source, unless a gateway names a remote agent of its.
                 let source = match FrameHeader::peek(frame) {
                     Some(h)
@@ -455,6 +474,10 @@ impl RoutingCore {
                 };
                 let flow = route_frame(source, frame, &mut ctx, control);
                 ctx.stopped = flow.is_break();
+                // A frame kept (`Break`) is read again later: counted once, when taken.
+                if flow.is_continue() {
+                    ctx.bytes_in += frame.len() as u64;
+                }
                 flow
             });
             self.needs_refresh |= ctx.needs_refresh;
@@ -481,6 +504,9 @@ impl RoutingCore {
                 work += n;
                 count(&stats.frames_in, n as u64);
                 count(&stats.bytes_in, bytes_in);
+                let mine = &mut agent.counters;
+                mine.frames_in = mine.frames_in.wrapping_add(n as u64);
+                mine.bytes_in = mine.bytes_in.wrapping_add(bytes_in);
                 count(&stats.batch_frames[batch_bucket(n)], 1);
             }
             left -= n;
@@ -498,9 +524,18 @@ impl RoutingCore {
     /// Reclaims departed agents once their tx rings are drained.
     fn reclaim_departed(&mut self) {
         let before = self.agents.len();
-        self.agents
-            .retain_mut(|a| !(a.leaving && a.tx.iter_mut().all(Consumer::is_empty)));
+        let slots = &mut self.agent_slots;
+        self.agents.retain_mut(|a| {
+            let drained = a.leaving && a.tx.iter_mut().all(Consumer::is_empty);
+            if drained {
+                slots.release(a.mirror_slot);
+            }
+            !drained
+        });
         let removed = (before - self.agents.len()) as u64;
+        if removed > 0 {
+            self.lend_freed_slots();
+        }
         count(&self.shared.stats[self.shard].agents_removed, removed);
     }
 

@@ -46,6 +46,7 @@ impl RoutingCore {
                 if record.flags.is_reply() {
                     let reason = record.flags.reject_reason();
                     if reason != 0 {
+                        producers.note_nack(target, reason);
                         if let Some(a) = agents.iter().find(|a| a.agent_id == target) {
                             let control = a.segment.control();
                             count(&control.frames_rejected, 1);

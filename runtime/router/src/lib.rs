@@ -49,6 +49,7 @@
 
 mod admission;
 pub mod agent_ids;
+pub mod agent_mirror;
 mod commands;
 pub mod config;
 pub mod control;

@@ -5,9 +5,10 @@
 //! The core publishes from its own duty cycle: every [`MIRROR_PUBLISH_PASSES`] passes while
 //! it runs, on the first idle pass after a burst of work (at most once per
 //! [`MIRROR_EDGE_PASSES_MIN`] passes), and once more before it parks (a parked shard's slot
-//! is never behind what it did). A publish is one seqlock update of [`SHARD_MIRROR_COUNTERS`] words: loads of the
-//! shard's counters, one pass over its agents' rings for the occupancy gauges, no
-//! allocation, no syscall, no lock.
+//! is never behind what it did). A publish is one seqlock update of
+//! [`SHARD_MIRROR_COUNTERS`] words (loads of the shard's counters, one pass over its agents'
+//! rings for the occupancy gauges) and the updates of a few agents' own slots
+//! ([`crate::agent_mirror`]): no allocation, no syscall, no lock.
 //!
 //! ```
 //! use agentwire_router::{mirror, RouterConfig, RouterControl};
@@ -26,22 +27,25 @@
 //! assert_eq!(counters[duty], 1);
 //! ```
 
+use crate::agent_mirror::permille;
 use crate::duty_cycle::RoutingCore;
 use crate::stats::{RouterStats, ROUTER_COUNTERS};
 use agentwire_shm::stats_segment::SlotWriter;
 
 /// Gauges a shard adds after its [`RouterStats`] counters: agents it serves, the fullest
 /// tx ring (agent to router) and rx ring (router to agent) it serves in permille of the
-/// ring's capacity, and the publishes so far (the slot's own update count).
+/// ring's capacity, the publishes so far (the slot's own update count), and the agents it
+/// serves without a mirror slot of their own ([`crate::agent_mirror`]).
 ///
 /// ```
 /// assert_eq!(agentwire_router::mirror::SHARD_GAUGES[0], "agents_served");
 /// ```
-pub const SHARD_GAUGES: [&str; 4] = [
+pub const SHARD_GAUGES: [&str; 5] = [
     "agents_served",
     "tx_occupancy_max_permille",
     "rx_occupancy_max_permille",
     "mirror_publishes",
+    "agents_unmirrored",
 ];
 
 /// Words a shard's slot must hold: its counters, then [`SHARD_GAUGES`].
@@ -76,7 +80,7 @@ pub const MIRROR_EDGE_PASSES_MIN: u64 = 8;
 /// ```
 /// let names = agentwire_router::mirror::shard_counter_names();
 /// assert_eq!(names.len(), agentwire_router::mirror::SHARD_MIRROR_COUNTERS);
-/// assert_eq!(names.last(), Some(&"mirror_publishes"));
+/// assert_eq!(names.last(), Some(&"agents_unmirrored"));
 /// ```
 pub fn shard_counter_names() -> Vec<&'static str> {
     let mut names = RouterStats::names().to_vec();
@@ -101,13 +105,6 @@ pub enum MirrorError {
         /// [`SHARD_MIRROR_COUNTERS`].
         needed: usize,
     },
-}
-
-/// Occupancy in permille of `capacity`, clamped to 1000 (an agent's ring positions are
-/// untrusted: a hostile tail may claim more than the ring holds).
-fn permille(occupied_bytes: usize, capacity_bytes: usize) -> u64 {
-    let capacity = capacity_bytes.max(1) as u64;
-    (occupied_bytes as u64).min(capacity) * 1000 / capacity
 }
 
 impl RoutingCore {
@@ -147,6 +144,19 @@ impl RoutingCore {
     /// core.publish_mirror(); // no slot given: nothing to do
     /// ```
     pub fn publish_mirror(&mut self) {
+        self.publish_shard_slot();
+        self.publish_agent_slots(true);
+    }
+
+    /// A scheduled publish: the shard's slot and the next few agents' slots (bounded cost
+    /// whatever the number of agents; see [`crate::agent_mirror`]).
+    fn publish_mirror_scheduled(&mut self) {
+        self.publish_shard_slot();
+        self.publish_agent_slots(false);
+    }
+
+    /// Writes the shard's own slot.
+    fn publish_shard_slot(&mut self) {
         let Some(mut writer) = self.mirror.take() else {
             return;
         };
@@ -163,11 +173,12 @@ impl RoutingCore {
         }
         let stats = &self.shared.stats[self.shard];
         let agents = self.agents.len() as u64;
+        let unmirrored = self.agents_unmirrored();
         writer.update(|words| {
             stats.write_values(&mut words[..ROUTER_COUNTERS]);
             let gauges = &mut words[ROUTER_COUNTERS..SHARD_MIRROR_COUNTERS];
             let publishes = gauges[3].wrapping_add(1);
-            gauges.copy_from_slice(&[agents, tx_max, rx_max, publishes]);
+            gauges.copy_from_slice(&[agents, tx_max, rx_max, publishes, unmirrored]);
         });
         self.mirror = Some(writer);
     }
@@ -179,7 +190,7 @@ impl RoutingCore {
     /// one publish per that many passes.
     #[inline]
     pub(crate) fn maybe_publish_mirror(&mut self, work: usize) {
-        if self.mirror.is_none() {
+        if self.mirror.is_none() && self.agent_slots.is_empty() {
             return;
         }
         let state = &mut self.mirror_state;
@@ -189,7 +200,7 @@ impl RoutingCore {
         if edge || self.passes % MIRROR_PUBLISH_PASSES == 0 {
             state.dirty = false;
             state.last_pass = self.passes;
-            self.publish_mirror();
+            self.publish_mirror_scheduled();
         }
     }
 }
@@ -206,14 +217,6 @@ pub(crate) struct MirrorSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permille_is_clamped() {
-        assert_eq!(permille(0, 4096), 0);
-        assert_eq!(permille(2048, 4096), 500);
-        assert_eq!(permille(usize::MAX, 4096), 1000);
-        assert_eq!(permille(5, 0), 1000);
-    }
 
     #[test]
     fn names_are_unique() {

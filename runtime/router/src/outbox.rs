@@ -66,6 +66,8 @@ pub(crate) struct Outbox {
     pub(crate) dirty: bool,
     /// Its corruption was noted in [`Outboxes::corrupt_rx`].
     pub(crate) corrupt_noted: bool,
+    /// What was written into this ring, and the nacks among it, for the agent's mirror slot.
+    pub(crate) rx: crate::agent_mirror::RxCounters,
 }
 
 impl Outbox {
@@ -96,6 +98,8 @@ impl Outbox {
         };
         fill(claim.bytes_mut());
         claim.commit_deferred();
+        self.rx.frames_out = self.rx.frames_out.wrapping_add(1);
+        self.rx.bytes_out = self.rx.bytes_out.wrapping_add(len_bytes as u64);
         if !self.dirty {
             self.dirty = true;
             dirty.push(agent_id);
@@ -112,6 +116,7 @@ impl Outboxes {
                 producer,
                 dirty: false,
                 corrupt_noted: false,
+                rx: Default::default(),
             },
         );
     }
@@ -140,6 +145,14 @@ impl Outboxes {
     fn local_ring(&mut self, agent_id: u32) -> Option<(u32, &mut Outbox)> {
         let owner = self.owner(agent_id);
         self.rings.get_mut(&owner).map(|o| (owner, o))
+    }
+
+    /// Counts a nack of reason code `reason` sent to `agent_id`, if its ring is on this
+    /// shard (for its mirror slot; a gateway's remote agents count in the gateway's).
+    pub(crate) fn note_nack(&mut self, agent_id: u32, reason: u32) {
+        if let Some((_, outbox)) = self.local_ring(agent_id) {
+            outbox.rx.nack(reason);
+        }
     }
 
     /// Served here or by another shard.

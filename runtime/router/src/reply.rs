@@ -214,6 +214,7 @@ pub(crate) fn nack(
             .last_reject_reason
             .store(reason as u32, Ordering::Relaxed);
     }
+    producers.note_nack(source, reason as u32);
     // The encoder lives beside the outboxes it writes through: taken out for the write and
     // put back (made once, on a shard's first nack).
     let mut encoder = producers.nack_encoder.take().unwrap_or_default();

@@ -5,8 +5,9 @@
 //! rejected ones: unknown agent, topic without subscriber, capability and feature without
 //! an agent, malformed frames, acks sent by an agent, and frames for a destination that
 //! never reads, deferred and dead-lettered past their deadline with a nack to the sender.
-//! Everything registers and warms up first (tables, route caches, deferrals, the nack
-//! encoder); then the count must stay 0.
+//! The shards publish to a stats segment as in the daemon (their own slots and their agents'
+//! slots). Everything registers and warms up first (tables, route caches, deferrals, the
+//! nack encoder); then the count must stay 0.
 
 use agentwire_router::sink::{DeadLetterSink, SinkRefusal};
 use agentwire_router::{RouterConfig, RouterControl};
@@ -14,6 +15,7 @@ use agentwire_shm::client::{Agent, ClientError, SendOptions};
 use agentwire_shm::control::NackReason;
 use agentwire_shm::idle::{IdleStrategy, Idler};
 use agentwire_shm::ring::ClaimError;
+use agentwire_shm::stats_segment::{StatsLayout, StatsReader, StatsSegment};
 use agentwire_shm::wire::{FrameHeader, FrameKind, HEADER_BYTES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -240,9 +242,23 @@ fn routing_every_kind_of_frame_allocates_nothing() {
     // Shard threads that have seen `measuring` set (they count from then on).
     let armed = Arc::new(AtomicUsize::new(0));
     let dead_letters = Arc::new(AtomicU64::new(0));
+    // The mirror is on, as in the daemon: each shard publishes its slot and lends its few
+    // agent slots (fewer than its agents, so some are served unmirrored) on its own schedule.
+    const AGENT_SLOTS: usize = 3;
+    let words = agentwire_router::mirror::SHARD_MIRROR_COUNTERS as u32;
+    let stats = StatsSegment::create_memfd(
+        "no-alloc",
+        StatsLayout::new((2 + 2 * AGENT_SLOTS) as u32, words),
+    )
+    .unwrap();
     let shards: Vec<_> = cores
         .into_iter()
-        .map(|mut core| {
+        .enumerate()
+        .map(|(shard, mut core)| {
+            core.set_stats_slot(stats.writer(shard).unwrap()).unwrap();
+            let first = 2 + shard * AGENT_SLOTS;
+            let slots = (first..first + AGENT_SLOTS).map(|s| stats.writer(s).unwrap());
+            core.set_agent_stats_slots(slots.collect()).unwrap();
             core.set_dead_letters(Box::new(Discard(dead_letters.clone())));
             let (measuring, armed) = (measuring.clone(), armed.clone());
             std::thread::spawn(move || {
@@ -327,6 +343,28 @@ fn routing_every_kind_of_frame_allocates_nothing() {
         "frames expired while measured"
     );
     assert_eq!(allocations, 0, "allocations on per-frame paths");
+    // The mirror was written while measured: both shards' slots and lent agent slots.
+    let reader = StatsReader::open_fd(stats.try_clone_fd().unwrap()).unwrap();
+    let mut words = vec![0u64; agentwire_router::mirror::SHARD_MIRROR_COUNTERS];
+    let publishes = agentwire_router::mirror::shard_counter_names()
+        .iter()
+        .position(|n| *n == "mirror_publishes")
+        .unwrap();
+    for shard in 0..2 {
+        reader.snapshot(shard, &mut words).unwrap();
+        assert!(words[publishes] > 1, "shard {shard} published");
+    }
+    let agent_publishes = agentwire_router::agent_mirror::AGENT_COUNTERS
+        .iter()
+        .position(|n| *n == "publishes")
+        .unwrap();
+    let lent = (2..2 + 2 * AGENT_SLOTS)
+        .filter(|&slot| {
+            reader.snapshot(slot, &mut words).unwrap();
+            words[0] != 0 && words[agent_publishes] > 1
+        })
+        .count();
+    assert_eq!(lent, 2 * AGENT_SLOTS, "every agent slot lent and published");
 
     stop.store(true, Ordering::Relaxed);
     for r in readers {
