@@ -74,16 +74,23 @@ fn router_drain(socket: &std::path::Path, frames: u64, runs: usize) -> Vec<f64> 
     }
     println!("router batch: {} frames per read", config.batch_frames);
     let (control, mut core) = RouterControl::start(config).expect("router");
-    // `-- drain --mirror`: the core publishes to a stats slot as the daemon's shards do (the
-    // mirror's cost on the hot path, against a run without).
+    // `-- drain --mirror`: the core publishes to a stats slot and its agents' slots as the
+    // daemon's shards do (the mirror's cost on the hot path, against a run without).
     let _segment = args.iter().any(|a| a == "--mirror").then(|| {
         use agentwire_router::mirror::SHARD_MIRROR_COUNTERS;
         use agentwire_shm::stats_segment::{StatsLayout, StatsSegment};
-        let layout = StatsLayout::new(1, SHARD_MIRROR_COUNTERS as u32);
+        // The shard's slot and a block of agent slots (one per agent here), as in the daemon.
+        const AGENT_SLOTS: usize = 8;
+        let layout = StatsLayout::new(1 + AGENT_SLOTS as u32, SHARD_MIRROR_COUNTERS as u32);
         let segment = StatsSegment::create_memfd("drain", layout).expect("stats segment");
         core.set_stats_slot(segment.writer(0).expect("slot"))
             .expect("slot size");
-        println!("router core publishes to a stats slot (the daemon's mirror)");
+        let agents = (1..=AGENT_SLOTS).map(|s| segment.writer(s).expect("agent slot"));
+        core.set_agent_stats_slots(agents.collect())
+            .expect("agent slot size");
+        println!(
+            "router core publishes to a stats slot and its agents' slots (the daemon's mirror)"
+        );
         segment
     });
     // 0: route freely (registrations); 1: hold; 2 + n: drain run n; usize::MAX: stop.

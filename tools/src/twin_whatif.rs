@@ -33,7 +33,8 @@ pub(crate) struct ModelSource {
     /// Instead of the live mirror: a model saved with --save-model (JSON).
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Producer/consumer pairs the traffic is split over [default: half the agents].
+    /// Producer/consumer pairs the traffic is split over evenly [default: one flow per agent
+    /// that sent in the window, at its own rate, from the agents' mirror slots].
     #[arg(long, conflicts_with = "model")]
     pub(crate) flows: Option<usize>,
     /// Router time per frame in ns [default: measured from the busy ratio when the window

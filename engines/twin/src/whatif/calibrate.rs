@@ -1,9 +1,10 @@
 //! A [`Model`] calibrated from two reads of the live mirror: the flows' rates from the
-//! router shards' frame counters, the per-frame service time from their busy ratio, the
+//! agents' own slots (one flow per agent that sent; the router shards' totals where agents
+//! are not mirrored one by one), the per-frame service time from the shards' busy ratio, the
 //! partitions' cores and load from the daemon slot; capacities from the daemon's settings.
 
 use super::model::{Flow, Model, PartitionLoad, Rebalance, FLOWS_MAX};
-use crate::mirror::MirrorState;
+use crate::mirror::{AgentState, MirrorState};
 use agentwire_router::deferral::DEFERRAL_PREFIX_BYTES;
 use agentwire_shm::ring::{RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES};
 
@@ -58,7 +59,11 @@ impl Default for DaemonSettings {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrateOptions {
-    /// Producer/consumer pairs (default: half the agents, at least one).
+    /// Producer/consumer pairs, each at an equal share of the measured rate. Default: one
+    /// flow per agent that sent in the window, at its own rate, from the agents' mirror
+    /// slots (frames from agents without a slot become flows at an equal share, one per two
+    /// such agents); without agent slots (a daemon that has none), half the agents, at
+    /// least one.
     pub flows: Option<usize>,
     /// Router time per frame, ns (default: measured from the busy ratio when the window
     /// routed at least [`FRAMES_TO_MEASURE_SERVICE`] frames, else
@@ -150,11 +155,14 @@ pub fn calibrate(
     }
     let secs = elapsed_ns as f64 / 1e9;
     let agents = after.get("daemon", "agents").unwrap_or(0) as usize;
-    let flows_n = options.flows.unwrap_or(agents / 2).max(1);
-    if flows_n > FLOWS_MAX {
+    let rates = match options.flows {
+        Some(n) => equal_rates(frames, secs, n.max(1)),
+        None => agent_rates(before, after, frames, secs)
+            .unwrap_or_else(|| equal_rates(frames, secs, (agents / 2).max(1))),
+    };
+    if rates.len() > FLOWS_MAX {
         return Err(CalibrationError(format!("at most {FLOWS_MAX} flows")));
     }
-    let rate = frames as f64 / secs / flows_n as f64;
     let busy = if cycles > 0 {
         1.0 - idle.min(cycles) as f64 / cycles as f64
     } else {
@@ -195,7 +203,7 @@ pub fn calibrate(
         })
         .collect();
     Ok(Model {
-        flows: vec![Flow::new(rate); flows_n],
+        flows: rates.into_iter().map(Flow::new).collect(),
         router_cores,
         router_service_ns,
         service_cv: 1.0,
@@ -208,6 +216,51 @@ pub fn calibrate(
         partitions,
         rebalance: settings.rebalance,
     })
+}
+
+/// `n` flows sharing `frames` over `secs` equally (at most [`FLOWS_MAX`] + 1 made: the
+/// caller refuses more).
+fn equal_rates(frames: u64, secs: f64, n: usize) -> Vec<f64> {
+    vec![frames as f64 / secs / n as f64; n.min(FLOWS_MAX + 1)]
+}
+
+/// One rate per agent whose mirror slot shows frames taken from it in the window (an agent
+/// that registered inside the window counts from its registration), then the frames no slot
+/// accounts for (agents without a slot, agents gone before `after`) as
+/// `max(1, agents_unmirrored / 2)` flows at an equal share. `None` when no agent has a slot
+/// in `after` (a daemon without agent slots): the caller falls back to the shards' total.
+fn agent_rates(
+    before: &MirrorState,
+    after: &MirrorState,
+    frames: u64,
+    secs: f64,
+) -> Option<Vec<f64>> {
+    let now = after.agents();
+    if now.is_empty() {
+        return None;
+    }
+    let then = before.agents();
+    let lends = |a: &AgentState| a.get("slot_lends");
+    let sent = |a: &AgentState| {
+        let frames_in = a.get("frames_in").unwrap_or(0);
+        let earlier = then
+            .iter()
+            .find(|b| b.slot == a.slot && b.agent_id == a.agent_id && lends(b) == lends(a))
+            .map_or(0, |b| b.get("frames_in").unwrap_or(0));
+        frames_in.saturating_sub(earlier)
+    };
+    let per_agent: Vec<u64> = now.iter().map(sent).filter(|&n| n > 0).collect();
+    let accounted: u64 = per_agent.iter().sum();
+    let mut rates: Vec<f64> = per_agent.iter().map(|&n| n as f64 / secs).collect();
+    let rest = frames.saturating_sub(accounted);
+    if rest > 0 {
+        let unmirrored = after.total("router.", "agents_unmirrored") as usize;
+        rates.extend(equal_rates(rest, secs, (unmirrored / 2).max(1)));
+    }
+    if rates.is_empty() {
+        rates.push(0.0); // nobody sent: one idle flow, as the shards' total would give
+    }
+    Some(rates)
 }
 
 /// Every partition in the daemon slot: (name, cpus, busy permille).
@@ -226,4 +279,102 @@ fn partitions_of(state: &MirrorState) -> Vec<(String, u32, f64)> {
             Some((p.to_string(), *cpus as u32, busy as f64))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::SlotState;
+
+    fn shard(frames: u64, unmirrored: u64) -> SlotState {
+        SlotState {
+            name: "router.shard0".into(),
+            sequence: Some(2),
+            counters: vec![
+                ("frames_in".into(), frames),
+                ("bytes_in".into(), frames * 64),
+                ("agents_unmirrored".into(), unmirrored),
+            ],
+        }
+    }
+
+    fn agent(slot: usize, id: u64, frames: u64, lends: u64) -> SlotState {
+        SlotState {
+            name: format!("agent.shard0.{slot}"),
+            sequence: Some(2),
+            counters: vec![
+                ("agent_id".into(), id),
+                ("frames_in".into(), frames),
+                ("slot_lends".into(), lends),
+            ],
+        }
+    }
+
+    fn read(slots: Vec<SlotState>) -> MirrorState {
+        MirrorState {
+            creator_pid: 1,
+            creator_running: true,
+            slots,
+        }
+    }
+
+    fn rates(before: &MirrorState, after: &MirrorState, options: &CalibrateOptions) -> Vec<f64> {
+        let m = calibrate(
+            before,
+            after,
+            2_000_000_000,
+            &DaemonSettings::default(),
+            options,
+        )
+        .unwrap();
+        let mut r: Vec<f64> = m
+            .flows
+            .iter()
+            .map(|f| f.class_rates_per_s.iter().sum())
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    #[test]
+    fn each_sending_agent_is_a_flow_at_its_own_rate() {
+        let before = read(vec![
+            shard(1_000, 0),
+            agent(0, 7, 1_000, 1),
+            agent(1, 8, 0, 1),
+            agent(2, 9, 500, 1),
+        ]);
+        // Over 2 s: agent 7 sent 2,000, agent 8 nothing, slot 2 changed hands (agent 9 left,
+        // agent 10 came and sent 6,000), and 2,000 frames came from agents without a slot.
+        let after = read(vec![
+            shard(11_000, 4),
+            agent(0, 7, 3_000, 1),
+            agent(1, 8, 0, 1),
+            agent(2, 10, 6_000, 2),
+        ]);
+        let got = rates(&before, &after, &CalibrateOptions::default());
+        assert_eq!(got, vec![500.0, 500.0, 1_000.0, 3_000.0]);
+        // Asked for flows: an equal share each, as before.
+        let options = CalibrateOptions {
+            flows: Some(4),
+            ..CalibrateOptions::default()
+        };
+        assert_eq!(rates(&before, &after, &options), vec![1_250.0; 4]);
+    }
+
+    #[test]
+    fn without_agent_slots_the_agents_count_sets_the_flows() {
+        let daemon = |agents| SlotState {
+            name: "daemon".into(),
+            sequence: Some(2),
+            counters: vec![("agents".into(), agents)],
+        };
+        let before = read(vec![shard(0, 0), daemon(6)]);
+        let after = read(vec![shard(6_000, 0), daemon(6)]);
+        let got = rates(&before, &after, &CalibrateOptions::default());
+        assert_eq!(got, vec![1_000.0; 3]);
+        // Slots, but nobody sent: one idle flow.
+        let idle = read(vec![shard(0, 0), agent(0, 7, 0, 1)]);
+        assert_eq!(rates(&idle, &idle, &CalibrateOptions::default()), vec![0.0]);
+    }
 }
