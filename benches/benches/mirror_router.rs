@@ -4,13 +4,16 @@
 //! the same run: the same send to the receiving agent seeing the frame (the hop the counter
 //! change rides on). The routing core spins on cpu 1; the sender, the receiver and the reader
 //! are this thread on cpu 0. One message in flight at a time; every frame is received and
-//! every count seen, in order, or the bench fails.
+//! every count seen, in order, or the bench fails. The agent-slot rows watch the sender's own
+//! slot ([`agentwire_router::agent_mirror`]) with 62 more (idle) agents registered, next to
+//! the shard's slot with the same 64 agents.
 //!
 //! Run: `cargo bench -p agentwire-benches --bench mirror_router`
 //! (`cargo test --benches` runs a short smoke version.)
 
 use agentwire_benches::pingpong::{report_runs, summarize, Run};
 use agentwire_benches::{cpus, pin_to_cpu};
+use agentwire_router::agent_mirror::AGENT_COUNTERS;
 use agentwire_router::mirror::{shard_counter_names, SHARD_MIRROR_COUNTERS};
 use agentwire_router::{RouterConfig, RouterControl};
 use agentwire_shm::client::Agent;
@@ -27,14 +30,20 @@ enum Mode {
     Delivery,
     /// The shard's slot shows `frames_in` up by one.
     Mirror,
+    /// The sender's own agent slot shows `frames_in` up by one.
+    AgentMirror,
 }
+
+/// Agents registered besides the sender and the receiver in the rows that say 64 agents
+/// (the shard polls them all every pass, which lengthens its passes).
+const IDLE_AGENTS: usize = 62;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
 /// `messages` timed sends (after `warmup` untimed ones) through a fresh router.
-fn run(mode: Mode, idle: IdleStrategy, messages: u64, warmup: u64) -> Run {
+fn run(mode: Mode, idle: IdleStrategy, idle_agents: usize, messages: u64, warmup: u64) -> Run {
     let dir = std::env::temp_dir().join(format!("aw-bench-mirror-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -42,10 +51,14 @@ fn run(mode: Mode, idle: IdleStrategy, messages: u64, warmup: u64) -> Run {
     let mut config = RouterConfig::new(socket.clone());
     config.idle = idle;
     let (control, mut core) = RouterControl::start(config).expect("router");
-    let layout = StatsLayout::new(1, SHARD_MIRROR_COUNTERS as u32);
+    let agent_slots = IDLE_AGENTS + 2;
+    let layout = StatsLayout::new(1 + agent_slots as u32, SHARD_MIRROR_COUNTERS as u32);
     let seg = StatsSegment::create_memfd("mirror-router", layout).expect("segment");
     core.set_stats_slot(seg.writer(0).expect("slot"))
         .expect("slot size");
+    let writers = (1..=agent_slots).map(|s| seg.writer(s).expect("agent slot"));
+    core.set_agent_stats_slots(writers.collect())
+        .expect("agent slot size");
     let reader = StatsReader::open_fd(seg.try_clone_fd().expect("dup")).expect("open");
     let frames_in = shard_counter_names()
         .iter()
@@ -68,12 +81,43 @@ fn run(mode: Mode, idle: IdleStrategy, messages: u64, warmup: u64) -> Run {
                 .expect("agent")
         };
         let (mut sender, mut receiver) = (connect("mirror-sender"), connect("mirror-receiver"));
+        let idle_agents: Vec<Agent> = (0..idle_agents).map(|_| connect("mirror-idle")).collect();
         let to = receiver.id();
         let mut slot = vec![0u64; SHARD_MIRROR_COUNTERS];
-        let read_frames_in = |slot: &mut Vec<u64>| loop {
-            if reader.snapshot(0, slot).is_ok() {
-                return slot[frames_in];
-            }
+        let snapshot = |index: usize, slot: &mut Vec<u64>| {
+            while reader.snapshot(index, slot).is_err() {}
+        };
+        // The word watched: the shard's `frames_in`, or the sender's own slot's.
+        let (watch_slot, watch_word) = if mode == Mode::AgentMirror {
+            let id_word = AGENT_COUNTERS
+                .iter()
+                .position(|n| *n == "agent_id")
+                .unwrap();
+            let word = AGENT_COUNTERS
+                .iter()
+                .position(|n| *n == "frames_in")
+                .unwrap();
+            let start = Instant::now();
+            let index = loop {
+                let found = (1..=agent_slots).find(|&i| {
+                    snapshot(i, &mut slot);
+                    slot[id_word] == u64::from(sender.id())
+                });
+                if let Some(i) = found {
+                    break i;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "watchdog: no slot"
+                );
+            };
+            (index, word)
+        } else {
+            (0, frames_in)
+        };
+        let read_frames_in = |slot: &mut Vec<u64>| {
+            snapshot(watch_slot, slot);
+            slot[watch_word]
         };
         let mut seen = read_frames_in(&mut slot);
         let watchdog = Duration::from_secs(20);
@@ -113,6 +157,7 @@ fn run(mode: Mode, idle: IdleStrategy, messages: u64, warmup: u64) -> Run {
             assert_eq!(now, seen + 1, "frame {k}: frames_in skipped or torn");
             seen = now;
         }
+        drop(idle_agents);
         stop.store(true, Ordering::Relaxed);
         control.shutdown();
     });
@@ -142,26 +187,44 @@ fn main() {
         "{:<40} {:>8} {:>8} {:>8} {:>10}   p50 spread",
         "seen by", "p50", "p99", "p99.9", "max"
     );
-    for (name, mode, idle) in [
+    let (spin, default) = (IdleStrategy::Spin, IdleStrategy::default());
+    for (name, mode, idle, extra) in [
+        ("receiver, spinning (baseline)", Mode::Delivery, spin, 0),
+        ("shard slot, spinning", Mode::Mirror, spin, 0),
         (
-            "receiver, router spinning (baseline)",
-            Mode::Delivery,
-            IdleStrategy::Spin,
-        ),
-        ("mirror, router spinning", Mode::Mirror, IdleStrategy::Spin),
-        (
-            "receiver, router default idle",
-            Mode::Delivery,
-            IdleStrategy::default(),
-        ),
-        (
-            "mirror, router default idle",
+            "shard slot, spinning, 64 agents",
             Mode::Mirror,
-            IdleStrategy::default(),
+            spin,
+            IDLE_AGENTS,
+        ),
+        (
+            "agent slot, spinning, 64 agents",
+            Mode::AgentMirror,
+            spin,
+            IDLE_AGENTS,
+        ),
+        (
+            "receiver, default idle (baseline)",
+            Mode::Delivery,
+            default,
+            0,
+        ),
+        ("shard slot, default idle", Mode::Mirror, default, 0),
+        (
+            "shard slot, default idle, 64 agents",
+            Mode::Mirror,
+            default,
+            IDLE_AGENTS,
+        ),
+        (
+            "agent slot, default idle, 64 agents",
+            Mode::AgentMirror,
+            default,
+            IDLE_AGENTS,
         ),
     ] {
         let results: Vec<Run> = (0..runs)
-            .map(|_| run(mode, idle, messages, warmup))
+            .map(|_| run(mode, idle, extra, messages, warmup))
             .collect();
         report_runs(name, 40, &results);
     }

@@ -5,11 +5,14 @@
 //! ([`AGENT_COUNTERS`]).
 //!
 //! The counters live in the shard's own memory beside the agent's rings (plain integers:
-//! one writer) and cost two additions per batch read from the agent and two per frame
-//! written to it; they reach the segment only when the shard publishes. A publish writes the
-//! shard's slot and at most [`AGENT_SLOTS_PER_PUBLISH`] agents' slots, round robin, so its
-//! cost is bounded whatever the number of agents; a shard about to park, or shutting down,
-//! publishes every agent's slot. A slot is lent at registration and cleared (agent id 0)
+//! one writer) and cost two additions and a flag per batch read from the agent and per frame
+//! written to it; they reach the segment only when the shard publishes. A scheduled publish
+//! writes the slots of the agents the shard moved frames for since their last publish (so
+//! an active agent's slot trails it as closely as the shard's own), then
+//! [`AGENT_SLOTS_PER_PUBLISH`] more agents' slots round robin (ring occupancy and deferrals
+//! change without the router moving a frame); its cost grows with the agents that were
+//! active, not with the agents served. A shard about to park, or shutting down, publishes
+//! every agent's slot. A slot is lent at registration and cleared (agent id 0)
 //! and taken back when the shard reclaims the agent. An agent that finds no free slot is
 //! served as usual and counted in the shard's `agents_unmirrored` gauge until a departed
 //! agent's slot is free for it.
@@ -29,8 +32,10 @@
 //! assert_eq!(slot[0], 0, "no agent yet: the slot is free");
 //! ```
 
-use crate::duty_cycle::RoutingCore;
+use crate::deferral::Deferral;
+use crate::duty_cycle::{DataAgent, RoutingCore};
 use crate::mirror::{MirrorError, SHARD_MIRROR_COUNTERS};
+use crate::outbox::Outbox;
 use agentwire_shm::control::AGENT_NAME_BYTES_MAX;
 use agentwire_shm::stats_segment::SlotWriter;
 
@@ -264,6 +269,8 @@ impl RoutingCore {
         drop(old);
         for agent in &mut self.agents {
             agent.mirror_slot = self.agent_slots.lend();
+            self.producers
+                .set_mirror_slot(agent.agent_id, agent.mirror_slot);
         }
         self.publish_agent_slots(true);
         Ok(())
@@ -280,6 +287,9 @@ impl RoutingCore {
             if agent.mirror_slot.is_none() {
                 break;
             }
+            agent.mirror_dirty = true;
+            self.producers
+                .set_mirror_slot(agent.agent_id, agent.mirror_slot);
         }
     }
 
@@ -291,12 +301,18 @@ impl RoutingCore {
             .count() as u64
     }
 
-    /// Writes agents' slots: every agent's with `all`, else the next
-    /// [`AGENT_SLOTS_PER_PUBLISH`] from the round-robin cursor.
+    /// Writes agents' slots. With `all`, every agent's. Else, first the slots of agents the
+    /// shard took frames from or wrote frames to since their last publish (their tx or rx
+    /// words only), then the next [`AGENT_SLOTS_PER_PUBLISH`] agents' whole slots from the
+    /// round-robin cursor (what changes without the router doing anything: ring occupancy
+    /// as agents read and write, frames waiting in a deferral).
     pub(crate) fn publish_agent_slots(&mut self, all: bool) {
         let served = self.agents.len();
         if self.agent_slots.writers.is_empty() || served == 0 {
             return;
+        }
+        if !all {
+            self.publish_dirty_agents();
         }
         let (first, count) = if all {
             (0, served)
@@ -312,54 +328,87 @@ impl RoutingCore {
         self.agent_slots.cursor = (first + count) % served;
     }
 
-    /// Writes the slot of the agent at `index` in `self.agents` (none without a slot).
+    /// Writes the tx words of agents taken from, and the rx words of agents written to,
+    /// since their last publish.
+    fn publish_dirty_agents(&mut self) {
+        let shard = self.shard as u64;
+        let writers = &mut self.agent_slots.writers;
+        for agent in self.agents.iter_mut().filter(|a| a.mirror_dirty) {
+            agent.mirror_dirty = false;
+            if let Some(writer) = agent.mirror_slot.and_then(|s| writers.get_mut(s as usize)) {
+                writer.update(|w| {
+                    fill_tx(w, agent, shard);
+                    w[word::PUBLISHES] = w[word::PUBLISHES].wrapping_add(1);
+                });
+            }
+        }
+        let deferrals = &self.deferrals.by_destination;
+        for (id, outbox) in self.producers.rings.iter_mut() {
+            if !outbox.mirror_dirty {
+                continue;
+            }
+            outbox.mirror_dirty = false;
+            if let Some(writer) = outbox.mirror_slot.and_then(|s| writers.get_mut(s as usize)) {
+                let deferral = deferrals.get(id);
+                writer.update(|w| {
+                    fill_rx(w, outbox, deferral);
+                    w[word::PUBLISHES] = w[word::PUBLISHES].wrapping_add(1);
+                });
+            }
+        }
+    }
+
+    /// Writes the whole slot of the agent at `index` in `self.agents` (none without a slot).
     fn publish_agent_slot(&mut self, index: usize) {
-        let agent = &self.agents[index];
+        let shard = self.shard as u64;
+        let agent = &mut self.agents[index];
         let Some(slot) = agent.mirror_slot else {
             return;
         };
-        let id = agent.agent_id;
-        let tx_max = agent
-            .tx
-            .iter()
-            .map(|lane| permille(lane.occupied_bytes(), lane.capacity_bytes()))
-            .max()
-            .unwrap_or(0);
-        let (counters, name, leaving) = (agent.counters, agent.name, agent.leaving);
-        let (rx, rx_permille) = match self.producers.rings.get_mut(&id) {
-            Some(outbox) => {
-                let capacity = outbox.producer.capacity_bytes();
-                let occupied = outbox.producer.occupied_bytes();
-                (outbox.rx, permille(occupied, capacity))
-            }
-            None => (RxCounters::default(), 0),
-        };
-        let (deferred_total, deferred_now) = self
-            .deferrals
-            .by_destination
-            .get(&id)
-            .map_or((0, 0), |d| (d.frames_pushed(), d.frames() as u64));
-        let shard = self.shard as u64;
+        agent.mirror_dirty = false;
+        let outbox = self.producers.rings.get_mut(&agent.agent_id);
+        let deferral = self.deferrals.by_destination.get(&agent.agent_id);
         let writer = &mut self.agent_slots.writers[slot as usize];
         writer.update(|w| {
-            w[word::AGENT_ID] = u64::from(id);
-            w[word::NAME..word::SHARD].copy_from_slice(&name);
-            w[word::SHARD] = shard;
-            w[word::FRAMES_IN..word::FRAMES_DEFERRED].copy_from_slice(&[
-                counters.frames_in,
-                counters.bytes_in,
-                rx.frames_out,
-                rx.bytes_out,
-            ]);
-            w[word::FRAMES_DEFERRED] = deferred_total;
-            w[word::FRAMES_DEFERRED + 1] = deferred_now;
-            w[word::NACKS..word::TX_OCCUPANCY].copy_from_slice(&rx.nacks);
-            w[word::TX_OCCUPANCY] = tx_max;
-            w[word::TX_OCCUPANCY + 1] = rx_permille;
-            w[word::TX_OCCUPANCY + 2] = u64::from(leaving);
+            fill_tx(w, agent, shard);
+            if let Some(outbox) = outbox {
+                outbox.mirror_dirty = false;
+                fill_rx(w, outbox, deferral);
+            }
             w[word::PUBLISHES] = w[word::PUBLISHES].wrapping_add(1);
         });
     }
+}
+
+/// Fills an agent slot's words about who the agent is and what the shard took from it.
+fn fill_tx(w: &mut [u64], agent: &mut DataAgent, shard: u64) {
+    let tx_max = agent
+        .tx
+        .iter()
+        .map(|lane| permille(lane.occupied_bytes(), lane.capacity_bytes()))
+        .max()
+        .unwrap_or(0);
+    w[word::AGENT_ID] = u64::from(agent.agent_id);
+    w[word::NAME..word::SHARD].copy_from_slice(&agent.name);
+    w[word::SHARD] = shard;
+    w[word::FRAMES_IN] = agent.counters.frames_in;
+    w[word::FRAMES_IN + 1] = agent.counters.bytes_in;
+    w[word::TX_OCCUPANCY] = tx_max;
+    w[word::TX_OCCUPANCY + 2] = u64::from(agent.leaving);
+}
+
+/// Fills an agent slot's words about what the shard wrote into its rx ring and deferred for
+/// it.
+fn fill_rx(w: &mut [u64], outbox: &mut Outbox, deferral: Option<&Deferral>) {
+    let rx = outbox.rx;
+    let capacity = outbox.producer.capacity_bytes();
+    let occupied = outbox.producer.occupied_bytes();
+    w[word::FRAMES_IN + 2] = rx.frames_out;
+    w[word::FRAMES_IN + 3] = rx.bytes_out;
+    w[word::FRAMES_DEFERRED] = deferral.map_or(0, Deferral::frames_pushed);
+    w[word::FRAMES_DEFERRED + 1] = deferral.map_or(0, |d| d.frames() as u64);
+    w[word::NACKS..word::TX_OCCUPANCY].copy_from_slice(&rx.nacks);
+    w[word::TX_OCCUPANCY + 1] = permille(occupied, capacity);
 }
 
 const _: () = assert!(AGENT_COUNTERS.len() <= SHARD_MIRROR_COUNTERS);

@@ -40,6 +40,8 @@ pub(crate) struct DataAgent {
     pub(crate) name: [u64; crate::agent_mirror::NAME_WORDS],
     /// The mirror slot lent to it, if any ([`crate::agent_mirror`]).
     pub(crate) mirror_slot: Option<u32>,
+    /// Frames were taken from it since its slot's last publish.
+    pub(crate) mirror_dirty: bool,
 }
 
 /// The data side of a router: every agent's tx consumer and rx producer, the routing tables,
@@ -194,7 +196,9 @@ impl RoutingCore {
                         deferral,
                         name,
                     } = *new;
+                    let mirror_slot = self.agent_slots.lend();
                     self.producers.insert(agent_id, rx);
+                    self.producers.set_mirror_slot(agent_id, mirror_slot);
                     if let Some(deferral) = deferral {
                         self.deferrals.insert(agent_id, deferral);
                     }
@@ -208,7 +212,8 @@ impl RoutingCore {
                         remotes: Vec::new(),
                         counters: Default::default(),
                         name,
-                        mirror_slot: self.agent_slots.lend(),
+                        mirror_slot,
+                        mirror_dirty: true,
                     });
                 }
                 Some(RouterCmd::Remove { agent_id }) => {
@@ -504,6 +509,7 @@ impl RoutingCore {
                 work += n;
                 count(&stats.frames_in, n as u64);
                 count(&stats.bytes_in, bytes_in);
+                agent.mirror_dirty = true;
                 let mine = &mut agent.counters;
                 mine.frames_in = mine.frames_in.wrapping_add(n as u64);
                 mine.bytes_in = mine.bytes_in.wrapping_add(bytes_in);

@@ -90,6 +90,7 @@ impl RoutingCore {
                         deferrals.push(target, len, deadline.get(), record.flags.ack_owed(), copy);
                     debug_assert!(pushed, "room checked");
                     count(&stats.frames_deferred, 1);
+                    producers.note_deferred(target);
                 } else if shutting_down {
                     let mut give_up = GiveUp {
                         producers,

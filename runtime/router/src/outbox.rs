@@ -68,6 +68,10 @@ pub(crate) struct Outbox {
     pub(crate) corrupt_noted: bool,
     /// What was written into this ring, and the nacks among it, for the agent's mirror slot.
     pub(crate) rx: crate::agent_mirror::RxCounters,
+    /// The agent's mirror slot ([`crate::agent_mirror`]), and whether `rx` changed since it
+    /// was last published there.
+    pub(crate) mirror_slot: Option<u32>,
+    pub(crate) mirror_dirty: bool,
 }
 
 impl Outbox {
@@ -100,6 +104,7 @@ impl Outbox {
         claim.commit_deferred();
         self.rx.frames_out = self.rx.frames_out.wrapping_add(1);
         self.rx.bytes_out = self.rx.bytes_out.wrapping_add(len_bytes as u64);
+        self.mirror_dirty = true;
         if !self.dirty {
             self.dirty = true;
             dirty.push(agent_id);
@@ -117,6 +122,8 @@ impl Outboxes {
                 dirty: false,
                 corrupt_noted: false,
                 rx: Default::default(),
+                mirror_slot: None,
+                mirror_dirty: false,
             },
         );
     }
@@ -152,6 +159,22 @@ impl Outboxes {
     pub(crate) fn note_nack(&mut self, agent_id: u32, reason: u32) {
         if let Some((_, outbox)) = self.local_ring(agent_id) {
             outbox.rx.nack(reason);
+            outbox.mirror_dirty = true;
+        }
+    }
+
+    /// Gives the agent's ring its mirror slot (or takes it away).
+    pub(crate) fn set_mirror_slot(&mut self, agent_id: u32, slot: Option<u32>) {
+        if let Some(outbox) = self.rings.get_mut(&agent_id) {
+            outbox.mirror_slot = slot;
+            outbox.mirror_dirty = true;
+        }
+    }
+
+    /// Notes that frames were deferred for `agent_id`: its slot shows it at the next publish.
+    pub(crate) fn note_deferred(&mut self, agent_id: u32) {
+        if let Some((_, outbox)) = self.local_ring(agent_id) {
+            outbox.mirror_dirty = true;
         }
     }
 

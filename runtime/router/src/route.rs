@@ -557,6 +557,7 @@ impl Placement<'_, '_> {
                 let pushed = self.deferrals.push(id, len, deadline_ns, owe_ack, fill);
                 debug_assert!(pushed, "room checked by plan");
                 count(&stats.frames_deferred, 1);
+                self.producers.note_deferred(id);
                 ack_deferred |= owe_ack;
             }
         }
