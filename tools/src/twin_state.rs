@@ -104,21 +104,21 @@ fn rates(a: &MirrorState, b: &MirrorState, interval: Duration) -> Vec<(String, f
     .collect()
 }
 
-fn slot_json(slot: &SlotState) -> Value {
-    let counters: Map<String, Value> = slot
-        .counters
+/// Named counters as one JSON object.
+fn counters_json(counters: &[(String, u64)]) -> Map<String, Value> {
+    counters
         .iter()
         .map(|(n, v)| (n.clone(), json!(v)))
-        .collect();
+        .collect()
+}
+
+fn slot_json(slot: &SlotState) -> Value {
+    let counters = counters_json(&slot.counters);
     json!({ "name": slot.name, "sequence": slot.sequence, "counters": counters })
 }
 
 fn agent_json(agent: &AgentState) -> Value {
-    let counters: Map<String, Value> = agent
-        .counters
-        .iter()
-        .map(|(n, v)| (n.clone(), json!(v)))
-        .collect();
+    let counters = counters_json(&agent.counters);
     json!({
         "agent_id": agent.agent_id,
         "name": agent.name,
