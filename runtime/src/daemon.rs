@@ -301,6 +301,12 @@ impl Daemon {
         let partitions =
             PartitionHost::start(&plan, config.rebalance.clone(), config.io_memory_bytes)?;
         let mirror = start_mirror(&control, &mut cores, &partitions, dlq_file);
+        if let (Some(server), Some(m)) = (&metrics, &mirror) {
+            let names = crate::mirror::names_path_for(m.path());
+            if let Err(e) = server.serve_agent_mirror(m.path(), &names) {
+                tracing::error!("metrics: serving without per-agent counters: {e}");
+            }
+        }
         let mut routers = Vec::with_capacity(cpus.len());
         let mut router_states = Vec::with_capacity(cpus.len());
         for (core, &cpu) in cores.into_iter().zip(&cpus) {

@@ -7,6 +7,9 @@
 //! in [`agentwire_router::RouterStats`], `agentwire_router_batches_total{frames="1"|"2-3"|...|"32+"}` for
 //! the batch-size histogram buckets, gauges `agentwire_deferred_frames`,
 //! `agentwire_agents_stale`, `agentwire_handshakes_pending`, and router-wide `agentwire_agents`, and per agent `agentwire_agent_{tx,rx}_occupied_bytes{agent=...}`;
+//! from the stats segment's agent slots ([`MetricsServer::serve_agent_mirror`]), per agent
+//! `agentwire_agent_{frames,bytes}_{in,out}_total`, `agentwire_agent_frames_deferred_total`
+//! and `agentwire_agent_nacks_total{reason=...}`;
 //! with `[streaming] enabled`, the engine's `agentwire_stream_<counter>_total` (events
 //! accepted and malformed, alerts, results, acks, checkpoints, events replayed, ...) and the
 //! gauges `agentwire_stream_running`, `agentwire_stream_checkpoint_bytes`,
@@ -27,7 +30,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,6 +50,8 @@ pub struct MetricsError {
 /// A running endpoint; dropping it stops the thread.
 pub struct MetricsServer {
     addr: SocketAddr,
+    /// The stats segment the per-agent counters are read from, once it is given.
+    agent_mirror: AgentMirror,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -83,9 +88,11 @@ impl MetricsServer {
             .ok_or_else(|| err("not an IP listener".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut registry = Registry::default();
+        let agent_mirror = AgentMirror::default();
         registry.register_collector(Box::new(RouterCollector {
             observer,
             cores: shard_cpus.iter().map(usize::to_string).collect(),
+            agent_mirror: agent_mirror.clone(),
         }));
         let thread = {
             let stop = stop.clone();
@@ -96,6 +103,7 @@ impl MetricsServer {
         };
         Ok(Self {
             addr,
+            agent_mirror,
             stop,
             thread: Some(thread),
         })
@@ -112,6 +120,110 @@ impl MetricsServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Serves the per-agent counters of the stats segment at `stats` (labelled by `names`)
+    /// from now on: `agentwire_agent_<counter>_total{agent,name}` and
+    /// `agentwire_agent_nacks_total{agent,name,reason}` for every agent with a mirror slot
+    /// (docs/twin.md "The live mirror"), each scrape reading the segment, never the router.
+    ///
+    /// ```no_run
+    /// # use agentwire_router::{RouterConfig, RouterControl};
+    /// # let (control, _core) = RouterControl::start(RouterConfig::new("/tmp/aw-m4.sock".into())).unwrap();
+    /// # let server = agentwire_runtime::metrics::MetricsServer::start(0, control.observer(), vec![1]).unwrap();
+    /// server.serve_agent_mirror("/tmp/aw-m4.sock.stats".as_ref(), "/tmp/aw-m4.sock.stats.names".as_ref())?;
+    /// # Ok::<(), agentwire_twin::mirror::MirrorError>(())
+    /// ```
+    pub fn serve_agent_mirror(
+        &self,
+        stats: &std::path::Path,
+        names: &std::path::Path,
+    ) -> Result<(), agentwire_twin::mirror::MirrorError> {
+        let mirror = agentwire_twin::mirror::Mirror::open(stats, names)?;
+        *self
+            .agent_mirror
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(mirror);
+        Ok(())
+    }
+}
+
+/// The stats segment's reader, shared by the server (which is given it once the daemon made
+/// the segment, after the endpoint started) and the collector.
+type AgentMirror = Arc<Mutex<Option<agentwire_twin::mirror::Mirror>>>;
+
+/// Per-agent counters served from the mirror: (slot word, metric name, help).
+const AGENT_COUNTERS: [(&str, &str, &str); 5] = [
+    (
+        "frames_in",
+        "agentwire_agent_frames_in",
+        "Frames the router took from the agent's tx rings",
+    ),
+    (
+        "bytes_in",
+        "agentwire_agent_bytes_in",
+        "Bytes the router took from the agent's tx rings",
+    ),
+    (
+        "frames_out",
+        "agentwire_agent_frames_out",
+        "Frames the router wrote into the agent's rx ring (deliveries, acks, nacks)",
+    ),
+    (
+        "bytes_out",
+        "agentwire_agent_bytes_out",
+        "Bytes the router wrote into the agent's rx ring",
+    ),
+    (
+        "frames_deferred",
+        "agentwire_agent_frames_deferred",
+        "Frames that waited in the agent's deferral because its rx ring was full",
+    ),
+];
+
+/// Encodes the per-agent series from one read of the mirror (nothing if there is none yet,
+/// or the read failed: a scrape never waits for a writer).
+fn encode_agent_mirror(
+    mirror: &AgentMirror,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let agents = {
+        let mut guard = mirror
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_mut().map(agentwire_twin::mirror::Mirror::read) {
+            Some(Ok(state)) => state.agents(),
+            _ => return Ok(()),
+        }
+    };
+    let ids: Vec<String> = agents.iter().map(|a| a.agent_id.to_string()).collect();
+    let counter = prometheus_client::metrics::MetricType::Counter;
+    for (word, metric, help) in AGENT_COUNTERS {
+        let mut m = encoder.encode_descriptor(metric, help, None, counter)?;
+        for (agent, id) in agents.iter().zip(&ids) {
+            let labels = [("agent", id.as_str()), ("name", agent.name.as_str())];
+            let value = agent.get(word).unwrap_or(0);
+            ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    let mut m = encoder.encode_descriptor(
+        "agentwire_agent_nacks",
+        "Nacks the router sent the agent, by reason",
+        None,
+        counter,
+    )?;
+    for (agent, id) in agents.iter().zip(&ids) {
+        for (word, value) in &agent.counters {
+            if let Some(reason) = word.strip_prefix("nacks_") {
+                let labels = [
+                    ("agent", id.as_str()),
+                    ("name", agent.name.as_str()),
+                    ("reason", reason),
+                ];
+                ConstCounter::new(*value).encode(m.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for MetricsServer {
@@ -163,6 +275,8 @@ struct RouterCollector {
     observer: RouterObserver,
     /// Each shard's CPU, as the `core` label.
     cores: Vec<String>,
+    /// The per-agent counters' source.
+    agent_mirror: AgentMirror,
 }
 
 /// Counters that are gauges (they go down): (counter, metric name, help).
@@ -351,7 +465,7 @@ impl Collector for RouterCollector {
                 ConstGauge::new(pick(agent) as i64).encode(m.encode_family(&labels)?)?;
             }
         }
-        Ok(())
+        encode_agent_mirror(&self.agent_mirror, &mut encoder)
     }
 }
 

@@ -255,8 +255,33 @@ fn metrics_endpoint_serves_per_core_counters() {
         "agentwire_nacks_destination_full_total{core=",
         "agentwire_partition_busy_ratio{partition=\"streaming\"}",
         "agentwire_partition_cpus{partition=\"router\"} 1",
+        "agentwire_agent_nacks_total{agent=",
     ] {
         assert!(body.contains(series), "{series} missing from\n{body}");
+    }
+    // Per agent, from the stats segment's agent slots (the shard publishes on its own
+    // schedule: scrape until it shows all 100 frames).
+    let (sent, got) = (
+        format!(
+            "agentwire_agent_frames_in_total{{agent=\"{}\",name=\"a\"}} 100",
+            a.id()
+        ),
+        format!(
+            "agentwire_agent_frames_out_total{{agent=\"{}\",name=\"b\"}} 100",
+            b.id()
+        ),
+    );
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    loop {
+        let (_, body) = http_get(&url);
+        if body.lines().any(|l| l == sent) && body.lines().any(|l| l == got) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: no {sent} and {got} in\n{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(status["idle_ratio"].as_f64().is_some());
     let (code, _) = http_get(&url.replace("/metrics", "/other"));
