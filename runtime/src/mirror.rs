@@ -69,7 +69,7 @@ pub const AGENT_SLOTS_MAX: usize = 512;
 pub fn agent_slots_per_shard(shards: usize) -> usize {
     let limit = agentwire_shm::stats_segment::STATS_SLOT_COUNT_MAX as usize;
     let room = limit.saturating_sub(shards + 1);
-    (AGENT_SLOTS_MAX.min(room) / shards.max(1)).min(AGENT_SLOTS_MAX)
+    AGENT_SLOTS_MAX.min(room) / shards.max(1)
 }
 
 /// The stats segment of the daemon serving `socket`: the socket's path with `.stats`.

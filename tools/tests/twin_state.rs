@@ -46,7 +46,7 @@ fn daemon_slot(state: &serde_json::Value) -> &serde_json::Value {
 
 /// The counter `counter` of the agent called `name` in a `twin state --json` answer (0 if
 /// it has no slot).
-fn agent_frames(state: &serde_json::Value, name: &str, counter: &str) -> u64 {
+fn agent_counter(state: &serde_json::Value, name: &str, counter: &str) -> u64 {
     state["agents"]
         .as_array()
         .unwrap()
@@ -90,8 +90,8 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
         let frames_in = state["router_totals"]["frames_in"].as_u64().unwrap();
         if frames_in >= FRAMES
             && daemon_slot(&state)["counters"]["agents"] == 2
-            && agent_frames(&state, "receiver", "frames_out") >= FRAMES
-            && agent_frames(&state, "sender", "nacks_no_such_agent") >= 1
+            && agent_counter(&state, "receiver", "frames_out") >= FRAMES
+            && agent_counter(&state, "sender", "nacks_no_such_agent") >= 1
         {
             break state;
         }
@@ -146,7 +146,7 @@ fn the_mirror_shows_routed_frames_agents_and_partitions_without_a_query() {
     );
     // Each agent's own slot: what it sent, what it was sent, the nack it got.
     let frame_bytes = (agentwire_shm::wire::HEADER_BYTES + 8) as u64;
-    let agent = |name, counter| agent_frames(&state, name, counter);
+    let agent = |name, counter| agent_counter(&state, name, counter);
     assert_eq!(agent("sender", "frames_in"), FRAMES + 1, "{state}");
     assert_eq!(
         agent("sender", "bytes_in"),

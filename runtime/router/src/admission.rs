@@ -134,11 +134,13 @@ impl Admission<'_> {
         .map_err(|e| failed(&e))?;
         let congested = Arc::new(AtomicBool::new(false));
         let new_agent = self
-            .new_agent(&segment, router_tx_bell, router_rx_bell, congested.clone())
-            .map(|new| NewAgent {
-                name: crate::agent_mirror::pack_name(&registration.name),
-                ..new
-            })
+            .new_agent(
+                &segment,
+                router_tx_bell,
+                router_rx_bell,
+                congested.clone(),
+                &registration.name,
+            )
             .map_err(|e| failed(&e))?;
         let topic_ids = self
             .register(pid, peer, registration, &segment, congested)
@@ -175,13 +177,14 @@ impl Admission<'_> {
     }
 
     /// The shard's view of the agent: a consumer per tx lane, the rx producer, its deferral
-    /// (made here so the routing core never maps memory).
+    /// (made here so the routing core never maps memory), its name as mirror slot words.
     fn new_agent(
         &self,
         segment: &Segment,
         tx_bell: Doorbell,
         rx_bell: Doorbell,
         congested: Arc<AtomicBool>,
+        name: &str,
     ) -> std::io::Result<NewAgent> {
         // The router parks on lane 0's bell alone (the agent rings one bell for every lane),
         // so the other lanes hold none: three descriptors fewer per agent.
@@ -201,7 +204,7 @@ impl Admission<'_> {
             rx: Producer::new_fenced(segment.rx_memory(), Some(rx_bell)),
             segment: segment.clone(),
             deferral,
-            name: [0; crate::agent_mirror::NAME_WORDS],
+            name: crate::agent_mirror::pack_name(name),
         })
     }
 

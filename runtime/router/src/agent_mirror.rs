@@ -265,8 +265,7 @@ impl RoutingCore {
                 needed: AGENT_COUNTERS.len(),
             });
         }
-        let old = std::mem::replace(&mut self.agent_slots, AgentSlots::new(writers));
-        drop(old);
+        self.agent_slots = AgentSlots::new(writers);
         for agent in &mut self.agents {
             agent.mirror_slot = self.agent_slots.lend();
             self.producers
