@@ -474,6 +474,11 @@ fn help(counter: &str) -> String {
         "duty_cycles_idle" => {
             "Router duty cycles that found no work (idle ratio: divide by duty_cycles)".into()
         }
+        "busy_ns_sampled" => {
+            "Wall-clock ns of the router's timed busy duty cycles (one pass in 61 is timed; divide by busy_frames_sampled for ns a frame)".into()
+        }
+        "busy_passes_sampled" => "Router duty cycles timed that found work".into(),
+        "busy_frames_sampled" => "Frames handled by the router's timed busy duty cycles".into(),
         other => format!("Router counter {}", other.replace('_', " ")),
     }
 }

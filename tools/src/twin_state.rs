@@ -207,7 +207,7 @@ fn print_text(
     for (_, title) in SHARD_COLUMNS {
         out!(" {title:>10}")?;
     }
-    outln!(" {:>6}", "idle%")?;
+    outln!(" {:>6} {:>9}", "idle%", "ns/frame")?;
     for shard in &shards {
         out!("{:<14}", shard.name.trim_start_matches("router."))?;
         for (counter, _) in SHARD_COLUMNS {
@@ -222,7 +222,15 @@ fn print_text(
         } else {
             idle as f64 * 100.0 / duty as f64
         };
-        outln!(" {idle_pct:>6.1}")?;
+        // The timed busy passes' wall time over their frames (see RouterStats).
+        let ns_per_frame = match (
+            shard.get("busy_ns_sampled"),
+            shard.get("busy_frames_sampled"),
+        ) {
+            (Some(ns), Some(frames)) if frames > 0 => format!("{:.0}", ns as f64 / frames as f64),
+            _ => "-".to_string(),
+        };
+        outln!(" {idle_pct:>6.1} {ns_per_frame:>9}")?;
     }
     if let Some(daemon) = state.slots.iter().find(|s| s.name == "daemon") {
         outln!(

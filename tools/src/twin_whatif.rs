@@ -9,7 +9,8 @@ use crate::twin_cmd::bad;
 use agentwire_runtime::config::Config;
 use agentwire_twin::mirror::Mirror;
 use agentwire_twin::whatif::{
-    calibrate, flow, packet, CalibrateOptions, DaemonSettings, Model, Outcome, Rebalance, Scenario,
+    calibrate, flow, packet, router_service_time, CalibrateOptions, DaemonSettings, Model, Outcome,
+    Rebalance, Scenario,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -37,8 +38,9 @@ pub(crate) struct ModelSource {
     /// that sent in the window, at its own rate, from the agents' mirror slots].
     #[arg(long, conflicts_with = "model")]
     pub(crate) flows: Option<usize>,
-    /// Router time per frame in ns [default: measured from the busy ratio when the window
-    /// routed 10,000 frames or more, else 25].
+    /// Router time per frame in ns [default: measured from the shards' timed busy duty
+    /// cycles (64 or more in the window), else from their busy ratio (an upper bound; 10,000
+    /// frames or more), else 25].
     #[arg(long, conflicts_with = "model")]
     pub(crate) service_ns: Option<f64>,
     /// Consumer time per frame in ns [default: 100].
@@ -160,6 +162,15 @@ fn calibrate_live(source: &ModelSource) -> Result<Model, BoxError> {
         consumer_service_ns: source.consumer_ns.unwrap_or(100.0),
         ..CalibrateOptions::default()
     };
+    if source.service_ns.is_none() {
+        match router_service_time(&before, &after, elapsed_ns)? {
+            (Some(ns), how) => eprintln!("twin whatif: router time {ns:.0} ns a frame, {how}"),
+            (None, how) => eprintln!(
+                "twin whatif: router time {how}: using {:.0} ns a frame (give --service-ns)",
+                options.router_service_ns_default
+            ),
+        }
+    }
     Ok(calibrate(&before, &after, elapsed_ns, &settings, &options)?)
 }
 

@@ -10,6 +10,7 @@
 //! | `router.frames_rejected_per_s` | Σ shards `frames_rejected`, per second |
 //! | `router.frames_dead_lettered_per_s` | Σ shards `frames_dead_lettered`, per second |
 //! | `router.busy_permille` | 1000 − 1000 × Σ `duty_cycles_idle` / Σ `duty_cycles`, over the interval |
+//! | `router.busy_time_permille` | the shards' busy time over their wall time, over the interval: Σ `busy_ns_sampled` / Σ `busy_passes_sampled` (the mean timed busy pass) × the busy duty cycles, over the interval × shards; at most 1000, and only when a busy pass was timed |
 //! | `router.deferred_now` | Σ shards `deferred_now` |
 //! | `router.tx_occupancy_max_permille` | max over shards |
 //! | `router.rx_occupancy_max_permille` | max over shards |
@@ -55,18 +56,39 @@ const MAX_GAUGES: [(&str, &str); 2] = [
 /// under the same socket) restarts the rates instead of producing a negative one.
 #[derive(Debug, Default)]
 pub struct Sampler {
-    /// Time (ms) and the router totals of `RATES` then duty cycles and idle ones.
-    previous: Option<(u64, [u64; RATES.len() + 2])>,
+    /// Time (ms) and the router totals of `RATES` then of `CYCLES`.
+    previous: Option<(u64, [u64; TOTALS])>,
 }
 
-fn router_totals(state: &MirrorState) -> [u64; RATES.len() + 2] {
-    let mut out = [0; RATES.len() + 2];
-    for (o, (counter, _)) in out.iter_mut().zip(RATES) {
+/// Router duty-cycle counters kept after `RATES`, in this order.
+const CYCLES: [&str; 4] = [
+    "duty_cycles",
+    "duty_cycles_idle",
+    "busy_ns_sampled",
+    "busy_passes_sampled",
+];
+
+/// Router totals a sampler keeps.
+const TOTALS: usize = RATES.len() + CYCLES.len();
+
+fn router_totals(state: &MirrorState) -> [u64; TOTALS] {
+    let mut out = [0; TOTALS];
+    let names = RATES.iter().map(|(counter, _)| *counter).chain(CYCLES);
+    for (o, counter) in out.iter_mut().zip(names) {
         *o = state.total("router.", counter);
     }
-    out[RATES.len()] = state.total("router.", "duty_cycles");
-    out[RATES.len() + 1] = state.total("router.", "duty_cycles_idle");
     out
+}
+
+/// The busy share of the shards' time, in permille, from the counters' growth over
+/// `secs`: the mean timed busy pass times the busy passes (None without a timed one).
+fn busy_time_permille(grown: &[u64; TOTALS], secs: f64, shards: usize) -> Option<f64> {
+    let [duty, idle, ns, timed] = [0, 1, 2, 3].map(|i| grown[RATES.len() + i]);
+    if timed == 0 || shards == 0 {
+        return None;
+    }
+    let busy_ns = ns as f64 / timed as f64 * duty.saturating_sub(idle) as f64;
+    Some((busy_ns / (secs * 1e9 * shards as f64) * 1000.0).min(1000.0))
 }
 
 impl Sampler {
@@ -90,11 +112,22 @@ impl Sampler {
                 for (i, (_, signal)) in RATES.iter().enumerate() {
                     out.push((signal.to_string(), (totals[i] - before[i]) as f64 / secs));
                 }
-                let duty = totals[RATES.len()] - before[RATES.len()];
-                let idle = totals[RATES.len() + 1] - before[RATES.len() + 1];
+                let mut grown = [0; TOTALS];
+                for (g, (now, was)) in grown.iter_mut().zip(totals.iter().zip(&before)) {
+                    *g = now - was;
+                }
+                let (duty, idle) = (grown[RATES.len()], grown[RATES.len() + 1]);
                 if duty > 0 {
                     let busy = 1000.0 - 1000.0 * idle.min(duty) as f64 / duty as f64;
                     out.push(("router.busy_permille".to_string(), busy));
+                }
+                let shards = state
+                    .slots
+                    .iter()
+                    .filter(|s| s.name.starts_with("router."))
+                    .count();
+                if let Some(busy) = busy_time_permille(&grown, secs, shards) {
+                    out.push(("router.busy_time_permille".to_string(), busy));
                 }
             }
         }
@@ -164,6 +197,9 @@ mod tests {
                         ("frames_in", frames),
                         ("duty_cycles", duty),
                         ("duty_cycles_idle", idle),
+                        // Two timed busy passes of 4 ms each per 1000 duty cycles.
+                        ("busy_ns_sampled", duty / 1000 * 8_000_000),
+                        ("busy_passes_sampled", duty / 1000 * 2),
                         ("rx_occupancy_max_permille", rx),
                     ],
                 ),
@@ -190,6 +226,13 @@ mod tests {
             "1000 frames over 2 s"
         );
         assert_eq!(get("router.busy_permille"), Some(750.0));
+        // 750 busy passes of 4 ms on average: 3 s of the 2 shards' 4 s.
+        assert_eq!(get("router.busy_time_permille"), Some(750.0));
+        let out = s.sample(&read(500, 1000, 250, 700), 3000);
+        assert!(
+            out.iter().all(|(n, _)| n != "router.busy_time_permille"),
+            "no timed pass in the interval: {out:?}"
+        );
         assert_eq!(get("router.rx_occupancy_max_permille"), Some(700.0));
         assert_eq!(get("daemon.agents"), Some(3.0));
         assert_eq!(get("partition.twin.busy_permille"), Some(20.0));

@@ -28,6 +28,15 @@ pub const LINK_BUDGET_BYTES_MAX: usize = 64 * 1024;
 pub const DISCOVERY_CACHE_ENTRIES_MAX: usize = 1024;
 /// Duty cycles between bumps of each segment's daemon heartbeat.
 pub const HEARTBEAT_PASSES: u64 = 1024;
+/// A shard times one duty cycle in this many (two monotonic clock reads, tens of
+/// nanoseconds, so about a nanosecond a pass on average) for its busy-time counters
+/// ([`crate::RouterStats::busy_ns_sampled`]). Prime, so the sampled passes fall evenly on
+/// the passes that do periodic work (every 8th, 64th, 1024th pass).
+///
+/// ```
+/// assert_eq!(agentwire_router::config::BUSY_SAMPLE_PASSES, 61);
+/// ```
+pub const BUSY_SAMPLE_PASSES: u64 = 61;
 /// Shortest bound on one park of a router shard with no agent and nothing deferred (its
 /// park timeout when that is longer), whatever the idle strategy: everything that could
 /// give it work (a new agent, a link record, shutdown) rings its doorbell, so the bound only

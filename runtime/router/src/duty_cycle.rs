@@ -1,7 +1,9 @@
 //! [`RoutingCore`]: the data side of one shard and its duty cycle.
 
 use crate::commands::{CommandReceiver, NewAgent, RouterCmd};
-use crate::config::{HEARTBEAT_PASSES, LANE_BATCH_FRAMES, ROUTER_BATCH_FRAMES_DEFAULT};
+use crate::config::{
+    BUSY_SAMPLE_PASSES, HEARTBEAT_PASSES, LANE_BATCH_FRAMES, ROUTER_BATCH_FRAMES_DEFAULT,
+};
 use crate::deferral::Deferral;
 use crate::deferred::Deferrals;
 use crate::give_up::DeadLetters;
@@ -19,6 +21,7 @@ use agentwire_shm::segment::{state, Segment, TX_LANES};
 use agentwire_shm::wire::FrameHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub(crate) struct DataAgent {
     pub(crate) agent_id: u32,
@@ -258,6 +261,23 @@ impl RoutingCore {
     /// assert_eq!(core.do_work(), 0);
     /// ```
     pub fn do_work(&mut self) -> usize {
+        // One pass in BUSY_SAMPLE_PASSES is timed whole, whatever it finds: the samples
+        // are then a fair draw of the busy passes (see `RouterStats::busy_ns_sampled`).
+        let started = ((self.passes + 1) % BUSY_SAMPLE_PASSES == 0).then(Instant::now);
+        let frames = self.pass();
+        if let (Some(started), true) = (started, frames > 0) {
+            let stats = &self.shared.stats[self.shard];
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            count(&stats.busy_ns_sampled, ns);
+            count(&stats.busy_passes_sampled, 1);
+            count(&stats.busy_frames_sampled, frames as u64);
+        }
+        frames + usize::from(self.needs_refresh)
+    }
+
+    /// One duty cycle (see [`RoutingCore::do_work`], which times some of them); returns
+    /// the frames it handled.
+    fn pass(&mut self) -> usize {
         if self.passes == 0 {
             self.shared.cores_started.fetch_add(1, Ordering::Relaxed);
         }
@@ -295,7 +315,7 @@ impl RoutingCore {
             self.flush_dead_letters();
         }
         self.maybe_publish_mirror(work);
-        work + usize::from(self.needs_refresh)
+        work
     }
 
     /// Takes in registrations and departures, and rebuilds the tables if they or the

@@ -21,7 +21,7 @@ pub const BATCH_BUCKETS: [usize; 6] = [1, 3, 7, 15, 31, usize::MAX];
 /// ```
 /// assert_eq!(agentwire_router::stats::ROUTER_COUNTERS, agentwire_router::RouterStats::default().snapshot().len());
 /// ```
-pub const ROUTER_COUNTERS: usize = 49;
+pub const ROUTER_COUNTERS: usize = 52;
 // Every field is a counter (an `AtomicU64`, or six in the histogram) and every one is named in
 // `RouterStats::named`: a field added without a name fails to build here.
 const _: () = assert!(std::mem::size_of::<RouterStats>() == ROUTER_COUNTERS * 8);
@@ -78,6 +78,17 @@ pub struct RouterStats {
     pub duty_cycles: AtomicU64,
     /// Duty cycles that found no work (idle ratio = this / `duty_cycles`).
     pub duty_cycles_idle: AtomicU64,
+    /// Wall-clock nanoseconds of the sampled busy duty cycles: one pass in
+    /// [`crate::config::BUSY_SAMPLE_PASSES`] is timed (two clock reads), and its time is
+    /// added here when it found work. `busy_ns_sampled / busy_frames_sampled` is the time a
+    /// frame cost the core at the load it ran under (the whole pass, polling included);
+    /// `busy_ns_sampled / busy_passes_sampled` times the busy duty cycles is the core's busy
+    /// time.
+    pub busy_ns_sampled: AtomicU64,
+    /// Sampled duty cycles that found work (see `busy_ns_sampled`).
+    pub busy_passes_sampled: AtomicU64,
+    /// Frames handled by the sampled busy duty cycles (see `busy_ns_sampled`).
+    pub busy_frames_sampled: AtomicU64,
     /// Batch-size histogram, one count per non-empty read of a tx ring, bucketed by
     /// [`BATCH_BUCKETS`].
     pub batch_frames: [AtomicU64; 6],
@@ -196,6 +207,9 @@ impl RouterStats {
             ("subscribers_evicted", &self.subscribers_evicted),
             ("duty_cycles", &self.duty_cycles),
             ("duty_cycles_idle", &self.duty_cycles_idle),
+            ("busy_ns_sampled", &self.busy_ns_sampled),
+            ("busy_passes_sampled", &self.busy_passes_sampled),
+            ("busy_frames_sampled", &self.busy_frames_sampled),
             ("batch_frames_le_1", &self.batch_frames[0]),
             ("batch_frames_le_3", &self.batch_frames[1]),
             ("batch_frames_le_7", &self.batch_frames[2]),

@@ -1,7 +1,8 @@
 //! A [`Model`] calibrated from two reads of the live mirror: the flows' rates from the
 //! agents' own slots (one flow per agent that sent; the router shards' totals where agents
-//! are not mirrored one by one), the per-frame service time from the shards' busy ratio, the
-//! partitions' cores and load from the daemon slot; capacities from the daemon's settings.
+//! are not mirrored one by one), the per-frame service time from the shards' timed duty
+//! cycles ([`router_service_time`]), the partitions' cores and load from the daemon slot;
+//! capacities from the daemon's settings.
 
 use super::model::{Flow, Model, PartitionLoad, Rebalance, FLOWS_MAX};
 use crate::mirror::{AgentState, MirrorState};
@@ -15,6 +16,120 @@ use agentwire_shm::ring::{RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES};
 /// assert_eq!(agentwire_twin::whatif::FRAMES_TO_MEASURE_SERVICE, 10_000);
 /// ```
 pub const FRAMES_TO_MEASURE_SERVICE: u64 = 10_000;
+
+/// Fewer timed busy duty cycles than this in the window (the shards time one pass in
+/// `agentwire_router::config::BUSY_SAMPLE_PASSES`): the service time is not taken from
+/// them.
+///
+/// ```
+/// assert_eq!(agentwire_twin::whatif::SAMPLED_PASSES_TO_MEASURE_SERVICE, 64);
+/// ```
+pub const SAMPLED_PASSES_TO_MEASURE_SERVICE: u64 = 64;
+
+/// Where a calibrated router service time came from.
+///
+/// ```
+/// use agentwire_twin::whatif::ServiceSource;
+/// assert!(ServiceSource::TimedPasses { passes: 100 }.to_string().contains("100 timed"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceSource {
+    /// The shards' timed busy duty cycles: their wall time over the frames they handled.
+    TimedPasses {
+        /// Timed busy passes in the window.
+        passes: u64,
+    },
+    /// The busy ratio of duty cycles times the window over the frames: an upper bound (a
+    /// busy pass and an idle pass count the same; from a daemon without timed passes).
+    DutyCycles,
+    /// Too little traffic in the window to measure.
+    NotMeasured,
+}
+
+impl std::fmt::Display for ServiceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TimedPasses { passes } => write!(f, "from {passes} timed busy duty cycles"),
+            Self::DutyCycles => f.write_str("from the duty cycles' busy ratio (an upper bound)"),
+            Self::NotMeasured => f.write_str("not measured (too little traffic in the window)"),
+        }
+    }
+}
+
+/// The router's time per frame measured between two reads of the mirror, `elapsed_ns`
+/// apart, with where it came from: the timed busy duty cycles when the window holds at
+/// least [`SAMPLED_PASSES_TO_MEASURE_SERVICE`] of them, else the duty cycles' busy ratio
+/// when it routed at least [`FRAMES_TO_MEASURE_SERVICE`] frames, else none.
+///
+/// ```
+/// use agentwire_twin::mirror::{MirrorState, SlotState};
+/// use agentwire_twin::whatif::{router_service_time, ServiceSource};
+/// let read = |passes: u64| MirrorState { creator_pid: 1, creator_running: true, slots: vec![
+///     SlotState { name: "router.shard0".into(), sequence: Some(2), counters: vec![
+///         ("busy_ns_sampled".into(), passes * 900), ("busy_passes_sampled".into(), passes),
+///         ("busy_frames_sampled".into(), passes * 3)] }] };
+/// let (ns, source) = router_service_time(&read(0), &read(100), 1_000_000_000).unwrap();
+/// // 100 timed passes of 900 ns, 3 frames each.
+/// assert_eq!(ns, Some(300.0));
+/// assert_eq!(source, ServiceSource::TimedPasses { passes: 100 });
+/// ```
+pub fn router_service_time(
+    before: &MirrorState,
+    after: &MirrorState,
+    elapsed_ns: u64,
+) -> Result<(Option<f64>, ServiceSource), CalibrationError> {
+    let delta = |counter: &str| router_delta(before, after, counter);
+    let sampled_passes = delta("busy_passes_sampled")?;
+    let sampled_frames = delta("busy_frames_sampled")?;
+    if sampled_passes >= SAMPLED_PASSES_TO_MEASURE_SERVICE && sampled_frames > 0 {
+        let ns = delta("busy_ns_sampled")? as f64 / sampled_frames as f64;
+        return Ok((
+            Some(ns),
+            ServiceSource::TimedPasses {
+                passes: sampled_passes,
+            },
+        ));
+    }
+    let frames = delta("frames_in")?;
+    let cycles = delta("duty_cycles")?;
+    let idle = delta("duty_cycles_idle")?;
+    let busy = if cycles > 0 {
+        1.0 - idle.min(cycles) as f64 / cycles as f64
+    } else {
+        0.0
+    };
+    let router_cores = router_cores(after);
+    if frames >= FRAMES_TO_MEASURE_SERVICE && busy > 0.0 && router_cores > 0 {
+        let ns = busy * elapsed_ns as f64 * f64::from(router_cores) / frames as f64;
+        return Ok((Some(ns), ServiceSource::DutyCycles));
+    }
+    Ok((None, ServiceSource::NotMeasured))
+}
+
+/// How far a router counter, summed over the shards, moved between two reads.
+fn router_delta(
+    before: &MirrorState,
+    after: &MirrorState,
+    counter: &str,
+) -> Result<u64, CalibrationError> {
+    after
+        .total("router.", counter)
+        .checked_sub(before.total("router.", counter))
+        .ok_or_else(|| {
+            CalibrationError(format!(
+                "router counter {counter} went backwards (the daemon restarted?)"
+            ))
+        })
+}
+
+/// Router shards in a read of the mirror.
+fn router_cores(state: &MirrorState) -> u32 {
+    state
+        .slots
+        .iter()
+        .filter(|s| s.name.starts_with("router."))
+        .count() as u32
+}
 
 /// The daemon's settings the model needs (from its config).
 ///
@@ -65,8 +180,7 @@ pub struct CalibrateOptions {
     /// such agents); without agent slots (a daemon that has none), half the agents, at
     /// least one.
     pub flows: Option<usize>,
-    /// Router time per frame, ns (default: measured from the busy ratio when the window
-    /// routed at least [`FRAMES_TO_MEASURE_SERVICE`] frames, else
+    /// Router time per frame, ns (default: measured, see [`router_service_time`], else
     /// `router_service_ns_default`).
     pub router_service_ns: Option<f64>,
     /// The fallback router time per frame, ns.
@@ -131,25 +245,10 @@ pub fn calibrate(
             "the two reads are at the same time".into(),
         ));
     }
-    let delta = |counter: &str| {
-        after
-            .total("router.", counter)
-            .checked_sub(before.total("router.", counter))
-            .ok_or_else(|| {
-                CalibrationError(format!(
-                    "router counter {counter} went backwards (the daemon restarted?)"
-                ))
-            })
-    };
+    let delta = |counter: &str| router_delta(before, after, counter);
     let frames = delta("frames_in")?;
     let bytes = delta("bytes_in")?;
-    let cycles = delta("duty_cycles")?;
-    let idle = delta("duty_cycles_idle")?;
-    let router_cores = after
-        .slots
-        .iter()
-        .filter(|s| s.name.starts_with("router."))
-        .count() as u32;
+    let router_cores = router_cores(after);
     if router_cores == 0 {
         return Err(CalibrationError("the mirror has no router shard".into()));
     }
@@ -163,17 +262,12 @@ pub fn calibrate(
     if rates.len() > FLOWS_MAX {
         return Err(CalibrationError(format!("at most {FLOWS_MAX} flows")));
     }
-    let busy = if cycles > 0 {
-        1.0 - idle.min(cycles) as f64 / cycles as f64
-    } else {
-        0.0
+    let router_service_ns = match options.router_service_ns {
+        Some(ns) => ns,
+        None => router_service_time(before, after, elapsed_ns)?
+            .0
+            .unwrap_or(options.router_service_ns_default),
     };
-    let measured = (frames >= FRAMES_TO_MEASURE_SERVICE && busy > 0.0)
-        .then(|| busy * elapsed_ns as f64 * f64::from(router_cores) / frames as f64);
-    let router_service_ns = options
-        .router_service_ns
-        .or(measured)
-        .unwrap_or(options.router_service_ns_default);
     // The mean frame (its wire header included) as a ring record and as a deferral entry.
     let frame = if frames > 0 {
         bytes as f64 / frames as f64
@@ -376,5 +470,69 @@ mod tests {
         // Slots, but nobody sent: one idle flow.
         let idle = read(vec![shard(0, 0), agent(0, 7, 0, 1)]);
         assert_eq!(rates(&idle, &idle, &CalibrateOptions::default()), vec![0.0]);
+    }
+
+    /// A shard slot with duty cycles (a quarter busy) and `timed` timed busy passes of
+    /// 600 ns, 2 frames each.
+    fn timed_shard(frames: u64, timed: u64) -> SlotState {
+        SlotState {
+            name: "router.shard0".into(),
+            sequence: Some(2),
+            counters: vec![
+                ("frames_in".into(), frames),
+                ("bytes_in".into(), frames * 64),
+                ("duty_cycles".into(), 4 * frames),
+                ("duty_cycles_idle".into(), 3 * frames),
+                ("busy_ns_sampled".into(), timed * 600),
+                ("busy_passes_sampled".into(), timed),
+                ("busy_frames_sampled".into(), timed * 2),
+            ],
+        }
+    }
+
+    #[test]
+    fn timed_passes_set_the_service_time_when_there_are_enough() {
+        let service = |timed: u64, frames: u64| {
+            let (before, after) = (
+                read(vec![timed_shard(0, 0)]),
+                read(vec![timed_shard(frames, timed)]),
+            );
+            let m = calibrate(
+                &before,
+                &after,
+                1_000_000_000,
+                &DaemonSettings::default(),
+                &CalibrateOptions::default(),
+            )
+            .unwrap();
+            let (ns, source) = router_service_time(&before, &after, 1_000_000_000).unwrap();
+            assert_eq!(ns.unwrap_or(25.0), m.router_service_ns);
+            (m.router_service_ns, source)
+        };
+        let timed = SAMPLED_PASSES_TO_MEASURE_SERVICE;
+        assert_eq!(
+            service(timed, 100_000),
+            (300.0, ServiceSource::TimedPasses { passes: timed })
+        );
+        // Too few timed passes: the busy ratio's upper bound (a quarter of 1 s over
+        // 100,000 frames), then nothing below 10,000 frames.
+        assert_eq!(
+            service(timed - 1, 100_000),
+            (2_500.0, ServiceSource::DutyCycles)
+        );
+        assert_eq!(service(0, 9_999), (25.0, ServiceSource::NotMeasured));
+        // Asked for a service time: taken as given.
+        let m = calibrate(
+            &read(vec![timed_shard(0, 0)]),
+            &read(vec![timed_shard(100_000, timed)]),
+            1_000_000_000,
+            &DaemonSettings::default(),
+            &CalibrateOptions {
+                router_service_ns: Some(40.0),
+                ..CalibrateOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.router_service_ns, 40.0);
     }
 }

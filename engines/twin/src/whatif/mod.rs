@@ -23,7 +23,8 @@ pub mod packet;
 mod scenario;
 
 pub use calibrate::{
-    calibrate, CalibrateOptions, CalibrationError, DaemonSettings, FRAMES_TO_MEASURE_SERVICE,
+    calibrate, router_service_time, CalibrateOptions, CalibrationError, DaemonSettings,
+    ServiceSource, FRAMES_TO_MEASURE_SERVICE, SAMPLED_PASSES_TO_MEASURE_SERVICE,
 };
 pub use model::{
     Flow, Model, ModelError, PartitionLoad, Rebalance, CLASSES, FLOWS_MAX, RATE_MAX_PER_S,

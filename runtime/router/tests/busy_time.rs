@@ -1,0 +1,94 @@
+//! A shard's timed busy duty cycles: one pass in `BUSY_SAMPLE_PASSES` is timed, and only
+//! the timed passes that found work count, with the frames they handled. The core is driven
+//! by hand here, so which passes were timed and busy is known exactly.
+
+use agentwire_router::config::BUSY_SAMPLE_PASSES;
+use agentwire_router::{RouterConfig, RouterControl};
+use agentwire_shm::client::Agent;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+#[test]
+fn only_timed_busy_passes_count_with_their_frames() {
+    let socket = std::env::temp_dir()
+        .join(format!("aw-busy-time-{}", std::process::id()))
+        .join("agentwire.sock");
+    // Small batches: the frames below take at least 3 x BUSY_SAMPLE_PASSES consecutive
+    // busy passes (16 frames a pass at most), so at least 3 of them are timed.
+    let (control, mut core) = RouterControl::start(RouterConfig {
+        batch_frames: 8,
+        ..RouterConfig::new(socket.clone())
+    })
+    .unwrap();
+    let stats = || control.stats();
+
+    // Idle passes are never counted, timed or not.
+    for _ in 0..BUSY_SAMPLE_PASSES * 10 {
+        assert_eq!(core.do_work(), 0);
+    }
+    assert_eq!(stats().busy_passes_sampled.load(Ordering::Relaxed), 0);
+    assert_eq!(stats().busy_ns_sampled.load(Ordering::Relaxed), 0);
+
+    // Two agents register while the core runs by hand.
+    let joining = std::thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let connect = |name: &str| Agent::builder(name).socket(&socket).connect().unwrap();
+            (connect("busy-sender"), connect("busy-receiver"))
+        }
+    });
+    let deadline = Instant::now() + WATCHDOG;
+    while !joining.is_finished() || core.agents_served() < 2 {
+        assert!(Instant::now() < deadline, "watchdog: registration");
+        core.do_work();
+    }
+    let (mut sender, mut receiver) = joining.join().unwrap();
+
+    // Frames that fit the default 256 KiB rings (64-byte records) and take many passes.
+    const FRAMES: u64 = 48 * BUSY_SAMPLE_PASSES;
+    for i in 0..FRAMES {
+        sender.send(receiver.id(), &i.to_le_bytes()).unwrap();
+    }
+    let before = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let (passes_0, frames_0) = (
+        before(&stats().busy_passes_sampled),
+        before(&stats().busy_frames_sampled),
+    );
+    let (mut timed_busy, mut timed_frames, mut routed) = (0u64, 0u64, 0u64);
+    while routed < FRAMES {
+        assert!(Instant::now() < deadline, "watchdog: routing");
+        let frames = core.do_work() as u64;
+        // `duty_cycles` counts every pass: it is the number of the pass just run.
+        if stats().duty_cycles.load(Ordering::Relaxed) % BUSY_SAMPLE_PASSES == 0 && frames > 0 {
+            timed_busy += 1;
+            timed_frames += frames;
+        }
+        routed += frames;
+    }
+    assert_eq!(routed, FRAMES);
+    assert!(
+        timed_busy >= 3,
+        "every 61 consecutive busy passes hold a timed one"
+    );
+    let s = stats();
+    assert_eq!(
+        s.busy_passes_sampled.load(Ordering::Relaxed) - passes_0,
+        timed_busy
+    );
+    assert_eq!(
+        s.busy_frames_sampled.load(Ordering::Relaxed) - frames_0,
+        timed_frames
+    );
+    assert!(s.busy_ns_sampled.load(Ordering::Relaxed) > 0);
+    for _ in 0..FRAMES {
+        receiver
+            .recv(Some(WATCHDOG))
+            .unwrap()
+            .expect("watchdog: a routed frame");
+    }
+    drop((sender, receiver));
+    control.shutdown();
+    core.finish();
+}
