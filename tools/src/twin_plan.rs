@@ -369,6 +369,8 @@ fn plan_router(model: &Model, slas: &[Sla], cores_max: u32) -> Result<RouterPlan
     for cores in 1..=useful_max {
         let mut m = model.clone();
         m.router_cores = cores;
+        // The time per frame follows the load per core (when it was measured at one).
+        m.follow_load();
         let out = flow::simulate(&m, 60.0, flow::STEP_MS_DEFAULT, &|_| 1.0);
         let ok = meets(&out, slas);
         tried.push((cores, out.clone()));

@@ -39,10 +39,15 @@ pub(crate) struct ModelSource {
     #[arg(long, conflicts_with = "model")]
     pub(crate) flows: Option<usize>,
     /// Router time per frame in ns [default: measured from the shards' timed busy duty
-    /// cycles (64 or more in the window), else from their busy ratio (an upper bound; 10,000
+    /// cycles (16 or more in the window), else from their busy ratio (an upper bound; 10,000
     /// frames or more), else 25].
     #[arg(long, conflicts_with = "model")]
     pub(crate) service_ns: Option<f64>,
+    /// A saturated router core's time per frame in ns (`cargo bench --bench routed --
+    /// drain`: 1e9 / frames a second): where the measured time per frame goes as a scenario
+    /// raises the load per router core (docs/twin.md) [default: 25].
+    #[arg(long, conflicts_with_all = ["model", "service_ns"], value_parser = positive_ns)]
+    pub(crate) saturated_ns: Option<f64>,
     /// Consumer time per frame in ns [default: 100].
     #[arg(long, conflicts_with = "model")]
     pub(crate) consumer_ns: Option<f64>,
@@ -109,6 +114,14 @@ pub(crate) fn daemon_settings(config: Option<&Path>) -> Result<DaemonSettings, B
     })
 }
 
+/// A time in ns above 0 and at most an hour.
+fn positive_ns(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3.6e12 => Ok(v),
+        _ => Err(format!("{text}: a time in ns above 0 and at most an hour")),
+    }
+}
+
 /// The model: loaded, or calibrated from the live mirror (progress on stderr).
 pub(crate) fn load_model(source: &ModelSource) -> Result<Model, BoxError> {
     let mut model = match &source.model {
@@ -159,6 +172,7 @@ fn calibrate_live(source: &ModelSource) -> Result<Model, BoxError> {
     let options = CalibrateOptions {
         flows: source.flows,
         router_service_ns: source.service_ns,
+        router_saturated_ns: source.saturated_ns.unwrap_or(25.0),
         consumer_service_ns: source.consumer_ns.unwrap_or(100.0),
         ..CalibrateOptions::default()
     };
@@ -302,7 +316,12 @@ pub(crate) fn describe(m: &Model) -> String {
         m.ring_frames,
         m.deferral_frames,
         m.hop_ns / 1e3
-    )
+    ) + &m.service_curve.map_or(String::new(), |c| {
+        format!(
+            " (router time measured at {:.0} frames/s a core; it follows the load toward {:.0} ns saturated)",
+            c.measured_per_s, c.saturated_ns
+        )
+    })
 }
 
 fn print_side_by_side(a: &Outcome, b: &Outcome) -> Result<(), BoxError> {
@@ -396,6 +415,7 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), BoxError> {
             model: Some(path.clone()),
             flows: None,
             service_ns: None,
+            saturated_ns: None,
             consumer_ns: None,
             hop_ns: None,
             load_report: None,

@@ -77,6 +77,19 @@ fn a_scenario_predicts_a_real_load_run_at_twice_the_rate() {
         model.to_str().unwrap(),
         "--json",
     ]));
+    // The router's time per frame came from its timed duty cycles, measured at run A's
+    // rate, and follows the load from there.
+    let saved: agentwire_twin::whatif::Model =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let curve = saved
+        .service_curve
+        .expect("a time per frame from timed duty cycles");
+    assert_eq!(curve.measured_ns, saved.router_service_ns);
+    assert!(
+        close(curve.measured_per_s, 2_000.0) < 0.10,
+        "{}",
+        curve.measured_per_s
+    );
     let report_a = json_of(&run_a.wait_with_output().unwrap());
     let report_b = json_of(
         &Command::new(AGENTWIRE)
@@ -157,10 +170,14 @@ fn bad_input_and_no_mirror_are_clear_errors() {
         &["--seconds", "1e12"],
         &["--simulator", "packet", "--seconds", "1e6"],
         &["--flows", "3"],
+        &["--saturated-ns", "30"],
     ] {
         let out = agentwire(&[&["twin", "whatif", "--model", m][..], args].concat());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
+    let out = agentwire(&["twin", "whatif", "--saturated-ns", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("above 0"));
     let socket = dir.join("nobody.sock");
     let out = agentwire(&["twin", "whatif", "--socket", socket.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

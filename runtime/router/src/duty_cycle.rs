@@ -263,14 +263,28 @@ impl RoutingCore {
     pub fn do_work(&mut self) -> usize {
         // One pass in BUSY_SAMPLE_PASSES is timed whole, whatever it finds: the samples
         // are then a fair draw of the busy passes (see `RouterStats::busy_ns_sampled`).
-        let started = ((self.passes + 1) % BUSY_SAMPLE_PASSES == 0).then(Instant::now);
+        if (self.passes + 1) % BUSY_SAMPLE_PASSES != 0 {
+            return self.pass() + usize::from(self.needs_refresh);
+        }
+        self.producers.timing = true;
+        let started = Instant::now();
         let frames = self.pass();
-        if let (Some(started), true) = (started, frames > 0) {
-            let stats = &self.shared.stats[self.shard];
-            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.producers.timing = false;
+        let (wake_ns, wakes) = (
+            std::mem::take(&mut self.producers.wake_ns_timed),
+            std::mem::take(&mut self.producers.wakes_timed),
+        );
+        let stats = &self.shared.stats[self.shard];
+        if frames > 0 {
             count(&stats.busy_ns_sampled, ns);
             count(&stats.busy_passes_sampled, 1);
             count(&stats.busy_frames_sampled, frames as u64);
+            count(&stats.busy_wake_ns_sampled, wake_ns);
+            count(&stats.busy_wakes_sampled, wakes);
+        } else {
+            count(&stats.idle_ns_sampled, ns);
+            count(&stats.idle_passes_sampled, 1);
         }
         frames + usize::from(self.needs_refresh)
     }
@@ -306,6 +320,11 @@ impl RoutingCore {
         let deferred_now = self.deferrals.frames_now as u64;
         if stats.deferred_now.load(Ordering::Relaxed) != deferred_now {
             stats.deferred_now.store(deferred_now, Ordering::Relaxed);
+        }
+        if stats.agents_woken.load(Ordering::Relaxed) != self.producers.wakes {
+            stats
+                .agents_woken
+                .store(self.producers.wakes, Ordering::Relaxed);
         }
         count(&stats.duty_cycles, 1);
         if work == 0 {

@@ -41,6 +41,13 @@ pub(crate) struct Outboxes {
     /// Agents of this shard whose rx ring was found corrupt (a head out of range), each
     /// once: the duty cycle drops them. At most one entry per agent served here.
     pub(crate) corrupt_rx: Vec<u32>,
+    /// Parked agents woken by this shard's publishes (a doorbell rung), all told.
+    pub(crate) wakes: u64,
+    /// Set by the duty cycle for a timed pass: publishes that wake an agent add their time
+    /// to `wake_ns_timed` and count in `wakes_timed` (the duty cycle takes and clears both).
+    pub(crate) timing: bool,
+    pub(crate) wake_ns_timed: u64,
+    pub(crate) wakes_timed: u64,
 }
 
 /// Where [`Outboxes::write_flagged`] put a frame.
@@ -334,7 +341,18 @@ impl Outboxes {
         for agent_id in self.dirty.drain(..) {
             if let Some(outbox) = self.rings.get_mut(&agent_id) {
                 outbox.dirty = false;
+                let wakes = outbox.producer.wakeups();
+                let started = self.timing.then(std::time::Instant::now);
                 outbox.producer.publish();
+                let woke = outbox.producer.wakeups() - wakes;
+                if woke > 0 {
+                    self.wakes += woke;
+                    if let Some(started) = started {
+                        let ns = started.elapsed().as_nanos();
+                        self.wake_ns_timed += u64::try_from(ns).unwrap_or(u64::MAX);
+                        self.wakes_timed += woke;
+                    }
+                }
             }
         }
         if self.links_dirty {

@@ -21,7 +21,7 @@ pub const BATCH_BUCKETS: [usize; 6] = [1, 3, 7, 15, 31, usize::MAX];
 /// ```
 /// assert_eq!(agentwire_router::stats::ROUTER_COUNTERS, agentwire_router::RouterStats::default().snapshot().len());
 /// ```
-pub const ROUTER_COUNTERS: usize = 52;
+pub const ROUTER_COUNTERS: usize = 57;
 // Every field is a counter (an `AtomicU64`, or six in the histogram) and every one is named in
 // `RouterStats::named`: a field added without a name fails to build here.
 const _: () = assert!(std::mem::size_of::<RouterStats>() == ROUTER_COUNTERS * 8);
@@ -89,6 +89,19 @@ pub struct RouterStats {
     pub busy_passes_sampled: AtomicU64,
     /// Frames handled by the sampled busy duty cycles (see `busy_ns_sampled`).
     pub busy_frames_sampled: AtomicU64,
+    /// Of `busy_ns_sampled`, the time of the publishes that woke a parked agent (the ring's
+    /// tail store, the flag load and the doorbell's syscall).
+    pub busy_wake_ns_sampled: AtomicU64,
+    /// Parked agents woken by the sampled busy duty cycles.
+    pub busy_wakes_sampled: AtomicU64,
+    /// Wall-clock nanoseconds of the sampled duty cycles that found no work (the cost of
+    /// polling every lane once).
+    pub idle_ns_sampled: AtomicU64,
+    /// Sampled duty cycles that found no work.
+    pub idle_passes_sampled: AtomicU64,
+    /// Parked agents this shard woke (a doorbell rung after writing to their rx ring). Over
+    /// `frames_delivered`, the share of deliveries that paid for a wake.
+    pub agents_woken: AtomicU64,
     /// Batch-size histogram, one count per non-empty read of a tx ring, bucketed by
     /// [`BATCH_BUCKETS`].
     pub batch_frames: [AtomicU64; 6],
@@ -210,6 +223,11 @@ impl RouterStats {
             ("busy_ns_sampled", &self.busy_ns_sampled),
             ("busy_passes_sampled", &self.busy_passes_sampled),
             ("busy_frames_sampled", &self.busy_frames_sampled),
+            ("busy_wake_ns_sampled", &self.busy_wake_ns_sampled),
+            ("busy_wakes_sampled", &self.busy_wakes_sampled),
+            ("idle_ns_sampled", &self.idle_ns_sampled),
+            ("idle_passes_sampled", &self.idle_passes_sampled),
+            ("agents_woken", &self.agents_woken),
             ("batch_frames_le_1", &self.batch_frames[0]),
             ("batch_frames_le_3", &self.batch_frames[1]),
             ("batch_frames_le_7", &self.batch_frames[2]),

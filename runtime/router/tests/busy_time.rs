@@ -1,6 +1,6 @@
-//! A shard's timed busy duty cycles: one pass in `BUSY_SAMPLE_PASSES` is timed, and only
-//! the timed passes that found work count, with the frames they handled. The core is driven
-//! by hand here, so which passes were timed and busy is known exactly.
+//! A shard's timed duty cycles: one pass in `BUSY_SAMPLE_PASSES` is timed; those that
+//! found work count as busy with the frames they handled, the others as idle. The core is
+//! driven by hand here, so which passes were timed and busy is known exactly.
 
 use agentwire_router::config::BUSY_SAMPLE_PASSES;
 use agentwire_router::{RouterConfig, RouterControl};
@@ -30,6 +30,8 @@ fn only_timed_busy_passes_count_with_their_frames() {
     }
     assert_eq!(stats().busy_passes_sampled.load(Ordering::Relaxed), 0);
     assert_eq!(stats().busy_ns_sampled.load(Ordering::Relaxed), 0);
+    assert_eq!(stats().idle_passes_sampled.load(Ordering::Relaxed), 10);
+    assert!(stats().idle_ns_sampled.load(Ordering::Relaxed) > 0);
 
     // Two agents register while the core runs by hand.
     let joining = std::thread::spawn({

@@ -5,6 +5,7 @@
 //! capacities from the daemon's settings.
 
 use super::model::{Flow, Model, PartitionLoad, Rebalance, FLOWS_MAX};
+use super::service_curve::ServiceCurve;
 use crate::mirror::{AgentState, MirrorState};
 use agentwire_router::deferral::DEFERRAL_PREFIX_BYTES;
 use agentwire_shm::ring::{RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES};
@@ -22,9 +23,9 @@ pub const FRAMES_TO_MEASURE_SERVICE: u64 = 10_000;
 /// them.
 ///
 /// ```
-/// assert_eq!(agentwire_twin::whatif::SAMPLED_PASSES_TO_MEASURE_SERVICE, 64);
+/// assert_eq!(agentwire_twin::whatif::SAMPLED_PASSES_TO_MEASURE_SERVICE, 16);
 /// ```
-pub const SAMPLED_PASSES_TO_MEASURE_SERVICE: u64 = 64;
+pub const SAMPLED_PASSES_TO_MEASURE_SERVICE: u64 = 16;
 
 /// Where a calibrated router service time came from.
 ///
@@ -185,6 +186,10 @@ pub struct CalibrateOptions {
     pub router_service_ns: Option<f64>,
     /// The fallback router time per frame, ns.
     pub router_service_ns_default: f64,
+    /// A saturated router core's time per frame, ns: where the model's time per frame goes
+    /// as a scenario raises the load, from the time measured by timed duty cycles (see
+    /// [`super::ServiceCurve`]).
+    pub router_saturated_ns: f64,
     /// Consumer time per frame, ns.
     pub consumer_service_ns: f64,
     /// Latency outside the queues, ns.
@@ -198,6 +203,7 @@ impl Default for CalibrateOptions {
             router_service_ns: None,
             // The router core alone routes ~48M frames a second (BENCHMARKS.md): ~21 ns.
             router_service_ns_default: 25.0,
+            router_saturated_ns: 25.0,
             consumer_service_ns: 100.0,
             hop_ns: 0.0,
         }
@@ -262,11 +268,20 @@ pub fn calibrate(
     if rates.len() > FLOWS_MAX {
         return Err(CalibrationError(format!("at most {FLOWS_MAX} flows")));
     }
-    let router_service_ns = match options.router_service_ns {
-        Some(ns) => ns,
-        None => router_service_time(before, after, elapsed_ns)?
-            .0
-            .unwrap_or(options.router_service_ns_default),
+    let (router_service_ns, service_curve) = match options.router_service_ns {
+        Some(ns) => (ns, None),
+        None => match router_service_time(before, after, elapsed_ns)? {
+            (Some(ns), ServiceSource::TimedPasses { .. }) => {
+                let curve = ServiceCurve {
+                    measured_per_s: frames as f64 / secs / f64::from(router_cores),
+                    measured_ns: ns,
+                    saturated_ns: options.router_saturated_ns,
+                };
+                (ns, Some(curve).filter(ServiceCurve::is_valid))
+            }
+            (Some(ns), _) => (ns, None),
+            (None, _) => (options.router_service_ns_default, None),
+        },
     };
     // The mean frame (its wire header included) as a ring record and as a deferral entry.
     let frame = if frames > 0 {
@@ -309,6 +324,7 @@ pub fn calibrate(
         defer_deadline_ns: settings.defer_deadline_ms.saturating_mul(1_000_000),
         partitions,
         rebalance: settings.rebalance,
+        service_curve,
     })
 }
 
@@ -513,6 +529,20 @@ mod tests {
         assert_eq!(
             service(timed, 100_000),
             (300.0, ServiceSource::TimedPasses { passes: timed })
+        );
+        // Timed: the model follows the load from there (100,000 frames/s at 300 ns: 3% busy).
+        let m = calibrate(
+            &read(vec![timed_shard(0, 0)]),
+            &read(vec![timed_shard(100_000, timed)]),
+            1_000_000_000,
+            &DaemonSettings::default(),
+            &CalibrateOptions::default(),
+        )
+        .unwrap();
+        let curve = m.service_curve.unwrap();
+        assert_eq!(
+            (curve.measured_per_s, curve.measured_ns, curve.saturated_ns),
+            (100_000.0, 300.0, 25.0)
         );
         // Too few timed passes: the busy ratio's upper bound (a quarter of 1 s over
         // 100,000 frames), then nothing below 10,000 frames.

@@ -21,6 +21,7 @@ mod model;
 mod outcome;
 pub mod packet;
 mod scenario;
+mod service_curve;
 
 pub use calibrate::{
     calibrate, router_service_time, CalibrateOptions, CalibrationError, DaemonSettings,
@@ -32,6 +33,7 @@ pub use model::{
 };
 pub use outcome::{Outcome, PartitionOutcome, Percentiles};
 pub use scenario::{rebalance, Count, Scenario, ScenarioError};
+pub use service_curve::ServiceCurve;
 
 /// The partitions of `model` as an outcome reports them.
 fn partition_outcomes(model: &Model) -> Vec<PartitionOutcome> {

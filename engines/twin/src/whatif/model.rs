@@ -2,6 +2,7 @@
 //! producers through the router shards to consumers, with the capacities and policies that
 //! shape them, and the engine partitions' load.
 
+use super::service_curve::ServiceCurve;
 use serde::{Deserialize, Serialize};
 
 /// Priority classes of a frame (tx lanes of an agent), as on the wire.
@@ -186,6 +187,11 @@ pub struct Model {
     pub partitions: Vec<PartitionLoad>,
     /// How partitions lend cores.
     pub rebalance: Rebalance,
+    /// How `router_service_ns` follows the load per router core when a scenario changes it
+    /// ([`Model::follow_load`]); none (a service time given by hand, or not measured from
+    /// timed duty cycles): it stays as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_curve: Option<ServiceCurve>,
 }
 
 /// A model that cannot be simulated, and why.
@@ -218,6 +224,25 @@ impl Model {
             defer_deadline_ns: 1_000_000_000,
             partitions: vec![],
             rebalance: Rebalance::default(),
+            service_curve: None,
+        }
+    }
+
+    /// Sets `router_service_ns` from `service_curve` (when there is one) for the load per
+    /// router core the flows offer now. Scenarios call it after they change the load or the
+    /// cores.
+    ///
+    /// ```
+    /// use agentwire_twin::whatif::{Model, ServiceCurve};
+    /// let mut m = Model::example(); // 40,000 frames/s on one core
+    /// m.service_curve = Some(ServiceCurve { measured_per_s: 20_000.0, measured_ns: 9_000.0, saturated_ns: 25.0 });
+    /// m.follow_load();
+    /// assert!(m.router_service_ns < 9_000.0 && m.router_service_ns > 25.0);
+    /// ```
+    pub fn follow_load(&mut self) {
+        if let Some(curve) = self.service_curve {
+            let per_core = self.offered_per_s() / f64::from(self.router_cores.max(1));
+            self.router_service_ns = curve.service_ns_at(per_core);
         }
     }
 
@@ -292,6 +317,9 @@ impl Model {
         });
         if !partitions_ok {
             return bad("partition cpus and busy_cores must be from 0 to 65536");
+        }
+        if self.service_curve.is_some_and(|c| !c.is_valid()) {
+            return bad("service_curve: positive times, saturated_ns below measured_ns, and measured_per_s × measured_ns below 1 s");
         }
         let r = &self.rebalance;
         if !(r.low_water >= 0.0 && r.low_water < r.high_water && r.high_water <= 1.0) {

@@ -235,6 +235,7 @@ impl Scenario {
                 rebalance(model);
             }
         }
+        model.follow_load();
         Ok(())
     }
 }
@@ -316,4 +317,43 @@ pub fn rebalance(model: &mut Model) -> Vec<(String, String)> {
         ));
     }
     moves
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::whatif::ServiceCurve;
+
+    /// The example (40,000 frames/s on one core) with its time per frame measured there.
+    fn measured() -> Model {
+        let mut m = Model::example();
+        m.router_service_ns = 9_000.0;
+        m.service_curve = Some(ServiceCurve {
+            measured_per_s: 40_000.0,
+            measured_ns: 9_000.0,
+            saturated_ns: 25.0,
+        });
+        m
+    }
+
+    #[test]
+    fn scenarios_that_change_the_load_per_core_move_the_router_time() {
+        let curve = measured().service_curve.unwrap();
+        let mut m = measured();
+        Scenario::Load(10.0).apply(&mut m).unwrap();
+        assert_eq!(m.router_service_ns, curve.service_ns_at(400_000.0));
+        assert!(m.router_service_ns < 9_000.0);
+        // A second core halves the load per core.
+        Scenario::RouterCores(Count::Delta(1))
+            .apply(&mut m)
+            .unwrap();
+        assert_eq!(m.router_service_ns, curve.service_ns_at(200_000.0));
+        // Agents added at the mean rate: twice the flows, twice the load per core.
+        Scenario::AgentsAdded(2).apply(&mut m).unwrap();
+        assert_eq!(m.router_service_ns, curve.service_ns_at(400_000.0));
+        // Without a curve (a time given by hand) nothing moves it.
+        let mut fixed = Model::example();
+        Scenario::Load(10.0).apply(&mut fixed).unwrap();
+        assert_eq!(fixed.router_service_ns, Model::example().router_service_ns);
+    }
 }
