@@ -296,8 +296,9 @@ fn forecast_peak(
     }))
 }
 
-/// Copies `from` (the daemon may be writing it) into a fresh directory and opens the copy.
-fn open_copy(from: &Path) -> Result<(tempfile::TempDir, History), BoxError> {
+/// Opens the history at `from` read-only: the daemon may be writing it, and nothing there
+/// is changed ([`History::open_read_only`]).
+fn open_history(from: &Path) -> Result<History, BoxError> {
     if !from.is_dir() {
         return Err(format!(
             "no twin history at {} (enable [twin] in the daemon's config, give --history, or plan for --peak-load K)",
@@ -305,29 +306,8 @@ fn open_copy(from: &Path) -> Result<(tempfile::TempDir, History), BoxError> {
         )
         .into());
     }
-    let copy = tempfile::Builder::new()
-        .prefix("agentwire-twin-plan-")
-        .tempdir()?;
-    copy_tree(from, copy.path())?;
-    let history = History::open(copy.path(), HistoryConfig::default())
-        .map_err(|e| format!("twin history {}: {e}", from.display()))?;
-    Ok((copy, history))
-}
-
-/// Copies regular files and directories (links and others skipped).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            std::fs::create_dir(&target)?;
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
+    Ok(History::open_read_only(from, HistoryConfig::default())
+        .map_err(|e| format!("twin history {}: {e}", from.display()))?)
 }
 
 /// The history directory the daemon of `config` keeps.
@@ -496,7 +476,7 @@ fn peaks(
         .history
         .clone()
         .unwrap_or_else(|| default_history_dir(config));
-    let (_copy, history) = open_copy(&dir)?;
+    let history = open_history(&dir)?;
     let newest = history
         .newest_ms()
         .ok_or_else(|| format!("the twin history at {} is empty", dir.display()))?;

@@ -453,6 +453,9 @@ pub enum AppendError {
         /// The newest time stored for the series.
         newest_ms: u64,
     },
+    /// The store was opened read-only ([`History::open_read_only`]).
+    #[error("the history was opened read-only")]
+    ReadOnly,
     /// A write failed (the bucket being written is lost).
     #[error("history {path}: {source}")]
     Io {

@@ -57,6 +57,9 @@ struct Series {
 pub struct History {
     dir: PathBuf,
     config: HistoryConfig,
+    /// Opened with [`History::open_read_only`]: nothing on disk is changed, appends are
+    /// refused.
+    read_only: bool,
     series: BTreeMap<String, Series>,
     bytes_total: u64,
     /// The store's clock (see [`History::newest_ms`]).
@@ -89,12 +92,48 @@ impl History {
     /// assert_eq!(h.bytes_total(), 0);
     /// ```
     pub fn open(dir: impl AsRef<Path>, config: HistoryConfig) -> Result<Self, OpenError> {
-        config.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        config.validate()?;
         std::fs::create_dir_all(&dir).map_err(io_open(&dir))?;
+        let mut store = Self::scan_dir(dir, config, false)?;
+        store.enforce_retention().map_err(|e| match e {
+            AppendError::Io { path, source } => OpenError::Io { path, source },
+            other => OpenError::BadConfig(other.to_string()),
+        })?;
+        store
+            .make_room(0)
+            .map_err(|(path, source)| OpenError::Io { path, source })?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` to read while its owner (the daemon's twin) may be writing
+    /// it: nothing on disk is created, repaired, removed or truncated. A partial record at a
+    /// segment's end is not read (the writer may be writing it), a bad segment or one of
+    /// another tier's resolution is skipped, a segment the writer retires after the open
+    /// reads as empty, and appends are refused ([`AppendError::ReadOnly`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use agentwire_twin::history::{AppendError, History, HistoryConfig};
+    /// let mut writer = History::open(dir.path(), HistoryConfig::default()).unwrap();
+    /// writer.append("a", 0, 1.0).unwrap();
+    /// writer.append("a", 1000, 2.0).unwrap();
+    /// let mut reader = History::open_read_only(dir.path(), HistoryConfig::default()).unwrap();
+    /// assert_eq!(reader.query("a", 0, 0, 2000).unwrap().len(), 1, "the open bucket is the writer's");
+    /// assert!(matches!(reader.append("a", 3000, 1.0), Err(AppendError::ReadOnly)));
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, config: HistoryConfig) -> Result<Self, OpenError> {
+        config.validate()?;
+        Self::scan_dir(dir.as_ref().to_path_buf(), config, true)
+    }
+
+    /// Loads every series under `dir` (see [`History::open`] and
+    /// [`History::open_read_only`]).
+    fn scan_dir(dir: PathBuf, config: HistoryConfig, read_only: bool) -> Result<Self, OpenError> {
         let mut store = Self {
             dir: dir.clone(),
             config,
+            read_only,
             series: BTreeMap::new(),
             bytes_total: 0,
             newest_ms: None,
@@ -112,13 +151,6 @@ impl History {
             store.load_series(&name)?;
         }
         store.newest_ms = store.series.values().filter_map(|s| s.newest_ms).max();
-        store.enforce_retention().map_err(|e| match e {
-            AppendError::Io { path, source } => OpenError::Io { path, source },
-            other => OpenError::BadConfig(other.to_string()),
-        })?;
-        store
-            .make_room(0)
-            .map_err(|(path, source)| OpenError::Io { path, source })?;
         Ok(store)
     }
 
@@ -133,7 +165,12 @@ impl History {
                 .collect(),
             newest_ms: None,
         };
-        for entry in std::fs::read_dir(&dir).map_err(io_open(&dir))? {
+        let entries = match std::fs::read_dir(&dir) {
+            // Read-only: the writer dropped the whole series since the directory was listed.
+            Err(e) if self.read_only && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(io_open(&dir))?,
+        };
+        for entry in entries {
             let entry = entry.map_err(io_open(&dir))?;
             let path = entry.path();
             if !entry.file_type().map_err(io_open(&path))?.is_file() {
@@ -150,17 +187,26 @@ impl History {
                 .iter()
                 .position(|t| t.resolution_ms == resolution_ms)
             else {
-                std::fs::remove_file(&path).map_err(io_open(&path))?;
-                self.stats.orphan_segments_removed += 1;
+                if !self.read_only {
+                    std::fs::remove_file(&path).map_err(io_open(&path))?;
+                    self.stats.orphan_segments_removed += 1;
+                }
                 continue;
             };
-            let Some(scan) = segment::scan(&path, resolution_ms).map_err(io_open(&path))? else {
-                std::fs::remove_file(&path).map_err(io_open(&path))?;
-                self.stats.bad_segments_removed += 1;
+            let scan = match segment::scan(&path, resolution_ms) {
+                // Read-only: the writer retired the segment since the directory was listed.
+                Err(e) if self.read_only && e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(io_open(&path))?,
+            };
+            let Some(scan) = scan else {
+                if !self.read_only {
+                    std::fs::remove_file(&path).map_err(io_open(&path))?;
+                    self.stats.bad_segments_removed += 1;
+                }
                 continue;
             };
             let bytes = HEADER_BYTES + scan.records * RECORD_BYTES;
-            if scan.torn_bytes > 0 {
+            if scan.torn_bytes > 0 && !self.read_only {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -200,6 +246,9 @@ impl History {
     /// assert!(matches!(h.append("../x", 6000, 1.0), Err(AppendError::BadName(_))));
     /// ```
     pub fn append(&mut self, series: &str, time_ms: u64, value: f64) -> Result<(), AppendError> {
+        if self.read_only {
+            return Err(AppendError::ReadOnly);
+        }
         if !value.is_finite() {
             return Err(AppendError::NotFinite {
                 series: series.to_string(),
@@ -274,6 +323,9 @@ impl History {
     /// assert_eq!((b.len(), b[0].count, b[0].mean()), (1, 2, 2.0));
     /// ```
     pub fn flush(&mut self) -> Result<(), AppendError> {
+        if self.read_only {
+            return Err(AppendError::ReadOnly);
+        }
         let mut pending = Vec::new();
         for (name, series) in &mut self.series {
             for (tier, stream) in series.tiers.iter_mut().enumerate() {
@@ -354,15 +406,24 @@ impl History {
                 continue;
             }
             let path = self.segment_path(series, tier, seg.seq);
-            segment::read(&path, |b| {
+            let read = segment::read(&path, |b| {
                 let more = b.start_ms < to_ms;
                 keep(b);
                 more
-            })
-            .map_err(|source| QueryError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            });
+            match read {
+                // Read-only: the writer retired (or repaired) the segment after the open.
+                Err(e)
+                    if self.read_only
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                        ) => {}
+                other => other.map_err(|source| QueryError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            }
         }
         if let Some(b) = stream.open {
             keep(b);

@@ -310,3 +310,86 @@ fn bounds_are_errors() {
         assert!(History::open(dir.path(), bad).is_err());
     }
 }
+
+/// Every file under `dir` with its bytes, sorted.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for series in std::fs::read_dir(dir).unwrap() {
+        for f in std::fs::read_dir(series.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            out.push((p, bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn read_only_changes_nothing_and_skips_what_it_cannot_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut h = History::open(dir.path(), small()).unwrap();
+        for s in 0..10u64 {
+            h.append("a", s * 1000, s as f64).unwrap();
+        }
+    }
+    // A writer in the middle of a record, a segment of a tier nobody has, a bad header.
+    let last = segments(dir.path(), "a", 1000).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(len - 28).unwrap();
+    drop(file);
+    std::fs::write(dir.path().join("a").join("r5000-0.seg"), [0u8; 80]).unwrap();
+    std::fs::write(dir.path().join("a").join("r1000-99.seg"), [7u8; 80]).unwrap();
+    let before = snapshot(dir.path());
+
+    let mut h = History::open_read_only(dir.path(), small()).unwrap();
+    let got: Vec<f64> = h
+        .query("a", 0, 0, 20_000)
+        .unwrap()
+        .iter()
+        .map(|b| b.last)
+        .collect();
+    assert_eq!(got, (0..9).map(f64::from).collect::<Vec<_>>());
+    assert_eq!(h.stats(), Default::default(), "nothing repaired or removed");
+    assert!(matches!(
+        h.append("a", 20_000, 1.0),
+        Err(super::AppendError::ReadOnly)
+    ));
+    assert!(matches!(h.flush(), Err(super::AppendError::ReadOnly)));
+    drop(h);
+    assert_eq!(snapshot(dir.path()), before, "not a byte changed");
+
+    // A store that is not there is an error, and is not created.
+    let missing = dir.path().join("missing");
+    assert!(History::open_read_only(&missing, small()).is_err());
+    assert!(!missing.exists());
+}
+
+#[test]
+fn read_only_reads_on_while_the_writer_retires_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = History::open(dir.path(), small()).unwrap();
+    for s in 0..10u64 {
+        writer.append("a", s * 1000, s as f64).unwrap();
+    }
+    writer.flush().unwrap();
+    let reader = History::open_read_only(dir.path(), small()).unwrap();
+    let known = reader.query("a", 0, 0, 20_000).unwrap();
+    assert_eq!(known.len(), 10);
+    // The writer moves on 100 s: retention deletes every segment the reader knows.
+    for s in 100..110u64 {
+        writer.append("a", s * 1000, s as f64).unwrap();
+    }
+    writer.flush().unwrap();
+    assert!(writer.stats().segments_dropped_age > 0);
+    // The retired segments read as empty, not as an error: what is left is the segment the
+    // writer still appends to (8 s and 9 s, then 100 s on).
+    let left = reader.query("a", 0, 0, 20_000).unwrap();
+    assert_eq!(left, known[8..]);
+    // A fresh reader sees the writer's present.
+    let fresh = History::open_read_only(dir.path(), small()).unwrap();
+    let got = fresh.query("a", 0, 100_000, 120_000).unwrap();
+    assert_eq!(got.len(), 10);
+}
