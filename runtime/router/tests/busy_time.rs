@@ -94,3 +94,62 @@ fn only_timed_busy_passes_count_with_their_frames() {
     control.shutdown();
     core.finish();
 }
+
+/// A receiver that parks at once on an empty ring is woken by the shard for (nearly) every
+/// frame sent while it sleeps; each wake is counted once.
+#[test]
+fn waking_a_parked_agent_is_counted() {
+    use agentwire_shm::idle::IdleStrategy;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    let socket = std::env::temp_dir()
+        .join(format!("aw-busy-wake-{}", std::process::id()))
+        .join("agentwire.sock");
+    let (control, core) = RouterControl::start(RouterConfig::new(socket.clone())).unwrap();
+    let shard = std::thread::spawn(move || core.run(IdleStrategy::Spin));
+    let mut sender = Agent::builder("wake-sender")
+        .socket(&socket)
+        .connect()
+        .unwrap();
+    let mut receiver = Agent::builder("wake-receiver")
+        .socket(&socket)
+        .idle(IdleStrategy::Park {
+            park_timeout_ns: 1_000_000_000,
+        })
+        .connect()
+        .unwrap();
+    let receiver_id = receiver.id();
+    let received = Arc::new(AtomicU64::new(0));
+    const FRAMES: u64 = 50;
+    let reading = std::thread::spawn({
+        let received = received.clone();
+        move || {
+            while received.load(Ordering::Relaxed) < FRAMES {
+                if receiver.recv(Some(WATCHDOG)).unwrap().is_some() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + WATCHDOG;
+    for i in 0..FRAMES {
+        // Each frame once the last one was read and the receiver had time to park again.
+        std::thread::sleep(Duration::from_millis(2));
+        sender.send(receiver_id, &i.to_le_bytes()).unwrap();
+        while received.load(Ordering::Relaxed) <= i {
+            assert!(Instant::now() < deadline, "watchdog: frame {i}");
+            std::thread::yield_now();
+        }
+    }
+    reading.join().unwrap();
+    let woken = control.stats().agents_woken.load(Ordering::Relaxed);
+    let delivered = control.stats().frames_delivered.load(Ordering::Relaxed);
+    assert_eq!(delivered, FRAMES);
+    // A receiver that had not parked yet needs no wake, so not every frame pays one; but
+    // with 2 ms to park before each, one that never slept is out of the question.
+    assert!((1..=FRAMES).contains(&woken), "{woken} wakes");
+    drop(sender);
+    control.shutdown();
+    shard.join().unwrap();
+}
