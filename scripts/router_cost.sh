@@ -14,20 +14,9 @@ set -euo pipefail
 agentwire=${AGENTWIRE:-target/release/agentwire}
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 200000 1000000)
-if [ ! -x "$agentwire" ]; then
-    echo "router_cost: no $agentwire (cargo build --release -p agentwire-tools)" >&2
-    exit 2
-fi
-
-dir=$(mktemp -d -t agentwire-router-cost-XXXXXX)
-"$agentwire" serve --metrics-port 0 --socket "$dir/a.sock" --dlq "$dir/dlq.log" \
-    > "$dir/serve.log" 2>&1 &
-serve=$!
-trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-    [ -S "$dir/a.sock" ] && break
-    sleep 0.1
-done
+bench_name=router-cost
+# shellcheck source=scripts/bench_daemon.sh
+source "$(dirname "$0")/bench_daemon.sh"
 
 for rate in "${rates[@]}"; do
     "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$rate" --duration 5 \

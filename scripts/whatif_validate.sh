@@ -17,20 +17,9 @@ base_rate=${BASE_RATE:-20000}
 saturated_ns=${SATURATED_NS:-25}
 factors=("$@")
 [ ${#factors[@]} -gt 0 ] || factors=(2 5 10)
-if [ ! -x "$agentwire" ]; then
-    echo "whatif_validate: no $agentwire (cargo build --release -p agentwire-tools)" >&2
-    exit 2
-fi
-
-dir=$(mktemp -d -t agentwire-whatif-validate-XXXXXX)
-"$agentwire" serve --metrics-port 0 --socket "$dir/a.sock" --dlq "$dir/dlq.log" \
-    > "$dir/serve.log" 2>&1 &
-serve=$!
-trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-    [ -S "$dir/a.sock" ] && break
-    sleep 0.1
-done
+bench_name=whatif-validate
+# shellcheck source=scripts/bench_daemon.sh
+source "$(dirname "$0")/bench_daemon.sh"
 
 echo "whatif_validate: run A at $base_rate/s, calibrating over 3 s of it" >&2
 "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$base_rate" --duration 8 \

@@ -136,8 +136,9 @@ fn restart_reads_everything_back() {
     assert_eq!((tens.len(), tens[0].count, tens[0].last), (1, 8, 100.0));
 }
 
-#[test]
-fn torn_tail_is_truncated_and_counted() {
+/// A store with series `a` at 0..10 s whose last record is cut 20 bytes in (28 bytes of it
+/// lost), as a crash in the middle of a write leaves it.
+fn ten_seconds_torn() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut h = History::open(dir.path(), small()).unwrap();
@@ -147,10 +148,14 @@ fn torn_tail_is_truncated_and_counted() {
     }
     let last = segments(dir.path(), "a", 1000).pop().unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
-    // Cut the last record 20 bytes in: 28 bytes of it are lost.
     let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
     file.set_len(len - 28).unwrap();
-    drop(file);
+    dir
+}
+
+#[test]
+fn torn_tail_is_truncated_and_counted() {
+    let dir = ten_seconds_torn();
     let mut h = History::open(dir.path(), small()).unwrap();
     let stats = h.stats();
     assert_eq!((stats.torn_segments, stats.torn_bytes), (1, 20));
@@ -327,19 +332,8 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn read_only_changes_nothing_and_skips_what_it_cannot_trust() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut h = History::open(dir.path(), small()).unwrap();
-        for s in 0..10u64 {
-            h.append("a", s * 1000, s as f64).unwrap();
-        }
-    }
     // A writer in the middle of a record, a segment of a tier nobody has, a bad header.
-    let last = segments(dir.path(), "a", 1000).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-    file.set_len(len - 28).unwrap();
-    drop(file);
+    let dir = ten_seconds_torn();
     std::fs::write(dir.path().join("a").join("r5000-0.seg"), [0u8; 80]).unwrap();
     std::fs::write(dir.path().join("a").join("r1000-99.seg"), [7u8; 80]).unwrap();
     let before = snapshot(dir.path());
