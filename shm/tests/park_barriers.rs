@@ -33,6 +33,7 @@ fn idle_consumer_pays_one_barrier_per_idle_period_and_fenced_rings_none() {
         tx.try_push(b"work").unwrap();
         assert!(rx.park(Duration::from_secs(5)), "woken by the frame");
         assert_eq!(tx.wakeups(), 1);
+        assert!(tx.wake_ns() > 0, "the ring was timed");
         assert_eq!(rx.read(8, |_| ControlFlow::Continue(())).unwrap(), 1);
         for _ in 0..5 {
             rx.park(Duration::from_micros(200));

@@ -266,15 +266,12 @@ impl RoutingCore {
         if (self.passes + 1) % BUSY_SAMPLE_PASSES != 0 {
             return self.pass() + usize::from(self.needs_refresh);
         }
-        self.producers.timing = true;
+        let (wakes_before, wake_ns_before) = (self.producers.wakes, self.producers.wake_ns);
         let started = Instant::now();
         let frames = self.pass();
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.producers.timing = false;
-        let (wake_ns, wakes) = (
-            std::mem::take(&mut self.producers.wake_ns_timed),
-            std::mem::take(&mut self.producers.wakes_timed),
-        );
+        let wakes = self.producers.wakes - wakes_before;
+        let wake_ns = self.producers.wake_ns - wake_ns_before;
         let stats = &self.shared.stats[self.shard];
         if frames > 0 {
             count(&stats.busy_ns_sampled, ns);

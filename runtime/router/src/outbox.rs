@@ -43,11 +43,8 @@ pub(crate) struct Outboxes {
     pub(crate) corrupt_rx: Vec<u32>,
     /// Parked agents woken by this shard's publishes (a doorbell rung), all told.
     pub(crate) wakes: u64,
-    /// Set by the duty cycle for a timed pass: publishes that wake an agent add their time
-    /// to `wake_ns_timed` and count in `wakes_timed` (the duty cycle takes and clears both).
-    pub(crate) timing: bool,
-    pub(crate) wake_ns_timed: u64,
-    pub(crate) wakes_timed: u64,
+    /// Wall-clock ns those doorbell rings took, all told (`Producer::wake_ns`).
+    pub(crate) wake_ns: u64,
 }
 
 /// Where [`Outboxes::write_flagged`] put a frame.
@@ -341,17 +338,12 @@ impl Outboxes {
         for agent_id in self.dirty.drain(..) {
             if let Some(outbox) = self.rings.get_mut(&agent_id) {
                 outbox.dirty = false;
-                let wakes = outbox.producer.wakeups();
-                let started = self.timing.then(std::time::Instant::now);
+                let (wakes, wake_ns) = (outbox.producer.wakeups(), outbox.producer.wake_ns());
                 outbox.producer.publish();
                 let woke = outbox.producer.wakeups() - wakes;
                 if woke > 0 {
                     self.wakes += woke;
-                    if let Some(started) = started {
-                        let ns = started.elapsed().as_nanos();
-                        self.wake_ns_timed += u64::try_from(ns).unwrap_or(u64::MAX);
-                        self.wakes_timed += woke;
-                    }
+                    self.wake_ns += outbox.producer.wake_ns() - wake_ns;
                 }
             }
         }

@@ -89,8 +89,8 @@ pub struct RouterStats {
     pub busy_passes_sampled: AtomicU64,
     /// Frames handled by the sampled busy duty cycles (see `busy_ns_sampled`).
     pub busy_frames_sampled: AtomicU64,
-    /// Of `busy_ns_sampled`, the time of the publishes that woke a parked agent (the ring's
-    /// tail store, the flag load and the doorbell's syscall).
+    /// Of `busy_ns_sampled`, the time of the doorbell rings that woke a parked agent (the
+    /// syscall, timed by the ring's producer).
     pub busy_wake_ns_sampled: AtomicU64,
     /// Parked agents woken by the sampled busy duty cycles.
     pub busy_wakes_sampled: AtomicU64,

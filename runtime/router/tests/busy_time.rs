@@ -149,6 +149,15 @@ fn waking_a_parked_agent_is_counted() {
     // A receiver that had not parked yet needs no wake, so not every frame pays one; but
     // with 2 ms to park before each, one that never slept is out of the question.
     assert!((1..=FRAMES).contains(&woken), "{woken} wakes");
+    // The timed passes' wakes are some of those, each with its ring's time.
+    let timed_wakes = control.stats().busy_wakes_sampled.load(Ordering::Relaxed);
+    let timed_wake_ns = control.stats().busy_wake_ns_sampled.load(Ordering::Relaxed);
+    assert!(timed_wakes <= woken);
+    assert_eq!(
+        timed_wakes > 0,
+        timed_wake_ns > 0,
+        "{timed_wakes} {timed_wake_ns}"
+    );
     drop(sender);
     control.shutdown();
     shard.join().unwrap();
