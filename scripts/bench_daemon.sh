@@ -24,3 +24,20 @@ if [ ! -S "$dir/a.sock" ]; then
     cat "$dir/serve.log" >&2
     exit 1
 fi
+
+# load_window RATE REPORT BEFORE AFTER: an `agentwire load --mode open` run at RATE messages a
+# second for 5 s (its JSON report in REPORT), with the mirror read (`twin state --json`) 1.5 s
+# in (BEFORE) and 2 s later (AFTER); sets `window_ns` to the time between the two reads.
+load_window() {
+    local rate=$1 report=$2 before=$3 after=$4 load t0
+    "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$rate" --duration 5 \
+        --json > "$report" &
+    load=$!
+    sleep 1.5
+    "$agentwire" twin state --socket "$dir/a.sock" --json > "$before"
+    t0=$(date +%s%N)
+    sleep 2
+    "$agentwire" twin state --socket "$dir/a.sock" --json > "$after"
+    window_ns=$(($(date +%s%N) - t0))
+    wait "$load"
+}

@@ -19,17 +19,8 @@ bench_name=router-cost
 source "$(dirname "$0")/bench_daemon.sh"
 
 for rate in "${rates[@]}"; do
-    "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$rate" --duration 5 \
-        --json > "$dir/r.json" &
-    load=$!
-    sleep 1.5
-    "$agentwire" twin state --socket "$dir/a.sock" --json > "$dir/a.json"
-    t0=$(date +%s%N)
-    sleep 2
-    "$agentwire" twin state --socket "$dir/a.sock" --json > "$dir/b.json"
-    t1=$(date +%s%N)
-    wait "$load"
-    python3 - "$dir/a.json" "$dir/b.json" "$rate" $((t1 - t0)) <<'PY'
+    load_window "$rate" "$dir/r.json" "$dir/a.json" "$dir/b.json"
+    python3 - "$dir/a.json" "$dir/b.json" "$rate" "$window_ns" <<'PY'
 import json
 import sys
 

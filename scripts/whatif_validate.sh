@@ -35,19 +35,10 @@ for k in "${factors[@]}"; do
     rate=$((base_rate * k))
     "$agentwire" twin whatif --model "$dir/m.json" --load-report "$dir/A.json" \
         --scenario "load=$k" --json > "$dir/p$k.json"
-    "$agentwire" load --socket "$dir/a.sock" --mode open --rate "$rate" --duration 5 \
-        --json > "$dir/r$k.json" &
-    load=$!
     # The router's busy time over 2 s of the run, from its timed duty cycles.
-    sleep 1.5
-    "$agentwire" twin state --socket "$dir/a.sock" --json > "$dir/s$k.a.json"
-    t0=$(date +%s%N)
-    sleep 2
-    "$agentwire" twin state --socket "$dir/a.sock" --json > "$dir/s$k.b.json"
-    t1=$(date +%s%N)
-    wait "$load"
+    load_window "$rate" "$dir/r$k.json" "$dir/s$k.a.json" "$dir/s$k.b.json"
     python3 - "$dir/p$k.json" "$dir/r$k.json" "$rate" "$dir/s$k.a.json" "$dir/s$k.b.json" \
-        $((t1 - t0)) <<'PY'
+        "$window_ns" <<'PY'
 import json
 import sys
 

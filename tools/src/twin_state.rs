@@ -143,9 +143,8 @@ fn to_json(
     rates: Option<&Vec<(String, f64)>>,
 ) -> Value {
     let router_names: Vec<&String> = state
-        .slots
-        .iter()
-        .find(|s| s.name.starts_with("router."))
+        .router_shards()
+        .next()
         .map(|s| s.counters.iter().map(|(n, _)| n).collect())
         .unwrap_or_default();
     let totals: Map<String, Value> = router_names
@@ -198,11 +197,7 @@ fn print_text(
         }
         return Ok(());
     }
-    let shards: Vec<&SlotState> = state
-        .slots
-        .iter()
-        .filter(|s| s.name.starts_with("router."))
-        .collect();
+    let shards: Vec<&SlotState> = state.router_shards().collect();
     out!("{:<14}", "router shard")?;
     for (_, title) in SHARD_COLUMNS {
         out!(" {title:>10}")?;

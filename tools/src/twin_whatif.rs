@@ -10,7 +10,7 @@ use agentwire_runtime::config::Config;
 use agentwire_twin::mirror::Mirror;
 use agentwire_twin::whatif::{
     calibrate, flow, packet, router_service_time, CalibrateOptions, DaemonSettings, Model, Outcome,
-    Rebalance, Scenario,
+    Rebalance, Scenario, TIME_MAX_NS,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ pub(crate) fn daemon_settings(config: Option<&Path>) -> Result<DaemonSettings, B
 /// A time in ns above 0 and at most an hour.
 fn positive_ns(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 3.6e12 => Ok(v),
+        Ok(v) if v.is_finite() && v > 0.0 && v <= TIME_MAX_NS => Ok(v),
         _ => Err(format!("{text}: a time in ns above 0 and at most an hour")),
     }
 }
@@ -169,12 +169,13 @@ fn calibrate_live(source: &ModelSource) -> Result<Model, BoxError> {
     let after = mirror.read()?;
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     let settings = daemon_settings(source.config.as_deref())?;
+    let defaults = CalibrateOptions::default();
     let options = CalibrateOptions {
         flows: source.flows,
         router_service_ns: source.service_ns,
-        router_saturated_ns: source.saturated_ns.unwrap_or(25.0),
-        consumer_service_ns: source.consumer_ns.unwrap_or(100.0),
-        ..CalibrateOptions::default()
+        router_saturated_ns: source.saturated_ns.unwrap_or(defaults.router_saturated_ns),
+        consumer_service_ns: source.consumer_ns.unwrap_or(defaults.consumer_service_ns),
+        ..defaults
     };
     if source.service_ns.is_none() {
         match router_service_time(&before, &after, elapsed_ns)? {

@@ -134,6 +134,19 @@ impl MirrorState {
             .collect()
     }
 
+    /// The router shards' slots (named `router.*`), in slot order.
+    ///
+    /// ```
+    /// # use agentwire_twin::mirror::{MirrorState, SlotState};
+    /// let slot = |name: &str| SlotState { name: name.into(), sequence: Some(2), counters: vec![] };
+    /// let state = MirrorState { creator_pid: 1, creator_running: false,
+    ///     slots: vec![slot("router.shard0"), slot("daemon"), slot("router.shard1")] };
+    /// assert_eq!(state.router_shards().count(), 2);
+    /// ```
+    pub fn router_shards(&self) -> impl Iterator<Item = &SlotState> {
+        self.slots.iter().filter(|s| s.name.starts_with("router."))
+    }
+
     /// The sum of `counter` over every slot whose name starts with `prefix` (e.g. every
     /// router shard: `router.`), wrapping.
     ///

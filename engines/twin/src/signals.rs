@@ -109,23 +109,19 @@ impl Sampler {
             let grew = totals.iter().zip(&before).all(|(now, was)| now >= was);
             if now_ms > then_ms && grew {
                 let secs = (now_ms - then_ms) as f64 / 1000.0;
-                for (i, (_, signal)) in RATES.iter().enumerate() {
-                    out.push((signal.to_string(), (totals[i] - before[i]) as f64 / secs));
-                }
                 let mut grown = [0; TOTALS];
                 for (g, (now, was)) in grown.iter_mut().zip(totals.iter().zip(&before)) {
                     *g = now - was;
+                }
+                for (i, (_, signal)) in RATES.iter().enumerate() {
+                    out.push((signal.to_string(), grown[i] as f64 / secs));
                 }
                 let (duty, idle) = (grown[RATES.len()], grown[RATES.len() + 1]);
                 if duty > 0 {
                     let busy = 1000.0 - 1000.0 * idle.min(duty) as f64 / duty as f64;
                     out.push(("router.busy_permille".to_string(), busy));
                 }
-                let shards = state
-                    .slots
-                    .iter()
-                    .filter(|s| s.name.starts_with("router."))
-                    .count();
+                let shards = state.router_shards().count();
                 if let Some(busy) = busy_time_permille(&grown, secs, shards) {
                     out.push(("router.busy_time_permille".to_string(), busy));
                 }
@@ -138,9 +134,7 @@ impl Sampler {
         ));
         for (counter, signal) in MAX_GAUGES {
             let max = state
-                .slots
-                .iter()
-                .filter(|s| s.name.starts_with("router."))
+                .router_shards()
                 .filter_map(|s| s.get(counter))
                 .max()
                 .unwrap_or(0);

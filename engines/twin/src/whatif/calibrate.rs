@@ -125,11 +125,7 @@ fn router_delta(
 
 /// Router shards in a read of the mirror.
 fn router_cores(state: &MirrorState) -> u32 {
-    state
-        .slots
-        .iter()
-        .filter(|s| s.name.starts_with("router."))
-        .count() as u32
+    state.router_shards().count() as u32
 }
 
 /// The daemon's settings the model needs (from its config).
